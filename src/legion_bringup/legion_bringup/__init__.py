@@ -1,0 +1,1 @@
+"""Launch mixins and paths of LEGION-ROS's launch files, parameters and robot description."""

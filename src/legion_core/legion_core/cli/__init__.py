@@ -1,0 +1,1 @@
+"""The `legion` command line: one root parser, sub-commands contributed by each installed package."""

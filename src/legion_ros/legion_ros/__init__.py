@@ -1,0 +1,1 @@
+"""Thin rclpy nodes over legion_core and legion_kuka, and the pip-only graph runner."""

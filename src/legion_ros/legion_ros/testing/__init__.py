@@ -1,0 +1,1 @@
+"""Test support for ROS graphs: isolated domains, process helpers."""

@@ -1,0 +1,30 @@
+"""legion_ros: an ament_python package that is also pip-installable."""
+from setuptools import find_packages, setup
+
+package_name = 'legion_ros'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(exclude=['test']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+    ],
+    install_requires=['setuptools'],
+    extras_require={'test': ['pytest']},
+    zip_safe=False,
+    maintainer='LEGION-ROS developers',
+    maintainer_email='legion-ros@users.noreply.github.com',
+    description='Thin rclpy nodes and the graph runner of LEGION-ROS.',
+    license='MIT',
+    entry_points={
+        # Installed into lib/legion_ros by setup.cfg, where `ros2 run` and launch_ros look.
+        'console_scripts': [],
+        'legion.commands': [],
+        'legion.doctor': [
+            'ros = legion_ros.doctor:checks',
+        ],
+        'pytest11': ['legion_ros = legion_ros.testing.pytest_plugin'],
+    },
+)
