@@ -25,6 +25,14 @@ setup(
         'console_scripts': ['legion = legion_core.cli.main:main'],
         'legion.commands': [
             'doctor = legion_core.cli.doctor:register',
+            'train = legion_core.cli.train:register',
+            'eval = legion_core.cli.evaluate:register',
+            'report = legion_core.cli.report:register',
+            'bench = legion_core.cli.bench:register',
+        ],
+        'legion.benchmarks': [
+            'train = legion_core.cli.bench_train:register',
+            'learn = legion_core.cli.bench_learn:register',
         ],
         'legion.doctor': [
             'core = legion_core.cli.doctor:core_checks',

@@ -25,5 +25,14 @@ setup(
         'legion.doctor': [
             'kuka = legion_kuka.doctor:checks',
         ],
+        'legion.commands': [
+            'kuka = legion_kuka.cli:register',
+        ],
+        'legion.benchmarks': [
+            'ik = legion_kuka.cli:register_bench_ik',
+        ],
+        'legion.embodiments': [
+            'kuka = legion_kuka.metaworld_kuka:make_kuka_env',
+        ],
     },
 )

@@ -20,8 +20,24 @@ setup(
     license='MIT',
     entry_points={
         # Installed into lib/legion_ros by setup.cfg, where `ros2 run` and launch_ros look.
-        'console_scripts': [],
-        'legion.commands': [],
+        'console_scripts': [
+            'instruction = legion_ros.nodes.instruction:main',
+            'task_inference = legion_ros.nodes.task_inference:main',
+            'policy = legion_ros.nodes.policy:main',
+            'real2sim = legion_ros.nodes.real2sim:main',
+            'sim2real = legion_ros.nodes.sim2real:main',
+            'sim_bridge = legion_ros.nodes.sim_bridge:main',
+            'trainer = legion_ros.nodes.trainer:main',
+            'recorder = legion_ros.nodes.recorder:main',
+        ],
+        'legion.commands': [
+            'launch = legion_ros.cli:register_launch',
+            'sim = legion_ros.cli:register_sim',
+            'instruct = legion_ros.cli:register_instruct',
+        ],
+        'legion.benchmarks': [
+            'loop = legion_ros.cli:register_bench_loop',
+        ],
         'legion.doctor': [
             'ros = legion_ros.doctor:checks',
         ],

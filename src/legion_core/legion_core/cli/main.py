@@ -27,9 +27,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument('--version', action='version', version=f'legion {__version__}')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
-        entry.load()(subparsers)
+    register_plugins(subparsers, COMMAND_GROUP)
     return parser
+
+
+def register_plugins(subparsers: argparse._SubParsersAction, group: str) -> None:
+    """Let every ``group`` entry point add its sub-command; a broken one is reported, not fatal."""
+    for entry in sorted(entry_points(group=group), key=lambda e: e.name):
+        try:
+            register = entry.load()
+        except Exception as error:  # one broken package must not take the whole CLI down
+            message = f'{type(error).__name__}: {error}'
+            broken = subparsers.add_parser(entry.name, help=f'(unavailable: {message})')
+            broken.set_defaults(handler=_unavailable(entry.name, entry.value, message))
+            continue
+        register(subparsers)
+
+
+def _unavailable(name: str, target: str, message: str):
+    def handler(_args: argparse.Namespace) -> int:
+        print(f'legion {name}: cannot load {target}: {message}\n'
+              'Run `legion doctor` to see what is missing.', file=sys.stderr)
+        return 2
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
