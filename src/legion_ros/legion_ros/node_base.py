@@ -1,0 +1,268 @@
+"""What every LEGION-ROS node shares: start-up, spinning, shutdown, documented parameters, status.
+
+A node module is a class plus ``main``::
+
+    PARAMETERS = {
+        'rate_hz': Param(20.0, 'policy rate [Hz]', range=(1.0, 500.0)),
+        'joint_names': Param([], 'joint names of the driver profile', type='string[]'),
+        'driver': Param('lbr', 'driver profile', choices=('lbr', 'iiwa_ros2')),
+    }
+
+    class PolicyNode(Node):
+        executor_threads = 1          # > 1: MultiThreadedExecutor with that many threads
+
+        def __init__(self):
+            super().__init__('policy')
+            self.params = declare_parameters(self, PARAMETERS)   # typed, described, validated
+            self.status = StatusPublisher(self)                   # ~/status, latched JSON
+
+        def close(self):              # optional: called once after spinning stops
+            ...
+
+    def main(args=None):
+        return run_node(PolicyNode, args)
+
+:func:`run_node` settles the discovery environment before ``rclpy.init`` (loopback, leased domain),
+never uses ``with rclpy.init()`` (it returns None on Jazzy), spins until SIGINT/SIGTERM and returns
+0 after a clean shutdown, 2 for a configuration error (bad parameter), 1 for a crash.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterUninitializedException,
+)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_msgs.msg import String
+
+from legion_ros import qos
+from legion_ros.environment import apply_ros_defaults
+
+EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
+
+_TYPES = {
+    'bool': ParameterType.PARAMETER_BOOL,
+    'int': ParameterType.PARAMETER_INTEGER,
+    'double': ParameterType.PARAMETER_DOUBLE,
+    'string': ParameterType.PARAMETER_STRING,
+    'bool[]': ParameterType.PARAMETER_BOOL_ARRAY,
+    'int[]': ParameterType.PARAMETER_INTEGER_ARRAY,
+    'double[]': ParameterType.PARAMETER_DOUBLE_ARRAY,
+    'string[]': ParameterType.PARAMETER_STRING_ARRAY,
+}
+_TYPE_NAMES = {code: name for name, code in _TYPES.items()}
+
+
+class NodeConfigError(ValueError):
+    """A node cannot start with the parameters it was given; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One node parameter: default, what it means, and the constraints ROS should enforce."""
+
+    default: Any
+    description: str
+    type: str | None = None            # needed only when the default says nothing (empty list)
+    choices: tuple = ()
+    range: tuple[float, float] | None = None
+    read_only: bool = False
+
+    def type_name(self) -> str:
+        if self.type is not None:
+            if self.type not in _TYPES:
+                raise ValueError(f'unknown parameter type {self.type!r}; one of {sorted(_TYPES)}')
+            return self.type
+        value = self.default
+        if isinstance(value, bool):
+            return 'bool'
+        if isinstance(value, int):
+            return 'int'
+        if isinstance(value, float):
+            return 'double'
+        if isinstance(value, str):
+            return 'string'
+        if isinstance(value, (list, tuple)) and value:
+            return Param(value[0], '').type_name() + '[]'
+        raise ValueError(f'cannot infer a parameter type from {value!r}: give type=...')
+
+
+class Params(dict):
+    """The declared parameter values; ``params.rate_hz`` reads like ``params['rate_hz']``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def declare_parameters(node: Node, spec: Mapping[str, Param | tuple]) -> Params:
+    """Declare every parameter of ``spec`` on ``node`` (typed, described) and return the values.
+
+    Values come from parameter files / ``-p`` overrides when given, else the defaults. A wrong type
+    (``rate_hz: 20`` for a double), a value outside ``range`` or ``choices`` raises
+    :class:`NodeConfigError` naming the node, the parameter and the expected form.
+    """
+    values = Params()
+    for name, entry in spec.items():
+        param = entry if isinstance(entry, Param) else Param(*entry)
+        type_name = param.type_name()
+        descriptor = ParameterDescriptor(name=name, type=_TYPES[type_name], read_only=param.read_only,
+                                         description=param.description)
+        if param.choices:
+            descriptor.additional_constraints = 'one of: ' + ', '.join(map(str, param.choices))
+        if param.range is not None:
+            low, high = param.range
+            if type_name == 'int':
+                descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
+            else:
+                descriptor.floating_point_range = [FloatingPointRange(from_value=float(low),
+                                                                      to_value=float(high), step=0.0)]
+        default = list(param.default) if isinstance(param.default, tuple) else param.default
+        where = f'parameter {name!r} of node {node.get_fully_qualified_name()}'
+        # rclpy infers BYTE_ARRAY from an empty list and then refuses a string-list override: declare
+        # such parameters by type, and give them the empty default only if nothing overrides it.
+        empty = isinstance(default, list) and not default
+        try:
+            if empty:
+                ros_type = Parameter.Type(_TYPES[type_name])
+                node.declare_parameter(name, ros_type, descriptor)
+                try:
+                    value = node.get_parameter(name).value
+                except ParameterUninitializedException:
+                    node.set_parameters([Parameter(name, ros_type, [])])
+                    value = []
+            else:
+                value = node.declare_parameter(name, default, descriptor).value
+        except InvalidParameterTypeException as error:
+            raise NodeConfigError(f'{where} must be of type {type_name} ({param.description}); '
+                                  f'{error}. Write e.g. 20.0, not 20, for a double.') from None
+        except InvalidParameterValueException as error:
+            raise NodeConfigError(f'{where}: {error} (allowed range {param.range})') from None
+        except ParameterUninitializedException:
+            raise NodeConfigError(f'{where} has no value: set it in the parameter file') from None
+        if param.choices and value not in param.choices:
+            raise NodeConfigError(f'{where} is {value!r}; choose one of {list(param.choices)}')
+        values[name] = list(value) if isinstance(value, (list, tuple)) or hasattr(value, 'tolist') \
+            else value
+    return values
+
+
+def describe_parameters(spec: Mapping[str, Param | tuple]) -> str:
+    """A plain-text table of ``spec`` (for ``--help`` texts and docs)."""
+    lines = []
+    for name, entry in spec.items():
+        param = entry if isinstance(entry, Param) else Param(*entry)
+        extra = f' one of {list(param.choices)}' if param.choices else ''
+        extra += f' in {list(param.range)}' if param.range else ''
+        lines.append(f'  {name} ({param.type_name()}, default {param.default!r}){extra}: {param.description}')
+    return '\n'.join(lines)
+
+
+class StatusPublisher:
+    """A node's state as JSON on a latched ``std_msgs/String`` topic (default ``~/status``).
+
+    Every message carries ``node``, ``state`` (a short word such as ``ready``, ``running``,
+    ``fault``), ``stamp`` (node clock, seconds) and any extra fields; late subscribers get the last one.
+    """
+
+    def __init__(self, node: Node, topic: str = '~/status') -> None:
+        self._node = node
+        self._publisher = node.create_publisher(String, topic, qos.LATCHED)
+        self.last: dict[str, Any] = {}
+
+    def publish(self, state: str, **fields: Any) -> dict[str, Any]:
+        stamp = self._node.get_clock().now().nanoseconds * 1e-9
+        message = {'node': self._node.get_fully_qualified_name(), 'state': state, 'stamp': stamp, **fields}
+        self.last = message
+        self._publisher.publish(String(data=json.dumps(message, default=_jsonable)))
+        return message
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, 'tolist'):  # numpy arrays and scalars
+        return value.tolist()
+    return str(value)
+
+
+def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **node_kwargs: Any) -> int:
+    """Run one node until SIGINT/SIGTERM; returns the process exit code (0 = clean shutdown).
+
+    ``node_cls.executor_threads`` (default 1) picks the executor: 1 spins single-threaded (callbacks
+    never overlap), more uses a MultiThreadedExecutor with that many threads (for nodes that block in
+    one callback, e.g. waiting on a service, while others must go on). After spinning ends the node's
+    ``close()`` runs if it has one (flush files, release hardware), then the node is destroyed.
+    """
+    lease = apply_ros_defaults()  # before rclpy.init: discovery is read when the context starts
+    rclpy.init(args=args)
+    node = None
+    code = EXIT_OK
+    name = getattr(node_cls, '__name__', str(node_cls))
+    try:
+        node = node_cls(**node_kwargs)
+        threads = int(getattr(node, 'executor_threads', 1))
+        executor = SingleThreadedExecutor() if threads <= 1 else MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        try:
+            executor.spin()
+        finally:
+            executor.shutdown(timeout_sec=1.0)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # rclpy turned SIGINT/SIGTERM into these: a requested, clean shutdown
+    except NodeConfigError as error:
+        _log(node, name).fatal(f'cannot start: {error}')
+        code = EXIT_CONFIG
+    except Exception:  # a crash: say where, and let the runner report this node as dead
+        _log(node, name).fatal(f'crashed:\n{traceback.format_exc()}')
+        code = EXIT_CRASH
+    finally:
+        if node is not None:
+            close = getattr(node, 'close', None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:
+                    _log(node, name).error(f'close() failed:\n{traceback.format_exc()}')
+                    code = code or EXIT_CRASH
+            node.destroy_node()
+        rclpy.try_shutdown()
+        if lease is not None:
+            lease.release()
+    return code
+
+
+def _log(node: Node | None, name: str):
+    return node.get_logger() if node is not None else rclpy.logging.get_logger(name)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, spin: Callable[[], None] | None = None,
+             poll_s: float = 0.01) -> bool:
+    """Poll ``predicate`` (spinning with ``spin`` in between if given) until true or ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if spin is not None:
+            spin()
+        else:
+            time.sleep(poll_s)
+    return predicate()
+
+
+def main_guard(main: Callable[[list[str] | None], int]) -> None:
+    """``if __name__ == '__main__': main_guard(main)`` so ``python -m`` exits with main's code."""
+    sys.exit(main(None))
