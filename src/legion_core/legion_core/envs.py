@@ -1,0 +1,361 @@
+"""Meta-World task environments for LEGION: one task, N copies stepped together, batched evaluation.
+
+Observations
+    Every embodiment produces Meta-World v3's 39-d observation (hand xyz 0:3, gripper 3, object 1 xyz
+    4:7 + quaternion 7:11, object 2 xyz 11:14 + quaternion 14:18, the previous frame 18:36, goal xyz
+    36:39). A *layout* projects it: ``legion12`` keeps hand, object 1, object 2 and goal positions
+    (the original's 12-d observation, legion-original.md §4.2), ``full39`` keeps everything (what
+    Meta-World's scripted experts need).
+
+Embodiments
+    ``sawyer`` is built in: Meta-World's MT1-style construction (``metaworld.MT1(task, seed=seed)``
+    then ``env.set_task(variant)``), which makes the goal visible in the observation. Other
+    embodiments come from the ``legion.embodiments`` entry-point group (``kuka`` from legion_kuka):
+    ``factory(task_name, seed) -> env`` returns an object with Meta-World's ``reset() -> (obs39,
+    info)`` and ``step(a4) -> (obs39, reward, terminated, truncated, info)`` with ``info['success']``.
+
+Goals
+    ``goal='fixed'`` is the original's setting (§4.3): one of Meta-World's 50 goal variants is chosen
+    with the seed and reused by every episode, so training and evaluation with the same seed see the
+    same object and goal placement. ``goal='random'`` draws a new placement at every reset from the
+    task's reset space (the distribution Meta-World's variants come from), with each copy's own seeded
+    generator.
+
+Copies (``TaskVectorEnv``)
+    The N copies of a task are stepped in this process: a Meta-World step costs ~0.3-0.7 ms, so
+    subprocess IPC would cost more than it saves. Copy i is seeded with ``copy_seeds(seed, N)[i]``
+    (distinct per copy). Under ``goal='fixed'`` every copy shares the task's fixed goal variant (like
+    the original's single env); because Meta-World is deterministic, copies then differ only through
+    the actions they receive. Under ``goal='random'`` each copy draws its own goals.
+
+Rewards
+    Meta-World v3's shaped rewards (each step in [0, 10]), times ``reward_scale`` (default 1). The
+    original's running reward normaliser (mtenv ``NormalizedEnvWrapper``) is not reproduced.
+
+Episodes
+    Truncated at ``episode_length`` steps (150, the original's). Meta-World never terminates, so every
+    transition should be bootstrapped; ``info['final_obs']`` carries the true last observation of an
+    episode that ended (the fix of the original's terminal-observation bug, §8.3).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+import numpy as np
+
+from legion_core.tasks import normalise_task_name
+
+EMBODIMENT_GROUP = 'legion.embodiments'
+BUILTIN_EMBODIMENT = 'sawyer'
+LAYOUTS: dict[str, int] = {'legion12': 12, 'full39': 39}
+GOALS: tuple[str, ...] = ('fixed', 'random')
+RAW_OBS_DIM = 39
+ACTION_DIM = 4
+# Hand xyz, object 1 xyz, object 2 xyz, goal xyz inside Meta-World's 39-d observation.
+LEGION12_INDEX = np.r_[0:3, 4:7, 11:14, 36:39]
+GOAL_SLICE = slice(9, 12)  # where the goal sits in the legion12 layout (36:39 in full39)
+
+Policy = Callable[[np.ndarray], Any]
+
+
+def _check_layout(layout: str) -> int:
+    if layout not in LAYOUTS:
+        raise ValueError(f'unknown observation layout {layout!r}; valid layouts: '
+                         + ', '.join(f'{name} ({dim}-d)' for name, dim in LAYOUTS.items()))
+    return LAYOUTS[layout]
+
+
+def project_observation(obs39: np.ndarray, layout: str) -> np.ndarray:
+    """Meta-World's observation(s) [..., 39] in the given layout [..., D] (a new float32 array)."""
+    _check_layout(layout)
+    obs39 = np.asarray(obs39)
+    if obs39.ndim == 0 or obs39.shape[-1] != RAW_OBS_DIM:
+        raise ValueError(f'expected Meta-World observations of shape [..., {RAW_OBS_DIM}], '
+                         f'got shape {obs39.shape}')
+    if layout == 'full39':
+        return obs39.astype(np.float32, copy=True)
+    return obs39[..., LEGION12_INDEX].astype(np.float32, copy=False)
+
+
+def goal_slice(layout: str) -> slice:
+    """Where the goal xyz sits in an observation of this layout."""
+    _check_layout(layout)
+    return GOAL_SLICE if layout == 'legion12' else slice(36, 39)
+
+
+# --------------------------------------------------------------------------------------------------
+# Embodiments
+
+@functools.lru_cache(maxsize=64)
+def _mt1_variants(task_name: str, seed: int) -> tuple:
+    """Meta-World's 50 goal variants of a task for a seed (cached: building them costs ~0.8 s)."""
+    import metaworld
+
+    benchmark = metaworld.MT1(task_name, seed=seed)
+    return benchmark.train_classes[task_name], tuple(benchmark.train_tasks)
+
+
+def make_sawyer_env(task_name: str, seed: int):
+    """The built-in embodiment: a Meta-World Sawyer env with the goal visible and the seed's variant."""
+    env_cls, variants = _mt1_variants(task_name, int(seed))
+    env = env_cls()
+    # The variant is chosen with the seed (like the original's random.choice over 50 variants).
+    env.set_task(variants[int(np.random.default_rng(seed).integers(len(variants)))])
+    return env
+
+
+def available_embodiments() -> list[str]:
+    """'sawyer' and every embodiment registered in the ``legion.embodiments`` entry-point group."""
+    names = {entry.name for entry in entry_points(group=EMBODIMENT_GROUP)}
+    return [BUILTIN_EMBODIMENT, *sorted(names - {BUILTIN_EMBODIMENT})]
+
+
+def embodiment_factory(name: str) -> Callable[[str, int], Any]:
+    """The ``factory(task_name, seed) -> env`` of an embodiment; an unknown name → ValueError."""
+    if name == BUILTIN_EMBODIMENT:
+        return make_sawyer_env
+    for entry in entry_points(group=EMBODIMENT_GROUP):
+        if entry.name == name:
+            try:
+                return entry.load()
+            except Exception as error:  # a broken plugin must say which package to fix
+                raise RuntimeError(f'embodiment {name!r} is registered ({entry.value}) but cannot be '
+                                   f'loaded: {type(error).__name__}: {error}') from error
+    raise ValueError(f'unknown embodiment {name!r}; available: {", ".join(available_embodiments())} '
+                     f'(more come from the {EMBODIMENT_GROUP!r} entry-point group)')
+
+
+def copy_seeds(seed: int, num_envs: int) -> list[int]:
+    """Distinct, reproducible 31-bit seeds for the copies of a vector env."""
+    return [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(num_envs) >> 1]
+
+
+def _build_env(task: str, embodiment: str, episode_length: int, goal: str, seed: int, copy_seed: int):
+    env = embodiment_factory(embodiment)(task, seed)
+    if hasattr(env, 'max_path_length'):
+        # Meta-World refuses to step past its own limit (500); ours is the one that counts.
+        env.max_path_length = max(int(env.max_path_length), episode_length)
+    if goal == 'random':
+        if not all(hasattr(env, attr) for attr in ('_freeze_rand_vec', 'seeded_rand_vec', 'seed')):
+            raise ValueError(f'embodiment {embodiment!r} does not support goal=\'random\' (its env has no '
+                             'Meta-World goal sampler); use goal=\'fixed\'')
+        env._freeze_rand_vec = False  # sample a new goal at every reset ...
+        env.seeded_rand_vec = True  # ... from the env's own generator, not numpy's global one
+    if hasattr(env, 'seed'):
+        env.seed(copy_seed)
+    return env
+
+
+def _check_common(task: str, embodiment: str, layout: str, episode_length: int, goal: str) -> str:
+    _check_layout(layout)
+    if goal not in GOALS:
+        raise ValueError(f'unknown goal mode {goal!r}; valid: {", ".join(GOALS)}')
+    if int(episode_length) != episode_length or episode_length < 1:
+        raise ValueError(f'episode_length must be a positive integer, got {episode_length!r}')
+    if embodiment != BUILTIN_EMBODIMENT and embodiment not in available_embodiments():
+        embodiment_factory(embodiment)  # raises the ValueError listing the available ones
+    return normalise_task_name(task)
+
+
+# --------------------------------------------------------------------------------------------------
+# Vector env
+
+class TaskVectorEnv:
+    """N copies of one task, stepped together in this process, with auto-reset.
+
+    ``reset() -> obs [N, D] float32``; ``step(actions [N, 4]) -> (obs, reward [N], terminated [N],
+    truncated [N], info)``. ``info`` holds ``success`` [N] bool (this step), ``final_obs`` [N, D] (the
+    true last observation where an episode ended, else equal to ``obs``), ``episode_success`` [N] bool
+    (any success during the episode), ``episode_return`` [N] and ``episode_length`` [N] int (these
+    three valid where ``terminated | truncated``). Ended copies are reset at once and ``obs`` holds
+    their first observation of the next episode. With ``autoreset=False`` ended copies stay idle
+    (not stepped, reward 0, never done again) until the next ``reset()``; ``active`` tells which
+    copies are still running.
+    """
+
+    def __init__(self, task: str, num_envs: int, *, embodiment: str = BUILTIN_EMBODIMENT,
+                 layout: str = 'legion12', episode_length: int = 150, goal: str = 'fixed', seed: int = 0,
+                 reward_scale: float = 1.0, autoreset: bool = True):
+        if int(num_envs) != num_envs or num_envs < 1:
+            raise ValueError(f'num_envs must be a positive integer, got {num_envs!r}')
+        self.task = _check_common(task, embodiment, layout, episode_length, goal)
+        self.num_envs = int(num_envs)
+        self.embodiment, self.layout, self.goal, self.seed = embodiment, layout, goal, int(seed)
+        self.episode_length = int(episode_length)
+        self.reward_scale = float(reward_scale)
+        self.autoreset = bool(autoreset)
+        self.obs_dim = LAYOUTS[layout]
+        self.action_dim = ACTION_DIM
+        self.seeds = copy_seeds(seed, self.num_envs)
+        self.envs = [_build_env(self.task, embodiment, self.episode_length, goal, self.seed, s)
+                     for s in self.seeds]
+        self._index = None if layout == 'full39' else LEGION12_INDEX
+        self._raw = np.zeros((self.num_envs, RAW_OBS_DIM))
+        self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
+        self._return = np.zeros(self.num_envs)
+        self._success = np.zeros(self.num_envs, dtype=bool)
+        self.active = np.zeros(self.num_envs, dtype=bool)
+
+    def _project(self, raw: np.ndarray) -> np.ndarray:
+        return (raw if self._index is None else raw[..., self._index]).astype(np.float32)
+
+    def _reset_copy(self, i: int) -> None:
+        obs, _info = self.envs[i].reset()
+        self._raw[i] = obs
+        self._elapsed[i] = 0
+        self._return[i] = 0.0
+        self._success[i] = False
+        self.active[i] = True
+
+    def reset(self) -> np.ndarray:
+        """Start a new episode in every copy; the observations [N, D] float32."""
+        for i in range(self.num_envs):
+            self._reset_copy(i)
+        return self._project(self._raw)
+
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        if not self.active.any():
+            raise RuntimeError('no copy is running: call reset() first (and, with autoreset=False, after '
+                               'every copy has ended)')
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.shape != (self.num_envs, ACTION_DIM):
+            raise ValueError(f'expected actions of shape ({self.num_envs}, {ACTION_DIM}), '
+                             f'got {actions.shape}')
+        # Meta-World clips the hand part itself but passes the gripper torque straight to MuJoCo.
+        actions = np.clip(actions, -1.0, 1.0)
+        n = self.num_envs
+        reward = np.zeros(n)
+        success = np.zeros(n, dtype=bool)
+        terminated = np.zeros(n, dtype=bool)
+        raw = self._raw
+        for i, env in enumerate(self.envs):
+            if not self.active[i]:
+                continue
+            obs, r, term, _trunc, info = env.step(actions[i])
+            raw[i] = obs
+            reward[i] = r
+            success[i] = info['success']
+            terminated[i] = term
+        reward *= self.reward_scale
+        active = self.active
+        self._elapsed += active
+        self._return += reward
+        self._success |= success
+        truncated = active & ~terminated & (self._elapsed >= self.episode_length)
+        done = terminated | truncated
+        obs = self._project(raw)
+        info = {
+            'success': success,
+            'final_obs': obs.copy(),
+            'episode_success': self._success.copy(),
+            'episode_return': self._return.copy(),
+            'episode_length': self._elapsed.copy(),
+        }
+        if done.any():
+            ended = np.flatnonzero(done)
+            if self.autoreset:
+                for i in ended:
+                    self._reset_copy(i)
+                obs[ended] = self._project(raw[ended])
+            else:
+                self.active[ended] = False
+        return obs, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        for env in self.envs:
+            if hasattr(env, 'close'):
+                env.close()
+
+    def __repr__(self) -> str:
+        return (f'TaskVectorEnv({self.task!r}, num_envs={self.num_envs}, embodiment={self.embodiment!r}, '
+                f'layout={self.layout!r}, episode_length={self.episode_length}, goal={self.goal!r}, '
+                f'seed={self.seed})')
+
+
+class TaskEnv:
+    """One copy of a task: ``reset() -> obs [D]``, ``step(a [4]) -> (obs, reward, terminated,
+    truncated, info)`` with ``info['success']`` bool; truncated at ``episode_length``. It does not
+    reset itself: call ``reset()`` after an episode ends."""
+
+    def __init__(self, task: str, *, embodiment: str = BUILTIN_EMBODIMENT, layout: str = 'legion12',
+                 episode_length: int = 150, goal: str = 'fixed', seed: int = 0, reward_scale: float = 1.0):
+        self._vec = TaskVectorEnv(task, 1, embodiment=embodiment, layout=layout,
+                                  episode_length=episode_length, goal=goal, seed=seed,
+                                  reward_scale=reward_scale, autoreset=False)
+        self.task, self.obs_dim, self.action_dim = self._vec.task, self._vec.obs_dim, ACTION_DIM
+        self.episode_length = self._vec.episode_length
+        self.env = self._vec.envs[0]  # the embodiment's own env (MuJoCo model and data for rendering)
+
+    def reset(self) -> np.ndarray:
+        return self._vec.reset()[0]
+
+    def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(f'expected an action of shape ({ACTION_DIM},), got {action.shape}')
+        if not self._vec.active[0]:
+            raise RuntimeError('the episode has ended (or never started): call reset()')
+        obs, reward, terminated, truncated, info = self._vec.step(action[None])
+        return (obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]),
+                {'success': bool(info['success'][0]), 'episode_success': bool(info['episode_success'][0])})
+
+    def close(self) -> None:
+        self._vec.close()
+
+
+def make_task_env(task: str, *, embodiment: str = BUILTIN_EMBODIMENT, layout: str = 'legion12',
+                  episode_length: int = 150, goal: str = 'fixed', seed: int = 0,
+                  reward_scale: float = 1.0) -> TaskEnv:
+    """A single-copy env of ``task`` (see the module docstring for the options)."""
+    return TaskEnv(task, embodiment=embodiment, layout=layout, episode_length=episode_length, goal=goal,
+                   seed=seed, reward_scale=reward_scale)
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+
+def evaluate(policy: Policy, task: str, episodes: int = 10, *, num_envs: int | None = None,
+             embodiment: str = BUILTIN_EMBODIMENT, layout: str = 'legion12', episode_length: int = 150,
+             goal: str = 'fixed', seed: int = 0, env: TaskVectorEnv | None = None) -> dict[str, Any]:
+    """Run ``episodes`` episodes of ``policy`` (obs [N, D] → actions [N, 4]) on ``task``, batched.
+
+    An episode succeeds if ``info['success']`` fires at any step (the original's semantics, §1.7).
+    Deterministic for a deterministic policy and a given seed; with ``goal='fixed'`` the same seed as
+    training evaluates on the training goal, as the original did. Episodes run in rounds of
+    ``num_envs`` (default: all at once). ``env`` reuses an existing ``TaskVectorEnv`` built with
+    ``autoreset=False`` (saves construction time on repeated evaluations).
+    Returns ``{'success_rate', 'mean_return', 'episode_successes', 'episode_returns'}``.
+    """
+    if int(episodes) != episodes or episodes < 1:
+        raise ValueError(f'episodes must be a positive integer, got {episodes!r}')
+    episodes = int(episodes)
+    if env is None:
+        num_envs = episodes if num_envs is None else num_envs
+        env = TaskVectorEnv(task, min(int(num_envs), episodes), embodiment=embodiment, layout=layout,
+                            episode_length=episode_length, goal=goal, seed=seed, autoreset=False)
+    elif env.autoreset:
+        raise ValueError('evaluate() needs a TaskVectorEnv built with autoreset=False')
+    successes: list[bool] = []
+    returns: list[float] = []
+    for _round in range(math.ceil(episodes / env.num_envs)):
+        obs = env.reset()
+        while env.active.any():
+            actions = np.asarray(policy(obs), dtype=np.float64)
+            if actions.shape != (env.num_envs, ACTION_DIM):
+                raise ValueError(f'policy returned actions of shape {actions.shape}, expected '
+                                 f'({env.num_envs}, {ACTION_DIM}) for observations of shape {obs.shape}')
+            obs, _reward, terminated, truncated, info = env.step(actions)
+            for i in np.flatnonzero(terminated | truncated):
+                successes.append(bool(info['episode_success'][i]))
+                returns.append(float(info['episode_return'][i]))
+    successes, returns = successes[:episodes], returns[:episodes]
+    return {
+        'success_rate': float(np.mean(successes)),
+        'mean_return': float(np.mean(returns)),
+        'episode_successes': successes,
+        'episode_returns': returns,
+    }
