@@ -1,0 +1,401 @@
+"""The LEGION-ROS node graphs (sim, real, train) as plain data: the single source of the wiring.
+
+``launch/*.launch.py`` turn a :class:`Graph` into a ROS 2 ``LaunchDescription``
+(:mod:`legion_bringup.launch_mixins`), and ``legion launch`` (:mod:`legion_ros.runner`) starts the
+very same nodes as processes with the very same ``--ros-args`` on machines without ``launch``. This
+module imports neither ``launch`` nor ``rclpy``.
+
+Values that depend on launch arguments are written two ways:
+
+* strings with ``{argument}`` placeholders (namespaces, parameter file names, remappings, commands);
+* :class:`ArgValue` for a parameter whose value *is* an argument, converted to a ROS type.
+"""
+from __future__ import annotations
+
+import os
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PACKAGE = 'legion_bringup'
+NODE_PACKAGE = 'legion_ros'
+CONFIG_ENV = 'LEGION_CONFIG_DIR'
+_PLACEHOLDER = re.compile(r'{(\w+)}')
+
+
+class GraphError(ValueError):
+    """Bad launch arguments or an inconsistent graph; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Argument:
+    """A launch argument: ``name:=value`` on the command line of ``ros2 launch`` and ``legion launch``."""
+
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.choices and self.default not in self.choices:
+            raise GraphError(f'argument {self.name}: default {self.default!r} is not one of {self.choices}')
+
+
+@dataclass(frozen=True)
+class ArgValue:
+    """A node parameter set from a launch argument, typed (``str``, ``bool``, ``int``, ``float``)."""
+
+    argument: str
+    type: type = str
+
+    def convert(self, text: str) -> Any:
+        if self.type is bool:
+            if text.lower() not in ('true', 'false'):
+                raise GraphError(f'argument {self.argument} must be true or false, got {text!r}')
+            return text.lower() == 'true'
+        try:
+            return self.type(text)
+        except ValueError:
+            raise GraphError(f'argument {self.argument} must be a {self.type.__name__}, '
+                             f'got {text!r}') from None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Start an entity only when every named argument has the given value."""
+
+    equals: tuple[tuple[str, str], ...]
+
+    def holds(self, values: Mapping[str, str]) -> bool:
+        return all(values[name] == expected for name, expected in self.equals)
+
+    def arguments(self) -> list[str]:
+        return [name for name, _ in self.equals]
+
+
+def when(**equals: str) -> Condition:
+    return Condition(tuple(sorted(equals.items())))
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of a graph: an executable of ``legion_ros`` with its parameters."""
+
+    executable: str
+    name: str
+    namespace: str = '/legion'
+    parameter_files: tuple[str, ...] = ()            # file names in config/, placeholders allowed
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # inline overrides, after the files
+    remappings: tuple[tuple[str, str], ...] = ()
+    condition: Condition | None = None
+    package: str = NODE_PACKAGE
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """A non-node process (``ros2 bag record``), only for the ROS 2 launch files."""
+
+    name: str
+    cmd: tuple[str, ...]
+    condition: Condition | None = None
+
+
+@dataclass(frozen=True)
+class IncludeSpec:
+    """Another package's launch file (a robot driver), only for the ROS 2 launch files."""
+
+    package: str
+    launch_file: str
+    arguments: Mapping[str, str] = field(default_factory=dict)
+    condition: Condition | None = None
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: str
+    description: str
+    arguments: tuple[Argument, ...]
+    nodes: tuple[NodeSpec, ...]
+    processes: tuple[ProcessSpec, ...] = ()
+    includes: tuple[IncludeSpec, ...] = ()
+
+    def argument(self, name: str) -> Argument:
+        for argument in self.arguments:
+            if argument.name == name:
+                return argument
+        raise GraphError(f'{self.name} graph has no argument {name!r}; '
+                         f'arguments: {", ".join(a.name for a in self.arguments)}')
+
+    def referenced_arguments(self) -> set[str]:
+        """Every argument name that nodes, processes and includes use (for consistency checks)."""
+        used: set[str] = set()
+        texts: list[str] = []
+        for node in self.nodes:
+            texts += [node.namespace, *node.parameter_files, *(a for pair in node.remappings for a in pair)]
+            used.update(v.argument for v in node.parameters.values() if isinstance(v, ArgValue))
+            used.update(node.condition.arguments() if node.condition else [])
+        for process in self.processes:
+            texts += list(process.cmd)
+            used.update(process.condition.arguments() if process.condition else [])
+        for include in self.includes:
+            texts += list(include.arguments.values())
+            used.update(include.condition.arguments() if include.condition else [])
+        for text in texts:
+            used.update(_PLACEHOLDER.findall(text))
+        return used
+
+    def resolve(self, overrides: Mapping[str, str] | None = None, config_dir: Path | None = None
+                ) -> ResolvedGraph:
+        """Validate ``overrides`` (``name -> value``) and fill every placeholder, as launch would."""
+        values = {argument.name: argument.default for argument in self.arguments}
+        for name, value in (overrides or {}).items():
+            argument = self.argument(name)
+            if argument.choices and value not in argument.choices:
+                raise GraphError(f'{name}:={value} is not allowed; choose one of: '
+                                 f'{", ".join(argument.choices)} ({argument.description})')
+            values[name] = value
+        config = Path(config_dir) if config_dir is not None else config_directory()
+        nodes = []
+        for node in self.nodes:
+            if node.condition is not None and not node.condition.holds(values):
+                continue
+            files = []
+            for file_name in node.parameter_files:
+                path = config / fill(file_name, values)
+                if not path.is_file():
+                    raise GraphError(f'node {node.name}: parameter file {path} does not exist')
+                files.append(path)
+            parameters = {key: value.convert(values[value.argument]) if isinstance(value, ArgValue) else value
+                          for key, value in node.parameters.items()}
+            nodes.append(ResolvedNode(
+                executable=node.executable, name=node.name, namespace=fill(node.namespace, values),
+                parameter_files=tuple(files), parameters=parameters, package=node.package,
+                remappings=tuple((fill(a, values), fill(b, values)) for a, b in node.remappings),
+                log_level=values.get('log_level', 'info')))
+        skipped = [process.name for process in self.processes
+                   if process.condition is None or process.condition.holds(values)]
+        skipped += [f'{include.package}/{include.launch_file}' for include in self.includes
+                    if include.condition is None or include.condition.holds(values)]
+        return ResolvedGraph(self.name, values, tuple(nodes), tuple(skipped))
+
+
+@dataclass(frozen=True)
+class ResolvedNode:
+    executable: str
+    name: str
+    namespace: str
+    parameter_files: tuple[Path, ...]
+    parameters: Mapping[str, Any]
+    remappings: tuple[tuple[str, str], ...]
+    package: str = NODE_PACKAGE
+    log_level: str = 'info'
+
+    @property
+    def fully_qualified_name(self) -> str:
+        return self.namespace.rstrip('/') + '/' + self.name
+
+    def ros_args(self) -> list[str]:
+        """The ``--ros-args`` that give this process exactly what launch_ros would give the node."""
+        args = ['--ros-args', '-r', f'__node:={self.name}', '-r', f'__ns:={self.namespace}']
+        for path in self.parameter_files:
+            args += ['--params-file', str(path)]
+        for key, value in self.parameters.items():
+            args += ['-p', f'{key}:={ros_yaml(value)}']
+        for source, target in self.remappings:
+            args += ['-r', f'{source}:={target}']
+        args += ['--log-level', self.log_level]
+        return args
+
+
+@dataclass(frozen=True)
+class ResolvedGraph:
+    name: str
+    values: Mapping[str, str]
+    nodes: tuple[ResolvedNode, ...]
+    launch_only: tuple[str, ...]  # processes/includes that only ``ros2 launch`` can start
+
+
+def fill(text: str, values: Mapping[str, str]) -> str:
+    """``'driver_{driver}.yaml'`` -> ``'driver_lbr.yaml'``; an unknown name is a graph bug."""
+    try:
+        return string.Formatter().vformat(text, (), dict(values))
+    except KeyError as error:
+        raise GraphError(f'{text!r} refers to undeclared argument {error.args[0]!r}') from None
+
+
+def split_placeholders(text: str) -> list[tuple[str, str]]:
+    """``'a_{x}.yaml'`` -> ``[('text', 'a_'), ('arg', 'x'), ('text', '.yaml')]`` (for launch)."""
+    parts, position = [], 0
+    for match in _PLACEHOLDER.finditer(text):
+        if match.start() > position:
+            parts.append(('text', text[position:match.start()]))
+        parts.append(('arg', match.group(1)))
+        position = match.end()
+    if position < len(text):
+        parts.append(('text', text[position:]))
+    return parts
+
+
+def ros_yaml(value: Any) -> str:
+    """A Python value as the YAML that ``-p name:=...`` parses back to the same ROS parameter type."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, float):
+        return repr(value) if '.' in repr(value) or 'e' in repr(value) else f'{value}.0'
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"  # quoted: '' stays a string, 'true' stays text
+    if isinstance(value, (list, tuple)):
+        return '[' + ', '.join(ros_yaml(item) for item in value) + ']'
+    raise GraphError(f'cannot pass {value!r} as a ROS parameter')
+
+
+def config_directory() -> Path:
+    """Where the node parameter files are: $LEGION_CONFIG_DIR, the installed share, or the source tree."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    source = Path(__file__).resolve().parents[1] / 'config'  # src/legion_bringup/config -> ../../config
+    if source.is_dir():
+        return source
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        try:
+            return Path(get_package_share_directory(PACKAGE)) / 'config'
+        except (PackageNotFoundError, LookupError, ValueError):
+            pass
+    except ImportError:
+        pass
+    raise GraphError(f'cannot find the {PACKAGE} config directory; set {CONFIG_ENV}')
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reusable arguments (one definition, the same name, default and help in every launch file).
+
+DRIVERS = ('lbr', 'iiwa_ros2')
+BOOL = ('true', 'false')
+LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
+
+DRIVER = Argument('driver', 'lbr', 'robot driver whose interface the graph speaks: lbr '
+                  '(lbr_fri_ros2_stack, namespace /lbr, joints lbr_A1..A7) or iiwa_ros2 (ICube, '
+                  'namespace /, joints joint_a1..a7); config/driver_<driver>.yaml', DRIVERS)
+MODEL = Argument('model', 'iiwa7', 'robot model (the twin and the safety limits exist for the '
+                 'LBR iiwa 7 R800)', ('iiwa7',))
+CHECKPOINT = Argument('checkpoint', '', 'LEGION checkpoint (file or run directory) for the policy; '
+                      'empty: config/policy.yaml decides')
+RECORD = Argument('record', 'false', 'record every topic of the run to a rosbag2 (MCAP) directory', BOOL)
+RECORDER = Argument('recorder', 'legion', 'who records when record:=true: legion (the recorder node, '
+                    'adds run metadata; works without ROS installed) or rosbag2 (`ros2 bag record -s mcap`, '
+                    'ros2 launch only)', ('legion', 'rosbag2'))
+BAG_DIR = Argument('bag_dir', 'runs/bags', 'directory that receives one bag directory per run')
+LOG_LEVEL = Argument('log_level', 'info', 'log level of every node', LOG_LEVELS)
+
+
+def use_sim_time(default: str) -> Argument:
+    return Argument('use_sim_time', default, 'nodes follow /clock (published by the MuJoCo twin)', BOOL)
+
+
+def recording(extra_args: tuple[str, ...] = ()) -> tuple[NodeSpec, ProcessSpec]:
+    """The two ways of recording a run, chosen by ``recorder:=``."""
+    node = NodeSpec('recorder', 'recorder', parameter_files=('recorder.yaml',),
+                    parameters={'bag_dir': ArgValue('bag_dir'),
+                                'use_sim_time': ArgValue('use_sim_time', bool)},
+                    condition=when(record='true', recorder='legion'))
+    process = ProcessSpec('ros2_bag_record', ('ros2', 'bag', 'record', '--all', '--storage', 'mcap',
+                                              '--include-hidden-topics', *extra_args,
+                                              '--output', '{bag_dir}/rosbag2'),
+                          condition=when(record='true', recorder='rosbag2'))
+    return node, process
+
+
+def legion_nodes() -> tuple[NodeSpec, ...]:
+    """The learning side, identical for sim and real: language -> task -> policy -> arm."""
+    sim_time = {'use_sim_time': ArgValue('use_sim_time', bool)}
+    driver = ('driver_{driver}.yaml',)
+    return (
+        NodeSpec('instruction', 'instruction', parameter_files=('instruction.yaml',), parameters=sim_time),
+        NodeSpec('task_inference', 'task_inference', parameter_files=('task_inference.yaml',),
+                 parameters=sim_time),
+        NodeSpec('policy', 'policy', parameter_files=(*driver, 'policy.yaml'),
+                 parameters={**sim_time, 'checkpoint': ArgValue('checkpoint')}),
+        NodeSpec('real2sim', 'real2sim', parameter_files=(*driver, 'real2sim.yaml'), parameters=sim_time),
+        NodeSpec('sim2real', 'sim2real', parameter_files=(*driver, 'sim2real.yaml'), parameters=sim_time),
+    )
+
+
+def sim_graph() -> Graph:
+    recorder, bag = recording(('--use-sim-time',))
+    return Graph(
+        'sim', 'LEGION on the MuJoCo twin of the iiwa, which speaks the real driver\'s topics',
+        arguments=(DRIVER, MODEL, CHECKPOINT,
+                   Argument('task', 'reach-v3', 'Meta-World task whose scene the twin loads first'),
+                   use_sim_time('true'), RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
+        nodes=(NodeSpec('sim_bridge', 'sim_bridge',
+                        parameter_files=('driver_{driver}.yaml', 'sim_bridge.yaml'),
+                        parameters={'task': ArgValue('task'), 'publish_clock': ArgValue('use_sim_time', bool),
+                                    'use_sim_time': False}),
+               *legion_nodes(), recorder),
+        processes=(bag,),
+    )
+
+
+def real_graph() -> Graph:
+    recorder, bag = recording()
+    return Graph(
+        'real', 'LEGION on the physical iiwa through its ROS 2 driver (start the driver first, in T1)',
+        arguments=(DRIVER, MODEL, CHECKPOINT, use_sim_time('false'),
+                   Argument('start_driver', 'false', 'also include the driver\'s own launch file '
+                            '(lbr: lbr_bringup hardware.launch.py; iiwa_ros2: iiwa_bringup iiwa.launch.py); '
+                            'ros2 launch only', BOOL),
+                   RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
+        nodes=(*legion_nodes(), recorder),
+        processes=(bag,),
+        includes=(
+            IncludeSpec('lbr_bringup', 'hardware.launch.py',
+                        {'model': '{model}', 'ctrl': 'forward_position_controller'},
+                        condition=when(start_driver='true', driver='lbr')),
+            IncludeSpec('iiwa_bringup', 'iiwa.launch.py',
+                        {'use_fake_hardware': 'false', 'robot_controller': 'forward_position_controller',
+                         'start_rviz': 'false'},
+                        condition=when(start_driver='true', driver='iiwa_ros2')),
+        ),
+    )
+
+
+def train_graph() -> Graph:
+    recorder, bag = recording()
+    return Graph(
+        'train', 'lifelong LEGION training as a node: progress and checkpoints on topics',
+        arguments=(Argument('run_dir', 'runs/ros_train', 'run directory (checkpoints, metrics, logs)'),
+                   Argument('train_config', 'legion', 'Hydra training config name in config/train'),
+                   use_sim_time('false'), RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
+        nodes=(NodeSpec('trainer', 'trainer', parameter_files=('trainer.yaml',),
+                        parameters={'run_dir': ArgValue('run_dir'), 'config_name': ArgValue('train_config'),
+                                    'use_sim_time': ArgValue('use_sim_time', bool)}),
+               recorder),
+        processes=(bag,),
+    )
+
+
+GRAPHS = {'sim': sim_graph, 'real': real_graph, 'train': train_graph}
+
+
+def graph(name: str) -> Graph:
+    try:
+        return GRAPHS[name]()
+    except KeyError:
+        raise GraphError(f'unknown graph {name!r}; one of: {", ".join(GRAPHS)}') from None
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``['driver:=lbr', 'record:=true']`` -> dict, the ``ros2 launch`` argument syntax."""
+    values = {}
+    for item in items:
+        name, sep, value = item.partition(':=')
+        if not sep or not name:
+            raise GraphError(f'argument {item!r} is not of the form name:=value')
+        values[name] = value
+    return values

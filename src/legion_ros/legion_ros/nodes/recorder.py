@@ -1,0 +1,181 @@
+"""recorder: every topic of a run into a rosbag2 directory (MCAP storage), with run metadata.
+
+The pure-Python counterpart of ``ros2 bag record --all -s mcap`` for installs without rosbag2: topics
+are discovered periodically, subscribed with ``raw=True`` and their CDR bytes handed unchanged to
+``rosbags``' writer, so the bag is byte-identical to what travelled on the wire and opens in
+``ros2 bag``, rosbags and ``mcap``'s readers alike. The newest instruction (and any other
+``metadata_topics``) plus run information land in ``metadata.yaml`` ``custom_data``; the run
+information is also published, latched, on ``/legion/run_info`` and so recorded in the bag itself.
+
+The bag is finished when the node stops (SIGINT/SIGTERM): :meth:`Recorder.close` writes the
+metadata and closes the writer.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from std_msgs.msg import String
+
+from legion_ros import qos
+from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+
+RUN_INFO_TOPIC = '/legion/run_info'
+
+PARAMETERS = {
+    'bag_dir': Param('runs/bags', 'directory that receives the bag directory of this run'),
+    'bag_name': Param('', 'bag directory name; empty: legion_<UTC date>_<time>'),
+    'discovery_period_s': Param(0.5, 'how often new topics are looked for [s]', range=(0.05, 60.0)),
+    'exclude_regex': Param('', 'topics matching this regular expression are not recorded'),
+    'metadata_topics': Param(['/legion/instruction'], 'std_msgs/String topics whose newest message goes '
+                             'into metadata.yaml custom_data'),
+}
+
+
+def message_class(type_name: str):
+    """``'std_msgs/msg/String'`` -> the rclpy message class (ImportError if not installed)."""
+    package, kind, name = type_name.split('/')
+    return getattr(importlib.import_module(f'{package}.{kind}'), name)
+
+
+class Recorder(Node):
+    def __init__(self) -> None:
+        super().__init__('recorder')
+        self.params = declare_parameters(self, PARAMETERS)
+        try:
+            self._exclude = re.compile(self.params.exclude_regex) if self.params.exclude_regex else None
+        except re.error as error:
+            raise NodeConfigError(f'exclude_regex {self.params.exclude_regex!r} is not a regular '
+                                  f'expression: {error}') from None
+        started = datetime.now(timezone.utc)
+        name = self.params.bag_name or started.strftime('legion_%Y%m%d_%H%M%S')
+        self.path = Path(self.params.bag_dir).expanduser().resolve() / name
+        if self.path.exists():
+            raise NodeConfigError(f'bag directory {self.path} already exists; choose another bag_name')
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._typestore = get_typestore(Stores.ROS2_JAZZY)
+        self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer.open()
+        self._bag_connections = {}
+        self._recorded = {}
+        self._not_recorded: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        self.metadata: dict[str, str] = {}
+        self.run_info = {
+            'bag': str(self.path), 'started_utc': started.isoformat(), 'host': socket.gethostname(),
+            'ros_domain_id': os.environ.get('ROS_DOMAIN_ID', ''), 'pid': os.getpid(),
+            'python': sys.version.split()[0],
+        }
+        self.status = StatusPublisher(self)
+        self._run_info_publisher = self.create_publisher(String, RUN_INFO_TOPIC, qos.LATCHED)
+        self._run_info_publisher.publish(String(data=json.dumps(self.run_info)))
+        self._discover()
+        self._timer = self.create_timer(self.params.discovery_period_s, self._discover)
+        self.get_logger().info(f'recording to {self.path}')
+
+    # -- discovery --------------------------------------------------------------------------------
+    def _discover(self) -> None:
+        new = 0
+        for topic, types in self.get_topic_names_and_types():
+            if topic in self._recorded or topic in self._not_recorded:
+                continue
+            if self._exclude is not None and self._exclude.search(topic):
+                self._not_recorded[topic] = 'excluded'
+                continue
+            if len(types) != 1:
+                self._not_recorded[topic] = f'several types {types}'
+                self.get_logger().warning(f'not recording {topic}: published with several types {types}')
+                continue
+            new += self._subscribe(topic, types[0])
+        if new:
+            self.status.publish('recording', bag=str(self.path), topics=sorted(self._recorded))
+
+    def _subscribe(self, topic: str, type_name: str) -> int:
+        try:
+            cls = message_class(type_name)
+            self._ensure_type(type_name)
+            connection = self._writer.add_connection(topic, type_name, typestore=self._typestore)
+        except Exception as error:  # an unknown or uninstalled type must not stop the recording
+            self._not_recorded[topic] = str(error)
+            self.get_logger().warning(f'not recording {topic} ({type_name}): {error}')
+            return 0
+        self._bag_connections[topic] = connection
+        self.counts[topic] = 0
+        self._recorded[topic] = self.create_subscription(
+            cls, topic, lambda data, t=topic: self._on_message(t, data), self._qos_for(topic), raw=True)
+        self.get_logger().debug(f'recording {topic} [{type_name}]')
+        return 1
+
+    def _ensure_type(self, type_name: str) -> None:
+        """Teach the typestore a message type it lacks, from the installed ``.msg`` definition."""
+        if type_name in self._typestore.fielddefs:
+            return
+        package, kind, name = type_name.split('/')
+        module = importlib.import_module(f'{package}.{kind}')
+        candidates = [Path(module.__file__).resolve().parents[i] / 'share' / package / kind / f'{name}.msg'
+                      for i in range(2, 6)]
+        prefix = os.environ.get('AMENT_PREFIX_PATH', '')
+        candidates += [Path(p) / 'share' / package / kind / f'{name}.msg' for p in prefix.split(':') if p]
+        for path in candidates:
+            if path.is_file():
+                self._typestore.register(get_types_from_msg(path.read_text(), type_name))
+                return
+        raise LookupError(f'no message definition for {type_name} (not in the Jazzy typestore, '
+                          f'no {name}.msg found)')
+
+    def _qos_for(self, topic: str) -> QoSProfile:
+        """Match the writers: reliable only if all are, transient local only if all are (latched)."""
+        infos = self.get_publishers_info_by_topic(topic)
+        reliable = bool(infos) and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+        latched = bool(infos) and all(
+            i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
+        return QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=100,
+            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+    # -- writing ----------------------------------------------------------------------------------
+    def _on_message(self, topic: str, data: bytes) -> None:
+        stamp = self.get_clock().now().nanoseconds
+        if stamp <= 0:  # sim time before the first /clock: keep the message, stamped by wall time
+            stamp = time.time_ns()
+        self._writer.write(self._bag_connections[topic], stamp, data)
+        self.counts[topic] += 1
+        is_text = self._bag_connections[topic].msgtype == 'std_msgs/msg/String'
+        if is_text and topic in self.params.metadata_topics:
+            self.metadata[topic] = deserialize_message(data, String).data
+
+    def close(self) -> None:
+        """Write metadata and finish the bag; safe to call twice."""
+        if self._writer is None:
+            return
+        info = dict(self.run_info, stopped_utc=datetime.now(timezone.utc).isoformat(),
+                    messages=sum(self.counts.values()), topics=self.counts, not_recorded=self._not_recorded)
+        self._writer.set_custom_data('legion.run_info', json.dumps(info))
+        for topic, text in self.metadata.items():
+            key = 'legion.instruction' if topic.endswith('/instruction') else 'legion.' + topic.strip('/')
+            self._writer.set_custom_data(key, text)
+        self._writer.close()
+        self._writer = None
+        print(f'recorder: wrote {info["messages"]} messages on {len(self.counts)} topics to {self.path}',
+              file=sys.stderr, flush=True)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(Recorder, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
