@@ -1,0 +1,35 @@
+"""`legion report RUN_DIR`: figures and a markdown summary of a training run."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        'report', help='success-matrix heatmap, learning curves and a markdown summary of a run',
+        description=(
+            'Read RUN_DIR/metrics.json (success matrix and summary numbers) and RUN_DIR/evals.jsonl '
+            '(one line per task per periodic evaluation), both written by `legion train`, and write '
+            'success_matrix.png, learning_curves.png and report.md. Summary numbers follow the '
+            'LEGION paper: final success, own-phase success, forgetting, max-forgetting and stream '
+            'average; missing ones are recomputed from the matrix. The file formats are documented '
+            'in legion_core.report.'),
+    )
+    parser.add_argument('run_dir', metavar='RUN_DIR', help='run directory written by `legion train`')
+    parser.add_argument('--out', metavar='DIR', default=None,
+                        help='where to write the report files (default: RUN_DIR)')
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from legion_core.report import ReportError, write_report  # matplotlib only when the command runs
+
+    try:
+        paths = write_report(args.run_dir, args.out)
+    except ReportError as error:
+        print(f'legion report: {error}', file=sys.stderr)
+        return 2
+    for path in paths.values():
+        print(path)
+    return 0

@@ -1,0 +1,288 @@
+"""Reports of a training run: success-matrix heatmap, learning curves and a markdown summary.
+
+A run directory holds two files written by the trainer.
+
+``metrics.json`` — one JSON object, written at the end of the run (and may be rewritten after each
+phase)::
+
+    {
+      "tasks": ["reach-v3", ...],            # stream order; column k of the matrix is tasks[k]
+      "success_matrix": [[0.9, 0.0, ...], ...],  # phase x task, E[j][k] at the end of phase j;
+                                             # null = not evaluated
+      "final_success": 0.82,                 # the summary numbers of legion_core.metrics.summarise
+      "forgetting": 0.03,                    # (null where undefined, e.g. forgetting in multi-task)
+      "max_forgetting": 0.10,
+      "own_phase": 0.85,
+      "stream_average": 0.48,                # mean overall success over all periodic evaluations
+      "dpmm": [{"phase": 0, "num_components": 1, "purity": 1.0}, ...],  # after each phase
+      "wall_time_s": 3600.0,
+      "env_steps": 1500000,
+      "mode": "lifelong",                    # or "multitask"
+      "config": {...}                        # the resolved training configuration
+    }
+
+``tasks`` and ``success_matrix`` are required (the matrix has one row per phase and one column per
+task); every other key may be missing or null, and the summary numbers are then recomputed from the
+matrix (``stream_average`` from ``evals.jsonl``).
+
+``evals.jsonl`` — one JSON object per line, one line per task per periodic evaluation::
+
+    {"env_steps": 10000, "phase": 0, "task": "reach-v3", "success": 0.9, "return": 1234.5}
+
+``env_steps`` counts training env steps since the start of the run, ``phase`` is the phase being
+trained when the evaluation ran, ``success`` the fraction of successful evaluation episodes and
+``return`` their mean return. It may be empty (no periodic evaluation).
+
+``write_report(run_dir, out_dir)`` writes ``success_matrix.png``, ``learning_curves.png`` and
+``report.md`` into ``out_dir`` (default: ``run_dir``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from legion_core.metrics import stream_average, summarise
+
+METRICS_FILE = 'metrics.json'
+EVALS_FILE = 'evals.jsonl'
+SUMMARY_KEYS = ('final_success', 'own_phase', 'forgetting', 'max_forgetting', 'stream_average')
+EVAL_KEYS = {'env_steps': int, 'phase': int, 'task': str, 'success': float, 'return': float}
+
+
+class ReportError(ValueError):
+    """A run directory that cannot be reported on; the message names the file and the problem."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def load_metrics(path: Path) -> dict[str, Any]:
+    """Read and check ``metrics.json``; the matrix comes back as a float array with NaN for null."""
+    if not path.is_file():
+        raise ReportError(f'{path}: file not found (the trainer writes it at the end of a run)')
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ReportError(f'{path}: not valid JSON: {error}') from error
+    if not isinstance(data, dict):
+        raise ReportError(f'{path}: expected a JSON object, got {type(data).__name__}')
+    tasks = data.get('tasks')
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise ReportError(f'{path}: "tasks" must be a non-empty list of task names')
+    rows = data.get('success_matrix')
+    if not isinstance(rows, list) or not rows:
+        raise ReportError(f'{path}: "success_matrix" must be a non-empty list of rows (phase x task)')
+    for j, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(tasks):
+            raise ReportError(f'{path}: success_matrix row {j} must be a list of {len(tasks)} values '
+                              f'(one per task), got {row!r}')
+        for value in row:
+            if value is not None and not (_is_number(value) and 0.0 <= value <= 1.0):
+                raise ReportError(f'{path}: success_matrix row {j} holds {value!r}; expected a success '
+                                  'rate in [0, 1] or null')
+    if len(rows) > len(tasks):
+        raise ReportError(f'{path}: {len(rows)} phases for {len(tasks)} tasks')
+    for key in (*SUMMARY_KEYS, 'wall_time_s', 'env_steps'):
+        if data.get(key) is not None and not _is_number(data[key]):
+            raise ReportError(f'{path}: "{key}" must be a number or null, got {data[key]!r}')
+    dpmm = data.get('dpmm') or []
+    if not isinstance(dpmm, list) or not all(isinstance(d, dict) for d in dpmm):
+        raise ReportError(f'{path}: "dpmm" must be a list of objects {{"phase", "num_components", '
+                          '"purity"}}')
+    data['dpmm'] = dpmm
+    data['success_matrix'] = np.array([[np.nan if v is None else float(v) for v in row] for row in rows])
+    return data
+
+
+def load_evals(path: Path) -> list[dict[str, Any]]:
+    """Read and check ``evals.jsonl`` (one object per line, blank lines skipped)."""
+    if not path.is_file():
+        raise ReportError(f'{path}: file not found (the trainer appends one line per task per '
+                          'periodic evaluation)')
+    evals = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ReportError(f'{path}, line {number}: not valid JSON: {error}') from error
+        if not isinstance(record, dict):
+            raise ReportError(f'{path}, line {number}: expected a JSON object')
+        for key, kind in EVAL_KEYS.items():
+            value = record.get(key)
+            valid = isinstance(value, str) if kind is str else _is_number(value) and (
+                kind is float or float(value).is_integer())
+            if not valid:
+                raise ReportError(f'{path}, line {number}: "{key}" must be a{"n" if kind is int else ""} '
+                                  f'{kind.__name__}, got {value!r}')
+        evals.append(record)
+    return evals
+
+
+def overall_curve(evals: Sequence[dict[str, Any]], tasks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(env_steps, mean success over ``tasks``) per evaluation; tasks missing from an evaluation are
+    skipped in its mean. An evaluation is identified by (phase, env_steps): the last evaluation of a
+    phase and the first of the next may share a step count, and both count."""
+    by_eval: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
+    for record in evals:
+        by_eval[int(record['phase']), int(record['env_steps'])][record['task']] = float(record['success'])
+    keys = sorted(by_eval, key=lambda key: (key[1], key[0]))
+    steps = np.array([step for _phase, step in keys], dtype=np.int64)
+    means = np.array([np.mean([by_eval[key][t] for t in tasks if t in by_eval[key]] or [np.nan])
+                      for key in keys])
+    return steps, means
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return 'n/a'
+    if isinstance(value, float):
+        return f'{value:.{digits}f}'
+    return str(value)
+
+
+def _short(task: str) -> str:
+    return task.removesuffix('-v3')
+
+
+def plot_success_matrix(matrix: np.ndarray, tasks: Sequence[str], path: Path, title: str = '') -> None:
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    phases, num_tasks = matrix.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * num_tasks, 1.2 + 0.6 * phases), dpi=110)
+    image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=1.0, cmap='viridis', aspect='auto')
+    ax.set_facecolor('#dddddd')  # cells never evaluated
+    for j in range(phases):
+        for k in range(num_tasks):
+            if not np.isnan(matrix[j, k]):
+                ax.text(k, j, f'{matrix[j, k]:.2f}', ha='center', va='center', fontsize=8,
+                        color='black' if matrix[j, k] > 0.6 else 'white')
+    ax.set_xticks(range(num_tasks), [_short(t) for t in tasks], rotation=45, ha='right')
+    if phases == 1 and num_tasks > 1:
+        ylabels = ['multi-task']
+    else:
+        ylabels = [f'phase {j}: {_short(tasks[j])}' for j in range(phases)]
+    ax.set_yticks(range(phases), ylabels)
+    ax.set_xlabel('evaluated task')
+    ax.set_ylabel('end of phase (task trained)')
+    ax.set_title(title or 'success matrix E[phase, task]')
+    fig.colorbar(image, ax=ax, label='success rate', fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_learning_curves(evals: Sequence[dict[str, Any]], tasks: Sequence[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
+    if not evals:
+        ax.text(0.5, 0.5, f'no periodic evaluations in {EVALS_FILE}', ha='center', va='center',
+                transform=ax.transAxes)
+    else:
+        colours = plt.get_cmap('tab10' if len(tasks) <= 10 else 'tab20')
+        for k, task in enumerate(tasks):
+            points = sorted((r['env_steps'], r['phase'], r['success']) for r in evals if r['task'] == task)
+            if points:
+                xs, _phases, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, lw=1.0, alpha=0.8, color=colours(k % colours.N), label=_short(task))
+        steps, means = overall_curve(evals, tasks)
+        ax.plot(steps, means, lw=2.8, color='black', label='mean over tasks')
+        # A phase boundary is the first evaluation that belongs to a new phase.
+        first_step: dict[int, int] = {}
+        for record in evals:
+            phase = int(record['phase'])
+            first_step[phase] = min(first_step.get(phase, record['env_steps']), record['env_steps'])
+        for phase in sorted(first_step)[1:]:
+            ax.axvline(first_step[phase], color='grey', ls='--', lw=0.8)
+            ax.text(first_step[phase], 1.02, f'phase {phase}', rotation=90, va='bottom', ha='center',
+                    fontsize=7, color='grey', transform=ax.get_xaxis_transform())
+        ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    ax.set_xlabel('training env steps')
+    ax.set_ylabel('success rate')
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def summary_numbers(metrics: dict[str, Any], evals: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """The summary of a run: the trainer's numbers where it wrote them, else recomputed."""
+    computed = summarise(metrics['success_matrix'])
+    computed['stream_average'] = stream_average(overall_curve(evals, metrics['tasks'])[1]) if evals else None
+    return {key: metrics[key] if metrics.get(key) is not None else computed.get(key) for key in SUMMARY_KEYS}
+
+
+def markdown_report(metrics: dict[str, Any], evals: Sequence[dict[str, Any]], run_dir: Path) -> str:
+    tasks, matrix = metrics['tasks'], metrics['success_matrix']
+    summary = summary_numbers(metrics, evals)
+    lines = [f'# LEGION run report: `{run_dir.name}`', '']
+    facts = [('mode', metrics.get('mode')), ('tasks', len(tasks)), ('phases', matrix.shape[0]),
+             ('env steps', metrics.get('env_steps')), ('periodic evaluations',
+                                                        len({(r['phase'], r['env_steps']) for r in evals})),
+             ('wall time', None if metrics.get('wall_time_s') is None
+              else f'{metrics["wall_time_s"] / 3600:.2f} h ({metrics["wall_time_s"]:.0f} s)')]
+    lines += ['| | |', '|---|---|'] + [f'| {name} | {_fmt(value)} |' for name, value in facts] + ['']
+    lines += ['## Summary', '', '| metric | value |', '|---|---|']
+    lines += [f'| {key.replace("_", " ")} | {_fmt(summary[key])} |' for key in SUMMARY_KEYS]
+    lines += ['', 'Definitions (legion-original.md §6.2): final = mean of the last row; own-phase = mean '
+              'of E[k,k]; forgetting = mean over k < last of E[k,k] − E[last,k]; max-forgetting = mean '
+              'of max_{j∈[k,last)} E[j,k] − E[last,k]; stream average = mean overall success over all '
+              'periodic evaluations.', '']
+    lines += ['## Success matrix', '', 'Rows: end of phase (task trained). Columns: evaluated task.', '']
+    header = ['phase'] + [_short(t) for t in tasks] + ['mean']
+    lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for j, row in enumerate(matrix):
+        label = 'multi-task' if matrix.shape[0] == 1 and len(tasks) > 1 else f'{j}: {_short(tasks[j])}'
+        mean = float(np.nanmean(row)) if not np.isnan(row).all() else None
+        lines.append('| ' + ' | '.join([label, *(_fmt(float(v), 2) for v in row), _fmt(mean)]) + ' |')
+    lines.append('')
+    if metrics['dpmm']:
+        lines += ['## DPMM', '', '| phase | components | purity |', '|---|---|---|']
+        lines += [f'| {_fmt(d.get("phase"))} | {_fmt(d.get("num_components"))} | {_fmt(d.get("purity"))} |'
+                  for d in metrics['dpmm']]
+        lines.append('')
+    lines += ['## Figures', '', '![success matrix](success_matrix.png)', '',
+              '![learning curves](learning_curves.png)', '']
+    config = metrics.get('config')
+    if config:
+        lines += ['## Configuration', '', '```json', json.dumps(config, indent=2, sort_keys=True), '```', '']
+    return '\n'.join(lines)
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Read ``run_dir``'s metrics.json and evals.jsonl and write the report files into ``out_dir``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f'{run_dir}: not a directory (expected a run directory with {METRICS_FILE} and '
+                          f'{EVALS_FILE})')
+    metrics = load_metrics(run_dir / METRICS_FILE)
+    evals = load_evals(run_dir / EVALS_FILE)
+    unknown = sorted({r['task'] for r in evals} - set(metrics['tasks']))
+    if unknown:
+        raise ReportError(f'{run_dir / EVALS_FILE}: tasks {unknown} are not in {METRICS_FILE} "tasks"')
+    out = Path(out_dir) if out_dir is not None else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {'success_matrix': out / 'success_matrix.png', 'learning_curves': out / 'learning_curves.png',
+             'report': out / 'report.md'}
+    final = summary_numbers(metrics, evals)['final_success']
+    plot_success_matrix(metrics['success_matrix'], metrics['tasks'], paths['success_matrix'],
+                        title=f'success matrix (final {_fmt(final)})')
+    plot_learning_curves(evals, metrics['tasks'], paths['learning_curves'])
+    paths['report'].write_text(markdown_report(metrics, evals, run_dir))
+    return paths
