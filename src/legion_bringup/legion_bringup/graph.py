@@ -24,6 +24,8 @@ PACKAGE = 'legion_bringup'
 NODE_PACKAGE = 'legion_ros'
 CONFIG_ENV = 'LEGION_CONFIG_DIR'
 _PLACEHOLDER = re.compile(r'{(\w+)}')
+_PLAIN = re.compile(r'[A-Za-z_/][\w./-]*')  # YAML reads these as the same string, unquoted
+_YAML_WORDS = {'true', 'false', 'yes', 'no', 'on', 'off', 'y', 'n', 'null', 'nan', 'inf'}
 
 
 class GraphError(ValueError):
@@ -131,7 +133,7 @@ class Graph:
 
     def referenced_arguments(self) -> set[str]:
         """Every argument name that nodes, processes and includes use (for consistency checks)."""
-        used: set[str] = set()
+        used: set[str] = {'log_level'} if self.nodes else set()  # every node's --log-level
         texts: list[str] = []
         for node in self.nodes:
             texts += [node.namespace, *node.parameter_files, *(a for pair in node.remappings for a in pair)]
@@ -175,11 +177,12 @@ class Graph:
                 parameter_files=tuple(files), parameters=parameters, package=node.package,
                 remappings=tuple((fill(a, values), fill(b, values)) for a, b in node.remappings),
                 log_level=values.get('log_level', 'info')))
-        skipped = [process.name for process in self.processes
-                   if process.condition is None or process.condition.holds(values)]
-        skipped += [f'{include.package}/{include.launch_file}' for include in self.includes
-                    if include.condition is None or include.condition.holds(values)]
-        return ResolvedGraph(self.name, values, tuple(nodes), tuple(skipped))
+        processes = tuple((process.name, tuple(fill(part, values) for part in process.cmd))
+                          for process in self.processes
+                          if process.condition is None or process.condition.holds(values))
+        includes = tuple(f'{include.package}/{include.launch_file}' for include in self.includes
+                         if include.condition is None or include.condition.holds(values))
+        return ResolvedGraph(self.name, values, tuple(nodes), processes, includes)
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,8 @@ class ResolvedGraph:
     name: str
     values: Mapping[str, str]
     nodes: tuple[ResolvedNode, ...]
-    launch_only: tuple[str, ...]  # processes/includes that only ``ros2 launch`` can start
+    processes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (name, command line)
+    includes: tuple[str, ...] = ()  # other packages' launch files: only ``ros2 launch`` starts them
 
 
 def fill(text: str, values: Mapping[str, str]) -> str:
@@ -248,6 +252,8 @@ def ros_yaml(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
+        if _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS:
+            return value
         return "'" + value.replace("'", "''") + "'"  # quoted: '' stays a string, 'true' stays text
     if isinstance(value, (list, tuple)):
         return '[' + ', '.join(ros_yaml(item) for item in value) + ']'
@@ -304,9 +310,11 @@ def recording(extra_args: tuple[str, ...] = ()) -> tuple[NodeSpec, ProcessSpec]:
                     parameters={'bag_dir': ArgValue('bag_dir'),
                                 'use_sim_time': ArgValue('use_sim_time', bool)},
                     condition=when(record='true', recorder='legion'))
-    process = ProcessSpec('ros2_bag_record', ('ros2', 'bag', 'record', '--all', '--storage', 'mcap',
-                                              '--include-hidden-topics', *extra_args,
-                                              '--output', '{bag_dir}/rosbag2'),
+    # rosbag2 names its bag rosbag2_<date>_<time> in the working directory, which must exist.
+    record = ' '.join(('ros2', 'bag', 'record', '--all', '--storage', 'mcap', '--include-hidden-topics',
+                       *extra_args))
+    shell = f'mkdir -p "{{bag_dir}}" && cd "{{bag_dir}}" && exec {record}'
+    process = ProcessSpec('ros2_bag_record', ('sh', '-c', shell),
                           condition=when(record='true', recorder='rosbag2'))
     return node, process
 
@@ -335,7 +343,8 @@ def sim_graph() -> Graph:
                    use_sim_time('true'), RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
         nodes=(NodeSpec('sim_bridge', 'sim_bridge',
                         parameter_files=('driver_{driver}.yaml', 'sim_bridge.yaml'),
-                        parameters={'task': ArgValue('task'), 'publish_clock': ArgValue('use_sim_time', bool),
+                        parameters={'task': ArgValue('task'), 'model': ArgValue('model'),
+                                    'publish_clock': ArgValue('use_sim_time', bool),
                                     'use_sim_time': False}),
                *legion_nodes(), recorder),
         processes=(bag,),
