@@ -1,0 +1,22 @@
+"""LEGION on the MuJoCo twin: ros2 launch legion_bringup sim.launch.py [driver:=lbr|iiwa_ros2] ...
+
+The twin (sim_bridge) publishes the chosen driver's joint_states and takes its position commands, so
+the LEGION nodes run unchanged against it. `ros2 launch legion_bringup sim.launch.py --show-args`
+lists every argument; the graph itself is legion_bringup.graph.sim_graph(), which `legion launch sim`
+runs without ROS 2 launch installed.
+"""
+from launch import LaunchDescription
+from legion_bringup.graph import sim_graph
+from legion_bringup.launch_mixins import LegionMixin
+
+
+def generate_launch_description() -> LaunchDescription:
+    graph = sim_graph()
+    ld = LaunchDescription()
+    for action in LegionMixin.arguments(graph):
+        ld.add_action(action)
+    for node in graph.nodes:  # sim_bridge, instruction ... sim2real, recorder (if record:=true)
+        ld.add_action(LegionMixin.node(node))
+    for process in graph.processes:  # ros2 bag record (record:=true recorder:=rosbag2)
+        ld.add_action(LegionMixin.process(process))
+    return ld

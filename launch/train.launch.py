@@ -1,0 +1,20 @@
+"""Lifelong LEGION training as a node: ros2 launch legion_bringup train.launch.py [run_dir:=...]
+
+Progress and checkpoints are published on topics, so a training run can be watched and recorded
+like any other graph. The graph is legion_bringup.graph.train_graph().
+"""
+from launch import LaunchDescription
+from legion_bringup.graph import train_graph
+from legion_bringup.launch_mixins import LegionMixin
+
+
+def generate_launch_description() -> LaunchDescription:
+    graph = train_graph()
+    ld = LaunchDescription()
+    for action in LegionMixin.arguments(graph):
+        ld.add_action(action)
+    for node in graph.nodes:
+        ld.add_action(LegionMixin.node(node))
+    for process in graph.processes:
+        ld.add_action(LegionMixin.process(process))
+    return ld
