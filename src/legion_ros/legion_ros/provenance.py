@@ -1,0 +1,76 @@
+"""Message helpers of the decision path: checked array decoding, source stamps, raw strings.
+
+The decision path (joint state -> observation -> action -> joint command) uses only standard
+messages, and ``std_msgs/*MultiArray`` has no header. To make the latency of every command
+attributable to the joint-state sample it was computed from, each array carries its *source stamp*
+(the ``header.stamp`` of that joint state, in nanoseconds) in the label of its single layout
+dimension: ``'observation@1700000000123456789'``. Drivers read only ``data``, so the label is
+harmless on the wire to a real ``forward_position_controller``.
+
+Inputs are untrusted: :func:`read_array` rejects wrong sizes and non-finite values with a message
+saying what was wrong, and :func:`decode_string` reads a ``std_msgs/String`` from its raw CDR bytes so
+that invalid UTF-8 is detected instead of silently replaced.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
+
+
+class BadMessageError(ValueError):
+    """An input message that a node must not act on; the text says why."""
+
+
+def stamp_ns(stamp) -> int:
+    """``builtin_interfaces/Time`` -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def array_message(values, label: str, source_ns: int | None = None, double: bool = False):
+    """A Float32MultiArray (or Float64 with ``double``) whose one dimension is ``label[@source_ns]``."""
+    message = Float64MultiArray() if double else Float32MultiArray()
+    data = np.asarray(values, dtype=np.float64 if double else np.float32).reshape(-1)
+    message.data = data.tolist()
+    name = label if source_ns is None else f'{label}@{int(source_ns)}'
+    message.layout.dim = [MultiArrayDimension(label=name, size=data.size, stride=data.size)]
+    return message
+
+
+def source_of(message) -> int | None:
+    """The source stamp [ns] carried by an array message, None if it has none."""
+    dims = message.layout.dim
+    if not dims:
+        return None
+    _, sep, stamp = dims[0].label.rpartition('@')
+    if not sep:
+        return None
+    try:
+        return int(stamp)
+    except ValueError:
+        return None
+
+
+def read_array(message, size: int | tuple[int, ...], what: str) -> np.ndarray:
+    """The message's data as float64, checked: the expected size(s) and only finite values."""
+    sizes = (size,) if isinstance(size, int) else tuple(size)
+    data = np.asarray(message.data, dtype=np.float64)
+    if data.size not in sizes:
+        expected = ' or '.join(map(str, sizes))
+        raise BadMessageError(f'{what} has {data.size} values, expected {expected}')
+    if not np.all(np.isfinite(data)):
+        raise BadMessageError(f'{what} contains NaN or inf')
+    return data
+
+
+def decode_string(raw: bytes) -> bytes:
+    """The payload bytes of a CDR-serialised ``std_msgs/String`` (no UTF-8 decoding yet)."""
+    if len(raw) < 8:
+        raise BadMessageError('truncated std_msgs/String message')
+    little = raw[1] == 1  # CDR encapsulation: 0x0001 = little endian, 0x0000 = big endian
+    (length,) = struct.unpack('<I' if little else '>I', raw[4:8])
+    payload = raw[8:8 + length]
+    if len(payload) != length:
+        raise BadMessageError('truncated std_msgs/String message')
+    return payload[:-1] if payload.endswith(b'\x00') else payload
