@@ -1,0 +1,173 @@
+"""Replay buffer: retention policies, sampling, persistence and input checks."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from legion_core.replay import ReplayBuffer
+
+OBS, ACT = 3, 2
+
+
+def add_rows(buffer: ReplayBuffer, start: int, n: int, task=0) -> None:
+    """Add rows whose obs encodes the row id: obs = id, next_obs = id + 0.5, reward = id."""
+    ids = np.arange(start, start + n, dtype=np.float32)
+    obs = np.repeat(ids[:, None], OBS, axis=1)
+    buffer.add(obs, np.zeros((n, ACT)), ids, obs + 0.5, np.zeros(n, dtype=bool), task)
+
+
+def stored_ids(buffer: ReplayBuffer) -> list[int]:
+    slots = buffer.stored_slots()
+    return sorted(buffer.storage['obs'][slots, 0].long().tolist())
+
+
+def test_fifo_keeps_the_newest_rows_when_it_wraps():
+    buffer = ReplayBuffer(10, OBS, ACT, 2)
+    add_rows(buffer, 0, 7)
+    assert len(buffer) == 7 and stored_ids(buffer) == list(range(7))
+    add_rows(buffer, 7, 8, task=1)
+    assert len(buffer) == 10 and stored_ids(buffer) == list(range(5, 15))
+    assert buffer.task_counts() == {0: 2, 1: 8}
+    add_rows(buffer, 15, 23)  # a batch larger than the capacity
+    assert stored_ids(buffer) == list(range(28, 38))
+    batch = buffer.sample(256)
+    assert set(batch['obs'][:, 0].long().tolist()) <= set(range(28, 38))
+    np.testing.assert_array_equal(batch['next_obs'], batch['obs'] + 0.5)  # rows stay aligned
+    np.testing.assert_array_equal(batch['reward'], batch['obs'][:, 0])
+
+
+def test_sample_shapes_dtypes_and_device():
+    buffer = ReplayBuffer(50, OBS, ACT, 4)
+    add_rows(buffer, 0, 20, task=np.arange(20) % 4)
+    batch = buffer.sample(16)
+    shapes = {name: tuple(t.shape) for name, t in batch.items()}
+    assert shapes == {'obs': (16, OBS), 'action': (16, ACT), 'reward': (16,), 'next_obs': (16, OBS),
+                      'done': (16,), 'task': (16,)}
+    assert batch['task'].dtype == torch.int64 and batch['done'].dtype == torch.float32
+    assert all(t.device == buffer.device for t in batch.values())
+    torch.testing.assert_close(batch['task'], batch['obs'][:, 0].long() % 4)
+
+
+def test_done_is_stored_as_float_terminal_flag():
+    buffer = ReplayBuffer(4, OBS, ACT, 1)
+    buffer.add(torch.zeros(2, OBS), torch.zeros(2, ACT), torch.zeros(2, 1), torch.zeros(2, OBS),
+               torch.tensor([[True], [False]]), torch.tensor([0, 0]))
+    assert buffer.storage['done'][:2].tolist() == [1.0, 0.0]
+
+
+def test_reservoir_keeps_a_uniform_sample_of_the_stream():
+    capacity, stream = 1000, 20000
+    buffer = ReplayBuffer(capacity, OBS, ACT, 1, policy='reservoir', seed=3)
+    for start in range(0, stream, 37):  # odd batch size: batches straddle the fill point
+        add_rows(buffer, start, min(37, stream - start))
+    ids = np.array(stored_ids(buffer))
+    assert len(buffer) == capacity and len(np.unique(ids)) == capacity
+    counts = np.bincount(ids // 1000, minlength=stream // 1000)  # 20 stream segments, 50 expected each
+    assert chisquare(counts).pvalue > 1e-3, counts
+    assert buffer.seen == stream
+
+
+def test_reservoir_fills_in_order_before_it_is_full():
+    buffer = ReplayBuffer(10, OBS, ACT, 1, policy='reservoir')
+    add_rows(buffer, 0, 6)
+    assert stored_ids(buffer) == list(range(6))
+    np.testing.assert_array_equal(buffer.storage['obs'][:6, 0], np.arange(6))
+
+
+def test_task_quota_thins_older_tasks_uniformly_when_a_task_arrives():
+    buffer = ReplayBuffer(90, OBS, ACT, 5, policy='task_quota', seed=0)
+    add_rows(buffer, 0, 100, task=0)
+    assert buffer.task_counts() == {0: 90}
+    assert stored_ids(buffer) == list(range(10, 100))  # FIFO within the task: its newest rows
+    add_rows(buffer, 1000, 60, task=1)
+    assert buffer.task_counts() == {0: 45, 1: 45}
+    kept = [i for i in stored_ids(buffer) if i < 1000]
+    assert set(kept) < set(range(10, 100)) and len(kept) == 45
+    assert min(kept) < 55 <= max(kept)  # a random subset, not the newest or the oldest half
+    assert [i for i in stored_ids(buffer) if i >= 1000] == list(range(1015, 1060))
+    add_rows(buffer, 2000, 10, task=2)
+    assert buffer.task_counts() == {0: 30, 1: 30, 2: 10}
+    batch = buffer.sample(2000)
+    sampled = set(batch['obs'][:, 0].long().tolist())
+    assert sampled <= set(stored_ids(buffer)) and len(sampled) == 70
+    torch.testing.assert_close(batch['task'], (batch['obs'][:, 0] // 1000).long())
+
+
+def test_task_quota_thinning_is_uniform_over_rows():
+    hits = np.zeros(40)
+    for seed in range(150):
+        buffer = ReplayBuffer(40, OBS, ACT, 2, policy='task_quota', seed=seed)
+        add_rows(buffer, 0, 40, task=0)
+        add_rows(buffer, 1000, 1, task=1)
+        hits[[i for i in stored_ids(buffer) if i < 40]] += 1
+    # Every row of task 0 survives with probability 20/40; compare in 8 blocks of 5 rows.
+    assert chisquare(hits.reshape(8, 5).sum(1)).pvalue > 1e-3, hits
+
+
+def test_fixed_task_quota_and_mixed_task_batches():
+    buffer = ReplayBuffer(60, OBS, ACT, 4, policy='task_quota', task_quota=20)
+    add_rows(buffer, 0, 150, task=np.arange(150) % 3)  # three tasks in one batch
+    assert buffer.task_counts() == {0: 20, 1: 20, 2: 20}
+    assert stored_ids(buffer) == list(range(90, 150))  # each task's newest 20
+    with pytest.raises(ValueError, match='capacity 60'):
+        add_rows(buffer, 0, 1, task=3)
+
+
+@pytest.mark.parametrize('policy', ['fifo', 'reservoir', 'task_quota'])
+def test_state_dict_round_trip_continues_identically(policy):
+    buffer = ReplayBuffer(64, OBS, ACT, 3, policy=policy, seed=5)
+    for task in range(3):
+        add_rows(buffer, 100 * task, 50, task=task)
+    buffer.sample(8)  # advance the sampling generator
+    saved = io.BytesIO()
+    torch.save(buffer.state_dict(), saved)
+    saved.seek(0)
+    restored = ReplayBuffer(64, OBS, ACT, 3, policy=policy, seed=99)
+    restored.load_state_dict(torch.load(saved))
+    assert len(restored) == len(buffer) and restored.task_counts() == buffer.task_counts()
+    for copy in (buffer, restored):
+        add_rows(copy, 900, 30, task=1)  # exercises the add generator (reservoir, thinning)
+        add_rows(copy, 950, 5, task=0)
+    first, second = buffer.sample(32), restored.sample(32)
+    for name in first:
+        torch.testing.assert_close(first[name], second[name])
+    assert stored_ids(buffer) == stored_ids(restored)
+
+
+def test_state_dict_from_another_configuration_is_refused():
+    state = ReplayBuffer(8, OBS, ACT, 2).state_dict()
+    with pytest.raises(ValueError, match='saved with'):
+        ReplayBuffer(8, OBS, ACT, 2, policy='reservoir').load_state_dict(state)
+
+
+def test_bad_input_names_expected_and_received_shapes():
+    buffer = ReplayBuffer(8, OBS, ACT, 2)
+    with pytest.raises(ValueError, match=r'obs: expected shape \[N, 3\], got \(2, 4\)'):
+        buffer.add(np.zeros((2, 4)), np.zeros((2, ACT)), np.zeros(2), np.zeros((2, OBS)), np.zeros(2), 0)
+    with pytest.raises(ValueError, match=r'action: expected shape \[2, 2\], got \(2, 3\)'):
+        buffer.add(np.zeros((2, OBS)), np.zeros((2, 3)), np.zeros(2), np.zeros((2, OBS)), np.zeros(2), 0)
+    with pytest.raises(ValueError, match=r'reward: expected shape \[2\] or \[2, 1\], got \(3,\)'):
+        buffer.add(np.zeros((2, OBS)), np.zeros((2, ACT)), np.zeros(3), np.zeros((2, OBS)), np.zeros(2), 0)
+    with pytest.raises(ValueError, match=r'task indices must lie in \[0, 2\)'):
+        buffer.add(np.zeros((2, OBS)), np.zeros((2, ACT)), np.zeros(2), np.zeros((2, OBS)), np.zeros(2), 2)
+    with pytest.raises(ValueError, match='empty'):
+        buffer.sample(4)
+    with pytest.raises(ValueError, match='capacity'):
+        ReplayBuffer(0, OBS, ACT, 2)
+    with pytest.raises(ValueError, match='fifo, reservoir, task_quota'):
+        ReplayBuffer(8, OBS, ACT, 2, policy='lifo')
+    with pytest.raises(ValueError, match='task_quota'):
+        ReplayBuffer(8, OBS, ACT, 2, task_quota=4)
+
+
+def test_reservoir_batched_add_equals_adding_row_by_row():
+    # Rows of one batch that pick the same slot must resolve as if added one at a time (last wins).
+    batched = ReplayBuffer(10, OBS, ACT, 1, policy='reservoir', seed=7)
+    single = ReplayBuffer(10, OBS, ACT, 1, policy='reservoir', seed=7)
+    for start in range(0, 200, 50):
+        add_rows(batched, start, 50)
+    for i in range(200):
+        add_rows(single, i, 1)
+    torch.testing.assert_close(batched.storage['obs'], single.storage['obs'])
