@@ -1,0 +1,238 @@
+"""sim_bridge: the MuJoCo twin of the iiwa behind the real driver's ROS interface.
+
+Everything a LEGION node sees of the arm comes from the driver profile (``config/driver_<driver>.yaml``,
+parameters ``driver.*``), so the same graph runs against this node or against lbr_fri_ros2_stack /
+iiwa_ros2 unchanged:
+
+* pub ``driver.joint_states_topic`` (sensor_msgs/JointState, the profile's joint names) every
+  control cycle, like ``joint_state_broadcaster``;
+* sub ``driver.command_topic`` (std_msgs/Float64MultiArray): exactly 7 finite joint positions [rad],
+  held until the next command, like a ``forward_position_controller``. Anything else (wrong size,
+  NaN, inf) is rejected with a logged reason and a ``~/status`` update, never applied;
+* sub ``driver.gripper_topic`` (std_msgs/Float64 in [-1 open, +1 closed]);
+
+and what only a simulator offers:
+
+* ``/clock`` (rosgraph_msgs/Clock) when ``publish_clock``: simulated time, monotonic across resets;
+* ``object_poses_topic`` (geometry_msgs/PoseArray, robot base frame: the task's objects, then the
+  goal) and ``object_names_topic`` (std_msgs/String, JSON list in the same order, latched);
+* ``~/task_success`` (std_msgs/Bool): Meta-World's success criterion on the twin's state;
+* services ``~/reset`` (Trigger: the task's initial state), ``~/reset_home`` (Trigger: the same
+  with the arm at home), ``~/set_pause`` (SetBool), ``~/step`` (Trigger: one control cycle, only
+  while paused).
+
+The twin is stepped by a timer at ``control_rate_hz`` (100 Hz, the drivers' controller rate).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from geometry_msgs.msg import Pose, PoseArray
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64, Float64MultiArray, String
+from std_srvs.srv import SetBool, Trigger
+
+from legion_ros import qos
+from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+
+ARM_DOF = 7
+
+PARAMETERS = {
+    'driver.name': Param('lbr', 'driver profile mirrored by the twin', choices=('lbr', 'iiwa_ros2')),
+    'driver.joint_names': Param([], 'the 7 arm joint names, A1 first, as the driver publishes them',
+                                type='string[]'),
+    'driver.joint_states_topic': Param('/lbr/joint_states', 'sensor_msgs/JointState topic of the driver'),
+    'driver.command_topic': Param('/lbr/forward_position_controller/commands',
+                                  'std_msgs/Float64MultiArray joint position command topic'),
+    'driver.gripper_topic': Param('/lbr/gripper/command', 'std_msgs/Float64 gripper command topic'),
+    'driver.base_frame': Param('lbr_link_0', 'frame_id of the robot base (object poses)'),
+    'task': Param('reach-v3', 'Meta-World task whose scene the twin loads'),
+    'seed': Param(0, 'goal variant of the task (object and goal placement)', range=(0, 2**31 - 1)),
+    'model': Param('iiwa7', 'robot model', choices=('iiwa7',)),
+    'control_rate_hz': Param(100.0, 'controller rate: one twin control cycle per period [Hz]',
+                             range=(1.0, 1000.0)),
+    'publish_clock': Param(True, 'publish simulated time on /clock'),
+    'start_paused': Param(False, 'start paused (advance with ~/step or ~/set_pause false)'),
+    'object_poses_rate_hz': Param(20.0, 'rate of object poses and task success [Hz]', range=(0.1, 1000.0)),
+    'object_poses_topic': Param('/legion/object_poses', 'geometry_msgs/PoseArray of objects and goal'),
+    'object_names_topic': Param('/legion/object_names', 'std_msgs/String JSON names, PoseArray order'),
+}
+
+
+def command_problem(values, expected: int = ARM_DOF) -> str | None:
+    """Why a joint command must not be applied, or ``None`` when it is fine."""
+    if len(values) != expected:
+        return f'expected {expected} joint positions, got {len(values)}'
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        return f'non-finite joint positions at indices {bad}: {[values[i] for i in bad]}'
+    return None
+
+
+class SimBridge(Node):
+    def __init__(self) -> None:
+        super().__init__('sim_bridge')
+        self.params = p = declare_parameters(self, PARAMETERS)
+        if p['driver.joint_names'] and len(p['driver.joint_names']) != ARM_DOF:
+            raise NodeConfigError(f'driver.joint_names must name {ARM_DOF} joints, '
+                                  f'got {p["driver.joint_names"]}')
+        from legion_kuka.twin import Twin  # MuJoCo + Meta-World: heavy, only once parameters are fine
+
+        try:
+            self.twin = Twin(p.task, seed=p.seed, profile=p['driver.name'], control_rate_hz=p.control_rate_hz)
+        except (ValueError, KeyError) as error:
+            raise NodeConfigError(f'cannot build the twin for task {p.task!r}: {error}') from None
+        self.joint_names = list(p['driver.joint_names']) or list(self.twin.joint_names)
+        self.period_s = self.twin.control_period_s
+        self.sim_time_ns = 0  # /clock: advances with the twin, never jumps back on reset
+        self.rejected = 0
+        self.last_rejection: str | None = None
+        if p.start_paused:
+            self.twin.pause()
+
+        self.status = StatusPublisher(self)
+        self.joint_state_pub = self.create_publisher(JointState, p['driver.joint_states_topic'], qos.STATE)
+        self.clock_pub = self.create_publisher(Clock, '/clock', qos.STATE) if p.publish_clock else None
+        self.poses_pub = self.create_publisher(PoseArray, p.object_poses_topic, qos.STATE)
+        self.names_pub = self.create_publisher(String, p.object_names_topic, qos.LATCHED)
+        self.success_pub = self.create_publisher(Bool, '~/task_success', qos.STATE)
+        self.create_subscription(Float64MultiArray, p['driver.command_topic'], self.on_command, qos.COMMAND)
+        self.create_subscription(Float64, p['driver.gripper_topic'], self.on_gripper, qos.COMMAND)
+        self.create_service(Trigger, '~/reset', self.on_reset)
+        self.create_service(Trigger, '~/reset_home', self.on_reset_home)
+        self.create_service(SetBool, '~/set_pause', self.on_set_pause)
+        self.create_service(Trigger, '~/step', self.on_step)
+        self._poses_every = max(1, round(p.control_rate_hz / p.object_poses_rate_hz))
+        self._cycle = 0
+        self._names: list[str] = []
+        self.publish_state(with_poses=True)
+        self.timer = self.create_timer(self.period_s, self.on_timer)
+        self.report('ready')
+        self.get_logger().info(
+            f'twin of {p.task} (seed {p.seed}) as driver {p["driver.name"]}: '
+            f'{p["driver.joint_states_topic"]} <- {p["driver.command_topic"]} at {1 / self.period_s:.0f} Hz'
+            + (' (paused)' if self.twin.paused else ''))
+
+    # -- status -----------------------------------------------------------------------------------
+    def report(self, event: str, **fields) -> None:
+        self.status.publish('paused' if self.twin.paused else 'running', event=event, task=self.twin.task,
+                            seed=self.twin.seed, sim_time_s=self.sim_time_ns * 1e-9,
+                            rejected_commands=self.rejected, last_rejection=self.last_rejection, **fields)
+
+    # -- stepping ---------------------------------------------------------------------------------
+    def on_timer(self) -> None:
+        if self.twin.tick():
+            self.sim_time_ns += round(self.period_s * 1e9)
+        self._cycle += 1
+        self.publish_state(with_poses=self._cycle % self._poses_every == 0)
+
+    def publish_state(self, with_poses: bool) -> None:
+        stamp = self._stamp()
+        if self.clock_pub is not None:
+            self.clock_pub.publish(Clock(clock=stamp))
+        state = self.twin.joint_state()
+        message = JointState(name=self.joint_names, position=state.position.tolist(),
+                             velocity=state.velocity.tolist(), effort=state.effort.tolist())
+        message.header.stamp = stamp
+        self.joint_state_pub.publish(message)
+        if with_poses:
+            self.publish_objects(stamp)
+
+    def publish_objects(self, stamp) -> None:
+        poses = self.twin.object_poses()
+        names = [*poses, 'goal']
+        array = PoseArray()
+        array.header.stamp = stamp
+        array.header.frame_id = self.params['driver.base_frame']
+        for name in names:
+            if name == 'goal':
+                position, quat_wxyz = self.twin.goal_position(), (1.0, 0.0, 0.0, 0.0)
+            else:
+                position, quat_wxyz = poses[name]
+            pose = Pose()
+            pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
+            w, x, y, z = (float(v) for v in quat_wxyz)
+            pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
+            array.poses.append(pose)
+        if names != self._names:
+            self._names = names
+            self.names_pub.publish(String(data=json.dumps(names)))
+        self.poses_pub.publish(array)
+        self.success_pub.publish(Bool(data=self.twin.task_success()))
+
+    def _stamp(self):
+        if self.clock_pub is None:
+            return self.get_clock().now().to_msg()
+        from builtin_interfaces.msg import Time
+        return Time(sec=self.sim_time_ns // 1_000_000_000, nanosec=self.sim_time_ns % 1_000_000_000)
+
+    # -- commands ---------------------------------------------------------------------------------
+    def reject(self, what: str, reason: str) -> None:
+        self.rejected += 1
+        self.last_rejection = f'{what}: {reason}'
+        self.get_logger().warning(f'rejected {what} ({reason}); holding the previous target')
+        self.report('rejected_command')
+
+    def on_command(self, message: Float64MultiArray) -> None:
+        values = list(message.data)
+        problem = command_problem(values)
+        if problem is not None:
+            self.reject('joint command', problem)
+            return
+        self.twin.set_joint_targets(values)
+
+    def on_gripper(self, message: Float64) -> None:
+        if not math.isfinite(message.data):
+            self.reject('gripper command', f'non-finite value {message.data}')
+            return
+        self.twin.set_gripper(message.data)
+
+    # -- services ---------------------------------------------------------------------------------
+    def _reset(self, response, keyframe: str | None):
+        self.twin.reset(keyframe=keyframe)
+        self.publish_state(with_poses=True)
+        response.success = True
+        response.message = f'reset {self.twin.task} seed {self.twin.seed}' + (
+            f' to {keyframe}' if keyframe else '')
+        self.report('reset', keyframe=keyframe)
+        return response
+
+    def on_reset(self, _request, response):
+        return self._reset(response, None)
+
+    def on_reset_home(self, _request, response):
+        return self._reset(response, 'home')
+
+    def on_set_pause(self, request, response):
+        if request.data:
+            self.twin.pause()
+        else:
+            self.twin.resume()
+        response.success = True
+        response.message = 'paused' if request.data else 'running'
+        self.report('pause' if request.data else 'resume')
+        return response
+
+    def on_step(self, _request, response):
+        if not self.twin.paused:
+            response.success = False
+            response.message = 'not paused: ~/step advances one cycle only while paused (~/set_pause true)'
+            return response
+        self.twin.step(1)
+        self.sim_time_ns += round(self.period_s * 1e9)
+        self.publish_state(with_poses=True)
+        response.success = True
+        response.message = f'stepped to {self.sim_time_ns * 1e-9:.3f} s'
+        return response
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(SimBridge, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The recorder node records a real publisher in another process into an MCAP rosbag2 that rosbags and
+mcap's own reader both read back, with the instruction in metadata.yaml, and survives SIGINT."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from legion_bringup.graph import Argument, ArgValue, Graph, NodeSpec
+from legion_ros.runner import node_command
+
+pytestmark = pytest.mark.ros
+
+rclpy = pytest.importorskip('rclpy')
+
+PUBLISHER = r'''
+import sys, rclpy
+from rclpy.node import Node
+from std_msgs.msg import Float64MultiArray, String
+from legion_ros import qos
+rclpy.init()
+node = Node('talker')
+chatter = node.create_publisher(Float64MultiArray, '/legion_test/chatter', qos.STATE)
+instruction = node.create_publisher(String, '/legion/instruction', qos.LATCHED)
+instruction.publish(String(data='open the drawer, then close it'))
+count = 0
+def tick():
+    global count
+    count += 1
+    chatter.publish(Float64MultiArray(data=[float(count)] * 7))
+node.create_timer(0.02, tick)
+try:
+    rclpy.spin(node)
+except BaseException:
+    pass
+rclpy.try_shutdown()
+'''
+
+
+def recorder_command(bag_dir, bag_name, **parameters) -> list[str]:
+    """The recorder exactly as the graph starts it (config/recorder.yaml + inline overrides)."""
+    graph = Graph('test', 'recorder under test', (Argument('bag_dir', str(bag_dir), 'bags'),
+                                                  Argument('log_level', 'info', 'log level')),
+                  (NodeSpec('recorder', 'recorder', parameter_files=('recorder.yaml',),
+                            parameters={'bag_dir': ArgValue('bag_dir'), 'bag_name': bag_name,
+                                        'discovery_period_s': 0.2, **parameters}),))
+    return node_command(graph.resolve().nodes[0])
+
+
+def wait_for_status(predicate, timeout_s: float):
+    """Spin a client node until the recorder's latched status satisfies ``predicate``."""
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from legion_ros import qos
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node('recorder_test_client', context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        seen = []
+        node.create_subscription(String, '/legion/recorder/status', lambda m: seen.append(json.loads(m.data)),
+                                 qos.LATCHED)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+            if seen and predicate(seen[-1]):
+                return seen[-1]
+        return seen[-1] if seen else None
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_records_another_process_and_reads_back(tmp_path):
+    publisher = subprocess.Popen([sys.executable, '-c', PUBLISHER])
+    recorder = subprocess.Popen(recorder_command(tmp_path, 'run'), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        status = wait_for_status(lambda s: '/legion_test/chatter' in s.get('topics', []), timeout_s=15)
+        assert status is not None and '/legion_test/chatter' in status['topics'], status
+        time.sleep(1.0)  # ~50 messages
+        recorder.send_signal(signal.SIGINT)
+        output, _ = recorder.communicate(timeout=15)
+    finally:
+        publisher.send_signal(signal.SIGINT)
+        publisher.wait(timeout=10)
+        if recorder.poll() is None:
+            recorder.kill()
+    assert recorder.returncode == 0, output
+    bag = tmp_path / 'run'
+    metadata = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert metadata['storage_identifier'] == 'mcap'
+    assert metadata['custom_data']['legion.instruction'] == 'open the drawer, then close it'
+    run_info = json.loads(metadata['custom_data']['legion.run_info'])
+    assert run_info['topics']['/legion_test/chatter'] >= 20
+
+    # rosbags reads the bag directory and decodes the CDR it stored.
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    with Reader(bag) as reader:
+        topics = {c.topic: c.msgtype for c in reader.connections}
+        assert topics['/legion_test/chatter'] == 'std_msgs/msg/Float64MultiArray'
+        assert topics['/legion/run_info'] == 'std_msgs/msg/String'
+        connections = [c for c in reader.connections if c.topic == '/legion_test/chatter']
+        values = [typestore.deserialize_cdr(raw, c.msgtype).data[0]
+                  for c, _, raw in reader.messages(connections=connections)]
+        stamps = [t for _, t, _ in reader.messages(connections=connections)]
+    assert len(values) == run_info['topics']['/legion_test/chatter']
+    assert values == sorted(values) and len(set(values)) == len(values)  # in order, none twice
+    assert stamps == sorted(stamps)
+
+    # mcap's own reader (with the ROS 2 decoder of mcap-ros2-support) decodes the same file.
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    mcap_files = list(bag.glob('*.mcap'))
+    assert len(mcap_files) == 1
+    with open(mcap_files[0], 'rb') as handle:
+        reader = make_reader(handle, decoder_factories=[DecoderFactory()])
+        decoded = {'/legion_test/chatter': [], '/legion/run_info': []}
+        for _, channel, _, message in reader.iter_decoded_messages(topics=list(decoded)):
+            decoded[channel.topic].append(message.data)
+    assert [d[0] for d in decoded['/legion_test/chatter']] == values
+    assert json.loads(decoded['/legion/run_info'][0])['bag'] == str(bag)
+
+
+def test_existing_bag_directory_is_a_configuration_error(tmp_path):
+    (tmp_path / 'taken').mkdir()
+    proc = subprocess.run(recorder_command(tmp_path, 'taken'), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert 'already exists' in proc.stdout + proc.stderr
