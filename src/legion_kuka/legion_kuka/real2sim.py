@@ -1,0 +1,297 @@
+"""Real2Sim: the arm's and the objects' state, as a Meta-World-trained policy saw it in training.
+
+A policy trained in Meta-World reads its observation in Meta-World's world frame (the *task frame*):
+hand position, gripper opening, object positions and the goal. On the real arm (or its MuJoCo twin)
+the same quantities are known in the robot base frame: joint positions from the driver, object poses
+from perception (or the twin's ground truth). This module does the coordinate transformation and
+assembles the observation, nothing else: no ROS, no simulator, no state beyond the previous frame that
+Meta-World's 39-d layout stacks.
+
+Conventions (used across legion_kuka):
+
+- A *frame* is a rigid transform; ``task_frame`` is the pose of the task frame expressed in the robot
+  base frame, so ``p_base = R @ p_task + t``. It can be given as a 4x4 matrix, ``(position, quaternion
+  wxyz)``, ``(position, 3x3 rotation)`` or a :class:`Frame`.
+- Quaternions are MuJoCo's ``(w, x, y, z)``.
+- ``gripper_opening`` is Meta-World's normalised finger distance in [0, 1] (0 closed, 1 fully open:
+  distance between the fingers divided by 0.1 m).
+
+Layouts: ``legion12`` = hand xyz, object 1 xyz, object 2 xyz (zeros if the task has one object),
+goal xyz (the LEGION paper's 12-d observation); ``full39`` = Meta-World's own 39-d observation: hand
+xyz, gripper opening, object 1 xyz + quat, object 2 xyz + quat, the previous frame of these 18 values,
+goal xyz.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+LAYOUTS = ('legion12', 'full39')
+OBSERVATION_SIZE = {'legion12': 12, 'full39': 39}
+MAX_OBJECTS = 2
+OBJECT_KEYS = ('object_1', 'object_2')
+
+
+def _finite_vector(value: Any, size: int, what: str) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.shape != (size,):
+        raise ValueError(f'{what} must have shape ({size},), got {array.shape}')
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f'{what} contains NaN or inf: {array.tolist()}')
+    return array
+
+
+def quat_to_matrix(quat: Any) -> np.ndarray:
+    """Rotation matrix of a unit quaternion (w, x, y, z); the quaternion is normalised first."""
+    q = _finite_vector(quat, 4, 'quaternion')
+    norm = np.linalg.norm(q)
+    if norm < 1e-9:
+        raise ValueError('quaternion has zero norm')
+    w, x, y, z = q / norm
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def matrix_to_quat(rot: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w, x, y, z, w >= 0) of a rotation matrix (Shepperd's method, stable near 180°)."""
+    m = np.asarray(rot, dtype=np.float64)
+    trace = np.trace(m)
+    if trace > 0:
+        s = 2.0 * np.sqrt(trace + 1.0)
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
+    quat = np.asarray(q)
+    quat /= np.linalg.norm(quat)
+    return quat if quat[0] >= 0 else -quat
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A rigid transform ``p_parent = rotation @ p_child + translation``."""
+
+    rotation: np.ndarray
+    translation: np.ndarray
+
+    def __post_init__(self) -> None:
+        rot = np.asarray(self.rotation, dtype=np.float64)
+        if rot.shape != (3, 3) or not np.all(np.isfinite(rot)):
+            raise ValueError(f'frame rotation must be a finite 3x3 matrix, got shape {rot.shape}')
+        if not np.allclose(rot @ rot.T, np.eye(3), atol=1e-6) or np.linalg.det(rot) < 0:
+            raise ValueError('frame rotation is not a proper rotation matrix (orthonormal, det +1)')
+        object.__setattr__(self, 'rotation', rot)
+        object.__setattr__(self, 'translation', _finite_vector(self.translation, 3, 'frame translation'))
+
+    @classmethod
+    def identity(cls) -> Frame:
+        return cls(np.eye(3), np.zeros(3))
+
+    @classmethod
+    def of(cls, pose: Any) -> Frame:
+        """A Frame from a Frame, a 4x4 matrix, (x, y, z, yaw), (pos, quat wxyz) or (pos, 3x3 rotation)."""
+        if isinstance(pose, Frame):
+            return pose
+        if isinstance(pose, str | bytes):
+            raise ValueError(f'a pose must be numbers, not the text {pose!r}')
+        if isinstance(pose, np.ndarray) and pose.shape == (4, 4):
+            return cls(pose[:3, :3], pose[:3, 3])
+        if isinstance(pose, Sequence | np.ndarray) and len(pose) == 4 and all(np.ndim(v) == 0 for v in pose):
+            x, y, z, yaw = _finite_vector(pose, 4, '(x, y, z, yaw) pose')
+            c, s = np.cos(yaw), np.sin(yaw)
+            return cls(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), (x, y, z))
+        if isinstance(pose, Sequence | np.ndarray) and len(pose) == 2:
+            pos, orientation = pose
+            orientation = np.asarray(orientation, dtype=np.float64)
+            if orientation.shape == (4,):
+                return cls(quat_to_matrix(orientation), pos)
+            if orientation.shape == (3, 3):
+                return cls(orientation, pos)
+        raise ValueError('a pose must be a Frame, a 4x4 matrix, (x, y, z, yaw), (position[3], quaternion '
+                         f'wxyz[4]) or (position[3], rotation[3x3]); got {type(pose).__name__}')
+
+    @property
+    def matrix(self) -> np.ndarray:
+        out = np.eye(4)
+        out[:3, :3] = self.rotation
+        out[:3, 3] = self.translation
+        return out
+
+    @property
+    def quat(self) -> np.ndarray:
+        return matrix_to_quat(self.rotation)
+
+    def inverse(self) -> Frame:
+        return Frame(self.rotation.T, -self.rotation.T @ self.translation)
+
+    def compose(self, child: Frame) -> Frame:
+        """``self * child``: the child frame expressed in this frame's parent."""
+        return Frame(self.rotation @ child.rotation, self.rotation @ child.translation + self.translation)
+
+    def apply(self, points: Any) -> np.ndarray:
+        """Map point(s) from this frame's child coordinates to its parent's (shape (3,) or (N, 3))."""
+        p = np.asarray(points, dtype=np.float64)
+        return p @ self.rotation.T + self.translation
+
+    def rotate_quat(self, quat: Any) -> np.ndarray:
+        """An orientation (wxyz) expressed in the child frame, re-expressed in the parent frame."""
+        return matrix_to_quat(self.rotation @ quat_to_matrix(quat))
+
+
+def default_task_frame() -> Frame:
+    """The single-task station: Meta-World's world frame seen from the robot base, i.e. the inverse of
+    the base's placement ``METAWORLD_BASE_POSE`` in Meta-World's world."""
+    from legion_kuka.description import METAWORLD_BASE_POSE
+
+    return Frame.of(METAWORLD_BASE_POSE).inverse()
+
+
+def _object_list(object_poses: Any) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Normalise object poses to [(pos, quat|None), ...] in Meta-World's order (object 1, object 2)."""
+    if object_poses is None:
+        return []
+    if isinstance(object_poses, Mapping):
+        unknown = set(object_poses) - set(OBJECT_KEYS)
+        if unknown:
+            raise ValueError(f'object_poses keys must be among {OBJECT_KEYS}, got {sorted(unknown)}')
+        if 'object_2' in object_poses and 'object_1' not in object_poses:
+            raise ValueError("object_poses has 'object_2' but no 'object_1'")
+        items = [object_poses[k] for k in OBJECT_KEYS if k in object_poses]
+    else:
+        items = list(object_poses)
+    if len(items) > MAX_OBJECTS:
+        raise ValueError(f'at most {MAX_OBJECTS} objects fit the observation, got {len(items)}')
+    out = []
+    for index, item in enumerate(items, start=1):
+        if isinstance(item, tuple | list) and len(item) == 2 and np.size(item[0]) == 3:
+            pos = _finite_vector(item[0], 3, f'object {index} position')
+            quat = _finite_vector(item[1], 4, f'object {index} quaternion')
+            out.append((pos, quat))
+        elif np.size(np.asarray(item, dtype=np.float64)) == 3:
+            out.append((_finite_vector(item, 3, f'object {index} position'), None))
+        else:
+            raise ValueError(f'object {index} must be a position[3] or (position[3], quaternion wxyz[4])')
+    return out
+
+
+class Real2Sim:
+    """Builds the policy observation of one task station from the arm's and the objects' state.
+
+    ``kinematics`` is anything with ``fk(q) -> (position, rotation)`` of the tool centre point in the
+    robot base frame (:class:`legion_kuka.kinematics.IiwaKinematics`). ``task_frame`` is the pose of
+    the station's task frame (its Meta-World world frame) in the robot base frame; if omitted, the
+    single-task placement of :data:`legion_kuka.kinematics.METAWORLD_BASE_POSE` is used.
+    """
+
+    def __init__(self, kinematics: Any, layout: str = 'legion12', task_frame: Any = None) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f'unknown observation layout {layout!r}; choose one of {LAYOUTS}')
+        if not callable(getattr(kinematics, 'fk', None)):
+            raise TypeError('kinematics must provide fk(q) -> (position, rotation)')
+        self.kinematics = kinematics
+        self.layout = layout
+        self.set_task_frame(task_frame)
+        self._previous: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return OBSERVATION_SIZE[self.layout]
+
+    def set_task_frame(self, task_frame: Any) -> None:
+        """Switch to another station (a workcell has one task frame per task)."""
+        if task_frame is None:
+            task_frame = default_task_frame()
+        self.task_frame = Frame.of(task_frame)
+        self._base_to_task = self.task_frame.inverse()
+        self._previous = None
+
+    def reset(self) -> None:
+        """Forget the previous frame (call at the start of an episode; full39 stacks two frames)."""
+        self._previous = None
+
+    def hand_position(self, joint_positions: Any) -> np.ndarray:
+        """Tool centre point in the task frame."""
+        q = _finite_vector(joint_positions, 7, 'joint_positions')
+        pos, _ = self.kinematics.fk(q)
+        return self._base_to_task.apply(np.asarray(pos, dtype=np.float64).reshape(3))
+
+    def observation(self, joint_positions: Any, gripper_opening: float, object_poses: Any = None,
+                    goal: Any = None) -> np.ndarray:
+        """The observation in this instance's layout (see the module docstring).
+
+        ``object_poses``: up to two objects, robot base frame, as a sequence (object 1 first) or a
+        mapping with keys ``object_1``/``object_2``; each a position[3] or (position[3], quat wxyz[4]).
+        ``goal``: goal position[3] in the robot base frame (None: zeros, Meta-World's hidden goal).
+        """
+        if self.layout == 'legion12':
+            self._check_opening(gripper_opening)
+            return self.legion12(joint_positions, object_poses, goal)
+        return self.full39(joint_positions, gripper_opening, object_poses, goal)
+
+    @staticmethod
+    def _check_opening(gripper_opening: float) -> float:
+        opening = float(_finite_vector([gripper_opening], 1, 'gripper_opening')[0])
+        if not -1e-6 <= opening <= 1.0 + 1e-6:
+            raise ValueError(f'gripper_opening must be in [0, 1] (normalised finger distance), got {opening}')
+        return float(np.clip(opening, 0.0, 1.0))
+
+    def _current(self, joint_positions: Any, object_poses: Any,
+                 goal: Any) -> tuple[np.ndarray, list, np.ndarray]:
+        hand = self.hand_position(joint_positions)
+        objects = []
+        for pos, quat in _object_list(object_poses):
+            objects.append((self._base_to_task.apply(pos),
+                            None if quat is None else self._base_to_task.rotate_quat(quat)))
+        goal_task = np.zeros(3) if goal is None else self._base_to_task.apply(
+            _finite_vector(goal, 3, 'goal'))
+        return hand, objects, goal_task
+
+    def legion12(self, joint_positions: Any, object_poses: Any = None, goal: Any = None) -> np.ndarray:
+        """The 12-d LEGION observation (the gripper opening is not part of it)."""
+        hand, objects, goal_task = self._current(joint_positions, object_poses, goal)
+        obs = np.zeros(12)
+        obs[0:3] = hand
+        for i, (pos, _) in enumerate(objects):
+            obs[3 + 3 * i:6 + 3 * i] = pos
+        obs[9:12] = goal_task
+        return obs
+
+    def full39(self, joint_positions: Any, gripper_opening: float, object_poses: Any = None,
+               goal: Any = None, previous: Any = None) -> np.ndarray:
+        """Meta-World's 39-d observation. The previous frame is ``previous`` (18 values) if given,
+        else the one of this instance's last call, else the current frame (as Meta-World's reset does).
+        Object quaternions that are not given are zeros, as Meta-World reports for articulated objects.
+        """
+        opening = self._check_opening(gripper_opening)
+        hand, objects, goal_task = self._current(joint_positions, object_poses, goal)
+        current = np.zeros(18)
+        current[0:3] = hand
+        current[3] = opening
+        for i, (pos, quat) in enumerate(objects):
+            current[4 + 7 * i:7 + 7 * i] = pos
+            if quat is not None:
+                current[7 + 7 * i:11 + 7 * i] = quat
+        if previous is not None:
+            prev = _finite_vector(previous, 18, 'previous frame')
+        else:
+            prev = current if self._previous is None else self._previous
+        self._previous = current
+        return np.concatenate([current, prev, goal_task])
+
+    @staticmethod
+    def legion12_from_full39(obs39: Any) -> np.ndarray:
+        """The 12-d LEGION observation contained in a 39-d Meta-World observation."""
+        obs = _finite_vector(obs39, 39, 'full39 observation')
+        return np.concatenate([obs[0:3], obs[4:7], obs[11:14], obs[36:39]])

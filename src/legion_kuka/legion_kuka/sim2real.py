@@ -1,0 +1,212 @@
+"""Sim2Real: a Meta-World policy action, turned into joint position targets for a 100 Hz controller.
+
+A Meta-World action is ``(dx, dy, dz, gripper)`` in [-1, 1]: the hand's mocap target moves by
+``action[:3] * 1 cm`` per env step (12.5 ms, so up to 0.8 m/s per axis), clipped to the task's hand box,
+with a fixed hand orientation. The real arm must not move that fast, and its driver wants joint
+positions at the controller rate. So this translator keeps the *geometry* of a policy step (the same
+1 cm per unit action, in the same task frame, inside the same box: the policy sees the consequences it
+learnt) and stretches *time*: one policy step lasts ``1 / policy_rate_hz`` (10 Hz → at most 0.1 m/s per
+axis). For each policy step it solves IK once for the new hand target (fixed tool orientation,
+warm-started from the last joint target) and interpolates linearly in joint space over the control
+cycles of the step, either as a list (:meth:`Sim2Real.plan`) or one target per call
+(:meth:`Sim2Real.next_target`) for a streaming 100 Hz loop.
+
+The hand target accumulates like Meta-World's mocap (it is not re-read from the measured hand every
+step), but it is kept within ``max_lead_m`` of the measured hand so that a blocked or held arm does
+not build up a large jump.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from legion_kuka.real2sim import Frame, _finite_vector, default_task_frame
+
+METAWORLD_STEP_S = 0.0125  # frame_skip 5 x 2.5 ms: one Meta-World env step
+METAWORLD_ACTION_SCALE = 0.01  # metres of hand motion per unit action and env step
+# SawyerXYZEnv's default hand box (hand_low/hand_high, which mocap_low/high default to), task frame.
+METAWORLD_HAND_LOW = (-0.2, 0.55, 0.05)
+METAWORLD_HAND_HIGH = (0.2, 0.75, 0.3)
+
+
+@dataclass(frozen=True)
+class PolicyStepPlan:
+    """What one policy step becomes: joint targets for its control cycles and the gripper command."""
+
+    targets: np.ndarray  # (cycles, 7) joint position targets, one per control cycle, in order
+    hand_target: np.ndarray  # hand target in the task frame (after clipping)
+    hand_target_base: np.ndarray  # the same point in the robot base frame
+    gripper: float  # gripper command in [-1, 1] (-1 open, +1 close, Meta-World's convention)
+    ik_success: bool  # False: IK found no solution, the arm holds its last target
+    ik_position_error: float  # metres
+    clipped: bool  # the hand target was clipped to the hand box or to max_lead_m
+    start_s: float  # time of the first cycle of this step
+    control_period_s: float
+
+
+class Sim2Real:
+    """Translates policy actions into joint position targets at the controller rate.
+
+    Args:
+        kinematics: ``fk(q) -> (pos, rot)`` and ``ik(target_pos, q_init, target_rot=None) ->
+            IKResult(q, success, position_error, iterations)`` of the tool centre point, robot base
+            frame (:class:`legion_kuka.kinematics.IiwaKinematics`).
+        task_frame: pose of the task frame in the robot base frame (see :mod:`legion_kuka.real2sim`);
+            None: the single-task placement ``METAWORLD_BASE_POSE``.
+        speed_scale: real speed / Meta-World speed; sets ``policy_rate_hz = 80 Hz * speed_scale``.
+            Give either this or ``policy_rate_hz``.
+        control_rate_hz: rate of the joint position controller (lbr/kroshu: 100 Hz).
+        policy_rate_hz: policy steps per second (default 10 Hz → 0.1 m/s per axis at most).
+        hand_low, hand_high: the task's hand box in the task frame (Meta-World's mocap_low/high).
+        action_scale: metres per unit action per step (Meta-World: 0.01).
+        tool_rotation: fixed tool orientation (3x3, base frame); None: taken from the joints at reset.
+        max_lead_m: how far the hand target may run ahead of the measured hand.
+    """
+
+    def __init__(self, kinematics: Any, task_frame: Any = None, speed_scale: float | None = None,
+                 control_rate_hz: float = 100.0, policy_rate_hz: float | None = None,
+                 hand_low: Any = METAWORLD_HAND_LOW, hand_high: Any = METAWORLD_HAND_HIGH,
+                 action_scale: float = METAWORLD_ACTION_SCALE, tool_rotation: Any = None,
+                 max_lead_m: float = 0.05) -> None:
+        for name in ('fk', 'ik'):
+            if not callable(getattr(kinematics, name, None)):
+                raise TypeError(f'kinematics must provide {name}()')
+        if speed_scale is not None and policy_rate_hz is not None:
+            raise ValueError('give speed_scale or policy_rate_hz, not both (one determines the other)')
+        if speed_scale is not None:
+            if not 0 < speed_scale <= 1:
+                raise ValueError(f'speed_scale must be in (0, 1] (1 = Meta-World speed), got {speed_scale}')
+            policy_rate_hz = speed_scale / METAWORLD_STEP_S
+        if policy_rate_hz is None:
+            policy_rate_hz = 10.0
+        if not control_rate_hz > 0 or not policy_rate_hz > 0:
+            raise ValueError('control_rate_hz and policy_rate_hz must be positive')
+        ratio = control_rate_hz / policy_rate_hz
+        if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-6:
+            raise ValueError(f'control_rate_hz / policy_rate_hz must be a whole number >= 1 (got '
+                             f'{control_rate_hz} / {policy_rate_hz} = {ratio:.4g}): each policy step must '
+                             'span whole control cycles')
+        low = _finite_vector(hand_low, 3, 'hand_low')
+        high = _finite_vector(hand_high, 3, 'hand_high')
+        if np.any(low > high):
+            raise ValueError(f'hand_low {low} must be <= hand_high {high}')
+        if not action_scale > 0 or not max_lead_m > 0:
+            raise ValueError('action_scale and max_lead_m must be positive')
+        self.kinematics = kinematics
+        self.control_rate_hz = float(control_rate_hz)
+        self.policy_rate_hz = float(policy_rate_hz)
+        self.cycles_per_step = round(ratio)
+        self.control_period_s = 1.0 / self.control_rate_hz
+        self.hand_low, self.hand_high = low, high
+        self.action_scale = float(action_scale)
+        self.max_lead_m = float(max_lead_m)
+        self._fixed_rotation = None if tool_rotation is None else Frame(tool_rotation, np.zeros(3)).rotation
+        self.tool_rotation: np.ndarray | None = self._fixed_rotation
+        self.set_task_frame(task_frame)
+        self._hand_target: np.ndarray | None = None
+        self._last_target: np.ndarray | None = None
+        self._plan: PolicyStepPlan | None = None
+        self._plan_start_q: np.ndarray | None = None
+        self._plan_time = 0.0
+
+    # -- configuration ------------------------------------------------------------------------------
+    @property
+    def speed_scale(self) -> float:
+        """Real speed over Meta-World speed (same distance per step, longer steps)."""
+        return self.policy_rate_hz * METAWORLD_STEP_S
+
+    @property
+    def max_axis_speed_m_s(self) -> float:
+        """Highest hand speed along one task-frame axis that a policy can command."""
+        return self.action_scale * self.policy_rate_hz
+
+    @property
+    def policy_period_s(self) -> float:
+        return self.cycles_per_step * self.control_period_s
+
+    def set_task_frame(self, task_frame: Any) -> None:
+        if task_frame is None:
+            task_frame = default_task_frame()
+        self.task_frame = Frame.of(task_frame)
+        self._base_to_task = self.task_frame.inverse()
+        self._hand_target = None
+
+    # -- state --------------------------------------------------------------------------------------
+    def reset(self, joint_positions: Any, now: float = 0.0) -> None:
+        """Anchor the hand target at the arm's current tool position (start of an episode)."""
+        q = _finite_vector(joint_positions, 7, 'joint_positions')
+        pos, rot = self.kinematics.fk(q)
+        self._hand_target = self._base_to_task.apply(np.asarray(pos, dtype=np.float64).reshape(3))
+        self.tool_rotation = (np.asarray(rot, dtype=np.float64).reshape(3, 3)
+                              if self._fixed_rotation is None else self._fixed_rotation)
+        self._last_target = q.copy()
+        self._plan = None
+        self._plan_start_q = q.copy()
+        self._plan_time = float(now)
+
+    @property
+    def hand_target(self) -> np.ndarray | None:
+        """The current hand target in the task frame (None before reset)."""
+        return None if self._hand_target is None else self._hand_target.copy()
+
+    # -- translation --------------------------------------------------------------------------------
+    def plan(self, action: Any, joint_positions: Any, now: float | None = None) -> PolicyStepPlan:
+        """Translate one policy action; returns the joint targets of the step's control cycles.
+
+        ``joint_positions`` are the measured joints (used for the lead limit and as the IK start at
+        the first step); ``now`` is the time of the step's first control cycle (default: right after
+        the previous step).
+        """
+        if self._hand_target is None or self._last_target is None:
+            raise RuntimeError('call reset(joint_positions) before plan(): the hand target needs an anchor')
+        act = _finite_vector(action, 4, 'action')
+        q_measured = _finite_vector(joint_positions, 7, 'joint_positions')
+        start = (self._plan_time if self._plan is None
+                 else self._plan.start_s + self.policy_period_s) if now is None else float(now)
+        act = np.clip(act, -1.0, 1.0)
+        wanted = self._hand_target + act[:3] * self.action_scale
+        target = np.clip(wanted, self.hand_low, self.hand_high)
+        measured_pos, _ = self.kinematics.fk(q_measured)
+        measured = self._base_to_task.apply(np.asarray(measured_pos, dtype=np.float64).reshape(3))
+        lead = target - measured
+        lead_norm = float(np.linalg.norm(lead))
+        if lead_norm > self.max_lead_m:
+            target = np.clip(measured + lead * (self.max_lead_m / lead_norm), self.hand_low, self.hand_high)
+        clipped = not np.allclose(target, wanted, atol=1e-12)
+        target_base = self.task_frame.apply(target)
+        # The controller currently holds the end of the last segment (or its current point if a new
+        # step interrupts one): the new segment starts there, so targets stay continuous.
+        q_start = self.next_target(start) if self._plan is not None else self._last_target
+        result = self.kinematics.ik(target_base, q_start, target_rot=self.tool_rotation)
+        q_goal = np.asarray(result.q, dtype=np.float64).reshape(7)
+        success = bool(result.success) and bool(np.all(np.isfinite(q_goal)))
+        if success:
+            self._hand_target = target
+        else:
+            q_goal = q_start.copy()  # hold: never stream a failed IK solution to the arm
+        fractions = np.arange(1, self.cycles_per_step + 1)[:, None] / self.cycles_per_step
+        targets = q_start[None, :] + fractions * (q_goal - q_start)[None, :]
+        plan = PolicyStepPlan(targets=targets, hand_target=self._hand_target.copy(),
+                              hand_target_base=self.task_frame.apply(self._hand_target),
+                              gripper=float(act[3]), ik_success=success,
+                              ik_position_error=float(result.position_error), clipped=clipped,
+                              start_s=start, control_period_s=self.control_period_s)
+        self._plan, self._plan_start_q, self._last_target = plan, q_start.copy(), q_goal
+        return plan
+
+    def next_target(self, now: float) -> np.ndarray:
+        """The joint target for a control cycle at time ``now`` (streaming use at the controller rate).
+
+        Cycle k of a step (k = 1..cycles) is due at ``start_s + (k - 1) * control_period_s`` and
+        targets the k-th interpolation point; after the step the arm holds its last point.
+        """
+        if self._last_target is None:
+            raise RuntimeError('call reset(joint_positions) before next_target()')
+        if self._plan is None:
+            return self._last_target.copy()
+        cycle = int(np.floor((now - self._plan.start_s) / self.control_period_s + 1e-9))
+        if cycle < 0:
+            return self._plan_start_q.copy()
+        return self._plan.targets[min(cycle, self.cycles_per_step - 1)].copy()

@@ -1,0 +1,128 @@
+"""Real2Sim: frames, the 12-d and 39-d observations, input validation (pure, no simulator)."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from legion_kuka.description import HOME, METAWORLD_BASE_POSE
+from legion_kuka.kinematics import IiwaKinematics
+from legion_kuka.real2sim import Frame, Real2Sim, default_task_frame, matrix_to_quat, quat_to_matrix
+
+KIN = IiwaKinematics(tool='tcp')
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-1, 1), min_size=4, max_size=4).filter(lambda v: np.linalg.norm(v) > 0.1))
+def test_quaternion_matrix_round_trip(values):
+    quat = np.asarray(values) / np.linalg.norm(values)
+    rot = quat_to_matrix(quat)
+    assert np.allclose(rot @ rot.T, np.eye(3), atol=1e-12)
+    back = matrix_to_quat(rot)
+    assert back[0] >= 0
+    assert min(np.abs(back - quat).max(), np.abs(back + quat).max()) < 1e-9  # q and -q: one rotation
+
+
+def test_frame_forms_agree_and_invert():
+    yaw = 0.7
+    quat = [math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]
+    rot = quat_to_matrix(quat)
+    forms = [Frame.of((1.0, 2.0, 3.0, yaw)), Frame.of(([1, 2, 3], quat)),
+             Frame.of(([1, 2, 3], rot)), Frame.of(Frame(rot, [1, 2, 3]).matrix)]
+    for frame in forms:
+        assert np.allclose(frame.matrix, forms[0].matrix, atol=1e-12)
+    point = np.array([0.3, -0.2, 0.5])
+    assert np.allclose(forms[0].inverse().apply(forms[0].apply(point)), point)
+    assert np.allclose(forms[0].compose(forms[0].inverse()).matrix, np.eye(4), atol=1e-12)
+    with pytest.raises(ValueError, match='pose must be'):
+        Frame.of(object())
+    with pytest.raises(ValueError, match='not the text'):
+        Frame.of('base')
+    with pytest.raises(ValueError, match='proper rotation'):
+        Frame(np.diag([1.0, 1.0, -1.0]), np.zeros(3))
+
+
+def test_default_task_frame_is_the_inverse_of_the_base_placement():
+    # METAWORLD_BASE_POSE puts the base at (0, 0.1, 0) facing +y: the robot's x axis is Meta-World's y.
+    frame = default_task_frame()
+    base_in_world = Frame.of(METAWORLD_BASE_POSE)
+    assert np.allclose(frame.apply(base_in_world.apply([0.5, 0.0, 0.2])), [0.5, 0.0, 0.2])
+    assert np.allclose(base_in_world.apply([0.5, 0.0, 0.2]), [0.0, 0.6, 0.2], atol=1e-12)
+
+
+def test_hand_is_the_tcp_in_the_task_frame():
+    real2sim = Real2Sim(KIN)
+    # HOME puts the tcp at Meta-World's initial hand position (0, 0.6, 0.2).
+    assert np.allclose(real2sim.hand_position(HOME), [0.0, 0.6, 0.2], atol=1e-3)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        q = np.asarray(HOME) + rng.uniform(-0.3, 0.3, 7)
+        pos, _ = KIN.fk(q)
+        expected = default_task_frame().inverse().apply(pos)
+        assert np.allclose(real2sim.hand_position(q), expected, atol=1e-12)
+
+
+def test_legion12_layout():
+    real2sim = Real2Sim(KIN, layout='legion12')
+    base = Frame.of(METAWORLD_BASE_POSE).inverse()  # world -> base
+    obj_world, goal_world = np.array([0.05, 0.7, 0.02]), np.array([-0.1, 0.8, 0.2])
+    obs = real2sim.observation(HOME, 0.8, [base.apply(obj_world)], base.apply(goal_world))
+    assert obs.shape == (12,)
+    assert np.allclose(obs[0:3], [0.0, 0.6, 0.2], atol=1e-3)
+    assert np.allclose(obs[3:6], obj_world)
+    assert np.all(obs[6:9] == 0.0)  # one-object task: the second slot is zeros
+    assert np.allclose(obs[9:12], goal_world)
+    two = real2sim.observation(HOME, 0.8, {'object_1': base.apply(obj_world),
+                                           'object_2': (base.apply(goal_world), [1, 0, 0, 0])}, None)
+    assert np.allclose(two[6:9], goal_world) and np.all(two[9:12] == 0.0)
+
+
+def test_full39_layout_stacks_the_previous_frame():
+    real2sim = Real2Sim(KIN, layout='full39', task_frame=Frame.identity())
+    yaw_quat = [math.cos(0.25), 0, 0, math.sin(0.25)]
+    first = real2sim.observation(HOME, 0.5, [([0.6, 0.0, 0.0], yaw_quat)], [0.5, 0.1, 0.3])
+    assert first.shape == (39,)
+    assert first[3] == 0.5
+    assert np.allclose(first[7:11], yaw_quat)
+    assert np.all(first[11:18] == 0.0)
+    assert np.allclose(first[18:36], first[0:18])  # first frame: previous = current (Meta-World's reset)
+    q = np.asarray(HOME) + 0.05
+    second = real2sim.observation(q, 0.4, [([0.61, 0.0, 0.0], yaw_quat)], [0.5, 0.1, 0.3])
+    assert np.allclose(second[18:36], first[0:18])
+    assert np.allclose(second[36:39], [0.5, 0.1, 0.3])
+    legion12 = Real2Sim(KIN, task_frame=Frame.identity()).legion12(q, [[0.61, 0, 0]], [0.5, 0.1, 0.3])
+    assert np.allclose(Real2Sim.legion12_from_full39(second), legion12)
+    real2sim.reset()
+    third = real2sim.observation(q, 0.4, [([0.61, 0.0, 0.0], yaw_quat)], [0.5, 0.1, 0.3])
+    assert np.allclose(third[18:36], third[0:18])
+
+
+def test_object_orientation_is_rotated_into_the_task_frame():
+    real2sim = Real2Sim(KIN, layout='full39')  # base yawed by +90° in the task frame
+    obs = real2sim.observation(HOME, 1.0, [([0.6, 0.0, 0.0], [1, 0, 0, 0])], None)
+    assert np.allclose(obs[7:11], [math.cos(math.pi / 4), 0, 0, math.sin(math.pi / 4)], atol=1e-9)
+
+
+@pytest.mark.parametrize(('args', 'message'), [
+    (([0.0] * 6, 1.0, None, None), r'joint_positions must have shape \(7,\)'),
+    (([0.0] * 6 + [math.nan], 1.0, None, None), 'joint_positions contains NaN'),
+    ((HOME, math.nan, None, None), 'gripper_opening contains NaN'),
+    ((HOME, 1.5, None, None), r'gripper_opening must be in \[0, 1\]'),
+    ((HOME, 1.0, [[0, 0, 0]] * 3, None), 'at most 2 objects'),
+    ((HOME, 1.0, [[0, 0, math.inf]], None), 'object 1 position contains NaN or inf'),
+    ((HOME, 1.0, [[0, 0]], None), r'object 1 must be a position\[3\]'),
+    ((HOME, 1.0, {'cube': [0, 0, 0]}, None), 'keys must be among'),
+    ((HOME, 1.0, None, [0, 0]), r'goal must have shape \(3,\)'),
+])
+def test_bad_input_gives_a_clear_error(args, message):
+    for layout in ('legion12', 'full39'):
+        with pytest.raises(ValueError, match=message):
+            Real2Sim(KIN, layout=layout).observation(*args)
+
+
+def test_bad_configuration_is_refused():
+    with pytest.raises(ValueError, match='unknown observation layout'):
+        Real2Sim(KIN, layout='legion13')
+    with pytest.raises(TypeError, match='fk'):
+        Real2Sim(object())

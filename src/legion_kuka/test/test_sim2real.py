@@ -1,0 +1,147 @@
+"""Sim2Real: displacement, speed scaling, hand box, interpolation, streaming, failure handling."""
+import math
+
+import numpy as np
+import pytest
+
+from legion_kuka.description import HOME
+from legion_kuka.kinematics import IiwaKinematics
+from legion_kuka.real2sim import default_task_frame
+from legion_kuka.sim2real import Sim2Real
+
+KIN = IiwaKinematics(tool='tcp')
+TO_TASK = default_task_frame().inverse()
+
+
+def hand(q):
+    return TO_TASK.apply(KIN.fk(q)[0])
+
+
+def test_one_step_reaches_the_commanded_displacement():
+    s2r = Sim2Real(KIN, control_rate_hz=100, policy_rate_hz=10)
+    s2r.reset(HOME)
+    start = hand(HOME)
+    plan = s2r.plan([1.0, -0.5, 0.25, 0.3], HOME)
+    assert plan.targets.shape == (10, 7) and plan.ik_success and not plan.clipped
+    assert plan.gripper == pytest.approx(0.3)
+    assert np.allclose(hand(plan.targets[-1]), start + np.array([0.01, -0.005, 0.0025]), atol=2e-4)
+    assert np.allclose(plan.hand_target, start + np.array([0.01, -0.005, 0.0025]), atol=1e-12)
+    # The tool keeps the orientation it had at reset (Meta-World's fixed hand orientation).
+    assert np.allclose(KIN.fk(plan.targets[-1])[1], KIN.fk(HOME)[1], atol=2e-3)
+    # Successive steps accumulate like Meta-World's mocap target.
+    plan = s2r.plan([1.0, 0.0, 0.0, 0.0], plan.targets[-1])
+    assert np.allclose(hand(plan.targets[-1]), start + np.array([0.02, -0.005, 0.0025]), atol=3e-4)
+
+
+@pytest.mark.parametrize(('policy_rate_hz', 'axis_speed'), [(10.0, 0.1), (5.0, 0.05), (20.0, 0.2)])
+def test_speed_scaling_bounds_the_cartesian_speed(policy_rate_hz, axis_speed):
+    s2r = Sim2Real(KIN, control_rate_hz=100, policy_rate_hz=policy_rate_hz)
+    assert s2r.max_axis_speed_m_s == pytest.approx(axis_speed)
+    s2r.reset(HOME)
+    q = np.asarray(HOME)
+    previous = hand(q)
+    speeds = []
+    rng = np.random.default_rng(0)
+    actions = [[1, 1, -1, 0]] * 5 + [list(rng.uniform(-1, 1, 4)) for _ in range(10)]
+    for action in actions:
+        plan = s2r.plan(action, q)
+        for target in plan.targets:
+            point = hand(target)
+            speeds.append(np.abs(point - previous) / s2r.control_period_s)
+            previous = point
+        q = plan.targets[-1]
+    speeds = np.asarray(speeds)
+    # Full-speed steps move every axis at (nearly exactly) the scaled speed, never faster.
+    assert speeds.max() <= axis_speed * 1.05
+    assert speeds[:20].max() >= axis_speed * 0.9
+
+
+def test_speed_scale_and_rates_are_consistent():
+    s2r = Sim2Real(KIN, speed_scale=0.125)  # 1/8 of Meta-World's 80 Hz: 10 Hz
+    assert s2r.policy_rate_hz == pytest.approx(10.0)
+    assert s2r.cycles_per_step == 10 and s2r.policy_period_s == pytest.approx(0.1)
+    assert s2r.speed_scale == pytest.approx(0.125)
+    with pytest.raises(ValueError, match='not both'):
+        Sim2Real(KIN, speed_scale=0.1, policy_rate_hz=10)
+    with pytest.raises(ValueError, match='whole number'):
+        Sim2Real(KIN, control_rate_hz=100, policy_rate_hz=30)
+    with pytest.raises(ValueError, match='whole number'):
+        Sim2Real(KIN, control_rate_hz=10, policy_rate_hz=20)
+    with pytest.raises(ValueError, match='speed_scale'):
+        Sim2Real(KIN, speed_scale=2.0)
+    with pytest.raises(ValueError, match='hand_low'):
+        Sim2Real(KIN, hand_low=(0, 0, 1), hand_high=(1, 1, 0))
+
+
+def test_hand_target_is_clipped_to_the_hand_box():
+    low, high = np.array([-0.2, 0.55, 0.05]), np.array([0.2, 0.75, 0.3])
+    s2r = Sim2Real(KIN, hand_low=low, hand_high=high)
+    s2r.reset(HOME)
+    q = np.asarray(HOME)
+    clipped = []
+    for _ in range(20):
+        plan = s2r.plan([0.0, 0.0, 1.0, 0.0], q)
+        q = plan.targets[-1]
+        clipped.append(plan.clipped)
+    assert plan.hand_target[2] == pytest.approx(high[2])
+    assert hand(q)[2] == pytest.approx(high[2], abs=2e-4)
+    assert clipped[0] is False and clipped[-1] is True
+
+
+def test_streaming_targets_follow_the_plan():
+    s2r = Sim2Real(KIN, control_rate_hz=100, policy_rate_hz=10)
+    s2r.reset(HOME, now=1.0)
+    assert np.allclose(s2r.next_target(1.0), HOME)
+    plan = s2r.plan([0.0, 1.0, 0.0, 0.0], HOME, now=2.0)
+    for k in range(10):
+        assert np.allclose(s2r.next_target(2.0 + k * 0.01), plan.targets[k])
+    assert np.allclose(s2r.next_target(5.0), plan.targets[-1])  # held after the step
+    assert np.allclose(s2r.next_target(1.99), HOME)  # before the step: where it starts
+    # Without an explicit time the next step starts right after this one.
+    nxt = s2r.plan([0.0, 1.0, 0.0, 0.0], plan.targets[-1])
+    assert nxt.start_s == pytest.approx(2.1)
+    # Joint targets are continuous: the first of a step is one interpolation point from the last.
+    assert np.abs(nxt.targets[0] - plan.targets[-1]).max() < np.abs(plan.targets[-1] - HOME).max()
+
+
+def test_hand_target_stays_close_to_a_held_arm():
+    s2r = Sim2Real(KIN, max_lead_m=0.03)
+    s2r.reset(HOME)
+    for _ in range(10):  # the arm does not follow (e.g. the safety filter holds it)
+        plan = s2r.plan([1.0, 0.0, 0.0, 0.0], HOME)
+    assert np.linalg.norm(plan.hand_target - hand(HOME)) == pytest.approx(0.03, abs=1e-9)
+    assert plan.clipped
+
+
+def test_unreachable_target_holds_the_arm():
+    s2r = Sim2Real(KIN, hand_low=(-2, -2, -2), hand_high=(2, 2, 2), max_lead_m=10.0)
+    s2r.reset(HOME)
+    q = np.asarray(HOME)
+    for _ in range(120):  # 1.2 m further out along Meta-World's y: beyond the iiwa's 0.8 m reach
+        plan = s2r.plan([0.0, 1.0, 0.0, 0.0], q)
+        if not plan.ik_success:
+            break
+        q = plan.targets[-1]
+    assert not plan.ik_success
+    assert np.allclose(plan.targets, q[None, :])  # nothing but the last good target is streamed
+    assert np.all(np.isfinite(plan.targets))
+    assert np.all(plan.targets >= KIN.lower) and np.all(plan.targets <= KIN.upper)
+
+
+def test_bad_input_gives_a_clear_error():
+    s2r = Sim2Real(KIN)
+    with pytest.raises(RuntimeError, match='reset'):
+        s2r.plan([0, 0, 0, 0], HOME)
+    s2r.reset(HOME)
+    with pytest.raises(ValueError, match='action contains NaN'):
+        s2r.plan([0, math.nan, 0, 0], HOME)
+    with pytest.raises(ValueError, match=r'action must have shape \(4,\)'):
+        s2r.plan([0, 0, 0], HOME)
+    with pytest.raises(ValueError, match='joint_positions'):
+        s2r.plan([0, 0, 0, 0], HOME[:6])
+    with pytest.raises(TypeError, match='kinematics must provide'):
+        Sim2Real(object())
+    # Actions outside [-1, 1] are clipped like Meta-World's, not extrapolated.
+    big = s2r.plan([5.0, 0, 0, -3.0], HOME)
+    assert big.gripper == -1.0
+    assert np.allclose(big.hand_target, hand(HOME) + np.array([0.01, 0, 0]), atol=1e-12)
