@@ -1,0 +1,97 @@
+"""`legion report` on a synthetic run directory: figures, markdown and error messages."""
+import json
+
+import pytest
+
+from legion_core.cli.main import main
+from legion_core.report import ReportError, write_report
+
+TASKS = ['reach-v3', 'push-v3', 'door-open-v3']
+MATRIX = [[0.8, 0.0, None], [0.6, 0.9, 0.1], [0.5, 1.0, 0.7]]
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def write_run(run_dir, metrics=None, evals=None):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if metrics is None:
+        metrics = {'tasks': TASKS, 'success_matrix': MATRIX, 'final_success': None, 'forgetting': None,
+                   'dpmm': [{'phase': 0, 'num_components': 1, 'purity': 1.0},
+                            {'phase': 1, 'num_components': 3, 'purity': 0.875}],
+                   'wall_time_s': 7200.0, 'env_steps': 30000, 'mode': 'lifelong',
+                   'config': {'seed': 0, 'stream': 'legion10'}}
+    if evals is None:
+        evals = []
+        for phase in range(3):
+            for step in (0, 5000, 10000):  # the phase's last eval shares its step with the next's first
+                for k, task in enumerate(TASKS):
+                    success = 0.1 * (step // 5000) * (k <= phase)
+                    evals.append({'env_steps': phase * 10000 + step, 'phase': phase, 'task': task,
+                                  'success': success, 'return': 100.0 * success})
+    (run_dir / 'metrics.json').write_text(json.dumps(metrics))
+    (run_dir / 'evals.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in evals))
+    return run_dir
+
+
+def test_report_writes_figures_and_markdown(tmp_path):
+    run = write_run(tmp_path / 'run-7')
+    paths = write_report(run, tmp_path / 'out')
+    for name in ('success_matrix', 'learning_curves'):
+        data = paths[name].read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000, name
+    text = paths['report'].read_text()
+    assert '# LEGION run report: `run-7`' in text
+    assert '| 2: door-open | 0.50 | 1.00 | 0.70 | 0.733 |' in text
+    assert '| 0: reach | 0.80 | 0.00 | n/a | 0.400 |' in text  # null = not evaluated
+    assert '| final success | 0.733 |' in text  # recomputed where metrics.json has null
+    assert '| forgetting | 0.100 |' in text  # ((0.8 - 0.5) + (0.9 - 1.0)) / 2
+    assert '| 1 | 3 | 0.875 |' in text
+    assert '| wall time | 2.00 h (7200 s) |' in text
+    # Stream average: 9 evaluations (phase, step), means over the 3 tasks of 0.1 * step-index * trained.
+    expected = sum(0.1 * i * (phase + 1) / 3 for phase in range(3) for i in range(3)) / 9
+    assert f'| stream average | {expected:.3f} |' in text
+
+
+def test_cli_writes_into_the_run_directory_by_default(tmp_path, capsys):
+    run = write_run(tmp_path / 'run')
+    assert main(['report', str(run)]) == 0
+    assert (run / 'report.md').is_file() and (run / 'success_matrix.png').is_file()
+    assert str(run / 'learning_curves.png') in capsys.readouterr().out
+
+
+def test_multitask_run_without_periodic_evaluations(tmp_path):
+    metrics = {'tasks': TASKS, 'success_matrix': [[1.0, 0.5, 0.0]], 'mode': 'multitask'}
+    paths = write_report(write_run(tmp_path / 'mt', metrics=metrics, evals=[]))
+    text = paths['report'].read_text()
+    assert '| multi-task | 1.00 | 0.50 | 0.00 | 0.500 |' in text
+    assert '| forgetting | n/a |' in text and '| stream average | n/a |' in text
+    assert paths['learning_curves'].read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize(('metrics', 'evals_text', 'fragments'), [
+    (None, None, ['metrics.json', 'not found']),
+    ('{"tasks": ["reach-v3"], ', '', ['metrics.json', 'not valid JSON']),
+    ({'tasks': TASKS, 'success_matrix': [[0.1, 0.2]]}, '', ['metrics.json', 'row 0', '3 values']),
+    ({'tasks': TASKS, 'success_matrix': [[0.1, 0.2, 7]]}, '', ['metrics.json', '[0, 1]']),
+    ({'success_matrix': [[0.1]]}, '', ['metrics.json', '"tasks"']),
+    ({'tasks': TASKS, 'success_matrix': MATRIX}, '{"env_steps": 1}\nnot json\n', ['evals.jsonl', 'line 1']),
+    ({'tasks': TASKS, 'success_matrix': MATRIX}, '\n\n{oops\n', ['evals.jsonl', 'line 3']),
+    ({'tasks': TASKS, 'success_matrix': MATRIX},
+     '{"env_steps": 1, "phase": 0, "task": "hammer-v3", "success": 1, "return": 0}\n',
+     ['evals.jsonl', 'hammer-v3']),
+])
+def test_missing_or_malformed_files_name_the_file(tmp_path, metrics, evals_text, fragments):
+    run = tmp_path / 'bad'
+    run.mkdir()
+    if metrics is not None:
+        (run / 'metrics.json').write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
+    if evals_text is not None:
+        (run / 'evals.jsonl').write_text(evals_text)
+    with pytest.raises(ReportError) as info:
+        write_report(run)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
+    assert main(['report', str(tmp_path / 'missing')]) == 2
+    assert 'not a directory' in capsys.readouterr().err
