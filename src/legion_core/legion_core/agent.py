@@ -1,0 +1,394 @@
+"""`LegionAgent`: SAC on [s, z] with a language-conditioned VAE whose latent space has a DPMM prior.
+
+Update order and losses follow the original (legion-original.md §2.5, §2.8): critic, actor,
+per-task temperature, Polyak averaging, and every ``vae_update_every`` updates a VAE step with
+0.5 L_dyn + L_sem + β L_KL (KL to N(0, I) before the first DPMM fit, the DPMM soft KL after).
+
+Where the speed comes from (and why the semantics stay those of one SAC update):
+- the encoder runs twice per update (on s and s') and without autograd, because RL gradients never
+  reach the VAE; on VAE steps the s-pass is the VAE's own forward with autograd (z detached for RL);
+- the decoders run only on VAE steps;
+- the critic's parameters are frozen during the actor loss, so that backward skips the critic's
+  weight gradients that the original computed and threw away;
+- no host sync per update: losses are summed on the device and fetched by ``pop_metrics``;
+- fused (or foreach) Adam and one ``_foreach_lerp_`` for the target network;
+- optional ``torch.compile`` of the networks.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+from legion_core.networks import VAE, Actor, TwinCritic, init_weights
+
+METRIC_NAMES = ('critic_loss', 'actor_loss', 'alpha_loss', 'entropy', 'q_mean', 'target_mean')
+VAE_METRIC_NAMES = ('vae_loss', 'dyn_loss', 'sem_loss', 'kl_loss')
+
+
+@dataclass
+class AgentConfig:
+    """Everything that shapes the agent. Defaults are the reference values (legion-original.md §2.9)."""
+
+    latent_dim: int = 10
+    vae_hidden: int = 400
+    vae_layers: int = 3
+    logvar_clamp: list[float] | None = None
+    actor_hidden: int = 300
+    actor_layers: int = 3
+    critic_hidden: int = 300
+    critic_layers: int = 3
+    log_std_bounds: list[float] = field(default_factory=lambda: [-20.0, 2.0])
+    gamma: float = 0.99
+    tau: float = 0.005
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    vae_lr: float = 3e-4
+    batch_size: int = 512
+    init_temperature: float = 1.0
+    target_entropy: float | None = None  # None: -|A|
+    vae_update_every: int = 50
+    beta_kl: float = 1e-3
+    dyn_weight: float = 0.5
+    sem_weight: float = 1.0
+    # Switches for the original's defects (legion-original.md §8); defaults explained in docs/training.md.
+    semantic_loss: str = 'sum'          # sum (original) | mean
+    semantic_output: str = 'tanh'       # tanh (original) | linear
+    eval_z: str = 'mean'                # mean (fix: deterministic μ) | sample (original)
+    fix_terminal_obs: bool = True       # True (fix) | False: store the reset obs as s' (original bug)
+    dpmm_fit_z: str = 'sample'          # sample (original) | mean
+    optimizer: str = 'fused'            # fused | foreach | plain (torch.optim.Adam implementations)
+    compile: bool = False               # torch.compile the networks
+    num_threads: int | None = None      # torch intra-op threads; None leaves torch's default
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+               'semantic_loss': ('sum', 'mean'), 'semantic_output': ('tanh', 'linear'),
+               'eval_z': ('mean', 'sample'), 'dpmm_fit_z': ('sample', 'mean'),
+               'optimizer': ('fused', 'foreach', 'plain')}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AgentConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f'unknown agent setting(s) {unknown}; known: {sorted(known)}')
+        return cls(**values)
+
+    def problems(self) -> list[str]:
+        """What is wrong with this configuration, as sentences (empty if nothing)."""
+        out = []
+        for name in ('latent_dim', 'vae_hidden', 'vae_layers', 'actor_hidden', 'critic_hidden',
+                     'batch_size', 'vae_update_every'):
+            if int(getattr(self, name)) < 1:
+                out.append(f'agent.{name} must be >= 1, got {getattr(self, name)}')
+        for name in ('actor_layers', 'critic_layers'):
+            if int(getattr(self, name)) < 0:
+                out.append(f'agent.{name} must be >= 0, got {getattr(self, name)}')
+        if not 0.0 <= self.gamma <= 1.0:
+            out.append(f'agent.gamma must be in [0, 1], got {self.gamma}')
+        if not 0.0 < self.tau <= 1.0:
+            out.append(f'agent.tau must be in (0, 1], got {self.tau}')
+        for name in ('actor_lr', 'critic_lr', 'alpha_lr', 'vae_lr', 'init_temperature'):
+            if not float(getattr(self, name)) > 0:
+                out.append(f'agent.{name} must be > 0, got {getattr(self, name)}')
+        if self.beta_kl < 0:
+            out.append(f'agent.beta_kl must be >= 0, got {self.beta_kl}')
+        for name, allowed in self.CHOICES.items():
+            if getattr(self, name) not in allowed:
+                out.append(f'agent.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}')
+        if len(self.log_std_bounds) != 2 or not self.log_std_bounds[0] < self.log_std_bounds[1]:
+            out.append(f'agent.log_std_bounds must be [low, high] with low < high, got {self.log_std_bounds}')
+        if self.logvar_clamp is not None and (len(self.logvar_clamp) != 2
+                                              or not self.logvar_clamp[0] < self.logvar_clamp[1]):
+            out.append(f'agent.logvar_clamp must be null or [low, high], got {self.logvar_clamp}')
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _adam(params, lr: float, impl: str, device: torch.device) -> torch.optim.Adam:
+    params = list(params)
+    if impl == 'fused':
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError):  # no fused kernel for this device/dtype: use foreach
+            pass
+    return torch.optim.Adam(params, lr=lr, foreach=impl != 'plain')
+
+
+class LegionAgent:
+    """The LEGION agent. ``task_embeddings`` [T, E] is the frozen language table (one row per task)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, task_embeddings: np.ndarray | torch.Tensor,
+                 config: AgentConfig | None = None, dpmm: Any = None, device: str | torch.device = 'cpu'):
+        self.config = cfg = config or AgentConfig()
+        problems = cfg.problems()
+        if problems:
+            raise ValueError('; '.join(problems))
+        if cfg.num_threads:
+            torch.set_num_threads(int(cfg.num_threads))
+        self.device = torch.device(device)
+        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
+        self.task_embeddings = torch.as_tensor(np.asarray(task_embeddings), dtype=torch.float32,
+                                               device=self.device)
+        if self.task_embeddings.ndim != 2:
+            raise ValueError('task_embeddings must be [num_tasks, dim], got '
+                             f'{tuple(self.task_embeddings.shape)}')
+        self.num_tasks, self.emb_dim = self.task_embeddings.shape
+        self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -action_dim)
+
+        self.vae = VAE(obs_dim, action_dim, self.emb_dim, cfg.latent_dim, cfg.vae_hidden, cfg.vae_layers,
+                       cfg.semantic_output, cfg.logvar_clamp).to(self.device)
+        self.actor = Actor(obs_dim, cfg.latent_dim, action_dim, cfg.actor_hidden, cfg.actor_layers,
+                           cfg.log_std_bounds).to(self.device)
+        self.critic = TwinCritic(obs_dim, cfg.latent_dim, action_dim, cfg.critic_hidden,
+                                 cfg.critic_layers).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.full((self.num_tasks,), math.log(cfg.init_temperature), device=self.device,
+                                    requires_grad=True)
+        self._target_params = list(self.critic_target.parameters())
+        self._critic_params = list(self.critic.parameters())
+        self.reset_optimizers()
+        if cfg.compile:
+            for module in (self.vae.encoder, self.actor, self.critic, self.critic_target):
+                module.compile()
+
+        self.dpmm = dpmm          # legion_core.dpmm DPMM, or None (then the KL is always to N(0, I))
+        self.prior = None         # DPMMPrior built after each fit
+        self.num_updates = 0
+        self.num_vae_updates = 0
+        self._metric_sum = torch.zeros(len(METRIC_NAMES), device=self.device)
+        self._vae_metric_sum = torch.zeros(len(VAE_METRIC_NAMES), device=self.device)
+        self._metric_count = 0
+        self._vae_metric_count = 0
+
+    # ------------------------------------------------------------------ resets at task switches
+    def reset_optimizers(self) -> None:
+        """Fresh Adam moments for every optimizer; weights and log α are kept (original semantics)."""
+        cfg = self.config
+        impl, dev = cfg.optimizer, self.device
+        self.actor_optimizer = _adam(self.actor.parameters(), cfg.actor_lr, impl, dev)
+        self.critic_optimizer = _adam(self.critic.parameters(), cfg.critic_lr, impl, dev)
+        self.alpha_optimizer = _adam([self.log_alpha], cfg.alpha_lr, impl, dev)
+        self.vae_optimizer = _adam(self.vae.parameters(), cfg.vae_lr, impl, dev)
+
+    def reset_critics(self) -> None:
+        """Re-initialise both critics and copy them into the target."""
+        init_weights(self.critic)
+        with torch.no_grad():
+            for target, source in zip(self.critic_target.parameters(), self.critic.parameters(), strict=True):
+                target.copy_(source)
+        self.critic_optimizer = _adam(self.critic.parameters(), self.config.critic_lr, self.config.optimizer,
+                                      self.device)
+
+    def reset_vae(self) -> None:
+        """Re-initialise the VAE (encoder and decoders) with its optimizer."""
+        init_weights(self.vae)
+        self.vae_optimizer = _adam(self.vae.parameters(), self.config.vae_lr, self.config.optimizer,
+                                   self.device)
+
+    # ------------------------------------------------------------------ inference
+    def _embeddings(self, task: Any, n: int) -> torch.Tensor:
+        """Rows of the language table for task ids, or given embeddings, as [n, E] on the device."""
+        if isinstance(task, (int, np.integer)):
+            return self.task_embeddings[int(task)].expand(n, -1)
+        t = torch.as_tensor(np.asarray(task) if not torch.is_tensor(task) else task, device=self.device)
+        if t.dtype in (torch.int32, torch.int64):
+            if t.numel() == 1:
+                return self.task_embeddings[t.reshape(-1)].expand(n, -1)
+            return self.task_embeddings[t]
+        t = t.float()
+        return t.expand(n, -1) if t.ndim == 1 else t
+
+    @torch.no_grad()
+    def encode(self, obs: np.ndarray | torch.Tensor, task: Any, use: str = 'mean') -> torch.Tensor:
+        """z for a batch: ``task`` is a task id, ids [N], or embeddings [E] / [N, E]; ``use`` mean|sample."""
+        s = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        mu, logvar = self.vae.encoder(s, self._embeddings(task, s.shape[0]))
+        return mu if use == 'mean' else self.vae.encoder.sample(mu, logvar)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, task: Any, deterministic: bool = False) -> np.ndarray:
+        """Actions [N, A] for observations [N, D] of one or several tasks (batched over env copies).
+
+        Deterministic actions use tanh(μ) and, with ``eval_z='mean'``, z = μ of the encoder.
+        """
+        s = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        squeeze = s.ndim == 1
+        s = s.reshape(-1, self.obs_dim)
+        use = 'mean' if deterministic and self.config.eval_z == 'mean' else 'sample'
+        z = self.encode(s, task, use)
+        action = self.actor.mean_action(s, z) if deterministic else self.actor.sample(s, z)[0]
+        out = action.cpu().numpy()
+        return out[0] if squeeze else out
+
+    # ------------------------------------------------------------------ learning
+    def update(self, batch: dict[str, torch.Tensor]) -> None:
+        """One SAC update (and a VAE step every ``vae_update_every`` updates) on a replay batch."""
+        cfg = self.config
+        obs, action, next_obs = batch['obs'], batch['action'], batch['next_obs']
+        reward = batch['reward'].reshape(-1)
+        not_done = 1.0 - batch['done'].reshape(-1).float()
+        task = batch['task'].reshape(-1).long()
+        emb = self.task_embeddings[task]
+        vae_step = (self.num_updates + 1) % cfg.vae_update_every == 0
+
+        # Encoder pass on s: with autograd only when the VAE learns on this update.
+        if vae_step:
+            mu, logvar = self.vae.encoder(obs, emb)
+            z_vae = self.vae.encoder.sample(mu, logvar)
+            z = z_vae.detach()
+            std = torch.exp(0.5 * logvar.detach())
+            mu_d = mu.detach()
+        else:
+            with torch.no_grad():
+                mu_d, logvar_d = self.vae.encoder(obs, emb)
+                std = torch.exp(0.5 * logvar_d)
+                z = mu_d + std * torch.randn_like(mu_d)
+
+        alpha_all = self.log_alpha.exp()
+        alpha = alpha_all[task].detach()
+        with torch.no_grad():
+            next_mu, next_logvar = self.vae.encoder(next_obs, emb)
+            next_z = self.vae.encoder.sample(next_mu, next_logvar)
+            next_action, next_logp = self.actor.sample(next_obs, next_z)
+            q1_t, q2_t = self.critic_target(next_obs, next_z, next_action)
+            target_q = reward + cfg.gamma * not_done * (torch.min(q1_t, q2_t) - alpha * next_logp)
+
+        q1, q2 = self.critic(obs, z, action)
+        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+
+        # The actor sees a fresh z sample (as in the original) from the same posterior: no new encoder pass.
+        z_pi = mu_d + std * torch.randn_like(mu_d)
+        new_action, logp = self.actor.sample(obs, z_pi)
+        self.critic.requires_grad_(False)
+        q1_pi, q2_pi = self.critic(obs, z_pi, new_action)
+        self.critic.requires_grad_(True)
+        actor_loss = (alpha * logp - torch.min(q1_pi, q2_pi)).mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+
+        # Disentangled temperature: one log α per task; the loss uses α itself, as the original does.
+        alpha_loss = (alpha_all[task] * (-logp.detach() - self.target_entropy)).mean()
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_optimizer.step()
+
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
+            self._metric_sum += torch.stack([critic_loss.detach(), actor_loss.detach(), alpha_loss.detach(),
+                                             -logp.detach().mean(), q1.detach().mean(), target_q.mean()])
+        self._metric_count += 1
+
+        if vae_step:
+            self._vae_step(obs, action, next_obs, emb, mu, logvar, z_vae)
+        self.num_updates += 1
+
+    def _vae_step(self, obs, action, next_obs, emb, mu, logvar, z) -> None:
+        cfg = self.config
+        dyn_loss = F.mse_loss(self.vae.dynamics(obs, action, z), next_obs)
+        sem_loss = F.mse_loss(self.vae.semantic(z), emb, reduction=cfg.semantic_loss)
+        kl_loss = self.kl(mu, logvar, z).mean()
+        vae_loss = cfg.dyn_weight * dyn_loss + cfg.sem_weight * sem_loss + cfg.beta_kl * kl_loss
+        self.vae_optimizer.zero_grad(set_to_none=True)
+        vae_loss.backward()
+        self.vae_optimizer.step()
+        with torch.no_grad():
+            self._vae_metric_sum += torch.stack([vae_loss.detach(), dyn_loss.detach(), sem_loss.detach(),
+                                                 kl_loss.detach()])
+        self._vae_metric_count += 1
+        self.num_vae_updates += 1
+
+    def kl(self, mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """KL of q(z|s,e) to the prior [B]: N(0, I) before the first DPMM fit, the DPMM soft KL after."""
+        if self.prior is None:
+            return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+        return self.prior.kl(mu, logvar, z)
+
+    def fit_dpmm(self, obs: torch.Tensor, task: torch.Tensor, seed: int) -> int:
+        """Fit the DPMM on latents of a replay sample (z per ``dpmm_fit_z``); returns K."""
+        if self.dpmm is None:
+            raise RuntimeError('this agent was built without a DPMM')
+        from legion_core.dpmm.kl import DPMMPrior
+
+        z = self.encode(obs, task.long(), use=self.config.dpmm_fit_z)
+        self.dpmm.fit(z.cpu().numpy().astype(np.float64), seed=seed)
+        self.prior = DPMMPrior(self.dpmm, self.device)
+        return int(self.dpmm.num_components)
+
+    def pop_metrics(self) -> dict[str, float]:
+        """Means of the training losses since the last call (the only host sync of the update path)."""
+        out: dict[str, float] = {}
+        if self._metric_count:
+            values = (self._metric_sum / self._metric_count).tolist()
+            out.update(zip(METRIC_NAMES, values, strict=True))
+        if self._vae_metric_count:
+            values = (self._vae_metric_sum / self._vae_metric_count).tolist()
+            out.update(zip(VAE_METRIC_NAMES, values, strict=True))
+        self._metric_sum.zero_()
+        self._vae_metric_sum.zero_()
+        self._metric_count = self._vae_metric_count = 0
+        return out
+
+    def temperatures(self) -> np.ndarray:
+        """α per task."""
+        return self.log_alpha.detach().exp().cpu().numpy()
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            'config': self.config.to_dict(),
+            'dims': {'obs_dim': self.obs_dim, 'action_dim': self.action_dim},
+            'task_embeddings': self.task_embeddings.cpu(),
+            'vae': self.vae.state_dict(),
+            'actor': self.actor.state_dict(),
+            'critic': self.critic.state_dict(),
+            'critic_target': self.critic_target.state_dict(),
+            'log_alpha': self.log_alpha.detach().cpu(),
+            'optimizers': {name: getattr(self, f'{name}_optimizer').state_dict()
+                           for name in ('actor', 'critic', 'alpha', 'vae')},
+            'dpmm': self.dpmm.state_dict() if self.dpmm is not None and self.dpmm.fitted else None,
+            'num_updates': self.num_updates,
+            'num_vae_updates': self.num_vae_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        dims = state['dims']
+        if (dims['obs_dim'], dims['action_dim']) != (self.obs_dim, self.action_dim):
+            raise ValueError(f'checkpoint is for obs/action dims {dims}, agent has '
+                             f'{self.obs_dim}/{self.action_dim}')
+        self.task_embeddings = state['task_embeddings'].to(self.device)
+        self.vae.load_state_dict(state['vae'])
+        self.actor.load_state_dict(state['actor'])
+        self.critic.load_state_dict(state['critic'])
+        self.critic_target.load_state_dict(state['critic_target'])
+        with torch.no_grad():
+            self.log_alpha.copy_(state['log_alpha'].to(self.device))
+        for name, opt_state in state['optimizers'].items():
+            getattr(self, f'{name}_optimizer').load_state_dict(opt_state)
+        self.prior = None
+        if state.get('dpmm') is not None:
+            if self.dpmm is None:
+                raise ValueError('checkpoint holds a fitted DPMM but this agent was built without one')
+            from legion_core.dpmm.kl import DPMMPrior
+
+            self.dpmm.load_state_dict(state['dpmm'])
+            self.prior = DPMMPrior(self.dpmm, self.device)
+        self.num_updates = int(state['num_updates'])
+        self.num_vae_updates = int(state['num_vae_updates'])
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,483 @@
+"""Training loops: lifelong (tasks one at a time) and multi-task (all tasks together).
+
+A run directory holds:
+
+- ``config.yaml``: the resolved configuration;
+- ``evals.jsonl``: one line per evaluation per task ``{"env_steps", "phase", "task", "success", "return"}``;
+- ``metrics.json``: the success matrix and its summary, DPMM K and cluster purity per phase
+  (rewritten after every phase, ``"complete": true`` at the end);
+- ``tb/``: TensorBoard events (losses every ``train.log_every`` env steps, evaluations, DPMM);
+- ``checkpoints/last.pt`` (atomic, every ``train.checkpoint_every`` env steps and at every phase end)
+  and ``checkpoints/phase_<k>.pt`` (the state at the end of phase k, without the replay buffer).
+
+Lifelong mode follows the original (legion-original.md §1.4-1.5): at every task a warm-up of random
+actions (``warmup_steps``), then ``updates_per_step`` updates per collected transition (with a burst
+of ``warmup_steps`` updates when warm-up ends, as the original), the DPMM refitted at local step
+``dpmm.start`` and every ``dpmm.every``, every task of the stream evaluated every ``eval_every`` env
+steps and at the end of the phase (the success-matrix row), and the configured resets at a switch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from legion_core import checkpoint as ckpt
+from legion_core.agent import AgentConfig, LegionAgent
+from legion_core.config import check, resolve_device, to_container
+
+log = logging.getLogger(__name__)
+
+EVALS_FILE = 'evals.jsonl'
+METRICS_FILE = 'metrics.json'
+CONFIG_FILE = 'config.yaml'
+TB_DIR = 'tb'
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def task_embeddings(tasks: list[str], language_cfg: dict[str, Any]) -> np.ndarray:
+    """The language table [T, E] for ``tasks``: computed once per run (cached on disk by the encoder)."""
+    from legion_core.language import LanguageEncoder
+
+    encoder = LanguageEncoder(model_dir=language_cfg.get('model_dir'),
+                              cache_dir=language_cfg.get('cache_dir'),
+                              normalize=bool(language_cfg.get('normalize', True)))
+    return np.asarray(encoder.task_embeddings(tasks), dtype=np.float32)
+
+
+class Trainer:
+    """Owns the agent, replay buffer, envs and run directory of one training run."""
+
+    def __init__(self, cfg: DictConfig | dict, run_dir: str | Path, *, progress: bool = True,
+                 embeddings: np.ndarray | None = None):
+        from legion_core.dpmm import make_dpmm
+        from legion_core.envs import ACTION_DIM, LAYOUTS
+        from legion_core.metrics import SuccessMatrix
+        from legion_core.replay import ReplayBuffer
+        from legion_core.tasks import resolve_stream
+
+        self.cfg = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+        check(self.cfg)
+        c = self.cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.seed = int(c['seed'])
+        seed_everything(self.seed)
+        self.mode = c['train']['mode']
+        self.tasks = resolve_stream(c['stream']['tasks'], order=c['stream']['order'], seed=self.seed)
+        self.device = resolve_device(str(c['device']))
+        env = c['env']
+        self.env_kwargs = {'embodiment': env['embodiment'], 'layout': env['layout'],
+                           'episode_length': env['episode_length'], 'goal': env['goal'], 'seed': self.seed}
+        self.reward_scale = float(env.get('reward_scale', 1.0))
+        self.obs_dim, self.action_dim = LAYOUTS[env['layout']], ACTION_DIM
+        if embeddings is None:
+            embeddings = task_embeddings(self.tasks, c.get('language', {}))
+        self.agent_config = AgentConfig.from_dict(c['agent'])
+        dpmm = make_dpmm(c['dpmm']['backend'], **c['dpmm'].get('options', {}))
+        self.agent = LegionAgent(self.obs_dim, self.action_dim, embeddings, self.agent_config, dpmm=dpmm,
+                                 device=self.device)
+        r = c['replay']
+        self.replay = ReplayBuffer(r['capacity'], self.obs_dim, self.action_dim, len(self.tasks),
+                                   device=self.device, policy=r['policy'], task_quota=r.get('task_quota'),
+                                   seed=self.seed)
+        self.success = SuccessMatrix(self.tasks, num_phases=len(self.tasks) if self.mode == 'lifelong' else 1)
+        self.num_phases = self.success.num_phases
+        self.rng = np.random.default_rng(self.seed)  # warm-up actions
+        t = c['train']
+        self.position: dict[str, Any] = {
+            'phase': 0, 'local_step': 0, 'env_steps': 0, 'update_debt': 0.0,
+            'warmup_end': int(t['warmup_steps']), 'burst_done': False, 'dpmm_fits': 0, 'evals_lines': 0,
+            'done': False,
+        }
+        self.dpmm_log: list[dict[str, Any]] = []
+        self.eval_curve: list[float] = []
+        self.elapsed = 0.0
+        self._eval_envs: dict[int, Any] = {}
+        self._writer = None
+        self._train_episodes: list[tuple[float, float]] = []
+
+    # ------------------------------------------------------------------ run directory
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a killed run logged after its last checkpoint.
+            self._writer = SummaryWriter(str(self.run_dir / TB_DIR),
+                                         purge_step=self.position['env_steps'] or None)
+        return self._writer
+
+    def _write_config(self) -> None:
+        path = self.run_dir / CONFIG_FILE
+        if not path.exists():
+            OmegaConf.save(OmegaConf.create(self.cfg), path)
+
+    def _append_evals(self, rows: list[dict[str, Any]]) -> None:
+        with open(self.run_dir / EVALS_FILE, 'a') as f:
+            for row in rows:
+                f.write(json.dumps(row) + '\n')
+        self.position['evals_lines'] += len(rows)
+
+    def metrics(self) -> dict[str, Any]:
+        """The content of metrics.json (success matrix, its summary, DPMM per phase, counts)."""
+        from legion_core.metrics import stream_average
+
+        summary = self.success.summarise() if len(self.success.matrix) else {}
+        return {
+            'tasks': self.tasks,
+            'success_matrix': self.success.to_list(),
+            'final_success': summary.get('final_success'),
+            'per_task_final': summary.get('per_task_final'),
+            'forgetting': summary.get('forgetting'),
+            'max_forgetting': summary.get('max_forgetting'),
+            'own_phase': summary.get('own_phase'),
+            'stream_average': stream_average(self.eval_curve) if self.eval_curve else None,
+            'dpmm': self.dpmm_log,
+            'wall_time_s': round(self.elapsed, 2),
+            'env_steps': self.position['env_steps'],
+            'updates': self.agent.num_updates,
+            'mode': self.mode,
+            'complete': bool(self.position['done']),
+            'config': self.cfg,
+        }
+
+    def _write_metrics(self) -> None:
+        ckpt.atomic_write_text(self.run_dir / METRICS_FILE, json.dumps(self.metrics(), indent=2))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self, include_replay: bool | None = None) -> dict[str, Any]:
+        if include_replay is None:
+            include_replay = self.cfg['train']['checkpoint_replay'] == 'full'
+        state = {
+            'format': ckpt.CHECKPOINT_FORMAT,
+            'config': self.cfg,
+            'tasks': self.tasks,
+            'agent': self.agent.state_dict(),
+            'replay': self.replay.state_dict() if include_replay else None,
+            'position': dict(self.position),
+            'success_matrix': self.success.matrix,
+            'dpmm_log': list(self.dpmm_log),
+            'eval_curve': list(self.eval_curve),
+            'elapsed': self.elapsed,
+            'rng': {
+                'python': random.getstate(),
+                'numpy': np.random.get_state(),
+                'torch': torch.get_rng_state(),
+                'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                'warmup': self.rng.bit_generator.state,
+            },
+        }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get('format') != ckpt.CHECKPOINT_FORMAT:
+            raise ValueError(f'not a LEGION training checkpoint (format {state.get("format")!r})')
+        if list(state['tasks']) != self.tasks:
+            raise ValueError(f'checkpoint tasks {state["tasks"]} differ from this run\'s {self.tasks}')
+        self.agent.load_state_dict(state['agent'])
+        self.position = dict(state['position'])
+        if state['replay'] is not None:
+            self.replay.load_state_dict(state['replay'])
+        else:
+            # No replay in the checkpoint: the buffer restarts empty, so the current task repeats its
+            # random warm-up (and burst) before updating again.
+            t = self.cfg['train']
+            self.position['warmup_end'] = self.position['local_step'] + int(t['warmup_steps'])
+            self.position['burst_done'] = False
+        matrix = np.asarray(state['success_matrix'], dtype=float)
+        for j, row in enumerate(matrix):
+            for k, value in enumerate(row):
+                if not np.isnan(value):
+                    self.success.record(j, k, float(value))
+        self.dpmm_log = list(state['dpmm_log'])
+        self.eval_curve = list(state['eval_curve'])
+        self.elapsed = float(state['elapsed'])
+        rng = state['rng']
+        random.setstate(rng['python'])
+        np.random.set_state(rng['numpy'])
+        torch.set_rng_state(rng['torch'])
+        if rng.get('cuda') is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng['cuda'])
+        self.rng.bit_generator.state = rng['warmup']
+        # Evaluations logged after the checkpoint are replayed by the resumed run: drop them.
+        evals = self.run_dir / EVALS_FILE
+        if evals.exists():
+            lines = evals.read_text().splitlines(keepends=True)[:int(self.position['evals_lines'])]
+            ckpt.atomic_write_text(evals, ''.join(lines))
+
+    def save_checkpoint(self, phase_end: int | None = None) -> Path:
+        self._write_metrics()
+        path = ckpt.save_checkpoint(self.state_dict(), self.run_dir)
+        if phase_end is not None and self.cfg['train'].get('keep_phase_checkpoints', True):
+            ckpt.save_checkpoint(self.state_dict(include_replay=False), self.run_dir,
+                                 name=f'phase_{phase_end}.pt')
+        return path
+
+    # ------------------------------------------------------------------ pieces of the loop
+    def _eval_env(self, j: int):
+        from legion_core.envs import TaskVectorEnv
+
+        if j not in self._eval_envs:
+            t = self.cfg['train']
+            self._eval_envs[j] = TaskVectorEnv(self.tasks[j], min(t['eval_envs'], t['eval_episodes']),
+                                               reward_scale=self.reward_scale, autoreset=False,
+                                               **self.env_kwargs)
+        return self._eval_envs[j]
+
+    def evaluate_all(self, phase: int, final: bool) -> list[float]:
+        """Deterministic evaluation on every task of the stream; returns the success rates."""
+        from legion_core.envs import evaluate
+
+        episodes = int(self.cfg['train']['eval_episodes'])
+        rows, rates = [], []
+        for j, task in enumerate(self.tasks):
+            result = evaluate(lambda obs, j=j: self.agent.act(obs, j, deterministic=True), task, episodes,
+                              env=self._eval_env(j))
+            rates.append(result['success_rate'])
+            rows.append({'env_steps': self.position['env_steps'], 'phase': phase, 'task': task,
+                         'success': result['success_rate'], 'return': result['mean_return'],
+                         'final': final})
+            self.writer.add_scalar(f'eval/success/{task}', result['success_rate'], self.position['env_steps'])
+            self.writer.add_scalar(f'eval/return/{task}', result['mean_return'], self.position['env_steps'])
+            if final:
+                self.success.record(phase, j, result['success_rate'])
+        self._append_evals(rows)
+        mean = float(np.mean(rates))
+        self.eval_curve.append(mean)
+        self.writer.add_scalar('eval/success_mean', mean, self.position['env_steps'])
+        return rates
+
+    def fit_dpmm(self) -> int:
+        batch = self.replay.sample(int(self.cfg['dpmm']['batch']))
+        k = self.agent.fit_dpmm(batch['obs'], batch['task'], seed=self.seed + self.position['dpmm_fits'])
+        self.position['dpmm_fits'] += 1
+        self.writer.add_scalar('dpmm/num_components', k, self.position['env_steps'])
+        return k
+
+    def dpmm_summary(self, phase: int) -> dict[str, Any]:
+        """K and cluster purity (clusters of μ vs task ids on a replay sample) at the end of a phase."""
+        from legion_core.metrics import cluster_purity
+
+        entry: dict[str, Any] = {'phase': phase, 'num_components': None, 'purity': None}
+        dpmm = self.agent.dpmm
+        if dpmm is not None and dpmm.fitted and len(self.replay):
+            batch = self.replay.sample(int(self.cfg['dpmm']['purity_batch']))
+            z = self.agent.encode(batch['obs'], batch['task'], use='mean').cpu().numpy()
+            labels = dpmm.predict(z.astype(np.float64))
+            entry['num_components'] = int(dpmm.num_components)
+            entry['purity'] = cluster_purity(labels, batch['task'].cpu().numpy())
+            self.writer.add_scalar('dpmm/purity', entry['purity'], self.position['env_steps'])
+        return entry
+
+    def _learn(self, transitions: int) -> None:
+        """Updates owed for ``transitions`` new transitions (after warm-up, with the one-off burst)."""
+        p, t = self.position, self.cfg['train']
+        batch_size = self.agent_config.batch_size
+        if p['local_step'] < p['warmup_end'] or len(self.replay) < batch_size:
+            return
+        n = 0
+        if t['warmup_burst'] and not p['burst_done'] and self.mode == 'lifelong':
+            n += round(t['warmup_steps'] * t['updates_per_step'])
+        p['burst_done'] = True
+        p['update_debt'] += transitions * float(t['updates_per_step'])
+        owed = int(p['update_debt'])
+        p['update_debt'] -= owed
+        for _ in range(n + owed):
+            self.agent.update(self.replay.sample(batch_size))
+
+    def _store(self, task_ids, obs, actions, next_obs, reward, terminated, truncated, info) -> None:
+        # fix_terminal_obs: s' of an ended episode is its true last observation; the original stored
+        # the first observation of the next episode (what next_obs holds after auto-reset).
+        target = info['final_obs'] if self.agent_config.fix_terminal_obs else next_obs
+        self.replay.add(obs, actions, reward, target, terminated.astype(np.float32), task_ids)
+        ended = np.flatnonzero(terminated | truncated)
+        for i in ended:
+            self._train_episodes.append((float(info['episode_success'][i]), float(info['episode_return'][i])))
+
+    def _log_training(self, steps_per_s: float, updates_per_s: float) -> None:
+        step = self.position['env_steps']
+        for name, value in self.agent.pop_metrics().items():
+            self.writer.add_scalar(f'train/{name}', value, step)
+        for j, alpha in enumerate(self.agent.temperatures()):
+            self.writer.add_scalar(f'train/alpha/{self.tasks[j]}', float(alpha), step)
+        if self._train_episodes:
+            success, ret = np.mean(self._train_episodes, axis=0)
+            self.writer.add_scalar('train/episode_success', success, step)
+            self.writer.add_scalar('train/episode_return', ret, step)
+            self._train_episodes.clear()
+        self.writer.add_scalar('perf/env_steps_per_s', steps_per_s, step)
+        self.writer.add_scalar('perf/updates_per_s', updates_per_s, step)
+
+    def _switch_resets(self) -> None:
+        t = self.cfg['train']
+        if t['reset_optimizers']:
+            self.agent.reset_optimizers()
+        if t['reset_critics']:
+            self.agent.reset_critics()
+        if t['reset_vae']:
+            self.agent.reset_vae()
+
+    @staticmethod
+    def _crossed(prev: int, now: int, every: int, start: int = 0) -> bool:
+        """Whether a schedule firing at ``start`` and then at multiples of ``every`` fired in (prev, now]."""
+        if every <= 0:
+            return False
+        return (prev < start <= now) or (now >= start and now // every > prev // every)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, max_env_steps: int | None = None) -> dict[str, Any]:
+        """Train until the stream is done (or ``max_env_steps`` more env steps); returns metrics.json's dict.
+
+        Stopping early with ``max_env_steps`` leaves a checkpoint; ``resume`` continues from it.
+        """
+        from tqdm import tqdm
+
+        self._write_config()
+        t = self.cfg['train']
+        total = len(self.tasks) * int(t['steps_per_task'])
+        stop_at = None if max_env_steps is None else self.position['env_steps'] + int(max_env_steps)
+        bar = tqdm(total=total, initial=self.position['env_steps'], unit='step', dynamic_ncols=True,
+                   disable=not self.progress, desc=self.mode)
+        self._bar = bar
+        try:
+            while not self.position['done']:
+                if stop_at is not None and self.position['env_steps'] >= stop_at:
+                    self.save_checkpoint()
+                    break
+                if self.mode == 'lifelong':
+                    self._run_phase(stop_at)
+                else:
+                    self._run_multitask(stop_at)
+        except KeyboardInterrupt:
+            log.warning('interrupted: writing a checkpoint at env step %d', self.position['env_steps'])
+            self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+            if self._writer is not None:
+                self._writer.flush()
+        if self.position['done']:
+            self._write_metrics()
+        return self.metrics()
+
+    def _step_envs(self, envs, obs_list, task_ids_list, deterministic_warmup: bool):
+        """One vector step of every env in ``envs``, actions for all chosen in one batch."""
+        obs_all = np.concatenate(obs_list)
+        if deterministic_warmup:
+            actions = self.rng.uniform(-1.0, 1.0, size=(obs_all.shape[0], self.action_dim)).astype(np.float32)
+        else:
+            actions = self.agent.act(obs_all, np.concatenate(task_ids_list), deterministic=False)
+        new_obs, offset = [], 0
+        for env, obs, task_ids in zip(envs, obs_list, task_ids_list, strict=True):
+            n = obs.shape[0]
+            act = actions[offset:offset + n]
+            offset += n
+            next_obs, reward, terminated, truncated, info = env.step(act)
+            self._store(task_ids, obs, act, next_obs, reward, terminated, truncated, info)
+            new_obs.append(next_obs)
+        return new_obs
+
+    def _run_phase(self, stop_at: int | None) -> None:
+        """Lifelong: train the current phase's task to the end of the phase (or ``stop_at``)."""
+        from legion_core.envs import TaskVectorEnv
+
+        p, t = self.position, self.cfg['train']
+        k, n = p['phase'], int(t['num_envs'])
+        self._bar.set_postfix_str(f'phase {k + 1}/{len(self.tasks)} {self.tasks[k]}')
+        env = TaskVectorEnv(self.tasks[k], n, reward_scale=self.reward_scale, **self.env_kwargs)
+        if not self._collect([env], [np.full(n, k, dtype=np.int64)], k, stop_at):
+            return
+        self._finish_phase(k, last=k + 1 >= len(self.tasks))
+
+    def _run_multitask(self, stop_at: int | None) -> None:
+        """Multi-task: every task of the stream stepped together in one phase."""
+        from legion_core.envs import TaskVectorEnv
+
+        n = int(self.cfg['train']['num_envs'])
+        envs = [TaskVectorEnv(task, n, reward_scale=self.reward_scale, **self.env_kwargs)
+                for task in self.tasks]
+        task_ids = [np.full(n, j, dtype=np.int64) for j in range(len(self.tasks))]
+        if not self._collect(envs, task_ids, 0, stop_at):
+            return
+        self._finish_phase(0, last=True)
+
+    def _collect(self, envs, task_ids, phase: int, stop_at: int | None) -> bool:
+        """Step ``envs`` and learn until the phase's local steps are done (True) or ``stop_at`` (False).
+
+        Local steps count per task (each env copy's steps), env steps count every transition.
+        """
+        p, t, d = self.position, self.cfg['train'], self.cfg['dpmm']
+        per_step = sum(env.num_envs for env in envs)
+        local_per_step = envs[0].num_envs
+        obs = [env.reset() for env in envs]
+        if p['local_step'] == 0 and t['eval_every'] > 0:
+            self.evaluate_all(phase, final=False)
+        clock = last = time.perf_counter()
+        steps0, updates0 = p['env_steps'], self.agent.num_updates
+        steps = int(t['steps_per_task'])
+        try:
+            while p['local_step'] < steps:
+                if stop_at is not None and p['env_steps'] >= stop_at:
+                    return False
+                prev, prev_global = p['local_step'], p['env_steps']
+                obs = self._step_envs(envs, obs, task_ids, p['local_step'] < p['warmup_end'])
+                p['local_step'] += local_per_step
+                p['env_steps'] += per_step
+                self._learn(per_step)
+                self._bar.update(per_step)
+                now = p['local_step']
+                if self._crossed(prev, now, int(d['every']), int(d['start'])):
+                    self.fit_dpmm()
+                if self._crossed(prev_global, p['env_steps'], int(t['log_every'])):
+                    wall = time.perf_counter() - clock
+                    self._log_training((p['env_steps'] - steps0) / wall,
+                                       (self.agent.num_updates - updates0) / wall)
+                if now < steps and self._crossed(prev, now, int(t['eval_every'])):
+                    self.evaluate_all(phase, final=False)
+                if now < steps and self._crossed(prev_global, p['env_steps'], int(t['checkpoint_every'])):
+                    self.elapsed += time.perf_counter() - last
+                    last = time.perf_counter()
+                    self.save_checkpoint()
+            return True
+        finally:
+            self.elapsed += time.perf_counter() - last
+            for env in envs:
+                env.close()
+
+    def _finish_phase(self, phase: int, last: bool) -> None:
+        """Final evaluation (the success-matrix row), DPMM summary, switch resets, checkpoint."""
+        started = time.perf_counter()
+        p, t = self.position, self.cfg['train']
+        self.evaluate_all(phase, final=True)
+        self.dpmm_log.append(self.dpmm_summary(phase))
+        p['phase'] = phase + 1
+        p['local_step'] = 0
+        p['warmup_end'] = int(t['warmup_steps'])
+        p['burst_done'] = False
+        p['done'] = last
+        if not last:
+            self._switch_resets()
+        self.elapsed += time.perf_counter() - started
+        self.save_checkpoint(phase_end=phase)
+
+
+def train(cfg: DictConfig | dict, run_dir: str | Path | None = None, *, progress: bool = True,
+          max_env_steps: int | None = None) -> dict[str, Any]:
+    """Build a trainer for ``cfg`` in ``run_dir`` (default: ``cfg.run_dir``) and run it."""
+    data = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    trainer = Trainer(data, run_dir or data['run_dir'], progress=progress)
+    return trainer.run(max_env_steps=max_env_steps)
