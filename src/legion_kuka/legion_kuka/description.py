@@ -91,6 +91,33 @@ HOME = (0.0, 0.5083, 0.0, -1.7649, 0.0, 0.8684, 0.0)
 #: top corner of the box would be out of reach with the tool pointing down.
 METAWORLD_BASE_POSE = (0.0, 0.1, 0.0, math.pi / 2)
 
+#: Meta-World's default hand (mocap) box in its world frame (sawyer_xyz_env.py hand_low / hand_high).
+METAWORLD_HAND_LOW = (-0.2, 0.55, 0.05)
+METAWORLD_HAND_HIGH = (0.2, 0.75, 0.3)
+#: The tcp workspace the kinematics are tested and benchmarked on, in the robot base frame: Meta-World's
+#: hand box with 5 cm margins sideways and on top; 2 cm above the table at the bottom (the fingertips
+#: reach 15 mm below the tcp).
+WORKSPACE_LOW = (0.40, -0.25, 0.02)
+WORKSPACE_HIGH = (0.70, 0.25, 0.35)
+
+
+def _base_pose_matrix(base_pose) -> tuple[np.ndarray, np.ndarray]:
+    x, y, z, yaw = base_pose
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.array([x, y, z], dtype=float)
+
+
+def metaworld_to_base(points, base_pose=METAWORLD_BASE_POSE) -> np.ndarray:
+    """Points ``[..., 3]`` in Meta-World's world frame -> the robot base frame."""
+    rot, origin = _base_pose_matrix(base_pose)
+    return (np.asarray(points, dtype=float) - origin) @ rot
+
+
+def base_to_metaworld(points, base_pose=METAWORLD_BASE_POSE) -> np.ndarray:
+    """Points ``[..., 3]`` in the robot base frame -> Meta-World's world frame."""
+    rot, origin = _base_pose_matrix(base_pose)
+    return np.asarray(points, dtype=float) @ rot.T + origin
+
 #: Joint-name profiles of the ROS 2 drivers this project talks to.
 JOINT_NAME_PROFILES: dict[str, list[str]] = {
     'lbr': [f'lbr_A{i}' for i in range(1, 8)],  # lbr-stack/lbr_fri_ros2_stack (since Oct 2024)
