@@ -29,7 +29,9 @@ never uses ``with rclpy.init()`` (it returns None on Jazzy), spins until SIGINT/
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -46,12 +48,14 @@ from rclpy.exceptions import (
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from legion_ros import qos
 from legion_ros.environment import apply_ros_defaults
 
 EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
+SPIN_POLL_S = 0.1  # longest a stop request waits for the spin loop
 
 _TYPES = {
     'bool': ParameterType.PARAMETER_BOOL,
@@ -205,10 +209,21 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **nod
     ``node_cls.executor_threads`` (default 1) picks the executor: 1 spins single-threaded (callbacks
     never overlap), more uses a MultiThreadedExecutor with that many threads (for nodes that block in
     one callback, e.g. waiting on a service, while others must go on). After spinning ends the node's
-    ``close()`` runs if it has one (flush files, release hardware), then the node is destroyed.
+    ``close()`` runs if it has one (flush files, release hardware), then the node is destroyed. A node
+    may end its own run with ``rclpy.try_shutdown()`` (exit code 0).
+
+    Signals are handled here, not by rclpy: a SIGINT/SIGTERM only sets a flag that the spin loop
+    checks every ``SPIN_POLL_S``, so a signal at any moment (even while the node is still being
+    constructed) leads to the same orderly ``close()`` -> destroy -> shutdown sequence.
     """
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     lease = apply_ros_defaults()  # before rclpy.init: discovery is read when the context starts
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = EXIT_OK
     name = getattr(node_cls, '__name__', str(node_cls))
@@ -218,11 +233,12 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **nod
         executor = SingleThreadedExecutor() if threads <= 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         try:
-            executor.spin()
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=SPIN_POLL_S)
         finally:
             executor.shutdown(timeout_sec=1.0)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # rclpy turned SIGINT/SIGTERM into these: a requested, clean shutdown
+        pass  # a shutdown requested from outside the spin loop
     except NodeConfigError as error:
         _log(node, name).fatal(f'cannot start: {error}')
         code = EXIT_CONFIG
@@ -236,12 +252,14 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **nod
                 try:
                     close()
                 except Exception:
-                    _log(node, name).error(f'close() failed:\n{traceback.format_exc()}')
+                    print(f'{name}: close() failed:\n{traceback.format_exc()}', file=sys.stderr, flush=True)
                     code = code or EXIT_CRASH
             node.destroy_node()
         rclpy.try_shutdown()
         if lease is not None:
             lease.release()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return code
 
 

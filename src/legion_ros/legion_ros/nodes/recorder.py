@@ -60,10 +60,18 @@ class Recorder(Node):
             raise NodeConfigError(f'exclude_regex {self.params.exclude_regex!r} is not a regular '
                                   f'expression: {error}') from None
         started = datetime.now(timezone.utc)
-        name = self.params.bag_name or started.strftime('legion_%Y%m%d_%H%M%S')
-        self.path = Path(self.params.bag_dir).expanduser().resolve() / name
-        if self.path.exists():
-            raise NodeConfigError(f'bag directory {self.path} already exists; choose another bag_name')
+        bag_dir = Path(self.params.bag_dir).expanduser().resolve()
+        if self.params.bag_name:
+            self.path = bag_dir / self.params.bag_name
+            if self.path.exists():
+                raise NodeConfigError(f'bag directory {self.path} already exists; choose another bag_name')
+        else:  # automatic name: never collide with a run started in the same second
+            stem = started.strftime('legion_%Y%m%d_%H%M%S')
+            self.path = bag_dir / stem
+            suffix = 1
+            while self.path.exists():
+                suffix += 1
+                self.path = bag_dir / f'{stem}_{suffix}'
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._typestore = get_typestore(Stores.ROS2_JAZZY)
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)

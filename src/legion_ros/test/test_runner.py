@@ -1,0 +1,173 @@
+"""The pip-only graph runner: real node processes, prefixed output, clean SIGINT shutdown, dead nodes
+reported by name, escalation to SIGTERM, argument validation of ``legion launch``."""
+from __future__ import annotations
+
+import io
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from legion_bringup.graph import Argument, ArgValue, Graph, GraphError, NodeSpec, graph, when
+from legion_ros.runner import Child, Runner
+
+pytestmark = pytest.mark.ros
+
+LEGION = [sys.executable, '-m', 'legion_core.cli.main']
+
+# A graph of two real nodes (recorders, they need no robot) run by run_graph in a child process, so
+# that the test can signal the runner as a user's Ctrl-C would.
+GRAPH_SCRIPT = textwrap.dedent('''
+    import sys
+    from legion_bringup.graph import Argument, ArgValue, Graph, NodeSpec, when
+    from legion_ros.runner import run_graph
+    files = ('recorder.yaml',)
+    bags = ArgValue('bag_dir')
+    graph = Graph('two', 'two recorders', (
+        Argument('bag_dir', sys.argv[1], 'bags'), Argument('broken', 'false', 'b', ('true', 'false')),
+        Argument('log_level', 'info', 'l')), (
+        NodeSpec('recorder', 'rec_a', parameter_files=files, parameters={'bag_dir': bags, 'bag_name': 'a'}),
+        NodeSpec('recorder', 'rec_b', parameter_files=files, parameters={'bag_dir': bags, 'bag_name': 'b'},
+                 condition=when(broken='false')),
+        NodeSpec('recorder', 'rec_b', parameter_files=files, condition=when(broken='true'),
+                 parameters={'bag_dir': bags, 'bag_name': 'b', 'exclude_regex': '('})))
+    sys.exit(run_graph(graph.resolve({'broken': sys.argv[2]}), shutdown_timeout_s=8))
+''')
+
+
+def start_graph(tmp_path: Path, broken: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, '-c', GRAPH_SCRIPT, str(tmp_path), broken],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def read_until(proc: subprocess.Popen, pattern: str, timeout_s: float) -> list[str]:
+    """Lines of ``proc`` up to the first matching ``pattern`` (AssertionError with the output if none)."""
+    lines, deadline = [], time.monotonic() + timeout_s
+    regex = re.compile(pattern)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip('\n'))
+        if regex.search(line):
+            return lines
+    raise AssertionError(f'no line matching {pattern!r} within {timeout_s} s:\n' + '\n'.join(lines))
+
+
+def test_two_nodes_start_and_stop_cleanly_on_sigint(tmp_path):
+    proc = start_graph(tmp_path, 'false')
+    try:
+        seen = read_until(proc, r'\[rec_a\] .*recording to', 30)
+        if not any('[rec_b]' in line and 'recording to' in line for line in seen):
+            seen += read_until(proc, r'\[rec_b\] .*recording to', 30)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = '\n'.join(seen) + '\n' + rest
+    assert proc.returncode == 0, output
+    assert 'stopping rec_a, rec_b (received SIGINT)' in output
+    assert 'all nodes stopped cleanly' in output
+    # Each node closed its bag on SIGINT: a complete metadata.yaml is only written by close().
+    for name in ('a', 'b'):
+        assert f'[rec_{name}] recorder: wrote' in output
+        assert (tmp_path / name / 'metadata.yaml').is_file()
+
+
+def test_a_node_that_dies_ends_the_run_and_is_named(tmp_path):
+    proc = start_graph(tmp_path, 'true')
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, output
+    assert 'node rec_b died (exit code 2)' in output
+    assert 'exclude_regex' in output  # its last output, with the reason, is repeated
+    assert '[rec_a] recorder: wrote' in output  # the healthy node was still stopped cleanly
+
+
+def test_a_killed_node_is_reported(tmp_path):
+    proc = start_graph(tmp_path, 'false')
+    try:
+        lines = read_until(proc, r'started rec_b \(pid \d+\)', 30)
+        pid = int(re.search(r'started rec_b \(pid (\d+)\)', lines[-1]).group(1))
+        read_until(proc, r'\[rec_b\] .*recording to', 30)
+        subprocess.run(['kill', '-KILL', str(pid)], check=True)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, output
+    assert 'node rec_b died (exit code -9)' in output
+
+
+def test_a_node_ignoring_sigint_gets_sigterm():
+    description = Graph('empty', 'no nodes', (Argument('log_level', 'info', 'l'),), ())
+    out = io.StringIO()
+    runner = Runner(description.resolve(), output=out, shutdown_timeout_s=0.5)
+    stubborn = ('import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); '
+                'print("up", flush=True); time.sleep(60)')
+    runner.children.append(Child('stubborn', [sys.executable, '-c', stubborn]))
+    runner.start()
+    deadline = time.monotonic() + 10
+    while '[stubborn] up' not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.request_stop('test')
+    started = time.monotonic()
+    code = runner.shutdown()
+    assert time.monotonic() - started < 5
+    assert code == 1
+    text = out.getvalue()
+    assert 'stubborn still running: sending SIGTERM' in text
+    assert 'stubborn exit code -15' in text
+
+
+def test_arguments_are_validated_with_the_choices():
+    with pytest.raises(GraphError, match='choose one of: lbr, iiwa_ros2'):
+        graph('sim').resolve({'driver': 'ur5'})
+    with pytest.raises(GraphError, match='has no argument'):
+        graph('sim').resolve({'drivr': 'lbr'})
+    proc = subprocess.run([*LEGION, 'launch', 'sim', 'record:=maybe'], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert 'record:=maybe is not allowed; choose one of: true, false' in proc.stderr
+    proc = subprocess.run([*LEGION, 'launch', 'sim', 'driver=lbr'], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and 'name:=value' in proc.stderr
+
+
+def test_real_graph_refuses_to_start_the_driver_without_ros2_launch():
+    resolved = graph('real').resolve({'start_driver': 'true'})
+    assert resolved.includes == ('lbr_bringup/hardware.launch.py',)
+    with pytest.raises(GraphError, match='only be started by `ros2 launch`'):
+        Runner(resolved)
+
+
+def test_dry_run_prints_the_launch_parameters():
+    proc = subprocess.run([*LEGION, 'launch', 'sim', 'driver:=iiwa_ros2', 'record:=true', '--dry-run'],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    blocks = dict(re.findall(r'# (\S+)\n(.+)', proc.stdout))
+    assert set(blocks) == {f'/legion/{n}' for n in ('sim_bridge', 'instruction', 'task_inference', 'policy',
+                                                    'real2sim', 'sim2real', 'recorder')}
+    bridge = blocks['/legion/sim_bridge']
+    assert '--params-file' in bridge and 'driver_iiwa_ros2.yaml' in bridge and 'sim_bridge.yaml' in bridge
+    assert '-p publish_clock:=true' in bridge and '-r __node:=sim_bridge' in bridge
+    assert '-p use_sim_time:=true' in blocks['/legion/policy']
+
+
+def test_only_declared_arguments_and_conditions():
+    # A graph that refers to an argument it does not declare is rejected when resolved.
+    broken = Graph('b', 'b', (Argument('log_level', 'info', 'l'),),
+                   (NodeSpec('recorder', 'r', namespace='/{missing}'),))
+    with pytest.raises(GraphError, match="undeclared argument 'missing'"):
+        broken.resolve()
+    arguments = (Argument('log_level', 'info', 'l'), Argument('on', 'false', 'o', ('true', 'false')))
+    conditional = Graph('c', 'c', arguments,
+                        (NodeSpec('recorder', 'r', parameters={'bag_dir': ArgValue('log_level')},
+                                  condition=when(on='true')),))
+    assert conditional.resolve().nodes == ()
+    assert [n.name for n in conditional.resolve({'on': 'true'}).nodes] == ['r']
