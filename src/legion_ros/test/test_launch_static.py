@@ -1,0 +1,203 @@
+"""Static checks of the launch files, the graph descriptions and config/*.yaml, plus a real launch of
+each launch file's description where ``launch``/``launch_ros`` are importable (a ROS 2 install)."""
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+
+from legion_bringup.graph import GRAPHS, ArgValue, config_directory, fill, graph, ros_yaml
+from legion_ros.runner import console_scripts
+
+ROOT = Path(__file__).resolve().parents[3]
+LAUNCH_DIR = ROOT / 'launch'
+CONFIG_DIR = config_directory()
+
+
+def all_argument_values(description):
+    """Every combination of the arguments that have choices (the others at their defaults)."""
+    with_choices = [a for a in description.arguments if a.choices]
+    for values in itertools.product(*(a.choices for a in with_choices)):
+        yield dict(zip((a.name for a in with_choices), values, strict=True))
+
+
+def flatten(table: dict, prefix: str = '') -> dict:
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = value
+    return flat
+
+
+def check_ros_params_file(path: Path) -> dict:
+    """What rcl_yaml_param_parser accepts: node keys -> {ros__parameters: {...}}, typed leaves."""
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict) and data, f'{path.name}: empty or not a mapping'
+    for node_key, body in data.items():
+        assert isinstance(node_key, str) and (node_key.startswith('/') or node_key.isidentifier()), node_key
+        assert isinstance(body, dict) and set(body) == {'ros__parameters'}, \
+            f'{path.name}: {node_key} must hold exactly ros__parameters'
+        params = body['ros__parameters']
+        assert isinstance(params, dict), f'{path.name}: ros__parameters must be a mapping'
+        for name, value in flatten(params).items():
+            assert value is not None, f'{path.name}: {name} has no value'
+            if isinstance(value, list):
+                kinds = {type(item) for item in value}
+                assert len(kinds) <= 1, f'{path.name}: {name} mixes types {kinds} (ROS arrays are uniform)'
+                assert not kinds & {dict, list, type(None)}, f'{path.name}: {name} nests'
+    return data
+
+
+@pytest.mark.parametrize('name', sorted(GRAPHS))
+def test_every_executable_is_a_console_script(name):
+    scripts = console_scripts('legion_ros')
+    for node in graph(name).nodes:
+        assert node.package == 'legion_ros'
+        assert node.executable in scripts, f'{node.executable} is not a console script of legion_ros'
+
+
+@pytest.mark.parametrize('name', sorted(GRAPHS))
+def test_arguments_are_declared_used_and_defaults_allowed(name):
+    description = graph(name)
+    declared = [a.name for a in description.arguments]
+    assert len(declared) == len(set(declared)), 'an argument is declared twice'
+    assert description.referenced_arguments() <= set(declared)
+    assert set(declared) <= description.referenced_arguments(), 'a declared argument is never used'
+    for argument in description.arguments:
+        assert argument.description
+        assert not argument.choices or argument.default in argument.choices
+
+
+@pytest.mark.parametrize('name', sorted(GRAPHS))
+def test_parameter_files_exist_for_every_choice_and_are_valid(name):
+    description = graph(name)
+    for values in all_argument_values(description):
+        resolved = description.resolve(values)
+        for node in resolved.nodes:
+            for path in node.parameter_files:
+                assert path.is_file()
+                check_ros_params_file(path)
+
+
+def test_every_config_file_is_valid_and_used():
+    used = set()
+    for name in GRAPHS:
+        description = graph(name)
+        for values in all_argument_values(description):
+            for node in description.nodes:
+                used.update(fill(f, {**{a.name: a.default for a in description.arguments}, **values})
+                            for f in node.parameter_files)
+    for path in sorted(CONFIG_DIR.glob('*.yaml')):
+        check_ros_params_file(path)
+        assert path.name in used, f'config/{path.name} is not used by any graph'
+
+
+def test_node_files_only_set_declared_parameters():
+    """A typo in config/<node>.yaml would silently be ignored by rclpy: compare with PARAMETERS."""
+    checked = 0
+    for name in GRAPHS:
+        for node in graph(name).nodes:
+            module = importlib.import_module(f'legion_ros.nodes.{node.executable}') \
+                if importlib.util.find_spec(f'legion_ros.nodes.{node.executable}') else None
+            declared = getattr(module, 'PARAMETERS', None)
+            if declared is None:
+                continue  # node not written yet, or it declares its parameters differently
+            for file_name in node.parameter_files:
+                if file_name.startswith('driver_'):
+                    continue  # the driver profile is shared by all nodes (/**)
+                data = yaml.safe_load((CONFIG_DIR / file_name).read_text())
+                for key, body in data.items():
+                    assert key.split('/')[-1] == node.name, f'{file_name}: key {key} is not for {node.name}'
+                    unknown = set(flatten(body['ros__parameters'])) - set(declared)
+                    assert not unknown, f'{file_name}: {sorted(unknown)} are not parameters of {node.name}'
+            inline = {k for k, v in node.parameters.items() if k != 'use_sim_time'}
+            assert inline <= set(declared), f'{node.name}: graph sets undeclared {inline - set(declared)}'
+            checked += 1
+    assert checked >= 2  # at least sim_bridge and recorder
+
+
+def test_driver_profiles_name_seven_joints_and_their_topics():
+    for driver, namespace, prefix in (('lbr', '/lbr', 'lbr_A'), ('iiwa_ros2', '/', 'joint_a')):
+        profile = check_ros_params_file(CONFIG_DIR / f'driver_{driver}.yaml')
+        params = flatten(profile['/**']['ros__parameters'])
+        assert params['driver.name'] == driver
+        assert params['driver.namespace'] == namespace
+        assert params['driver.joint_names'] == [f'{prefix}{i}' for i in range(1, 8)]
+        base = namespace.rstrip('/')
+        assert params['driver.joint_states_topic'] == f'{base}/joint_states'
+        assert params['driver.command_topic'] == f'{base}/forward_position_controller/commands'
+
+
+@pytest.mark.parametrize('name', sorted(GRAPHS))
+def test_launch_file_builds_its_graph_with_the_mixins(name):
+    path = LAUNCH_DIR / f'{name}.launch.py'
+    tree = ast.parse(path.read_text())
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert 'generate_launch_description' in functions
+    calls = {n.func.id if isinstance(n.func, ast.Name) else n.func.attr
+             for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert f'{name}_graph' in calls, f'{path.name} does not build graph.{name}_graph()'
+    assert {'arguments', 'node'} <= calls
+    description = graph(name)
+    if description.includes:
+        assert 'include' in calls
+    if description.processes:
+        assert 'process' in calls
+
+
+def test_parameter_values_survive_the_command_line():
+    """``ros_yaml`` renders values that rcl parses back to the same value and ROS type."""
+    rclpy = pytest.importorskip('rclpy')
+    values = {'text': 'reach-v3', 'path': 'runs/bags', 'empty': '', 'spaced': 'open the door',
+              'looks_bool': 'true', 'looks_number': '1.5', 'quote': "it's", 'real': 20.0, 'whole': 3,
+              'flag': False, 'names': ['lbr_A1', 'lbr_A2'], 'reals': [0.5, -1.0]}
+    args = ['--ros-args']
+    for key, value in values.items():
+        args += ['-p', f'{key}:={ros_yaml(value)}']
+    context = rclpy.Context()
+    rclpy.init(args=args, context=context)
+    try:
+        node = rclpy.create_node('yaml_check', context=context,
+                                 automatically_declare_parameters_from_overrides=True)
+        for key, value in values.items():
+            got = node.get_parameter(key).value
+            assert got == value and type(got) is type(value), (key, got, value)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_arg_values_convert_to_ros_types():
+    assert ArgValue('use_sim_time', bool).convert('true') is True
+    assert ArgValue('seed', int).convert('7') == 7
+    with pytest.raises(ValueError, match='true or false'):
+        ArgValue('use_sim_time', bool).convert('yes')
+
+
+@pytest.mark.parametrize('name', sorted(GRAPHS))
+def test_launch_file_produces_a_launch_description(name):
+    """With a ROS 2 install: the launch file loads and declares exactly the graph's arguments."""
+    pytest.importorskip('launch_ros')  # first: the top-level launch/ folder also imports as 'launch'
+    pytest.importorskip('launch.actions')
+    from launch.actions import DeclareLaunchArgument
+    from launch_ros.actions import Node
+
+    spec = importlib.util.spec_from_file_location(f'{name}_launch', LAUNCH_DIR / f'{name}.launch.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    declared = {e.name: e for e in description.entities if isinstance(e, DeclareLaunchArgument)}
+    assert set(declared) == {a.name for a in graph(name).arguments}
+    for argument in graph(name).arguments:
+        assert declared[argument.name].default_value is not None
+        if argument.choices:
+            assert list(declared[argument.name].choices) == list(argument.choices)
+    nodes = [e for e in description.entities if isinstance(e, Node)]
+    assert len(nodes) == len(graph(name).nodes)
