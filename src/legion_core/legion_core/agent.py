@@ -348,7 +348,8 @@ class LegionAgent:
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        return {
+        """A snapshot (deep copy): later updates do not change it, loading it shares nothing."""
+        return copy.deepcopy({
             'config': self.config.to_dict(),
             'dims': {'obs_dim': self.obs_dim, 'action_dim': self.action_dim},
             'task_embeddings': self.task_embeddings.cpu(),
@@ -362,7 +363,7 @@ class LegionAgent:
             'dpmm': self.dpmm.state_dict() if self.dpmm is not None and self.dpmm.fitted else None,
             'num_updates': self.num_updates,
             'num_vae_updates': self.num_vae_updates,
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         dims = state['dims']
@@ -377,7 +378,9 @@ class LegionAgent:
         with torch.no_grad():
             self.log_alpha.copy_(state['log_alpha'].to(self.device))
         for name, opt_state in state['optimizers'].items():
-            getattr(self, f'{name}_optimizer').load_state_dict(opt_state)
+            # Optimizer.load_state_dict keeps the given moment tensors: copy them so that two agents
+            # loaded from one in-memory state never share (and double-update) Adam moments.
+            getattr(self, f'{name}_optimizer').load_state_dict(copy.deepcopy(opt_state))
         self.prior = None
         if state.get('dpmm') is not None:
             if self.dpmm is None:

@@ -19,6 +19,15 @@ CONFIG_DIR = Path(__file__).resolve().parent / 'config'
 CONFIG_NAME = 'config'
 MODES = ('lifelong', 'multitask')
 CHECKPOINT_REPLAY = ('full', 'none')
+KNOWN_KEYS = {
+    'stream': {'name', 'tasks', 'order'},
+    'env': {'embodiment', 'layout', 'episode_length', 'goal', 'reward_scale'},
+    'replay': {'policy', 'capacity', 'task_quota'},
+    'dpmm': {'backend', 'options', 'start', 'every', 'batch', 'purity_batch'},
+    'train': {'mode', 'steps_per_task', 'num_envs', 'warmup_steps', 'warmup_burst', 'updates_per_step',
+              'reset_optimizers', 'reset_critics', 'reset_vae', 'eval_every', 'eval_episodes', 'eval_envs',
+              'log_every', 'checkpoint_every', 'checkpoint_replay', 'keep_phase_checkpoints'},
+}
 
 
 class ConfigError(ValueError):
@@ -65,6 +74,10 @@ def validate(cfg: DictConfig | dict) -> list[str]:
     if problems:
         return problems
     stream, train, replay, dpmm, env = cfg['stream'], cfg['train'], cfg['replay'], cfg['dpmm'], cfg['env']
+    for group, known in KNOWN_KEYS.items():
+        unknown = sorted(set(cfg[group]) - known)
+        if unknown:
+            problems.append(f'unknown {group} setting(s) {unknown}; known: {sorted(known)}')
 
     # Stream: task names and order.
     from legion_core.tasks import resolve_stream

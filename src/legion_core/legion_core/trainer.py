@@ -423,10 +423,10 @@ class Trainer:
         p, t, d = self.position, self.cfg['train'], self.cfg['dpmm']
         per_step = sum(env.num_envs for env in envs)
         local_per_step = envs[0].num_envs
+        clock = last = time.perf_counter()
         obs = [env.reset() for env in envs]
         if p['local_step'] == 0 and t['eval_every'] > 0:
             self.evaluate_all(phase, final=False)
-        clock = last = time.perf_counter()
         steps0, updates0 = p['env_steps'], self.agent.num_updates
         steps = int(t['steps_per_task'])
         try:

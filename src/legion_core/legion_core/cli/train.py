@@ -1,0 +1,150 @@
+"""`legion train`: train a LEGION agent on a task stream (a Hydra app over the packaged config tree).
+
+Single runs compose the config with Hydra's compose API, validate it, and train in-process; ``-m``
+sweeps go through Hydra's own launcher (``@hydra.main``), one run directory per job.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import legion_core
+
+CONFIG_DIR = Path(legion_core.__file__).resolve().parent / 'config'
+EXIT_BAD_CONFIG = 2
+
+
+def _groups_epilog() -> str:
+    lines = ['config groups (choose with GROUP=OPTION):']
+    if CONFIG_DIR.is_dir():
+        for group in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir()):
+            options = ', '.join(sorted(f.stem for f in group.glob('*.yaml')))
+            lines.append(f'  {group.name:<8} {options}')
+    lines += [
+        '',
+        'examples:',
+        '  legion train preset=tiny                              # a CI-sized run (a few thousand steps)',
+        '  legion train stream=cw10 train.steps_per_task=20000 agent.batch_size=256 seed=3',
+        '  legion train preset=original                # the reference settings (1 M steps per task)',
+        '  legion train train=multitask stream=mt10',
+        '  legion train replay=reservoir replay.capacity=200000   # explicit replay policy',
+        '  legion train -m seed=0,1,2                            # a Hydra sweep, one run dir per job',
+        '  legion train run_dir=runs/mine preset=tiny            # choose the run directory',
+        '  legion train --resume runs/2026-01-01/12-00-00_legion10_seed0',
+        '',
+        'Every key of the config can be overridden (see --cfg for the resolved config). Runs write',
+        'config.yaml, evals.jsonl, metrics.json, TensorBoard events (tb/) and checkpoints/ in the run',
+        'directory; `legion report RUN_DIR` draws them.',
+    ]
+    return '\n'.join(lines)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        'train', help='train a LEGION agent on a task stream (Hydra overrides: key=value)',
+        description=('Train LEGION (SAC + language-conditioned VAE with a DPMM latent prior) on a '
+                     'Meta-World task stream, lifelong (one task after another) or multi-task. The '
+                     'configuration is a Hydra config tree; overrides are key=value arguments. The '
+                     'config is validated before any work starts: a bad value exits with code 2 and '
+                     'a message naming it.'),
+        epilog=_groups_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('overrides', nargs='*', metavar='KEY=VALUE',
+                        help='Hydra overrides, e.g. stream=cw10 train.steps_per_task=20000 seed=3')
+    parser.add_argument('-m', '--multirun', action='store_true',
+                        help='sweep over comma-separated values with Hydra\'s launcher (e.g. seed=0,1,2)')
+    parser.add_argument('--resume', metavar='RUN_DIR',
+                        help='continue the run in RUN_DIR from its last checkpoint (no overrides allowed)')
+    parser.add_argument('--cfg', action='store_true', help='print the resolved config as YAML and exit')
+    parser.add_argument('--max-steps', type=int, metavar='N',
+                        help='stop after N more env steps, leaving a checkpoint to resume from')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.set_defaults(handler=run)
+
+
+def _error(message: str) -> int:
+    print(f'legion train: {message}', file=sys.stderr)
+    return EXIT_BAD_CONFIG
+
+
+def _summary(metrics: dict, run_dir: Path) -> str:
+    keep = ('final_success', 'forgetting', 'own_phase', 'stream_average', 'env_steps', 'wall_time_s',
+            'complete')
+    return json.dumps({'run_dir': str(run_dir), **{k: metrics.get(k) for k in keep},
+                       'dpmm': metrics.get('dpmm')})
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_steps is not None and args.max_steps < 1:
+        return _error(f'--max-steps must be a positive integer, got {args.max_steps}')
+    if args.resume:
+        if args.overrides or args.multirun:
+            return _error('--resume continues a run with its saved config.yaml; it takes no overrides '
+                          'and no -m')
+        from legion_core.checkpoint import resume
+
+        run_dir = Path(args.resume)
+        try:
+            metrics = resume(run_dir, progress=not args.no_progress, max_env_steps=args.max_steps)
+        except FileNotFoundError as error:
+            return _error(str(error))
+        print(_summary(metrics, run_dir))
+        return 0
+    if args.multirun:
+        return _multirun(args)
+
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from legion_core.config import compose_config, to_container, validate
+
+    try:
+        cfg = compose_config(args.overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        return _error(f'bad override: {error}')
+    if args.cfg:
+        print(OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
+        return 0
+    problems = validate(cfg)
+    if problems:
+        return _error('invalid configuration:\n' + '\n'.join(f'  - {p}' for p in problems))
+    from legion_core.trainer import Trainer
+
+    data = to_container(cfg)
+    run_dir = Path(data['run_dir'])
+    print(f'legion train: run directory {run_dir}', file=sys.stderr)
+    trainer = Trainer(data, run_dir, progress=not args.no_progress)
+    metrics = trainer.run(max_env_steps=args.max_steps)
+    print(_summary(metrics, run_dir))
+    return 0
+
+
+def _multirun(args: argparse.Namespace) -> int:
+    import hydra
+
+    max_steps, progress = args.max_steps, not args.no_progress
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name='config', version_base='1.3')
+    def app(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from legion_core.config import validate
+        from legion_core.trainer import Trainer
+
+        problems = validate(cfg)
+        if problems:
+            # SystemExit passes through Hydra's job runner, so the sweep stops with code 2.
+            sys.exit(_error('invalid configuration:\n' + '\n'.join(f'  - {p}' for p in problems)))
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        metrics = Trainer(cfg, run_dir, progress=progress).run(max_env_steps=max_steps)
+        print(_summary(metrics, run_dir))
+
+    saved = sys.argv
+    sys.argv = ['legion train', '--multirun', *args.overrides]
+    try:
+        app()
+    finally:
+        sys.argv = saved
+    return 0

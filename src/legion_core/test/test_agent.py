@@ -1,0 +1,169 @@
+"""LegionAgent: SAC + VAE updates, per-task temperature, DPMM prior, resets, persistence."""
+import numpy as np
+import pytest
+import torch
+
+from legion_core.agent import AgentConfig, LegionAgent
+from legion_core.dpmm import make_dpmm
+
+OBS, ACT, T, B = 12, 4, 3, 32
+torch.set_num_threads(1)  # the test machines are shared: one thread avoids OpenMP spin contention
+
+
+def small_config(**overrides):
+    values = dict(vae_hidden=32, actor_hidden=32, critic_hidden=32, batch_size=B, vae_update_every=5,
+                  optimizer='foreach')
+    values.update(overrides)
+    return AgentConfig(**values)
+
+
+def make_agent(seed=0, dpmm=None, **overrides):
+    torch.manual_seed(seed)
+    emb = np.random.default_rng(seed).normal(size=(T, 24)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return LegionAgent(OBS, ACT, emb, small_config(**overrides), dpmm=dpmm)
+
+
+def make_batch(seed=0, task=None):
+    g = torch.Generator().manual_seed(seed)
+    tasks = torch.randint(0, T, (B,), generator=g) if task is None else torch.full((B,), task)
+    obs = torch.randn(B, OBS, generator=g)
+    return {'obs': obs, 'action': torch.rand(B, ACT, generator=g) * 2 - 1,
+            'reward': torch.randn(B, generator=g), 'next_obs': obs + 0.1 * torch.randn(B, OBS, generator=g),
+            'done': torch.zeros(B), 'task': tasks}
+
+
+def params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def changed(before, module):
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+
+
+def test_update_changes_actor_critic_and_losses_are_finite():
+    agent = make_agent()
+    actor, critic, target = params(agent.actor), params(agent.critic), params(agent.critic_target)
+    encoder = params(agent.vae.encoder)
+    for i in range(3):  # no VAE step yet (every 5)
+        agent.update(make_batch(i))
+    assert changed(actor, agent.actor) and changed(critic, agent.critic)
+    assert changed(target, agent.critic_target)
+    # RL gradients never reach the VAE: the encoder only moves on VAE steps.
+    assert not changed(encoder, agent.vae.encoder)
+    metrics = agent.pop_metrics()
+    assert set(metrics) >= {'critic_loss', 'actor_loss', 'alpha_loss', 'entropy'}
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert 'vae_loss' not in metrics
+    assert agent.pop_metrics() == {}  # accumulators were reset
+
+
+def test_vae_step_every_n_updates_uses_kl_to_standard_normal_before_dpmm():
+    agent = make_agent()
+    encoder = params(agent.vae.encoder)
+    for i in range(10):
+        agent.update(make_batch(i))
+    assert agent.num_updates == 10 and agent.num_vae_updates == 2
+    assert changed(encoder, agent.vae.encoder)
+    metrics = agent.pop_metrics()
+    assert np.isfinite(metrics['vae_loss']) and metrics['kl_loss'] >= 0
+    expected = 0.5 * metrics['dyn_loss'] + metrics['sem_loss'] + 1e-3 * metrics['kl_loss']
+    assert metrics['vae_loss'] == pytest.approx(expected, rel=1e-4)
+
+
+def test_semantic_loss_reduction_sum_vs_mean():
+    batch = make_batch(0)
+    losses = {}
+    for reduction in ('sum', 'mean'):
+        agent = make_agent(semantic_loss=reduction, vae_update_every=1)
+        agent.update(batch)
+        losses[reduction] = agent.pop_metrics()['sem_loss']
+    assert losses['sum'] == pytest.approx(losses['mean'] * B * 24, rel=1e-3)
+
+
+def test_encoder_runs_twice_per_update():
+    agent = make_agent(vae_update_every=1000)
+    calls = []
+    agent.vae.encoder.register_forward_hook(lambda *_: calls.append(1))
+    agent.update(make_batch(0))
+    assert len(calls) == 2
+
+
+def test_temperature_is_per_task():
+    agent = make_agent()
+    before = agent.log_alpha.detach().clone()
+    agent.update(make_batch(0, task=1))
+    after = agent.log_alpha.detach()
+    assert after[1] != before[1]
+    assert after[0] == before[0] and after[2] == before[2]
+
+
+def test_act_batched_deterministic_and_stochastic():
+    agent = make_agent()
+    obs = np.random.default_rng(0).normal(size=(5, OBS)).astype(np.float32)
+    a1, a2 = agent.act(obs, 1, deterministic=True), agent.act(obs, 1, deterministic=True)
+    assert a1.shape == (5, ACT) and np.array_equal(a1, a2)  # eval_z=mean: no sampling at all
+    assert np.all(np.abs(a1) <= 1)
+    s1, s2 = agent.act(obs, 1), agent.act(obs, 1)
+    assert not np.array_equal(s1, s2)
+    mixed = agent.act(obs, np.array([0, 1, 2, 1, 0]), deterministic=True)
+    assert np.allclose(mixed[1], a1[1], atol=1e-6) and np.allclose(mixed[3], a1[3], atol=1e-6)
+    assert agent.act(obs[0], 1, deterministic=True).shape == (ACT,)
+    sampled = make_agent(eval_z='sample')
+    assert not np.array_equal(sampled.act(obs, 1, True), sampled.act(obs, 1, True))
+
+
+def test_dpmm_fit_switches_kl_to_the_mixture_prior():
+    agent = make_agent(dpmm=make_dpmm('sklearn', truncation=4), vae_update_every=1)
+    assert agent.prior is None
+    batch = make_batch(0)
+    k = agent.fit_dpmm(batch['obs'].repeat(4, 1), batch['task'].repeat(4), seed=0)
+    assert k >= 1 and agent.prior is not None
+    mu, logvar = torch.randn(B, 10), torch.zeros(B, 10)
+    assert not torch.allclose(agent.kl(mu, logvar, mu), 0.5 * (mu.pow(2)).sum(-1))
+    agent.update(batch)
+    assert np.isfinite(agent.pop_metrics()['kl_loss'])
+
+
+def test_resets():
+    agent = make_agent()
+    for i in range(3):
+        agent.update(make_batch(i))
+    assert agent.critic_optimizer.state
+    log_alpha = agent.log_alpha.detach().clone()
+    agent.reset_optimizers()
+    assert not agent.critic_optimizer.state and torch.equal(agent.log_alpha.detach(), log_alpha)
+    agent.reset_critics()
+    for p, q in zip(agent.critic.parameters(), agent.critic_target.parameters(), strict=True):
+        assert torch.equal(p, q)
+    encoder = params(agent.vae.encoder)
+    agent.reset_vae()
+    assert changed(encoder, agent.vae.encoder)
+
+
+def test_state_dict_round_trip_gives_identical_updates():
+    agent = make_agent(dpmm=make_dpmm('sklearn', truncation=4))
+    batch = make_batch(0)
+    agent.fit_dpmm(batch['obs'].repeat(4, 1), batch['task'].repeat(4), seed=0)
+    for i in range(4):
+        agent.update(make_batch(i))
+    state = agent.state_dict()
+    other = make_agent(seed=1, dpmm=make_dpmm('sklearn', truncation=4))
+    other.load_state_dict(state)
+    torch.manual_seed(7)
+    agent.update(make_batch(9))
+    torch.manual_seed(7)
+    other.update(make_batch(9))
+    for p, q in zip(agent.actor.parameters(), other.actor.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert other.num_updates == agent.num_updates
+    assert torch.equal(agent.log_alpha, other.log_alpha)
+
+
+def test_bad_config_is_rejected_with_the_reason():
+    with pytest.raises(ValueError, match='latent_dim must be >= 1'):
+        make_agent(latent_dim=0)
+    with pytest.raises(ValueError, match='eval_z must be one of'):
+        make_agent(eval_z='median')
+    with pytest.raises(ValueError, match='unknown agent setting'):
+        AgentConfig.from_dict({'latnet_dim': 3})
