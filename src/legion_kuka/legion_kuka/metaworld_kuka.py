@@ -1,0 +1,340 @@
+"""Meta-World v3 tasks with the KUKA LBR iiwa 7 R800 + gripper in place of the Sawyer (``embodiment=kuka``).
+
+Each KUKA task env is a subclass of Meta-World's own v3 task class, so the observation (39-d: hand xyz,
+gripper opening, object poses, previous frame, goal), the action (4-d: hand displacement of 1 cm per
+step and unit, gripper), the reward, ``info['success']``, the goal variants (``set_task`` with
+Meta-World's MT1 tasks) and the episode logic are Meta-World's code, unchanged. Only the model differs:
+
+- The scene is Meta-World's task XML with the Sawyer's bodies removed and the iiwa from
+  :func:`legion_kuka.description.arm_spec` attached at :data:`legion_kuka.description.METAWORLD_BASE_POSE`
+  (built in memory with ``mujoco.MjSpec``: no generated files).
+- The iiwa's gripper carries the names Meta-World's code reads: bodies ``hand``, ``rightclaw``,
+  ``leftclaw``, ``rightpad``, ``leftpad``; geoms ``rightpad_geom``, ``leftpad_geom``; sites
+  ``rightEndEffector``, ``leftEndEffector`` (the fingertips, whose midpoint is Meta-World's
+  ``tcp_center``); finger joints ``r_close`` and ``l_close`` with Meta-World's ranges and signs
+  (0 = open; the right finger closes towards +, the left towards -), driven like Meta-World's fingers
+  (position actuators kp 400 on ctrl [a, -a], armature 100, damping 1000, Meta-World's pad friction).
+  The finger *geometry* is the iiwa gripper's (80 mm stroke, 50 mm fingers).
+- ``hand`` sits 45 mm above the fingertips along the tool axis, as on the Sawyer, so a hand position
+  in the observation means the same fingertip position on both arms; its frame is the Sawyer hand's
+  (x along the fingers, y the finger travel), so Meta-World's fixed mocap quaternion [1, 0, 1, 0]
+  points the tool straight down with the fingers sliding along the world y axis, like the Sawyer's.
+- The hand is moved as in Meta-World: a mocap body welded to ``hand``. The arm's joints are passive
+  (gravity compensated, damped, joint limits on) and follow the weld; a weak spring towards the reset
+  posture settles the iiwa's redundant elbow. The arm collides with the table and the objects, not
+  with itself. A reset solves inverse kinematics for the task's initial hand position, so the arm
+  starts in a posture consistent with the hand, before Meta-World's own 50 settling steps.
+- Exactly 9 robot coordinates come first in ``qpos`` (A1..A7, r_close, l_close), the count and order
+  Meta-World's task code indexes into (object joints at ``qpos[9:]``).
+
+The iiwa's shoulder-to-wrist reach (0.40-0.80 m with the tool pointing down) is shorter than the
+Sawyer's: hand positions at the edge of Meta-World's mocap box (far corners y > ~0.85 m, or close to
+the base and high) cannot be reached with the tool pointing down; there the weld stretches and the
+hand lags the mocap target, as a real arm at its limits would.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from typing import Any
+
+import numpy as np
+
+from legion_core.tasks import LEGION10
+
+#: Tasks this module builds (the legion10 stream: Meta-World v3 names).
+KUKA_TASKS: tuple[str, ...] = LEGION10
+
+#: Meta-World's hand body lies this far above the fingertip sites along the tool axis (Sawyer model).
+HAND_ABOVE_FINGERTIPS = 0.045
+#: Meta-World's finger drive (xyz_base.xml, every task XML): position servos on r_close / l_close ...
+FINGER_KP = 400.0
+#: ... and the finger joints' reflected inertia and damping, which set how fast the fingers close.
+FINGER_ARMATURE = 100.0
+FINGER_DAMPING = 1000.0
+#: Meta-World's pad contact parameters (the pads are what grasps).
+PAD_FRICTION = (2.0, 0.1, 0.002)
+PAD_SOLREF = (0.01, 1.0)
+PAD_SOLIMP = (0.95, 0.99, 0.01, 0.5, 2.0)
+#: Meta-World's mocap weld (task XMLs: ``<weld body1="mocap" body2="hand" solref="0.02 1"/>``).
+WELD_SOLREF = (0.02, 1.0)
+#: Passive arm joints: viscous damping (N m s/rad, the Sawyer's arm joints in Meta-World use 10) and a
+#: weak spring (N m/rad) towards the reset posture, which only decides the elbow's redundant swivel.
+ARM_DAMPING = 10.0
+ARM_POSTURE_STIFFNESS = 2.0
+#: Joint-limit constraint: MuJoCo's stiffest stable time constant at Meta-World's 2.5 ms step.
+LIMIT_SOLREF = (0.005, 1.0)
+LIMIT_SOLIMP = (0.99, 0.999, 0.001, 0.5, 2.0)
+#: Collision bits: arm links touch the world and the objects (contype 1) but not each other
+#: (conaffinity 2 shares no bit with contype 1).
+ARM_CONTYPE, ARM_CONAFFINITY = 1, 2
+#: The Sawyer hand's frame in the iiwa gripper frame (gripper z along the fingers, the URDF's
+#: ``lbr_finger_left`` opening towards gripper +y), columns = hand axes: hand x = gripper z (along the
+#: fingers), hand y = gripper -y. The URDF's first finger thus sits on the hand's -y side and plays
+#: Meta-World's *right* claw, which keeps Meta-World's joint order (r_close before l_close).
+_HAND_IN_GRIPPER = np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])
+#: Meta-World's fixed mocap (= hand) orientation, quaternion [1, 0, 1, 0]: hand x points down.
+_HAND_IN_WORLD = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
+#: Meta-World's hand initial position most tasks use; the compiled model's default posture reaches it.
+_DEFAULT_HAND_POS = (0.0, 0.6, 0.2)
+_ROBOT_JOINTS = 9  # A1..A7, r_close, l_close: Meta-World's code indexes objects from qpos[9]
+
+
+def _sawyer_class(task_name: str) -> type:
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    if task_name not in KUKA_TASKS:
+        known = ', '.join(KUKA_TASKS)
+        raise ValueError(f'no KUKA variant of task {task_name!r}; the KUKA embodiment has: {known}')
+    return ALL_V3_ENVIRONMENTS[task_name]
+
+
+# --------------------------------------------------------------------------------------------------
+# Scene
+
+def _arm_with_metaworld_gripper():
+    """``arm_spec`` with its gripper renamed and re-jointed to Meta-World's conventions."""
+    import mujoco
+
+    from legion_kuka import description as desc
+
+    arm = desc.arm_spec('lbr', actuators='none', keyframe=False, gravity_compensation=True)
+    for equality in list(arm.equalities):  # Meta-World drives each finger on its own: no mimic
+        equality.delete()
+    for body in arm.bodies:
+        for geom in body.geoms:
+            if geom.contype or geom.conaffinity:
+                geom.contype, geom.conaffinity = ARM_CONTYPE, ARM_CONAFFINITY
+    for name in desc.joint_names('lbr'):
+        joint = arm.joint(name)
+        joint.damping = ARM_DAMPING
+        joint.stiffness = ARM_POSTURE_STIFFNESS
+        # Limits harder than the weld (timeconst 0.02 s) that pulls the arm: a hand target out of
+        # reach must stop at the joint limit, not push through it.
+        joint.solref_limit = list(LIMIT_SOLREF)
+        joint.solimp_limit = list(LIMIT_SOLIMP)
+
+    gripper = arm.body(desc.rename('lbr_gripper', 'lbr'))
+    fingertips = []
+    # Meta-World side, iiwa finger, which way (gripper y) that finger opens, Meta-World joint name.
+    for side, finger_name, outward, joint_name in (
+            ('right', 'lbr_finger_left', 1.0, 'r_close'), ('left', 'lbr_finger_right', -1.0, 'l_close')):
+        claw = arm.body(desc.rename(finger_name, 'lbr'))
+        joint = claw.first_joint()
+        stroke = float(max(abs(joint.range[0]), abs(joint.range[1])))
+        collision = [g for g in claw.geoms if g.contype or g.conaffinity]
+        if len(collision) != 1 or collision[0].type != mujoco.mjtGeom.mjGEOM_BOX:
+            raise RuntimeError(f'expected one box collision geom on {claw.name}; the gripper of '
+                               'legion_kuka.description changed: update metaworld_kuka')
+        pad = collision[0]
+        thickness = 2.0 * float(pad.size[1])
+        # Re-anchor the finger body at its outer face in the open position, so that q = 0 is open and
+        # the distance between the two claw bodies is ~0.1 m open (Meta-World divides it by 0.1 to
+        # get the observed gripper opening, 1 = open, as on the Sawyer).
+        shift = outward * (stroke + thickness)
+        claw.pos = [claw.pos[0], claw.pos[1] + shift, claw.pos[2]]
+        for geom in claw.geoms:
+            geom.pos = [geom.pos[0], geom.pos[1] - outward * thickness, geom.pos[2]]
+        claw.ipos = [claw.ipos[0], claw.ipos[1] - outward * thickness, claw.ipos[2]]
+        claw.name = f'{side}claw'
+        joint.name = joint_name
+        # Meta-World: both finger axes along hand +y (= gripper -y); r_close closes as q grows from 0
+        # to the stroke, l_close as q falls from 0 to -stroke.
+        joint.axis = [0.0, -1.0, 0.0]
+        joint.range = [0.0, stroke] if joint_name == 'r_close' else [-stroke, 0.0]
+        joint.armature = FINGER_ARMATURE
+        joint.damping = FINGER_DAMPING
+        joint.stiffness = 0.0
+        # The pad: a body at the finger's centre holding the contact geom, with Meta-World's names and
+        # contact parameters.
+        pad_body = claw.add_body(name=f'{side}pad', pos=list(pad.pos))
+        pad_body.add_geom(name=f'{side}pad_geom', type=mujoco.mjtGeom.mjGEOM_BOX, size=list(pad.size),
+                          rgba=list(pad.rgba), contype=1, conaffinity=1, condim=4, margin=0.001,
+                          friction=list(PAD_FRICTION), solref=list(PAD_SOLREF), solimp=list(PAD_SOLIMP))
+        tip = float(pad.pos[2] + pad.size[2])
+        pad_y = float(pad.pos[1])
+        pad.delete()
+        claw.add_site(name=f'{side}EndEffector', pos=[0.0, pad_y, tip], size=[0.008, 0, 0],
+                      rgba=[1, 0, 0, 1], group=4)
+        fingertips.append(float(claw.pos[2]) + tip)
+    hand_z = float(np.mean(fingertips)) - HAND_ABOVE_FINGERTIPS
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, _HAND_IN_GRIPPER.flatten())
+    gripper.add_body(name='hand', pos=[0.0, 0.0, hand_z], quat=list(quat))
+    return arm, hand_z
+
+
+def kuka_scene_spec(task_name: str):
+    """The ``mujoco.MjSpec`` of Meta-World's ``task_name`` scene with the iiwa instead of the Sawyer."""
+    import mujoco
+
+    from legion_kuka.description import METAWORLD_BASE_POSE
+
+    sawyer_cls = _sawyer_class(task_name)
+    xml_path = sawyer_cls.model_name.fget(None)
+    spec = mujoco.MjSpec.from_file(xml_path)
+    base = spec.body('base')  # Meta-World's Sawyer (xyz_base.xml): pedestal, arm, gripper
+    for child in list(base.bodies):
+        spec.detach_body(child)  # also drops the finger actuators and the weld that refer to it
+    for mesh in list(spec.meshes):
+        if mesh.file and 'xyz_base' in mesh.file:  # the Sawyer's meshes: unused now
+            mesh.delete()
+    arm, _ = _arm_with_metaworld_gripper()
+    x, y, z, yaw = METAWORLD_BASE_POSE
+    frame = base.add_frame(pos=[x, y, z], quat=[math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
+    frame.attach_body(arm.body('lbr_link_0'), '', '')
+    for joint in ('r_close', 'l_close'):  # Meta-World's order: do_simulation([a, -a])
+        actuator = spec.add_actuator(name=joint, target=joint, trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        # A position servo, as Meta-World's <position kp="400"/>: force = kp * (ctrl - q).
+        actuator.gaintype = mujoco.mjtGain.mjGAIN_FIXED
+        actuator.biastype = mujoco.mjtBias.mjBIAS_AFFINE
+        actuator.gainprm[0] = FINGER_KP
+        actuator.biasprm[:3] = [0.0, -FINGER_KP, 0.0]
+        actuator.ctrllimited = True
+        actuator.ctrlrange = [-1.0, 1.0]
+    spec.add_equality(type=mujoco.mjtEq.mjEQ_WELD, name1='mocap', name2='hand',
+                      objtype=mujoco.mjtObj.mjOBJ_BODY, solref=list(WELD_SOLREF))
+    return spec
+
+
+def world_to_base(points: np.ndarray) -> np.ndarray:
+    """Meta-World world coordinates -> iiwa base frame coordinates (rows are points)."""
+    from legion_kuka.description import METAWORLD_BASE_POSE
+
+    x, y, z, yaw = METAWORLD_BASE_POSE
+    c, s = math.cos(yaw), math.sin(yaw)
+    d = np.asarray(points, dtype=float) - np.array([x, y, z])
+    return np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1], d[..., 2]], axis=-1)
+
+
+@functools.lru_cache(maxsize=4)
+def _hand_kinematics(hand_offset: float):
+    from legion_kuka.kinematics import IiwaKinematics
+
+    return IiwaKinematics(tool='tcp', tcp_offset=hand_offset)
+
+
+def _hand_rotation_in_base() -> np.ndarray:
+    """Gripper (tool) frame columns in the base frame when the hand has Meta-World's orientation."""
+    from legion_kuka.description import METAWORLD_BASE_POSE
+
+    yaw = METAWORLD_BASE_POSE[3]
+    gripper_world = _HAND_IN_WORLD @ _HAND_IN_GRIPPER.T
+    c, s = math.cos(yaw), math.sin(yaw)
+    world_to_base_rot = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+    return world_to_base_rot @ gripper_world
+
+
+def arm_posture_for_hand(hand_pos, hand_offset: float, q_init=None) -> tuple[np.ndarray, bool]:
+    """iiwa joint angles (A1..A7) that put Meta-World's ``hand`` at ``hand_pos`` (world), tool down.
+
+    Returns ``(q, reached)``; ``q`` is always within the joint limits (the closest posture found when
+    the position is out of reach).
+    """
+    from legion_kuka.description import HOME
+
+    kin = _hand_kinematics(round(float(hand_offset), 6))
+    target = world_to_base(np.asarray(hand_pos, dtype=float))
+    q0 = np.array(HOME if q_init is None else q_init, dtype=float)
+    result = kin.ik(target, q0, target_rot=_hand_rotation_in_base(), max_iters=300)
+    return np.asarray(result.q, dtype=float), bool(np.all(result.success))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(task_name: str):
+    """Compiled scene (cached; every env gets its own copy, Meta-World edits its model)."""
+
+    spec = kuka_scene_spec(task_name)
+    model = spec.compile()
+    hand_offset = _hand_offset(model)
+    q, reached = arm_posture_for_hand(_DEFAULT_HAND_POS, hand_offset)
+    if not reached:
+        raise RuntimeError(f'iiwa cannot reach Meta-World\'s initial hand position {_DEFAULT_HAND_POS}')
+    # The elbow spring's rest posture: the hand at its usual start. (qpos0 must stay zero: MuJoCo
+    # measures hinge angles from it; each reset sets the posture instead, see KukaMixin._reset_hand.)
+    model.qpos_spring[:7] = q
+    names = [model.joint(i).name for i in range(_ROBOT_JOINTS)]
+    if model.jnt_qposadr[_ROBOT_JOINTS] != _ROBOT_JOINTS or names[7:] != ['r_close', 'l_close']:
+        raise RuntimeError(f'robot joints must come first in qpos (A1..A7, r_close, l_close), got {names}')
+    return model
+
+
+def _hand_offset(model) -> float:
+    """Distance flange -> hand along the tool axis, read from the compiled model."""
+    import mujoco
+
+    data = mujoco.MjData(model)
+    mujoco.mj_kinematics(model, data)
+    flange = data.site('flange')
+    return float(np.dot(data.body('hand').xpos - flange.xpos, flange.xmat.reshape(3, 3)[:, 2]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Envs
+
+class KukaMixin:
+    """Swaps Meta-World's Sawyer model for the iiwa; everything else is the Sawyer task's code."""
+
+    embodiment = 'kuka'
+
+    def _initialize_simulation(self):
+        import mujoco
+
+        model = copy.deepcopy(_compiled(self._kuka_task_name))
+        # Rendering: the offscreen buffer must hold the requested image (as gymnasium does).
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        self._kuka_hand_offset = _hand_offset(model)
+        self._kuka_postures: dict[tuple[float, ...], np.ndarray] = {}
+        return model, mujoco.MjData(model)
+
+    @property
+    def arm_qpos(self) -> np.ndarray:
+        """The iiwa's joint angles A1..A7 (rad)."""
+        return self.data.qpos[:7].copy()
+
+    def _reset_hand(self, steps: int = 50) -> None:
+        import mujoco
+
+        # Put the arm where the hand will be, then let Meta-World's settling steps run as usual.
+        key = tuple(np.round(np.asarray(self.hand_init_pos, dtype=float), 6))
+        if key not in self._kuka_postures:
+            self._kuka_postures[key], _ = arm_posture_for_hand(key, self._kuka_hand_offset,
+                                                               q_init=self.model.qpos_spring[:7])
+        self.data.qpos[:7] = self._kuka_postures[key]
+        self.data.qvel[:7] = 0.0
+        mocap_id = self.model.body_mocapid[self.model.body('mocap').id]
+        self.data.mocap_pos[mocap_id] = self.hand_init_pos
+        self.data.mocap_quat[mocap_id] = np.array([1.0, 0.0, 1.0, 0.0])
+        mujoco.mj_forward(self.model, self.data)
+        super()._reset_hand(steps)
+
+
+@functools.cache
+def kuka_env_class(task_name: str) -> type:
+    """The KUKA subclass of Meta-World's v3 class for ``task_name`` (e.g. ``'reach-v3'``)."""
+    sawyer_cls = _sawyer_class(task_name)
+    name = sawyer_cls.__name__.replace('Sawyer', 'Kuka', 1)
+    return type(name, (KukaMixin, sawyer_cls), {'_kuka_task_name': task_name,
+                                                '__module__': __name__,
+                                                '__doc__': f'{task_name} with the KUKA iiwa 7 (see module).'})
+
+
+def goal_variant(task_name: str, seed: int):
+    """Meta-World's goal variant (an MT1 ``Task``, goal visible) that ``seed`` picks for ``task_name``.
+
+    The rule of ``legion_core.envs.make_sawyer_env``: one of the 50 variants of ``metaworld.MT1(task,
+    seed=seed)``, drawn with the seed. Both arms get the same object and goal placement for a seed.
+    """
+    from legion_core.envs import _mt1_variants
+
+    _, variants = _mt1_variants(task_name, int(seed))
+    return variants[int(np.random.default_rng(int(seed)).integers(len(variants)))]
+
+
+def make_kuka_env(task_name: str, seed: int) -> Any:
+    """``legion.embodiments`` factory: the KUKA env of ``task_name`` with the seed's goal variant."""
+    env = kuka_env_class(task_name)()
+    env.set_task(goal_variant(task_name, seed))
+    return env
