@@ -44,8 +44,9 @@ class LegionMixin:
 
     @staticmethod
     def node(spec: NodeSpec) -> Node:
-        config = [FindPackageShare(PACKAGE), 'config']
-        parameters: list = [PathJoinSubstitution([*config, substitutions(name)])
+        # A parameter file is one concatenated substitution list (Jazzy's PathJoinSubstitution
+        # takes no nested lists, and 'driver_{driver}.yaml' needs one).
+        parameters: list = [[FindPackageShare(PACKAGE), '/config/', *substitutions(name)]
                             for name in spec.parameter_files]
         inline = {key: ParameterValue(LaunchConfiguration(value.argument), value_type=value.type)
                   if isinstance(value, ArgValue) else value for key, value in spec.parameters.items()}

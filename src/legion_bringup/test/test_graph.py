@@ -1,0 +1,94 @@
+"""The graph descriptions: argument validation, placeholders, conditions, the --ros-args they produce."""
+from __future__ import annotations
+
+import pytest
+
+from legion_bringup.graph import (
+    Argument,
+    ArgValue,
+    Graph,
+    GraphError,
+    NodeSpec,
+    fill,
+    graph,
+    parse_assignments,
+    split_placeholders,
+    when,
+)
+
+
+def test_a_default_outside_the_choices_is_rejected():
+    with pytest.raises(GraphError, match='not one of'):
+        Argument('driver', 'ur5', 'robot driver', ('lbr', 'iiwa_ros2'))
+
+
+def test_placeholders_fill_and_split():
+    assert fill('driver_{driver}.yaml', {'driver': 'lbr'}) == 'driver_lbr.yaml'
+    assert split_placeholders('a_{x}/{y}.yaml') == [('text', 'a_'), ('arg', 'x'), ('text', '/'),
+                                                     ('arg', 'y'), ('text', '.yaml')]
+    assert split_placeholders('{x}') == [('arg', 'x')]
+    with pytest.raises(GraphError, match='undeclared argument'):
+        fill('{nope}', {})
+
+
+def test_assignments_use_the_ros2_launch_syntax():
+    assert parse_assignments(['driver:=lbr', 'checkpoint:=a:=b', 'x:=']) == {
+        'driver': 'lbr', 'checkpoint': 'a:=b', 'x': ''}
+    with pytest.raises(GraphError, match='name:=value'):
+        parse_assignments(['driver=lbr'])
+
+
+def test_sim_graph_speaks_the_chosen_driver():
+    for driver in ('lbr', 'iiwa_ros2'):
+        resolved = graph('sim').resolve({'driver': driver})
+        bridge = next(n for n in resolved.nodes if n.name == 'sim_bridge')
+        assert [p.name for p in bridge.parameter_files] == [f'driver_{driver}.yaml', 'sim_bridge.yaml']
+        assert bridge.parameters['publish_clock'] is True and bridge.parameters['use_sim_time'] is False
+        policy = next(n for n in resolved.nodes if n.name == 'policy')
+        assert policy.parameter_files[0].name == f'driver_{driver}.yaml'
+        assert policy.parameters['use_sim_time'] is True
+
+
+def test_recording_choice_selects_node_or_rosbag2():
+    names = [n.name for n in graph('sim').resolve().nodes]
+    assert 'recorder' not in names and graph('sim').resolve().processes == ()
+    assert 'recorder' in [n.name for n in graph('sim').resolve({'record': 'true'}).nodes]
+    resolved = graph('real').resolve({'record': 'true', 'recorder': 'rosbag2', 'bag_dir': '/data/bags'})
+    assert 'recorder' not in [n.name for n in resolved.nodes]
+    ((name, command),) = resolved.processes
+    assert name == 'ros2_bag_record' and '/data/bags' in command[-1] and '--storage mcap' in command[-1]
+
+
+def test_ros_args_match_what_launch_ros_passes():
+    spec = NodeSpec('policy', 'policy', namespace='/legion',
+                    parameters={'checkpoint': ArgValue('checkpoint'), 'use_sim_time': ArgValue('sim', bool)},
+                    remappings=(('in', '/{ns}/out'),))
+    arguments = (Argument('checkpoint', '', 'c'), Argument('sim', 'false', 's', ('true', 'false')),
+                 Argument('ns', 'lbr', 'n'), Argument('log_level', 'warn', 'l'))
+    description = Graph('g', 'g', arguments, (spec,))
+    (node,) = description.resolve({'checkpoint': 'runs/my run', 'sim': 'true'}).nodes
+    assert node.ros_args() == ['--ros-args', '-r', '__node:=policy', '-r', '__ns:=/legion',
+                               '-p', "checkpoint:='runs/my run'", '-p', 'use_sim_time:=true',
+                               '-r', 'in:=/lbr/out', '--log-level', 'warn']
+    assert node.fully_qualified_name == '/legion/policy'
+
+
+def test_conditions_need_all_arguments():
+    condition = when(record='true', recorder='legion')
+    assert condition.holds({'record': 'true', 'recorder': 'legion'})
+    assert not condition.holds({'record': 'true', 'recorder': 'rosbag2'})
+    assert sorted(condition.arguments()) == ['record', 'recorder']
+
+
+def test_config_directory_can_be_overridden(tmp_path, monkeypatch):
+    monkeypatch.setenv('LEGION_CONFIG_DIR', str(tmp_path))
+    with pytest.raises(GraphError, match='does not exist'):
+        graph('train').resolve()
+    (tmp_path / 'trainer.yaml').write_text('/**/trainer:\n  ros__parameters: {}\n')
+    resolved = graph('train').resolve()
+    assert resolved.nodes[0].parameter_files == (tmp_path / 'trainer.yaml',)
+
+
+def test_unknown_graph():
+    with pytest.raises(GraphError, match='one of: sim, real, train'):
+        graph('moon')
