@@ -60,6 +60,7 @@ class Reason(str, Enum):
     TOO_MANY_STEPS = 'too_many_steps'
     UNKNOWN_SKILL = 'unknown_skill'
     AMBIGUOUS = 'ambiguous'
+    NOT_LEARNED = 'not_learned'
 
 
 class InstructionRejectedError(ValueError):
@@ -154,10 +155,14 @@ class SkillMatcher:
     ``legion_core.language.load_task_descriptions()``); ``embed``: texts -> unit-norm rows, e.g.
     ``LanguageEncoder().embed``. A task's score for a step is the best cosine over its descriptions.
     A step is accepted when that score reaches ``threshold`` and beats every other task by ``margin``.
+
+    ``allowed``: the tasks the robot can actually do (e.g. the policy's). Steps are still matched
+    against *every* described task, so that "open the drawer" is recognised as drawer-open and rejected
+    as not learned, instead of landing on the closest allowed skill (drawer-close).
     """
 
     def __init__(self, descriptions: Mapping[str, Sequence[str]], embed: Callable[[list[str]], np.ndarray],
-                 threshold: float = 0.55, margin: float = 0.04):
+                 threshold: float = 0.55, margin: float = 0.04, allowed: Sequence[str] | None = None):
         if not descriptions:
             raise ValueError('no task descriptions given: nothing to match instructions against')
         empty = [task for task, texts in descriptions.items() if not texts]
@@ -168,6 +173,12 @@ class SkillMatcher:
         if not 0.0 <= margin < 1.0:
             raise ValueError(f'margin must be in [0, 1), got {margin}')
         self.tasks = list(descriptions)
+        self.allowed = list(self.tasks) if allowed is None else list(allowed)
+        unknown = [task for task in self.allowed if task not in descriptions]
+        if unknown:
+            raise ValueError(f'allowed tasks without descriptions: {", ".join(unknown)}')
+        if not self.allowed:
+            raise ValueError('no allowed tasks: the robot could not do anything')
         self.threshold = float(threshold)
         self.margin = float(margin)
         self._embed = embed
@@ -234,10 +245,15 @@ class SkillMatcher:
                 f'{match.runner_up} {match.runner_up_score:.2f} (margin {self.margin:.2f} needed)',
                 step=index, text=match.step, candidates=[match.task, match.runner_up],
                 scores=[round(match.score, 4), round(match.runner_up_score, 4)])]
+        if match.task not in self.allowed:
+            return [_reason(
+                Reason.NOT_LEARNED,
+                f'step {index + 1} "{match.step}" means {match.task}, which this robot has not learnt '
+                f'(it can: {", ".join(self.allowed)})', step=index, text=match.step, task=match.task)]
         return []
 
     def _accepted(self, match: SkillMatch) -> bool:
-        return match.score >= self.threshold and match.margin >= self.margin
+        return not self.problems(match, 0)
 
     def plan(self, instruction: str | bytes, max_bytes: int = MAX_INSTRUCTION_BYTES,
              max_steps: int = MAX_STEPS) -> list[PlannedStep]:

@@ -127,6 +127,18 @@ def test_unknown_and_ambiguous_steps_are_rejected_with_every_reason(matcher):
     json.dumps(info.value.reasons)  # status payloads must serialise
 
 
+def test_a_step_meaning_an_unlearnt_task_is_not_mapped_to_a_look_alike(embed):
+    allowed = [t for t in DESCRIPTIONS if t != 'drawer-open-v3']
+    matcher = SkillMatcher(DESCRIPTIONS, embed, allowed=allowed)
+    with pytest.raises(InstructionRejectedError) as info:
+        matcher.plan('open the drawer, then close the window')
+    (reason,) = info.value.reasons
+    assert reason['code'] == 'not_learned' and reason['task'] == 'drawer-open-v3' and reason['step'] == 0
+    assert [p.task for p in matcher.plan('close the drawer')] == ['drawer-close-v3']
+    with pytest.raises(ValueError, match='without descriptions'):
+        SkillMatcher(DESCRIPTIONS, embed, allowed=['fly-v3'])
+
+
 def test_thresholds_are_parameters(embed):
     strict = SkillMatcher(DESCRIPTIONS, embed, threshold=0.95)
     with pytest.raises(InstructionRejectedError, match=r'threshold 0\.95'):

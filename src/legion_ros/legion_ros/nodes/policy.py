@@ -240,19 +240,24 @@ class PolicyNode(Node):
             self.status.publish('input_rejected', topic=topic, reason=str(error))
             return
         self._obs[size] = (data, source_of(message), time.monotonic())
-        needed = 39 if self.params.policy_type == 'expert' else 12
-        if self.params.trigger == 'observation' and size == needed:
+        if self.params.trigger == 'observation' and size == self.observation_size():
             self.act()
 
     def on_timer(self) -> None:
         self.act()
+
+    def observation_size(self) -> int:
+        """39 for the experts and for LEGION policies trained on Meta-World's full layout, else 12."""
+        if self.params.policy_type == 'expert':
+            return 39
+        return 39 if getattr(self.policy, 'layout', 'legion12') == 'full39' else 12
 
     # -- acting -----------------------------------------------------------------------------------
     def act(self) -> None:
         step = self.step
         if step is None:
             return
-        size = 39 if self.params.policy_type == 'expert' else 12
+        size = self.observation_size()
         latest = self._obs[size]
         if latest is None or time.monotonic() - latest[2] > self.params.observation_timeout_s:
             return  # no fresh observation: publish nothing, sim2real holds

@@ -1,0 +1,226 @@
+"""``instruction`` node: natural language in, one active skill at a time out.
+
+Topics (absolute names, remappable):
+
+* sub ``/legion/instruction`` (std_msgs/String, reliable): a new instruction; it preempts a running one.
+  Read as raw CDR bytes so that invalid UTF-8 is rejected, never silently "repaired".
+* sub ``/legion/step_success`` (std_msgs/String JSON ``{sequence_id, index, task, success}``, from the
+  task monitor in ``real2sim``): the active step is done.
+* pub ``/legion/active_step`` (String JSON ``{sequence_id, index, task, instruction}``, latched;
+  ``task`` is null when nothing runs), ``/legion/active_embedding`` (Float32MultiArray, the task's
+  language embedding, latched), ``/legion/status`` (String JSON, latched: queued / running /
+  succeeded / failed / rejected / cancelled, each step's state and the reasons).
+* services ``~/cancel`` and ``~/skip`` (std_srvs/Trigger).
+
+All matching and sequencing logic is in :mod:`legion_ros.instructions`; this is the ROS adapter.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float32MultiArray, String
+from std_srvs.srv import Trigger
+
+from legion_ros import qos
+from legion_ros.instructions import (
+    MAX_INSTRUCTION_BYTES,
+    InstructionRejectedError,
+    Sequencer,
+    SkillMatcher,
+    validate_instruction,
+)
+from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+from legion_ros.provenance import BadMessageError, array_message, decode_string
+
+# Status events come in bursts (queued + step_started, succeeded + next step_started): a latched depth-1
+# writer would let a reader miss all but the last, so events keep a short transient-local history.
+STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=32, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+TOPICS = {
+    'instruction': '/legion/instruction',
+    'step_success': '/legion/step_success',
+    'active_step': '/legion/active_step',
+    'active_embedding': '/legion/active_embedding',
+    'status': '/legion/status',
+}
+
+PARAMETERS = {
+    'tasks': Param([], 'skills instructions may use (Meta-World v3 task names); empty: the legion10 '
+                   'stream, the tasks of the twin\'s workcell and of the shipped policy', type='string[]'),
+    'descriptions_file': Param('', 'YAML {task: [descriptions]}; empty: legion_core\'s shipped '
+                               'task_descriptions.yaml'),
+    'threshold': Param(0.55, 'lowest cosine similarity between a step and a task description that '
+                       'counts as a match', range=(0.05, 1.0)),
+    'margin': Param(0.04, 'how much the best task must beat the second best; below: ambiguous',
+                    range=(0.0, 0.9)),
+    'max_bytes': Param(MAX_INSTRUCTION_BYTES, 'longest accepted instruction [UTF-8 bytes]',
+                       range=(16, 65536)),
+    'max_steps': Param(16, 'most steps in one instruction', range=(1, 256)),
+    'step_timeout_s': Param(60.0, 'a step that has not succeeded after this long fails [s, node clock]',
+                            range=(0.1, 3600.0)),
+    'stop_on_failure': Param(False, 'end the sequence at the first failed step instead of going on'),
+}
+
+
+def load_descriptions(path: str) -> dict[str, list[str]]:
+    if not path:
+        from legion_core.language import load_task_descriptions
+        return load_task_descriptions()
+    import yaml
+    try:
+        with open(path, encoding='utf-8') as handle:
+            table = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as error:
+        raise NodeConfigError(f'cannot read descriptions_file {path}: {error}') from None
+    if not isinstance(table, dict) or not all(
+            isinstance(v, list) and all(isinstance(t, str) for t in v) for v in table.values()):
+        raise NodeConfigError(f'descriptions_file {path} must map task names to lists of strings')
+    return table
+
+
+def allowed_skills(descriptions: dict[str, list[str]], tasks: list[str]) -> list[str]:
+    """The skills instructions may use; a task without descriptions is a configuration error."""
+    if not tasks:
+        from legion_core.tasks import LEGION10
+        tasks = list(LEGION10)
+    missing = [t for t in tasks if t not in descriptions]
+    if missing:
+        raise NodeConfigError(f'no descriptions for tasks {missing}; described: {sorted(descriptions)}')
+    return list(tasks)
+
+
+class InstructionNode(Node):
+    def __init__(self) -> None:
+        super().__init__('instruction')
+        self.params = declare_parameters(self, PARAMETERS)
+        from legion_core.language import LanguageEncoder  # slow import (sentence-transformers)
+
+        self.encoder = LanguageEncoder()
+        descriptions = load_descriptions(self.params.descriptions_file)
+        allowed = allowed_skills(descriptions, self.params.tasks)
+        # Every described task takes part in matching, so that a step meaning a task the robot has not
+        # learnt is rejected as such instead of landing on a look-alike (open -> close the drawer).
+        self.matcher = SkillMatcher(descriptions, self.encoder.embed, self.params.threshold,
+                                    self.params.margin, allowed=allowed)
+        # The policy was trained on each task's own (canonical) embedding, not on the user's wording.
+        self.task_embedding = dict(zip(allowed, np.asarray(
+            self.encoder.embed([descriptions[t][0] for t in allowed]), dtype=np.float32), strict=True))
+        self.sequencer = Sequencer(self.params.step_timeout_s, self.params.stop_on_failure)
+        self.node_status = StatusPublisher(self)
+
+        self.status_pub = self.create_publisher(String, TOPICS['status'], STATUS_QOS)
+        self.step_pub = self.create_publisher(String, TOPICS['active_step'], qos.LATCHED)
+        self.embedding_pub = self.create_publisher(Float32MultiArray, TOPICS['active_embedding'], qos.LATCHED)
+        self.create_subscription(String, TOPICS['instruction'], self.on_instruction, qos.STATE, raw=True)
+        self.create_subscription(String, TOPICS['step_success'], self.on_step_success, qos.STATE)
+        self.create_service(Trigger, '~/cancel', self.on_cancel)
+        self.create_service(Trigger, '~/skip', self.on_skip)
+        self.create_timer(0.1, self.on_tick)
+        self._active_key = None
+        self.rejected_reports = 0
+        self._publish_step()
+        self._emit([self.sequencer.status('idle')])
+        self.node_status.publish('ready', skills=allowed)
+        self.get_logger().info(f'ready: {len(allowed)} skills, threshold {self.params.threshold}, '
+                               f'margin {self.params.margin}')
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def on_instruction(self, raw: bytes) -> None:
+        try:
+            payload = decode_string(raw)
+            text = validate_instruction(payload, self.params.max_bytes)
+            plan = self.matcher.plan(text, self.params.max_bytes, self.params.max_steps)
+        except BadMessageError as error:
+            self._reject('<unreadable>', [{'code': 'malformed', 'message': str(error)}])
+            return
+        except InstructionRejectedError as error:
+            shown = payload[:200].decode('utf-8', errors='replace') if isinstance(payload, bytes) else ''
+            self._reject(shown, error.reasons)
+            return
+        self.get_logger().info(f'instruction "{text}" -> {[p.task for p in plan]}')
+        self._emit(self.sequencer.load(text, plan, self.now()))
+
+    def on_step_success(self, message: String) -> None:
+        try:
+            report = json.loads(message.data)
+            if not isinstance(report, dict) or not isinstance(report.get('success'), bool):
+                raise ValueError('expected a JSON object with a boolean "success"')
+            sequence_id, index, task = report.get('sequence_id'), report.get('index'), report.get('task')
+            if not all(v is None or isinstance(v, t) for v, t in
+                       ((sequence_id, int), (index, int), (task, str))):
+                raise ValueError('sequence_id and index must be integers, task a string')
+        except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
+            self.rejected_reports += 1
+            self.node_status.publish('input_rejected', topic=TOPICS['step_success'],
+                                     reason=f'malformed step_success: {error}',
+                                     rejected=self.rejected_reports)
+            self.get_logger().warning(f'ignored malformed step_success ({error})', throttle_duration_sec=2.0)
+            return
+        if report['success']:
+            self._emit(self.sequencer.report_success(self.now(), task, index, sequence_id))
+
+    def on_cancel(self, _request, response):
+        events = self.sequencer.cancel(self.now())
+        self._emit(events)
+        response.success = bool(events)
+        response.message = 'cancelled' if events else 'nothing is running'
+        return response
+
+    def on_skip(self, _request, response):
+        active = self.sequencer.active
+        events = self.sequencer.skip(self.now())
+        self._emit(events)
+        response.success = bool(events)
+        response.message = (f'skipped step {active.index + 1} ({active.task})' if events
+                            else 'nothing is running')
+        return response
+
+    def on_tick(self) -> None:
+        self._emit(self.sequencer.tick(self.now()))
+
+    # -- outputs --------------------------------------------------------------------------------
+    def _reject(self, text: str, reasons: list[dict]) -> None:
+        self.get_logger().warning('instruction rejected: ' + '; '.join(r['message'] for r in reasons))
+        self._emit(self.sequencer.reject(text, reasons))
+
+    def _emit(self, events: list[dict]) -> None:
+        for event in events:
+            event['stamp'] = self.now()
+            self.status_pub.publish(String(data=json.dumps(event)))
+        if events:
+            self._publish_step()
+
+    def _publish_step(self) -> None:
+        active = self.sequencer.active
+        key = None if active is None else (self.sequencer.sequence_id, active.index)
+        if key == self._active_key and key is not None:
+            return
+        self._active_key = key
+        if active is None:
+            self.step_pub.publish(String(data=json.dumps({
+                'sequence_id': self.sequencer.sequence_id, 'index': None, 'task': None,
+                'instruction': None})))
+            return
+        # Embedding first: a reader that acts on the step finds the matching embedding already there.
+        self.embedding_pub.publish(array_message(self.task_embedding[active.task],
+                                                 f'embedding:{active.task}'))
+        self.step_pub.publish(String(data=json.dumps({
+            'sequence_id': self.sequencer.sequence_id, 'index': active.index, 'task': active.task,
+            'instruction': active.instruction})))
+
+
+def main(args=None) -> int:
+    return run_node(InstructionNode, args)
+
+
+if __name__ == '__main__':
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The instruction node as a process: plans, sequences, rejects, cancels and skips over ROS."""
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import rclpy
+from decision_graph import Probe, output_of, start_node, stop_node
+from std_msgs.msg import Float32MultiArray, String
+from std_srvs.srv import Trigger
+
+from legion_ros import qos
+from legion_ros.nodes.instruction import STATUS_QOS
+
+pytestmark = pytest.mark.ros
+
+STATUS, STEP, EMBEDDING = '/legion/status', '/legion/active_step', '/legion/active_embedding'
+
+
+def raw_string(payload: bytes) -> bytes:
+    """A CDR-serialised std_msgs/String carrying arbitrary bytes (e.g. invalid UTF-8)."""
+    body = payload + b'\x00'
+    return b'\x00\x01\x00\x00' + struct.pack('<I', len(body)) + body
+
+
+@pytest.fixture(scope='module')
+def graph():
+    rclpy.init()
+    node = start_node('instruction', {'step_timeout_s': 2.0})
+    probe = Probe('instruction_probe')
+    probe.listen(String, STATUS, STATUS_QOS)
+    probe.listen(String, STEP, qos.LATCHED)
+    probe.listen(Float32MultiArray, EMBEDDING, qos.LATCHED)
+    probe.listen(String, '/legion/instruction/status', qos.LATCHED)
+    publisher = probe.publisher(String, '/legion/instruction', qos.STATE)
+    ready = probe.wait_for(lambda: publisher.get_subscription_count() > 0 and probe.messages[STATUS], 60.0)
+    assert ready, output_of(node)
+    yield probe, publisher, node
+    probe.close()
+    code = stop_node(node)
+    rclpy.try_shutdown()
+    assert code == 0, output_of(node)
+
+
+def _send(probe, publisher, text) -> int:
+    before = len(probe.messages[STATUS])
+    publisher.publish(raw_string(text) if isinstance(text, bytes) else String(data=text))
+    assert probe.wait_for(lambda: len(probe.messages[STATUS]) > before, 10.0)
+    return before
+
+
+def _events(probe, since: int) -> list[dict]:
+    return probe.json(STATUS)[since:]
+
+
+def _call(probe, service: str) -> Trigger.Response:
+    client = probe.node.create_client(Trigger, service)
+    assert client.wait_for_service(timeout_sec=10.0)
+    future = client.call_async(Trigger.Request())
+    assert probe.wait_for(future.done, 10.0)
+    return future.result()
+
+
+def test_two_step_instruction_runs_on_success_reports(graph):
+    probe, publisher, _ = graph
+    since = _send(probe, publisher, 'push the puck to the goal, then close the window')
+    assert probe.wait_for(lambda: probe.json(STEP) and probe.json(STEP)[-1]['task'] == 'push-v3', 5.0)
+    assert probe.wait_for(lambda: len(_events(probe, since)) >= 2, 5.0)
+    events = _events(probe, since)
+    assert [e['event'] for e in events[:2]] == ['queued', 'step_started']
+    assert [s['task'] for s in events[0]['steps']] == ['push-v3', 'window-close-v3']
+    assert probe.wait_for(lambda: probe.messages[EMBEDDING], 5.0)
+    embedding = np.asarray(probe.messages[EMBEDDING][-1].data)
+    assert embedding.shape == (384,) and abs(np.linalg.norm(embedding) - 1.0) < 1e-4
+    step = probe.json(STEP)[-1]
+    # A report for another step is ignored; the right one advances the sequence.
+    probe.publish(String, '/legion/step_success', qos.STATE, String(data=json.dumps(
+        {'sequence_id': step['sequence_id'], 'index': 1, 'task': 'window-close-v3', 'success': True})))
+    probe.spin(0.3)
+    assert probe.json(STEP)[-1]['index'] == 0
+    probe.publish(String, '/legion/step_success', qos.STATE, String(data=json.dumps(
+        {'sequence_id': step['sequence_id'], 'index': 0, 'task': 'push-v3', 'success': True})))
+    assert probe.wait_for(lambda: probe.json(STEP)[-1]['task'] == 'window-close-v3', 5.0)
+    probe.publish(String, '/legion/step_success', qos.STATE, String(data=json.dumps(
+        {'sequence_id': step['sequence_id'], 'index': 1, 'task': 'window-close-v3', 'success': True})))
+    assert probe.wait_for(lambda: probe.json(STATUS)[-1]['state'] == 'succeeded', 5.0)
+    assert probe.wait_for(lambda: probe.json(STEP)[-1]['task'] is None, 5.0)  # the policy stops
+
+
+@pytest.mark.parametrize(('text', 'code'), [
+    (b'\xff\xfe open the drawer', 'not_utf8'), ('', 'empty'), ('x' * 5000, 'too_long'),
+    ('open the door\x07', 'control_characters'), ('make me a sandwich', 'unknown_skill'),
+    ('open it', 'ambiguous'), ('open the drawer', 'not_learned'),
+])
+def test_bad_instructions_are_rejected_with_a_reason(graph, text, code):
+    probe, publisher, node = graph
+    since = _send(probe, publisher, text)
+    (event,) = _events(probe, since)
+    assert event['state'] == 'rejected'
+    assert [r['code'] for r in event['reasons']] == [code]
+    assert node.poll() is None  # still running
+
+
+def test_timeout_skip_and_cancel(graph):
+    probe, publisher, _ = graph
+    since = _send(probe, publisher, 'reach the goal; press the button; close the window')
+    # Nobody reports success: step 1 times out after 2 s and step 2 starts.
+    assert probe.wait_for(lambda: any(e['event'] == 'step_failed' for e in _events(probe, since)), 6.0)
+    assert probe.wait_for(lambda: probe.json(STEP)[-1]['task'] == 'button-press-topdown-v3', 5.0)
+    response = _call(probe, '/legion/instruction/skip')
+    assert response.success and 'button-press-topdown-v3' in response.message
+    assert probe.wait_for(lambda: probe.json(STEP)[-1]['task'] == 'window-close-v3', 5.0)
+    assert _call(probe, '/legion/instruction/cancel').success
+    assert probe.wait_for(lambda: probe.json(STATUS)[-1]['state'] == 'cancelled', 5.0)
+    final = probe.json(STATUS)[-1]
+    assert [s['state'] for s in final['steps']] == ['failed', 'skipped', 'cancelled']
+    assert probe.wait_for(lambda: probe.json(STEP)[-1]['task'] is None, 5.0)
+    assert not _call(probe, '/legion/instruction/cancel').success  # nothing left to cancel
+
+
+def test_malformed_success_reports_are_rejected(graph):
+    probe, _, node = graph
+    for bad in ('not json', '[1, 2]', '{"success": "yes"}', '{"success": true, "index": "0"}'):
+        probe.publish(String, '/legion/step_success', qos.STATE, String(data=bad))
+    # The node status is latched (depth 1): bursts coalesce, the count says how many were dropped.
+    reasons = lambda: [s for s in probe.json('/legion/instruction/status')  # noqa: E731
+                       if s['state'] == 'input_rejected']
+    assert probe.wait_for(lambda: reasons() and reasons()[-1]['rejected'] >= 4, 5.0)
+    assert all('step_success' in s['reason'] for s in reasons())
+    assert node.poll() is None
