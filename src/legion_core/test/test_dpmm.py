@@ -75,6 +75,19 @@ def test_warm_start_discovers_a_new_cluster(backend):
     assert adjusted_rand_score(labels, model.predict(z)) > 0.99
 
 
+@pytest.mark.parametrize('backend', sorted(BACKENDS))
+def test_warm_start_drops_clusters_that_left_the_data(backend):
+    # A FIFO replay buffer evicts old tasks: their components must not linger in the prior.
+    z, labels = clustered_data(n=1500, k=4, seed=4)
+    model = make_dpmm(backend)
+    model.fit(z, seed=0)
+    assert model.num_components == 4
+    keep = labels < 2
+    model.fit(z[keep], seed=1)
+    assert model.num_components == 2
+    assert adjusted_rand_score(labels[keep], model.predict(z[keep])) > 0.99
+
+
 def test_state_dict_round_trip_predicts_identically(fitted, data):
     z, _ = data
     state = fitted.state_dict()

@@ -32,6 +32,7 @@ import tempfile
 import threading
 import types
 import warnings
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -176,8 +177,9 @@ class BnpyDPMM(DPMM):
         if cfg['ECovMat'] not in self._VALID_ECOV:
             raise ValueError(f'bnpy DPMM option ECovMat must be one of {self._VALID_ECOV}; '
                              f'got {cfg["ECovMat"]!r}')
-        if not isinstance(cfg['bnpy_kwargs'], dict):
-            raise ValueError(f'bnpy DPMM option bnpy_kwargs must be a dict; got {cfg["bnpy_kwargs"]!r}')
+        if not isinstance(cfg['bnpy_kwargs'], Mapping):
+            raise ValueError(f'bnpy DPMM option bnpy_kwargs must be a mapping; got {cfg["bnpy_kwargs"]!r}')
+        cfg['bnpy_kwargs'] = dict(cfg['bnpy_kwargs'])  # e.g. from a Hydra DictConfig
 
     def _bnpy_kwargs(self, initname: str, init_k: int) -> dict[str, Any]:
         c = self.config
