@@ -1,0 +1,207 @@
+"""sim_bridge against a client in another process: the real driver's topics on the MuJoCo twin,
+commands followed, malformed ones rejected without harm, reset/pause/step services, /clock, objects."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from legion_bringup.graph import graph
+from legion_ros.runner import node_command
+
+pytestmark = pytest.mark.ros
+
+rclpy = pytest.importorskip('rclpy')
+pytest.importorskip('legion_kuka.twin')
+
+PERIOD_S = 0.01  # 100 Hz controller (config/sim_bridge.yaml)
+LBR_JOINTS = [f'lbr_A{i}' for i in range(1, 8)]
+
+
+class Client:
+    """A test-side node: latest joint state, clock, status, object poses; commands and services."""
+
+    def __init__(self) -> None:
+        from geometry_msgs.msg import PoseArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray, String
+        from std_srvs.srv import SetBool, Trigger
+
+        from legion_ros import qos
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node('sim_bridge_test_client', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.joint_states, self.clock, self.status, self.poses, self.names = [], [], [], [], []
+        n = self.node
+        n.create_subscription(JointState, '/lbr/joint_states', self.joint_states.append, qos.SENSOR)
+        n.create_subscription(Clock, '/clock', self.clock.append, qos.SENSOR)
+        n.create_subscription(String, '/legion/sim_bridge/status',
+                              lambda m: self.status.append(json.loads(m.data)), qos.LATCHED)
+        n.create_subscription(PoseArray, '/legion/object_poses', self.poses.append, qos.SENSOR)
+        n.create_subscription(String, '/legion/object_names', lambda m: self.names.append(json.loads(m.data)),
+                              qos.LATCHED)
+        self.command_pub = n.create_publisher(Float64MultiArray, '/lbr/forward_position_controller/commands',
+                                              qos.COMMAND)
+        self.Float64MultiArray = Float64MultiArray
+        self.reset = n.create_client(Trigger, '/legion/sim_bridge/reset')
+        self.pause = n.create_client(SetBool, '/legion/sim_bridge/set_pause')
+        self.step = n.create_client(Trigger, '/legion/sim_bridge/step')
+        self.Trigger, self.SetBool = Trigger, SetBool
+
+    def spin_until(self, predicate, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.02)
+            if predicate():
+                return True
+        return False
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def position(self) -> np.ndarray:
+        return np.array(self.joint_states[-1].position)
+
+    def stamp_s(self) -> float:
+        stamp = self.joint_states[-1].header.stamp
+        return stamp.sec + stamp.nanosec * 1e-9
+
+    def command(self, values) -> None:
+        self.command_pub.publish(self.Float64MultiArray(data=[float(v) for v in values]))
+
+    def call(self, client, request, timeout_s: float = 10.0):
+        assert client.wait_for_service(timeout_sec=timeout_s), f'{client.srv_name} not available'
+        future = client.call_async(request)
+        assert self.spin_until(future.done, timeout_s), f'{client.srv_name} did not answer'
+        return future.result()
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+@pytest.fixture(scope='module')
+def bridge():
+    """One sim_bridge process, started exactly as `legion launch sim` starts it."""
+    (node,) = [n for n in graph('sim').resolve().nodes if n.name == 'sim_bridge']
+    process = subprocess.Popen(node_command(node), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    client = Client()
+    try:
+        if not client.spin_until(lambda: len(client.joint_states) > 5, 90):
+            process.kill()
+            pytest.fail('sim_bridge published no joint states:\n' + process.communicate()[0])
+        yield client, process
+    finally:
+        client.close()
+        process.terminate()
+        try:
+            code = process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = 'killed'
+    assert code == 0, f'sim_bridge did not stop cleanly on SIGTERM ({code}):\n{process.stdout.read()}'
+
+
+def test_driver_interface_and_rate(bridge):
+    client, _ = bridge
+    assert client.joint_states[-1].name == LBR_JOINTS
+    count = len(client.joint_states)
+    client.spin_for(1.0)
+    rate = len(client.joint_states) - count
+    assert 50 <= rate <= 130, f'{rate} joint states in 1 s, expected ~100'
+    # Sim time on /clock and in the stamps advances one controller period per cycle.
+    stamps = [m.clock.sec + m.clock.nanosec * 1e-9 for m in client.clock[-20:]]
+    steps = np.round(np.diff(stamps) / PERIOD_S)
+    assert np.all(steps >= 1), stamps
+
+
+def test_joint_states_follow_commands(bridge):
+    client, _ = bridge
+    start = client.position()
+    target = start + np.array([0.15, -0.10, 0.0, 0.10, 0.0, 0.05, 0.0])
+    client.command(target)
+    reached = client.spin_until(lambda: np.max(np.abs(client.position() - target)) < 0.01, 5.0)
+    assert reached, f'at {client.position()}, target {target}'
+    # The target is held: no drift after the command stops.
+    client.spin_for(0.3)
+    assert np.max(np.abs(client.position() - target)) < 0.01
+
+
+@pytest.mark.parametrize('values, reason', [
+    ([0.1, 0.2, 0.3], 'expected 7 joint positions, got 3'),
+    ([0.0] * 8, 'expected 7 joint positions, got 8'),
+    ([0.0, math.nan, 0, 0, 0, 0, 0], 'non-finite'),
+    ([math.inf, 0, 0, 0, 0, 0, -math.inf], 'non-finite'),
+])
+def test_malformed_commands_are_rejected_and_the_arm_holds(bridge, values, reason):
+    client, process = bridge
+    client.spin_for(0.1)
+    held = client.position()
+    before = client.status[-1]['rejected_commands'] if client.status else 0
+    client.command(values)
+    assert client.spin_until(
+        lambda: client.status and client.status[-1]['rejected_commands'] == before + 1, 5.0)
+    assert reason in client.status[-1]['last_rejection']
+    count = len(client.joint_states)
+    client.spin_for(0.3)
+    assert process.poll() is None, 'sim_bridge died on a malformed command'
+    assert len(client.joint_states) > count + 10, 'joint states stopped'
+    assert np.max(np.abs(client.position() - held)) < 0.01, 'a rejected command moved the arm'
+
+
+def test_pause_step_and_resume(bridge):
+    client, _ = bridge
+    response = client.call(client.pause, client.SetBool.Request(data=True))
+    assert response.success
+    client.spin_for(0.2)
+    frozen = client.stamp_s()
+    client.spin_for(0.3)
+    assert client.stamp_s() == pytest.approx(frozen), 'sim time advanced while paused'
+    response = client.call(client.step, client.Trigger.Request())
+    assert response.success, response.message
+    assert client.spin_until(lambda: client.stamp_s() > frozen, 2.0)
+    assert client.stamp_s() == pytest.approx(frozen + PERIOD_S, abs=1e-6)
+    assert client.status[-1]['state'] == 'paused'
+    response = client.call(client.pause, client.SetBool.Request(data=False))
+    assert response.success
+    client.spin_for(0.3)
+    assert client.stamp_s() > frozen + 0.1
+    response = client.call(client.step, client.Trigger.Request())
+    assert not response.success and 'not paused' in response.message
+
+
+def test_reset_restores_the_initial_state(bridge):
+    client, _ = bridge
+    response = client.call(client.reset, client.Trigger.Request())
+    assert response.success and 'reach-v3' in response.message
+    client.spin_for(0.3)
+    initial = client.position()
+    client.command(initial + 0.1)
+    assert client.spin_until(lambda: np.max(np.abs(client.position() - initial - 0.1)) < 0.02, 5.0)
+    response = client.call(client.reset, client.Trigger.Request())
+    assert response.success
+    client.spin_for(0.3)
+    assert np.max(np.abs(client.position() - initial)) < 0.01
+    assert client.status[-1]['event'] == 'reset'
+
+
+def test_object_poses_in_the_base_frame(bridge):
+    client, _ = bridge
+    assert client.spin_until(lambda: client.poses and client.names, 5.0)
+    names = client.names[-1]
+    assert names[-1] == 'goal' and 'object_1' in names
+    poses = client.poses[-1]
+    assert poses.header.frame_id == 'lbr_link_0'
+    assert len(poses.poses) == len(names)
+    for pose in poses.poses:  # Meta-World tables are within reach: ~0.3..1 m in front of the base
+        assert 0.05 < math.hypot(pose.position.x, pose.position.y) < 1.2
