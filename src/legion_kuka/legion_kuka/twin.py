@@ -1,0 +1,366 @@
+"""The MuJoCo twin of the real arm: a Meta-World task scene with the iiwa moved only through its joints.
+
+What a real KUKA setup offers, the twin offers with the same shapes: joint position targets at the
+controller rate (the drivers' ``forward_position_controller``, 100 Hz by default), a gripper command,
+``JointState`` with the driver profile's joint names, and (instead of perception) ground-truth object
+poses in the robot base frame. On top of that it offers what only a simulator can: reset to a task's
+initial state for a seed, pause / single-step, simulated time, and Meta-World's own success criterion.
+
+How it is built (design):
+
+- The scene is the embodiment's Meta-World task env (:func:`legion_kuka.metaworld_kuka.make_kuka_env`):
+  the same table, objects, goal variants and ``evaluate_state`` as training. Meta-World drives the
+  hand with a mocap weld; the twin switches that weld off after every reset, so nothing but the
+  joints moves the arm.
+- The arm is position controlled like the KUKA's joint position control: a new target is approached
+  by a reference that ramps to it over one control cycle (the controller interpolates between
+  setpoints, as the KUKA's does between FRI cycles), never faster than the joint velocity limits
+  (a far target is slewed to over several cycles). Every physics step a computed-torque servo
+  ``M(q) (ω² (q_ref - q) + 2 ζ ω (v_ref - q̇)) + c(q, q̇)`` makes each joint a critically damped
+  second-order system of bandwidth ω, decoupled from the others. ``M`` is the mass matrix with the
+  motors' reflected inertia, ``c`` the Coriolis and gravity torques that MuJoCo's ``gravcomp`` does
+  not already cancel; the torque is clipped to the iiwa's limits. A control cycle spans
+  ``control_period_s / timestep`` physics steps (4 at 100 Hz).
+- Reset: Meta-World's own ``reset()`` places objects and goal (with the weld on, as in training), then
+  the weld is switched off and the servo targets are set to where the arm is.
+- Observation and success: :meth:`Twin.metaworld_observation` is the env's own 39-d observation
+  function on the twin's state (so it is exactly what training saw for this state), and
+  :meth:`Twin.task_success` hands it to the env's ``evaluate_state``.
+
+A workcell with several task stations on one table is not built yet: one twin holds one task scene
+(``station_frame`` returns that task's frame, ready for a workcell's per-station frames).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from legion_kuka.real2sim import Frame, _finite_vector
+
+ARM_DOF = 7
+
+
+@dataclass(frozen=True)
+class JointState:
+    """The arm's joint state as a driver publishes it (``sensor_msgs/JointState`` fields)."""
+
+    names: list[str]
+    position: np.ndarray
+    velocity: np.ndarray
+    effort: np.ndarray  # joint torque the servo applies (N m)
+    stamp_s: float  # simulated time
+
+
+def _default_env_factory() -> Callable[[str, int], Any]:
+    from legion_kuka.metaworld_kuka import make_kuka_env
+    return make_kuka_env
+
+
+class Twin:
+    """The MuJoCo twin of the real arm at one Meta-World task.
+
+    Args:
+        task: Meta-World task name (``'reach-v3'``, ...).
+        seed: selects the task's goal variant (object and goal placement), as the embodiment does.
+        profile: joint-name profile of the driver being mirrored (``'lbr'`` or ``'iiwa_ros2'``).
+        control_rate_hz: rate of the joint position controller.
+        bandwidth_hz, damping_ratio: the joint servo's natural frequency and damping ratio. 20 Hz,
+            critically damped: a step within the velocity limits settles in about 3 control cycles,
+            as a stiff KUKA position controller does.
+        env_factory: ``factory(task, seed) -> Meta-World env`` of the scene (default: the KUKA tasks).
+    """
+
+    def __init__(self, task: str = 'reach-v3', *, seed: int = 0, profile: str = 'lbr',
+                 control_rate_hz: float = 100.0, bandwidth_hz: float = 20.0, damping_ratio: float = 1.0,
+                 env_factory: Callable[[str, int], Any] | None = None) -> None:
+        from legion_kuka import description
+
+        self.profile = profile
+        self.joint_names = description.joint_names(profile)
+        if not control_rate_hz > 0:
+            raise ValueError(f'control_rate_hz must be positive, got {control_rate_hz}')
+        self.control_rate_hz = float(control_rate_hz)
+        if not bandwidth_hz > 0 or not damping_ratio > 0:
+            raise ValueError('bandwidth_hz and damping_ratio must be positive')
+        self._omega, self._zeta = 2.0 * np.pi * float(bandwidth_hz), float(damping_ratio)
+        self._armature = description.ARM_ARMATURE
+        self._effort_limits = np.asarray(description.IIWA7.effort_limits, dtype=np.float64)
+        self._velocity_limits = np.asarray(description.IIWA7.velocity_limits, dtype=np.float64)
+        self._factory = env_factory or _default_env_factory()
+        self._paused = False
+        self.task: str | None = None
+        self.seed: int | None = None
+        self._env = None
+        self.reset(task=task, seed=seed)
+
+    # -- scene -------------------------------------------------------------------------------------
+    def _load(self, task: str, seed: int) -> None:
+        env = self._factory(task, int(seed))
+        mw = getattr(env, 'unwrapped', env)
+        for attr in ('evaluate_state', '_get_curr_obs_combined_no_goal', '_get_pos_objects', 'model'):
+            if not hasattr(mw, attr):
+                raise TypeError(f'the env for {task!r} is not a Meta-World task env (no {attr})')
+        model = mw.model
+        arm_joints = list(range(ARM_DOF))
+        if model.njnt < ARM_DOF or any(model.jnt_type[j] != mujoco.mjtJoint.mjJNT_HINGE for j in arm_joints):
+            raise ValueError(f'the scene of {task!r} does not start with the 7 hinge joints of the arm')
+        self._env, self._mw = env, mw
+        self.model, self.data = model, mw.data
+        self._qadr = model.jnt_qposadr[arm_joints].copy()
+        self._dadr = model.jnt_dofadr[arm_joints].copy()
+        self._lower = model.jnt_range[arm_joints, 0].copy()
+        self._upper = model.jnt_range[arm_joints, 1].copy()
+        self._welds = [i for i in range(model.neq) if model.eq_type[i] == mujoco.mjtEq.mjEQ_WELD
+                       and (model.body_mocapid[model.eq_obj1id[i]] >= 0
+                            or model.body_mocapid[model.eq_obj2id[i]] >= 0)]
+        # The real arm has no joint springs (the training scene may pull the elbow to a rest posture).
+        model.jnt_stiffness[arm_joints] = 0.0
+        model.dof_armature[self._dadr] = np.maximum(model.dof_armature[self._dadr], self._armature)
+        # The servo supplies all damping (the training scene's passive joint damping would drag).
+        model.dof_damping[self._dadr] = 0.0
+        self._accel = np.zeros(model.nv)
+        self._mass_times = np.zeros(model.nv)
+        self._substeps = max(1, round(1.0 / (self.control_rate_hz * model.opt.timestep)))
+        self.control_period_s = self._substeps * model.opt.timestep
+        # Robot base: the parent of the body that carries joint A1; its world pose is the task frame's
+        # inverse (object poses are reported in the base frame, like perception on the real arm).
+        self._base_body = int(model.body_parentid[model.jnt_bodyid[0]])
+        self.hand_offset = self._hand_offset(model)
+        self.task, self.seed = task, int(seed)
+
+    @staticmethod
+    def _hand_offset(model: Any) -> float:
+        """Flange -> Meta-World's ``hand`` point along the tool axis (what the observation calls hand)."""
+        scratch = mujoco.MjData(model)
+        mujoco.mj_kinematics(model, scratch)
+        try:
+            flange, hand = scratch.site('flange'), scratch.body('hand')
+        except KeyError as error:
+            raise ValueError(f"the scene has no 'flange' site or 'hand' body: {error}") from None
+        return float(np.dot(hand.xpos - flange.xpos, flange.xmat.reshape(3, 3)[:, 2]))
+
+    def hand_kinematics(self) -> Any:
+        """iiwa kinematics to the point Meta-World's observation calls the hand (the ``hand`` body of
+        the task scene, ``hand_offset`` beyond the flange): what real2sim and sim2real must use so that
+        a policy sees and moves the same point as in training."""
+        from legion_kuka.kinematics import IiwaKinematics
+
+        return IiwaKinematics(tool='tcp', tcp_offset=self.hand_offset)
+
+    @property
+    def env(self) -> Any:
+        """The Meta-World env whose scene the twin runs (for rendering; do not step it)."""
+        return self._env
+
+    @property
+    def hand_low(self) -> np.ndarray:
+        """The task's hand box (Meta-World's mocap_low/high), task frame."""
+        return np.asarray(self._mw.mocap_low, dtype=np.float64).copy()
+
+    @property
+    def hand_high(self) -> np.ndarray:
+        return np.asarray(self._mw.mocap_high, dtype=np.float64).copy()
+
+    def station_frame(self, task: str | None = None) -> Frame:
+        """Pose of ``task``'s frame (its Meta-World world frame) in the robot base frame."""
+        self._check_task(task)
+        mujoco.mj_kinematics(self.model, self.data)
+        base = Frame(self.data.xmat[self._base_body].reshape(3, 3).copy(),
+                     self.data.xpos[self._base_body].copy())
+        return base.inverse()
+
+    def _check_task(self, task: str | None) -> None:
+        if task is not None and task != self.task:
+            raise ValueError(f'this twin holds {self.task!r}, not {task!r}; reset(task={task!r}) switches')
+
+    # -- reset -------------------------------------------------------------------------------------
+    def reset(self, task: str | None = None, seed: int | None = None, keyframe: str | None = None) -> None:
+        """Reset to the task's initial state for ``seed`` (objects, goal and hand as Meta-World places
+        them); ``keyframe='home'`` then puts the arm at :data:`~legion_kuka.description.HOME`."""
+        task = self.task if task is None else task
+        seed = (0 if self.seed is None else self.seed) if seed is None else int(seed)
+        if keyframe not in (None, 'home'):
+            raise ValueError(f"unknown keyframe {keyframe!r}; the twin knows 'home'")
+        if task is None:
+            raise ValueError('a task is needed for the first reset')
+        if self._env is None or task != self.task or seed != self.seed:
+            self._load(task, seed)
+        self.data.eq_active[self._welds] = 1  # Meta-World's reset places the hand with the mocap weld
+        self._gripper = -1.0
+        self._env.reset()
+        self.data.eq_active[self._welds] = 0  # from here on only the joints move the arm
+        if keyframe == 'home':
+            from legion_kuka.description import HOME
+            self.data.qpos[self._qadr] = HOME
+        self.data.qvel[self._dadr] = 0.0
+        self._target = self.data.qpos[self._qadr].copy()
+        self._reference = self._target.copy()
+        self.data.qfrc_applied[self._dadr] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+        self._time0 = float(self.data.time)
+        self._previous_frame = None
+        self._stale = False
+        self._last_action = np.array([0.0, 0.0, 0.0, self._gripper])
+
+    # -- commands ----------------------------------------------------------------------------------
+    def set_joint_targets(self, q: Any) -> np.ndarray:
+        """Command joint positions (A1..A7, rad), held until the next command; clamped to the joint
+        range like the driver's command limits. Returns the target actually held."""
+        target = np.clip(_finite_vector(q, ARM_DOF, 'joint targets'), self._lower, self._upper)
+        self._target = target
+        return self._target.copy()
+
+    def set_gripper(self, command: float) -> None:
+        """Gripper command in [-1, 1]: -1 fully open, +1 closed (Meta-World's 4th action)."""
+        value = float(_finite_vector([command], 1, 'gripper command')[0])
+        self._gripper = float(np.clip(value, -1.0, 1.0))
+        self._last_action[3] = self._gripper
+
+    @property
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) joint position limits of the model (rad)."""
+        return self._lower.copy(), self._upper.copy()
+
+    @property
+    def joint_targets(self) -> np.ndarray:
+        return self._target.copy()
+
+    # -- time --------------------------------------------------------------------------------------
+    @property
+    def time_s(self) -> float:
+        """Simulated time since the last reset."""
+        return float(self.data.time) - self._time0
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    def tick(self) -> bool:
+        """One control cycle if running (what a real-time loop calls at the controller rate)."""
+        if self._paused:
+            return False
+        self._advance(1)
+        return True
+
+    def step(self, n: int = 1) -> None:
+        """Advance ``n`` control cycles, paused or not (single-stepping while paused)."""
+        if int(n) != n or n < 0:
+            raise ValueError(f'n must be a non-negative whole number of control cycles, got {n}')
+        self._advance(int(n))
+
+    def run(self, duration_s: float, realtime: bool = False) -> int:
+        """Tick for ``duration_s`` of simulated time (paced to the wall clock if ``realtime``);
+        returns the cycles advanced (0 while paused)."""
+        cycles = round(duration_s / self.control_period_s)
+        start = time.monotonic()
+        done = 0
+        for k in range(cycles):
+            if realtime:
+                time.sleep(max(0.0, start + k * self.control_period_s - time.monotonic()))
+            done += self.tick()
+        return done
+
+    def _apply_gripper(self) -> None:
+        # Meta-World's gripper convention: two actuators receive (a, -a).
+        self.data.ctrl[:2] = (self._gripper, -self._gripper)
+
+    def _advance(self, cycles: int) -> None:
+        model, data = self.model, self.data
+        dadr, qadr = self._dadr, self._qadr
+        self._apply_gripper()
+        n = self._substeps
+        kp, kv = self._omega ** 2, 2.0 * self._zeta * self._omega
+        accel, mass_times = self._accel, self._mass_times
+        dt = model.opt.timestep
+        for _ in range(cycles):
+            velocity = np.clip((self._target - self._reference) / self.control_period_s,
+                               -self._velocity_limits, self._velocity_limits)
+            start = self._reference
+            for i in range(1, n + 1):
+                reference = start + velocity * (i * dt)
+                mujoco.mj_step1(model, data)  # mass matrix and bias forces of this state
+                accel[dadr] = kp * (reference - data.qpos[qadr]) + kv * (velocity - data.qvel[dadr])
+                mujoco.mj_mulM(model, data, mass_times, accel)
+                torque = mass_times[dadr] + data.qfrc_bias[dadr] - data.qfrc_gravcomp[dadr]
+                data.qfrc_applied[dadr] = np.clip(torque, -self._effort_limits, self._effort_limits)
+                mujoco.mj_step2(model, data)
+            # Reached (or, slewing at the velocity limit, on its way to) the target.
+            self._reference = reference
+        self._stale = True
+
+    def _refresh(self) -> None:
+        """Bring derived quantities (contacts, sites) up to date with the state, as Meta-World's step
+        does before it reads an observation."""
+        if self._stale:
+            mujoco.mj_forward(self.model, self.data)
+            for site in self._mw._target_site_config:
+                self._mw._set_pos_site(*site)
+            self._stale = False
+
+    # -- state -------------------------------------------------------------------------------------
+    def joint_state(self) -> JointState:
+        dadr = self._dadr
+        return JointState(names=list(self.joint_names), position=self.data.qpos[self._qadr].copy(),
+                          velocity=self.data.qvel[dadr].copy(),
+                          effort=self.data.qfrc_applied[dadr].copy(),
+                          stamp_s=self.time_s)
+
+    def gripper_opening(self) -> float:
+        """Meta-World's normalised finger distance in [0, 1] (the 4th observation value)."""
+        self._refresh()
+        return float(self._mw._get_curr_obs_combined_no_goal()[3])
+
+    def _base_frame(self) -> Frame:
+        return Frame(self.data.xmat[self._base_body].reshape(3, 3).copy(),
+                     self.data.xpos[self._base_body].copy())
+
+    def object_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Ground truth of the objects Meta-World's observation tracks for this task, robot base frame:
+        ``{'object_1': (pos[3], quat wxyz[4]), 'object_2': ...}`` (articulated objects, whose
+        observation carries no orientation, report a zero quaternion as Meta-World does)."""
+        self._refresh()
+        current = self._mw._get_curr_obs_combined_no_goal()
+        to_base = self._base_frame().inverse()
+        count = len(self._mw._get_pos_objects()) // 3
+        poses = {}
+        for i in range(min(count, 2)):
+            pos = current[4 + 7 * i:7 + 7 * i]
+            quat = current[7 + 7 * i:11 + 7 * i]
+            poses[f'object_{i + 1}'] = (to_base.apply(pos),
+                                        to_base.rotate_quat(quat) if np.linalg.norm(quat) > 1e-9
+                                        else np.zeros(4))
+        return poses
+
+    def goal_position(self) -> np.ndarray:
+        """The task's goal in the robot base frame."""
+        self._refresh()
+        return self._base_frame().inverse().apply(np.asarray(self._mw._get_pos_goal(), dtype=np.float64))
+
+    def metaworld_observation(self) -> np.ndarray:
+        """Meta-World's 39-d observation of the twin's state, task frame, computed by the env's own
+        code (goal visible). The previous frame is the one of the previous call since reset."""
+        self._refresh()
+        current = np.asarray(self._mw._get_curr_obs_combined_no_goal(), dtype=np.float64)
+        previous = current if self._previous_frame is None else self._previous_frame
+        self._previous_frame = current
+        return np.concatenate([current, previous, np.asarray(self._mw._get_pos_goal(), dtype=np.float64)])
+
+    def task_success(self, task: str | None = None) -> bool:
+        """Meta-World's success criterion of the task, evaluated on the twin's current state."""
+        self._check_task(task)
+        self._refresh()
+        current = np.asarray(self._mw._get_curr_obs_combined_no_goal(), dtype=np.float64)
+        obs = np.concatenate([current, current, np.asarray(self._mw._get_pos_goal(), dtype=np.float64)])
+        _, info = self._mw.evaluate_state(obs, self._last_action.astype(np.float32))
+        return bool(info['success'])
