@@ -146,6 +146,9 @@ def _arm_with_metaworld_gripper():
         joint.armature = FINGER_ARMATURE
         joint.damping = FINGER_DAMPING
         joint.stiffness = 0.0
+        # Meta-World's finger servo is not force-limited (~400 N); the URDF's 40 N effort limit would
+        # make the fingers close ten times slower than the Sawyer's and change every grasping task.
+        joint.actfrclimited = mujoco.mjtLimited.mjLIMITED_FALSE
         # The pad: a body at the finger's centre holding the contact geom, with Meta-World's names and
         # contact parameters.
         pad_body = claw.add_body(name=f'{side}pad', pos=list(pad.pos))
