@@ -1,0 +1,279 @@
+"""``real2sim`` node: the arm's joint states and the objects' poses -> the policy's observation.
+
+Topics (absolute names, remappable; the driver's come from ``config/driver_<driver>.yaml``):
+
+* sub ``driver.joint_states_topic`` (sensor_msgs/JointState, sensor QoS): the 7 arm joints by name, in
+  any order, extra joints ignored. Every accepted sample produces one observation, stamped (in the
+  array label) with the joint state's ``header.stamp``, so latency stays attributable downstream.
+* sub ``objects_topic`` (geometry_msgs/PoseArray, robot base frame) + ``object_names_topic`` (String JSON
+  list, latched): poses named ``object_1``, ``object_2``, ``goal`` (the sim bridge's ground truth, or
+  perception on the real arm).
+* sub ``gripper_opening_topic`` (std_msgs/Float64 in [0, 1], Meta-World's normalised finger distance);
+  while none arrives the opening is estimated from the last gripper command on ``driver.gripper_topic``.
+* sub ``/legion/active_step`` (latched) and ``/legion/station`` (String JSON ``{task, frame: {position,
+  quaternion_wxyz}, hand_low, hand_high}``, latched; optional: the pose of the active task's frame in the
+  robot base frame; default the ``task_frame`` parameter, else the single-task placement).
+* pub ``/legion/observation`` (Float32MultiArray, 12 = LEGION's layout) and ``/legion/observation_full``
+  (39 = Meta-World's layout, for the scripted experts), in the task frame.
+* pub ``/legion/step_success`` (String JSON ``{sequence_id, index, task, success, source}``): the task
+  monitor (:mod:`legion_ros.task_monitor`) judges the active step from the simulator's ground truth
+  (``sim_success_topic``) when it describes the active task, else from Meta-World's criterion on the
+  observation.
+
+Malformed input (wrong sizes, NaN/inf, unknown or missing joint names, stamps going backwards) is
+dropped with a reason on ``~/status``; no observation is built from it.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+from geometry_msgs.msg import PoseArray
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float32MultiArray, Float64, String
+
+from legion_ros import qos
+from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+from legion_ros.provenance import array_message, stamp_ns
+from legion_ros.task_monitor import CRITERIA, TaskMonitor
+
+ARM_DOF = 7
+TOPICS = {
+    'active_step': '/legion/active_step',
+    'station': '/legion/station',
+    'observation': '/legion/observation',
+    'observation_full': '/legion/observation_full',
+    'step_success': '/legion/step_success',
+}
+
+PARAMETERS = {
+    'driver.name': Param('lbr', 'driver profile', choices=('lbr', 'iiwa_ros2')),
+    'driver.joint_names': Param([], 'the 7 arm joint names, A1 first; empty: the profile\'s names',
+                                type='string[]'),
+    'driver.joint_states_topic': Param('/lbr/joint_states', 'sensor_msgs/JointState topic of the driver'),
+    'driver.gripper_topic': Param('/lbr/gripper/command', 'std_msgs/Float64 gripper command [-1 open, +1 '
+                                  'closed] (used to estimate the opening when it is not measured)'),
+    'objects_topic': Param('/legion/object_poses', 'geometry_msgs/PoseArray of objects and goal, base frame'),
+    'object_names_topic': Param('/legion/object_names', 'std_msgs/String JSON list naming the poses'),
+    'gripper_opening_topic': Param('/legion/gripper_opening', 'std_msgs/Float64 measured opening in [0, 1]'),
+    'task_frame': Param([], 'pose of the task frame in the robot base frame: x y z qw qx qy qz; empty: '
+                        'the single-task placement (overridden by /legion/station)', type='double[]'),
+    'objects_timeout_s': Param(1.0, 'no observation while the object poses are older than this [s]',
+                               range=(0.01, 60.0)),
+    'success_source': Param('auto', 'task monitor: sim (the twin\'s task_success), observation '
+                            '(Meta-World\'s criterion on the observation) or auto (sim when it describes '
+                            'the active task)', choices=('auto', 'sim', 'observation')),
+    'sim_success_topic': Param('/legion/sim_bridge/task_success', 'std_msgs/Bool ground truth of the twin'),
+    'sim_status_topic': Param('/legion/sim_bridge/status', 'the twin\'s latched status (its scene\'s task)'),
+    'success_hold': Param(3, 'consecutive successful samples before a step counts as done', range=(1, 100)),
+}
+
+
+class Real2SimNode(Node):
+    def __init__(self) -> None:
+        super().__init__('real2sim')
+        self.params = p = declare_parameters(self, PARAMETERS)
+        from legion_kuka import description
+        from legion_kuka.kinematics import IiwaKinematics
+        from legion_kuka.real2sim import Real2Sim
+
+        self.joint_names = list(p['driver.joint_names']) or description.joint_names(p['driver.name'])
+        if len(self.joint_names) != ARM_DOF or len(set(self.joint_names)) != ARM_DOF:
+            raise NodeConfigError(f'driver.joint_names must name {ARM_DOF} distinct joints, '
+                                  f'got {self.joint_names}')
+        self.real2sim = Real2Sim(IiwaKinematics(tool='tcp'), layout='full39',
+                                 task_frame=self._frame_parameter(p.task_frame))
+        self.status = StatusPublisher(self)
+        self.monitor = TaskMonitor(hold=p.success_hold)
+        self.step: dict | None = None
+        self.scene_task: str | None = None
+        self.object_names: list[str] = []
+        self.objects: dict[str, np.ndarray] | None = None
+        self.objects_ns: int | None = None          # receive time (node clock) of the poses
+        self.gripper_opening: float | None = None
+        self.gripper_estimate = 1.0                   # Meta-World starts open
+        self.last_stamp: int | None = None
+        self.rejected: dict[str, int] = {}
+        self.observations = 0
+
+        self.obs_pub = self.create_publisher(Float32MultiArray, TOPICS['observation'], qos.STATE)
+        self.obs_full_pub = self.create_publisher(Float32MultiArray, TOPICS['observation_full'], qos.STATE)
+        self.success_pub = self.create_publisher(String, TOPICS['step_success'], qos.STATE)
+        self.create_subscription(JointState, p['driver.joint_states_topic'], self.on_joint_state, qos.SENSOR)
+        self.create_subscription(PoseArray, p.objects_topic, self.on_objects, qos.SENSOR)
+        self.create_subscription(String, p.object_names_topic, self.on_object_names, qos.LATCHED)
+        self.create_subscription(Float64, p.gripper_opening_topic, self.on_gripper_opening, qos.SENSOR)
+        self.create_subscription(Float64, p['driver.gripper_topic'], self.on_gripper_command, qos.COMMAND)
+        self.create_subscription(String, TOPICS['active_step'], self.on_active_step, qos.LATCHED)
+        self.create_subscription(String, TOPICS['station'], self.on_station, qos.LATCHED)
+        self.sim_success: bool | None = None
+        if p.success_source != 'observation':
+            self.create_subscription(Bool, p.sim_success_topic, self.on_sim_success, qos.SENSOR)
+            self.create_subscription(String, p.sim_status_topic, self.on_sim_status, qos.LATCHED)
+        self.status.publish('ready', joints=self.joint_names)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    @staticmethod
+    def _frame_parameter(values):
+        if not values:
+            return None
+        if len(values) != 7:
+            raise NodeConfigError(f'task_frame must be x y z qw qx qy qz (7 numbers), got {len(values)}')
+        return (np.asarray(values[:3]), np.asarray(values[3:]))
+
+    def reject(self, topic: str, reason: str) -> None:
+        self.rejected[topic] = self.rejected.get(topic, 0) + 1
+        self.status.publish('input_rejected', topic=topic, reason=reason, rejected=dict(self.rejected))
+        self.get_logger().warning(f'rejected {topic}: {reason}', throttle_duration_sec=2.0)
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def on_object_names(self, message: String) -> None:
+        try:
+            names = json.loads(message.data)
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError('expected a JSON list of strings')
+        except ValueError as error:
+            self.reject(self.params.object_names_topic, str(error))
+            return
+        self.object_names = names
+
+    def on_objects(self, message: PoseArray) -> None:
+        topic = self.params.objects_topic
+        if not self.object_names:
+            return  # the (latched) names have not arrived yet: nothing to pair the poses with
+        if len(message.poses) != len(self.object_names):
+            self.reject(topic, f'{len(message.poses)} poses for {len(self.object_names)} names '
+                        f'{self.object_names}')
+            return
+        objects = {}
+        for name, pose in zip(self.object_names, message.poses, strict=True):
+            position = np.array([pose.position.x, pose.position.y, pose.position.z])
+            quat = np.array([pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z])
+            if not (np.all(np.isfinite(position)) and np.all(np.isfinite(quat))):
+                self.reject(topic, f'pose of {name} contains NaN or inf')
+                return
+            objects[name] = (position, quat)
+        self.objects = objects
+        self.objects_ns = self.get_clock().now().nanoseconds
+
+    def on_gripper_opening(self, message: Float64) -> None:
+        if not (math.isfinite(message.data) and -0.05 <= message.data <= 1.05):
+            self.reject(self.params.gripper_opening_topic, f'opening {message.data} is not in [0, 1]')
+            return
+        self.gripper_opening = min(1.0, max(0.0, float(message.data)))
+
+    def on_gripper_command(self, message: Float64) -> None:
+        if math.isfinite(message.data):
+            self.gripper_estimate = min(1.0, max(0.0, (1.0 - float(message.data)) / 2.0))
+
+    def on_active_step(self, message: String) -> None:
+        try:
+            step = json.loads(message.data)
+            if not isinstance(step, dict):
+                raise ValueError('expected a JSON object')
+        except ValueError as error:
+            self.reject(TOPICS['active_step'], str(error))
+            return
+        task = step.get('task')
+        if not isinstance(task, str):
+            self.step = None
+            self.monitor.stop()
+            return
+        self.step = step
+        self.monitor.start(task, (step.get('sequence_id'), step.get('index')))
+        self.real2sim.reset()
+
+    def on_station(self, message: String) -> None:
+        try:
+            station = json.loads(message.data)
+            frame = station['frame']
+            pose = (np.asarray(frame['position'], dtype=float),
+                    np.asarray(frame['quaternion_wxyz'], dtype=float))
+            self.real2sim.set_task_frame(pose)
+        except (ValueError, KeyError, TypeError) as error:
+            self.reject(TOPICS['station'], f'bad station description: {error}')
+            return
+        self.scene_task = station.get('task', self.scene_task)
+
+    def on_sim_status(self, message: String) -> None:
+        try:
+            task = json.loads(message.data).get('task')
+        except (ValueError, AttributeError):
+            return
+        if isinstance(task, str):
+            self.scene_task = task
+
+    def on_sim_success(self, message: Bool) -> None:
+        self.sim_success = bool(message.data)
+        if self._judge_by_sim() and self.monitor.update(self.sim_success):
+            self._report_success('sim')
+
+    def _judge_by_sim(self) -> bool:
+        if self.step is None or self.params.success_source == 'observation':
+            return False
+        if self.params.success_source == 'sim':
+            return True
+        # auto: the twin's criterion only says something about the task whose scene it runs.
+        return self.sim_success is not None and self.scene_task == self.step['task']
+
+    def on_joint_state(self, message: JointState) -> None:
+        topic = self.params['driver.joint_states_topic']
+        names = list(message.name)
+        if len(message.position) != len(names):
+            self.reject(topic, f'{len(names)} names but {len(message.position)} positions')
+            return
+        missing = [n for n in self.joint_names if n not in names]
+        if missing:
+            self.reject(topic, f'joint state lacks joints {missing} (got {names})')
+            return
+        q = np.array([message.position[names.index(n)] for n in self.joint_names])
+        if not np.all(np.isfinite(q)):
+            self.reject(topic, 'joint positions contain NaN or inf')
+            return
+        stamp = stamp_ns(message.header.stamp)
+        if self.last_stamp is not None and stamp < self.last_stamp:
+            self.reject(topic, f'stamp {stamp} ns is older than the previous {self.last_stamp} ns')
+            return
+        self.last_stamp = stamp
+        if self.objects is None:
+            return  # nothing to observe yet: the policy gets no observation, the arm holds
+        age_s = (self.get_clock().now().nanoseconds - self.objects_ns) * 1e-9
+        if age_s > self.params.objects_timeout_s:
+            self.status.publish('stale_objects', age_s=round(age_s, 3))
+            return
+        opening = self.gripper_opening if self.gripper_opening is not None else self.gripper_estimate
+        objects = [self.objects[k] for k in ('object_1', 'object_2') if k in self.objects]
+        goal = self.objects['goal'][0] if 'goal' in self.objects else None
+        try:
+            obs39 = self.real2sim.observation(q, opening, objects, goal)
+        except ValueError as error:
+            self.reject(topic, f'cannot build the observation: {error}')
+            return
+        obs12 = self.real2sim.legion12_from_full39(obs39)
+        self.obs_full_pub.publish(array_message(obs39, 'observation_full', stamp))
+        self.obs_pub.publish(array_message(obs12, 'observation', stamp))
+        self.observations += 1
+        if self.step is not None and not self._judge_by_sim() and self.step['task'] in CRITERIA \
+                and self.monitor.update_observation(obs39):
+            self._report_success('observation')
+
+    def _report_success(self, source: str) -> None:
+        step = self.step
+        report = {'sequence_id': step.get('sequence_id'), 'index': step.get('index'), 'task': step['task'],
+                  'success': True, 'source': source}
+        if source == 'observation' and self.monitor.last_distance is not None:
+            report['distance'] = round(self.monitor.last_distance, 5)
+        self.success_pub.publish(String(data=json.dumps(report)))
+        self.get_logger().info(f'step {step.get("index")} ({step["task"]}) succeeded ({source})')
+
+
+def main(args=None) -> int:
+    return run_node(Real2SimNode, args)
+
+
+if __name__ == '__main__':
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""``sim2real`` node: policy actions -> safe joint position commands at the controller rate.
+
+Chain per policy action: :class:`legion_kuka.sim2real.Sim2Real` (task-frame hand target, IK, time
+scaling, interpolation over the control cycles of one policy step) -> :class:`legion_kuka.safety.
+SafetyFilter` (joint limits with margin, velocity/acceleration limits, workspace, fresh joint state,
+e-stop) -> ``driver.command_topic`` (std_msgs/Float64MultiArray, 7 positions, like a
+``forward_position_controller``). Nothing reaches the driver without passing the safety filter.
+
+Timing: a timer at ``driver.controller_rate_hz`` streams one target per control cycle. A new action
+also sends its first target at once (``send_on_action``), so the latency from a joint-state sample to
+its command is not a timer phase; every command carries the source stamp of the joint state it was
+computed from (see :mod:`legion_ros.provenance`).
+
+Watchdog: when no action came for ``action_timeout_s`` (policy dead, step ended, observation stale),
+the arm holds its last commanded target; the next action re-anchors the hand target at the measured
+hand, so resuming never jumps. E-stop: ``/legion/estop`` (std_msgs/Bool, latched) true stops all
+commands at once; ``~/reset_estop`` (std_srvs/Trigger) re-enables them once the e-stop topic is false.
+Gripper: the action's 4th value is forwarded on ``driver.gripper_topic`` (std_msgs/Float64, [-1, 1]).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from legion_ros import qos
+from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+from legion_ros.provenance import BadMessageError, array_message, read_array, source_of, stamp_ns
+
+ARM_DOF = 7
+TOPICS = {'action': '/legion/action', 'estop': '/legion/estop', 'active_step': '/legion/active_step',
+          'station': '/legion/station'}
+
+PARAMETERS = {
+    'driver.name': Param('lbr', 'driver profile', choices=('lbr', 'iiwa_ros2')),
+    'driver.joint_names': Param([], 'the 7 arm joint names, A1 first; empty: the profile\'s names',
+                                type='string[]'),
+    'driver.joint_states_topic': Param('/lbr/joint_states', 'sensor_msgs/JointState topic of the driver'),
+    'driver.command_topic': Param('/lbr/forward_position_controller/commands',
+                                  'std_msgs/Float64MultiArray joint position command topic'),
+    'driver.gripper_topic': Param('/lbr/gripper/command', 'std_msgs/Float64 gripper command topic'),
+    'driver.controller_rate_hz': Param(100.0, 'rate of the joint position controller [Hz]',
+                                       range=(1.0, 1000.0)),
+    'policy_rate_hz': Param(10.0, 'policy steps per second; each action is spread over '
+                            'controller_rate_hz / policy_rate_hz cycles (0.1 m/s per axis at 10 Hz)',
+                            range=(0.5, 1000.0)),
+    'action_timeout_s': Param(0.3, 'hold the arm when no action came for this long [s]', range=(0.005, 10.0)),
+    'joint_state_timeout_s': Param(0.05, 'the safety filter refuses to command on an older joint state [s]',
+                                   range=(0.005, 5.0)),
+    'velocity_scale': Param(0.1, 'joint velocity limit as a fraction of the datasheet\'s (start low: 0.1)',
+                            range=(0.01, 1.0)),
+    'position_margin_deg': Param(5.0, 'joint position limits are this far inside the datasheet\'s [deg]',
+                                 range=(0.0, 30.0)),
+    'hand_box': Param('task', 'hand box the policy\'s hand target is clipped to: task (the active task\'s '
+                      'Meta-World mocap box, as in training) or default (Meta-World\'s default box)',
+                      choices=('task', 'default')),
+    'send_on_action': Param(True, 'send a new action\'s first target at once instead of at the next cycle'),
+    'task_frame': Param([], 'pose of the task frame in the robot base frame: x y z qw qx qy qz; empty: '
+                        'the single-task placement (overridden by /legion/station)', type='double[]'),
+}
+
+
+class Sim2RealNode(Node):
+    def __init__(self) -> None:
+        super().__init__('sim2real')
+        self.params = p = declare_parameters(self, PARAMETERS)
+        from legion_kuka import description
+        from legion_kuka.kinematics import IiwaKinematics
+        from legion_kuka.safety import SafetyFilter, SafetyLimits
+
+        self.joint_names = list(p['driver.joint_names']) or description.joint_names(p['driver.name'])
+        if len(self.joint_names) != ARM_DOF or len(set(self.joint_names)) != ARM_DOF:
+            raise NodeConfigError(f'driver.joint_names must name {ARM_DOF} distinct joints, '
+                                  f'got {self.joint_names}')
+        self.kinematics = IiwaKinematics(tool='tcp')
+        self.period_s = 1.0 / p['driver.controller_rate_hz']
+        self.task_frame = None
+        if p.task_frame:
+            if len(p.task_frame) != 7:
+                raise NodeConfigError(f'task_frame must be x y z qw qx qy qz, got {len(p.task_frame)} '
+                                      'numbers')
+            self.task_frame = (np.asarray(p.task_frame[:3]), np.asarray(p.task_frame[3:]))
+        self.hand_box: tuple | None = None
+        self._task_boxes: dict[str, tuple] = {}
+        if p.hand_box == 'task':
+            import legion_kuka.metaworld_kuka  # noqa: F401  (slow first import: at start, not mid-run)
+        self.translator = self._make_translator()
+        limits = SafetyLimits.from_description(position_margin=np.radians(p.position_margin_deg),
+                                               velocity_scale=p.velocity_scale)
+        self.safety = SafetyFilter(limits, self.kinematics,
+                                   control_period_s=self.period_s, stale_after_s=p.joint_state_timeout_s)
+        self.status = StatusPublisher(self)
+
+        self.q: np.ndarray | None = None            # measured joints
+        self.q_stamp_s: float | None = None
+        self.last_js_ns: int | None = None
+        self.anchored = False                       # translator anchored at the measured hand
+        self.last_action_s: float | None = None     # node clock of the last accepted action
+        self.source_ns: int | None = None           # source stamp of the current policy step
+        self.hold_target: np.ndarray | None = None  # last target that went out
+        self.holding = True
+        self.estopped = False
+        self.estop_requested = False
+        self.sent = 0
+        self.refused: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+
+        self.command_pub = self.create_publisher(Float64MultiArray, p['driver.command_topic'], qos.COMMAND)
+        self.gripper_pub = self.create_publisher(Float64, p['driver.gripper_topic'], qos.COMMAND)
+        self.create_subscription(JointState, p['driver.joint_states_topic'], self.on_joint_state, qos.SENSOR)
+        self.create_subscription(Float32MultiArray, TOPICS['action'], self.on_action, qos.COMMAND)
+        self.create_subscription(Bool, TOPICS['estop'], self.on_estop, qos.LATCHED)
+        self.create_subscription(String, TOPICS['active_step'], self.on_active_step, qos.LATCHED)
+        self.create_subscription(String, TOPICS['station'], self.on_station, qos.LATCHED)
+        self.create_service(Trigger, '~/reset_estop', self.on_reset_estop)
+        self.create_timer(self.period_s, self.on_cycle)
+        self.create_timer(1.0, self.publish_status)
+        self.publish_status()
+
+    def _make_translator(self):
+        from legion_kuka.sim2real import Sim2Real
+
+        box = self.hand_box
+        kwargs = {} if box is None else {'hand_low': box[0], 'hand_high': box[1]}
+        try:
+            return Sim2Real(self.kinematics, task_frame=self.task_frame,
+                            control_rate_hz=self.params['driver.controller_rate_hz'],
+                            policy_rate_hz=self.params.policy_rate_hz, **kwargs)
+        except ValueError as error:
+            raise NodeConfigError(str(error)) from None
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def publish_status(self) -> None:
+        state = 'estop' if self.estopped else 'holding' if self.holding else 'commanding'
+        self.status.publish(state, commands_sent=self.sent, refused=dict(self.refused),
+                            rejected=dict(self.rejected), joint_state=self.q is not None)
+
+    def reject(self, topic: str, reason: str) -> None:
+        self.rejected[topic] = self.rejected.get(topic, 0) + 1
+        self.status.publish('input_rejected', topic=topic, reason=reason, rejected=dict(self.rejected))
+        self.get_logger().warning(f'rejected {topic}: {reason}', throttle_duration_sec=2.0)
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def on_joint_state(self, message: JointState) -> None:
+        topic = self.params['driver.joint_states_topic']
+        names = list(message.name)
+        if len(message.position) != len(names):
+            self.reject(topic, f'{len(names)} names but {len(message.position)} positions')
+            return
+        missing = [n for n in self.joint_names if n not in names]
+        if missing:
+            self.reject(topic, f'joint state lacks joints {missing} (got {names})')
+            return
+        q = np.array([message.position[names.index(n)] for n in self.joint_names])
+        if not np.all(np.isfinite(q)):
+            self.reject(topic, 'joint positions contain NaN or inf')
+            return
+        stamp = stamp_ns(message.header.stamp)
+        if self.last_js_ns is not None and stamp < self.last_js_ns:
+            self.reject(topic, f'stamp {stamp} ns is older than the previous {self.last_js_ns} ns')
+            return
+        self.last_js_ns = stamp
+        self.q = q
+        # The filter's freshness check runs on this node's clock: the sample is fresh when it arrives.
+        self.q_stamp_s = self.now_s()
+        self.safety.update_joint_state(q, self.q_stamp_s)
+
+    def on_action(self, message: Float32MultiArray) -> None:
+        try:
+            action = read_array(message, 4, 'action')
+        except BadMessageError as error:
+            self.reject(TOPICS['action'], str(error))
+            return
+        if self.estopped or self.q is None:
+            return
+        now = self.now_s()
+        if not self.anchored or self.holding:
+            self.translator.reset(self.q, now=now)  # re-anchor at the measured hand: no jump on resume
+            self.anchored = True
+        try:
+            plan = self.translator.plan(np.clip(action, -1.0, 1.0), self.q, now=now)
+        except ValueError as error:
+            self.reject(TOPICS['action'], f'cannot translate: {error}')
+            return
+        self.last_action_s = now
+        self.source_ns = source_of(message)
+        self.holding = False
+        self.gripper_pub.publish(Float64(data=float(plan.gripper)))
+        if self.params.send_on_action:
+            self.send(self.translator.next_target(now), now)
+
+    def on_estop(self, message: Bool) -> None:
+        self.estop_requested = bool(message.data)
+        if message.data and not self.estopped:
+            self.estopped = True
+            self.safety.estop('estop_topic')
+            self.get_logger().error('E-STOP: no more joint commands until ~/reset_estop')
+            self.publish_status()
+
+    def on_reset_estop(self, _request, response):
+        if self.estop_requested:
+            response.success = False
+            response.message = 'the e-stop is still engaged on /legion/estop: publish false first'
+            return response
+        if not self.safety.reset(self.now_s()):
+            response.success = False
+            response.message = 'no fresh joint state: the e-stop stays latched until the arm reports again'
+            return response
+        self.estopped = False
+        self.holding, self.anchored = True, False
+        response.success, response.message = True, 'e-stop reset; holding until the next action'
+        self.publish_status()
+        return response
+
+    def on_active_step(self, message: String) -> None:
+        # A new step starts from where the arm is, not from the previous step's hand target.
+        self.anchored = False
+        try:
+            task = json.loads(message.data).get('task')
+        except (ValueError, AttributeError):
+            self.reject(TOPICS['active_step'], 'expected a JSON object')
+            return
+        if not isinstance(task, str) or self.params.hand_box != 'task':
+            return
+        box = self._task_box(task)
+        if box is not None and (self.hand_box is None or not all(
+                np.array_equal(a, b) for a, b in zip(box, self.hand_box, strict=True))):
+            self.hand_box = box
+            self.translator = self._make_translator()
+
+    def _task_box(self, task: str) -> tuple | None:
+        """The mocap box Meta-World clips the hand to in ``task`` (task frame), cached per task."""
+        if task not in self._task_boxes:
+            from legion_kuka.metaworld_kuka import kuka_env_class
+            try:
+                env = kuka_env_class(task)()
+            except Exception as error:  # an unknown task: keep the previous box, say why
+                self.status.publish('fault', reason=f'no hand box for {task}: {error}')
+                return None
+            self._task_boxes[task] = (np.asarray(env.mocap_low, dtype=float).copy(),
+                                      np.asarray(env.mocap_high, dtype=float).copy())
+            env.close()
+        return self._task_boxes[task]
+
+    def on_station(self, message: String) -> None:
+        try:
+            station = json.loads(message.data)
+            frame = station['frame']
+            self.task_frame = (np.asarray(frame['position'], dtype=float),
+                               np.asarray(frame['quaternion_wxyz'], dtype=float))
+            if 'hand_low' in station and 'hand_high' in station:
+                self.hand_box = (np.asarray(station['hand_low'], dtype=float),
+                                 np.asarray(station['hand_high'], dtype=float))
+            self.translator = self._make_translator()
+        except (ValueError, KeyError, TypeError, NodeConfigError) as error:
+            self.reject(TOPICS['station'], f'bad station description: {error}')
+            return
+        self.anchored = False
+
+    # -- output -----------------------------------------------------------------------------------
+    def on_cycle(self) -> None:
+        if self.estopped or self.q is None:
+            return
+        now = self.now_s()
+        stale = self.last_action_s is None or now - self.last_action_s > self.params.action_timeout_s
+        if stale:
+            if not self.holding:
+                self.holding = True
+                self.get_logger().warning(f'no action for {self.params.action_timeout_s:.2f} s: holding')
+                self.publish_status()
+            if self.hold_target is not None:
+                self.send(self.hold_target, now)
+            return
+        if self.anchored:
+            self.send(self.translator.next_target(now), now)
+
+    def send(self, target: np.ndarray, now: float) -> None:
+        decision = self.safety.command(target, stamp=self.q_stamp_s, now=now)
+        if self.safety.latched and not self.estopped:  # the filter latched itself (tracking error)
+            self.estopped = True
+            self.get_logger().error(f'E-STOP by the safety filter: {", ".join(self.safety.latch_reasons)}')
+            self.status.publish('estop', reasons=list(self.safety.latch_reasons))
+            return
+        if decision.position is None:
+            for reason in decision.reasons or ['refused']:
+                self.refused[reason] = self.refused.get(reason, 0) + 1
+            return
+        position = np.asarray(decision.position, dtype=np.float64)
+        self.command_pub.publish(array_message(position, 'joint_positions', self.source_ns, double=True))
+        self.hold_target = position
+        self.sent += 1
+        for reason in decision.reasons or []:
+            self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+def main(args=None) -> int:
+    return run_node(Sim2RealNode, args)
+
+
+if __name__ == '__main__':
+    import sys
+
+    sys.exit(main())
