@@ -170,6 +170,10 @@ class IiwaKinematics:
 
     def fk(self, q):
         """Tool pose for joint angles ``q[..., 7]``: position ``[..., 3]`` and rotation ``[..., 3, 3]``."""
+        q = np.asarray(q, dtype=float)
+        if q.shape == (7,):  # one configuration: Python floats are ~10x faster than tiny arrays
+            tool, rot, _, _ = self._chain(_Floats, q.tolist())
+            return np.array(tool), np.array(rot).T
         flat, lead = self._as_batch(q)
         tool, rot, _, _ = self._chain(_Arrays, list(flat.T))
         position = np.stack(tool, axis=-1)

@@ -1,0 +1,358 @@
+"""The safety filter: the last gate between any policy and the arm (pure Python, no ROS).
+
+Every joint position command for the iiwa passes :meth:`SafetyFilter.command` once per control period.
+What comes out is either a motion command, guaranteed to be
+
+- inside the joint position limits shrunk by a margin (default 5 deg inside the datasheet's),
+- at most ``velocity * dt`` from the previous emitted command in every joint (default 10 % of the
+  datasheet velocities),
+- at most ``acceleration * dt^2`` away from continuing the previous emitted step (the per-cycle change
+  of velocity; from rest after a hold), and slow enough to stop at the target with that deceleration,
+- with the tool point inside a Cartesian box of the robot base frame (or, when the arm is outside it,
+  not moving further out),
+
+or a hold: exactly the last emitted command again (the current measured position if nothing was
+emitted yet). A hold stops the motion within one cycle; the acceleration bound applies to motion
+commands (the next motion after a hold starts from rest). Nothing at all (``position=None``) comes out
+before the first joint state.
+
+Holds happen when the joint state or the target is stale, out of order or malformed (NaN, inf, wrong
+size), when the target's tool point lies outside the box, and while the latched e-stop is set.
+:meth:`SafetyFilter.estop` latches; only :meth:`SafetyFilter.reset` with a fresh joint state releases it.
+A tracking error larger than ``max_tracking_error`` between the measured joints and the last emitted
+command latches the e-stop too (the arm is not where it was sent: collision, driver fault, hand
+guiding).
+
+Call :meth:`SafetyFilter.command` once per control period: the velocity and acceleration bounds are
+per cycle of ``control_period_s``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from legion_kuka.description import IIWA7, IiwaDatasheet
+
+ARM_DOF = 7
+
+#: Default tool-point box in the robot base frame (m): Meta-World's task hand boxes (up to
+#: (-0.5, 0.40, 0.05)..(0.5, 1.0, 0.5) in its world) with the base at METAWORLD_BASE_POSE, trimmed to
+#: what the arm can reach with the tool down, and kept 2 cm above the table the base stands on (the
+#: fingertips reach 15 mm below the tool point). Set it for every real cell.
+DEFAULT_WORKSPACE_LOW = (0.20, -0.50, 0.02)
+DEFAULT_WORKSPACE_HIGH = (0.90, 0.50, 0.60)
+#: Default acceleration limit (rad/s^2, every joint): the 10 rad/s^2 of lbr_fri_ros2_stack's MoveIt
+#: configuration scaled by MoveIt's default 0.1, the same scaling as the velocities. KUKA publishes no
+#: acceleration limits.
+DEFAULT_ACCELERATION = 1.0
+DEFAULT_POSITION_MARGIN = math.radians(5.0)
+DEFAULT_VELOCITY_SCALE = 0.1
+#: Measured joints further than this from the last emitted command latch the e-stop (rad).
+DEFAULT_MAX_TRACKING_ERROR = 0.2
+
+
+class SafetyStatus(str, Enum):
+    OK = 'ok'  # the target went out unchanged
+    LIMITED = 'limited'  # a motion command, clipped or rate limited towards the target
+    HOLD = 'hold'  # the last emitted command again (watchdog, bad input, workspace)
+    ESTOP = 'estop'  # latched e-stop: hold until reset()
+    NO_STATE = 'no_state'  # no joint state yet: nothing to command
+
+
+@dataclass(frozen=True)
+class SafetyDecision:
+    """What to send this cycle: ``position`` (7 joint angles) or None (send nothing)."""
+
+    position: np.ndarray | None
+    status: SafetyStatus
+    reasons: tuple[str, ...] = ()  # stable short codes, e.g. 'velocity_limit', 'stale_target'
+
+    @property
+    def moving(self) -> bool:
+        return self.status in (SafetyStatus.OK, SafetyStatus.LIMITED)
+
+
+def _vector(value, name: str, size: int = ARM_DOF) -> np.ndarray:
+    array = np.array(value, dtype=float).reshape(-1) if np.ndim(value) else np.full(size, float(value))
+    if array.shape != (size,):
+        raise ValueError(f'{name} must have {size} values, got {array.shape[0]}')
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f'{name} contains NaN or inf')
+    return array
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Limits enforced by :class:`SafetyFilter` (rad, rad/s, rad/s^2, m in the robot base frame)."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity: np.ndarray
+    acceleration: np.ndarray
+    workspace_low: np.ndarray | None = None  # tool-point box; None: no Cartesian check
+    workspace_high: np.ndarray | None = None
+    max_tracking_error: float | None = DEFAULT_MAX_TRACKING_ERROR  # None: no tracking check
+    notes: dict = field(default_factory=dict, compare=False)  # how the numbers were derived
+
+    def __post_init__(self):
+        for name in ('lower', 'upper', 'velocity', 'acceleration'):
+            object.__setattr__(self, name, _vector(getattr(self, name), name))
+        if np.any(self.lower >= self.upper):
+            raise ValueError(f'every lower limit must be below its upper limit: {self.lower} vs {self.upper}')
+        if np.any(self.velocity <= 0) or np.any(self.acceleration <= 0):
+            raise ValueError('velocity and acceleration limits must be positive')
+        if (self.workspace_low is None) != (self.workspace_high is None):
+            raise ValueError('give both workspace_low and workspace_high, or neither')
+        if self.workspace_low is not None:
+            low = _vector(self.workspace_low, 'workspace_low', 3)
+            high = _vector(self.workspace_high, 'workspace_high', 3)
+            if np.any(low >= high):
+                raise ValueError(f'workspace_low must be below workspace_high: {low} vs {high}')
+            object.__setattr__(self, 'workspace_low', low)
+            object.__setattr__(self, 'workspace_high', high)
+        if self.max_tracking_error is not None and not self.max_tracking_error > 0:
+            raise ValueError(f'max_tracking_error must be positive or None, got {self.max_tracking_error}')
+
+    @classmethod
+    def from_description(cls, datasheet: IiwaDatasheet = IIWA7, *,
+                         position_margin: float = DEFAULT_POSITION_MARGIN,
+                         velocity_scale: float = DEFAULT_VELOCITY_SCALE,
+                         acceleration=DEFAULT_ACCELERATION,
+                         workspace: tuple | None = (DEFAULT_WORKSPACE_LOW, DEFAULT_WORKSPACE_HIGH),
+                         max_tracking_error: float | None = DEFAULT_MAX_TRACKING_ERROR) -> SafetyLimits:
+        """Limits from the datasheet: positions ``position_margin`` inside, velocities scaled by
+        ``velocity_scale``, ``acceleration`` (one value or 7), ``workspace=(low, high)`` or None."""
+        limits = np.asarray(datasheet.position_limits)
+        if not 0 <= position_margin < limits.min():
+            raise ValueError(f'position_margin must be in [0, {limits.min():.3f}) rad, got {position_margin}')
+        if not 0 < velocity_scale <= 1:
+            raise ValueError(f'velocity_scale must be in (0, 1], got {velocity_scale}')
+        low, high = (None, None) if workspace is None else workspace
+        return cls(lower=-limits + position_margin, upper=limits - position_margin,
+                   velocity=np.asarray(datasheet.velocity_limits) * velocity_scale,
+                   acceleration=acceleration, workspace_low=low, workspace_high=high,
+                   max_tracking_error=max_tracking_error,
+                   notes={'source': datasheet.model, 'position_margin_rad': position_margin,
+                          'velocity_scale': velocity_scale})
+
+    def within_positions(self, q, tol: float = 1e-9) -> bool:
+        q = np.asarray(q)
+        return bool(np.all(q >= self.lower - tol) and np.all(q <= self.upper + tol))
+
+
+class SafetyFilter:
+    """Clamp, rate-limit, watchdog and latch joint position commands; see the module docstring.
+
+    ``kinematics`` needs ``fk(q) -> (tool_position, tool_rotation)`` for the tool point the workspace
+    box bounds (an :class:`~legion_kuka.kinematics.IiwaKinematics` with ``tool='tcp'``).
+    ``stale_after_s``: a joint state or target older than this (or that far in the future) is stale.
+    """
+
+    def __init__(self, limits: SafetyLimits, kinematics, control_period_s: float, stale_after_s: float):
+        if not control_period_s > 0 or not math.isfinite(control_period_s):
+            raise ValueError(f'control_period_s must be a positive number, got {control_period_s}')
+        if not stale_after_s > 0 or not math.isfinite(stale_after_s):
+            raise ValueError(f'stale_after_s must be a positive number, got {stale_after_s}')
+        if limits.workspace_low is not None and not hasattr(kinematics, 'fk'):
+            raise ValueError('a workspace box needs kinematics with fk(q) -> (position, rotation)')
+        self.limits = limits
+        self.kinematics = kinematics
+        self.control_period_s = float(control_period_s)
+        self.stale_after_s = float(stale_after_s)
+        dt = self.control_period_s
+        self._max_step = limits.velocity * dt  # rad per cycle
+        self._max_step_change = limits.acceleration * dt * dt  # rad per cycle, per cycle
+        self._joint_state: np.ndarray | None = None
+        self._joint_stamp: float | None = None
+        self._latched = False
+        self._latch_reasons: list[str] = []
+        self.last_rejection: str | None = None  # why the last update_joint_state() was refused
+        self._forget_history()
+
+    def _forget_history(self) -> None:
+        self._emitted: np.ndarray | None = None  # last position that went out
+        self._step = np.zeros(ARM_DOF)  # last motion step (0 after a hold)
+        self._last_target_stamp: float | None = None
+        self._last_now: float | None = None
+        self._order_stamp: float | None = None  # joint-state stamps must not go back past this
+
+    # ------------------------------------------------------------------ state
+    @property
+    def latched(self) -> bool:
+        return self._latched
+
+    @property
+    def latch_reasons(self) -> tuple[str, ...]:
+        return tuple(self._latch_reasons)
+
+    @property
+    def last_emitted(self) -> np.ndarray | None:
+        return None if self._emitted is None else self._emitted.copy()
+
+    def update_joint_state(self, position, stamp_s: float) -> bool:
+        """Take a measured joint state; False (and ``last_rejection``) when it is refused.
+
+        Refused: not 7 finite numbers, a non-finite stamp, or a stamp older than the previous one.
+        """
+        try:
+            q = np.array(position, dtype=float).reshape(-1)
+            stamp = float(stamp_s)
+        except (TypeError, ValueError):
+            return self._reject('joint state is not numeric')
+        if q.shape != (ARM_DOF,):
+            return self._reject(f'joint state must have {ARM_DOF} positions, got {q.shape[0]}')
+        if not np.all(np.isfinite(q)):
+            return self._reject('joint state contains NaN or inf')
+        if not math.isfinite(stamp):
+            return self._reject('joint state stamp is not finite')
+        if self._order_stamp is not None and stamp < self._order_stamp:
+            return self._reject(f'joint state stamp {stamp} is older than the previous {self._order_stamp}')
+        self._order_stamp = stamp
+        self._joint_state, self._joint_stamp = q, stamp
+        self.last_rejection = None
+        tracking = self.limits.max_tracking_error
+        if tracking is not None and self._emitted is not None and not self._latched:
+            error = float(np.max(np.abs(q - self._emitted)))
+            if error > tracking:
+                self.estop('tracking_error')
+        return True
+
+    def _reject(self, reason: str) -> bool:
+        self.last_rejection = reason
+        return False
+
+    def estop(self, reason: str = 'estop') -> None:
+        """Latch the e-stop: every command is a hold until :meth:`reset` succeeds."""
+        self._latched = True
+        self._latch_reasons.append(str(reason))
+
+    def reset(self, now_s: float | None = None) -> bool:
+        """Release the e-stop and start over from the measured joints; needs a fresh joint state.
+
+        ``now_s`` defaults to the latest time the filter has seen. On success the motion history
+        is forgotten (the next command starts from rest at the measured position) and joint-state
+        and target stamps may start again from any value (a simulator reset rewinds its clock).
+        Returns False, and stays latched, without a joint state younger than ``stale_after_s``.
+        """
+        if self._latched:
+            if self._joint_stamp is None:
+                return False
+            now = self._latest_time() if now_s is None else float(now_s)
+            age = now - self._joint_stamp
+            if not math.isfinite(age) or not -self.stale_after_s <= age <= self.stale_after_s:
+                return False
+        self._latched = False
+        self._latch_reasons.clear()
+        self._forget_history()
+        return True
+
+    def _latest_time(self) -> float:
+        times = [t for t in (self._last_now, self._joint_stamp) if t is not None]
+        return max(times) if times else -math.inf
+
+    # ------------------------------------------------------------------ the gate
+    def command(self, target, stamp_s: float | None = None, now_s: float | None = None, *,
+                stamp: float | None = None, now: float | None = None) -> SafetyDecision:
+        """Filter one joint position target taken at ``stamp_s``, for the cycle at ``now_s``.
+
+        (``stamp``/``now`` are accepted as keyword aliases of ``stamp_s``/``now_s``.)
+        """
+        stamp_s = stamp if stamp_s is None else stamp_s
+        now_s = now if now_s is None else now_s
+        if stamp_s is None or now_s is None:
+            raise TypeError('command() needs the target stamp_s and the current time now_s')
+        if self._joint_state is None:
+            return SafetyDecision(None, SafetyStatus.NO_STATE, ('no_joint_state',))
+        if self._latched:
+            return self._hold(SafetyStatus.ESTOP, 'estop')
+        try:
+            now_s, stamp_s = float(now_s), float(stamp_s)
+        except (TypeError, ValueError):
+            return self._hold(SafetyStatus.HOLD, 'invalid_time')
+        if not math.isfinite(now_s):
+            return self._hold(SafetyStatus.HOLD, 'invalid_time')
+        if self._last_now is not None and now_s < self._last_now:
+            return self._hold(SafetyStatus.HOLD, 'clock_backwards')
+        self._last_now = now_s
+        state_age = now_s - self._joint_stamp
+        if not -self.stale_after_s <= state_age <= self.stale_after_s:
+            return self._hold(SafetyStatus.HOLD, 'stale_joint_state')
+        try:
+            goal = np.array(target, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            return self._hold(SafetyStatus.HOLD, 'invalid_target')
+        if goal.shape != (ARM_DOF,) or not np.all(np.isfinite(goal)) or not math.isfinite(stamp_s):
+            return self._hold(SafetyStatus.HOLD, 'invalid_target')
+        if not -self.stale_after_s <= now_s - stamp_s <= self.stale_after_s:
+            return self._hold(SafetyStatus.HOLD, 'stale_target')
+        if self._last_target_stamp is not None and stamp_s < self._last_target_stamp:
+            return self._hold(SafetyStatus.HOLD, 'out_of_order_target')
+        self._last_target_stamp = stamp_s
+
+        reference = self._joint_state if self._emitted is None else self._emitted
+        limits = self.limits
+        if not limits.within_positions(reference):
+            # only before the first motion: the arm stands outside the safety limits; it has to be
+            # brought inside by other means (pendant, the driver's own motion)
+            return self._hold(SafetyStatus.HOLD, 'outside_position_limits')
+        reasons = []
+        clipped = np.clip(goal, limits.lower, limits.upper)
+        if np.any(clipped != goal):
+            reasons.append('position_limit')
+        if limits.workspace_low is not None and self._box_excess(clipped) > 0:
+            return self._hold(SafetyStatus.HOLD, 'outside_workspace')
+        position, rate_reasons = self._rate_limit(reference, clipped)
+        reasons += rate_reasons
+        if limits.workspace_low is not None and (excess := self._box_excess(position)) > 0 \
+                and excess > self._box_excess(reference) + 1e-12:
+            # the joint-space path to an inside target bulges out of the box: wait at the edge
+            return self._hold(SafetyStatus.HOLD, 'outside_workspace')
+        self._step = position - reference
+        self._emitted = position
+        status = SafetyStatus.LIMITED if reasons else SafetyStatus.OK
+        return SafetyDecision(position.copy(), status, tuple(reasons))
+
+    def _hold(self, status: SafetyStatus, reason: str) -> SafetyDecision:
+        if self._emitted is None:
+            self._emitted = self._joint_state.copy()
+        self._step = np.zeros(ARM_DOF)
+        reasons = (reason, *self._latch_reasons) if status is SafetyStatus.ESTOP else (reason,)
+        return SafetyDecision(self._emitted.copy(), status, reasons)
+
+    def _box_excess(self, q) -> float:
+        """How far (m) the tool point at ``q`` lies outside the workspace box; 0 inside."""
+        tool, _ = self.kinematics.fk(q)
+        tool = np.asarray(tool)
+        below = self.limits.workspace_low - tool
+        above = tool - self.limits.workspace_high
+        return float(np.linalg.norm(np.maximum(0.0, np.maximum(below, above))))
+
+    def _rate_limit(self, reference: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """One cycle from ``reference`` towards ``goal`` within the velocity and acceleration bounds.
+
+        Per joint: the step is at most ``max_step`` (velocity), changes by at most ``change`` from the
+        previous step (acceleration), and is no larger than the largest step from which braking at
+        ``change`` per cycle still stops at the goal. Since the goal is inside the position limits,
+        the emitted positions are too.
+        """
+        max_step, change = self._max_step, self._max_step_change
+        delta = goal - reference
+        distance = np.abs(delta)
+        # Steps s, s - c, s - 2c, ... cover at most s^2 / (2c) + s / 2 + c / 8 (exact for s a multiple
+        # of c, c / 8 covers the rest): the largest s that still stops within the distance.
+        room = np.maximum(distance - change / 8.0, 0.0)
+        braking = change * (np.sqrt(0.25 + 2.0 * room / change) - 0.5)
+        braking = np.maximum(braking, np.minimum(distance, change))  # one last step of at most c
+        wanted = np.sign(delta) * np.minimum.reduce([distance, max_step, braking])
+        step = np.clip(wanted, self._step - change, self._step + change)
+        step = np.clip(step, -max_step, max_step)
+        reasons = []
+        if np.any((max_step < distance) & (max_step <= braking)):
+            reasons.append('velocity_limit')
+        if np.any(step != wanted) or np.any((braking < distance) & (braking < max_step)):
+            reasons.append('acceleration_limit')
+        position = np.clip(reference + step, self.limits.lower, self.limits.upper)
+        return position, reasons
