@@ -183,8 +183,12 @@ rng = np.random.default_rng(0)
 z = np.concatenate([rng.normal(-3, 0.1, (300, 3)), rng.normal(3, 0.1, (300, 3))])
 model = make_dpmm('bnpy')
 model.fit(z, seed=0)
+fds = len(os.listdir('/proc/self/fd')) if os.path.isdir('/proc/self/fd') else 0
 model.fit(z, seed=1)
+model.fit(z, seed=2)
 import bnpy
+if fds:  # no log file stays open once its directory is gone
+    assert len(os.listdir('/proc/self/fd')) == fds, (fds, os.listdir('/proc/self/fd'))
 assert model.num_components == 2, model.num_components
 for alias in ('float', 'bool8', 'unicode_', 'in1d', 'int', 'object'):
     assert not hasattr(np, alias), alias

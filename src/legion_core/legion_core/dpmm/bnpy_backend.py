@@ -251,7 +251,10 @@ class BnpyDPMM(DPMM):
         if learner.hasMove('shuffle'):
             from bnpy.mergemove import SLogger
             SLogger.configure(out, doSaveToDisk=True, doWriteStdOut=False)
-        ElapsedTimeLogger.configure(out, kw['MoveNames'], doSaveToDisk=True, doWriteStdOut=False)
+        # configure() appends the move names to a module-global list on every call (each repeat
+        # opens one more file handle per fit): pass only the names it does not know yet.
+        new_moves = [name for name in kw['MoveNames'] if name not in ElapsedTimeLogger.EVENTNAMES]
+        ElapsedTimeLogger.configure(out, new_moves, doSaveToDisk=True, doWriteStdOut=False)
         _patch_bnpy_namespaces()  # in case configuring imported further bnpy modules
 
     @staticmethod
