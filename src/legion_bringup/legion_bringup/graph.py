@@ -326,7 +326,7 @@ def legion_nodes() -> tuple[NodeSpec, ...]:
     return (
         NodeSpec('instruction', 'instruction', parameter_files=('instruction.yaml',), parameters=sim_time),
         NodeSpec('task_inference', 'task_inference', parameter_files=('task_inference.yaml',),
-                 parameters=sim_time),
+                 parameters={**sim_time, 'checkpoint': ArgValue('checkpoint')}),
         NodeSpec('policy', 'policy', parameter_files=(*driver, 'policy.yaml'),
                  parameters={**sim_time, 'checkpoint': ArgValue('checkpoint')}),
         NodeSpec('real2sim', 'real2sim', parameter_files=(*driver, 'real2sim.yaml'), parameters=sim_time),

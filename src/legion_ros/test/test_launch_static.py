@@ -49,6 +49,7 @@ def check_ros_params_file(path: Path) -> dict:
         for name, value in flatten(params).items():
             assert value is not None, f'{path.name}: {name} has no value'
             if isinstance(value, list):
+                assert value, f'{path.name}: {name} is an empty list, which rcl reads as "not set"'
                 kinds = {type(item) for item in value}
                 assert len(kinds) <= 1, f'{path.name}: {name} mixes types {kinds} (ROS arrays are uniform)'
                 assert not kinds & {dict, list, type(None)}, f'{path.name}: {name} nests'
@@ -201,3 +202,26 @@ def test_launch_file_produces_a_launch_description(name):
             assert list(declared[argument.name].choices) == list(argument.choices)
     nodes = [e for e in description.entities if isinstance(e, Node)]
     assert len(nodes) == len(graph(name).nodes)
+
+
+def test_rcl_loads_every_config_file_as_written():
+    """rcl's own YAML parser (not PyYAML) reads each file into the values and types we wrote."""
+    rclpy = pytest.importorskip('rclpy')
+    for path in sorted(CONFIG_DIR.glob('*.yaml')):
+        data = yaml.safe_load(path.read_text())
+        for key, body in data.items():
+            name = key.split('/')[-1] if key.split('/')[-1] not in ('**', '*') else 'any_node'
+            context = rclpy.Context()
+            rclpy.init(args=['--ros-args', '--params-file', str(path)], context=context)
+            try:
+                node = rclpy.create_node(name, namespace='/legion', context=context,
+                                         automatically_declare_parameters_from_overrides=True)
+                for param, value in flatten(body['ros__parameters']).items():
+                    got = node.get_parameter(param).value
+                    got = list(got) if not isinstance(got, str) and hasattr(got, '__len__') else got
+                    assert got == value, f'{path.name}: {param} reads back as {got!r}, wrote {value!r}'
+                    if not isinstance(value, list):
+                        assert type(got) is type(value), f'{path.name}: {param} is {type(got)}'
+                node.destroy_node()
+            finally:
+                rclpy.try_shutdown(context=context)
