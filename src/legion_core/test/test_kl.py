@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.distributions import Independent, Normal, kl_divergence
 
 from legion_core.dpmm import make_dpmm
@@ -127,3 +129,20 @@ def test_dpmm_prior_gradients_and_values():
 def test_dpmm_prior_needs_a_fitted_model():
     with pytest.raises(ValueError, match='fitted'):
         DPMMPrior(make_dpmm('sklearn'))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), d=st.integers(1, 12), k=st.integers(1, 6))
+def test_kl_is_nonnegative_and_zero_only_on_equal_gaussians(seed, d, k):
+    g = torch.Generator().manual_seed(seed)
+    means = 3 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    variances = torch.exp(torch.randn(k, d, generator=g, dtype=torch.float64))
+    mu = 3 * torch.randn(5, d, generator=g, dtype=torch.float64)
+    logvar = torch.randn(5, d, generator=g, dtype=torch.float64)
+    assert torch.all(kl_diag_gaussians(mu, logvar, means, variances) >= -1e-12)
+    # q equal to component j: its KL to j is 0, and the soft KL with a one-hot r is 0.
+    same = kl_diag_gaussians(means, torch.log(variances), means, variances)
+    torch.testing.assert_close(torch.diagonal(same), torch.zeros(k, dtype=torch.float64))
+    onehot = torch.eye(k, dtype=torch.float64)
+    torch.testing.assert_close(soft_kl(means, torch.log(variances), means, variances, onehot),
+                               torch.zeros(k, dtype=torch.float64))
