@@ -202,3 +202,18 @@ print('clean')
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith('clean')
+
+
+@pytest.mark.parametrize('backend', sorted(BACKENDS))
+def test_fits_are_reproducible_from_the_seed(backend):
+    # Overlapping clusters, so that the initialisation matters; numpy's global RNG must not.
+    z, _ = clustered_data(n=600, k=4, spread=0.5, seed=1)
+    states = []
+    for global_seed in (0, 1):
+        np.random.seed(global_seed)
+        model = make_dpmm(backend)
+        model.fit(z, seed=7)
+        model.fit(z[:450], seed=8)
+        states.append(model.state_dict())
+    np.testing.assert_array_equal(states[0]['means'], states[1]['means'])
+    np.testing.assert_array_equal(states[0]['variances'], states[1]['variances'])
