@@ -39,7 +39,7 @@ class PolicyStepPlan:
     hand_target: np.ndarray  # hand target in the task frame (after clipping)
     hand_target_base: np.ndarray  # the same point in the robot base frame
     gripper: float  # gripper command in [-1, 1] (-1 open, +1 close, Meta-World's convention)
-    ik_success: bool  # False: IK found no solution, the arm holds its last target
+    ik_success: bool  # False: no posture within the IK tolerance, the arm holds its last target
     ik_position_error: float  # metres
     clipped: bool  # the hand target was clipped to the hand box or to max_lead_m
     start_s: float  # time of the first cycle of this step
@@ -63,13 +63,17 @@ class Sim2Real:
         action_scale: metres per unit action per step (Meta-World: 0.01).
         tool_rotation: fixed tool orientation (3x3, base frame); None: taken from the joints at reset.
         max_lead_m: how far the hand target may run ahead of the measured hand.
+        ik_tolerance_m, ik_tolerance_rad: an IK solution this close to the hand target (position and
+            tool orientation) is used; at the edge of the arm's reach the closest posture is good
+            enough (Meta-World's own hand lags its mocap target there too). Farther: the arm holds.
     """
 
     def __init__(self, kinematics: Any, task_frame: Any = None, speed_scale: float | None = None,
                  control_rate_hz: float = 100.0, policy_rate_hz: float | None = None,
                  hand_low: Any = METAWORLD_HAND_LOW, hand_high: Any = METAWORLD_HAND_HIGH,
                  action_scale: float = METAWORLD_ACTION_SCALE, tool_rotation: Any = None,
-                 max_lead_m: float = 0.05) -> None:
+                 max_lead_m: float = 0.05, ik_tolerance_m: float = 0.005,
+                 ik_tolerance_rad: float = 0.05) -> None:
         for name in ('fk', 'ik'):
             if not callable(getattr(kinematics, name, None)):
                 raise TypeError(f'kinematics must provide {name}()')
@@ -92,8 +96,9 @@ class Sim2Real:
         high = _finite_vector(hand_high, 3, 'hand_high')
         if np.any(low > high):
             raise ValueError(f'hand_low {low} must be <= hand_high {high}')
-        if not action_scale > 0 or not max_lead_m > 0:
-            raise ValueError('action_scale and max_lead_m must be positive')
+        if not action_scale > 0 or not max_lead_m > 0 or not ik_tolerance_m > 0 or not ik_tolerance_rad > 0:
+            raise ValueError('action_scale, max_lead_m and the IK tolerances must be positive')
+        self.ik_tolerance_m, self.ik_tolerance_rad = float(ik_tolerance_m), float(ik_tolerance_rad)
         self.kinematics = kinematics
         self.control_rate_hz = float(control_rate_hz)
         self.policy_rate_hz = float(policy_rate_hz)
@@ -181,7 +186,9 @@ class Sim2Real:
         q_start = self.next_target(start) if self._plan is not None else self._last_target
         result = self.kinematics.ik(target_base, q_start, target_rot=self.tool_rotation)
         q_goal = np.asarray(result.q, dtype=np.float64).reshape(7)
-        success = bool(result.success) and bool(np.all(np.isfinite(q_goal)))
+        success = (float(result.position_error) <= self.ik_tolerance_m
+                   and float(getattr(result, 'orientation_error', 0.0)) <= self.ik_tolerance_rad
+                   and bool(np.all(np.isfinite(q_goal))))
         if success:
             self._hand_target = target
         else:

@@ -1,0 +1,198 @@
+"""The policy → arm chain end to end without ROS: real2sim → policy → sim2real → safety → twin.
+
+This is the same chain the ROS nodes run on the real arm, with the twin standing in for the driver and
+for perception, and every piece the real one:
+
+1. :class:`~legion_kuka.real2sim.Real2Sim` builds the observation from the twin's joint state, gripper
+   opening, ground-truth object poses and goal (robot base frame), in the station's task frame.
+2. The policy maps it to a Meta-World action (dx, dy, dz, gripper).
+3. :class:`~legion_kuka.sim2real.Sim2Real` turns the action into joint targets for the control cycles
+   of one policy step (IK, fixed tool orientation, time scaling, hand box).
+4. :class:`~legion_kuka.safety.SafetyFilter` checks every target against the arm's limits and the
+   freshness of the joint state, as it does in front of the real driver.
+5. The twin tracks the accepted targets at the controller rate; Meta-World's success criterion decides.
+
+Meta-World's scripted experts read the 39-d observation: :func:`run_expert_through_twin` runs them
+with ``layout='full39'``, i.e. on the observation that real2sim reconstructs from the twin's state,
+so the experts test real2sim too. A learned LEGION policy uses ``layout='legion12'``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from legion_kuka.real2sim import Real2Sim
+from legion_kuka.sim2real import Sim2Real
+from legion_kuka.twin import Twin
+
+Policy = Callable[[np.ndarray], Any]
+
+
+@dataclass
+class EpisodeResult:
+    """What happened in one episode through the chain."""
+
+    success: bool
+    steps: int  # policy steps run
+    first_success_step: int | None
+    sim_time_s: float
+    ik_failures: int = 0  # policy steps whose hand target had no IK solution (the arm held)
+    safety_interventions: int = 0  # control cycles the safety filter changed or refused the target
+    safety_reasons: dict[str, int] = field(default_factory=dict)
+    max_hand_speed_m_s: float = 0.0  # measured hand speed, highest over control cycles
+    max_joint_speed: np.ndarray = field(default_factory=lambda: np.zeros(7))  # rad/s per joint, measured
+
+
+def expert_policy(task: str) -> Policy:
+    """Meta-World's scripted expert of ``task`` as ``obs39 -> action``."""
+    from metaworld.policies import ENV_POLICY_MAP
+
+    if task not in ENV_POLICY_MAP:
+        raise ValueError(f'Meta-World has no scripted expert for {task!r}')
+    expert = ENV_POLICY_MAP[task]()
+    return expert.get_action
+
+
+class ChainRunner:
+    """Runs a policy on the twin through real2sim, sim2real and the safety filter.
+
+    Args:
+        policy_fn: ``obs -> action[4]``; ``obs`` in ``layout`` (``legion12`` for LEGION, ``full39`` for
+            Meta-World's experts).
+        task: Meta-World task name.
+        seed: goal variant of the first episode; episode i of :meth:`run` uses ``seed + i``.
+        policy_rate_hz, control_rate_hz: see :class:`~legion_kuka.sim2real.Sim2Real`.
+        max_steps: policy steps per episode (150, the original's episode length).
+        stop_on_success: end an episode at its first successful step (Meta-World counts an episode
+            as a success if any step succeeds, so the rate is the same; it saves time).
+        safety: the safety filter's :class:`~legion_kuka.safety.SafetyLimits` (True: the description's
+            defaults; False: no filter). A fresh filter guards every episode.
+        twin: an existing twin to reuse (it is reset per episode).
+    """
+
+    def __init__(self, policy_fn: Policy, task: str, *, seed: int = 0, layout: str = 'legion12',
+                 policy_rate_hz: float = 10.0, control_rate_hz: float = 100.0, max_steps: int = 150,
+                 stop_on_success: bool = True, safety: Any = True, profile: str = 'lbr',
+                 twin: Twin | None = None) -> None:
+        if not callable(policy_fn):
+            raise TypeError('policy_fn must be callable: obs -> action[4]')
+        if max_steps < 1:
+            raise ValueError(f'max_steps must be >= 1, got {max_steps}')
+        self.policy_fn, self.task, self.seed = policy_fn, task, int(seed)
+        self.max_steps, self.stop_on_success = int(max_steps), bool(stop_on_success)
+        self.twin = twin if twin is not None else Twin(task, seed=seed, profile=profile,
+                                                       control_rate_hz=control_rate_hz)
+        if twin is not None:
+            self.twin.reset(task=task, seed=seed)
+        # The policy's 'hand' is the scene's hand point, not necessarily the gripper's tcp.
+        self.kinematics = self.twin.hand_kinematics()
+        frame = self.twin.station_frame(task)
+        self.real2sim = Real2Sim(self.kinematics, layout=layout, task_frame=frame)
+        self.sim2real = Sim2Real(self.kinematics, task_frame=frame, control_rate_hz=control_rate_hz,
+                                 policy_rate_hz=policy_rate_hz, hand_low=self.twin.hand_low,
+                                 hand_high=self.twin.hand_high)
+        if safety is True:
+            from legion_kuka.safety import SafetyLimits
+            safety = SafetyLimits.from_description()
+        self.safety_limits = safety or None
+        self.safety = None
+
+    def _make_safety(self) -> Any:
+        from legion_kuka.kinematics import IiwaKinematics
+        from legion_kuka.safety import SafetyFilter
+
+        period = self.twin.control_period_s
+        # The filter's workspace box bounds the gripper's tcp (not the policy's hand point).
+        return SafetyFilter(self.safety_limits, IiwaKinematics(tool='tcp'), control_period_s=period,
+                            stale_after_s=3 * period)
+
+    def observe(self) -> np.ndarray:
+        """The policy's observation of the twin's current state, through real2sim."""
+        twin = self.twin
+        return self.real2sim.observation(twin.joint_state().position, twin.gripper_opening(),
+                                         twin.object_poses(), twin.goal_position())
+
+    def episode(self, seed: int | None = None) -> EpisodeResult:
+        """Reset the twin to the task's initial state for ``seed`` and run one episode."""
+        twin = self.twin
+        twin.reset(task=self.task, seed=self.seed if seed is None else int(seed))
+        # Reloading a seed's scene can move the station (per-task frames): follow it.
+        frame = twin.station_frame(self.task)
+        self.real2sim.set_task_frame(frame)
+        self.sim2real.set_task_frame(frame)
+        self.real2sim.reset()
+        q = twin.joint_state().position
+        self.sim2real.reset(q, now=twin.time_s)
+        self.safety = self._make_safety() if self.safety_limits is not None else None
+        result = EpisodeResult(success=False, steps=0, first_success_step=None, sim_time_s=0.0)
+        tcp_prev, q_prev = self.kinematics.fk(q)[0], q
+        for step in range(self.max_steps):
+            action = np.asarray(self.policy_fn(self.observe()), dtype=np.float64)
+            state = twin.joint_state()
+            plan = self.sim2real.plan(action, state.position, now=twin.time_s)
+            result.ik_failures += not plan.ik_success
+            twin.set_gripper(plan.gripper)
+            for target in plan.targets:
+                self._command(target, result)
+                twin.step(1)
+                q_now = twin.joint_state().position
+                tcp = self.kinematics.fk(q_now)[0]
+                speed = float(np.linalg.norm(tcp - tcp_prev)) / twin.control_period_s
+                result.max_hand_speed_m_s = max(result.max_hand_speed_m_s, speed)
+                result.max_joint_speed = np.maximum(result.max_joint_speed,
+                                                    np.abs(q_now - q_prev) / twin.control_period_s)
+                tcp_prev, q_prev = tcp, q_now
+            result.steps = step + 1
+            if twin.task_success(self.task):
+                if result.first_success_step is None:
+                    result.first_success_step = step + 1
+                result.success = True
+                if self.stop_on_success:
+                    break
+        result.sim_time_s = twin.time_s
+        return result
+
+    def _command(self, target: np.ndarray, result: EpisodeResult) -> None:
+        twin = self.twin
+        if self.safety is None:
+            twin.set_joint_targets(target)
+            return
+        state = twin.joint_state()
+        self.safety.update_joint_state(state.position, state.stamp_s)
+        decision = self.safety.command(target, stamp=state.stamp_s, now=state.stamp_s)
+        changed = decision.position is None or not np.allclose(decision.position, target, atol=1e-9)
+        if changed:
+            result.safety_interventions += 1
+            for reason in decision.reasons:
+                result.safety_reasons[reason] = result.safety_reasons.get(reason, 0) + 1
+        if decision.position is not None:
+            twin.set_joint_targets(decision.position)
+        # No position: the filter refuses to move; the twin holds its last target, like a driver
+        # that receives no new command.
+
+    def run(self, episodes: int, progress: bool = False) -> list[EpisodeResult]:
+        """``episodes`` episodes, episode i on the goal variant of ``seed + i``."""
+        if episodes < 1:
+            raise ValueError(f'episodes must be >= 1, got {episodes}')
+        indices = range(int(episodes))
+        if progress:
+            from tqdm import tqdm
+            indices = tqdm(indices, desc=f'{self.task} through the twin', unit='episode')
+        return [self.episode(self.seed + i) for i in indices]
+
+
+def run_expert_through_twin(task: str, episodes: int = 10, seed: int = 0, max_steps: int = 150, *,
+                            policy_rate_hz: float = 10.0, progress: bool = False,
+                            runner_kwargs: dict[str, Any] | None = None) -> float:
+    """Success rate of Meta-World's scripted expert of ``task`` through the whole chain on the twin.
+
+    Episode i uses the goal variant of ``seed + i`` (like the expert on the simulated KUKA env with the
+    same seeds); the expert reads the 39-d observation that real2sim reconstructs from the twin's state.
+    """
+    runner = ChainRunner(expert_policy(task), task, seed=seed, layout='full39', max_steps=max_steps,
+                         policy_rate_hz=policy_rate_hz, **(runner_kwargs or {}))
+    results = runner.run(episodes, progress=progress)
+    return float(np.mean([r.success for r in results]))

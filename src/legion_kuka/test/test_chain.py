@@ -1,0 +1,59 @@
+"""The policy → arm chain without ROS: real2sim → policy → sim2real → safety filter → twin."""
+import math
+
+import numpy as np
+import pytest
+
+from legion_kuka.chain import ChainRunner, expert_policy, run_expert_through_twin
+
+LEGION10 = ('reach-v3', 'push-v3', 'pick-place-v3', 'door-open-v3', 'faucet-open-v3', 'drawer-close-v3',
+            'button-press-topdown-v3', 'peg-unplug-side-v3', 'window-open-v3', 'window-close-v3')
+
+
+def reach_goal(obs12: np.ndarray) -> np.ndarray:
+    """A legion12 policy: proportional steps of the hand towards the goal (like Meta-World's reach expert)."""
+    return np.append(np.clip(25.0 * (obs12[9:12] - obs12[0:3]), -1.0, 1.0), -1.0)
+
+
+def test_expert_solves_reach_through_the_twin():
+    assert run_expert_through_twin('reach-v3', episodes=2, seed=0, max_steps=150) == 1.0
+
+
+def test_legion12_policy_through_the_chain_respects_speed_scaling():
+    runner = ChainRunner(reach_goal, 'reach-v3', seed=3, layout='legion12', policy_rate_hz=10.0, safety=False)
+    observation = runner.observe()
+    assert observation.shape == (12,)
+    assert np.allclose(observation[9:12], runner.twin.metaworld_observation()[36:39])
+    result = runner.episode()
+    assert result.success and result.ik_failures == 0
+    # At most 1 cm per 100 ms step per axis: |v| <= sqrt(3) * 0.1 m/s (plus the servo's transients).
+    assert result.max_hand_speed_m_s <= math.sqrt(3) * 0.1 * 1.15
+    assert result.sim_time_s == pytest.approx(result.steps * 0.1)
+    slow = ChainRunner(reach_goal, 'reach-v3', seed=3, policy_rate_hz=5.0, safety=False,
+                       twin=runner.twin).episode()
+    assert slow.success
+    assert slow.max_hand_speed_m_s < 0.6 * result.max_hand_speed_m_s
+    assert slow.sim_time_s > 1.5 * result.sim_time_s
+
+
+def test_safety_filter_bounds_the_joint_speeds_in_the_chain():
+    runner = ChainRunner(reach_goal, 'reach-v3', seed=3, policy_rate_hz=10.0)
+    result = runner.episode()
+    assert result.success
+    assert result.safety_interventions > 0  # 10 % of the datasheet velocities: the filter is binding
+    assert np.all(result.max_joint_speed <= runner.safety_limits.velocity * 1.1)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match='no scripted expert'):
+        expert_policy('reach-v9')
+    with pytest.raises(TypeError, match='callable'):
+        ChainRunner(None, 'reach-v3')
+    with pytest.raises(ValueError, match='max_steps'):
+        ChainRunner(reach_goal, 'reach-v3', max_steps=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('task', LEGION10)
+def test_experts_solve_the_legion10_tasks_through_the_twin(task):
+    assert run_expert_through_twin(task, episodes=3, seed=0) >= 2 / 3
