@@ -164,14 +164,14 @@ def _fast_hand_and_objects(env) -> Callable[[], np.ndarray]:
     quaternions padded to 14) without its per-step name look-ups, splits and stacks."""
     xpos = env.data.xpos
     hand, right, left = (env.model.body(name).id for name in ('hand', 'rightclaw', 'leftclaw'))
-    get_pos, get_quat = env._get_pos_objects, env._get_quat_objects
+    get_pos = env._get_pos_objects
 
     def combined() -> np.ndarray:
         out = np.zeros(18)
         out[0:3] = xpos[hand]
         gap = xpos[right] - xpos[left]
         out[3] = min(max(math.sqrt(gap @ gap) / 0.1, 0.0), 1.0)
-        pos, quat = get_pos(), get_quat()
+        pos, quat = get_pos(), env._get_quat_objects()
         for i in range(len(pos) // 3):
             out[4 + 7 * i:7 + 7 * i] = pos[3 * i:3 * i + 3]
             out[7 + 7 * i:11 + 7 * i] = quat[4 * i:4 * i + 4]
@@ -192,6 +192,10 @@ def accelerate_observation(env) -> bool:
             cls._get_curr_obs_combined_no_goal is not SawyerXYZEnv._get_curr_obs_combined_no_goal or \
             cls.get_endeff_pos is not SawyerXYZEnv.get_endeff_pos:
         return False
+    try:
+        combined = _fast_hand_and_objects(env)
+    except KeyError:  # a model without Meta-World's hand / claw bodies: leave the env as it is
+        return False
     quat = cls._get_quat_objects
     names = set(quat.__code__.co_names)
     if 'Rotation' in names and not {'from_quat', 'from_euler', 'from_rotvec', 'as_matrix',
@@ -201,7 +205,7 @@ def accelerate_observation(env) -> bool:
         function = types.FunctionType(quat.__code__, fast_globals, quat.__name__, quat.__defaults__,
                                       quat.__closure__)
         env._get_quat_objects = types.MethodType(function, env)
-    env._get_curr_obs_combined_no_goal = _fast_hand_and_objects(env)
+    env._get_curr_obs_combined_no_goal = combined
     return True
 
 
