@@ -194,3 +194,25 @@ def test_bad_commands_give_clear_errors(fresh):
         fresh.set_gripper(math.inf)
     with pytest.raises(ValueError, match='control_rate_hz'):
         Twin('reach-v3', control_rate_hz=0)
+
+
+def test_gripper_opens_and_closes(fresh):
+    fresh.set_gripper(-1.0)
+    fresh.step(30)
+    opened = fresh.gripper_opening()
+    fresh.set_gripper(1.0)
+    fresh.step(30)
+    closed = fresh.gripper_opening()
+    assert opened > 0.9 and closed < 0.5 * opened
+
+
+def test_reset_switches_task(twin):
+    twin.reset(task='drawer-close-v3', seed=0)
+    try:
+        assert twin.task == 'drawer-close-v3'
+        assert set(twin.object_poses()) == {'object_1'}
+        frame = twin.station_frame('drawer-close-v3')
+        assert np.allclose(frame.matrix, default_task_frame().matrix, atol=1e-6)
+        assert not twin.task_success()  # Meta-World starts the drawer pulled out
+    finally:
+        twin.reset(task='reach-v3', seed=0)
