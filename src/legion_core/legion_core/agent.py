@@ -272,9 +272,11 @@ class LegionAgent:
         # The actor sees a fresh z sample (as in the original) from the same posterior: no new encoder pass.
         z_pi = mu_d + std * torch.randn_like(mu_d)
         new_action, logp = self.actor.sample(obs, z_pi)
-        self.critic.requires_grad_(False)
+        for param in self._critic_params:
+            param.requires_grad_(False)
         q1_pi, q2_pi = self.critic(obs, z_pi, new_action)
-        self.critic.requires_grad_(True)
+        for param in self._critic_params:
+            param.requires_grad_(True)
         actor_loss = (alpha * logp - torch.min(q1_pi, q2_pi)).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()

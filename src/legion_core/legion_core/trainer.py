@@ -283,17 +283,23 @@ class Trainer:
             self.writer.add_scalar('dpmm/purity', entry['purity'], self.position['env_steps'])
         return entry
 
-    def _learn(self, transitions: int) -> None:
-        """Updates owed for ``transitions`` new transitions (after warm-up, with the one-off burst)."""
+    def _learn(self, transitions: int, local_per_step: int) -> None:
+        """Updates owed for the ``transitions`` collected by the last vector step.
+
+        Only transitions collected after warm-up count; warm-up's own transitions are paid for by the
+        one-off burst when warm-up ends (the original's 1,500 updates at step 1,500), so a phase does
+        ``updates_per_step`` x its transitions updates in all.
+        """
         p, t = self.position, self.cfg['train']
         batch_size = self.agent_config.batch_size
-        if p['local_step'] < p['warmup_end'] or len(self.replay) < batch_size:
+        after = min(local_per_step, p['local_step'] - p['warmup_end'])
+        if after < 0 or len(self.replay) < batch_size:
             return
         n = 0
-        if t['warmup_burst'] and not p['burst_done'] and self.mode == 'lifelong':
-            n += round(t['warmup_steps'] * t['updates_per_step'])
+        if t['warmup_burst'] and not p['burst_done']:
+            n = round(int(t['warmup_steps']) * transitions / local_per_step * float(t['updates_per_step']))
         p['burst_done'] = True
-        p['update_debt'] += transitions * float(t['updates_per_step'])
+        p['update_debt'] += transitions * after / local_per_step * float(t['updates_per_step'])
         owed = int(p['update_debt'])
         p['update_debt'] -= owed
         for _ in range(n + owed):
@@ -437,7 +443,7 @@ class Trainer:
                 obs = self._step_envs(envs, obs, task_ids, p['local_step'] < p['warmup_end'])
                 p['local_step'] += local_per_step
                 p['env_steps'] += per_step
-                self._learn(per_step)
+                self._learn(per_step, local_per_step)
                 self._bar.update(per_step)
                 now = p['local_step']
                 if self._crossed(prev, now, int(d['every']), int(d['start'])):

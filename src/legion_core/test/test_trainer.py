@@ -1,0 +1,84 @@
+"""The training loops end to end on real Meta-World tasks, with small networks and few steps."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from legion_core.config import compose_config, to_container
+from legion_core.trainer import Trainer
+
+torch.set_num_threads(1)  # shared test machines: one thread avoids OpenMP spin contention
+
+SMALL = [
+    'stream.tasks=[reach-v3,push-v3]', 'stream.name=small', 'device=cpu',
+    'agent.vae_hidden=32', 'agent.actor_hidden=32', 'agent.critic_hidden=32', 'agent.batch_size=32',
+    'agent.vae_update_every=10', 'agent.num_threads=1',
+    'dpmm.start=100', 'dpmm.every=1000000', 'dpmm.batch=100', 'dpmm.purity_batch=100',
+    'dpmm.options.truncation=3', 'replay.capacity=5000',
+    'train.steps_per_task=200', 'train.num_envs=2', 'train.warmup_steps=50', 'train.eval_every=100',
+    'train.eval_episodes=1', 'train.eval_envs=1', 'train.log_every=100', 'train.checkpoint_every=100',
+    'env.episode_length=40',
+]
+
+
+def small_config(*overrides):
+    return to_container(compose_config([*SMALL, *overrides]))
+
+
+def test_lifelong_two_task_stream_writes_the_run_directory(tmp_path):
+    trainer = Trainer(small_config(), tmp_path, progress=False)
+    metrics = trainer.run()
+
+    # One update per env step: warm-up transitions are paid by the burst when warm-up ends.
+    assert trainer.agent.num_updates == 400
+    assert metrics['env_steps'] == 400 and metrics['complete'] and metrics['mode'] == 'lifelong'
+    on_disk = json.loads((tmp_path / 'metrics.json').read_text())
+    assert on_disk['tasks'] == ['reach-v3', 'push-v3']
+    matrix = on_disk['success_matrix']
+    assert len(matrix) == 2 and all(len(row) == 2 and None not in row for row in matrix)
+    for key in ('final_success', 'forgetting', 'max_forgetting', 'own_phase', 'stream_average'):
+        assert 0.0 <= abs(on_disk[key]) <= 1.0
+    assert [d['phase'] for d in on_disk['dpmm']] == [0, 1]
+    assert all(d['num_components'] >= 1 and 0.0 < d['purity'] <= 1.0 for d in on_disk['dpmm'])
+    assert on_disk['config']['train']['steps_per_task'] == 200
+
+    # Evaluations at local steps 0 and 100 and at each phase end, on both tasks.
+    rows = [json.loads(line) for line in (tmp_path / 'evals.jsonl').read_text().splitlines()]
+    assert len(rows) == 2 * 3 * 2
+    assert {r['task'] for r in rows} == {'reach-v3', 'push-v3'}
+    assert all(set(r) >= {'env_steps', 'phase', 'task', 'success', 'return'} for r in rows)
+    assert [r['phase'] for r in rows if r['final']] == [0, 0, 1, 1]
+
+    assert (tmp_path / 'config.yaml').is_file()
+    assert {p.name for p in (tmp_path / 'checkpoints').iterdir()} == {'last.pt', 'phase_0.pt', 'phase_1.pt'}
+    events = list((tmp_path / 'tb').glob('events.out.tfevents.*'))
+    assert events and events[0].stat().st_size > 1000
+
+
+@pytest.mark.parametrize('fix', [True, False])
+def test_terminal_observation_fix(tmp_path, fix):
+    cfg = small_config('train.num_envs=1', 'env.episode_length=10', f'agent.fix_terminal_obs={fix}',
+                       'train.eval_every=0')
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.run(max_env_steps=15)
+    storage = trainer.replay.storage
+    obs, next_obs = storage['obs'][:15], storage['next_obs'][:15]
+    # Inside an episode s' is the next row's s; the 10th transition ended the episode.
+    assert torch.equal(next_obs[:9], obs[1:10])
+    assert torch.equal(next_obs[10:14], obs[11:15])
+    # The original stored the reset observation as s'; the fix keeps the true last observation.
+    assert torch.equal(next_obs[9], obs[10]) is (not fix)
+
+
+def test_multitask_mode_steps_all_tasks_together(tmp_path):
+    cfg = small_config('train=multitask', 'train.steps_per_task=60', 'train.warmup_steps=20',
+                       'train.num_envs=1', 'train.updates_per_step=0.5', 'train.eval_every=0',
+                       'train.eval_episodes=1', 'train.eval_envs=1', 'dpmm.start=40', 'replay.capacity=5000')
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    metrics = trainer.run()
+    assert metrics['mode'] == 'multitask' and metrics['env_steps'] == 120
+    assert np.asarray(metrics['success_matrix']).shape == (1, 2)
+    assert metrics['forgetting'] is None
+    assert trainer.replay.task_counts() == {0: 60, 1: 60}
+    assert trainer.agent.num_updates == 40  # 0.5 per transition after the 2 x 20 warm-up transitions
