@@ -336,9 +336,12 @@ class SafetyFilter:
         Per joint: the step is at most ``max_step`` (velocity), changes by at most ``change`` from the
         previous step (acceleration), and is no larger than the largest step from which braking at
         ``change`` per cycle still stops at the goal. Since the goal is inside the position limits,
-        the emitted positions are too.
+        the emitted positions are too. Where one scale of the whole step satisfies every joint's
+        bounds, all joints are scaled together so the arm stays on the commanded joint-space line
+        (the tool stays on the Cartesian path sim2real planned); otherwise (braking out of an earlier
+        motion) each joint is limited on its own.
         """
-        max_step, change = self._max_step, self._max_step_change
+        max_step, change, previous = self._max_step, self._max_step_change, self._step
         delta = goal - reference
         distance = np.abs(delta)
         # Steps s, s - c, s - 2c, ... cover at most s^2 / (2c) + s / 2 + c / 8 (exact for s a multiple
@@ -346,13 +349,33 @@ class SafetyFilter:
         room = np.maximum(distance - change / 8.0, 0.0)
         braking = change * (np.sqrt(0.25 + 2.0 * room / change) - 0.5)
         braking = np.maximum(braking, np.minimum(distance, change))  # one last step of at most c
-        wanted = np.sign(delta) * np.minimum.reduce([distance, max_step, braking])
-        step = np.clip(wanted, self._step - change, self._step + change)
-        step = np.clip(step, -max_step, max_step)
+        cap = np.minimum.reduce([distance, max_step, braking])  # per-joint bound on |step|
         reasons = []
         if np.any((max_step < distance) & (max_step <= braking)):
             reasons.append('velocity_limit')
-        if np.any(step != wanted) or np.any((braking < distance) & (braking < max_step)):
-            reasons.append('acceleration_limit')
+        braking_binds = bool(np.any((braking < distance) & (braking < max_step)))
+
+        step = None
+        moving = distance > 0
+        if moving.any():
+            scale = min(1.0, float(np.min(cap[moving] / distance[moving])))
+            # the acceleration bounds as an interval of scales, joint by joint
+            low_end = (previous[moving] - change[moving]) / delta[moving]
+            high_end = (previous[moving] + change[moving]) / delta[moving]
+            lowest = max(0.0, float(np.max(np.minimum(low_end, high_end))))
+            highest = min(scale, float(np.min(np.maximum(low_end, high_end))))
+            still = ~moving
+            # (the two ends meet exactly while braking along the line: allow rounding)
+            if lowest <= highest + 1e-12 and np.all(np.abs(previous[still]) <= change[still]):
+                step = highest * delta
+                if highest < scale or braking_binds:
+                    reasons.append('acceleration_limit')
+        if step is None:
+            wanted = np.sign(delta) * cap
+            step = np.clip(wanted, previous - change, previous + change)
+            if braking_binds or np.any(step != wanted):
+                reasons.append('acceleration_limit')
+        # guards against rounding: the bounds hold exactly
+        step = np.clip(np.clip(step, previous - change, previous + change), -max_step, max_step)
         position = np.clip(reference + step, self.limits.lower, self.limits.upper)
         return position, reasons

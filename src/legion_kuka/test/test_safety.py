@@ -347,3 +347,18 @@ def test_every_emitted_command_is_safe(limits, start, events, late_start):
                     assert f._box_excess(position) <= f._box_excess(reference) + 1e-12, 'left the box'
             step = new_step
         emitted = decision.position.copy()
+
+
+def test_multi_joint_moves_stay_on_the_joint_space_line():
+    f = started()
+    offset = np.array([0.3, -0.1, 0.2, 0.05, -0.25, 0.15, 0.4])
+    decisions, _ = run_to(f, HOME + offset, 0.0, 400)
+    direction = offset / np.linalg.norm(offset)
+    for d in decisions:
+        travelled = d.position - HOME
+        along = travelled @ direction
+        across = np.linalg.norm(travelled - along * direction)
+        # on the line from the start to the target; in the last braking cycles, where each joint's
+        # steps are quantised by the acceleration bound, within 0.2 mrad of it
+        assert across < (1e-9 if along < 0.99 * np.linalg.norm(offset) else 2e-4)
+    assert np.allclose(decisions[-1].position, HOME + offset, atol=1e-12)
