@@ -18,7 +18,6 @@ import os
 import re
 import socket
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -156,9 +155,9 @@ class Recorder(Node):
 
     # -- writing ----------------------------------------------------------------------------------
     def _on_message(self, topic: str, data: bytes) -> None:
-        stamp = self.get_clock().now().nanoseconds
-        if stamp <= 0:  # sim time before the first /clock: keep the message, stamped by wall time
-            stamp = time.time_ns()
+        # Receive time on the node clock: simulated time with use_sim_time. Messages that arrive before
+        # the first /clock (latched state of the graph) are kept, stamped 0, so the bag stays ordered.
+        stamp = max(self.get_clock().now().nanoseconds, 0)
         self._writer.write(self._bag_connections[topic], stamp, data)
         self.counts[topic] += 1
         is_text = self._bag_connections[topic].msgtype == 'std_msgs/msg/String'
