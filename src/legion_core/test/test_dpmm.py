@@ -28,9 +28,9 @@ def data():
 def fitted(request, data):
     z, _ = data
     model = make_dpmm(request.param)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: other work on a shared machine does not count
     model.fit(z, seed=0)
-    model.fit_seconds = time.perf_counter() - start
+    model.fit_cpu_seconds = time.process_time() - start
     return model
 
 
@@ -46,7 +46,7 @@ def test_recovers_well_separated_clusters(fitted, data):
         members = z[fitted.predict(z) == k]
         np.testing.assert_allclose(fitted.means[k], members.mean(0), atol=0.02)
     np.testing.assert_allclose(np.median(fitted.variances), 0.01, rtol=0.2)
-    assert fitted.fit_seconds < 15.0
+    assert fitted.fit_cpu_seconds < 15.0
 
 
 def test_responsibilities_are_normalised(fitted, data):
