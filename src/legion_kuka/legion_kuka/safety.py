@@ -84,7 +84,7 @@ def _vector(value, name: str, size: int = ARM_DOF) -> np.ndarray:
     return array
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy fields: compare by identity, not element-wise
 class SafetyLimits:
     """Limits enforced by :class:`SafetyFilter` (rad, rad/s, rad/s^2, m in the robot base frame)."""
 

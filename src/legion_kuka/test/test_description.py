@@ -181,3 +181,20 @@ def test_no_actuators_and_bad_arguments():
     assert desc.load_mujoco_model(actuators='none').nu == 0
     with pytest.raises(ValueError, match="'position' or 'none'"):
         desc.arm_spec(actuators='torque')
+
+
+def test_arm_attaches_into_a_scene_at_the_metaworld_base_pose():
+    scene = mujoco.MjSpec()
+    scene.worldbody.add_geom(type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1, 1, 0.1])
+    x, y, z, yaw = desc.METAWORLD_BASE_POSE
+    frame = scene.worldbody.add_frame(pos=[x, y, z], quat=[math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)])
+    frame.attach_body(desc.arm_spec().worldbody.first_body(), 'iiwa/', '')
+    model = scene.compile()
+    assert model.nu == 8 and model.neq == 1 and model.nkey == 1
+    data = mujoco.MjData(model)
+    mujoco.mj_resetDataKeyframe(model, data, 0)
+    mujoco.mj_kinematics(model, data)
+    tcp = data.site('iiwa/' + desc.TCP_SITE).xpos
+    # HOME puts the tool point at Meta-World's initial hand position
+    assert np.allclose(tcp, [0.0, 0.6, 0.2], atol=1e-3)
+    assert np.allclose(desc.metaworld_to_base(tcp), [0.5, 0.0, 0.2], atol=1e-3)
