@@ -155,7 +155,10 @@ class LanguageEncoder:
             return self.descriptions[task]
         except KeyError:
             source = self._descriptions_source
-            source = DEFAULT_DESCRIPTIONS if source is None else source
+            if source is None:
+                source = DEFAULT_DESCRIPTIONS
+            elif isinstance(source, dict):
+                source = '<descriptions argument>'
             raise KeyError(f'no description for task {task!r} in {source}; known tasks: '
                            f'{sorted(self.descriptions)}') from None
 
