@@ -15,6 +15,8 @@ ROS 2 install. What a process launcher must do, it does:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -33,6 +35,15 @@ from legion_ros.environment import apply_ros_defaults
 EXIT_NODE_DIED = 1
 EXIT_BAD_ARGUMENTS = 2
 KILL_GRACE_S = 3.0
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """In the child between fork and exec: SIGTERM it when the runner dies (Linux prctl)."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def console_scripts(package: str = 'legion_ros') -> dict[str, str]:
@@ -110,15 +121,19 @@ class Runner:
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        # All processes first, readers after: no Python thread runs while we fork (the pipes buffer
+        # the first output meanwhile).
         for child in self.children:
             # A new session: a Ctrl-C in the terminal reaches the runner only, which then stops the
-            # nodes in order instead of every process racing its own shutdown.
+            # nodes in order instead of every process racing its own shutdown. PDEATHSIG: should the
+            # runner itself be killed (SIGKILL), the kernel ends its nodes too.
             child.process = subprocess.Popen(child.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=self.environ,
-                                             start_new_session=True)
+                                             start_new_session=True, preexec_fn=_die_with_parent)
+            self.say(f'started {child.name} (pid {child.process.pid})')
+        for child in self.children:
             child.reader = threading.Thread(target=self._pump, args=(child,), daemon=True)
             child.reader.start()
-            self.say(f'started {child.name} (pid {child.process.pid})')
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:

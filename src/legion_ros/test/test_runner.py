@@ -171,3 +171,29 @@ def test_only_declared_arguments_and_conditions():
                                   condition=when(on='true')),))
     assert conditional.resolve().nodes == ()
     assert [n.name for n in conditional.resolve({'on': 'true'}).nodes] == ['r']
+
+
+def running(pid: int) -> bool:
+    try:
+        return 'zombie' not in Path(f'/proc/{pid}/status').read_text().lower()
+    except FileNotFoundError:
+        return False
+
+
+def test_nodes_do_not_outlive_a_killed_runner(tmp_path):
+    proc = start_graph(tmp_path, 'false')
+    try:
+        lines = read_until(proc, r'started rec_b \(pid \d+\)', 30)
+        pids = [int(p) for p in re.findall(r'started rec_\w \(pid (\d+)\)', '\n'.join(lines))]
+        assert len(pids) == 2
+        proc.kill()  # SIGKILL: the runner cannot forward anything
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        alive = pids
+        while alive and time.monotonic() < deadline:
+            alive = [pid for pid in alive if running(pid)]
+            time.sleep(0.1)
+        assert not alive, f'nodes {alive} still run after the runner was killed'
+    finally:
+        if proc.poll() is None:
+            proc.kill()
