@@ -100,7 +100,8 @@ def register_bench_ik(subparsers: argparse._SubParsersAction) -> None:
             'Meta-World hand workspace (robot base frame, 1 cm steps like one Meta-World action), each '
             'warm-started from the previous solution; also cold starts from the home posture and one '
             'vectorised batch. Targets are tool-down poses in the workspace box, which the tests show '
-            'to be reachable. Prints one JSON object; goals: median <= 200 us, success >= 0.99.'))
+            'to be reachable; any_orientation solves poses taken from the forward kinematics of random '
+            'postures. Prints one JSON object; goals: median <= 200 us, success >= 0.99.'))
     parser.add_argument('--targets', type=_positive, default=5000,
                         help='warm-started single-target solves along the walk (default 5000)')
     parser.add_argument('--cold', type=_positive, default=1000,
@@ -180,6 +181,15 @@ def run_bench_ik(targets: int = 5000, cold: int = 1000, batch: int = 2000, step:
     t0 = clock()
     batch_result = kin.ik(batch_goals, np.asarray(desc.HOME))
     batch_us = (clock() - t0) / 1000.0
+    # any orientation: poses from the FK of random postures within the limits whose tool point lies
+    # in the box (reachable by construction), solved from home in one batch
+    postures = rng.uniform(kin.lower, kin.upper, size=(100 * batch, 7))
+    pose_pos, pose_rot = kin.fk(postures)
+    inside = np.all((pose_pos >= low) & (pose_pos <= high), axis=1)
+    pose_pos, pose_rot = pose_pos[inside][:batch], pose_rot[inside][:batch]
+    posed = kin.ik(pose_pos, np.asarray(desc.HOME), target_rot=pose_rot, max_iters=200)
+    posed_all = kin.ik(pose_pos, np.asarray(desc.HOME), target_rot=pose_rot, max_iters=200,
+                       restarts=len(kin.restart_postures))
 
     median, p99 = float(np.median(warm_t)), float(np.percentile(warm_t, 99))
     success = float(warm_ok.mean())
@@ -204,6 +214,12 @@ def run_bench_ik(targets: int = 5000, cold: int = 1000, batch: int = 2000, step:
             'total_ms': round(batch_us / 1000.0, 2),
             'us_per_target': round(batch_us / batch, 2),
             'success_rate': round(float(batch_result.success.mean()), 5),
+        },
+        'any_orientation': {
+            'targets': len(pose_pos),
+            'success_rate': round(float(posed.success.mean()), 5),
+            'success_rate_all_restarts': round(float(posed_all.success.mean()), 5),
+            'iterations_median': float(np.median(posed.iterations)),
         },
         'tool': tool,
         'workspace_low_m': low.tolist(),

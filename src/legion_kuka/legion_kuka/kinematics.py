@@ -112,6 +112,17 @@ class IiwaKinematics:
         self._upper = [float(v) for v in self.upper]
         self._rest = [float(v) for v in self.rest]
         self._tool_down_columns = TOOL_DOWN.T.tolist()
+        #: starting postures tried, in order, when a solve fails: the rest posture, then with A7, A5,
+        #: A3, A1 turned (a wrist or upper-arm flip gets a local solver around a joint limit).
+        turns = [(6, -math.pi / 2), (6, math.pi / 2), (6, -2.9), (6, 2.9), (4, math.pi / 2),
+                 (4, -math.pi / 2), (2, math.pi / 2), (2, -math.pi / 2), (0, math.pi / 2), (0, -math.pi / 2)]
+        postures = [self.rest.copy()]
+        for joint, turn in turns:
+            posture = self.rest.copy()
+            posture[joint] = np.clip(posture[joint] + turn, self.lower[joint], self.upper[joint])
+            postures.append(posture)
+        self.restart_postures = np.array(postures)
+        self._restart_lists = self.restart_postures.tolist()
 
     # ------------------------------------------------------------------ chain
     def _chain(self, xp, q):
@@ -190,7 +201,7 @@ class IiwaKinematics:
 
     def ik(self, target_pos, q_init, *, target_rot=None, max_iters: int = 100, tol: float = 1e-4,
            rot_tol: float = 1e-3, rest_gain: float = 0.1, limit_margin: float = math.radians(10.0),
-           retry_from_rest: bool = True):
+           restarts: int = 1):
         """Joint angles that put the tool at ``target_pos[..., 3]`` with orientation ``target_rot``.
 
         Damped least squares (Levenberg-Marquardt damping that grows with the error, so far targets
@@ -201,14 +212,18 @@ class IiwaKinematics:
         ``target_rot`` defaults to :data:`TOOL_DOWN`, the fixed hand orientation of Meta-World.
         Success: position error < ``tol`` (m) and orientation error < ``rot_tol`` (rad). A solve that
         fails from ``q_init`` (a local minimum against the joint limits, typical of far-away starting
-        postures) is run once more from the rest posture when ``retry_from_rest``; ``iterations``
-        counts both runs.
+        postures) is run again from up to ``restarts`` other postures: the rest posture first, then
+        the rest posture with the wrist or the upper arm turned (:attr:`restart_postures`), until it
+        succeeds; ``iterations`` counts every run. Each restart of a target that cannot be reached
+        costs up to ``max_iters`` more iterations: keep ``restarts`` small in control loops.
         """
+        if restarts < 0:
+            raise ValueError(f'restarts must be >= 0, got {restarts}')
         if max_iters < 0:
             raise ValueError(f'max_iters must be >= 0, got {max_iters}')
         if not tol > 0 or not rot_tol > 0:
             raise ValueError('tol and rot_tol must be positive')
-        options = (max_iters, tol, rot_tol, rest_gain, limit_margin, retry_from_rest)
+        options = (max_iters, tol, rot_tol, rest_gain, limit_margin, restarts)
         target_pos = np.asarray(target_pos, dtype=float)
         q_init = np.asarray(q_init, dtype=float)
         if target_pos.shape == (3,) and q_init.shape == (7,) and target_rot is None:
@@ -240,11 +255,14 @@ class IiwaKinematics:
         q = np.stack(q, axis=-1)
         tol, rot_tol = options[1], options[2]
         success = (pos_err < tol) & (rot_err < rot_tol)
-        if retry_from_rest and not success.all():
-            again = np.flatnonzero(~success)
-            q_rest = np.broadcast_to(self.rest, (again.size, 7))
+        for seed in self.restart_postures[:restarts]:
+            # failed rows, except those that started from this very posture
+            again = np.flatnonzero(~success & np.any(np.abs(q0 - seed) > 1e-12, axis=1))
+            if again.size == 0:
+                continue
+            start = np.broadcast_to(seed, (again.size, 7))
             q2, pos2, rot2, iters2 = self._solve(
-                _Arrays, list(q_rest.T.copy()), list(pos[again].T.copy()),
+                _Arrays, list(start.T.copy()), list(pos[again].T.copy()),
                 [list(rot[again][:, :, j].T.copy()) for j in range(3)], *options[:5])
             q[again], pos_err[again], rot_err[again] = np.stack(q2, axis=-1), pos2, rot2
             iters[again] += iters2
@@ -256,14 +274,18 @@ class IiwaKinematics:
     def _solve_one(self, q, goal, goal_columns, options):
         lower, upper = self._lower, self._upper
         q = [lo if v < lo else hi if v > hi else v for v, lo, hi in zip(q, lower, upper, strict=True)]
-        q, pos_err, rot_err, iters = self._solve(_Floats, q, goal, goal_columns, *options[:5])
-        tol, rot_tol, retry = options[1], options[2], options[5]
+        start = q
+        q, pos_err, rot_err, iters = self._solve(_Floats, list(start), goal, goal_columns, *options[:5])
+        tol, rot_tol, restarts = options[1], options[2], options[5]
         success = pos_err < tol and rot_err < rot_tol
-        if not success and retry:
-            first = iters
-            q, pos_err, rot_err, iters = self._solve(_Floats, list(self._rest), goal, goal_columns,
-                                                     *options[:5])
-            iters += first
+        for seed in self._restart_lists[:restarts]:
+            if success:
+                break
+            if seed == start:
+                continue
+            used = iters
+            q, pos_err, rot_err, iters = self._solve(_Floats, list(seed), goal, goal_columns, *options[:5])
+            iters += used
             success = pos_err < tol and rot_err < rot_tol
         return IKResult(np.array(q), np.array(success), np.array(pos_err), np.array(rot_err),
                         np.array(int(iters)))

@@ -128,9 +128,13 @@ def test_ik_reaches_arbitrary_reachable_poses(kin):
     inside = np.all((pos >= LOW) & (pos <= HIGH), axis=1)
     pos, rot = pos[inside][:300], rot[inside][:300]
     assert len(pos) == 300
-    result = kin.ik(pos, desc.HOME, target_rot=rot, max_iters=200)
-    # a local solver from one start: a few targets need a path around a joint limit
-    assert result.success.mean() >= 0.95
+    one_start = kin.ik(pos, desc.HOME, target_rot=rot, max_iters=200)
+    # a local solver from one start: a few targets need a path around a joint limit ...
+    assert one_start.success.mean() >= 0.95
+    # ... which the restarts from flipped wrist or arm postures find
+    result = kin.ik(pos, desc.HOME, target_rot=rot, max_iters=200, restarts=len(kin.restart_postures))
+    assert result.success.mean() >= 0.99 and result.success.sum() >= one_start.success.sum()
+    assert np.all(result.iterations >= one_start.iterations)
     ok = result.success
     _check_solution(kin, type(result)(result.q[ok], ok[ok], result.position_error[ok],
                                       result.orientation_error[ok], result.iterations[ok]), pos[ok], rot[ok])
@@ -141,9 +145,12 @@ def test_ik_from_far_starting_postures_retries_from_rest(kin):
     rng = np.random.default_rng(8)
     targets = rng.uniform(LOW, HIGH, size=(200, 3))
     starts = _random_postures(kin, 200, seed=9)
+    without = kin.ik(targets, starts, max_iters=200, restarts=0)
+    assert without.success.mean() < 0.95, 'random starts do get stuck at joint limits'
     result = kin.ik(targets, starts, max_iters=200)
     assert result.success.all()
     _check_solution(kin, result, targets)
+    assert np.array_equal(result.q[without.success], without.q[without.success])
 
 
 def test_unreachable_targets_fail_inside_the_limits(kin):
@@ -170,6 +177,7 @@ def test_q_init_outside_the_limits_is_clipped_first(kin):
     ({'target_pos': [[0.5, 0.0, math.inf]], 'q_init': desc.HOME}, 'NaN or inf'),
     ({'target_pos': [0.5, 0.0, 0.2], 'q_init': desc.HOME, 'target_rot': np.eye(2)}, 'target_rot must'),
     ({'target_pos': [0.5, 0.0, 0.2], 'q_init': desc.HOME, 'max_iters': -1}, 'max_iters'),
+    ({'target_pos': [0.5, 0.0, 0.2], 'q_init': desc.HOME, 'restarts': -1}, 'restarts'),
 ])
 def test_bad_input_is_rejected_with_a_clear_message(kin, kwargs, message):
     with pytest.raises(ValueError, match=message):
