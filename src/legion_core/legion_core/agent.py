@@ -238,26 +238,25 @@ class LegionAgent:
         reward = batch['reward'].reshape(-1)
         not_done = 1.0 - batch['done'].reshape(-1).float()
         task = batch['task'].reshape(-1).long()
-        emb = self.task_embeddings[task]
         vae_step = (self.num_updates + 1) % cfg.vae_update_every == 0
 
         # Encoder pass on s: with autograd only when the VAE learns on this update.
         if vae_step:
-            mu, logvar = self.vae.encoder(obs, emb)
+            mu, logvar = self.vae.encoder.forward_tasks(obs, task, self.task_embeddings)
             z_vae = self.vae.encoder.sample(mu, logvar)
             z = z_vae.detach()
             std = torch.exp(0.5 * logvar.detach())
             mu_d = mu.detach()
         else:
             with torch.no_grad():
-                mu_d, logvar_d = self.vae.encoder(obs, emb)
+                mu_d, logvar_d = self.vae.encoder.forward_tasks(obs, task, self.task_embeddings)
                 std = torch.exp(0.5 * logvar_d)
                 z = mu_d + std * torch.randn_like(mu_d)
 
         alpha_all = self.log_alpha.exp()
         alpha = alpha_all[task].detach()
         with torch.no_grad():
-            next_mu, next_logvar = self.vae.encoder(next_obs, emb)
+            next_mu, next_logvar = self.vae.encoder.forward_tasks(next_obs, task, self.task_embeddings)
             next_z = self.vae.encoder.sample(next_mu, next_logvar)
             next_action, next_logp = self.actor.sample(next_obs, next_z)
             q1_t, q2_t = self.critic_target(next_obs, next_z, next_action)
@@ -295,7 +294,7 @@ class LegionAgent:
         self._metric_count += 1
 
         if vae_step:
-            self._vae_step(obs, action, next_obs, emb, mu, logvar, z_vae)
+            self._vae_step(obs, action, next_obs, self.task_embeddings[task], mu, logvar, z_vae)
         self.num_updates += 1
 
     def _vae_step(self, obs, action, next_obs, emb, mu, logvar, z) -> None:

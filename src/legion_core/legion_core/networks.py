@@ -73,6 +73,22 @@ class VAEEncoder(nn.Module):
             logvar = logvar.clamp(*self.logvar_clamp)
         return mu, logvar
 
+    def forward_tasks(self, obs: torch.Tensor, task: torch.Tensor, table: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward(obs, table[task])`` computed faster when embeddings come from a task table.
+
+        The first layer is linear in [s, e], so W [s, e] + b = W_s s + (W_e e + b): the embedding part
+        is computed once per task row ([T, H]) and gathered, instead of once per sample ([B, E] x [E, H]).
+        Same function and gradients; only the floating-point summation order differs.
+        """
+        first = self.trunk[0]
+        per_task = F.linear(table, first.weight[:, self.obs_dim:], first.bias)
+        hidden = self.trunk[1:](F.linear(obs, first.weight[:, :self.obs_dim]) + per_task[task])
+        mu, logvar = self.heads(hidden).chunk(2, dim=-1)
+        if self.logvar_clamp is not None:
+            logvar = logvar.clamp(*self.logvar_clamp)
+        return mu, logvar
+
     @staticmethod
     def sample(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """Reparameterised z = μ + σ ε."""

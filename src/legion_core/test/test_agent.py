@@ -81,12 +81,19 @@ def test_semantic_loss_reduction_sum_vs_mean():
     assert losses['sum'] == pytest.approx(losses['mean'] * B * 24, rel=1e-3)
 
 
-def test_encoder_runs_twice_per_update():
-    agent = make_agent(vae_update_every=1000)
+def test_encoder_runs_twice_per_update_and_decoders_only_on_vae_steps(monkeypatch):
+    agent = make_agent(vae_update_every=2)
     calls = []
-    agent.vae.encoder.register_forward_hook(lambda *_: calls.append(1))
+    encode = agent.vae.encoder.forward_tasks
+    monkeypatch.setattr(agent.vae.encoder, 'forward_tasks', lambda *a: calls.append('enc') or encode(*a))
+    agent.vae.encoder.register_forward_hook(lambda *_: calls.append('enc'))
+    agent.vae.dynamics.register_forward_hook(lambda *_: calls.append('dyn'))
+    agent.vae.semantic.register_forward_hook(lambda *_: calls.append('sem'))
     agent.update(make_batch(0))
-    assert len(calls) == 2
+    assert calls == ['enc', 'enc']
+    calls.clear()
+    agent.update(make_batch(1))  # the VAE step reuses the s-pass (with autograd) for its loss
+    assert sorted(calls) == ['dyn', 'enc', 'enc', 'sem']
 
 
 def test_temperature_is_per_task():

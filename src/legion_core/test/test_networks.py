@@ -102,3 +102,17 @@ def test_sizes_are_configurable_and_checked():
         VAEEncoder(OBS, EMB, latent_dim=0)
     with pytest.raises(ValueError, match='log_std_bounds'):
         Actor(OBS, LAT, ACT, log_std_bounds=(2, -20))
+
+
+def test_encoder_task_table_path_equals_concatenated_input():
+    torch.manual_seed(0)
+    enc = VAEEncoder(OBS, EMB, LAT, hidden=64)
+    table = torch.randn(3, EMB, requires_grad=True)
+    task = torch.tensor([0, 2, 1, 2, 0, 1, 1])
+    s = torch.randn(B, OBS)
+    mu_a, logvar_a = enc(s, table[task])
+    grads_a = torch.autograd.grad((mu_a.sum() + logvar_a.square().sum()), list(enc.parameters()))
+    mu_b, logvar_b = enc.forward_tasks(s, task, table)
+    grads_b = torch.autograd.grad((mu_b.sum() + logvar_b.square().sum()), list(enc.parameters()))
+    assert torch.allclose(mu_a, mu_b, atol=1e-5) and torch.allclose(logvar_a, logvar_b, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads_a, grads_b, strict=True))

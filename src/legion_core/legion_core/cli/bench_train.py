@@ -1,0 +1,173 @@
+"""`legion bench train`: env steps/s and updates/s of our trainer next to stable-baselines3 SAC.
+
+Both sides run the same Meta-World task with one env, one gradient update per env step, batch 512,
+actor/critic bodies of 4 x 300, the same warm-up of random steps, and the same torch thread count.
+Ours additionally runs the LEGION VAE encoder (3 x 400) on s and s' in every update and a VAE step
+every 50 updates: the comparison is LEGION's full update against plain SAC. Repeats alternate between
+the two sides (side by side, so that machine noise hits both) and the medians are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        'train', help='training throughput: ours vs stable-baselines3 SAC (JSON)',
+        description=('Measure env steps/s and gradient updates/s of the LEGION trainer at the reference '
+                     'network sizes (one update per env step) and, in the same run, of '
+                     'stable-baselines3 SAC with equal sizes (net_arch 4 x 300, batch 512) on the same '
+                     'task. Prints one JSON object with medians over --repeats.'))
+    parser.add_argument('--task', default='reach-v3', help='Meta-World task (default reach-v3)')
+    parser.add_argument('--steps', type=int, default=200, help='measured env steps per repeat (default 200)')
+    parser.add_argument('--warmup', type=int, default=600,
+                        help='random steps before measuring (fills the replay; default 600)')
+    parser.add_argument('--repeats', type=int, default=3, help='repeats per side (default 3)')
+    parser.add_argument('--threads', type=int, default=1, help='torch intra-op threads for both (default 1)')
+    parser.add_argument('--batch-size', type=int, default=512, help='batch size for both (default 512)')
+    parser.add_argument('--device', default='cpu', help='torch device for both (default cpu)')
+    parser.add_argument('--optimizer', default='fused', choices=('fused', 'foreach', 'plain'),
+                        help='our Adam implementation (default fused)')
+    parser.add_argument('--compile', action='store_true', help='torch.compile our networks')
+    parser.add_argument('--no-peer', action='store_true', help='measure ours only')
+    parser.set_defaults(handler=run)
+
+
+def _meta_world_gym(task: str, episode_length: int, seed: int):
+    """A gymnasium Env over our TaskEnv (legion12 observation), for the peer."""
+    import gymnasium as gym
+    import numpy as np
+
+    from legion_core.envs import make_task_env
+
+    class TaskGymEnv(gym.Env):
+        metadata: dict = {}  # noqa: RUF012 - gymnasium's own attribute
+
+        def __init__(self):
+            self.env = make_task_env(task, episode_length=episode_length, seed=seed)
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.env.obs_dim,), np.float32)
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            return self.env.reset(), {}
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(np.asarray(action))
+            return obs, reward, terminated, truncated, info
+
+    return TaskGymEnv()
+
+
+def measure_ours(args, seed: int) -> dict[str, float]:
+    import numpy as np
+    import torch
+
+    from legion_core.agent import AgentConfig, LegionAgent
+    from legion_core.envs import TaskVectorEnv
+    from legion_core.replay import ReplayBuffer
+
+    torch.manual_seed(seed)
+    emb = np.random.default_rng(seed).normal(size=(1, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb)
+    config = AgentConfig(batch_size=args.batch_size, optimizer=args.optimizer, compile=args.compile,
+                         num_threads=args.threads)
+    agent = LegionAgent(12, 4, emb, config, device=args.device)
+    env = TaskVectorEnv(args.task, 1, seed=seed)
+    replay = ReplayBuffer(args.warmup + args.steps + 1, 12, 4, 1, device=args.device, seed=seed)
+    rng = np.random.default_rng(seed)
+    obs = env.reset()
+    task = np.zeros(1, dtype=np.int64)
+
+    def step(action):
+        nonlocal obs
+        next_obs, reward, terminated, _truncated, info = env.step(action)
+        replay.add(obs, action, reward, info['final_obs'], terminated.astype(np.float32), task)
+        obs = next_obs
+
+    for _ in range(args.warmup):
+        step(rng.uniform(-1, 1, (1, 4)).astype(np.float32))
+    for _ in range(5):  # first calls allocate / compile: not part of the steady state
+        agent.update(replay.sample(args.batch_size))
+    if args.device.startswith('cuda'):
+        torch.cuda.synchronize()
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(args.steps):
+        step(agent.act(obs, 0, deterministic=False))
+        agent.update(replay.sample(args.batch_size))
+    agent.pop_metrics()  # the one host sync, as in training
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {'env_steps_per_s': args.steps / wall, 'updates_per_s': args.steps / wall,
+            'cpu_updates_per_s': args.steps / cpu}
+
+
+def measure_peer(args, seed: int) -> dict[str, float]:
+    import torch
+    from stable_baselines3 import SAC
+
+    torch.set_num_threads(args.threads)
+    env = _meta_world_gym(args.task, 150, seed)
+    model = SAC('MlpPolicy', env, policy_kwargs={'net_arch': [300, 300, 300, 300]},
+                batch_size=args.batch_size, learning_starts=args.warmup, train_freq=1, gradient_steps=1,
+                buffer_size=args.warmup + args.steps + 10, device=args.device, seed=seed, verbose=0)
+    model.learn(total_timesteps=args.warmup + 5)  # warm-up steps and the first 5 updates
+    if args.device.startswith('cuda'):
+        torch.cuda.synchronize()
+    updates0 = model._n_updates
+    start, cpu = time.perf_counter(), time.process_time()
+    model.learn(total_timesteps=args.steps, reset_num_timesteps=False)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    updates = model._n_updates - updates0
+    return {'env_steps_per_s': args.steps / wall, 'updates_per_s': updates / wall,
+            'cpu_updates_per_s': updates / cpu}
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ('steps', 'warmup', 'repeats', 'threads', 'batch_size'):
+        if getattr(args, name) < 1:
+            print(f'legion bench train: --{name.replace("_", "-")} must be >= 1', file=sys.stderr)
+            return 2
+    if args.warmup < args.batch_size:
+        print(f'legion bench train: --warmup ({args.warmup}) must be >= --batch-size ({args.batch_size})',
+              file=sys.stderr)
+        return 2
+    import torch
+
+    from legion_core.tasks import normalise_task_name
+
+    try:
+        args.task = normalise_task_name(args.task)
+    except ValueError as error:
+        print(f'legion bench train: {error}', file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    ours, peer = [], []
+    for repeat in range(args.repeats):
+        ours.append(measure_ours(args, seed=repeat))
+        if not args.no_peer:
+            peer.append(measure_peer(args, seed=repeat))
+    result = {
+        'device': args.device if not args.device.startswith('cuda')
+        else f'{args.device} ({torch.cuda.get_device_name(0)})',
+        'task': args.task, 'threads': args.threads, 'batch_size': args.batch_size, 'steps': args.steps,
+        'repeats': args.repeats, 'optimizer': args.optimizer, 'compile': args.compile,
+        'env_steps_per_s': statistics.median(r['env_steps_per_s'] for r in ours),
+        'updates_per_s': statistics.median(r['updates_per_s'] for r in ours),
+        'cpu_updates_per_s': statistics.median(r['cpu_updates_per_s'] for r in ours),
+        'load_average_1min': os.getloadavg()[0],
+        'runs': {'ours': ours, 'peer': peer},
+    }
+    if peer:
+        result['peer'] = 'stable-baselines3 SAC, net_arch 4 x 300'
+        result['peer_env_steps_per_s'] = statistics.median(r['env_steps_per_s'] for r in peer)
+        result['peer_updates_per_s'] = statistics.median(r['updates_per_s'] for r in peer)
+        result['peer_cpu_updates_per_s'] = statistics.median(r['cpu_updates_per_s'] for r in peer)
+        result['ratio_vs_peer'] = result['updates_per_s'] / result['peer_updates_per_s']
+        # Updates per second of the process's own CPU time: robust to other load on a shared machine.
+        result['ratio_vs_peer_cpu_time'] = result['cpu_updates_per_s'] / result['peer_cpu_updates_per_s']
+    print(json.dumps(result))
+    return 0
