@@ -31,6 +31,7 @@ def register_launch(subparsers: argparse._SubParsersAction) -> None:
                     'nodes cleanly (SIGINT, then SIGTERM/SIGKILL after --shutdown-timeout). The run '
                     'ends, non-zero, as soon as one node dies, naming it.',
         epilog=LAUNCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.__class__ = _IntermixedParser  # options may come after name:=value, as with ros2 launch
     parser.add_argument('graph', choices=('sim', 'real', 'train'), help='which graph to start')
     parser.add_argument('assignments', nargs='*', metavar='name:=value',
                         help='launch arguments, as for ros2 launch (see --show-args)')
@@ -39,6 +40,21 @@ def register_launch(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--shutdown-timeout', type=float, default=10.0, metavar='S',
                         help='seconds a node gets to exit after SIGINT before SIGTERM (default 10)')
     parser.set_defaults(handler=launch_command)
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Accepts options between and after the positionals (``sim --dry-run driver:=lbr``)."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def launch_command(args: argparse.Namespace) -> int:

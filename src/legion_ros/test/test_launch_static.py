@@ -225,3 +225,12 @@ def test_rcl_loads_every_config_file_as_written():
                 node.destroy_node()
             finally:
                 rclpy.try_shutdown(context=context)
+
+
+def test_train_choices_name_existing_hydra_configs():
+    from legion_bringup.graph import PRESETS, STREAMS
+    train = ROOT / 'config' / 'train'
+    for stream in STREAMS:
+        assert (train / 'stream' / f'{stream}.yaml').is_file(), stream
+    for preset in PRESETS:
+        assert preset == 'none' or (train / 'preset' / f'{preset}.yaml').is_file(), preset

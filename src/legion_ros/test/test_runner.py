@@ -147,7 +147,7 @@ def test_real_graph_refuses_to_start_the_driver_without_ros2_launch():
 
 
 def test_dry_run_prints_the_launch_parameters():
-    proc = subprocess.run([*LEGION, 'launch', 'sim', 'driver:=iiwa_ros2', 'record:=true', '--dry-run'],
+    proc = subprocess.run([*LEGION, 'launch', 'sim', 'driver:=iiwa_ros2', '--dry-run', 'record:=true'],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     blocks = dict(re.findall(r'# (\S+)\n(.+)', proc.stdout))
