@@ -178,7 +178,8 @@ def _object_list(object_poses: Any) -> list[tuple[np.ndarray, np.ndarray | None]
         if isinstance(item, tuple | list) and len(item) == 2 and np.size(item[0]) == 3:
             pos = _finite_vector(item[0], 3, f'object {index} position')
             quat = _finite_vector(item[1], 4, f'object {index} quaternion')
-            out.append((pos, quat))
+            # A zero quaternion means "no orientation" (Meta-World's articulated objects): zeros stay.
+            out.append((pos, quat if np.linalg.norm(quat) > 1e-9 else None))
         elif np.size(np.asarray(item, dtype=np.float64)) == 3:
             out.append((_finite_vector(item, 3, f'object {index} position'), None))
         else:
@@ -272,7 +273,8 @@ class Real2Sim:
                goal: Any = None, previous: Any = None) -> np.ndarray:
         """Meta-World's 39-d observation. The previous frame is ``previous`` (18 values) if given,
         else the one of this instance's last call, else the current frame (as Meta-World's reset does).
-        Object quaternions that are not given are zeros, as Meta-World reports for articulated objects.
+        Object quaternions that are not given (or given as zeros) are zeros, as Meta-World reports for
+        articulated objects.
         """
         opening = self._check_opening(gripper_opening)
         hand, objects, goal_task = self._current(joint_positions, object_poses, goal)

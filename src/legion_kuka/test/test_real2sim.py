@@ -96,6 +96,9 @@ def test_full39_layout_stacks_the_previous_frame():
     real2sim.reset()
     third = real2sim.observation(q, 0.4, [([0.61, 0.0, 0.0], yaw_quat)], [0.5, 0.1, 0.3])
     assert np.allclose(third[18:36], third[0:18])
+    # A zero quaternion is "no orientation" (Meta-World's articulated objects): zeros, no error.
+    no_orientation = real2sim.observation(HOME, 0.5, [([0.6, 0.0, 0.0], np.zeros(4))], None)
+    assert np.all(no_orientation[7:11] == 0.0)
 
 
 def test_object_orientation_is_rotated_into_the_task_frame():
