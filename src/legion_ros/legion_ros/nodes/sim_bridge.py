@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 
 from geometry_msgs.msg import Pose, PoseArray
 from rclpy.node import Node
@@ -40,6 +41,7 @@ from legion_ros import qos
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
 
 ARM_DOF = 7
+REPORT_EVERY = 100  # control cycles between status updates with the real-time factor
 
 PARAMETERS = {
     'driver.name': Param('lbr', 'driver profile mirrored by the twin', choices=('lbr', 'iiwa_ros2')),
@@ -108,6 +110,7 @@ class SimBridge(Node):
         self.create_service(Trigger, '~/step', self.on_step)
         self._poses_every = max(1, round(p.control_rate_hz / p.object_poses_rate_hz))
         self._cycle = 0
+        self._rate_mark: tuple[int, int] | None = None
         self._names: list[str] = []
         self.publish_state(with_poses=True)
         self.timer = self.create_timer(self.period_s, self.on_timer)
@@ -129,6 +132,18 @@ class SimBridge(Node):
             self.sim_time_ns += round(self.period_s * 1e9)
         self._cycle += 1
         self.publish_state(with_poses=self._cycle % self._poses_every == 0)
+        if self._cycle % REPORT_EVERY == 0:
+            self.report_rate()
+
+    def report_rate(self) -> None:
+        """Status with the real-time factor: below 1 the machine cannot step the twin at the controller
+        rate, and everything downstream sees a slow arm."""
+        wall_ns = time.monotonic_ns()
+        sim_ns = self.sim_time_ns
+        if self._rate_mark is not None and wall_ns > self._rate_mark[0]:
+            factor = (sim_ns - self._rate_mark[1]) / (wall_ns - self._rate_mark[0])
+            self.report('tick', real_time_factor=round(factor, 3))
+        self._rate_mark = (wall_ns, sim_ns)
 
     def publish_state(self, with_poses: bool) -> None:
         stamp = self._stamp()
