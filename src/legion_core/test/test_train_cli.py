@@ -1,0 +1,93 @@
+"""`legion train` and `legion eval` from the command line: help, validation, run, resume, evaluate."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_trainer import SMALL
+
+from legion_core.cli.main import main
+
+torch.set_num_threads(1)
+
+
+def test_train_help_explains_groups_and_examples():
+    out = subprocess.run([sys.executable, '-m', 'legion_core.cli.main', 'train', '--help'],
+                         capture_output=True, text=True, check=True).stdout
+    for text in ('--resume', '-m, --multirun', 'config groups', 'preset', 'tiny', 'original', 'stream',
+                 'legion10', 'replay', 'reservoir', 'legion train -m seed=0,1,2'):
+        assert text in out
+
+
+@pytest.mark.parametrize(('overrides', 'message'), [
+    (['stream.tasks=[reach-v3,pussh-v3]'], "unknown Meta-World task 'pussh-v3'. Did you mean push-v3"),
+    (['env.layout=legion13'], "env.layout must be one of ['full39', 'legion12']"),
+    (['agent.batch_size=4096', 'replay.capacity=1000'], 'agent.batch_size (4096) exceeds replay.capacity'),
+    (['train.steps_per_task=-5'], 'train.steps_per_task must be a positive integer'),
+    (['agent.latent_dim=0'], 'agent.latent_dim must be >= 1'),
+    (['agent.eval_z=median'], "agent.eval_z must be one of ['mean', 'sample']"),
+    (['replay.policy=lru'], "replay.policy must be one of ['fifo', 'reservoir', 'task_quota']"),
+    (['+train.stepz=3'], "unknown train setting(s) ['stepz']"),
+    (['nosuchkey=1'], "bad override: Could not override 'nosuchkey'"),
+    (['dpmm=nosuch'], 'bad override'),
+])
+def test_bad_configs_exit_2_with_the_reason(tmp_path, capsys, overrides, message):
+    code = main(['train', f'run_dir={tmp_path}/run', *overrides])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert not (tmp_path / 'run').exists()  # nothing started
+
+
+def test_resume_refuses_overrides_and_missing_runs(tmp_path, capsys):
+    assert main(['train', '--resume', str(tmp_path), 'seed=3']) == 2
+    assert 'takes no overrides' in capsys.readouterr().err
+    assert main(['train', '--resume', str(tmp_path / 'nothing')]) == 2
+    assert 'not a run directory' in capsys.readouterr().err
+
+
+def test_train_stop_resume_and_evaluate(tmp_path, capsys):
+    run_dir = tmp_path / 'run'
+    args = ['train', '--no-progress', '--max-steps', '60', f'run_dir={run_dir}', *SMALL,
+            'train.steps_per_task=120', 'train.eval_every=0']
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first['env_steps'] == 60 and not first['complete']
+    assert main(['train', '--resume', str(run_dir), '--no-progress']) == 0
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert done['complete'] and done['env_steps'] == 240 and done['final_success'] is not None
+
+    assert main(['eval', str(run_dir), '--episodes', '2', '--json']) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert [row['task'] for row in table['tasks']] == ['reach-v3', 'push-v3']
+    assert all(0.0 <= row['success'] <= 1.0 and row['episodes'] == 2 for row in table['tasks'])
+    assert main(['eval', str(run_dir), '--episodes', '1', '--tasks', 'push']) == 0
+    out = capsys.readouterr().out
+    assert 'push-v3' in out and 'reach-v3' not in out and 'mean' in out
+    assert main(['eval', str(run_dir), '--tasks', 'door-open']) == 2
+    assert 'unknown task' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_preset_end_to_end_from_the_command_line(tmp_path):
+    run_dir = tmp_path / 'tiny'
+    out = subprocess.run([sys.executable, '-m', 'legion_core.cli.main', 'train', 'preset=tiny',
+                          f'run_dir={run_dir}', '--no-progress'], capture_output=True, text=True, check=True)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary['complete'] and summary['env_steps'] == 2000
+    metrics = json.loads((run_dir / 'metrics.json').read_text())
+    assert len(metrics['success_matrix']) == 2 and len(metrics['dpmm']) == 2
+    assert (run_dir / 'checkpoints' / 'last.pt').is_file() and list((run_dir / 'tb').iterdir())
+
+
+@pytest.mark.slow
+def test_multirun_sweep_writes_one_run_per_job(tmp_path):
+    sweep = tmp_path / 'sweep'
+    out = subprocess.run([sys.executable, '-m', 'legion_core.cli.main', 'train', '-m', *SMALL, 'seed=0,1',
+                          f'hydra.sweep.dir={sweep}', '--max-steps', '4', '--no-progress'],
+                         capture_output=True, text=True, check=True)
+    runs = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{')]
+    assert [r['run_dir'] for r in runs] == [str(sweep / '0'), str(sweep / '1')]
+    seeds = [json.loads((sweep / str(i) / 'metrics.json').read_text())['config']['seed'] for i in (0, 1)]
+    assert seeds == [0, 1]
