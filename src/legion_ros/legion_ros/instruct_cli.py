@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -189,8 +190,6 @@ def register_instruct(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_instruct(args: argparse.Namespace) -> int:
-    import os
-
     from legion_ros.environment import DOMAIN_VAR, apply_ros_defaults, running_graph_domain
 
     if not os.environ.get(DOMAIN_VAR) and running_graph_domain() is None:
@@ -221,3 +220,352 @@ def run_instruct(args: argparse.Namespace) -> int:
         rclpy.try_shutdown()
         if lease is not None:
             lease.release()
+
+
+# ----------------------------------------------------------------------------------------------------
+# legion sim
+
+SIM_EPILOG = """\
+examples:
+  legion sim --policy expert -i "reach the goal, then push the puck to the goal"
+  legion sim --checkpoint runs/legion10/policy.pt -i "open the window and then close the window" --json
+  legion sim --policy expert          bring the graph up and wait for `legion instruct` (Ctrl-C ends)
+
+Each step runs in the twin's scene of its task: when the active step's task changes, the twin is
+reloaded with that task's scene (seed --seed) and the safety filter is re-synchronised with the arm.
+"""
+
+
+def register_sim(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        'sim', help='run a language instruction on the simulated KUKA (MuJoCo twin + LEGION nodes)',
+        description='Bring up the simulated graph (MuJoCo twin behind the lbr/iiwa_ros2 driver interface, '
+                    'instruction, task inference, policy, real2sim, sim2real with the safety filter, '
+                    'recorder), execute a (multi-step) natural-language instruction on it, print each '
+                    'step\'s success and leave a rosbag2 (MCAP) of the run. Without --instruction the '
+                    'graph stays up for `legion instruct` until Ctrl-C. Exit status as `legion instruct`: '
+                    '0 all steps succeeded, 1 a step failed, 2 rejected/bad usage, 3 the graph failed.',
+        epilog=SIM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('-i', '--instruction', help='what to do, e.g. "reach the goal, then push the puck"')
+    parser.add_argument('--policy', choices=('legion', 'expert'), default='legion',
+                        help='legion: the LEGION actor of --checkpoint (default); expert: Meta-World\'s '
+                             'scripted policy of each step\'s task')
+    parser.add_argument('--checkpoint', default='', metavar='PATH',
+                        help='LEGION policy artefact or run directory (default: the shipped policy)')
+    parser.add_argument('--seed', type=int, default=0, help='goal variant of every step\'s scene (default 0)')
+    parser.add_argument('--driver', choices=('lbr', 'iiwa_ros2'), default='lbr',
+                        help='driver interface the twin speaks (default lbr)')
+    parser.add_argument('--step-timeout', type=float, default=60.0, metavar='S',
+                        help='a step that has not succeeded after S seconds fails (default 60)')
+    parser.add_argument('--timeout', type=float, default=None, metavar='S',
+                        help='give up on the whole instruction after S seconds')
+    parser.add_argument('--bag-dir', default='runs/bags',
+                        help='where the run\'s bag goes (default runs/bags)')
+    parser.add_argument('--no-record', action='store_true', help='do not record a bag')
+    parser.add_argument('--json', action='store_true',
+                        help='print one JSON object: {"steps": [{"instruction", "skill", "success", '
+                             '"duration_s"}], "success", "state", "bag", ...}')
+    parser.set_defaults(handler=run_sim)
+
+
+@dataclass
+class SimGraph:
+    """The sim graph as two runners: the twin (restarted per scene) and everything else."""
+
+    nodes: list
+    values: dict
+    output: object
+    seed: int
+    bridge_runner: object = None
+    rest_runner: object = None
+    scene_task: str | None = None
+
+    def start(self, task: str) -> None:
+        from legion_ros.runner import Runner
+
+        rest = [n for n in self.nodes if n.executable != 'sim_bridge']
+        self.rest_runner = Runner(self._graph(rest), output=self.output)
+        self.rest_runner.start()
+        self.load_scene(task)
+
+    def _graph(self, nodes):
+        from legion_bringup.graph import ResolvedGraph
+        return ResolvedGraph('sim', self.values, tuple(nodes), ())
+
+    def load_scene(self, task: str) -> None:
+        """(Re)start the twin with ``task``'s scene: a fresh initial state of that task for the seed."""
+        from dataclasses import replace
+        from pathlib import Path
+
+        import yaml
+
+        from legion_ros.runner import Runner
+
+        if self.bridge_runner is not None:
+            self.bridge_runner.request_stop(f'scene change to {task}')
+            self.bridge_runner.shutdown()
+        bridge = next(n for n in self.nodes if n.executable == 'sim_bridge')
+        scene = Path(bridge.parameter_files[-1]).with_name(f'sim_bridge_{task}.yaml')
+        values = {'task': task, 'seed': self.seed}
+        scene.write_text(yaml.safe_dump({'/**/sim_bridge': {'ros__parameters': values}}), encoding='utf-8')
+        bridge = replace(bridge, parameter_files=(*bridge.parameter_files, scene))
+        self.bridge_runner = Runner(self._graph([bridge]), output=self.output)
+        self.bridge_runner.start()
+        self.scene_task = task
+
+    def dead(self) -> list[tuple[str, int]]:
+        out = []
+        for runner in (self.rest_runner, self.bridge_runner):
+            for child in runner.children if runner is not None else []:
+                if child.process is not None and child.process.poll() is not None:
+                    out.append((child.name, child.process.returncode))
+        return out
+
+    def stop(self) -> int:
+        codes = []
+        for runner in (self.bridge_runner, self.rest_runner):
+            if runner is not None:
+                runner.request_stop('done')
+                codes.append(runner.shutdown())
+        return max(codes, default=0)
+
+
+def _sim_nodes(args, first_task: str, bag_name: str, params_dir):
+    """The resolved sim graph, with this run's parameters on its nodes.
+
+    The run's values go into one more parameter file per node, after the graph's own: ``-p`` overrides
+    lose against the node-specific (``/**/<node>``) entries of those files, a later file wins.
+    """
+    from dataclasses import replace
+    from pathlib import Path
+
+    import yaml
+
+    from legion_bringup.graph import graph
+
+    resolved = graph('sim').resolve({
+        'driver': args.driver, 'checkpoint': args.checkpoint, 'task': first_task,
+        # Wall-clock time: the twin is restarted per scene, and a restarted /clock would run backwards.
+        'use_sim_time': 'false', 'record': 'false' if args.no_record else 'true', 'recorder': 'legion',
+        'bag_dir': args.bag_dir})
+    extra = {
+        'policy': {'policy_type': args.policy},
+        'real2sim': {'success_source': 'sim', 'require_scene_match': True},
+        'instruction': {'step_timeout_s': float(args.step_timeout)},
+        'recorder': {'bag_name': bag_name},
+        # Object poses at the joint-state rate: an observation mixing fresh joints with object poses up
+        # to 50 ms old sends Meta-World's experts (hand "ahead of" the drawer) into the wrong branch.
+        'sim_bridge': {'seed': int(args.seed), 'object_poses_rate_hz': 100.0},
+    }
+    nodes = []
+    Path(params_dir).mkdir(parents=True, exist_ok=True)
+    for n in resolved.nodes:
+        path = Path(params_dir) / f'{n.name}.yaml'
+        values = {**n.parameters, **extra.get(n.executable, {})}
+        path.write_text(yaml.safe_dump({f'/**/{n.name}': {'ros__parameters': values}}), encoding='utf-8')
+        nodes.append(replace(n, parameters={}, parameter_files=(*n.parameter_files, path)))
+    return nodes, dict(resolved.values)
+
+
+def _plan_locally(instruction: str):
+    """Plan as the instruction node will (same descriptions, skills and thresholds), to reject early
+    and to know the first scene."""
+    from legion_core.language import LanguageEncoder, load_task_descriptions
+    from legion_ros.instructions import SkillMatcher
+    from legion_ros.nodes.instruction import PARAMETERS, allowed_skills
+
+    descriptions = load_task_descriptions()
+    matcher = SkillMatcher(descriptions, LanguageEncoder().embed, PARAMETERS['threshold'].default,
+                           PARAMETERS['margin'].default, allowed=allowed_skills(descriptions, []))
+    return matcher.plan(instruction, PARAMETERS['max_bytes'].default, PARAMETERS['max_steps'].default)
+
+
+class SceneFollower:
+    """Reloads the twin's scene when the active step's task changes, then re-syncs sim2real."""
+
+    def __init__(self, node, sim: SimGraph, say) -> None:
+        from std_msgs.msg import String
+
+        from legion_ros import qos
+
+        self.node, self.sim, self.say = node, sim, say
+        self.pending: str | None = None
+        self.bridge_task: str | None = None
+        node.create_subscription(String, '/legion/active_step', self._on_step, qos.LATCHED)
+        node.create_subscription(String, '/legion/sim_bridge/status', self._on_bridge, qos.LATCHED)
+
+    def _on_bridge(self, message) -> None:
+        try:
+            task = json.loads(message.data).get('task')
+        except (ValueError, AttributeError):
+            return
+        self.bridge_task = task if isinstance(task, str) else self.bridge_task
+
+    def _on_step(self, message) -> None:
+        try:
+            task = json.loads(message.data).get('task')
+        except (ValueError, AttributeError):
+            return
+        if isinstance(task, str) and task != self.sim.scene_task:
+            self.pending = task
+
+    def service(self) -> None:
+        """Do a pending scene change (call between spins: it blocks while the twin restarts)."""
+        if self.pending is None:
+            return
+        task, self.pending = self.pending, None
+        self.say(f'loading the scene of {task}')
+        self.bridge_task = None
+        self.sim.load_scene(task)
+        # The arm jumped to the new scene's start (sim2real's safety filter sees a tracking error and
+        # latches): once the new twin publishes, the filter starts over from the arm's new position.
+        from std_srvs.srv import Trigger
+        if not spin_until(self.node, lambda: self.bridge_task == task, 120.0):
+            self.say(f'warning: the twin did not come up with {task} within 120 s')
+            return
+        spin_until(self.node, lambda: False, 0.5)
+        client = self.node.create_client(Trigger, '/legion/sim2real/reset_estop')
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            if client.wait_for_service(timeout_sec=1.0):
+                future = client.call_async(Trigger.Request())
+                spin_until(self.node, future.done, 5.0)
+                if future.done() and future.result().success:
+                    self.say(f'scene of {task} ready; safety filter re-synchronised')
+                    return
+            spin_until(self.node, lambda: False, 0.3)
+        self.say('warning: sim2real did not re-synchronise with the new scene within 30 s')
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    import contextlib
+    import io
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from legion_ros.environment import apply_ros_defaults
+    from legion_ros.instructions import InstructionRejectedError
+
+    def say(text: str) -> None:
+        print(f'[legion sim] {text}', file=sys.stderr, flush=True)
+
+    plan = None
+    if args.instruction is not None:
+        try:
+            plan = _plan_locally(args.instruction)
+        except InstructionRejectedError as error:
+            if args.json:
+                print(json.dumps({'state': 'rejected', 'reasons': error.reasons, 'steps': []}))
+            else:
+                print('rejected: ' + '; '.join(r['message'] for r in error.reasons), file=sys.stderr)
+            return EXIT_REJECTED
+    if args.policy == 'legion' and not args.checkpoint:
+        from legion_ros.nodes.policy import default_checkpoint
+        if not default_checkpoint():
+            print('legion sim: no LEGION checkpoint given and none is shipped; pass --checkpoint PATH '
+                  '(a policy.pt or run directory) or use --policy expert', file=sys.stderr)
+            return EXIT_REJECTED
+    bag_name = 'sim_' + datetime.now(timezone.utc).strftime('%Y%m%d_%H%M%S_%f')
+    bag_path = Path(args.bag_dir) / bag_name
+    log_path = Path(args.bag_dir) / f'{bag_name}.log'
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    first_task = plan[0].task if plan else 'reach-v3'
+    try:
+        nodes, values = _sim_nodes(args, first_task, bag_name, Path(args.bag_dir) / f'{bag_name}.params')
+    except Exception as error:  # GraphError, a bad config directory
+        print(f'legion sim: {error}', file=sys.stderr)
+        return EXIT_REJECTED
+    lease = apply_ros_defaults(role='graph')
+    import rclpy
+
+    with open(log_path, 'w', encoding='utf-8') as log:
+        sim = SimGraph(nodes, values, log, int(args.seed))
+        say(f'graph in ROS domain {os.environ.get("ROS_DOMAIN_ID")}, node output in {log_path}')
+        rclpy.init()
+        node = rclpy.create_node('legion_sim')
+        code, final, message = EXIT_FAILED, None, ''
+        started = time.monotonic()
+        try:
+            sim.start(first_task)
+            scenes = SceneFollower(node, sim, say)
+
+            def on_spin():
+                scenes.service()
+                dead = sim.dead()
+                if dead:
+                    raise RuntimeError('node(s) died: ' + ', '.join(f'{n} (exit {c})' for n, c in dead))
+
+            if plan is None:
+                say('graph is up; send instructions with `legion instruct "..."`; Ctrl-C stops it')
+                with contextlib.suppress(KeyboardInterrupt):
+                    spin_until(node, lambda: False, None, on_spin)
+                return 0
+            printer = None if args.json else (lambda e: print(describe_event(e), flush=True))
+            code, final, message = _follow_with(node, args, printer, on_spin)
+        except RuntimeError as error:
+            code, message = EXIT_NO_GRAPH, str(error)
+        except KeyboardInterrupt:
+            code, message = EXIT_FAILED, 'interrupted'
+            with contextlib.suppress(Exception):
+                cancel_running(node)
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
+            stop_code = sim.stop()
+            if lease is not None:
+                lease.release()
+    result = _sim_result(final, args, plan, bag_path if not args.no_record and bag_path.exists() else None,
+                         time.monotonic() - started, log_path)
+    if message:
+        result['error'] = message
+        say(message + f' (see {log_path})')
+    if stop_code and code == EXIT_SUCCEEDED:
+        say(f'the graph did not stop cleanly (see {log_path})')
+    if args.json:
+        print(json.dumps(result))
+    else:
+        buffer = io.StringIO()
+        for step in result['steps']:
+            mark = 'ok  ' if step['success'] else 'FAIL'
+            duration = '-' if step['duration_s'] is None else f'{step["duration_s"]:.1f} s'
+            print(f'{mark} {step["skill"]:<26} {duration:>8}  "{step["instruction"]}"', file=buffer)
+        print(buffer.getvalue() + f'{result["state"]}; bag: {result["bag"] or "-"}')
+    return code
+
+
+def _follow_with(node, args, printer, on_spin):
+    """follow_instruction with the scene follower and the node watchdog running between spins."""
+    follower = StatusFollower(node)
+    if not spin_until(node, follower.ready, 120.0, on_spin):
+        return EXIT_NO_GRAPH, None, 'the instruction node did not come up within 120 s'
+    spin_until(node, lambda: False, 0.3, on_spin)
+    follower.send(args.instruction)
+    shown = 0
+
+    def tick():
+        nonlocal shown
+        on_spin()
+        while printer is not None and shown < len(follower.events):
+            printer(follower.events[shown])
+            shown += 1
+
+    if not spin_until(node, lambda: follower.final is not None, args.timeout, tick):
+        return EXIT_FAILED, follower.events[-1] if follower.events else None, \
+            f'the instruction did not finish within {args.timeout:g} s'
+    tick()
+    return exit_code(follower.final['state']), follower.final, ''
+
+
+def _sim_result(final, args, plan, bag, elapsed_s: float, log_path) -> dict:
+    steps = (final or {}).get('steps') or [
+        {'instruction': p.instruction, 'task': p.task, 'state': 'not_run', 'duration_s': None}
+        for p in plan or []]
+    return {
+        'instruction': args.instruction,
+        'policy': args.policy, 'checkpoint': args.checkpoint or None, 'seed': args.seed,
+        'steps': [{'instruction': s['instruction'], 'skill': s['task'], 'success': s['state'] == 'succeeded',
+                   'state': s['state'], 'duration_s': s['duration_s']} for s in steps],
+        'success': bool(final) and final.get('state') == 'succeeded',
+        'state': (final or {}).get('state', 'failed'),
+        'bag': str(bag) if bag else None, 'log': str(log_path), 'wall_s': round(elapsed_s, 2),
+    }

@@ -67,6 +67,8 @@ PARAMETERS = {
                             'the active task)', choices=('auto', 'sim', 'observation')),
     'sim_success_topic': Param('/legion/sim_bridge/task_success', 'std_msgs/Bool ground truth of the twin'),
     'sim_status_topic': Param('/legion/sim_bridge/status', 'the twin\'s latched status (its scene\'s task)'),
+    'require_scene_match': Param(False, 'simulation only: publish no observation while the twin\'s scene '
+                                 '(sim_status_topic) is not the active step\'s task, e.g. while it reloads'),
     'success_hold': Param(3, 'consecutive successful samples before a step counts as done', range=(1, 100)),
 }
 
@@ -154,7 +156,9 @@ class Real2SimNode(Node):
             if not (np.all(np.isfinite(position)) and np.all(np.isfinite(quat))):
                 self.reject(topic, f'pose of {name} contains NaN or inf')
                 return
-            objects[name] = (position, quat)
+            # Articulated objects (window, drawer handles) have no orientation in Meta-World's
+            # observation: a zero quaternion means "position only", not a rotation.
+            objects[name] = (position, quat) if np.linalg.norm(quat) > 1e-9 else position
         self.objects = objects
         self.objects_ns = self.get_clock().now().nanoseconds
 
@@ -211,12 +215,16 @@ class Real2SimNode(Node):
             self._report_success('sim')
 
     def _judge_by_sim(self) -> bool:
+        """Whether the twin's ground truth judges the active step (it only knows its scene's task)."""
         if self.step is None or self.params.success_source == 'observation':
             return False
-        if self.params.success_source == 'sim':
-            return True
-        # auto: the twin's criterion only says something about the task whose scene it runs.
-        return self.sim_success is not None and self.scene_task == self.step['task']
+        return self.sim_success is not None and self.scene_task in (None, self.step['task'])
+
+    def _judge_by_observation(self) -> bool:
+        if self.step is None or self.step['task'] not in CRITERIA:
+            return False
+        source = self.params.success_source
+        return source == 'observation' or (source == 'auto' and not self._judge_by_sim())
 
     def on_joint_state(self, message: JointState) -> None:
         topic = self.params['driver.joint_states_topic']
@@ -239,13 +247,16 @@ class Real2SimNode(Node):
         self.last_stamp = stamp
         if self.objects is None:
             return  # nothing to observe yet: the policy gets no observation, the arm holds
+        if self.params.require_scene_match and self.step is not None and self.scene_task != self.step['task']:
+            return  # the twin still shows another task's scene: observing it would mislead the policy
         age_s = (self.get_clock().now().nanoseconds - self.objects_ns) * 1e-9
         if age_s > self.params.objects_timeout_s:
             self.status.publish('stale_objects', age_s=round(age_s, 3))
             return
         opening = self.gripper_opening if self.gripper_opening is not None else self.gripper_estimate
         objects = [self.objects[k] for k in ('object_1', 'object_2') if k in self.objects]
-        goal = self.objects['goal'][0] if 'goal' in self.objects else None
+        goal = self.objects.get('goal')
+        goal = goal[0] if isinstance(goal, tuple) else goal
         try:
             obs39 = self.real2sim.observation(q, opening, objects, goal)
         except ValueError as error:
@@ -255,8 +266,7 @@ class Real2SimNode(Node):
         self.obs_full_pub.publish(array_message(obs39, 'observation_full', stamp))
         self.obs_pub.publish(array_message(obs12, 'observation', stamp))
         self.observations += 1
-        if self.step is not None and not self._judge_by_sim() and self.step['task'] in CRITERIA \
-                and self.monitor.update_observation(obs39):
+        if self._judge_by_observation() and self.monitor.update_observation(obs39):
             self._report_success('observation')
 
     def _report_success(self, source: str) -> None:

@@ -12,9 +12,10 @@ its command is not a timer phase; every command carries the source stamp of the 
 computed from (see :mod:`legion_ros.provenance`).
 
 Watchdog: when no action came for ``action_timeout_s`` (policy dead, step ended, observation stale),
-the arm holds its last commanded target; the next action re-anchors the hand target at the measured
-hand, so resuming never jumps. E-stop: ``/legion/estop`` (std_msgs/Bool, latched) true stops all
-commands at once; ``~/reset_estop`` (std_srvs/Trigger) re-enables them once the e-stop topic is false.
+streaming stops and the position controller holds the last commanded target; the next action
+re-anchors the hand target at the measured hand, so resuming never jumps. E-stop: ``/legion/estop``
+(std_msgs/Bool, latched) true stops all commands at once; ``~/reset_estop`` (std_srvs/Trigger)
+re-enables them once the e-stop topic is false (and re-synchronises the filter with the arm).
 Gripper: the action's 4th value is forwarded on ``driver.gripper_topic`` (std_msgs/Float64, [-1, 1]).
 """
 from __future__ import annotations
@@ -213,7 +214,7 @@ class Sim2RealNode(Node):
             response.message = 'no fresh joint state: the e-stop stays latched until the arm reports again'
             return response
         self.estopped = False
-        self.holding, self.anchored = True, False
+        self.holding, self.anchored, self.hold_target = True, False, None
         response.success, response.message = True, 'e-stop reset; holding until the next action'
         self.publish_status()
         return response
@@ -270,12 +271,10 @@ class Sim2RealNode(Node):
         now = self.now_s()
         stale = self.last_action_s is None or now - self.last_action_s > self.params.action_timeout_s
         if stale:
-            if not self.holding:
+            if not self.holding:  # stop streaming: a position controller holds its last command
                 self.holding = True
                 self.get_logger().warning(f'no action for {self.params.action_timeout_s:.2f} s: holding')
                 self.publish_status()
-            if self.hold_target is not None:
-                self.send(self.hold_target, now)
             return
         if self.anchored:
             self.send(self.translator.next_target(now), now)
