@@ -27,10 +27,19 @@ Meta-World's MT1 tasks) and the episode logic are Meta-World's code, unchanged. 
 - Exactly 9 robot coordinates come first in ``qpos`` (A1..A7, r_close, l_close), the count and order
   Meta-World's task code indexes into (object joints at ``qpos[9:]``).
 
-The iiwa's shoulder-to-wrist reach (0.40-0.80 m with the tool pointing down) is shorter than the
-Sawyer's: hand positions at the edge of Meta-World's mocap box (far corners y > ~0.85 m, or close to
-the base and high) cannot be reached with the tool pointing down; there the weld stretches and the
-hand lags the mocap target, as a real arm at its limits would.
+Known differences from the Sawyer (measured with ``legion kuka experts``):
+
+- Reach. The iiwa's shoulder-to-wrist distance is 0.40-0.80 m; with the tool pointing down and the
+  base at ``METAWORLD_BASE_POSE`` the hand cannot go closer to the base than y ~0.47 m (at z 0.2 m;
+  A4 at its 120 deg limit) nor much beyond y ~0.85 m near the table. Meta-World's default hand box
+  (-0.2..0.2, 0.55..0.75, 0.05..0.3) is inside. Tasks that start the hand at y = 0.4 (faucet,
+  button, window) start it at y ~0.47; targets out of reach stretch the weld and the hand lags the
+  mocap, as a real arm at its limits would. Joint limits are stiffer than the weld, so the arm stops
+  at them (< 0.1 deg over).
+- Gripper geometry. The iiwa gripper's palm (14 cm across the finger travel) sits 5 mm above the hand
+  point, its fingers are 50 mm long (the Sawyer's pads 90 mm): where a scripted approach slides the
+  hand along a surface (door-open's side approach) the palm can catch what the Sawyer's slim hand
+  slips past.
 """
 from __future__ import annotations
 

@@ -76,11 +76,11 @@ def test_through_twin_column(capsys):
 @pytest.mark.slow
 def test_kuka_solves_the_legion10_tasks_about_as_often_as_the_sawyer():
     results = experts_cli.expert_table(list(KUKA_TASKS), episodes=5, seed=0, progress=False)
+    # One episode in five of slack per task: door-open-v3 loses one (seed 1) because the iiwa gripper's
+    # palm, 14 cm wide and 5 mm above Meta-World's hand point, catches the door panel where the Sawyer's
+    # slim hand slips past on the scripted approach (learned policies can approach differently).
     for task, runs in results.items():
-        if task == 'door-open-v3':
-            # Known embodiment difference: the iiwa gripper's palm sits 5 mm above Meta-World's hand
-            # point (50 mm fingers; the Sawyer's pads are 90 mm), and it hits the door's lock box when the
-            # scripted expert lowers the hand onto the handle. Learned policies can approach differently.
-            continue
-        assert runs['kuka'].rate >= runs['sawyer'].rate - 0.2, (task, runs['kuka'].successes,
-                                                                  runs['sawyer'].successes)
+        assert runs['kuka'].rate >= runs['sawyer'].rate - 0.21, (task, runs['kuka'].successes,
+                                                                   runs['sawyer'].successes)
+    mean = {arm: sum(runs[arm].rate for runs in results.values()) / len(results) for arm in experts_cli.ARMS}
+    assert mean['kuka'] >= mean['sawyer'] - 0.05, mean
