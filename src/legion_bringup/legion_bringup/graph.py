@@ -23,6 +23,9 @@ from typing import Any
 PACKAGE = 'legion_bringup'
 NODE_PACKAGE = 'legion_ros'
 CONFIG_ENV = 'LEGION_CONFIG_DIR'
+# Seconds a node gets between SIGINT and SIGTERM, in launch files and in the runner alike: nodes that
+# import torch can spend several seconds in interpreter shutdown after a clean stop.
+SHUTDOWN_TIMEOUT_S = 15.0
 _PLACEHOLDER = re.compile(r'{(\w+)}')
 _PLAIN = re.compile(r'[A-Za-z_/][\w./-]*')  # YAML reads these as the same string, unquoted
 _YAML_WORDS = {'true', 'false', 'yes', 'no', 'on', 'off', 'y', 'n', 'null', 'nan', 'inf'}

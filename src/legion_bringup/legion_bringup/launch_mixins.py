@@ -16,7 +16,16 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
-from legion_bringup.graph import PACKAGE, ArgValue, Condition, Graph, IncludeSpec, NodeSpec, ProcessSpec
+from legion_bringup.graph import (
+    PACKAGE,
+    SHUTDOWN_TIMEOUT_S,
+    ArgValue,
+    Condition,
+    Graph,
+    IncludeSpec,
+    NodeSpec,
+    ProcessSpec,
+)
 from legion_bringup.graph import split_placeholders as _split
 
 
@@ -56,12 +65,14 @@ class LegionMixin:
                     namespace=substitutions(spec.namespace), parameters=parameters,
                     remappings=[(substitutions(a), substitutions(b)) for a, b in spec.remappings],
                     ros_arguments=['--log-level', LaunchConfiguration('log_level')],
-                    output='screen', emulate_tty=True, condition=LegionMixin.condition(spec.condition))
+                    output='screen', emulate_tty=True, sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
+                    condition=LegionMixin.condition(spec.condition))
 
     @staticmethod
     def process(spec: ProcessSpec) -> ExecuteProcess:
         return ExecuteProcess(cmd=[substitutions(part) for part in spec.cmd], name=spec.name, output='screen',
-                              sigterm_timeout='10', condition=LegionMixin.condition(spec.condition))
+                              sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
+                              condition=LegionMixin.condition(spec.condition))
 
     @staticmethod
     def include(spec: IncludeSpec) -> IncludeLaunchDescription:

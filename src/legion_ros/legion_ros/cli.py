@@ -37,8 +37,8 @@ def register_launch(subparsers: argparse._SubParsersAction) -> None:
                         help='launch arguments, as for ros2 launch (see --show-args)')
     parser.add_argument('--show-args', action='store_true', help='list the graph\'s arguments and exit')
     parser.add_argument('--dry-run', action='store_true', help='print the node command lines and exit')
-    parser.add_argument('--shutdown-timeout', type=float, default=10.0, metavar='S',
-                        help='seconds a node gets to exit after SIGINT before SIGTERM (default 10)')
+    parser.add_argument('--shutdown-timeout', type=float, default=15.0, metavar='S',
+                        help='seconds a node gets to exit after SIGINT before SIGTERM (default 15)')
     parser.set_defaults(handler=launch_command)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TextIO
 
-from legion_bringup.graph import GraphError, ResolvedGraph, ResolvedNode
+from legion_bringup.graph import SHUTDOWN_TIMEOUT_S, GraphError, ResolvedGraph, ResolvedNode
 from legion_ros.environment import apply_ros_defaults
 
 EXIT_NODE_DIED = 1
@@ -79,7 +79,8 @@ class Child:
 class Runner:
     """Start, watch and stop the processes of one resolved graph."""
 
-    def __init__(self, graph: ResolvedGraph, output: TextIO | None = None, shutdown_timeout_s: float = 10.0,
+    def __init__(self, graph: ResolvedGraph, output: TextIO | None = None,
+                 shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S,
                  environ: Mapping[str, str] | None = None) -> None:
         if graph.includes:
             raise GraphError(f'{", ".join(graph.includes)} can only be started by `ros2 launch`; start the '
@@ -188,7 +189,8 @@ class Runner:
         return 0
 
 
-def run_graph(graph: ResolvedGraph, output: TextIO | None = None, shutdown_timeout_s: float = 10.0) -> int:
+def run_graph(graph: ResolvedGraph, output: TextIO | None = None,
+              shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S) -> int:
     """Run ``graph`` in the foreground until SIGINT/SIGTERM or a node dies; returns the exit code."""
     lease = apply_ros_defaults(role='graph')  # the whole graph shares one domain, held by the runner
     try:
