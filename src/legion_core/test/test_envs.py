@@ -214,3 +214,13 @@ def test_accelerated_observation_is_bit_exact(task):
         obs_b, reward_b, _, _, info_b = fast.step(action)
         np.testing.assert_array_equal(obs_a, obs_b)
         assert reward_a == reward_b and info_a['success'] == info_b['success']
+
+
+def test_evaluate_reuses_an_env_and_scales_rewards():
+    plain = evaluate(lambda obs: np.zeros((len(obs), 4)), 'reach', episodes=2, episode_length=10)
+    env = TaskVectorEnv('reach', 2, episode_length=10, reward_scale=0.5, autoreset=False)
+    scaled = evaluate(lambda obs: np.zeros((len(obs), 4)), 'reach', episodes=3, env=env)
+    assert len(scaled['episode_returns']) == 3  # two rounds on two copies, cut to three episodes
+    assert scaled['mean_return'] == pytest.approx(0.5 * plain['mean_return'])
+    with pytest.raises(ValueError, match='autoreset=False'):
+        evaluate(lambda obs: obs, 'reach', env=TaskVectorEnv('reach', 1, episode_length=2))
