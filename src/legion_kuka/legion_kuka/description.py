@@ -77,11 +77,12 @@ class GripperSpec:
 GRIPPER = GripperSpec()
 
 #: Home posture: the tcp at (0.5, 0, 0.2) m in the robot base frame (Meta-World's initial hand position
-#: (0, 0.6, 0.2) with the base at :data:`METAWORLD_BASE_POSE`), the tool pointing straight down, the
-#: elbow up, A1 = A3 = A5 = A7 = 0 (mid-range). A4 is the joint nearest its limit (19 deg inside): the
-#: point is close to the shoulder, so the elbow folds. Solved in closed form for the planar arm; the
-#: tests check it with MuJoCo's forward kinematics.
-HOME = (0.0, 0.5083, 0.0, -1.7649, 0.0, 0.8684, 0.0)
+#: (0, 0.6, 0.2) with the base at :data:`METAWORLD_BASE_POSE`), the tool pointing straight down with
+#: the fingers sliding along the base x axis (Meta-World's y, as the Sawyer's fingers do), the elbow
+#: up, A1 = A3 = A5 = 0, A7 = -90 deg (all mid-range). A4 is the joint nearest its limit (19 deg
+#: inside): the point is close to the shoulder, so the elbow folds. A2, A4, A6 solved in closed form
+#: for the planar arm; the tests check the pose with MuJoCo's forward kinematics.
+HOME = (0.0, 0.5083, 0.0, -1.7649, 0.0, 0.8684, -1.5708)
 
 #: Where the iiwa base stands in Meta-World's world frame: (x, y, z, yaw). The base sits on the
 #: table's near edge, 0.1 m closer to the table than the Sawyer's base at the origin, and faces +y

@@ -20,11 +20,12 @@ import numpy as np
 
 from legion_kuka.description import GRIPPER, HOME, IIWA7, IiwaDatasheet
 
-#: Tool orientation with the tool z axis pointing straight down and the fingers sliding along the base
-#: y axis (A7 = 0 at :data:`HOME`): with the base at METAWORLD_BASE_POSE the fingers slide along
-#: Meta-World's world x axis, like the Sawyer's fixed hand orientation. Rows are the base frame's x, y,
-#: z; columns the tool's.
-TOOL_DOWN = np.array([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
+#: Meta-World's fixed hand orientation for the iiwa tool, in the robot base frame: tool z (along the
+#: fingers) straight down, finger travel (tool y) along the base -x axis. With the base at
+#: METAWORLD_BASE_POSE the fingers slide along Meta-World's world y axis, like the Sawyer's, so objects
+#: are grasped the way the Meta-World tasks expect. The tool has this orientation at :data:`HOME`
+#: (A7 = -90 deg). Columns are the tool's x, y, z axes.
+TOOL_DOWN = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 
 
 @dataclass
@@ -112,15 +113,17 @@ class IiwaKinematics:
         self._upper = [float(v) for v in self.upper]
         self._rest = [float(v) for v in self.rest]
         self._tool_down_columns = TOOL_DOWN.T.tolist()
-        #: starting postures tried, in order, when a solve fails: the rest posture, then with A7, A5,
-        #: A3, A1 turned (a wrist or upper-arm flip gets a local solver around a joint limit).
-        turns = [(6, -math.pi / 2), (6, math.pi / 2), (6, -2.9), (6, 2.9), (4, math.pi / 2),
-                 (4, -math.pi / 2), (2, math.pi / 2), (2, -math.pi / 2), (0, math.pi / 2), (0, -math.pi / 2)]
+        #: starting postures tried, in order, when a solve fails: the rest posture, then with A7 set
+        #: around its range, then A5, A3, A1 turned (a wrist or upper-arm flip gets a local solver
+        #: around a joint limit).
+        settings = [(6, 0.0), (6, math.pi / 2), (6, 2.9), (6, -2.9), (6, -math.pi / 2)]
+        settings += [(j, self.rest[j] + turn) for j in (4, 2, 0) for turn in (math.pi / 2, -math.pi / 2)]
         postures = [self.rest.copy()]
-        for joint, turn in turns:
+        for joint, angle in settings:
             posture = self.rest.copy()
-            posture[joint] = np.clip(posture[joint] + turn, self.lower[joint], self.upper[joint])
-            postures.append(posture)
+            posture[joint] = np.clip(angle, self.lower[joint], self.upper[joint])
+            if not any(np.allclose(posture, p) for p in postures):
+                postures.append(posture)
         self.restart_postures = np.array(postures)
         self._restart_lists = self.restart_postures.tolist()
 
@@ -201,7 +204,7 @@ class IiwaKinematics:
 
     def ik(self, target_pos, q_init, *, target_rot=None, max_iters: int = 100, tol: float = 1e-4,
            rot_tol: float = 1e-3, rest_gain: float = 0.1, limit_margin: float = math.radians(10.0),
-           restarts: int = 1):
+           restarts: int = 3):
         """Joint angles that put the tool at ``target_pos[..., 3]`` with orientation ``target_rot``.
 
         Damped least squares (Levenberg-Marquardt damping that grows with the error, so far targets
