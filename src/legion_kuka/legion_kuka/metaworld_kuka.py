@@ -173,7 +173,13 @@ def _arm_with_metaworld_gripper():
     hand_z = float(np.mean(fingertips)) - HAND_ABOVE_FINGERTIPS
     quat = np.zeros(4)
     mujoco.mju_mat2Quat(quat, _HAND_IN_GRIPPER.flatten())
-    gripper.add_body(name='hand', pos=[0.0, 0.0, hand_z], quat=list(quat))
+    hand = gripper.add_body(name='hand', pos=[0.0, 0.0, hand_z], quat=list(quat))
+    # Meta-World's hand cameras (xyz_base.xml), same poses in the (same) hand frame.
+    for name, pos, camera_quat, fovy in (('behindGripper', [0, 0, -0.5], [0, 1, 0, 0], 60),
+                                         ('gripperPOV', [0.04, -0.06, 0], [-1, -1.3, 0, 0], 90)):
+        norm = float(np.linalg.norm(camera_quat))
+        hand.add_camera(name=name, mode=mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM, pos=pos,
+                        quat=[c / norm for c in camera_quat], fovy=fovy)
     return arm, hand_z
 
 
@@ -331,6 +337,15 @@ def kuka_env_class(task_name: str) -> type:
     return type(name, (KukaMixin, sawyer_cls), {'_kuka_task_name': task_name,
                                                 '__module__': __name__,
                                                 '__doc__': f'{task_name} with the KUKA iiwa 7 (see module).'})
+
+
+def __getattr__(name: str) -> type:
+    """Module attributes ``Kuka<Task>EnvV3``: the generated classes, found by name (for pickle)."""
+    if name.startswith('Kuka') and name.endswith('V3'):
+        for task in KUKA_TASKS:
+            if _sawyer_class(task).__name__.replace('Sawyer', 'Kuka', 1) == name:
+                return kuka_env_class(task)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def goal_variant(task_name: str, seed: int):

@@ -194,3 +194,17 @@ def test_factory_through_legion_core_entry_point():
     assert obs.shape == (39,) and 'success' in info
     env.close()
     sawyer.close()
+
+
+def test_pickle_round_trip(variants):
+    """Meta-World envs pickle (model by name, state, task); the generated KUKA classes must too."""
+    import pickle
+
+    env = _env('reach-v3', variants('reach-v3')[0])
+    env.reset()
+    for _ in range(5):
+        env.step(np.array([1.0, 0.0, 0.0, 0.0]))
+    clone = pickle.loads(pickle.dumps(env))
+    assert type(clone) is type(env) and clone.model.nq == env.model.nq
+    np.testing.assert_allclose(clone.data.qpos, env.data.qpos)
+    assert clone.model.camera('gripperPOV').id >= 0
