@@ -96,3 +96,76 @@ class Probe:
 
     def close(self) -> None:
         self.node.destroy_node()
+
+
+class FakeArm:
+    """A driver stand-in in the test process: joint states at ``rate_hz`` (header stamped with the wall
+    clock) that follow every joint command exactly, plus a static scene (object, goal) in the base frame.
+
+    It spins its own node on a background thread, so the test can inject messages and wait meanwhile.
+    """
+
+    JOINTS = tuple(f'lbr_A{i}' for i in range(1, 8))
+
+    def __init__(self, rate_hz: float = 100.0, name: str = 'fake_arm') -> None:
+        import threading
+
+        import numpy as np
+        from geometry_msgs.msg import Pose, PoseArray
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray, String
+
+        from legion_kuka.description import HOME
+        from legion_ros import qos
+
+        self.node = rclpy.create_node(name)
+        self.q = np.asarray(HOME, dtype=float)
+        self.commands: list[tuple[float, list[float]]] = []
+        self.publishing = True
+        self._JointState = JointState
+        self._lock = threading.Lock()
+        self.js_pub = self.node.create_publisher(JointState, '/lbr/joint_states', qos.STATE)
+        self.poses_pub = self.node.create_publisher(PoseArray, '/legion/object_poses', qos.STATE)
+        self.node.create_publisher(String, '/legion/object_names', qos.LATCHED).publish(
+            String(data=json.dumps(['object_1', 'goal'])))
+        self.node.create_subscription(Float64MultiArray, '/lbr/forward_position_controller/commands',
+                                      self._on_command, qos.COMMAND)
+        self.poses = PoseArray()
+        for x, y, z in ((0.7, 0.0, 0.02), (0.6, -0.2, 0.3)):
+            pose = Pose()
+            pose.position.x, pose.position.y, pose.position.z = x, y, z
+            pose.orientation.w = 1.0
+            self.poses.poses.append(pose)
+        self.node.create_timer(1.0 / rate_hz, self._tick)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _tick(self) -> None:
+        if not self.publishing:
+            return
+        now = time.time_ns()
+        message = self._JointState(name=list(self.JOINTS), position=[float(v) for v in self.q])
+        message.header.stamp.sec, message.header.stamp.nanosec = divmod(now, 1_000_000_000)
+        self.poses.header.stamp = message.header.stamp
+        self.poses_pub.publish(self.poses)
+        self.js_pub.publish(message)
+
+    def _on_command(self, message) -> None:
+        import numpy as np
+
+        data = list(message.data)
+        with self._lock:
+            self.commands.append((time.monotonic(), data))
+        if len(data) == 7 and all(np.isfinite(data)):
+            self.q = np.asarray(data, dtype=float)
+
+    def commands_since(self, t: float, with_times: bool = False) -> list:
+        with self._lock:
+            return [(s, c) if with_times else c for s, c in self.commands if s >= t]
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()

@@ -103,6 +103,7 @@ class Sim2RealNode(Node):
         self.last_action_s: float | None = None     # node clock of the last accepted action
         self.source_ns: int | None = None           # source stamp of the current policy step
         self.hold_target: np.ndarray | None = None  # last target that went out
+        self.last_sent_s: float | None = None       # node clock of the last command
         self.holding = True
         self.estopped = False
         self.estop_requested = False
@@ -193,7 +194,7 @@ class Sim2RealNode(Node):
         self.source_ns = source_of(message)
         self.holding = False
         self.gripper_pub.publish(Float64(data=float(plan.gripper)))
-        if self.params.send_on_action:
+        if self.params.send_on_action and self._may_send(now):
             self.send(self.translator.next_target(now), now)
 
     def on_estop(self, message: Bool) -> None:
@@ -276,8 +277,13 @@ class Sim2RealNode(Node):
                 self.get_logger().warning(f'no action for {self.params.action_timeout_s:.2f} s: holding')
                 self.publish_status()
             return
-        if self.anchored:
+        if self.anchored and self._may_send(now):
             self.send(self.translator.next_target(now), now)
+
+    def _may_send(self, now: float) -> bool:
+        """At most one command per control period: the filter's velocity and acceleration bounds are
+        per call, so an action-triggered command and a timer command in one period would double them."""
+        return self.last_sent_s is None or now - self.last_sent_s >= 0.9 * self.period_s
 
     def send(self, target: np.ndarray, now: float) -> None:
         decision = self.safety.command(target, stamp=self.q_stamp_s, now=now)
@@ -293,6 +299,7 @@ class Sim2RealNode(Node):
         position = np.asarray(decision.position, dtype=np.float64)
         self.command_pub.publish(array_message(position, 'joint_positions', self.source_ns, double=True))
         self.hold_target = position
+        self.last_sent_s = now
         self.sent += 1
         for reason in decision.reasons or []:
             self.refused[reason] = self.refused.get(reason, 0) + 1
