@@ -32,7 +32,6 @@ import json
 import signal
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -166,17 +165,6 @@ def declare_parameters(node: Node, spec: Mapping[str, Param | tuple]) -> Params:
     return values
 
 
-def describe_parameters(spec: Mapping[str, Param | tuple]) -> str:
-    """A plain-text table of ``spec`` (for ``--help`` texts and docs)."""
-    lines = []
-    for name, entry in spec.items():
-        param = entry if isinstance(entry, Param) else Param(*entry)
-        extra = f' one of {list(param.choices)}' if param.choices else ''
-        extra += f' in {list(param.range)}' if param.range else ''
-        lines.append(f'  {name} ({param.type_name()}, default {param.default!r}){extra}: {param.description}')
-    return '\n'.join(lines)
-
-
 class StatusPublisher:
     """A node's state as JSON on a latched ``std_msgs/String`` topic (default ``~/status``).
 
@@ -265,22 +253,3 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **nod
 
 def _log(node: Node | None, name: str):
     return node.get_logger() if node is not None else rclpy.logging.get_logger(name)
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, spin: Callable[[], None] | None = None,
-             poll_s: float = 0.01) -> bool:
-    """Poll ``predicate`` (spinning with ``spin`` in between if given) until true or ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        if spin is not None:
-            spin()
-        else:
-            time.sleep(poll_s)
-    return predicate()
-
-
-def main_guard(main: Callable[[list[str] | None], int]) -> None:
-    """``if __name__ == '__main__': main_guard(main)`` so ``python -m`` exits with main's code."""
-    sys.exit(main(None))
