@@ -68,14 +68,16 @@ class SuccessMatrix:
         return [[None if math.isnan(v) else float(v) for v in row] for row in self.matrix]
 
     def summarise(self) -> dict:
-        return summarise(self.matrix)
+        # A matrix built with one phase for several tasks is a multi-task run.
+        return summarise(self.matrix, multitask=self.num_phases == 1 and len(self.tasks) > 1)
 
 
-def summarise(E: np.ndarray) -> dict:  # noqa: N803 (E is the paper's name for the matrix)
+def summarise(E: np.ndarray, *, multitask: bool | None = None) -> dict:  # noqa: N803 (the paper's name)
     """Final success, per-task final, own-phase, forgetting and max-forgetting of a [P, T] matrix.
 
-    Rows are phases, columns tasks in stream order (phase k trains task k). P = 1 is a multi-task run;
-    P < T is a stream that stopped early (untrained tasks count in ``final_success`` only).
+    Rows are phases, columns tasks in stream order (phase k trains task k). ``multitask`` marks a
+    one-phase run that trained every task (default: any one-row matrix); P < T is a lifelong stream
+    that stopped early (untrained tasks count in ``final_success`` only).
     """
     E = np.asarray(E, dtype=float)  # noqa: N806
     if E.ndim != 2 or E.size == 0:
@@ -93,7 +95,11 @@ def summarise(E: np.ndarray) -> dict:  # noqa: N803 (E is the paper's name for t
         'per_task_final': [None if math.isnan(v) else float(v) for v in final_row],
         'num_phases': E.shape[0],
     }
-    if last == 0:  # multi-task: one phase trains everything
+    if multitask is None:
+        multitask = last == 0
+    if multitask and last != 0:
+        raise ValueError(f'a multi-task run has one phase, got {E.shape[0]}')
+    if multitask:  # one phase trains everything
         summary.update(own_phase=summary['final_success'], forgetting=None, max_forgetting=None)
         return summary
     diagonal = np.array([E[k, k] for k in range(last + 1)])

@@ -21,9 +21,10 @@ phase)::
       "config": {...}                        # the resolved training configuration
     }
 
-``tasks`` and ``success_matrix`` are required (the matrix has one row per phase and one column per
-task); every other key may be missing or null, and the summary numbers are then recomputed from the
-matrix (``stream_average`` from ``evals.jsonl``).
+``tasks`` and ``success_matrix`` are required (the matrix has one row per finished phase, none
+before the first phase ends, and one column per task); every other key may be missing or null, and
+the summary numbers are then recomputed from the matrix (``stream_average`` from ``evals.jsonl``).
+Without ``mode``, a one-row matrix over several tasks is read as a multi-task run.
 
 ``evals.jsonl`` — one JSON object per line, one line per task per periodic evaluation::
 
@@ -77,8 +78,8 @@ def load_metrics(path: Path) -> dict[str, Any]:
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
         raise ReportError(f'{path}: "tasks" must be a non-empty list of task names')
     rows = data.get('success_matrix')
-    if not isinstance(rows, list) or not rows:
-        raise ReportError(f'{path}: "success_matrix" must be a non-empty list of rows (phase x task)')
+    if not isinstance(rows, list):
+        raise ReportError(f'{path}: "success_matrix" must be a list of rows (phase x task)')
     for j, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(tasks):
             raise ReportError(f'{path}: success_matrix row {j} must be a list of {len(tasks)} values '
@@ -97,7 +98,15 @@ def load_metrics(path: Path) -> dict[str, Any]:
         raise ReportError(f'{path}: "dpmm" must be a list of objects {{"phase", "num_components", '
                           '"purity"}}')
     data['dpmm'] = dpmm
-    data['success_matrix'] = np.array([[np.nan if v is None else float(v) for v in row] for row in rows])
+    data['success_matrix'] = np.array([[np.nan if v is None else float(v) for v in row] for row in rows],
+                                      dtype=float).reshape(len(rows), len(tasks))
+    if data.get('mode') is not None and not isinstance(data['mode'], str):
+        raise ReportError(f'{path}: "mode" must be "lifelong", "multitask" or null, got {data["mode"]!r}')
+    # A run whose mode is not recorded: a single row for several tasks reads as multi-task.
+    data['multitask'] = data.get('mode') == 'multitask' if data.get('mode') else (
+        len(rows) == 1 and len(tasks) > 1)
+    if data['multitask'] and len(rows) > 1:
+        raise ReportError(f'{path}: a multi-task run has one success-matrix row, got {len(rows)}')
     return data
 
 
@@ -153,13 +162,24 @@ def _short(task: str) -> str:
     return task.removesuffix('-v3')
 
 
-def plot_success_matrix(matrix: np.ndarray, tasks: Sequence[str], path: Path, title: str = '') -> None:
+def plot_success_matrix(matrix: np.ndarray, tasks: Sequence[str], path: Path, title: str = '',
+                        multitask: bool = False) -> None:
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     phases, num_tasks = matrix.shape
+    if phases == 0:  # no phase has ended yet: an empty frame that says so
+        fig, ax = plt.subplots(figsize=(1.0 + 0.75 * num_tasks, 2.5), dpi=110)
+        ax.text(0.5, 0.5, 'no phase finished yet', ha='center', va='center', transform=ax.transAxes)
+        ax.set_xticks(np.arange(num_tasks) / max(num_tasks - 1, 1), [_short(t) for t in tasks], rotation=45,
+                      ha='right')
+        ax.set_yticks([])
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * num_tasks, 1.2 + 0.6 * phases), dpi=110)
     image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=1.0, cmap='viridis', aspect='auto')
     ax.set_facecolor('#dddddd')  # cells never evaluated
@@ -169,10 +189,7 @@ def plot_success_matrix(matrix: np.ndarray, tasks: Sequence[str], path: Path, ti
                 ax.text(k, j, f'{matrix[j, k]:.2f}', ha='center', va='center', fontsize=8,
                         color='black' if matrix[j, k] > 0.6 else 'white')
     ax.set_xticks(range(num_tasks), [_short(t) for t in tasks], rotation=45, ha='right')
-    if phases == 1 and num_tasks > 1:
-        ylabels = ['multi-task']
-    else:
-        ylabels = [f'phase {j}: {_short(tasks[j])}' for j in range(phases)]
+    ylabels = ['multi-task'] if multitask else [f'phase {j}: {_short(tasks[j])}' for j in range(phases)]
     ax.set_yticks(range(phases), ylabels)
     ax.set_xlabel('evaluated task')
     ax.set_ylabel('end of phase (task trained)')
@@ -223,7 +240,8 @@ def plot_learning_curves(evals: Sequence[dict[str, Any]], tasks: Sequence[str], 
 
 def summary_numbers(metrics: dict[str, Any], evals: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     """The summary of a run: the trainer's numbers where it wrote them, else recomputed."""
-    computed = summarise(metrics['success_matrix'])
+    matrix = metrics['success_matrix']
+    computed = summarise(matrix, multitask=metrics['multitask']) if len(matrix) else {}
     computed['stream_average'] = stream_average(overall_curve(evals, metrics['tasks'])[1]) if evals else None
     return {key: metrics[key] if metrics.get(key) is not None else computed.get(key) for key in SUMMARY_KEYS}
 
@@ -248,7 +266,7 @@ def markdown_report(metrics: dict[str, Any], evals: Sequence[dict[str, Any]], ru
     header = ['phase'] + [_short(t) for t in tasks] + ['mean']
     lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for j, row in enumerate(matrix):
-        label = 'multi-task' if matrix.shape[0] == 1 and len(tasks) > 1 else f'{j}: {_short(tasks[j])}'
+        label = 'multi-task' if metrics['multitask'] else f'{j}: {_short(tasks[j])}'
         mean = float(np.nanmean(row)) if not np.isnan(row).all() else None
         lines.append('| ' + ' | '.join([label, *(_fmt(float(v), 2) for v in row), _fmt(mean)]) + ' |')
     lines.append('')
@@ -282,7 +300,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
              'report': out / 'report.md'}
     final = summary_numbers(metrics, evals)['final_success']
     plot_success_matrix(metrics['success_matrix'], metrics['tasks'], paths['success_matrix'],
-                        title=f'success matrix (final {_fmt(final)})')
+                        title=f'success matrix (final {_fmt(final)})', multitask=metrics['multitask'])
     plot_learning_curves(evals, metrics['tasks'], paths['learning_curves'])
     paths['report'].write_text(markdown_report(metrics, evals, run_dir))
     return paths

@@ -89,3 +89,20 @@ def test_cluster_purity():
     assert cluster_purity([0, 1, 2, 3, 4, 5], tasks) == 1.0  # over-splitting is not penalised
     with pytest.raises(ValueError, match='equally long'):
         cluster_purity([0, 1], tasks)
+
+
+def test_a_lifelong_run_after_its_first_phase_is_not_multitask():
+    row = np.array([[0.9, 0.1, 0.2]])
+    s = summarise(row, multitask=False)
+    assert s['own_phase'] == pytest.approx(0.9) and s['forgetting'] is None
+    assert s['final_success'] == pytest.approx(0.4)
+    matrix = SuccessMatrix(['a', 'b', 'c'])  # lifelong: one phase per task
+    for k, value in enumerate(row[0]):
+        matrix.record(0, k, value)
+    assert matrix.summarise()['own_phase'] == pytest.approx(0.9)
+    multitask = SuccessMatrix(['a', 'b', 'c'], num_phases=1)
+    for k, value in enumerate(row[0]):
+        multitask.record(0, k, value)
+    assert multitask.summarise()['own_phase'] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match='one phase'):
+        summarise(E, multitask=True)

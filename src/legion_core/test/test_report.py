@@ -95,3 +95,16 @@ def test_missing_or_malformed_files_name_the_file(tmp_path, metrics, evals_text,
 def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     assert main(['report', str(tmp_path / 'missing')]) == 2
     assert 'not a directory' in capsys.readouterr().err
+
+
+def test_run_in_progress(tmp_path):
+    # Before the first phase ends the matrix is empty; after it, one lifelong row is not multi-task.
+    evals = [{'env_steps': 0, 'phase': 0, 'task': t, 'success': 0.0, 'return': 1.0} for t in TASKS]
+    metrics = {'tasks': TASKS, 'success_matrix': [], 'mode': 'lifelong'}
+    paths = write_report(write_run(tmp_path / 'early', metrics=metrics, evals=evals))
+    assert paths['success_matrix'].read_bytes().startswith(PNG_SIGNATURE)
+    assert '| final success | n/a |' in paths['report'].read_text()
+    metrics = {'tasks': TASKS, 'success_matrix': [[0.9, 0.0, 0.3]], 'mode': 'lifelong'}
+    text = write_report(write_run(tmp_path / 'phase0', metrics=metrics, evals=evals))['report'].read_text()
+    assert '| 0: reach | 0.90 | 0.00 | 0.30 | 0.400 |' in text
+    assert '| own phase | 0.900 |' in text and '| stream average | 0.000 |' in text
