@@ -229,12 +229,19 @@ class IiwaKinematics:
         options = (max_iters, tol, rot_tol, rest_gain, limit_margin, restarts)
         target_pos = np.asarray(target_pos, dtype=float)
         q_init = np.asarray(q_init, dtype=float)
-        if target_pos.shape == (3,) and q_init.shape == (7,) and target_rot is None:
-            # one target with the default orientation: the hot path of sim2real, kept lean
+        if target_pos.shape == (3,) and q_init.shape == (7,) and (target_rot is None
+                                                                  or np.shape(target_rot) == (3, 3)):
+            # one target: the hot path of sim2real, kept lean
             goal, q = target_pos.tolist(), q_init.tolist()
+            if target_rot is None:
+                columns = self._tool_down_columns
+            else:
+                columns = np.asarray(target_rot, dtype=float).T.tolist()
+                if not all(math.isfinite(v) for column in columns for v in column):
+                    raise ValueError('target_rot contains NaN or inf')
             if not all(map(math.isfinite, goal)) or not all(map(math.isfinite, q)):
                 raise ValueError('target_pos or q_init contains NaN or inf')
-            return self._solve_one(q, goal, self._tool_down_columns, options)
+            return self._solve_one(q, goal, columns, options)
         if target_pos.ndim == 0 or target_pos.shape[-1] != 3:
             raise ValueError(f'target_pos must have shape (..., 3), got {target_pos.shape}')
         if q_init.ndim == 0 or q_init.shape[-1] != 7:

@@ -110,13 +110,15 @@ def test_ik_warm_started_along_a_path_converges_in_few_iterations(kin):
         q = result.q
 
 
-def test_single_and_batched_solves_agree(kin):
+@pytest.mark.parametrize('rotation', ['default', 'explicit'])
+def test_single_and_batched_solves_agree(kin, rotation):
     rng = np.random.default_rng(5)
     targets = rng.uniform(LOW, HIGH, size=(20, 3))
     starts = _random_postures(kin, 20, seed=6)
-    batch = kin.ik(targets, starts)
+    rot = None if rotation == 'default' else kin.fk(_random_postures(kin, 1, seed=7)[0])[1]
+    batch = kin.ik(targets, starts, target_rot=rot)
     for i in range(20):
-        one = kin.ik(targets[i], starts[i])
+        one = kin.ik(targets[i], starts[i], target_rot=rot)
         assert bool(one.success) == bool(batch.success[i])
         assert int(one.iterations) == int(batch.iterations[i])
         assert np.allclose(one.q, batch.q[i], atol=1e-9)
@@ -179,6 +181,8 @@ def test_q_init_outside_the_limits_is_clipped_first(kin):
     ({'target_pos': [0.5, 0.0, 0.2], 'q_init': desc.HOME, 'target_rot': np.eye(2)}, 'target_rot must'),
     ({'target_pos': [0.5, 0.0, 0.2], 'q_init': desc.HOME, 'max_iters': -1}, 'max_iters'),
     ({'target_pos': [0.5, 0.0, 0.2], 'q_init': desc.HOME, 'restarts': -1}, 'restarts'),
+    ({'target_pos': [0.5, 0.0, 0.2], 'q_init': desc.HOME, 'target_rot': np.full((3, 3), math.nan)},
+     'NaN or inf'),
 ])
 def test_bad_input_is_rejected_with_a_clear_message(kin, kwargs, message):
     with pytest.raises(ValueError, match=message):
