@@ -295,8 +295,8 @@ class SafetyFilter:
         reference = self._joint_state if self._emitted is None else self._emitted
         limits = self.limits
         if not limits.within_positions(reference):
-            # only before the first motion: the arm stands outside the safety limits; it has to be
-            # brought inside by other means (pendant, the driver's own motion)
+            # before the first motion (or after a reset): the arm stands outside the safety limits; it
+            # has to be brought inside by other means (pendant, the driver's own motion)
             return self._hold(SafetyStatus.HOLD, 'outside_position_limits')
         reasons = []
         clipped = np.clip(goal, limits.lower, limits.upper)

@@ -362,3 +362,10 @@ def test_multi_joint_moves_stay_on_the_joint_space_line():
         # steps are quantised by the acceleration bound, within 0.2 mrad of it
         assert across < (1e-9 if along < 0.99 * np.linalg.norm(offset) else 2e-4)
     assert np.allclose(decisions[-1].position, HOME + offset, atol=1e-12)
+
+
+def test_stamp_and_now_keywords_are_aliases():
+    a, b = started(), started()
+    one = a.command(HOME + 0.1, 0.01, 0.01)
+    two = b.command(HOME + 0.1, stamp=0.01, now=0.01)
+    assert one.status == two.status and np.array_equal(one.position, two.position)
