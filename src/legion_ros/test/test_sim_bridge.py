@@ -30,7 +30,7 @@ class Client:
         from rclpy.executors import SingleThreadedExecutor
         from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import JointState
-        from std_msgs.msg import Float64MultiArray, String
+        from std_msgs.msg import Float64, Float64MultiArray, String
         from std_srvs.srv import SetBool, Trigger
 
         from legion_ros import qos
@@ -49,6 +49,11 @@ class Client:
         n.create_subscription(PoseArray, '/legion/object_poses', self.poses.append, qos.SENSOR)
         n.create_subscription(String, '/legion/object_names', lambda m: self.names.append(json.loads(m.data)),
                               qos.LATCHED)
+        self.opening = []
+        n.create_subscription(Float64, '/legion/gripper_opening', lambda m: self.opening.append(m.data),
+                              qos.SENSOR)
+        self.gripper_pub = n.create_publisher(Float64, '/lbr/gripper/command', qos.COMMAND)
+        self.Float64 = Float64
         self.command_pub = n.create_publisher(Float64MultiArray, '/lbr/forward_position_controller/commands',
                                               qos.COMMAND)
         self.Float64MultiArray = Float64MultiArray
@@ -209,3 +214,19 @@ def test_object_poses_in_the_base_frame(bridge):
     assert len(poses.poses) == len(names)
     for pose in poses.poses:  # Meta-World tables are within reach: ~0.3..1 m in front of the base
         assert 0.05 < math.hypot(pose.position.x, pose.position.y) < 1.2
+
+
+def test_gripper_follows_commands_and_rejects_nan(bridge):
+    client, process = bridge
+    assert client.spin_until(lambda: client.opening, 5.0)
+    client.gripper_pub.publish(client.Float64(data=1.0))  # close
+    assert client.spin_until(lambda: client.opening[-1] < 0.3, 5.0), client.opening[-1]
+    closed = client.opening[-1]
+    before = client.status[-1]['rejected_commands']
+    client.gripper_pub.publish(client.Float64(data=math.nan))
+    assert client.spin_until(lambda: client.status[-1]['rejected_commands'] == before + 1, 5.0)
+    assert 'gripper command' in client.status[-1]['last_rejection']
+    client.spin_for(0.3)
+    assert abs(client.opening[-1] - closed) < 0.1 and process.poll() is None
+    client.gripper_pub.publish(client.Float64(data=-1.0))  # open again
+    assert client.spin_until(lambda: client.opening[-1] > 0.7, 5.0), client.opening[-1]

@@ -16,6 +16,8 @@ and what only a simulator offers:
 * ``/clock`` (rosgraph_msgs/Clock) when ``publish_clock``: simulated time, monotonic across resets;
 * ``object_poses_topic`` (geometry_msgs/PoseArray, robot base frame: the task's objects, then the
   goal) and ``object_names_topic`` (std_msgs/String, JSON list in the same order, latched);
+* ``gripper_opening_topic`` (std_msgs/Float64, every cycle): the measured finger opening in [0, 1],
+  what a real gripper's driver would report;
 * ``~/task_success`` (std_msgs/Bool): Meta-World's success criterion on the twin's state;
 * services ``~/reset`` (Trigger: the task's initial state), ``~/reset_home`` (Trigger: the same
   with the arm at home), ``~/set_pause`` (SetBool), ``~/step`` (Trigger: one control cycle, only
@@ -62,6 +64,8 @@ PARAMETERS = {
     'object_poses_rate_hz': Param(20.0, 'rate of object poses and task success [Hz]', range=(0.1, 1000.0)),
     'object_poses_topic': Param('/legion/object_poses', 'geometry_msgs/PoseArray of objects and goal'),
     'object_names_topic': Param('/legion/object_names', 'std_msgs/String JSON names, PoseArray order'),
+    'gripper_opening_topic': Param('/legion/gripper_opening', 'std_msgs/Float64 measured finger opening in '
+                                   '[0 closed, 1 open] (Meta-World\'s normalised finger distance)'),
 }
 
 
@@ -102,6 +106,7 @@ class SimBridge(Node):
         self.poses_pub = self.create_publisher(PoseArray, p.object_poses_topic, qos.STATE)
         self.names_pub = self.create_publisher(String, p.object_names_topic, qos.LATCHED)
         self.success_pub = self.create_publisher(Bool, '~/task_success', qos.STATE)
+        self.opening_pub = self.create_publisher(Float64, p.gripper_opening_topic, qos.STATE)
         self.create_subscription(Float64MultiArray, p['driver.command_topic'], self.on_command, qos.COMMAND)
         self.create_subscription(Float64, p['driver.gripper_topic'], self.on_gripper, qos.COMMAND)
         self.create_service(Trigger, '~/reset', self.on_reset)
@@ -154,6 +159,7 @@ class SimBridge(Node):
                              velocity=state.velocity.tolist(), effort=state.effort.tolist())
         message.header.stamp = stamp
         self.joint_state_pub.publish(message)
+        self.opening_pub.publish(Float64(data=self.twin.gripper_opening()))
         if with_poses:
             self.publish_objects(stamp)
 
