@@ -70,13 +70,15 @@ class ChainRunner:
             as a success if any step succeeds, so the rate is the same; it saves time).
         safety: the safety filter's :class:`~legion_kuka.safety.SafetyLimits` (True: the description's
             defaults; False: no filter). A fresh filter guards every episode.
+        stiffness: the twin's joint impedance (see :class:`~legion_kuka.twin.Twin`); None: stiff
+            position control.
         twin: an existing twin to reuse (it is reset per episode).
     """
 
     def __init__(self, policy_fn: Policy, task: str, *, seed: int = 0, layout: str = 'legion12',
                  policy_rate_hz: float = 10.0, control_rate_hz: float = 100.0, max_steps: int = 150,
                  stop_on_success: bool = True, safety: Any = True, profile: str = 'lbr',
-                 twin: Twin | None = None) -> None:
+                 stiffness: Any = None, twin: Twin | None = None) -> None:
         if not callable(policy_fn):
             raise TypeError('policy_fn must be callable: obs -> action[4]')
         if max_steps < 1:
@@ -84,7 +86,7 @@ class ChainRunner:
         self.policy_fn, self.task, self.seed = policy_fn, task, int(seed)
         self.max_steps, self.stop_on_success = int(max_steps), bool(stop_on_success)
         self.twin = twin if twin is not None else Twin(task, seed=seed, profile=profile,
-                                                       control_rate_hz=control_rate_hz)
+                                                       control_rate_hz=control_rate_hz, stiffness=stiffness)
         if twin is not None:
             self.twin.reset(task=task, seed=seed)
         # The policy's 'hand' is the scene's hand point, not necessarily the gripper's tcp.
@@ -96,9 +98,27 @@ class ChainRunner:
                                  hand_high=self.twin.hand_high)
         if safety is True:
             from legion_kuka.safety import SafetyLimits
-            safety = SafetyLimits.from_description()
+            safety = SafetyLimits.from_description(workspace=self.task_workspace())
         self.safety_limits = safety or None
         self.safety = None
+
+    def task_workspace(self, margin_m: float = 0.02,
+                       floor_margin_m: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
+        """The safety filter's tcp box for this task: Meta-World's hand box (where the policy may put
+        the hand) in the robot base frame, lowered by the hand-to-tcp distance (the tool points down),
+        widened by ``margin_m`` and, at the bottom, only by ``floor_margin_m`` (the box floor keeps
+        the fingers off the table), so that only motions the task never asks for are held."""
+        from legion_kuka.description import GRIPPER
+
+        corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=float)
+        low, high = self.twin.hand_low, self.twin.hand_high
+        in_base = self.twin.station_frame(self.task).apply(low + corners * (high - low))
+        tcp_below_hand = GRIPPER.tcp_offset - self.twin.hand_offset
+        box_low = in_base.min(axis=0) - margin_m
+        box_low[2] = in_base[:, 2].min() - tcp_below_hand - floor_margin_m
+        box_high = in_base.max(axis=0) + margin_m
+        box_high[2] -= tcp_below_hand
+        return box_low, box_high
 
     def _make_safety(self) -> Any:
         from legion_kuka.kinematics import IiwaKinematics
@@ -108,6 +128,23 @@ class ChainRunner:
         # The filter's workspace box bounds the gripper's tcp (not the policy's hand point).
         return SafetyFilter(self.safety_limits, IiwaKinematics(tool='tcp'), control_period_s=period,
                             stale_after_s=3 * period)
+
+    def _bring_inside_limits(self, seed: int | None) -> None:
+        """The safety filter does not move an arm that stands outside its limits (on the real arm
+        someone jogs it in). Some task resets leave the arm at its joint limits (hand start positions
+        the iiwa reaches only there, tool down): start from the closest posture inside the limits
+        with the same tool orientation, as an operator would."""
+        limits, twin = self.safety_limits, self.twin
+        q = twin.joint_state().position
+        if limits.within_positions(q):
+            return
+        inner = np.radians(1.0)
+        lower, upper = limits.lower + inner, limits.upper - inner
+        hand_pos, hand_rot = self.kinematics.fk(q)
+        start = np.clip(q, lower, upper)
+        result = self.kinematics.ik(hand_pos, start, target_rot=hand_rot, max_iters=300)
+        posture = np.clip(np.asarray(result.q, dtype=float), lower, upper)
+        twin.reset(task=self.task, seed=self.seed if seed is None else int(seed), posture=posture)
 
     def observe(self) -> np.ndarray:
         """The policy's observation of the twin's current state, through real2sim."""
@@ -119,6 +156,8 @@ class ChainRunner:
         """Reset the twin to the task's initial state for ``seed`` and run one episode."""
         twin = self.twin
         twin.reset(task=self.task, seed=self.seed if seed is None else int(seed))
+        if self.safety_limits is not None:
+            self._bring_inside_limits(seed)
         # Reloading a seed's scene can move the station (per-task frames): follow it.
         frame = twin.station_frame(self.task)
         self.real2sim.set_task_frame(frame)
@@ -134,7 +173,7 @@ class ChainRunner:
             state = twin.joint_state()
             plan = self.sim2real.plan(action, state.position, now=twin.time_s)
             result.ik_failures += not plan.ik_success
-            twin.set_gripper(plan.gripper)
+            twin.set_gripper(plan.gripper_command)
             for target in plan.targets:
                 self._command(target, result)
                 twin.step(1)

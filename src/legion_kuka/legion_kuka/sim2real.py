@@ -11,6 +11,13 @@ warm-started from the last joint target) and interpolates linearly in joint spac
 cycles of the step, either as a list (:meth:`Sim2Real.plan`) or one target per call
 (:meth:`Sim2Real.next_target`) for a streaming 100 Hz loop.
 
+The gripper is time-scaled like the arm. Meta-World's fingers are position servos driven towards a
+far target (the action, beyond the finger stroke) through heavy damping, so they move at a speed
+proportional to the action; a policy step 1/speed_scale times longer would let them travel that much
+further per step (closing before the hand has descended, for instance). ``gripper_command`` is
+therefore the action times ``speed_scale``: the same finger travel per policy step as in training,
+for the twin's gripper and for a real gripper driven the same way.
+
 The hand target accumulates like Meta-World's mocap (it is not re-read from the measured hand every
 step), but it is kept within ``max_lead_m`` of the measured hand so that a blocked or held arm does
 not build up a large jump.
@@ -38,7 +45,8 @@ class PolicyStepPlan:
     targets: np.ndarray  # (cycles, 7) joint position targets, one per control cycle, in order
     hand_target: np.ndarray  # hand target in the task frame (after clipping)
     hand_target_base: np.ndarray  # the same point in the robot base frame
-    gripper: float  # gripper command in [-1, 1] (-1 open, +1 close, Meta-World's convention)
+    gripper: float  # the policy's gripper action in [-1, 1] (-1 open, +1 close, Meta-World's convention)
+    gripper_command: float  # what the gripper gets: the action times speed_scale (see the module)
     ik_success: bool  # False: no posture within the IK tolerance, the arm holds its last target
     ik_position_error: float  # metres
     clipped: bool  # the hand target was clipped to the hand box or to max_lead_m
@@ -197,7 +205,8 @@ class Sim2Real:
         targets = q_start[None, :] + fractions * (q_goal - q_start)[None, :]
         plan = PolicyStepPlan(targets=targets, hand_target=self._hand_target.copy(),
                               hand_target_base=self.task_frame.apply(self._hand_target),
-                              gripper=float(act[3]), ik_success=success,
+                              gripper=float(act[3]), gripper_command=float(act[3]) * self.speed_scale,
+                              ik_success=success,
                               ik_position_error=float(result.position_error), clipped=clipped,
                               start_s=start, control_period_s=self.control_period_s)
         self._plan, self._plan_start_q, self._last_target = plan, q_start.copy(), q_goal

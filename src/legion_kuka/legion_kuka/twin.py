@@ -69,6 +69,11 @@ class Twin:
         seed: selects the task's goal variant (object and goal placement), as the embodiment does.
         profile: joint-name profile of the driver being mirrored (``'lbr'`` or ``'iiwa_ros2'``).
         control_rate_hz: rate of the joint position controller.
+        stiffness: None: stiff position control (below). A number or 7 numbers (N m/rad): joint
+            impedance control as the iiwa's ``JointImpedanceControlMode`` offers it, ``K (q_ref - q) +
+            D (v_ref - q̇)`` with ``D = 2 ζ sqrt(K M_ii)`` plus the same dynamics compensation: the arm
+            yields to contacts like a spring (Meta-World's mocap weld is compliant too), at the cost of
+            some tracking lag.
         bandwidth_hz, damping_ratio: the joint servo's natural frequency and damping ratio. 20 Hz,
             critically damped: a step within the velocity limits settles in about 3 control cycles,
             as a stiff KUKA position controller does.
@@ -77,7 +82,7 @@ class Twin:
 
     def __init__(self, task: str = 'reach-v3', *, seed: int = 0, profile: str = 'lbr',
                  control_rate_hz: float = 100.0, bandwidth_hz: float = 20.0, damping_ratio: float = 1.0,
-                 env_factory: Callable[[str, int], Any] | None = None) -> None:
+                 stiffness: Any = None, env_factory: Callable[[str, int], Any] | None = None) -> None:
         from legion_kuka import description
 
         self.profile = profile
@@ -88,6 +93,12 @@ class Twin:
         if not bandwidth_hz > 0 or not damping_ratio > 0:
             raise ValueError('bandwidth_hz and damping_ratio must be positive')
         self._omega, self._zeta = 2.0 * np.pi * float(bandwidth_hz), float(damping_ratio)
+        self.stiffness = None
+        if stiffness is not None:
+            self.stiffness = (np.full(ARM_DOF, float(stiffness)) if np.ndim(stiffness) == 0
+                              else _finite_vector(stiffness, ARM_DOF, 'stiffness'))
+            if not np.all(np.isfinite(self.stiffness)) or np.any(self.stiffness <= 0):
+                raise ValueError(f'stiffness must be positive (N m/rad), got {stiffness}')
         self._armature = description.ARM_ARMATURE
         self._effort_limits = np.asarray(description.IIWA7.effort_limits, dtype=np.float64)
         self._velocity_limits = np.asarray(description.IIWA7.velocity_limits, dtype=np.float64)
@@ -179,9 +190,11 @@ class Twin:
             raise ValueError(f'this twin holds {self.task!r}, not {task!r}; reset(task={task!r}) switches')
 
     # -- reset -------------------------------------------------------------------------------------
-    def reset(self, task: str | None = None, seed: int | None = None, keyframe: str | None = None) -> None:
+    def reset(self, task: str | None = None, seed: int | None = None, keyframe: str | None = None,
+              posture: Any = None) -> None:
         """Reset to the task's initial state for ``seed`` (objects, goal and hand as Meta-World places
-        them); ``keyframe='home'`` then puts the arm at :data:`~legion_kuka.description.HOME`."""
+        them); ``keyframe='home'`` then puts the arm at :data:`~legion_kuka.description.HOME`, or
+        ``posture`` (7 joint angles) anywhere else, as if an operator had jogged it there."""
         task = self.task if task is None else task
         seed = (0 if self.seed is None else self.seed) if seed is None else int(seed)
         if keyframe not in (None, 'home'):
@@ -197,6 +210,11 @@ class Twin:
         if keyframe == 'home':
             from legion_kuka.description import HOME
             self.data.qpos[self._qadr] = HOME
+        if posture is not None:
+            if keyframe is not None:
+                raise ValueError('give a keyframe or a posture, not both')
+            self.data.qpos[self._qadr] = np.clip(_finite_vector(posture, ARM_DOF, 'posture'),
+                                                 self._lower, self._upper)
         self.data.qvel[self._dadr] = 0.0
         self._target = self.data.qpos[self._qadr].copy()
         self._reference = self._target.copy()
@@ -281,6 +299,7 @@ class Twin:
         self._apply_gripper()
         n = self._substeps
         kp, kv = self._omega ** 2, 2.0 * self._zeta * self._omega
+        stiffness = self.stiffness
         accel, mass_times = self._accel, self._mass_times
         dt = model.opt.timestep
         for _ in range(cycles):
@@ -290,9 +309,15 @@ class Twin:
             for i in range(1, n + 1):
                 reference = start + velocity * (i * dt)
                 mujoco.mj_step1(model, data)  # mass matrix and bias forces of this state
-                accel[dadr] = kp * (reference - data.qpos[qadr]) + kv * (velocity - data.qvel[dadr])
-                mujoco.mj_mulM(model, data, mass_times, accel)
-                torque = mass_times[dadr] + data.qfrc_bias[dadr] - data.qfrc_gravcomp[dadr]
+                error, rate = reference - data.qpos[qadr], velocity - data.qvel[dadr]
+                if stiffness is None:
+                    accel[dadr] = kp * error + kv * rate
+                    mujoco.mj_mulM(model, data, mass_times, accel)
+                    torque = mass_times[dadr]
+                else:
+                    inertia = data.qM[model.dof_Madr[dadr]]
+                    torque = stiffness * error + 2.0 * self._zeta * np.sqrt(stiffness * inertia) * rate
+                torque = torque + data.qfrc_bias[dadr] - data.qfrc_gravcomp[dadr]
                 data.qfrc_applied[dadr] = np.clip(torque, -self._effort_limits, self._effort_limits)
                 mujoco.mj_step2(model, data)
             # Reached (or, slewing at the velocity limit, on its way to) the target.

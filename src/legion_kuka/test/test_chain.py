@@ -44,6 +44,28 @@ def test_safety_filter_bounds_the_joint_speeds_in_the_chain():
     assert np.all(result.max_joint_speed <= runner.safety_limits.velocity * 1.1)
 
 
+def test_safety_workspace_covers_the_task_hand_box():
+    runner = ChainRunner(reach_goal, 'reach-v3', seed=0)
+    low, high = runner.safety_limits.workspace_low, runner.safety_limits.workspace_high
+    frame = runner.twin.station_frame()
+    corners = [[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)]
+    hand_low, hand_high = runner.twin.hand_low, runner.twin.hand_high
+    for corner in np.asarray(corners, dtype=float):
+        hand = frame.apply(hand_low + corner * (hand_high - hand_low))
+        tcp = hand - [0.0, 0.0, 0.105 - runner.twin.hand_offset]  # the tool points down
+        assert np.all(tcp >= low) and np.all(tcp <= high)
+    assert low[2] > -0.01  # the floor keeps the fingers off the table
+
+
+def test_an_arm_reset_at_its_limits_starts_inside_the_safety_limits():
+    # Meta-World's button-press-topdown starts the hand where the iiwa (tool down) reaches only at its
+    # joint limits; the filter would not move it, so the chain starts from the closest posture inside.
+    runner = ChainRunner(reach_goal, 'button-press-topdown-v3', seed=0, max_steps=1)
+    runner.episode()
+    q = runner.twin.joint_state().position
+    assert runner.safety_limits.within_positions(q, tol=1e-3)
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match='no scripted expert'):
         expert_policy('reach-v9')

@@ -24,6 +24,8 @@ def test_one_step_reaches_the_commanded_displacement():
     plan = s2r.plan([1.0, -0.5, 0.25, 0.3], HOME)
     assert plan.targets.shape == (10, 7) and plan.ik_success and not plan.clipped
     assert plan.gripper == pytest.approx(0.3)
+    # The gripper is time-scaled like the arm: 1/8 of Meta-World's speed at 10 Hz.
+    assert plan.gripper_command == pytest.approx(0.3 * 0.125)
     assert np.allclose(hand(plan.targets[-1]), start + np.array([0.01, -0.005, 0.0025]), atol=2e-4)
     assert np.allclose(plan.hand_target, start + np.array([0.01, -0.005, 0.0025]), atol=1e-12)
     # The tool keeps the orientation it had at reset (Meta-World's fixed hand orientation).

