@@ -188,14 +188,20 @@ def test_malformed_poses_and_gripper_opening_are_rejected(graph):
     bad = PoseArray()
     bad.poses = [Pose(), Pose()]
     bad.poses[0].position.x = float('nan')
-    probe.publish(PoseArray, '/legion/object_poses', qos.STATE, bad)
     short = PoseArray()
     short.poses = [Pose()]
-    probe.publish(PoseArray, '/legion/object_poses', qos.STATE, short)
-    for value in (float('nan'), 7.0):
-        probe.publish(Float64, '/legion/gripper_opening', qos.STATE, Float64(data=value))
-    assert probe.wait_for(lambda: _rejected(probe, 'real2sim', '/legion/object_poses')
-                          and _rejected(probe, 'real2sim', '/legion/gripper_opening'), 5.0)
+    poses = probe.publisher(PoseArray, '/legion/object_poses', qos.STATE)
+    opening = probe.publisher(Float64, '/legion/gripper_opening', qos.STATE)
+    rejected = lambda: (_rejected(probe, 'real2sim', '/legion/object_poses')  # noqa: E731
+                        and _rejected(probe, 'real2sim', '/legion/gripper_opening'))
+    deadline = time.monotonic() + 10.0
+    while not rejected() and time.monotonic() < deadline:  # new publishers: repeat until matched
+        for message in (bad, short):
+            poses.publish(message)
+        for value in (float('nan'), 7.0):
+            opening.publish(Float64(data=value))
+        probe.spin(0.1)
+    assert rejected()
     probe.spin(0.5)
     assert all(p.poll() is None for p in nodes.values())
     assert_within_limits(arm.commands_since(since, with_times=True))

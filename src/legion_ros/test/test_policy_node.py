@@ -99,11 +99,14 @@ def test_timer_trigger_acts_at_rate_and_stops_on_stale_observation(ros):
     probe = Probe('policy_timer_probe')
     try:
         probe.listen(Float32MultiArray, '/legion/action', qos.COMMAND)
+        probe.listen(String, '/legion/policy/status', qos.LATCHED)
         obs_pub = probe.publisher(Float32MultiArray, '/legion/observation_full', qos.STATE)
         assert probe.wait_for(lambda: obs_pub.get_subscription_count() > 0, 20.0), output_of(node)
         probe.publish(String, '/legion/active_step', qos.LATCHED, String(data=json.dumps(
             {'sequence_id': 1, 'index': 0, 'task': 'reach-v3', 'instruction': 'reach'})))
-        probe.spin(0.3)
+        # The expert is built when the step arrives (Meta-World import): wait until the node acts.
+        acting = lambda: any(s['state'] == 'acting' for s in probe.json('/legion/policy/status'))  # noqa: E731
+        assert probe.wait_for(acting, 30.0)
         # Observations at 50 Hz for 1 s: the policy acts at its own 20 Hz.
         for stamp in range(50):
             obs_pub.publish(array_message(_obs39(), 'observation', source_ns=stamp))

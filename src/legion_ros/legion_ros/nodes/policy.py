@@ -231,6 +231,10 @@ class PolicyNode(Node):
                 self.experts[self.step['task']] = expert_for(self.step['task'])
             except KeyError as error:
                 self._report_problem(str(error.args[0]))
+                return
+        if self.step is not None:
+            self.status.publish('acting', task=self.step['task'], policy_type=self.params.policy_type,
+                                checkpoint=self.policy_path or None)
 
     def on_observation(self, message: Float32MultiArray, size: int) -> None:
         try:
