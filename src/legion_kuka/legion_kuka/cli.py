@@ -110,6 +110,9 @@ def register_bench_ik(subparsers: argparse._SubParsersAction) -> None:
                         help='targets solved in one vectorised call (default 2000)')
     parser.add_argument('--step', type=float, default=0.01, help='walk step length in m (default 0.01)')
     parser.add_argument('--tool', choices=('tcp', 'flange'), default='tcp', help='tool point (default tcp)')
+    parser.add_argument('--position-margin-deg', type=float, default=5.0,
+                        help='keep solutions this far inside the joint limits (default 5, the safety '
+                             "filter's margin)")
     parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar on standard error')
     parser.set_defaults(handler=_bench_ik)
@@ -123,8 +126,10 @@ def _positive(text: str) -> int:
 
 
 def run_bench_ik(targets: int = 5000, cold: int = 1000, batch: int = 2000, step: float = 0.01,
-                 tool: str = 'tcp', seed: int = 0, progress: bool = False) -> dict:
+                 tool: str = 'tcp', seed: int = 0, progress: bool = False,
+                 position_margin_deg: float = 5.0) -> dict:
     """The measurements of `legion bench ik` as a dict (microseconds, rates in [0, 1])."""
+    import math
     import platform
     import time
 
@@ -136,7 +141,7 @@ def run_bench_ik(targets: int = 5000, cold: int = 1000, batch: int = 2000, step:
 
     if not 0 < step <= 0.1:
         raise ValueError(f'--step must be in (0, 0.1] m, got {step}')
-    kin = IiwaKinematics(tool=tool)
+    kin = IiwaKinematics(tool=tool, position_margin=math.radians(position_margin_deg))
     low, high = np.array(desc.WORKSPACE_LOW), np.array(desc.WORKSPACE_HIGH)
     if tool == 'flange':  # same tool-down poses, the flange sits tcp_offset higher
         lift = np.array([0.0, 0.0, desc.GRIPPER.tcp_offset])
@@ -222,6 +227,7 @@ def run_bench_ik(targets: int = 5000, cold: int = 1000, batch: int = 2000, step:
             'iterations_median': float(np.median(posed.iterations)),
         },
         'tool': tool,
+        'position_margin_deg': position_margin_deg,
         'workspace_low_m': low.tolist(),
         'workspace_high_m': high.tolist(),
         'goals': {'median_us': 200, 'success_rate': 0.99},
@@ -235,7 +241,8 @@ def run_bench_ik(targets: int = 5000, cold: int = 1000, batch: int = 2000, step:
 def _bench_ik(args: argparse.Namespace) -> int:
     try:
         report = run_bench_ik(args.targets, args.cold, args.batch, args.step, args.tool, args.seed,
-                              progress=not args.no_progress and sys.stderr.isatty())
+                              progress=not args.no_progress and sys.stderr.isatty(),
+                              position_margin_deg=args.position_margin_deg)
     except ValueError as error:
         print(f'legion bench ik: {error}', file=sys.stderr)
         return 2

@@ -96,9 +96,10 @@ METAWORLD_BASE_POSE = (0.0, 0.1, 0.0, math.pi / 2)
 METAWORLD_HAND_LOW = (-0.2, 0.55, 0.05)
 METAWORLD_HAND_HIGH = (0.2, 0.75, 0.3)
 #: The tcp workspace the kinematics are tested and benchmarked on, in the robot base frame: Meta-World's
-#: hand box with 5 cm margins sideways and on top; 2 cm above the table at the bottom (the fingertips
-#: reach 15 mm below the tcp).
-WORKSPACE_LOW = (0.40, -0.25, 0.02)
+#: hand box with 5 cm margins sideways, far and on top; 2 cm on the near side (closer, the tool-down
+#: elbow would have to fold beyond A4's safety limit, 5 deg inside its 120 deg); 2 cm above the table
+#: at the bottom (the fingertips reach 15 mm below the tcp).
+WORKSPACE_LOW = (0.43, -0.25, 0.02)
 WORKSPACE_HIGH = (0.70, 0.25, 0.35)
 
 

@@ -93,19 +93,25 @@ def _along(p, length, axis):
 class IiwaKinematics:
     """Kinematics of the iiwa 7 arm to the ``'tcp'`` (gripper tool point) or the ``'flange'``.
 
-    Angles in rad, lengths in m, everything in the robot base frame.
+    Angles in rad, lengths in m, everything in the robot base frame. ``position_margin`` keeps IK
+    solutions that far inside the datasheet's joint limits: give it the safety filter's margin so
+    that the filter never has to clip a solution (and the tool does reach the target).
     """
 
     def __init__(self, tool: str = 'tcp', datasheet: IiwaDatasheet = IIWA7,
-                 tcp_offset: float = GRIPPER.tcp_offset, rest_posture=HOME):
+                 tcp_offset: float = GRIPPER.tcp_offset, rest_posture=HOME, position_margin: float = 0.0):
         if tool not in ('tcp', 'flange'):
             raise ValueError(f"tool must be 'tcp' or 'flange', not {tool!r}")
+        if not 0.0 <= position_margin < min(datasheet.position_limits):
+            raise ValueError(f'position_margin must be in [0, {min(datasheet.position_limits):.3f}) rad, '
+                             f'got {position_margin}')
         self.tool = tool
         self.datasheet = datasheet
+        self.position_margin = float(position_margin)
         self.shoulder, self.upper_arm, self.forearm, flange = datasheet.link_offsets
         self.hand = flange + (tcp_offset if tool == 'tcp' else 0.0)  # A6 -> tool point
-        self.lower = np.asarray(datasheet.lower, dtype=float)
-        self.upper = np.asarray(datasheet.upper, dtype=float)
+        self.lower = np.asarray(datasheet.lower, dtype=float) + position_margin
+        self.upper = np.asarray(datasheet.upper, dtype=float) - position_margin
         self.rest = np.asarray(rest_posture, dtype=float)
         if self.rest.shape != (7,):
             raise ValueError(f'rest_posture must have 7 joint angles, got shape {self.rest.shape}')

@@ -7,6 +7,7 @@ import pytest
 
 from legion_kuka import description as desc
 from legion_kuka.kinematics import TOOL_DOWN, IiwaKinematics
+from legion_kuka.safety import SafetyLimits
 
 LOW, HIGH = np.array(desc.WORKSPACE_LOW), np.array(desc.WORKSPACE_HIGH)
 
@@ -85,9 +86,13 @@ def _check_solution(kin, result, targets, rotations=TOOL_DOWN):
     assert np.allclose(rot, rotations, atol=2e-3)
 
 
-def test_ik_cold_starts_cover_the_metaworld_workspace(kin):
+@pytest.mark.parametrize('margin_deg', [0.0, 5.0])
+def test_ik_cold_starts_cover_the_metaworld_workspace(margin_deg):
+    # 5 deg: the safety filter's default margin; the whole box is reachable without the filter
+    # having to clip a solution
+    kin = IiwaKinematics(position_margin=math.radians(margin_deg))
     # a grid over the whole box, corners and faces included, plus random points
-    axes = [np.linspace(lo, hi, 5) for lo, hi in zip(LOW, HIGH, strict=True)]
+    axes = [np.linspace(lo, hi, 7) for lo, hi in zip(LOW, HIGH, strict=True)]
     grid = np.stack(np.meshgrid(*axes, indexing='ij'), axis=-1).reshape(-1, 3)
     targets = np.concatenate([grid, np.random.default_rng(3).uniform(LOW, HIGH, size=(500, 3))])
     result = kin.ik(targets, desc.HOME)
@@ -95,6 +100,8 @@ def test_ik_cold_starts_cover_the_metaworld_workspace(kin):
     assert np.all(result.position_error < 1e-4)
     assert result.iterations.max() <= 20
     _check_solution(kin, result, targets)
+    if margin_deg:
+        assert SafetyLimits.from_description(position_margin=kin.position_margin).within_positions(result.q)
 
 
 def test_ik_warm_started_along_a_path_converges_in_few_iterations(kin):
@@ -194,3 +201,5 @@ def test_bad_constructor_and_fk_input():
         IiwaKinematics(tool='wrist')
     with pytest.raises(ValueError, match=r'shape \(\.\.\., 7\)'):
         IiwaKinematics().fk(np.zeros(6))
+    with pytest.raises(ValueError, match='position_margin'):
+        IiwaKinematics(position_margin=-0.1)
