@@ -69,7 +69,8 @@ class StatusFollower:
 
         from legion_ros import qos
 
-        self._publisher = self.node.create_publisher(String, INSTRUCTION_TOPIC, qos.STATE)
+        # Latched: a recorder that discovers the topic after the one message still records it.
+        self._publisher = self.node.create_publisher(String, INSTRUCTION_TOPIC, qos.LATCHED)
         self._seen_latched = False
         self._sent = False
         from legion_ros.nodes.instruction import STATUS_QOS
