@@ -68,8 +68,10 @@ class ChainRunner:
         max_steps: policy steps per episode (150, the original's episode length).
         stop_on_success: end an episode at its first successful step (Meta-World counts an episode
             as a success if any step succeeds, so the rate is the same; it saves time).
-        safety: the safety filter's :class:`~legion_kuka.safety.SafetyLimits` (True: the description's
-            defaults; False: no filter). A fresh filter guards every episode.
+        safety: the safety filter's :class:`~legion_kuka.safety.SafetyLimits`; True: the description's
+            defaults with :meth:`task_workspace` as the box; a dict: those with some
+            ``SafetyLimits.from_description`` arguments replaced (e.g. ``{'velocity_scale': 0.3}``);
+            False: no filter. A fresh filter guards every episode.
         stiffness: the twin's joint impedance (see :class:`~legion_kuka.twin.Twin`); None: stiff
             position control.
         twin: an existing twin to reuse (it is reset per episode).
@@ -96,9 +98,10 @@ class ChainRunner:
         self.sim2real = Sim2Real(self.kinematics, task_frame=frame, control_rate_hz=control_rate_hz,
                                  policy_rate_hz=policy_rate_hz, hand_low=self.twin.hand_low,
                                  hand_high=self.twin.hand_high)
-        if safety is True:
+        if safety is True or isinstance(safety, dict):
             from legion_kuka.safety import SafetyLimits
-            safety = SafetyLimits.from_description(workspace=self.task_workspace())
+            options = {'workspace': self.task_workspace(), **(safety if isinstance(safety, dict) else {})}
+            safety = SafetyLimits.from_description(**options)
         self.safety_limits = safety or None
         self.safety = None
 
