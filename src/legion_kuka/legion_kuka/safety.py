@@ -356,7 +356,7 @@ class SafetyFilter:
         braking_binds = bool(np.any((braking < distance) & (braking < max_step)))
 
         step = None
-        moving = distance > 0
+        moving = distance > 1e-12  # (smaller: rounding; dividing by it would overflow)
         if moving.any():
             scale = min(1.0, float(np.min(cap[moving] / distance[moving])))
             # the acceleration bounds as an interval of scales, joint by joint
