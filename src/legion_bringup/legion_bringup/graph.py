@@ -203,13 +203,30 @@ class ResolvedNode:
     def fully_qualified_name(self) -> str:
         return self.namespace.rstrip('/') + '/' + self.name
 
-    def ros_args(self) -> list[str]:
-        """The ``--ros-args`` that give this process exactly what launch_ros would give the node."""
+    def inline_parameters_file(self, directory: Path) -> Path | None:
+        """Write the inline parameters as launch_ros does: a parameter file keyed by the node's fully
+        qualified name, passed after the graph's files. (``-p name:=value`` would not do: rcl files
+        ``-p`` under ``/**``, and a ``/**/<node>`` entry of a parameter file beats that.)"""
+        if not self.parameters:
+            return None
+        import yaml
+
+        path = Path(directory) / (self.fully_qualified_name.strip('/').replace('/', '__') + '.yaml')
+        table = {self.fully_qualified_name: {'ros__parameters': dict(self.parameters)}}
+        path.write_text(yaml.safe_dump(table, default_flow_style=False), encoding='utf-8')
+        return path
+
+    def ros_args(self, parameters_dir: Path | None = None) -> list[str]:
+        """The ``--ros-args`` that give this process exactly what launch_ros would give the node;
+        ``parameters_dir`` receives the inline parameter file (needed when there are inline parameters)."""
         args = ['--ros-args', '-r', f'__node:={self.name}', '-r', f'__ns:={self.namespace}']
-        for path in self.parameter_files:
+        files = list(self.parameter_files)
+        if self.parameters:
+            if parameters_dir is None:
+                raise GraphError(f'node {self.name} has inline parameters: ros_args() needs a parameters_dir')
+            files.append(self.inline_parameters_file(parameters_dir))
+        for path in files:
             args += ['--params-file', str(path)]
-        for key, value in self.parameters.items():
-            args += ['-p', f'{key}:={ros_yaml(value)}']
         for source, target in self.remappings:
             args += ['-r', f'{source}:={target}']
         args += ['--log-level', self.log_level]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from legion_bringup.graph import (
     Argument,
@@ -59,18 +60,25 @@ def test_recording_choice_selects_node_or_rosbag2():
     assert name == 'ros2_bag_record' and '/data/bags' in command[-1] and '--storage mcap' in command[-1]
 
 
-def test_ros_args_match_what_launch_ros_passes():
-    spec = NodeSpec('policy', 'policy', namespace='/legion',
+def test_ros_args_match_what_launch_ros_passes(tmp_path):
+    spec = NodeSpec('policy', 'policy', namespace='/legion', parameter_files=('policy.yaml',),
                     parameters={'checkpoint': ArgValue('checkpoint'), 'use_sim_time': ArgValue('sim', bool)},
                     remappings=(('in', '/{ns}/out'),))
     arguments = (Argument('checkpoint', '', 'c'), Argument('sim', 'false', 's', ('true', 'false')),
                  Argument('ns', 'lbr', 'n'), Argument('log_level', 'warn', 'l'))
     description = Graph('g', 'g', arguments, (spec,))
     (node,) = description.resolve({'checkpoint': 'runs/my run', 'sim': 'true'}).nodes
-    assert node.ros_args() == ['--ros-args', '-r', '__node:=policy', '-r', '__ns:=/legion',
-                               '-p', "checkpoint:='runs/my run'", '-p', 'use_sim_time:=true',
-                               '-r', 'in:=/lbr/out', '--log-level', 'warn']
+    inline = tmp_path / 'legion__policy.yaml'
+    assert node.ros_args(tmp_path) == [
+        '--ros-args', '-r', '__node:=policy', '-r', '__ns:=/legion',
+        '--params-file', str(node.parameter_files[0]), '--params-file', str(inline),
+        '-r', 'in:=/lbr/out', '--log-level', 'warn']
+    # launch_ros writes inline parameters under the fully qualified node name, after the files.
+    assert yaml.safe_load(inline.read_text()) == {
+        '/legion/policy': {'ros__parameters': {'checkpoint': 'runs/my run', 'use_sim_time': True}}}
     assert node.fully_qualified_name == '/legion/policy'
+    with pytest.raises(GraphError, match='needs a parameters_dir'):
+        node.ros_args()
 
 
 def test_conditions_need_all_arguments():

@@ -70,9 +70,15 @@ def launch_command(args: argparse.Namespace) -> int:
     try:
         resolved = description.resolve(parse_assignments(args.assignments))
         if args.dry_run:
+            import tempfile
+            from pathlib import Path
+
             from legion_ros.runner import node_command
+            kept = Path(tempfile.mkdtemp(prefix=f'legion_{args.graph}_params_'))
+            print(f'# inline parameter files in {kept} (kept for you to run these lines)')
             for node in resolved.nodes:
-                print(f'# {node.fully_qualified_name}\n' + ' '.join(_quote(p) for p in node_command(node)))
+                command = node_command(node, kept)
+                print(f'# {node.fully_qualified_name}\n' + ' '.join(_quote(p) for p in command))
             for name, command in resolved.processes:
                 print(f'# {name}\n' + ' '.join(_quote(p) for p in command))
             return 0

@@ -22,11 +22,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TextIO
 
 from legion_bringup.graph import SHUTDOWN_TIMEOUT_S, GraphError, ResolvedGraph, ResolvedNode
@@ -52,8 +54,10 @@ def console_scripts(package: str = 'legion_ros') -> dict[str, str]:
             if entry.dist is not None and entry.dist.name.replace('-', '_') == package}
 
 
-def node_command(node: ResolvedNode, scripts: Mapping[str, str] | None = None) -> list[str]:
-    """The command line of one node: this interpreter importing the console script's function.
+def node_command(node: ResolvedNode, parameters_dir: Path, scripts: Mapping[str, str] | None = None
+                 ) -> list[str]:
+    """The command line of one node: this interpreter importing the console script's function, with
+    its inline parameters written to a file in ``parameters_dir``.
 
     Going through ``sys.executable`` (not a script on PATH) guarantees the node runs in the same
     environment as the runner, whatever PATH says.
@@ -64,7 +68,7 @@ def node_command(node: ResolvedNode, scripts: Mapping[str, str] | None = None) -
                          f'(installed: {", ".join(sorted(scripts)) or "none"}); is {node.package} installed?')
     module, _, function = scripts[node.executable].partition(':')
     bootstrap = f'import sys; from {module} import {function} as main; sys.exit(main())'
-    return [sys.executable, '-c', bootstrap, *node.ros_args()]
+    return [sys.executable, '-c', bootstrap, *node.ros_args(parameters_dir)]
 
 
 @dataclass
@@ -94,7 +98,10 @@ class Runner:
         self.environ.setdefault('RCUTILS_COLORIZED_OUTPUT', '0')
         self.environ.setdefault('RCUTILS_LOGGING_BUFFERED_STREAM', '0')
         scripts = console_scripts()
-        self.children = [Child(node.name, node_command(node, scripts)) for node in graph.nodes]
+        # The nodes' inline parameter files, removed when the graph has stopped.
+        self.parameters_dir = Path(tempfile.mkdtemp(prefix=f'legion_{graph.name}_params_'))
+        self.children = [Child(node.name, node_command(node, self.parameters_dir, scripts))
+                         for node in graph.nodes]
         for name, command in graph.processes:
             if shutil.which(command[0]) is None or (command[0] == 'sh' and shutil.which('ros2') is None):
                 raise GraphError(f'{name} needs `ros2` on PATH (a ROS 2 install); use recorder:=legion')
@@ -174,6 +181,7 @@ class Runner:
         for child in self.children:
             if child.reader is not None:
                 child.reader.join(timeout=2.0)
+        shutil.rmtree(self.parameters_dir, ignore_errors=True)
         failed = [(c.name, c.process.returncode) for c in self.children
                   if c.process is not None and c.process.returncode not in (0, -signal.SIGINT)]
         for name, code in self.died:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from legion_bringup.graph import GRAPHS, ArgValue, config_directory, fill, graph, ros_yaml
+from legion_bringup.graph import GRAPHS, ArgValue, config_directory, fill, graph
 from legion_ros.runner import console_scripts
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -153,26 +153,43 @@ def test_launch_file_builds_its_graph_with_the_mixins(name):
         assert 'process' in calls
 
 
-def test_parameter_values_survive_the_command_line():
-    """``ros_yaml`` renders values that rcl parses back to the same value and ROS type."""
+def read_back(node_spec, parameters_dir):
+    """The parameters an rclpy node gets from ``node_spec.ros_args()`` (rcl's own parsing)."""
     rclpy = pytest.importorskip('rclpy')
+    context = rclpy.Context()
+    rclpy.init(args=node_spec.ros_args(parameters_dir), context=context)
+    try:
+        node = rclpy.create_node('placeholder', context=context,
+                                 automatically_declare_parameters_from_overrides=True)
+        values = {name: node.get_parameter(name).value for name in node._parameters}
+        node.destroy_node()
+        return values
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_inline_parameter_values_survive_with_their_types(tmp_path):
+    from legion_bringup.graph import ResolvedNode
     values = {'text': 'reach-v3', 'path': 'runs/bags', 'empty': '', 'spaced': 'open the door',
               'looks_bool': 'true', 'looks_number': '1.5', 'quote': "it's", 'real': 20.0, 'whole': 3,
               'flag': False, 'names': ['lbr_A1', 'lbr_A2'], 'reals': [0.5, -1.0]}
-    args = ['--ros-args']
+    got = read_back(ResolvedNode('recorder', 'probe', '/legion', (), values, ()), tmp_path)
     for key, value in values.items():
-        args += ['-p', f'{key}:={ros_yaml(value)}']
-    context = rclpy.Context()
-    rclpy.init(args=args, context=context)
-    try:
-        node = rclpy.create_node('yaml_check', context=context,
-                                 automatically_declare_parameters_from_overrides=True)
-        for key, value in values.items():
-            got = node.get_parameter(key).value
-            assert got == value and type(got) is type(value), (key, got, value)
-        node.destroy_node()
-    finally:
-        rclpy.try_shutdown(context=context)
+        read = list(got[key]) if isinstance(value, list) else got[key]
+        assert read == value, (key, got[key], value)
+        sample, expected = (read[0], value[0]) if isinstance(value, list) else (read, value)
+        assert type(sample) is type(expected), (key, got[key], value)  # 20.0 stays a double, '' a string
+
+
+def test_launch_arguments_beat_the_node_parameter_files(tmp_path):
+    """task:=push-v3 reaches the twin although config/sim_bridge.yaml sets task, as under ros2 launch."""
+    (bridge,) = [n for n in graph('sim').resolve({'task': 'push-v3'}).nodes if n.name == 'sim_bridge']
+    file_value = yaml.safe_load((CONFIG_DIR / 'sim_bridge.yaml').read_text())
+    assert file_value['/**/sim_bridge']['ros__parameters']['task'] == 'reach-v3'
+    got = read_back(bridge, tmp_path)
+    assert got['task'] == 'push-v3'
+    assert got['driver.joint_states_topic'] == '/lbr/joint_states'  # the driver profile still applies
+    assert got['control_rate_hz'] == 100.0  # and the node's own file
 
 
 def test_arg_values_convert_to_ros_types():

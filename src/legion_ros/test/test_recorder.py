@@ -49,7 +49,7 @@ def recorder_command(bag_dir, bag_name, **parameters) -> list[str]:
                   (NodeSpec('recorder', 'recorder', parameter_files=('recorder.yaml',),
                             parameters={'bag_dir': ArgValue('bag_dir'), 'bag_name': bag_name,
                                         'discovery_period_s': 0.2, **parameters}),))
-    return node_command(graph.resolve().nodes[0])
+    return node_command(graph.resolve().nodes[0], bag_dir)
 
 
 def wait_for_status(predicate, timeout_s: float):

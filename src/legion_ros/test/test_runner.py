@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from legion_bringup.graph import Argument, ArgValue, Graph, GraphError, NodeSpec, graph, when
 from legion_ros.runner import Child, Runner
@@ -155,8 +157,16 @@ def test_dry_run_prints_the_launch_parameters():
                                                     'real2sim', 'sim2real', 'recorder')}
     bridge = blocks['/legion/sim_bridge']
     assert '--params-file' in bridge and 'driver_iiwa_ros2.yaml' in bridge and 'sim_bridge.yaml' in bridge
-    assert '-p publish_clock:=true' in bridge and '-r __node:=sim_bridge' in bridge
-    assert '-p use_sim_time:=true' in blocks['/legion/policy']
+    assert '-r __node:=sim_bridge' in bridge and '-r __ns:=/legion' in bridge
+    kept = Path(re.search(r'inline parameter files in (\S+)', proc.stdout).group(1))
+    try:
+        inline = yaml.safe_load((kept / 'legion__sim_bridge.yaml').read_text())
+        assert inline['/legion/sim_bridge']['ros__parameters']['publish_clock'] is True
+        assert str(kept / 'legion__sim_bridge.yaml') in bridge  # passed after the graph's own files
+        policy = yaml.safe_load((kept / 'legion__policy.yaml').read_text())
+        assert policy['/legion/policy']['ros__parameters']['use_sim_time'] is True
+    finally:
+        shutil.rmtree(kept)
 
 
 def test_only_declared_arguments_and_conditions():

@@ -95,10 +95,11 @@ class Client:
 
 
 @pytest.fixture(scope='module')
-def bridge():
+def bridge(tmp_path_factory):
     """One sim_bridge process, started exactly as `legion launch sim` starts it."""
     (node,) = [n for n in graph('sim').resolve().nodes if n.name == 'sim_bridge']
-    process = subprocess.Popen(node_command(node), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    command = node_command(node, tmp_path_factory.mktemp('params'))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     client = Client()
     try:
