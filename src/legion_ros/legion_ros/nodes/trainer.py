@@ -1,0 +1,202 @@
+"""``trainer`` node: lifelong LEGION training in simulation as a ROS process.
+
+* sub ``/legion/learn`` (std_msgs/String, raw bytes checked like instructions): a task to learn, by
+  name (``drawer-close`` or ``drawer-close-v3``) or in words ("close the drawer", matched against the
+  task descriptions with the instruction node's threshold and margin). Requests are queued in order.
+* pub ``/legion/training_progress`` (String JSON, event history like ``/legion/status``): ``queued``,
+  ``rejected``, ``started``, ``progress`` (env steps, phase, latest evaluation), ``phase_done``,
+  ``done``, ``failed``.
+* pub ``/legion/checkpoint`` (String, latched): the policy artefact (``policy.pt``) written after every
+  finished task; the ``policy`` and ``task_inference`` nodes load it (``follow_trainer``).
+
+Training is :class:`legion_core.trainer.Trainer` (the lifelong loop of ``legion train``), run on a
+worker thread in chunks so that progress is published while it trains. The core trainer fixes a run's
+task stream when the run starts, so a run trains every task requested so far, in request order
+(tasks learnt by an earlier run are learnt again first, keeping the lifelong order and the replay of
+old tasks); requests that arrive during a run wait for the next one.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+
+from legion_ros import qos
+from legion_ros.instructions import InstructionRejectedError, SkillMatcher, validate_instruction
+from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+from legion_ros.provenance import BadMessageError, decode_string
+
+TOPICS = {'learn': '/legion/learn', 'progress': '/legion/training_progress',
+          'checkpoint': '/legion/checkpoint'}
+PROGRESS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=32, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+PARAMETERS = {
+    'run_dir': Param('runs/ros_train', 'directory of the runs (run_<k>/ with checkpoints and policy.pt)'),
+    'config_name': Param('legion', 'training config: legion (config/train/config.yaml as is) or the name '
+                         'of a preset in config/train/preset (tiny, bench_learn, original)'),
+    'overrides': Param([], 'more Hydra overrides of the training config, e.g. [train.steps_per_task=5000]',
+                       type='string[]'),
+    'chunk_steps': Param(0, 'env steps between progress messages; 0: a tenth of a task',
+                         range=(0, 10_000_000)),
+    'threshold': Param(0.55, 'description matching: lowest cosine similarity', range=(0.05, 1.0)),
+    'margin': Param(0.04, 'description matching: lead over the second-best task', range=(0.0, 0.9)),
+    'max_queue': Param(32, 'most tasks waiting', range=(1, 1000)),
+}
+
+
+def known_tasks() -> list[str]:
+    from legion_core.tasks import all_task_names
+    return all_task_names()
+
+
+class TrainerNode(Node):
+    def __init__(self) -> None:
+        super().__init__('trainer')
+        self.params = declare_parameters(self, PARAMETERS)
+        self.status = StatusPublisher(self)
+        self.overrides = list(self.params.overrides)
+        if self.params.config_name not in ('legion', 'config', ''):
+            self.overrides.insert(0, f'preset={self.params.config_name}')
+        from legion_core.config import compose_config, validate
+        try:
+            errors = validate(compose_config(self.overrides))
+        except Exception as error:  # Hydra: unknown preset/group, bad override syntax
+            raise NodeConfigError(f'training config {self.overrides}: {error}') from None
+        if errors:
+            raise NodeConfigError('training config: ' + '; '.join(errors))
+        self.tasks = known_tasks()
+        self._matcher: SkillMatcher | None = None
+        self.queue: list[str] = []
+        self.learned: list[str] = []
+        self.runs = 0
+        self.training: list[str] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.progress_pub = self.create_publisher(String, TOPICS['progress'], PROGRESS_QOS)
+        self.checkpoint_pub = self.create_publisher(String, TOPICS['checkpoint'], qos.LATCHED)
+        self.create_subscription(String, TOPICS['learn'], self.on_learn, qos.STATE, raw=True)
+        self._worker = threading.Thread(target=self._work, name='lifelong-trainer', daemon=True)
+        self._worker.start()
+        self.status.publish('ready', overrides=self.overrides, run_dir=self.params.run_dir)
+
+    # -- requests ---------------------------------------------------------------------------------
+    def emit(self, event: str, **fields) -> None:
+        message = {'event': event, 'stamp': time.time(), 'queue': list(self.queue),
+                   'learned': list(self.learned), **fields}
+        self.progress_pub.publish(String(data=json.dumps(message, default=str)))
+
+    def matcher(self) -> SkillMatcher:
+        if self._matcher is None:  # the sentence model only once someone describes a task in words
+            from legion_core.language import LanguageEncoder, load_task_descriptions
+
+            descriptions = load_task_descriptions()
+            allowed = [t for t in descriptions if t in self.tasks]
+            self._matcher = SkillMatcher(descriptions, LanguageEncoder().embed, self.params.threshold,
+                                         self.params.margin, allowed=allowed)
+        return self._matcher
+
+    def resolve(self, text: str) -> str:
+        """A task name for a request; InstructionRejectedError says why there is none."""
+        name = text.strip().lower()
+        for candidate in (name, f'{name}-v3'):
+            if candidate in self.tasks:
+                return candidate
+        (step,) = self.matcher().plan(text, max_steps=1)
+        return step.task
+
+    def on_learn(self, raw: bytes) -> None:
+        try:
+            text = validate_instruction(decode_string(raw), 256)
+            task = self.resolve(text)
+        except BadMessageError as error:
+            self.emit('rejected', request=None, reasons=[{'code': 'malformed', 'message': str(error)}])
+            return
+        except InstructionRejectedError as error:
+            self.emit('rejected', request=None, reasons=error.reasons)
+            return
+        with self._lock:
+            if task in self.queue or (self.training and task in self.training):
+                self.emit('rejected', request=text, task=task,
+                          reasons=[{'code': 'duplicate', 'message': f'{task} is already queued or training'}])
+                return
+            if len(self.queue) >= self.params.max_queue:
+                self.emit('rejected', request=text, task=task,
+                          reasons=[{'code': 'queue_full', 'message': f'{self.params.max_queue} tasks wait'}])
+                return
+            self.queue.append(task)
+        self.get_logger().info(f'learn "{text}" -> {task} (queue: {self.queue})')
+        self.emit('queued', request=text, task=task)
+
+    # -- training ---------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                batch, self.queue = self.queue, []
+                if batch:
+                    stream = [t for t in self.learned if t not in batch] + batch
+                    self.training = stream
+            if not batch:
+                self._stop.wait(0.2)
+                continue
+            try:
+                self._train(stream)
+            except Exception as error:  # report, keep serving requests
+                self.get_logger().error(f'training failed:\n{traceback.format_exc()}')
+                self.emit('failed', tasks=stream, reason=f'{type(error).__name__}: {error}')
+            finally:
+                with self._lock:
+                    self.training = None
+
+    def _train(self, stream: list[str]) -> None:
+        from legion_core.checkpoint import export_policy
+        from legion_core.config import compose_config, to_container
+        from legion_core.trainer import Trainer
+
+        self.runs += 1
+        run_dir = Path(self.params.run_dir) / f'run_{self.runs}'
+        cfg = to_container(compose_config([*self.overrides, f'stream.tasks=[{",".join(stream)}]']))
+        trainer = Trainer(cfg, run_dir, progress=False)
+        steps = int(cfg['train']['steps_per_task'])
+        total = steps * len(stream)
+        chunk = int(self.params.chunk_steps) or max(1, steps // 10)
+        self.emit('started', tasks=stream, run_dir=str(run_dir), total_steps=total)
+        phase = 0
+        while not trainer.position['done'] and not self._stop.is_set():
+            trainer.run(max_env_steps=chunk)
+            position = trainer.position
+            self.emit('progress', tasks=stream, task=stream[min(position['phase'], len(stream) - 1)],
+                      phase=position['phase'], env_steps=position['env_steps'], total_steps=total,
+                      run_dir=str(run_dir))
+            while phase < position['phase']:  # a task finished: its policy goes out at once
+                path = export_policy(run_dir)
+                with self._lock:
+                    if stream[phase] not in self.learned:
+                        self.learned.append(stream[phase])
+                matrix = trainer.metrics().get('success_matrix') or []
+                self.emit('phase_done', task=stream[phase], phase=phase, checkpoint=str(path),
+                          success_row=matrix[phase] if phase < len(matrix) else None)
+                self.checkpoint_pub.publish(String(data=str(path.resolve())))
+                self.get_logger().info(f'learnt {stream[phase]}: {path}')
+                phase += 1
+        if trainer.position['done']:
+            self.emit('done', tasks=stream, run_dir=str(run_dir))
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def main(args=None) -> int:
+    return run_node(TrainerNode, args)
+
+
+if __name__ == '__main__':
+    import sys
+
+    sys.exit(main())
