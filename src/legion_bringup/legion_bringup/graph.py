@@ -2,8 +2,9 @@
 
 ``launch/*.launch.py`` turn a :class:`Graph` into a ROS 2 ``LaunchDescription``
 (:mod:`legion_bringup.launch_mixins`), and ``legion launch`` (:mod:`legion_ros.runner`) starts the
-very same nodes as processes with the very same ``--ros-args`` on machines without ``launch``. This
-module imports neither ``launch`` nor ``rclpy``.
+very same nodes as processes with the very same parameter files, inline parameters (a file keyed by
+the node's full name, as launch_ros writes it), remappings and log level on machines without
+``launch``. This module imports neither ``launch`` nor ``rclpy``.
 
 Values that depend on launch arguments are written two ways:
 
@@ -264,7 +265,11 @@ def split_placeholders(text: str) -> list[tuple[str, str]]:
 
 
 def ros_yaml(value: Any) -> str:
-    """A Python value as the YAML that ``-p name:=...`` parses back to the same ROS parameter type."""
+    """A Python value as the YAML that ``-p name:=...`` parses back to the same ROS parameter type.
+
+    Mind rcl's precedence: ``-p`` values live under ``/**`` and lose against a parameter file's
+    ``/**/<node>`` entry; the graph itself therefore passes inline parameters as a file.
+    """
     if isinstance(value, bool):
         return 'true' if value else 'false'
     if isinstance(value, float):
