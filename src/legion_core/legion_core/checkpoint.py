@@ -246,6 +246,17 @@ class LegionPolicy:
         return z, cluster
 
 
+def default_policy_path() -> Path | None:
+    """The policy to load when none is named: ``$LEGION_POLICY`` if it points at a file, else None.
+
+    No trained policy ships with the package (training one is the user's first step).
+    """
+    value = os.environ.get('LEGION_POLICY', '').strip()
+    if value and Path(value).expanduser().exists():
+        return Path(value).expanduser()
+    return None
+
+
 def load_policy(path: str | Path, device: str | torch.device = 'cpu') -> LegionPolicy:
     """A ``LegionPolicy`` from ``policy.pt``, a training checkpoint, or a run directory."""
     state = load_checkpoint(path, map_location=device)

@@ -125,3 +125,13 @@ def test_exported_policy_acts_like_the_agent(tmp_path):
     # A training checkpoint loads the same way.
     from_ckpt = load_policy(tmp_path / 'checkpoints' / 'last.pt')
     assert np.allclose(from_ckpt.act(obs, 'push-v3'), expected, atol=1e-6)
+
+
+def test_default_policy_path_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv('LEGION_POLICY', raising=False)
+    assert ckpt.default_policy_path() is None
+    monkeypatch.setenv('LEGION_POLICY', str(tmp_path / 'missing.pt'))
+    assert ckpt.default_policy_path() is None
+    (tmp_path / 'policy.pt').write_bytes(b'x')
+    monkeypatch.setenv('LEGION_POLICY', str(tmp_path / 'policy.pt'))
+    assert ckpt.default_policy_path() == tmp_path / 'policy.pt'
