@@ -399,24 +399,22 @@ def real_graph() -> Graph:
     )
 
 
-STREAMS = ('legion10', 'mt10', 'cw10', 'reach_push', 'bench_learn')  # config/train/stream/<name>.yaml
-PRESETS = ('none', 'tiny', 'original', 'bench_learn')  # config/train/preset/<name>.yaml
+TRAIN_CONFIGS = ('legion', 'tiny', 'original', 'bench_learn')  # legion: config/train/config.yaml as is;
+# the others: presets in config/train/preset/<name>.yaml
 
 
 def train_graph() -> Graph:
     recorder, bag = recording()
     return Graph(
-        'train', 'lifelong LEGION training as a node: progress and checkpoints on topics',
-        arguments=(Argument('stream', 'legion10', 'task stream (config/train/stream)', STREAMS),
-                   Argument('preset', 'none', 'training preset (config/train/preset); none: the full '
-                            'configuration', PRESETS),
-                   Argument('seed', '0', 'random seed of the run'),
-                   Argument('run_dir', '', 'run directory (checkpoints, metrics); empty: the training '
-                            'configuration\'s default runs/<date>/<time>_<stream>_seed<seed>'),
+        'train', 'lifelong LEGION training as a node: tasks requested on /legion/learn, progress on '
+        '/legion/training_progress, each learnt policy announced on /legion/checkpoint',
+        arguments=(Argument('run_dir', 'runs/ros_train', 'directory of the training runs (checkpoints, '
+                            'policy.pt)'),
+                   Argument('train_config', 'legion', 'training configuration: legion (config/train as is) '
+                            'or a preset of config/train/preset', TRAIN_CONFIGS),
                    use_sim_time('false'), RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
         nodes=(NodeSpec('trainer', 'trainer', parameter_files=('trainer.yaml',),
-                        parameters={'stream': ArgValue('stream'), 'preset': ArgValue('preset'),
-                                    'seed': ArgValue('seed', int), 'run_dir': ArgValue('run_dir'),
+                        parameters={'run_dir': ArgValue('run_dir'), 'config_name': ArgValue('train_config'),
                                     'use_sim_time': ArgValue('use_sim_time', bool)}),
                recorder),
         processes=(bag,),

@@ -245,9 +245,8 @@ def test_rcl_loads_every_config_file_as_written():
 
 
 def test_train_choices_name_existing_hydra_configs():
-    from legion_bringup.graph import PRESETS, STREAMS
+    from legion_bringup.graph import TRAIN_CONFIGS
     train = ROOT / 'config' / 'train'
-    for stream in STREAMS:
-        assert (train / 'stream' / f'{stream}.yaml').is_file(), stream
-    for preset in PRESETS:
-        assert preset == 'none' or (train / 'preset' / f'{preset}.yaml').is_file(), preset
+    assert (train / 'config.yaml').is_file()
+    for name in TRAIN_CONFIGS:
+        assert name == 'legion' or (train / 'preset' / f'{name}.yaml').is_file(), name
