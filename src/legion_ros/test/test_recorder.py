@@ -109,6 +109,12 @@ def test_records_another_process_and_reads_back(tmp_path):
         topics = {c.topic: c.msgtype for c in reader.connections}
         assert topics['/legion_test/chatter'] == 'std_msgs/msg/Float64MultiArray'
         assert topics['/legion/run_info'] == 'std_msgs/msg/String'
+        # The writers' QoS is kept (rosbag2's offered_qos_profiles): a latched topic replays latched.
+        from rosbags.interfaces import QosDurability, QosReliability
+        offered = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+        assert [q.durability for q in offered['/legion/instruction']] == [QosDurability.TRANSIENT_LOCAL]
+        assert [(q.reliability, q.durability) for q in offered['/legion_test/chatter']] == [
+            (QosReliability.RELIABLE, QosDurability.VOLATILE)]
         connections = [c for c in reader.connections if c.topic == '/legion_test/chatter']
         values = [typestore.deserialize_cdr(raw, c.msgtype).data[0]
                   for c, _, raw in reader.messages(connections=connections)]

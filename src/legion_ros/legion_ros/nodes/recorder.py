@@ -24,6 +24,7 @@ from pathlib import Path
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from std_msgs.msg import String
@@ -32,6 +33,7 @@ from legion_ros import qos
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
 
 RUN_INFO_TOPIC = '/legion/run_info'
+_INFINITE_NS = 2**63 - 1 - 1_000_000_000  # rmw durations at or above this mean 'infinite'
 
 PARAMETERS = {
     'bag_dir': Param('runs/bags', 'directory that receives the bag directory of this run'),
@@ -113,7 +115,8 @@ class Recorder(Node):
         try:
             cls = message_class(type_name)
             self._ensure_type(type_name)
-            connection = self._writer.add_connection(topic, type_name, typestore=self._typestore)
+            connection = self._writer.add_connection(topic, type_name, typestore=self._typestore,
+                                                     offered_qos_profiles=self._offered_qos(topic))
         except Exception as error:  # an unknown or uninstalled type must not stop the recording
             self._not_recorded[topic] = str(error)
             self.get_logger().warning(f'not recording {topic} ({type_name}): {error}')
@@ -141,6 +144,26 @@ class Recorder(Node):
                 return
         raise LookupError(f'no message definition for {type_name} (not in the Jazzy typestore, '
                           f'no {name}.msg found)')
+
+    def _offered_qos(self, topic: str) -> list[Qos]:
+        """The writers' QoS, stored like rosbag2 does so that ``ros2 bag play`` replays latched topics
+        as latched."""
+        def duration(value) -> QosTime:
+            nanoseconds = value.nanoseconds
+            if nanoseconds >= _INFINITE_NS:  # rmw's "infinite", as rosbag2 writes it
+                return QosTime(sec=2147483647, nsec=4294967295)
+            return QosTime(sec=nanoseconds // 1_000_000_000, nsec=nanoseconds % 1_000_000_000)
+
+        profiles = []
+        for info in self.get_publishers_info_by_topic(topic):
+            q = info.qos_profile
+            profiles.append(Qos(history=QosHistory(int(q.history)), depth=q.depth,
+                                reliability=QosReliability(int(q.reliability)),
+                                durability=QosDurability(int(q.durability)), deadline=duration(q.deadline),
+                                lifespan=duration(q.lifespan), liveliness=QosLiveliness(int(q.liveliness)),
+                                liveliness_lease_duration=duration(q.liveliness_lease_duration),
+                                avoid_ros_namespace_conventions=False))
+        return profiles
 
     def _qos_for(self, topic: str) -> QoSProfile:
         """Match the writers: reliable only if all are, transient local only if all are (latched)."""
