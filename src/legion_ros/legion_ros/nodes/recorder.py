@@ -7,8 +7,13 @@ are discovered periodically, subscribed with ``raw=True`` and their CDR bytes ha
 ``metadata_topics``) plus run information land in ``metadata.yaml`` ``custom_data``; the run
 information is also published, latched, on ``/legion/run_info`` and so recorded in the bag itself.
 
+Each topic is subscribed with QoS matching its writers (reliable / transient local only when all
+writers are), and the writers' QoS is stored as rosbag2 stores it. Messages are stamped with their
+receive time on the node clock (simulated time with ``use_sim_time``; 0 before the first ``/clock``).
+
 The bag is finished when the node stops (SIGINT/SIGTERM): :meth:`Recorder.close` writes the
-metadata and closes the writer.
+metadata and closes the writer. After a SIGKILL the ``.mcap`` file lacks its summary and there is no
+``metadata.yaml``; mcap's readers can still stream the messages that were written.
 """
 from __future__ import annotations
 
