@@ -94,16 +94,31 @@ class ChainRunner:
         # The policy's 'hand' is the scene's hand point, not necessarily the gripper's tcp.
         self.kinematics = self.twin.hand_kinematics()
         frame = self.twin.station_frame(task)
-        self.real2sim = Real2Sim(self.kinematics, layout=layout, task_frame=frame)
-        self.sim2real = Sim2Real(self.kinematics, task_frame=frame, control_rate_hz=control_rate_hz,
-                                 policy_rate_hz=policy_rate_hz, hand_low=self.twin.hand_low,
-                                 hand_high=self.twin.hand_high)
         if safety is True or isinstance(safety, dict):
             from legion_kuka.safety import SafetyLimits
             options = {'workspace': self.task_workspace(), **(safety if isinstance(safety, dict) else {})}
             safety = SafetyLimits.from_description(**options)
         self.safety_limits = safety or None
         self.safety = None
+        self.real2sim = Real2Sim(self.kinematics, layout=layout, task_frame=frame)
+        self.sim2real = Sim2Real(self._planning_kinematics(), task_frame=frame,
+                                 control_rate_hz=control_rate_hz,
+                                 policy_rate_hz=policy_rate_hz, hand_low=self.twin.hand_low,
+                                 hand_high=self.twin.hand_high)
+
+    def _planning_kinematics(self) -> Any:
+        """Hand kinematics whose IK stays inside the safety filter's position limits (by 0.5°): joint
+        targets the filter would clip would bend the hand's path and starve the IK of its warm start."""
+        if self.safety_limits is None:
+            return self.kinematics
+        from dataclasses import replace
+
+        from legion_kuka.description import IIWA7
+        from legion_kuka.kinematics import IiwaKinematics
+
+        inner = np.minimum(-self.safety_limits.lower, self.safety_limits.upper) - np.radians(0.5)
+        return IiwaKinematics(tool='tcp', tcp_offset=self.twin.hand_offset,
+                              datasheet=replace(IIWA7, position_limits=tuple(float(v) for v in inner)))
 
     def task_workspace(self, margin_m: float = 0.02,
                        floor_margin_m: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
@@ -143,10 +158,25 @@ class ChainRunner:
             return
         inner = np.radians(1.0)
         lower, upper = limits.lower + inner, limits.upper - inner
-        hand_pos, hand_rot = self.kinematics.fk(q)
-        start = np.clip(q, lower, upper)
-        result = self.kinematics.ik(hand_pos, start, target_rot=hand_rot, max_iters=300)
-        posture = np.clip(np.asarray(result.q, dtype=float), lower, upper)
+        # Aim for Meta-World's hand pose (its mocap target), tool orientation included: the tool
+        # frame is fixed to the hand body, so the offset measured here holds at the target too.
+        hand_pos, hand_rot = twin.metaworld_hand_target()
+        _, body_rot = twin.hand_pose()
+        tool_in_body = body_rot.T @ self.kinematics.fk(q)[1]
+        planner = self._planning_kinematics()
+        from legion_kuka.description import HOME
+        start = np.clip(np.asarray(HOME, dtype=float), lower, upper)
+        # The target may lie too close to the base for the tool-down arm: take the nearest reachable
+        # point straight outwards (horizontally away from the base axis).
+        outwards = np.array([hand_pos[0], hand_pos[1], 0.0])
+        outwards /= max(float(np.linalg.norm(outwards)), 1e-9)
+        posture = start
+        for distance in np.arange(0.0, 0.30, 0.01):
+            result = planner.ik(hand_pos + distance * outwards, start, target_rot=hand_rot @ tool_in_body,
+                                max_iters=300)
+            posture = np.clip(np.asarray(result.q, dtype=float), lower, upper)
+            if bool(result.success):
+                break
         twin.reset(task=self.task, seed=self.seed if seed is None else int(seed), posture=posture)
 
     def observe(self) -> np.ndarray:

@@ -40,7 +40,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from legion_kuka.real2sim import Frame, _finite_vector
+from legion_kuka.real2sim import Frame, _finite_vector, quat_to_matrix
 
 ARM_DOF = 7
 
@@ -366,6 +366,20 @@ class Twin:
                                         to_base.rotate_quat(quat) if np.linalg.norm(quat) > 1e-9
                                         else np.zeros(4))
         return poses
+
+    def hand_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """Meta-World's hand body: position and rotation matrix in the robot base frame."""
+        self._refresh()
+        to_base = self._base_frame().inverse()
+        hand = self.data.body('hand')
+        return to_base.apply(hand.xpos.copy()), to_base.rotation @ hand.xmat.reshape(3, 3)
+
+    def metaworld_hand_target(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where Meta-World's reset wanted the hand (its mocap pose), base frame: (pos, rotation)."""
+        to_base = self._base_frame().inverse()
+        mocap = int(self.model.body_mocapid[self.model.body('mocap').id])
+        return (to_base.apply(self.data.mocap_pos[mocap].copy()),
+                to_base.rotation @ quat_to_matrix(self.data.mocap_quat[mocap]))
 
     def goal_position(self) -> np.ndarray:
         """The task's goal in the robot base frame."""
