@@ -12,8 +12,8 @@ writers are), and the writers' QoS is stored as rosbag2 stores it. Messages are 
 receive time on the node clock (simulated time with ``use_sim_time``; 0 before the first ``/clock``).
 
 The bag is finished when the node stops (SIGINT/SIGTERM): :meth:`Recorder.close` writes the
-metadata and closes the writer. After a SIGKILL the ``.mcap`` file lacks its summary and there is no
-``metadata.yaml``; mcap's readers can still stream the messages that were written.
+metadata and closes the writer. A SIGKILL loses ``metadata.yaml``, the MCAP summary and the
+messages not yet in a completed chunk (rosbags writes 1 MiB chunks): stop recorders with SIGINT.
 """
 from __future__ import annotations
 
