@@ -97,15 +97,19 @@ class Runner:
         self.environ.setdefault('PYTHONUNBUFFERED', '1')
         self.environ.setdefault('RCUTILS_COLORIZED_OUTPUT', '0')
         self.environ.setdefault('RCUTILS_LOGGING_BUFFERED_STREAM', '0')
-        scripts = console_scripts()
-        # The nodes' inline parameter files, removed when the graph has stopped.
-        self.parameters_dir = Path(tempfile.mkdtemp(prefix=f'legion_{graph.name}_params_'))
-        self.children = [Child(node.name, node_command(node, self.parameters_dir, scripts))
-                         for node in graph.nodes]
         for name, command in graph.processes:
             if shutil.which(command[0]) is None or (command[0] == 'sh' and shutil.which('ros2') is None):
                 raise GraphError(f'{name} needs `ros2` on PATH (a ROS 2 install); use recorder:=legion')
-            self.children.append(Child(name, list(command)))
+        scripts = console_scripts()
+        # The nodes' inline parameter files, removed when the graph has stopped.
+        self.parameters_dir = Path(tempfile.mkdtemp(prefix=f'legion_{graph.name}_params_'))
+        try:
+            self.children = [Child(node.name, node_command(node, self.parameters_dir, scripts))
+                             for node in graph.nodes]
+        except GraphError:
+            shutil.rmtree(self.parameters_dir, ignore_errors=True)
+            raise
+        self.children += [Child(name, list(command)) for name, command in graph.processes]
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.stop_reason: str | None = None
@@ -185,7 +189,7 @@ class Runner:
         failed = [(c.name, c.process.returncode) for c in self.children
                   if c.process is not None and c.process.returncode not in (0, -signal.SIGINT)]
         for name, code in self.died:
-            tail = next(c.tail for c in self.children if c.name == name)
+            tail = next((c.tail for c in self.children if c.name == name), [])
             self.say(f'node {name} died (exit code {code}); its last output:\n    '
                      + '\n    '.join(tail[-8:]))
         if self.died:
