@@ -142,3 +142,15 @@ def test_existing_bag_directory_is_a_configuration_error(tmp_path):
     proc = subprocess.run(recorder_command(tmp_path, 'taken'), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert 'already exists' in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize('parameters, message', [
+    ({'discovery_period_s': 1}, 'must be of type double'),       # an int where a double is declared
+    ({'discovery_period_s': 100.0}, 'allowed range (0.05, 60.0)'),
+])
+def test_bad_parameters_stop_the_node_with_a_clear_message(tmp_path, parameters, message):
+    proc = subprocess.run(recorder_command(tmp_path, 'bad', **parameters), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / 'bad').exists()  # nothing half-written
