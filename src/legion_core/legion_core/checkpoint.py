@@ -79,7 +79,8 @@ def find_checkpoint(source: str | Path) -> Path:
 def load_checkpoint(source: str | Path, map_location: str | torch.device = 'cpu') -> dict[str, Any]:
     path = find_checkpoint(source)
     # Our own files hold numpy arrays and python RNG states, which the weights-only loader refuses.
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    # mmap: a multi-GB replay buffer in last.pt is paged in only where it is read.
+    state = torch.load(path, map_location=map_location, weights_only=False, mmap=True)
     if not isinstance(state, dict) or state.get('format') not in (CHECKPOINT_FORMAT, POLICY_FORMAT):
         raise ValueError(f'{path} is not a LEGION checkpoint or policy')
     return state
@@ -259,7 +260,11 @@ def default_policy_path() -> Path | None:
 
 def load_policy(path: str | Path, device: str | torch.device = 'cpu') -> LegionPolicy:
     """A ``LegionPolicy`` from ``policy.pt``, a training checkpoint, or a run directory."""
-    state = load_checkpoint(path, map_location=device)
+    return policy_from_state(load_checkpoint(path, map_location=device), device)
+
+
+def policy_from_state(state: dict[str, Any], device: str | torch.device = 'cpu') -> LegionPolicy:
+    """A ``LegionPolicy`` from an already loaded policy or training checkpoint."""
     if state['format'] == CHECKPOINT_FORMAT:
         agent = state['agent']
         state = {'tasks': state['tasks'], 'descriptions': _descriptions(list(state['tasks'])),

@@ -35,12 +35,12 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         print(f'legion eval: --episodes must be >= 1, got {args.episodes}', file=sys.stderr)
         return 2
-    from legion_core.checkpoint import load_checkpoint, load_policy
+    from legion_core.checkpoint import load_checkpoint, policy_from_state
     from legion_core.envs import evaluate
 
     try:
-        policy = load_policy(args.checkpoint)
         state = load_checkpoint(args.checkpoint)
+        policy = policy_from_state(state)
     except (FileNotFoundError, ValueError) as error:
         print(f'legion eval: {error}', file=sys.stderr)
         return 2
