@@ -116,6 +116,19 @@ class StatusFollower:
         self._publisher.publish(String(data=instruction))
 
 
+def deliver(node, follower: StatusFollower, instruction: str, on_spin=None, attempts: int = 5,
+            confirm_s: float = 3.0) -> None:
+    """Send until the instruction node confirms (its status starts a new sequence).
+
+    Seeing the node's subscription does not mean the node has matched this publisher yet; a sample
+    sent in between is lost for a volatile reader, so an unconfirmed instruction is sent again.
+    """
+    for _ in range(attempts):
+        follower.send(instruction)
+        if spin_until(node, lambda: follower.sequence_id is not None, confirm_s, on_spin):
+            return
+
+
 def spin_until(node, predicate, timeout_s: float | None, on_spin=None) -> bool:
     """Spin ``node`` until ``predicate()`` or ``timeout_s`` (None: forever); True if it held."""
     import rclpy
@@ -138,7 +151,7 @@ def follow_instruction(node, instruction: str, *, wait_s: float, timeout_s: floa
         return EXIT_NO_GRAPH, None, (f'no instruction node listens on {INSTRUCTION_TOPIC} after '
                                      f'{wait_s:g} s (is the graph up? `legion sim` or `legion launch sim`)')
     spin_until(node, lambda: False, 0.2)  # let the latched status arrive before numbering starts
-    follower.send(instruction)
+    deliver(node, follower, instruction)
     shown = 0
 
     def stream():
@@ -540,7 +553,7 @@ def _follow_with(node, args, printer, on_spin):
     if not spin_until(node, follower.ready, 120.0, on_spin):
         return EXIT_NO_GRAPH, None, 'the instruction node did not come up within 120 s'
     spin_until(node, lambda: False, 0.3, on_spin)
-    follower.send(args.instruction)
+    deliver(node, follower, args.instruction, on_spin)
     shown = 0
 
     def tick():

@@ -248,3 +248,62 @@ def test_estop_stops_commands_until_released_and_reset(graph):
     resumed = time.monotonic()
     assert probe.wait_for(lambda: len(arm.commands_since(resumed)) > 20, 10.0)
     assert_within_limits(arm.commands_since(resumed, with_times=True))
+
+
+# -- task_inference: its own small graph with a real (barely trained) LEGION artefact ----------------
+
+@pytest.fixture(scope='module')
+def tiny_checkpoint(tmp_path_factory):
+    """A LEGION run of the real trainer stopped after its first env steps (preset tiny): a checkpoint."""
+    from legion_core.config import compose_config, to_container
+    from legion_core.trainer import Trainer
+
+    run_dir = tmp_path_factory.mktemp('tiny_run')
+    cfg = to_container(compose_config(['preset=tiny', 'train.eval_every=0']))
+    Trainer(cfg, run_dir, progress=False).run(max_env_steps=4)
+    return str(run_dir)
+
+
+def test_task_inference_publishes_latents_and_rejects_malformed_input(graph, tiny_checkpoint):
+    from std_msgs.msg import Int32
+
+    from legion_ros.provenance import source_of
+
+    probe, _, _ = graph
+    node = start_node('task_inference', {'checkpoint': tiny_checkpoint, 'max_rate_hz': 100.0,
+                                         'follow_trainer': True})
+    try:
+        probe.listen(Float32MultiArray, '/legion/latent', qos.STATE)
+        probe.listen(Int32, '/legion/cluster', qos.STATE)
+        probe.listen(String, '/legion/task_inference/status', qos.LATCHED)
+        embedding = np.zeros(384)
+        embedding[0] = 1.0
+        emb_pub = probe.publisher(Float32MultiArray, '/legion/active_embedding', qos.LATCHED)
+        obs_pub = probe.publisher(Float32MultiArray, '/legion/observation', qos.STATE)
+        emb_pub.publish(array_message(embedding, 'embedding'))
+        deadline = time.monotonic() + 60.0
+        while not probe.messages['/legion/latent'] and time.monotonic() < deadline:
+            obs_pub.publish(array_message(np.full(12, 0.1), 'observation', source_ns=42))
+            probe.spin(0.05)
+        assert probe.messages['/legion/latent'], output_of(node)
+        latent = probe.messages['/legion/latent'][-1]
+        assert len(latent.data) > 0 and np.all(np.isfinite(latent.data)) and source_of(latent) == 42
+        assert probe.wait_for(lambda: probe.messages['/legion/cluster'], 5.0)
+
+        for bad in (array_message(np.zeros(5), 'observation'), array_message(np.full(12, np.inf), 'o')):
+            obs_pub.publish(bad)
+        assert probe.wait_for(lambda: _rejected(probe, 'task_inference', '/legion/observation'), 5.0)
+        emb_pub.publish(array_message(np.full(384, np.nan), 'embedding'))
+        assert probe.wait_for(lambda: _rejected(probe, 'task_inference', '/legion/active_embedding'), 5.0)
+        probe.spin(0.3)
+        count = len(probe.messages['/legion/latent'])
+        for _ in range(10):  # no embedding to infer with: no latents from here on
+            obs_pub.publish(array_message(np.full(12, 0.1), 'observation'))
+            probe.spin(0.05)
+        assert len(probe.messages['/legion/latent']) == count
+        probe.publish(String, '/legion/checkpoint', qos.LATCHED, String(data='/nonexistent/policy.pt'))
+        faulted = lambda: any(s['state'] == 'fault' for s in _statuses(probe, 'task_inference'))  # noqa: E731
+        assert probe.wait_for(faulted, 10.0)
+        assert node.poll() is None
+    finally:
+        assert stop_node(node) == 0, output_of(node)
