@@ -1,7 +1,7 @@
 """`legion bench learn`: a short lifelong stream that shows learning, forgetting and the DPMM on a CPU.
 
 The stream and sizes are the ``bench_learn`` preset (config/train/preset/bench_learn.yaml): reach ->
-drawer-close -> button-press-topdown, 20,000 env steps per task, 128-wide networks, one update per
+drawer-close -> button-press-topdown, 15,000 env steps per task, 128-wide networks, one update per
 env step. It is a benchmark (minutes of CPU), not a test.
 """
 from __future__ import annotations
