@@ -231,3 +231,37 @@ def test_gripper_follows_commands_and_rejects_nan(bridge):
     assert abs(client.opening[-1] - closed) < 0.1 and process.poll() is None
     client.gripper_pub.publish(client.Float64(data=-1.0))  # open again
     assert client.spin_until(lambda: client.opening[-1] > 0.7, 5.0), client.opening[-1]
+
+
+def test_task_parameter_switches_the_scene(bridge):
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client, _ = bridge
+    parameters = AsyncParameterClient(client.node, '/legion/sim_bridge')
+    assert parameters.wait_for_services(timeout_sec=10)
+
+    def set_parameter(name, value):
+        future = parameters.set_parameters([Parameter(name, value=value)])
+        assert client.spin_until(future.done, 30), 'no answer from set_parameters'
+        return future.result().results[0]
+
+    def goal():
+        position = client.poses[-1].poses[-1].position  # the goal comes last
+        return np.array([position.x, position.y, position.z])
+
+    goal_before = goal()
+    try:
+        result = set_parameter('task', 'push-v3')
+        assert result.successful, result.reason
+        assert client.spin_until(lambda: client.status[-1].get('task') == 'push-v3', 5.0)
+        client.spin_for(0.3)
+        # reach's goal is in the air, push's on the table: the new scene is really loaded.
+        assert np.linalg.norm(goal() - goal_before) > 0.01, 'the goal did not move with the new scene'
+        result = set_parameter('task', 'no-such-task-v3')
+        assert not result.successful and 'no-such-task-v3' in result.reason
+        assert client.status[-1]['task'] == 'push-v3'  # the twin kept its scene
+        result = set_parameter('control_rate_hz', 50.0)
+        assert not result.successful  # read-only: it would not take effect while running
+    finally:
+        assert set_parameter('task', 'reach-v3').successful

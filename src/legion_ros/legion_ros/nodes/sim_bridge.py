@@ -19,6 +19,8 @@ and what only a simulator offers:
 * ``gripper_opening_topic`` (std_msgs/Float64, every cycle): the measured finger opening in [0, 1],
   what a real gripper's driver would report;
 * ``~/task_success`` (std_msgs/Bool): Meta-World's success criterion on the twin's state;
+* parameters ``task`` and ``seed`` may be set at run time (``ros2 param set``): the twin loads that
+  scene; every other parameter is read-only;
 * services ``~/reset`` (Trigger: the task's initial state), ``~/reset_home`` (Trigger: the same
   with the arm at home), ``~/set_pause`` (SetBool), ``~/step`` (Trigger: one control cycle, only
   while paused).
@@ -33,6 +35,7 @@ import sys
 import time
 
 from geometry_msgs.msg import Pose, PoseArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
@@ -46,26 +49,34 @@ ARM_DOF = 7
 REPORT_EVERY = 100  # control cycles between status updates with the real-time factor
 
 PARAMETERS = {
-    'driver.name': Param('lbr', 'driver profile mirrored by the twin', choices=('lbr', 'iiwa_ros2')),
+    'driver.name': Param('lbr', 'driver profile mirrored by the twin', choices=('lbr', 'iiwa_ros2'),
+                         read_only=True),
     'driver.joint_names': Param([], 'the 7 arm joint names, A1 first, as the driver publishes them',
-                                type='string[]'),
-    'driver.joint_states_topic': Param('/lbr/joint_states', 'sensor_msgs/JointState topic of the driver'),
+                                type='string[]', read_only=True),
+    'driver.joint_states_topic': Param('/lbr/joint_states', 'sensor_msgs/JointState topic of the driver',
+                                       read_only=True),
     'driver.command_topic': Param('/lbr/forward_position_controller/commands',
-                                  'std_msgs/Float64MultiArray joint position command topic'),
-    'driver.gripper_topic': Param('/lbr/gripper/command', 'std_msgs/Float64 gripper command topic'),
-    'driver.base_frame': Param('lbr_link_0', 'frame_id of the robot base (object poses)'),
-    'task': Param('reach-v3', 'Meta-World task whose scene the twin loads'),
+                                  'std_msgs/Float64MultiArray joint position command topic', read_only=True),
+    'driver.gripper_topic': Param('/lbr/gripper/command', 'std_msgs/Float64 gripper command topic',
+                                  read_only=True),
+    'driver.base_frame': Param('lbr_link_0', 'frame_id of the robot base (object poses)', read_only=True),
+    # task and seed may change at run time (ros2 param set): the twin loads that scene, as ~/reset does.
+    'task': Param('reach-v3', 'Meta-World task whose scene the twin loads; set it to switch scenes'),
     'seed': Param(0, 'goal variant of the task (object and goal placement)', range=(0, 2**31 - 1)),
-    'model': Param('iiwa7', 'robot model', choices=('iiwa7',)),
+    'model': Param('iiwa7', 'robot model', choices=('iiwa7',), read_only=True),
     'control_rate_hz': Param(100.0, 'controller rate: one twin control cycle per period [Hz]',
-                             range=(1.0, 1000.0)),
-    'publish_clock': Param(True, 'publish simulated time on /clock'),
-    'start_paused': Param(False, 'start paused (advance with ~/step or ~/set_pause false)'),
-    'object_poses_rate_hz': Param(20.0, 'rate of object poses and task success [Hz]', range=(0.1, 1000.0)),
-    'object_poses_topic': Param('/legion/object_poses', 'geometry_msgs/PoseArray of objects and goal'),
-    'object_names_topic': Param('/legion/object_names', 'std_msgs/String JSON names, PoseArray order'),
+                             range=(1.0, 1000.0), read_only=True),
+    'publish_clock': Param(True, 'publish simulated time on /clock', read_only=True),
+    'start_paused': Param(False, 'start paused (advance with ~/step or ~/set_pause false)', read_only=True),
+    'object_poses_rate_hz': Param(20.0, 'rate of object poses and task success [Hz]', range=(0.1, 1000.0),
+                                  read_only=True),
+    'object_poses_topic': Param('/legion/object_poses', 'geometry_msgs/PoseArray of objects and goal',
+                                read_only=True),
+    'object_names_topic': Param('/legion/object_names', 'std_msgs/String JSON names, PoseArray order',
+                                read_only=True),
     'gripper_opening_topic': Param('/legion/gripper_opening', 'std_msgs/Float64 measured finger opening in '
-                                   '[0 closed, 1 open] (Meta-World\'s normalised finger distance)'),
+                                   '[0 closed, 1 open] (Meta-World\'s normalised finger distance)',
+                                   read_only=True),
 }
 
 
@@ -119,6 +130,7 @@ class SimBridge(Node):
         self._names: list[str] = []
         self.publish_state(with_poses=True)
         self.timer = self.create_timer(self.period_s, self.on_timer)
+        self.add_on_set_parameters_callback(self.on_set_parameters)
         self.report('ready')
         self.get_logger().info(
             f'twin of {p.task} (seed {p.seed}) as driver {p["driver.name"]}: '
@@ -227,6 +239,23 @@ class SimBridge(Node):
 
     def on_reset_home(self, _request, response):
         return self._reset(response, 'home')
+
+    def on_set_parameters(self, parameters) -> SetParametersResult:
+        """A new ``task`` or ``seed`` loads that scene (its initial state), or is refused with why."""
+        changes = {p.name: p.value for p in parameters if p.name in ('task', 'seed')}
+        if not changes:
+            return SetParametersResult(successful=True)
+        task, seed = changes.get('task', self.twin.task), changes.get('seed', self.twin.seed)
+        try:
+            self.twin.reset(task=task, seed=seed)
+        except Exception as error:  # unknown task, scene that does not build: keep the current one
+            reason = f'cannot load {task!r} seed {seed}: {type(error).__name__}: {error}'
+            self.get_logger().warning(reason)
+            return SetParametersResult(successful=False, reason=reason)
+        self.publish_state(with_poses=True)
+        self.report('scene')
+        self.get_logger().info(f'scene {task} (seed {seed}) loaded')
+        return SetParametersResult(successful=True)
 
     def on_set_pause(self, request, response):
         if request.data:
