@@ -15,6 +15,23 @@ for perception, and every piece the real one:
 Meta-World's scripted experts read the 39-d observation: :func:`run_expert_through_twin` runs them
 with ``layout='full39'``, i.e. on the observation that real2sim reconstructs from the twin's state,
 so the experts test real2sim too. A learned LEGION policy uses ``layout='legion12'``.
+
+Things the chain does on top of the pieces, and why:
+
+- The policy's hand is the scene's ``hand`` point (Meta-World's observation), not the gripper tcp:
+  real2sim and sim2real use :meth:`Twin.hand_kinematics`; the safety filter's box bounds the tcp and
+  is derived from the task's hand box (:meth:`ChainRunner.task_workspace`).
+- Sim2real plans IK inside the safety filter's position limits, so the filter rate-limits the targets
+  but does not clip (and bend) them.
+- Some Meta-World resets put the hand where the tool-down iiwa reaches only at its joint limits
+  (hand start (0, 0.4, 0.2): faucet, button-press-topdown, window-*). The filter does not move an arm
+  outside its limits, so the episode starts from the nearest reachable tool-down posture instead, as
+  an operator would jog the arm.
+
+Measured limits (3 episodes per task, seeds 0-2): with the default safety limits (10 % of the
+datasheet joint velocities) the arm moves slower than the 0.1 m/s that sim2real allows at 10 Hz, so
+long tasks run out of their 150 steps; door-open pushes the stiff arm against the door until the
+filter's tracking-error e-stop latches.
 """
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ class PolicyStepPlan:
     hand_target_base: np.ndarray  # the same point in the robot base frame
     gripper: float  # the policy's gripper action in [-1, 1] (-1 open, +1 close, Meta-World's convention)
     gripper_command: float  # what the gripper gets: the action times speed_scale (see the module)
-    ik_success: bool  # False: no posture within the IK tolerance, the arm holds its last target
+    ik_success: bool  # False: no posture within the IK tolerance (the arm goes as close as it can)
     ik_position_error: float  # metres
     clipped: bool  # the hand target was clipped to the hand box or to max_lead_m
     start_s: float  # time of the first cycle of this step
@@ -72,8 +72,9 @@ class Sim2Real:
         tool_rotation: fixed tool orientation (3x3, base frame); None: taken from the joints at reset.
         max_lead_m: how far the hand target may run ahead of the measured hand.
         ik_tolerance_m, ik_tolerance_rad: an IK solution this close to the hand target (position and
-            tool orientation) is used; at the edge of the arm's reach the closest posture is good
-            enough (Meta-World's own hand lags its mocap target there too). Farther: the arm holds.
+            tool orientation) counts as reached. Beyond the arm's reach the closest posture IK finds
+            is used if it brings the hand closer (Meta-World's hand lags its mocap target there
+            too); otherwise the arm holds.
     """
 
     def __init__(self, kinematics: Any, task_frame: Any = None, speed_scale: float | None = None,
@@ -194,13 +195,18 @@ class Sim2Real:
         q_start = self.next_target(start) if self._plan is not None else self._last_target
         result = self.kinematics.ik(target_base, q_start, target_rot=self.tool_rotation)
         q_goal = np.asarray(result.q, dtype=np.float64).reshape(7)
-        success = (float(result.position_error) <= self.ik_tolerance_m
-                   and float(getattr(result, 'orientation_error', 0.0)) <= self.ik_tolerance_rad
-                   and bool(np.all(np.isfinite(q_goal))))
-        if success:
+        oriented = (float(getattr(result, 'orientation_error', 0.0)) <= self.ik_tolerance_rad
+                    and bool(np.all(np.isfinite(q_goal))))
+        success = oriented and float(result.position_error) <= self.ik_tolerance_m
+        # Out of reach: go as far as the arm gets towards the target (the posture IK found is within
+        # the joint limits), as Meta-World's hand does when its mocap target is out of reach; hold
+        # when that brings the hand no closer or tilts the tool.
+        start_error = float(np.linalg.norm(np.asarray(self.kinematics.fk(q_start)[0]) - target_base))
+        closer = oriented and float(result.position_error) < start_error - 1e-4
+        if success or closer:
             self._hand_target = target
         else:
-            q_goal = q_start.copy()  # hold: never stream a failed IK solution to the arm
+            q_goal = q_start.copy()  # hold: never stream a posture that does not help
         fractions = np.arange(1, self.cycles_per_step + 1)[:, None] / self.cycles_per_step
         targets = q_start[None, :] + fractions * (q_goal - q_start)[None, :]
         plan = PolicyStepPlan(targets=targets, hand_target=self._hand_target.copy(),

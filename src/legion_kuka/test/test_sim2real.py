@@ -115,19 +115,24 @@ def test_hand_target_stays_close_to_a_held_arm():
     assert plan.clipped
 
 
-def test_unreachable_target_holds_the_arm():
+def test_unreachable_target_goes_as_far_as_the_arm_reaches_then_holds():
     s2r = Sim2Real(KIN, hand_low=(-2, -2, -2), hand_high=(2, 2, 2), max_lead_m=10.0)
     s2r.reset(HOME)
     q = np.asarray(HOME)
+    plans = []
     for _ in range(120):  # 1.2 m further out along Meta-World's y: beyond the iiwa's 0.8 m reach
         plan = s2r.plan([0.0, 1.0, 0.0, 0.0], q)
-        if not plan.ik_success:
-            break
+        plans.append(plan)
         q = plan.targets[-1]
-    assert not plan.ik_success
-    assert np.allclose(plan.targets, q[None, :])  # nothing but the last good target is streamed
-    assert np.all(np.isfinite(plan.targets))
-    assert np.all(plan.targets >= KIN.lower) and np.all(plan.targets <= KIN.upper)
+    assert not plans[-1].ik_success
+    assert np.allclose(plans[-1].targets, plans[-2].targets[-1][None, :], atol=1e-6)  # stretched: holds
+    reach = hand(q)[1] - hand(HOME)[1]
+    assert 0.1 < reach < 1.2  # it got out as far as it could, not to the target
+    for plan in plans:
+        assert np.all(np.isfinite(plan.targets))
+        assert np.all(plan.targets >= KIN.lower) and np.all(plan.targets <= KIN.upper)
+        # the tool never tilts on the way
+        assert np.allclose(KIN.fk(plan.targets[-1])[1], KIN.fk(HOME)[1], atol=0.06)
 
 
 def test_bad_input_gives_a_clear_error():
