@@ -3,6 +3,7 @@ reported by name, escalation to SIGTERM, argument validation of ``legion launch`
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import signal
@@ -43,8 +44,10 @@ GRAPH_SCRIPT = textwrap.dedent('''
 
 
 def start_graph(tmp_path: Path, broken: str) -> subprocess.Popen:
+    # TMPDIR: the runner's parameter files land in tmp_path even when the test kills the runner.
     return subprocess.Popen([sys.executable, '-c', GRAPH_SCRIPT, str(tmp_path), broken],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, TMPDIR=str(tmp_path)))
 
 
 def read_until(proc: subprocess.Popen, pattern: str, timeout_s: float) -> list[str]:
