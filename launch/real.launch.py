@@ -6,6 +6,7 @@ or let this file include it with start_driver:=true. The LEGION nodes only ever 
 through sim2real's safety filter. The graph is legion_bringup.graph.real_graph().
 """
 from launch import LaunchDescription
+
 from legion_bringup.graph import real_graph
 from legion_bringup.launch_mixins import LegionMixin
 

@@ -6,6 +6,7 @@ lists every argument; the graph itself is legion_bringup.graph.sim_graph(), whic
 runs without ROS 2 launch installed.
 """
 from launch import LaunchDescription
+
 from legion_bringup.graph import sim_graph
 from legion_bringup.launch_mixins import LegionMixin
 

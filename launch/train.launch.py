@@ -4,6 +4,7 @@ Progress and checkpoints are published on topics, so a training run can be watch
 like any other graph. The graph is legion_bringup.graph.train_graph().
 """
 from launch import LaunchDescription
+
 from legion_bringup.graph import train_graph
 from legion_bringup.launch_mixins import LegionMixin
 

@@ -7,6 +7,7 @@ pip-only runner uses the graph descriptions directly.
 """
 from __future__ import annotations
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, LogInfo
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
@@ -15,7 +16,6 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-from launch import LaunchDescription
 from legion_bringup.graph import (
     PACKAGE,
     SHUTDOWN_TIMEOUT_S,
