@@ -253,12 +253,13 @@ reloaded with that task's scene (seed --seed) and the safety filter is re-synchr
 def register_sim(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         'sim', help='run a language instruction on the simulated KUKA (MuJoCo twin + LEGION nodes)',
-        description='Bring up the simulated graph (MuJoCo twin behind the lbr/iiwa_ros2 driver interface, '
-                    'instruction, task inference, policy, real2sim, sim2real with the safety filter, '
-                    'recorder), execute a (multi-step) natural-language instruction on it, print each '
-                    'step\'s success and leave a rosbag2 (MCAP) of the run. Without --instruction the '
-                    'graph stays up for `legion instruct` until Ctrl-C. Exit status as `legion instruct`: '
-                    '0 all steps succeeded, 1 a step failed, 2 rejected/bad usage, 3 the graph failed.',
+        description='Bring up the simulated graph (MuJoCo twin behind the lbr/iiwa_ros2 driver interface,\n'
+                    'instruction, task inference, policy, real2sim, sim2real with the safety filter,\n'
+                    'recorder), execute a (multi-step) natural-language instruction on it, print each\n'
+                    'step\'s success and leave a rosbag2 (MCAP) of the run. Without --instruction the\n'
+                    'graph stays up for `legion instruct` until Ctrl-C.\n\n'
+                    'Exit status: 0 all steps succeeded, 1 a step failed, 2 rejected or bad usage,\n'
+                    '3 the graph failed (a node died).',
         epilog=SIM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-i', '--instruction', help='what to do, e.g. "reach the goal, then push the puck"')
     parser.add_argument('--policy', choices=('legion', 'expert'), default='legion',
@@ -395,18 +396,32 @@ def _plan_locally(instruction: str):
 
 
 class SceneFollower:
-    """Reloads the twin's scene when the active step's task changes, then re-syncs sim2real."""
+    """Reloads the twin's scene when the active step's task changes, then re-syncs sim2real.
+
+    The arm jumps to the new scene's start, which sim2real's safety filter sees as a tracking error and
+    latches (as it must on a real arm). For a while after each reload, a latched sim2real is reset once
+    the new twin publishes: the filter then starts over from the arm's new position.
+    """
+
+    RESYNC_WINDOW_S = 20.0
 
     def __init__(self, node, sim: SimGraph, say) -> None:
         from std_msgs.msg import String
+        from std_srvs.srv import Trigger
 
         from legion_ros import qos
 
         self.node, self.sim, self.say = node, sim, say
         self.pending: str | None = None
         self.bridge_task: str | None = None
+        self.sim2real_state: str | None = None
+        self.resync_until = 0.0
+        self._reset_future = None
+        self._client = node.create_client(Trigger, '/legion/sim2real/reset_estop')
+        self._request = Trigger.Request
         node.create_subscription(String, '/legion/active_step', self._on_step, qos.LATCHED)
         node.create_subscription(String, '/legion/sim_bridge/status', self._on_bridge, qos.LATCHED)
+        node.create_subscription(String, '/legion/sim2real/status', self._on_sim2real, qos.LATCHED)
 
     def _on_bridge(self, message) -> None:
         try:
@@ -414,6 +429,12 @@ class SceneFollower:
         except (ValueError, AttributeError):
             return
         self.bridge_task = task if isinstance(task, str) else self.bridge_task
+
+    def _on_sim2real(self, message) -> None:
+        try:
+            self.sim2real_state = json.loads(message.data).get('state')
+        except (ValueError, AttributeError):
+            return
 
     def _on_step(self, message) -> None:
         try:
@@ -424,31 +445,26 @@ class SceneFollower:
             self.pending = task
 
     def service(self) -> None:
-        """Do a pending scene change (call between spins: it blocks while the twin restarts)."""
-        if self.pending is None:
-            return
-        task, self.pending = self.pending, None
-        self.say(f'loading the scene of {task}')
-        self.bridge_task = None
-        self.sim.load_scene(task)
-        # The arm jumped to the new scene's start (sim2real's safety filter sees a tracking error and
-        # latches): once the new twin publishes, the filter starts over from the arm's new position.
-        from std_srvs.srv import Trigger
-        if not spin_until(self.node, lambda: self.bridge_task == task, 120.0):
-            self.say(f'warning: the twin did not come up with {task} within 120 s')
-            return
-        spin_until(self.node, lambda: False, 0.5)
-        client = self.node.create_client(Trigger, '/legion/sim2real/reset_estop')
-        deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline:
-            if client.wait_for_service(timeout_sec=1.0):
-                future = client.call_async(Trigger.Request())
-                spin_until(self.node, future.done, 5.0)
-                if future.done() and future.result().success:
-                    self.say(f'scene of {task} ready; safety filter re-synchronised')
-                    return
-            spin_until(self.node, lambda: False, 0.3)
-        self.say('warning: sim2real did not re-synchronise with the new scene within 30 s')
+        """Between spins: do a pending scene change (blocks while the twin restarts), re-sync sim2real."""
+        if self.pending is not None:
+            task, self.pending = self.pending, None
+            self.say(f'loading the scene of {task}')
+            self.bridge_task = None
+            self.sim.load_scene(task)
+            if not spin_until(self.node, lambda: self.bridge_task == task, 120.0):
+                self.say(f'warning: the twin did not come up with {task} within 120 s')
+            self.resync_until = time.monotonic() + self.RESYNC_WINDOW_S
+        if self._reset_future is not None:
+            if not self._reset_future.done():
+                return
+            result = self._reset_future.result()
+            self._reset_future = None
+            if result is not None and result.success:
+                self.say('safety filter re-synchronised with the new scene')
+                self.sim2real_state = None
+        if time.monotonic() < self.resync_until and self.sim2real_state == 'estop' \
+                and self.bridge_task == self.sim.scene_task and self._client.service_is_ready():
+            self._reset_future = self._client.call_async(self._request())
 
 
 def run_sim(args: argparse.Namespace) -> int:
@@ -500,6 +516,9 @@ def run_sim(args: argparse.Namespace) -> int:
         code, final, message = EXIT_FAILED, None, ''
         started = time.monotonic()
         try:
+            # The instruction publisher (latched) exists before the recorder looks at the topic, so the
+            # recorder subscribes to it as latched and the bag keeps the instruction.
+            follower = StatusFollower(node)
             sim.start(first_task)
             scenes = SceneFollower(node, sim, say)
 
@@ -515,7 +534,7 @@ def run_sim(args: argparse.Namespace) -> int:
                     spin_until(node, lambda: False, None, on_spin)
                 return 0
             printer = None if args.json else (lambda e: print(describe_event(e), flush=True))
-            code, final, message = _follow_with(node, args, printer, on_spin)
+            code, final, message = _follow_with(node, follower, args, printer, on_spin)
         except RuntimeError as error:
             code, message = EXIT_NO_GRAPH, str(error)
         except KeyboardInterrupt:
@@ -547,9 +566,8 @@ def run_sim(args: argparse.Namespace) -> int:
     return code
 
 
-def _follow_with(node, args, printer, on_spin):
+def _follow_with(node, follower, args, printer, on_spin):
     """follow_instruction with the scene follower and the node watchdog running between spins."""
-    follower = StatusFollower(node)
     if not spin_until(node, follower.ready, 120.0, on_spin):
         return EXIT_NO_GRAPH, None, 'the instruction node did not come up within 120 s'
     spin_until(node, lambda: False, 0.3, on_spin)

@@ -69,8 +69,25 @@ PARAMETERS = {
     'sim_status_topic': Param('/legion/sim_bridge/status', 'the twin\'s latched status (its scene\'s task)'),
     'require_scene_match': Param(False, 'simulation only: publish no observation while the twin\'s scene '
                                  '(sim_status_topic) is not the active step\'s task, e.g. while it reloads'),
+    'hand_offset_m': Param(-1.0, 'flange -> the point the policy calls the hand, along the tool axis '
+                           '[m]; negative: read from the KUKA Meta-World scene (the trained hand point)',
+                           range=(-1.0, 0.5)),
     'success_hold': Param(3, 'consecutive successful samples before a step counts as done', range=(1, 100)),
 }
+
+
+def hand_offset(value: float) -> float:
+    """``value`` if given, else the hand offset of the iiwa in the KUKA Meta-World scenes (the same
+    arm and gripper in every task)."""
+    if value >= 0:
+        return float(value)
+    from legion_kuka.metaworld_kuka import kuka_env_class
+
+    env = kuka_env_class('reach-v3')()
+    try:
+        return float(env._kuka_hand_offset)
+    finally:
+        env.close()
 
 
 class Real2SimNode(Node):
@@ -85,8 +102,9 @@ class Real2SimNode(Node):
         if len(self.joint_names) != ARM_DOF or len(set(self.joint_names)) != ARM_DOF:
             raise NodeConfigError(f'driver.joint_names must name {ARM_DOF} distinct joints, '
                                   f'got {self.joint_names}')
-        self.real2sim = Real2Sim(IiwaKinematics(tool='tcp'), layout='full39',
-                                 task_frame=self._frame_parameter(p.task_frame))
+        # The observation's hand is the point Meta-World calls the hand, not the gripper tcp.
+        self.real2sim = Real2Sim(IiwaKinematics(tool='tcp', tcp_offset=hand_offset(p.hand_offset_m)),
+                                 layout='full39', task_frame=self._frame_parameter(p.task_frame))
         self.status = StatusPublisher(self)
         self.monitor = TaskMonitor(hold=p.success_hold)
         self.step: dict | None = None

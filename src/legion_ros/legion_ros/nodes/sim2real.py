@@ -59,6 +59,13 @@ PARAMETERS = {
     'hand_box': Param('task', 'hand box the policy\'s hand target is clipped to: task (the active task\'s '
                       'Meta-World mocap box, as in training) or default (Meta-World\'s default box)',
                       choices=('task', 'default')),
+    'hand_offset_m': Param(-1.0, 'flange -> the point the policy calls the hand, along the tool axis '
+                           '[m]; negative: read from the KUKA Meta-World scene (the trained hand point)',
+                           range=(-1.0, 0.5)),
+    'workspace': Param('task', 'the safety filter\'s tcp box: task (the active task\'s hand box in the base '
+                       'frame, lowered by the hand-to-tcp distance, 2 cm wider, floor 5 mm below: only '
+                       'motions the task never asks for are held) or cell (legion_kuka\'s default cell box)',
+                       choices=('task', 'cell')),
     'send_on_action': Param(True, 'send a new action\'s first target at once instead of at the next cycle'),
     'task_frame': Param([], 'pose of the task frame in the robot base frame: x y z qw qx qy qz; empty: '
                         'the single-task placement (overridden by /legion/station)', type='double[]'),
@@ -77,7 +84,9 @@ class Sim2RealNode(Node):
         if len(self.joint_names) != ARM_DOF or len(set(self.joint_names)) != ARM_DOF:
             raise NodeConfigError(f'driver.joint_names must name {ARM_DOF} distinct joints, '
                                   f'got {self.joint_names}')
-        self.kinematics = IiwaKinematics(tool='tcp')
+        from legion_ros.nodes.real2sim import hand_offset
+
+        self.kinematics = IiwaKinematics(tool='tcp')  # the safety filter's box bounds the gripper's tcp
         self.period_s = 1.0 / p['driver.controller_rate_hz']
         self.task_frame = None
         if p.task_frame:
@@ -86,12 +95,24 @@ class Sim2RealNode(Node):
                                       'numbers')
             self.task_frame = (np.asarray(p.task_frame[:3]), np.asarray(p.task_frame[3:]))
         self.hand_box: tuple | None = None
+        self._pending_workspace = None
+        self.workspace = None
         self._task_boxes: dict[str, tuple] = {}
         if p.hand_box == 'task':
             import legion_kuka.metaworld_kuka  # noqa: F401  (slow first import: at start, not mid-run)
+        self._limits_options = {'position_margin': np.radians(p.position_margin_deg),
+                                'velocity_scale': p.velocity_scale}
+        self._hand_offset = hand_offset(p.hand_offset_m)
+        limits = SafetyLimits.from_description(**self._limits_options)
+        # IK moves the policy's hand point and plans inside the filter's position limits (by 0.5 deg),
+        # so the filter rate-limits targets but never clips (and bends) the hand's path.
+        from dataclasses import replace
+
+        from legion_kuka.description import IIWA7
+        inner = np.minimum(-limits.lower, limits.upper) - np.radians(0.5)
+        self.planning = IiwaKinematics(tool='tcp', tcp_offset=self._hand_offset,
+                                       datasheet=replace(IIWA7, position_limits=tuple(map(float, inner))))
         self.translator = self._make_translator()
-        limits = SafetyLimits.from_description(position_margin=np.radians(p.position_margin_deg),
-                                               velocity_scale=p.velocity_scale)
         self.safety = SafetyFilter(limits, self.kinematics,
                                    control_period_s=self.period_s, stale_after_s=p.joint_state_timeout_s)
         self.status = StatusPublisher(self)
@@ -129,7 +150,7 @@ class Sim2RealNode(Node):
         box = self.hand_box
         kwargs = {} if box is None else {'hand_low': box[0], 'hand_high': box[1]}
         try:
-            return Sim2Real(self.kinematics, task_frame=self.task_frame,
+            return Sim2Real(self.planning, task_frame=self.task_frame,
                             control_rate_hz=self.params['driver.controller_rate_hz'],
                             policy_rate_hz=self.params.policy_rate_hz, **kwargs)
         except ValueError as error:
@@ -141,7 +162,8 @@ class Sim2RealNode(Node):
     def publish_status(self) -> None:
         state = 'estop' if self.estopped else 'holding' if self.holding else 'commanding'
         self.status.publish(state, commands_sent=self.sent, refused=dict(self.refused),
-                            rejected=dict(self.rejected), joint_state=self.q is not None)
+                            rejected=dict(self.rejected), joint_state=self.q is not None,
+                            workspace=self.workspace)
 
     def reject(self, topic: str, reason: str) -> None:
         self.rejected[topic] = self.rejected.get(topic, 0) + 1
@@ -172,6 +194,15 @@ class Sim2RealNode(Node):
         # The filter's freshness check runs on this node's clock: the sample is fresh when it arrives.
         self.q_stamp_s = self.now_s()
         self.safety.update_joint_state(q, self.q_stamp_s)
+        if self.safety.latched and not self.estopped:  # e.g. the arm is not where it was sent
+            self._latched_by_filter()
+
+    def _latched_by_filter(self) -> None:
+        self.estopped = True
+        reasons = list(self.safety.latch_reasons)
+        self.get_logger().error(f'E-STOP by the safety filter: {", ".join(reasons)}')
+        self.status.publish('estop', reasons=reasons, commands_sent=self.sent, refused=dict(self.refused),
+                            rejected=dict(self.rejected))
 
     def on_action(self, message: Float32MultiArray) -> None:
         try:
@@ -214,6 +245,8 @@ class Sim2RealNode(Node):
             response.success = False
             response.message = 'no fresh joint state: the e-stop stays latched until the arm reports again'
             return response
+        if self._pending_workspace is not None:  # a new task's box waited for the reset
+            self._rebuild_filter(self._pending_workspace)
         self.estopped = False
         self.holding, self.anchored, self.hold_target = True, False, None
         response.success, response.message = True, 'e-stop reset; holding until the next action'
@@ -235,6 +268,39 @@ class Sim2RealNode(Node):
                 np.array_equal(a, b) for a, b in zip(box, self.hand_box, strict=True))):
             self.hand_box = box
             self.translator = self._make_translator()
+            if self.params.workspace == 'task':
+                workspace = self._task_workspace(box)
+                if self.estopped:
+                    self._pending_workspace = workspace  # never let a rebuild release an e-stop
+                else:
+                    self._rebuild_filter(workspace)
+
+    def _task_workspace(self, box) -> tuple[np.ndarray, np.ndarray]:
+        """The tcp box for a task's hand box (task frame), as legion_kuka's chain derives it."""
+        from legion_kuka.description import GRIPPER
+        from legion_kuka.real2sim import Frame, default_task_frame
+
+        frame = default_task_frame() if self.task_frame is None else Frame.of(self.task_frame)
+        low, high = box
+        corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=float)
+        in_base = frame.apply(low + corners * (high - low))
+        tcp_below_hand = GRIPPER.tcp_offset - self._hand_offset
+        box_low, box_high = in_base.min(axis=0) - 0.02, in_base.max(axis=0) + 0.02
+        box_low[2] = in_base[:, 2].min() - tcp_below_hand - 0.005
+        box_high[2] = in_base[:, 2].max() + 0.02 - tcp_below_hand
+        return box_low, box_high
+
+    def _rebuild_filter(self, workspace) -> None:
+        """A filter with the new box; it starts from rest at the measured joints (a step boundary)."""
+        from legion_kuka.safety import SafetyFilter, SafetyLimits
+
+        limits = SafetyLimits.from_description(**self._limits_options, workspace=workspace)
+        self.safety = SafetyFilter(limits, self.kinematics, control_period_s=self.period_s,
+                                   stale_after_s=self.params.joint_state_timeout_s)
+        if self.q is not None and self.q_stamp_s is not None:
+            self.safety.update_joint_state(self.q, self.q_stamp_s)
+        self._pending_workspace = None
+        self.workspace = [workspace[0].round(4).tolist(), workspace[1].round(4).tolist()]
 
     def _task_box(self, task: str) -> tuple | None:
         """The mocap box Meta-World clips the hand to in ``task`` (task frame), cached per task."""
@@ -288,9 +354,7 @@ class Sim2RealNode(Node):
     def send(self, target: np.ndarray, now: float) -> None:
         decision = self.safety.command(target, stamp=self.q_stamp_s, now=now)
         if self.safety.latched and not self.estopped:  # the filter latched itself (tracking error)
-            self.estopped = True
-            self.get_logger().error(f'E-STOP by the safety filter: {", ".join(self.safety.latch_reasons)}')
-            self.status.publish('estop', reasons=list(self.safety.latch_reasons))
+            self._latched_by_filter()
             return
         if decision.position is None:
             for reason in decision.reasons or ['refused']:
