@@ -89,13 +89,13 @@ class TaskInferenceNode(Node):
             self.status.publish('input_rejected', topic=TOPICS['active_embedding'], reason=str(error))
 
     def on_observation(self, message: Float32MultiArray) -> None:
-        now = time.monotonic()
-        if self.policy is None or self.embedding is None or now - self._last < 1.0 / self.params.max_rate_hz:
-            return
-        try:
+        try:  # validated before the rate limit: every malformed message is reported
             obs = read_array(message, 12, 'observation')
         except BadMessageError as error:
             self.status.publish('input_rejected', topic=TOPICS['observation'], reason=str(error))
+            return
+        now = time.monotonic()
+        if self.policy is None or self.embedding is None or now - self._last < 1.0 / self.params.max_rate_hz:
             return
         self._last = now
         z, cluster = self.policy.latent(obs[None, :].astype(np.float32),
