@@ -295,13 +295,14 @@ class SimGraph:
     rest_runner: object = None
     scene_task: str | None = None
 
-    def start(self, task: str) -> None:
+    def start_rest(self) -> None:
+        """Everything but the twin (start the twin first: the recorder then sees the latched topics'
+        publishers when it first looks, and records them as latched)."""
         from legion_ros.runner import Runner
 
         rest = [n for n in self.nodes if n.executable != 'sim_bridge']
         self.rest_runner = Runner(self._graph(rest), output=self.output)
         self.rest_runner.start()
-        self.load_scene(task)
 
     def _graph(self, nodes):
         from legion_bringup.graph import ResolvedGraph
@@ -343,6 +344,12 @@ class SimGraph:
                 runner.request_stop('done')
                 codes.append(runner.shutdown())
         return max(codes, default=0)
+
+
+def _raise_if_dead(sim: SimGraph) -> None:
+    dead = sim.dead()
+    if dead:
+        raise RuntimeError('node(s) died: ' + ', '.join(f'{n} (exit {c})' for n, c in dead))
 
 
 def _sim_nodes(args, first_task: str, bag_name: str, params_dir):
@@ -519,14 +526,16 @@ def run_sim(args: argparse.Namespace) -> int:
             # The instruction publisher (latched) exists before the recorder looks at the topic, so the
             # recorder subscribes to it as latched and the bag keeps the instruction.
             follower = StatusFollower(node)
-            sim.start(first_task)
             scenes = SceneFollower(node, sim, say)
+            sim.load_scene(first_task)
+            if not spin_until(node, lambda: scenes.bridge_task == first_task, 120.0,
+                              lambda: _raise_if_dead(sim)):
+                raise RuntimeError(f'the twin did not come up with {first_task} within 120 s')
+            sim.start_rest()
 
             def on_spin():
                 scenes.service()
-                dead = sim.dead()
-                if dead:
-                    raise RuntimeError('node(s) died: ' + ', '.join(f'{n} (exit {c})' for n, c in dead))
+                _raise_if_dead(sim)
 
             if plan is None:
                 say('graph is up; send instructions with `legion instruct "..."`; Ctrl-C stops it')
@@ -534,6 +543,8 @@ def run_sim(args: argparse.Namespace) -> int:
                     spin_until(node, lambda: False, None, on_spin)
                 return 0
             printer = None if args.json else (lambda e: print(describe_event(e), flush=True))
+            if not args.no_record:
+                _wait_for_recorder(node, on_spin)
             code, final, message = _follow_with(node, follower, args, printer, on_spin)
         except RuntimeError as error:
             code, message = EXIT_NO_GRAPH, str(error)
@@ -564,6 +575,28 @@ def run_sim(args: argparse.Namespace) -> int:
             print(f'{mark} {step["skill"]:<26} {duration:>8}  "{step["instruction"]}"', file=buffer)
         print(buffer.getvalue() + f'{result["state"]}; bag: {result["bag"] or "-"}')
     return code
+
+
+def _wait_for_recorder(node, on_spin, timeout_s: float = 60.0) -> bool:
+    """Until the recorder records the instruction topic: an instruction sent before it subscribed
+    would be missing from the bag."""
+    from std_msgs.msg import String
+
+    from legion_ros import qos
+
+    topics: set[str] = set()
+
+    def on_status(message) -> None:
+        import contextlib
+
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            topics.update(json.loads(message.data).get('topics') or [])
+
+    subscription = node.create_subscription(String, '/legion/recorder/status', on_status, qos.LATCHED)
+    try:
+        return spin_until(node, lambda: INSTRUCTION_TOPIC in topics, timeout_s, on_spin)
+    finally:
+        node.destroy_subscription(subscription)
 
 
 def _follow_with(node, follower, args, printer, on_spin):

@@ -6,10 +6,12 @@ SafetyFilter` (joint limits with margin, velocity/acceleration limits, workspace
 e-stop) -> ``driver.command_topic`` (std_msgs/Float64MultiArray, 7 positions, like a
 ``forward_position_controller``). Nothing reaches the driver without passing the safety filter.
 
-Timing: a timer at ``driver.controller_rate_hz`` streams one target per control cycle. A new action
-also sends its first target at once (``send_on_action``), so the latency from a joint-state sample to
-its command is not a timer phase; every command carries the source stamp of the joint state it was
-computed from (see :mod:`legion_ros.provenance`).
+Timing: commands are clocked by the driver, like a ros2_control update loop: every joint state is one
+control cycle and gets at most one command (the safety filter's velocity and acceleration bounds
+hold per call), the next target of the current policy step's interpolation. A new action sends its
+first target at once if its cycle has no command yet (``send_on_action``), so the latency from a
+joint-state sample to its command is not a timer phase; every command carries the source stamp of the
+joint state it was computed from (see :mod:`legion_ros.provenance`). No joint state, no command.
 
 Watchdog: when no action came for ``action_timeout_s`` (policy dead, step ended, observation stale),
 streaming stops and the position controller holds the last commanded target; the next action
@@ -125,6 +127,8 @@ class Sim2RealNode(Node):
         self.source_ns: int | None = None           # source stamp of the current policy step
         self.hold_target: np.ndarray | None = None  # last target that went out
         self.last_sent_s: float | None = None       # node clock of the last command
+        self.commanded_js: int | None = None        # joint-state stamp whose cycle got a command
+        self.pending_action = False                 # an action whose first target is not out yet
         self.holding = True
         self.estopped = False
         self.estop_requested = False
@@ -140,7 +144,7 @@ class Sim2RealNode(Node):
         self.create_subscription(String, TOPICS['active_step'], self.on_active_step, qos.LATCHED)
         self.create_subscription(String, TOPICS['station'], self.on_station, qos.LATCHED)
         self.create_service(Trigger, '~/reset_estop', self.on_reset_estop)
-        self.create_timer(self.period_s, self.on_cycle)
+        self.create_timer(self.period_s, self.on_watchdog)
         self.create_timer(1.0, self.publish_status)
         self.publish_status()
 
@@ -196,6 +200,8 @@ class Sim2RealNode(Node):
         self.safety.update_joint_state(q, self.q_stamp_s)
         if self.safety.latched and not self.estopped:  # e.g. the arm is not where it was sent
             self._latched_by_filter()
+            return
+        self.on_cycle()
 
     def _latched_by_filter(self) -> None:
         self.estopped = True
@@ -225,8 +231,12 @@ class Sim2RealNode(Node):
         self.source_ns = source_of(message)
         self.holding = False
         self.gripper_pub.publish(Float64(data=float(plan.gripper)))
-        if self.params.send_on_action and self._may_send(now):
-            self.send(self.translator.next_target(now), now)
+        self.pending_action = True
+        # The action's cycle is the joint state it was computed from (this node may not have seen that
+        # sample yet): if that cycle has no command, its first target goes out now.
+        cycle = self.last_js_ns if self.source_ns is None else max(self.source_ns, self.last_js_ns or 0)
+        if self.params.send_on_action and (self.commanded_js is None or cycle > self.commanded_js):
+            self.send(self.translator.next_target(now), now, cycle)
 
     def on_estop(self, message: Bool) -> None:
         self.estop_requested = bool(message.data)
@@ -333,25 +343,30 @@ class Sim2RealNode(Node):
 
     # -- output -----------------------------------------------------------------------------------
     def on_cycle(self) -> None:
+        """Once per joint state (the driver's control cycle): stream the interpolation of the current
+        policy step, or the pending action's first target. At most one command per cycle, because the
+        safety filter's velocity and acceleration bounds hold per call."""
         if self.estopped or self.q is None:
             return
         now = self.now_s()
-        stale = self.last_action_s is None or now - self.last_action_s > self.params.action_timeout_s
-        if stale:
-            if not self.holding:  # stop streaming: a position controller holds its last command
-                self.holding = True
-                self.get_logger().warning(f'no action for {self.params.action_timeout_s:.2f} s: holding')
-                self.publish_status()
+        done = self.commanded_js is not None and self.commanded_js >= self.last_js_ns
+        if self.stale_actions(now) or not self.anchored or done:
             return
-        if self.anchored and self._may_send(now):
+        if self.translator.cycles_per_step > 1 or self.pending_action:
             self.send(self.translator.next_target(now), now)
 
-    def _may_send(self, now: float) -> bool:
-        """At most one command per control period: the filter's velocity and acceleration bounds are
-        per call, so an action-triggered command and a timer command in one period would double them."""
-        return self.last_sent_s is None or now - self.last_sent_s >= 0.9 * self.period_s
+    def stale_actions(self, now: float) -> bool:
+        return self.last_action_s is None or now - self.last_action_s > self.params.action_timeout_s
 
-    def send(self, target: np.ndarray, now: float) -> None:
+    def on_watchdog(self) -> None:
+        """No action for action_timeout_s: stop streaming (a position controller holds its last
+        command); the next action re-anchors at the measured hand."""
+        if not self.estopped and not self.holding and self.stale_actions(self.now_s()):
+            self.holding = True
+            self.get_logger().warning(f'no action for {self.params.action_timeout_s:.2f} s: holding')
+            self.publish_status()
+
+    def send(self, target: np.ndarray, now: float, cycle: int | None = None) -> None:
         decision = self.safety.command(target, stamp=self.q_stamp_s, now=now)
         if self.safety.latched and not self.estopped:  # the filter latched itself (tracking error)
             self._latched_by_filter()
@@ -364,6 +379,8 @@ class Sim2RealNode(Node):
         self.command_pub.publish(array_message(position, 'joint_positions', self.source_ns, double=True))
         self.hold_target = position
         self.last_sent_s = now
+        self.commanded_js = self.last_js_ns if cycle is None else cycle
+        self.pending_action = False
         self.sent += 1
         for reason in decision.reasons or []:
             self.refused[reason] = self.refused.get(reason, 0) + 1
