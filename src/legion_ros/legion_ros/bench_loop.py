@@ -37,10 +37,11 @@ LBR_JOINTS = [f'lbr_A{i}' for i in range(1, 8)]
 def register_bench_loop(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         'loop', help='latency from a joint state to its command through the ROS graph (JSON)',
-        description='Measure, at the controller rate, the latency from a joint-state message to the joint '
-                    'command computed from it through real2sim -> policy -> sim2real (safety filter), each '
-                    'node in its own process. Prints one JSON object with latency_p50_ms, latency_p99_ms, '
-                    'missed_cycles and cycles.',
+        description='Measure, at the controller rate, the latency from a joint-state message to the joint\n'
+                    'command computed from it through real2sim -> policy -> sim2real (safety filter),\n'
+                    'each node in its own process, attributed by the joint state\'s stamp carried along.\n'
+                    'Prints one JSON object with latency_p50_ms, latency_p99_ms, missed_cycles, cycles\n'
+                    'and the arrival time of each stage. Goal on 2 CPU cores: p99 <= 3 ms, no missed cycle.',
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--duration', type=float, default=300.0, metavar='S',
                         help='measurement time after warm-up (default 300 s)')
