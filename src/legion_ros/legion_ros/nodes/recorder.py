@@ -112,6 +112,10 @@ class Recorder(Node):
                 self._not_recorded[topic] = f'several types {types}'
                 self.get_logger().warning(f'not recording {topic}: published with several types {types}')
                 continue
+            if not self.get_publishers_info_by_topic(topic):
+                # Seen only through a subscriber so far: the writers' QoS (latched or not) is not
+                # known yet, and guessing wrong loses a latched message. Decide once one appears.
+                continue
             new += self._subscribe(topic, types[0])
         if new:
             self.status.publish('recording', bag=str(self.path), topics=sorted(self._recorded))
