@@ -74,3 +74,25 @@ def decode_string(raw: bytes) -> bytes:
     if len(payload) != length:
         raise BadMessageError('truncated std_msgs/String message')
     return payload[:-1] if payload.endswith(b'\x00') else payload
+
+
+def read_joint_positions(message, joint_names: list[str], previous_stamp_ns: int | None
+                         ) -> tuple[np.ndarray, int]:
+    """(positions in ``joint_names`` order, stamp in ns) of a ``sensor_msgs/JointState``.
+
+    Raises :class:`BadMessageError` for mismatched name/position counts, missing joints (another
+    driver profile's names), NaN/inf, and stamps older than ``previous_stamp_ns``.
+    """
+    names = list(message.name)
+    if len(message.position) != len(names):
+        raise BadMessageError(f'{len(names)} names but {len(message.position)} positions')
+    missing = [n for n in joint_names if n not in names]
+    if missing:
+        raise BadMessageError(f'joint state lacks joints {missing} (got {names})')
+    q = np.array([message.position[names.index(n)] for n in joint_names])
+    if not np.all(np.isfinite(q)):
+        raise BadMessageError('joint positions contain NaN or inf')
+    stamp = stamp_ns(message.header.stamp)
+    if previous_stamp_ns is not None and stamp < previous_stamp_ns:
+        raise BadMessageError(f'stamp {stamp} ns is older than the previous {previous_stamp_ns} ns')
+    return q, stamp

@@ -36,7 +36,7 @@ from std_msgs.msg import Bool, Float32MultiArray, Float64, String
 
 from legion_ros import qos
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
-from legion_ros.provenance import array_message, stamp_ns
+from legion_ros.provenance import BadMessageError, array_message, read_joint_positions
 from legion_ros.task_monitor import CRITERIA, TaskMonitor
 
 ARM_DOF = 7
@@ -246,21 +246,10 @@ class Real2SimNode(Node):
 
     def on_joint_state(self, message: JointState) -> None:
         topic = self.params['driver.joint_states_topic']
-        names = list(message.name)
-        if len(message.position) != len(names):
-            self.reject(topic, f'{len(names)} names but {len(message.position)} positions')
-            return
-        missing = [n for n in self.joint_names if n not in names]
-        if missing:
-            self.reject(topic, f'joint state lacks joints {missing} (got {names})')
-            return
-        q = np.array([message.position[names.index(n)] for n in self.joint_names])
-        if not np.all(np.isfinite(q)):
-            self.reject(topic, 'joint positions contain NaN or inf')
-            return
-        stamp = stamp_ns(message.header.stamp)
-        if self.last_stamp is not None and stamp < self.last_stamp:
-            self.reject(topic, f'stamp {stamp} ns is older than the previous {self.last_stamp} ns')
+        try:
+            q, stamp = read_joint_positions(message, self.joint_names, self.last_stamp)
+        except BadMessageError as error:
+            self.reject(topic, str(error))
             return
         self.last_stamp = stamp
         if self.objects is None:

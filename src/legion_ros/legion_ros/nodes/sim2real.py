@@ -32,7 +32,13 @@ from std_srvs.srv import Trigger
 
 from legion_ros import qos
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
-from legion_ros.provenance import BadMessageError, array_message, read_array, source_of, stamp_ns
+from legion_ros.provenance import (
+    BadMessageError,
+    array_message,
+    read_array,
+    read_joint_positions,
+    source_of,
+)
 
 ARM_DOF = 7
 TOPICS = {'action': '/legion/action', 'estop': '/legion/estop', 'active_step': '/legion/active_step',
@@ -177,21 +183,10 @@ class Sim2RealNode(Node):
     # -- inputs -----------------------------------------------------------------------------------
     def on_joint_state(self, message: JointState) -> None:
         topic = self.params['driver.joint_states_topic']
-        names = list(message.name)
-        if len(message.position) != len(names):
-            self.reject(topic, f'{len(names)} names but {len(message.position)} positions')
-            return
-        missing = [n for n in self.joint_names if n not in names]
-        if missing:
-            self.reject(topic, f'joint state lacks joints {missing} (got {names})')
-            return
-        q = np.array([message.position[names.index(n)] for n in self.joint_names])
-        if not np.all(np.isfinite(q)):
-            self.reject(topic, 'joint positions contain NaN or inf')
-            return
-        stamp = stamp_ns(message.header.stamp)
-        if self.last_js_ns is not None and stamp < self.last_js_ns:
-            self.reject(topic, f'stamp {stamp} ns is older than the previous {self.last_js_ns} ns')
+        try:
+            q, stamp = read_joint_positions(message, self.joint_names, self.last_js_ns)
+        except BadMessageError as error:
+            self.reject(topic, str(error))
             return
         self.last_js_ns = stamp
         self.q = q
