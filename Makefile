@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MUJOCO_GL ?= egl
 
-.PHONY: help setup demo test test-fast lint colcon lock clean
+.PHONY: help setup demo test test-fast lint lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,8 +17,12 @@ help:  ## list the targets
 setup:  ## create or verify .venv with the pinned stack (idempotent)
 	@LEGION_VENV=$(VENV) scripts/bootstrap.sh
 
-demo: setup  ## the main job: the most complete end-to-end run the project has
-	@$(BIN)/legion demo
+DEMO_INSTRUCTION ?= reach the goal, then close the drawer, then close the window
+
+demo: setup  ## the main job: the simulated arm carries out a 3-step instruction with the shipped policy
+	@$(BIN)/legion sim -i "$(DEMO_INSTRUCTION)"; rc=$$?; \
+	if [ $$rc -eq 1 ]; then echo "demo: the run completed; a step failed (see above)"; \
+	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
 test: setup  ## the full test suite: lint, unit tests, colcon build + test, integration tests
 	@scripts/test.sh
@@ -30,8 +34,8 @@ lint: setup  ## ruff over the workspace
 	@$(BIN)/ruff check src test launch scripts
 
 lock: setup  ## re-pin every installed package into requirements/constraints.txt
-	@$(BIN)/python -m pip freeze --exclude-editable | grep -v '^bnpy' > requirements/constraints.txt
-	@echo "bnpy==0.1.7" >> requirements/constraints.txt
+	@{ echo '# Every package of the workspace venv, pinned. Regenerate with `make lock` after changing stack.txt.'; \
+	  $(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip=='; } > requirements/constraints.txt
 
 clean:  ## remove build products (keeps .venv)
 	rm -rf build install log .pytest_cache runs/tmp
