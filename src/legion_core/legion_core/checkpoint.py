@@ -247,15 +247,17 @@ class LegionPolicy:
         return z, cluster
 
 
-def default_policy_path() -> Path | None:
-    """The policy to load when none is named: ``$LEGION_POLICY`` if it points at a file, else None.
+SHIPPED_POLICY = Path(__file__).resolve().parent / 'data' / 'policies' / 'kuka_demo3' / 'policy.pt'
 
-    No trained policy ships with the package (training one is the user's first step).
-    """
+
+def default_policy_path() -> Path | None:
+    """The policy to load when none is named: ``$LEGION_POLICY`` if it points at a file, else the
+    policy shipped with the package (trained by ``legion train``; its command and metrics lie beside
+    it), else None."""
     value = os.environ.get('LEGION_POLICY', '').strip()
     if value and Path(value).expanduser().exists():
         return Path(value).expanduser()
-    return None
+    return SHIPPED_POLICY if SHIPPED_POLICY.is_file() else None
 
 
 def load_policy(path: str | Path, device: str | torch.device = 'cpu') -> LegionPolicy:

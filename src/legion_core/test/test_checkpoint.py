@@ -127,11 +127,25 @@ def test_exported_policy_acts_like_the_agent(tmp_path):
     assert np.allclose(from_ckpt.act(obs, 'push-v3'), expected, atol=1e-6)
 
 
-def test_default_policy_path_comes_from_the_environment(tmp_path, monkeypatch):
+def test_default_policy_path_is_the_environment_then_the_shipped_policy(tmp_path, monkeypatch):
     monkeypatch.delenv('LEGION_POLICY', raising=False)
-    assert ckpt.default_policy_path() is None
+    assert ckpt.default_policy_path() == ckpt.SHIPPED_POLICY
     monkeypatch.setenv('LEGION_POLICY', str(tmp_path / 'missing.pt'))
-    assert ckpt.default_policy_path() is None
+    assert ckpt.default_policy_path() == ckpt.SHIPPED_POLICY
     (tmp_path / 'policy.pt').write_bytes(b'x')
     monkeypatch.setenv('LEGION_POLICY', str(tmp_path / 'policy.pt'))
     assert ckpt.default_policy_path() == tmp_path / 'policy.pt'
+    monkeypatch.setattr(ckpt, 'SHIPPED_POLICY', tmp_path / 'not-shipped.pt')
+    monkeypatch.delenv('LEGION_POLICY')
+    assert ckpt.default_policy_path() is None
+
+
+def test_the_shipped_policy_loads_and_acts_on_its_tasks():
+    policy = load_policy(ckpt.SHIPPED_POLICY)
+    assert policy.tasks == ['reach-v3', 'drawer-close-v3', 'window-close-v3']
+    obs = np.zeros((3, 12), dtype=np.float32)
+    for task in policy.tasks:
+        actions = policy.act(obs, task)
+        assert actions.shape == (3, 4) and np.all(np.abs(actions) <= 1)
+    beside = ckpt.SHIPPED_POLICY.parent
+    assert (beside / 'metrics.json').is_file() and 'legion train' in (beside / 'README.md').read_text()
