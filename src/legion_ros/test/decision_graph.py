@@ -91,6 +91,16 @@ class Probe:
             rclpy.spin_once(self.node, timeout_sec=0.02)
         return predicate()
 
+    def trigger(self, service: str):
+        """Call a ``std_srvs/Trigger`` service and return its response."""
+        from std_srvs.srv import Trigger
+
+        client = self.node.create_client(Trigger, service)
+        assert client.wait_for_service(timeout_sec=10.0), f'no service {service}'
+        future = client.call_async(Trigger.Request())
+        assert self.wait_for(future.done, 10.0), f'{service} did not answer'
+        return future.result()
+
     def json(self, topic: str) -> list[dict]:
         return [json.loads(m.data) for m in self.messages[topic]]
 

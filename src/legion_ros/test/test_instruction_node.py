@@ -9,7 +9,6 @@ import pytest
 import rclpy
 from decision_graph import Probe, output_of, start_node, stop_node
 from std_msgs.msg import Float32MultiArray, String
-from std_srvs.srv import Trigger
 
 from legion_ros import qos
 from legion_ros.nodes.instruction import STATUS_QOS
@@ -53,14 +52,6 @@ def _send(probe, publisher, text) -> int:
 
 def _events(probe, since: int) -> list[dict]:
     return probe.json(STATUS)[since:]
-
-
-def _call(probe, service: str) -> Trigger.Response:
-    client = probe.node.create_client(Trigger, service)
-    assert client.wait_for_service(timeout_sec=10.0)
-    future = client.call_async(Trigger.Request())
-    assert probe.wait_for(future.done, 10.0)
-    return future.result()
 
 
 def test_two_step_instruction_runs_on_success_reports(graph):
@@ -109,15 +100,15 @@ def test_timeout_skip_and_cancel(graph):
     # Nobody reports success: step 1 times out after 2 s and step 2 starts.
     assert probe.wait_for(lambda: any(e['event'] == 'step_failed' for e in _events(probe, since)), 6.0)
     assert probe.wait_for(lambda: probe.json(STEP)[-1]['task'] == 'button-press-topdown-v3', 5.0)
-    response = _call(probe, '/legion/instruction/skip')
+    response = probe.trigger('/legion/instruction/skip')
     assert response.success and 'button-press-topdown-v3' in response.message
     assert probe.wait_for(lambda: probe.json(STEP)[-1]['task'] == 'window-close-v3', 5.0)
-    assert _call(probe, '/legion/instruction/cancel').success
+    assert probe.trigger('/legion/instruction/cancel').success
     assert probe.wait_for(lambda: probe.json(STATUS)[-1]['state'] == 'cancelled', 5.0)
     final = probe.json(STATUS)[-1]
     assert [s['state'] for s in final['steps']] == ['failed', 'skipped', 'cancelled']
     assert probe.wait_for(lambda: probe.json(STEP)[-1]['task'] is None, 5.0)
-    assert not _call(probe, '/legion/instruction/cancel').success  # nothing left to cancel
+    assert not probe.trigger('/legion/instruction/cancel').success  # nothing left to cancel
 
 
 def test_malformed_success_reports_are_rejected(graph):

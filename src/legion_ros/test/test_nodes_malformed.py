@@ -17,7 +17,6 @@ from decision_graph import FakeArm, Probe, output_of, start_node, stop_node
 from geometry_msgs.msg import Pose, PoseArray
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, String
-from std_srvs.srv import Trigger
 
 from legion_ros import qos
 from legion_ros.provenance import array_message
@@ -207,14 +206,6 @@ def test_malformed_poses_and_gripper_opening_are_rejected(graph):
     assert_within_limits(arm.commands_since(since, with_times=True))
 
 
-def _call(probe, service):
-    client = probe.node.create_client(Trigger, service)
-    assert client.wait_for_service(timeout_sec=10.0)
-    future = client.call_async(Trigger.Request())
-    assert probe.wait_for(future.done, 10.0)
-    return future.result()
-
-
 def test_dead_policy_makes_sim2real_hold_and_a_restart_resumes(graph):
     probe, arm, nodes = graph
     nodes['policy'].kill()  # SIGKILL: no goodbye, like a crash
@@ -238,13 +229,13 @@ def test_estop_stops_commands_until_released_and_reset(graph):
     probe.spin(1.0)
     assert arm.commands_since(stopped) == []
     assert any(s['state'] == 'estop' for s in _statuses(probe, 'sim2real'))
-    response = _call(probe, '/legion/sim2real/reset_estop')
+    response = probe.trigger('/legion/sim2real/reset_estop')
     assert not response.success and 'publish false' in response.message
     probe.spin(0.5)
     assert arm.commands_since(stopped) == []
     probe.publish(Bool, '/legion/estop', qos.LATCHED, Bool(data=False))
     probe.spin(0.3)
-    assert _call(probe, '/legion/sim2real/reset_estop').success
+    assert probe.trigger('/legion/sim2real/reset_estop').success
     resumed = time.monotonic()
     assert probe.wait_for(lambda: len(arm.commands_since(resumed)) > 20, 10.0)
     assert_within_limits(arm.commands_since(resumed, with_times=True))
