@@ -133,36 +133,21 @@ class ChainRunner:
                                  hand_high=self.twin.hand_high)
 
     def _planning_kinematics(self) -> Any:
-        """Hand kinematics whose IK stays inside the safety filter's position limits (by 0.5°): joint
-        targets the filter would clip would bend the hand's path and starve the IK of its warm start."""
+        """Hand kinematics whose IK stays inside the safety filter's position limits (by 0.5°)."""
         if self.safety_limits is None:
             return self.kinematics
-        from dataclasses import replace
+        from legion_kuka.safety import planning_kinematics
 
-        from legion_kuka.description import IIWA7
-        from legion_kuka.kinematics import IiwaKinematics
-
-        inner = np.minimum(-self.safety_limits.lower, self.safety_limits.upper) - np.radians(0.5)
-        return IiwaKinematics(tool='tcp', tcp_offset=self.twin.hand_offset,
-                              datasheet=replace(IIWA7, position_limits=tuple(float(v) for v in inner)))
+        return planning_kinematics(self.safety_limits, self.twin.hand_offset)
 
     def task_workspace(self, margin_m: float = 0.02,
                        floor_margin_m: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
-        """The safety filter's tcp box for this task: Meta-World's hand box (where the policy may put
-        the hand) in the robot base frame, lowered by the hand-to-tcp distance (the tool points down),
-        widened by ``margin_m`` and, at the bottom, only by ``floor_margin_m`` (the box floor keeps
-        the fingers off the table), so that only motions the task never asks for are held."""
-        from legion_kuka.description import GRIPPER
+        """The safety filter's tcp box for this task (:func:`legion_kuka.safety.hand_box_workspace`)."""
+        from legion_kuka.safety import hand_box_workspace
 
-        corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=float)
-        low, high = self.twin.hand_low, self.twin.hand_high
-        in_base = self.twin.station_frame(self.task).apply(low + corners * (high - low))
-        tcp_below_hand = GRIPPER.tcp_offset - self.twin.hand_offset
-        box_low = in_base.min(axis=0) - margin_m
-        box_low[2] = in_base[:, 2].min() - tcp_below_hand - floor_margin_m
-        box_high = in_base.max(axis=0) + margin_m
-        box_high[2] -= tcp_below_hand
-        return box_low, box_high
+        return hand_box_workspace(self.twin.hand_low, self.twin.hand_high,
+                                  self.twin.station_frame(self.task), self.twin.hand_offset,
+                                  margin_m=margin_m, floor_margin_m=floor_margin_m)
 
     def _make_safety(self) -> Any:
         from legion_kuka.kinematics import IiwaKinematics

@@ -34,7 +34,7 @@ from enum import Enum
 
 import numpy as np
 
-from legion_kuka.description import IIWA7, IiwaDatasheet
+from legion_kuka.description import GRIPPER, IIWA7, IiwaDatasheet
 
 ARM_DOF = 7
 
@@ -379,3 +379,33 @@ class SafetyFilter:
         step = np.clip(np.clip(step, previous - change, previous + change), -max_step, max_step)
         position = np.clip(reference + step, self.limits.lower, self.limits.upper)
         return position, reasons
+
+
+def planning_kinematics(limits: SafetyLimits, tcp_offset: float, inset_rad: float = math.radians(0.5)):
+    """IK kinematics for the policy's hand point whose solutions stay inside ``limits``' position
+    limits by ``inset_rad``: targets the filter would clip would bend the hand's path and starve the
+    IK of its warm start, so sim2real plans inside them and the filter only rate-limits."""
+    from dataclasses import replace
+
+    from legion_kuka.kinematics import IiwaKinematics
+
+    inner = np.minimum(-limits.lower, limits.upper) - inset_rad
+    return IiwaKinematics(tool='tcp', tcp_offset=tcp_offset,
+                          datasheet=replace(IIWA7, position_limits=tuple(float(v) for v in inner)))
+
+
+def hand_box_workspace(hand_low, hand_high, frame, hand_offset: float, margin_m: float = 0.02,
+                       floor_margin_m: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
+    """The filter's tcp box for a task: Meta-World's hand box (task frame; ``frame`` maps it into the
+    robot base frame) lowered by the hand-to-tcp distance (the tool points down), widened by
+    ``margin_m`` and, at the bottom, only by ``floor_margin_m`` (the floor keeps the fingers off the
+    table), so that only motions the task never asks for are held."""
+    low, high = np.asarray(hand_low, dtype=float), np.asarray(hand_high, dtype=float)
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=float)
+    in_base = frame.apply(low + corners * (high - low))
+    tcp_below_hand = GRIPPER.tcp_offset - hand_offset
+    box_low = in_base.min(axis=0) - margin_m
+    box_low[2] = in_base[:, 2].min() - tcp_below_hand - floor_margin_m
+    box_high = in_base.max(axis=0) + margin_m
+    box_high[2] -= tcp_below_hand
+    return box_low, box_high

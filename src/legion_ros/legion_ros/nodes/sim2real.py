@@ -86,7 +86,7 @@ class Sim2RealNode(Node):
         self.params = p = declare_parameters(self, PARAMETERS)
         from legion_kuka import description
         from legion_kuka.kinematics import IiwaKinematics
-        from legion_kuka.safety import SafetyFilter, SafetyLimits
+        from legion_kuka.safety import SafetyFilter, SafetyLimits, planning_kinematics
 
         self.joint_names = list(p['driver.joint_names']) or description.joint_names(p['driver.name'])
         if len(self.joint_names) != ARM_DOF or len(set(self.joint_names)) != ARM_DOF:
@@ -112,14 +112,8 @@ class Sim2RealNode(Node):
                                 'velocity_scale': p.velocity_scale}
         self._hand_offset = hand_offset(p.hand_offset_m)
         limits = SafetyLimits.from_description(**self._limits_options)
-        # IK moves the policy's hand point and plans inside the filter's position limits (by 0.5 deg),
-        # so the filter rate-limits targets but never clips (and bends) the hand's path.
-        from dataclasses import replace
-
-        from legion_kuka.description import IIWA7
-        inner = np.minimum(-limits.lower, limits.upper) - np.radians(0.5)
-        self.planning = IiwaKinematics(tool='tcp', tcp_offset=self._hand_offset,
-                                       datasheet=replace(IIWA7, position_limits=tuple(map(float, inner))))
+        # IK moves the policy's hand point inside the filter's position limits, as the chain does.
+        self.planning = planning_kinematics(limits, self._hand_offset)
         self.translator = self._make_translator()
         self.safety = SafetyFilter(limits, self.kinematics,
                                    control_period_s=self.period_s, stale_after_s=p.joint_state_timeout_s)
@@ -282,18 +276,11 @@ class Sim2RealNode(Node):
 
     def _task_workspace(self, box) -> tuple[np.ndarray, np.ndarray]:
         """The tcp box for a task's hand box (task frame), as legion_kuka's chain derives it."""
-        from legion_kuka.description import GRIPPER
         from legion_kuka.real2sim import Frame, default_task_frame
+        from legion_kuka.safety import hand_box_workspace
 
         frame = default_task_frame() if self.task_frame is None else Frame.of(self.task_frame)
-        low, high = box
-        corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=float)
-        in_base = frame.apply(low + corners * (high - low))
-        tcp_below_hand = GRIPPER.tcp_offset - self._hand_offset
-        box_low, box_high = in_base.min(axis=0) - 0.02, in_base.max(axis=0) + 0.02
-        box_low[2] = in_base[:, 2].min() - tcp_below_hand - 0.005
-        box_high[2] = in_base[:, 2].max() + 0.02 - tcp_below_hand
-        return box_low, box_high
+        return hand_box_workspace(*box, frame, self._hand_offset)
 
     def _rebuild_filter(self, workspace) -> None:
         """A filter with the new box; it starts from rest at the measured joints (a step boundary)."""
