@@ -18,12 +18,24 @@ further per step (closing before the hand has descended, for instance). ``grippe
 therefore the action times ``speed_scale``: the same finger travel per policy step as in training,
 for the twin's gripper and for a real gripper driven the same way.
 
+The tool orientation is fixed (Meta-World's hand never turns), with one exception: a hand position that the
+arm cannot reach with the upright tool inside its joint limits is solved again with the tool tilted,
+by the smallest of a few angles up to ``max_tool_tilt_rad``, about the horizontal axis across the line
+from the base axis to the target (the tilt that moves the wrist further from or closer to the
+shoulder, which is what limits the elbow). The iiwa's wrist stands straight above a downward tool, so
+with the tool upright the elbow angle A4 is fixed by the hand position alone: no null-space motion
+can change it. Near the base (Meta-World's drawer tasks put the hand 0.40 m from the base axis) the
+elbow would need more bend than the safety margin allows, and a few degrees of tilt bring it back
+inside. The observation has no hand orientation, so the policy sees the same state; the next step
+goes back upright as soon as that reaches.
+
 The hand target accumulates like Meta-World's mocap (it is not re-read from the measured hand every
 step), but it is kept within ``max_lead_m`` of the measured hand so that a blocked or held arm does
 not build up a large jump.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +64,7 @@ class PolicyStepPlan:
     clipped: bool  # the hand target was clipped to the hand box or to max_lead_m
     start_s: float  # time of the first cycle of this step
     control_period_s: float
+    tool_tilt_rad: float = 0.0  # how far the step's posture tilts the tool from its fixed orientation
 
 
 class Sim2Real:
@@ -75,6 +88,9 @@ class Sim2Real:
             tool orientation) counts as reached. Beyond the arm's reach the closest posture IK finds
             is used if it brings the hand closer (Meta-World's hand lags its mocap target there
             too); otherwise the arm holds.
+        max_tool_tilt_rad: the largest tool tilt used to reach a hand position the upright tool cannot
+            reach within the joint limits (see the module); 0: the tool never tilts.
+        tilt_step_rad: the tilts tried are the multiples of this up to ``max_tool_tilt_rad``.
     """
 
     def __init__(self, kinematics: Any, task_frame: Any = None, speed_scale: float | None = None,
@@ -82,7 +98,8 @@ class Sim2Real:
                  hand_low: Any = METAWORLD_HAND_LOW, hand_high: Any = METAWORLD_HAND_HIGH,
                  action_scale: float = METAWORLD_ACTION_SCALE, tool_rotation: Any = None,
                  max_lead_m: float = 0.05, ik_tolerance_m: float = 0.005,
-                 ik_tolerance_rad: float = 0.05) -> None:
+                 ik_tolerance_rad: float = 0.05, max_tool_tilt_rad: float = math.radians(10.0),
+                 tilt_step_rad: float = math.radians(2.0)) -> None:
         for name in ('fk', 'ik'):
             if not callable(getattr(kinematics, name, None)):
                 raise TypeError(f'kinematics must provide {name}()')
@@ -107,7 +124,15 @@ class Sim2Real:
             raise ValueError(f'hand_low {low} must be <= hand_high {high}')
         if not action_scale > 0 or not max_lead_m > 0 or not ik_tolerance_m > 0 or not ik_tolerance_rad > 0:
             raise ValueError('action_scale, max_lead_m and the IK tolerances must be positive')
+        if not 0 <= max_tool_tilt_rad < math.pi / 4 or not tilt_step_rad > 0:
+            raise ValueError(f'max_tool_tilt_rad must be in [0, pi/4) and tilt_step_rad positive, got '
+                             f'{max_tool_tilt_rad} and {tilt_step_rad}')
         self.ik_tolerance_m, self.ik_tolerance_rad = float(ik_tolerance_m), float(ik_tolerance_rad)
+        count = math.floor(max_tool_tilt_rad / tilt_step_rad + 1e-9)
+        tilts = [tilt_step_rad * k for k in range(1, count + 1)]
+        if max_tool_tilt_rad > 0 and (not tilts or tilts[-1] < max_tool_tilt_rad - 1e-9):
+            tilts.append(max_tool_tilt_rad)
+        self.tool_tilts = tuple(float(t) for t in tilts)
         self.kinematics = kinematics
         self.control_rate_hz = float(control_rate_hz)
         self.policy_rate_hz = float(policy_rate_hz)
@@ -194,10 +219,13 @@ class Sim2Real:
         # step interrupts one): the new segment starts there, so targets stay continuous.
         q_start = self.next_target(start) if self._plan is not None else self._last_target
         result = self.kinematics.ik(target_base, q_start, target_rot=self.tool_rotation)
+        success, oriented = self._reached(result)
+        if not success and self.tool_tilts:
+            tilted = self._tilted_ik(target_base, q_start)
+            if tilted is not None:
+                result, _ = tilted
+                success = oriented = True
         q_goal = np.asarray(result.q, dtype=np.float64).reshape(7)
-        oriented = (float(getattr(result, 'orientation_error', 0.0)) <= self.ik_tolerance_rad
-                    and bool(np.all(np.isfinite(q_goal))))
-        success = oriented and float(result.position_error) <= self.ik_tolerance_m
         # Out of reach: go as far as the arm gets towards the target (the posture IK found is within
         # the joint limits), as Meta-World's hand does when its mocap target is out of reach; hold
         # when that brings the hand no closer or tilts the tool.
@@ -214,9 +242,55 @@ class Sim2Real:
                               gripper=float(act[3]), gripper_command=float(act[3]) * self.speed_scale,
                               ik_success=success,
                               ik_position_error=float(result.position_error), clipped=clipped,
-                              start_s=start, control_period_s=self.control_period_s)
+                              start_s=start, control_period_s=self.control_period_s,
+                              tool_tilt_rad=self._tilt_of(q_goal))
         self._plan, self._plan_start_q, self._last_target = plan, q_start.copy(), q_goal
         return plan
+
+    def _reached(self, result: Any) -> tuple[bool, bool]:
+        """(reached, oriented): the IK result is within the position and orientation tolerances."""
+        q = np.asarray(result.q, dtype=np.float64)
+        oriented = (float(getattr(result, 'orientation_error', 0.0)) <= self.ik_tolerance_rad
+                    and bool(np.all(np.isfinite(q))))
+        return oriented and float(result.position_error) <= self.ik_tolerance_m, oriented
+
+    def _tilt_of(self, q: np.ndarray) -> float:
+        """Angle (rad) between the tool orientation at ``q`` and the fixed one."""
+        rotation = np.asarray(self.kinematics.fk(q)[1], dtype=np.float64).reshape(3, 3)
+        cosine = (float(np.trace(self.tool_rotation.T @ rotation)) - 1.0) / 2.0
+        return math.acos(min(1.0, max(-1.0, cosine)))
+
+    def _tilted_ik(self, target_base: np.ndarray, q_start: np.ndarray) -> tuple[Any, float] | None:
+        """The IK solution with the smallest tool tilt that reaches ``target_base``, or None.
+
+        The tilt axis is horizontal and across the line from the base axis to the target, so the
+        wrist (which stands above a downward tool) moves towards or away from the shoulder. The
+        largest tilt is tried first in both directions: an unreachable target (the common case out of
+        reach) costs two solves; only a reachable one is refined to the smallest angle that works.
+        """
+        radial = np.array([target_base[0], target_base[1], 0.0])
+        norm = float(np.linalg.norm(radial))
+        if norm < 1e-6:
+            return None
+        axis = np.array([-radial[1], radial[0], 0.0]) / norm
+
+        def solve(angle: float) -> Any:
+            rotation = _rotation_about(axis, angle) @ self.tool_rotation
+            # Warm-started from the posture being held: no restarts, which would cost most of a
+            # control period per try on targets that cannot be reached.
+            return self.kinematics.ik(target_base, q_start, target_rot=rotation, restarts=0)
+
+        largest = self.tool_tilts[-1]
+        for sign in (1.0, -1.0):
+            result = solve(sign * largest)
+            if not self._reached(result)[0]:
+                continue
+            for angle in self.tool_tilts[:-1]:
+                smaller = solve(sign * angle)
+                if self._reached(smaller)[0]:
+                    return smaller, angle
+            return result, largest
+        return None
 
     def next_target(self, now: float) -> np.ndarray:
         """The joint target for a control cycle at time ``now`` (streaming use at the controller rate).
@@ -232,3 +306,9 @@ class Sim2Real:
         if cycle < 0:
             return self._plan_start_q.copy()
         return self._plan.targets[min(cycle, self.cycles_per_step - 1)].copy()
+
+
+def _rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rotation matrix of ``angle`` about the unit vector ``axis`` (Rodrigues)."""
+    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    return np.eye(3) + math.sin(angle) * k + (1.0 - math.cos(angle)) * (k @ k)

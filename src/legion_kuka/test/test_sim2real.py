@@ -115,8 +115,10 @@ def test_hand_target_stays_close_to_a_held_arm():
     assert plan.clipped
 
 
-def test_unreachable_target_goes_as_far_as_the_arm_reaches_then_holds():
-    s2r = Sim2Real(KIN, hand_low=(-2, -2, -2), hand_high=(2, 2, 2), max_lead_m=10.0)
+@pytest.mark.parametrize('max_tilt', [0.0, math.radians(10.0)])
+def test_unreachable_target_goes_as_far_as_the_arm_reaches_then_holds(max_tilt):
+    s2r = Sim2Real(KIN, hand_low=(-2, -2, -2), hand_high=(2, 2, 2), max_lead_m=10.0,
+                   max_tool_tilt_rad=max_tilt)
     s2r.reset(HOME)
     q = np.asarray(HOME)
     plans = []
@@ -131,8 +133,49 @@ def test_unreachable_target_goes_as_far_as_the_arm_reaches_then_holds():
     for plan in plans:
         assert np.all(np.isfinite(plan.targets))
         assert np.all(plan.targets >= KIN.lower) and np.all(plan.targets <= KIN.upper)
-        # the tool never tilts on the way
-        assert np.allclose(KIN.fk(plan.targets[-1])[1], KIN.fk(HOME)[1], atol=0.06)
+        # the tool tilts no further than allowed on the way (near full reach a tilt reaches further)
+        assert plan.tool_tilt_rad <= max_tilt + 0.01
+        assert tool_tilt(plan.targets[-1]) == pytest.approx(plan.tool_tilt_rad, abs=1e-6)
+
+
+def tool_tilt(q):
+    cosine = (np.trace(KIN.fk(HOME)[1].T @ KIN.fk(q)[1]) - 1.0) / 2.0
+    return math.acos(min(1.0, cosine))
+
+
+def test_tool_tilts_where_the_upright_tool_would_need_the_elbow_beyond_its_limits():
+    # Meta-World's drawer tasks put the hand 0.40 m from the base axis, low over the table: with the
+    # tool straight down the elbow (A4) would need about 118 deg, beyond a planner that keeps 5.5 deg
+    # inside the 120 deg limit. Nothing but the tool's tilt changes A4 there (the wrist stands above
+    # the tool), so sim2real tilts it by as little as reaches, and goes back upright further out.
+    from dataclasses import replace
+
+    from legion_kuka.description import IIWA7
+
+    inner = tuple(v - math.radians(5.5) for v in IIWA7.position_limits)
+    planner = IiwaKinematics(tool='tcp', datasheet=replace(IIWA7, position_limits=inner))
+    start = np.radians([8.0, 14.0, 4.0, -110.0, -1.0, 54.0, -78.0])
+    low = np.array([0.405, 0.083, 0.15])  # base frame
+    assert not planner.ik(low, start).success  # upright: out of the limits
+    results = {}
+    for max_tilt in (0.0, math.radians(10.0)):
+        # (1 m per unit action: one step gets there from the start posture)
+        s2r = Sim2Real(planner, hand_low=(-2, -2, -2), hand_high=(2, 2, 2), max_lead_m=10.0,
+                       action_scale=1.0, max_tool_tilt_rad=max_tilt)
+        s2r.reset(start)
+        action = np.append(TO_TASK.apply(low) - s2r.hand_target, 0.0)
+        assert np.abs(action).max() <= 1.0
+        results[max_tilt] = s2r.plan(action, start)
+    assert not results[0.0].ik_success  # the fixed tool orientation cannot get there
+    tilted = results[math.radians(10.0)]
+    assert tilted.ik_success
+    assert 0.0 < tilted.tool_tilt_rad <= math.radians(10.0) + 1e-9
+    q = tilted.targets[-1]
+    assert np.all(q >= planner.lower) and np.all(q <= planner.upper)
+    assert np.linalg.norm(planner.fk(q)[0] - low) < 0.005
+    # further out the upright tool reaches again: the next step goes back upright
+    out = s2r.plan([0.0, 0.1, 0.0, 0.0], q)  # task +y: 10 cm away from the base
+    assert out.ik_success and out.tool_tilt_rad < 1e-3
 
 
 def test_bad_input_gives_a_clear_error():
