@@ -5,6 +5,12 @@ actor/critic bodies of 4 x 300, the same warm-up of random steps, and the same t
 Ours additionally runs the LEGION VAE encoder (3 x 400) on s and s' in every update and a VAE step
 every 50 updates: the comparison is LEGION's full update against plain SAC. Repeats alternate between
 the two sides (side by side, so that machine noise hits both) and the medians are reported.
+
+The matrix-product floor, in the same run: the multiply-adds of one update of each side, counted from
+its nn.Linear layers and the passes its update runs (legion_core.flops), and the fp32 GEMM rate this
+CPU sustains at the update's shapes with the same thread count (measured between the repeats). Their
+quotient is the most updates per second either side could reach if it did nothing but its products
+at that rate; rates are per second of the process's CPU time (wall time on CUDA).
 """
 from __future__ import annotations
 
@@ -22,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=('Measure env steps/s and gradient updates/s of the LEGION trainer at the reference '
                      'network sizes (one update per env step) and, in the same run, of '
                      'stable-baselines3 SAC with equal sizes (net_arch 4 x 300, batch 512) on the same '
-                     'task. Prints one JSON object with medians over --repeats.'))
+                     'task, and the matrix-product floor of each side (its multiply-adds per update over '
+                     'the GEMM rate measured here). Prints one JSON object with medians over --repeats.'))
     parser.add_argument('--task', default='reach-v3', help='Meta-World task (default reach-v3)')
     parser.add_argument('--steps', type=int, default=200, help='measured env steps per repeat (default 200)')
     parser.add_argument('--warmup', type=int, default=600,
@@ -63,20 +70,53 @@ def _meta_world_gym(task: str, episode_length: int, seed: int):
     return TaskGymEnv()
 
 
-def measure_ours(args, seed: int) -> dict[str, float]:
+# Product shapes of the update: [batch x width] @ [width x width] (forward, input gradient) and
+# [width x batch] @ [batch x width] (weight gradient), at the actor/critic and the VAE widths.
+GEMM_WIDTHS = (300, 400)
+
+
+def _our_agent(args, seed: int):
     import numpy as np
     import torch
 
     from legion_core.agent import AgentConfig, LegionAgent
-    from legion_core.envs import TaskVectorEnv
-    from legion_core.replay import ReplayBuffer
 
     torch.manual_seed(seed)
     emb = np.random.default_rng(seed).normal(size=(1, 384)).astype(np.float32)
     emb /= np.linalg.norm(emb)
     config = AgentConfig(batch_size=args.batch_size, optimizer=args.optimizer, compile=args.compile,
                          num_threads=args.threads)
-    agent = LegionAgent(12, 4, emb, config, device=args.device)
+    return LegionAgent(12, 4, emb, config, device=args.device)
+
+
+def _peer_model(args, seed: int):
+    from stable_baselines3 import SAC
+
+    env = _meta_world_gym(args.task, 150, seed)
+    return SAC('MlpPolicy', env, policy_kwargs={'net_arch': [300, 300, 300, 300]},
+               batch_size=args.batch_size, learning_starts=args.warmup, train_freq=1, gradient_steps=1,
+               buffer_size=args.warmup + args.steps + 10, device=args.device, seed=seed, verbose=0)
+
+
+def measure_gemm(args) -> dict[str, dict[str, float]]:
+    """GFLOP/s per product shape of the update (see legion_core.flops.gemm_gflops)."""
+    from legion_core.flops import gemm_gflops
+
+    b, out = args.batch_size, {}
+    for width in GEMM_WIDTHS:
+        out[f'{b}x{width} @ {width}x{width}'] = gemm_gflops(b, width, width, device=args.device)
+        out[f'{width}x{b} @ {b}x{width}'] = gemm_gflops(width, b, width, transpose_a=True, device=args.device)
+    return out
+
+
+def measure_ours(args, seed: int) -> dict[str, float]:
+    import numpy as np
+    import torch
+
+    from legion_core.envs import TaskVectorEnv
+    from legion_core.replay import ReplayBuffer
+
+    agent = _our_agent(args, seed)
     env = TaskVectorEnv(args.task, 1, seed=seed)
     replay = ReplayBuffer(args.warmup + args.steps + 1, 12, 4, 1, device=args.device, seed=seed)
     rng = np.random.default_rng(seed)
@@ -107,13 +147,9 @@ def measure_ours(args, seed: int) -> dict[str, float]:
 
 def measure_peer(args, seed: int) -> dict[str, float]:
     import torch
-    from stable_baselines3 import SAC
 
     torch.set_num_threads(args.threads)
-    env = _meta_world_gym(args.task, 150, seed)
-    model = SAC('MlpPolicy', env, policy_kwargs={'net_arch': [300, 300, 300, 300]},
-                batch_size=args.batch_size, learning_starts=args.warmup, train_freq=1, gradient_steps=1,
-                buffer_size=args.warmup + args.steps + 10, device=args.device, seed=seed, verbose=0)
+    model = _peer_model(args, seed)
     model.learn(total_timesteps=args.warmup + 5)  # warm-up steps and the first 5 updates
     if args.device.startswith('cuda'):
         torch.cuda.synchronize()
@@ -145,11 +181,12 @@ def run(args: argparse.Namespace) -> int:
         print(f'legion bench train: {error}', file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    ours, peer = [], []
+    ours, peer, gemm = [], [], []
     for repeat in range(args.repeats):
         ours.append(measure_ours(args, seed=repeat))
         if not args.no_peer:
             peer.append(measure_peer(args, seed=repeat))
+        gemm.append(measure_gemm(args))
     result = {
         'device': args.device if not args.device.startswith('cuda')
         else f'{args.device} ({torch.cuda.get_device_name(0)})',
@@ -169,5 +206,44 @@ def run(args: argparse.Namespace) -> int:
         result['ratio_vs_peer'] = result['updates_per_s'] / result['peer_updates_per_s']
         # Updates per second of the process's own CPU time: robust to other load on a shared machine.
         result['ratio_vs_peer_cpu_time'] = result['cpu_updates_per_s'] / result['peer_cpu_updates_per_s']
+    result.update(_floor(args, ours, peer, gemm))
     print(json.dumps(result))
     return 0
+
+
+def _floor(args, ours: list[dict], peer: list[dict], gemm: list[dict]) -> dict:
+    """The matrix-product floor of both sides and how close each comes to it (keys of the JSON)."""
+    from legion_core.flops import legion_update_macs, sb3_sac_update_macs
+
+    # CPU-time rates on the CPU, where other load on a shared machine inflates wall time; wall on CUDA.
+    basis = 'wall' if args.device.startswith('cuda') else 'cpu'
+    rate_key = 'updates_per_s' if basis == 'wall' else 'cpu_updates_per_s'
+    shapes = {shape: statistics.median(run[shape][basis] for run in gemm) for shape in gemm[0]}
+    # The best shape's rate: the floor is then a bound no side can beat at these shapes, generous to us.
+    gflops = max(shapes.values())
+    macs = legion_update_macs(_our_agent(args, seed=0), args.batch_size)
+    flops = 2 * macs['per_update']
+    out = {
+        'gemm_gflops': gflops, 'gemm_gflops_by_shape': shapes,
+        'gemm_rate_basis': 'process CPU time' if basis == 'cpu' else 'wall time',
+        'flops_per_update': flops,
+        'floor_updates_per_s': gflops * 1e9 / flops,
+        'fraction_of_floor': statistics.median(r[rate_key] for r in ours) * flops / (gflops * 1e9),
+        'flops_breakdown': {'ours': {'sac_update': 2 * macs['sac'], 'vae_step': 2 * macs['vae_step'],
+                                     'vae_update_every': macs['vae_update_every'],
+                                     'parts': {k: 2 * v for k, v in macs['parts'].items()}}},
+    }
+    if peer:
+        model = _peer_model(args, seed=0)
+        peer_macs = sb3_sac_update_macs(model.actor, model.critic, args.batch_size)
+        peer_flops = 2 * peer_macs['per_update']
+        peer_rate = statistics.median(r[rate_key] for r in peer)
+        out.update({
+            'peer_flops_per_update': peer_flops,
+            'peer_floor_updates_per_s': gflops * 1e9 / peer_flops,
+            'peer_fraction_of_floor': peer_rate * peer_flops / (gflops * 1e9),
+            # Ours at the GEMM ceiling against the peer as measured: the best ratio equal semantics allow.
+            'max_ratio_at_equal_semantics': gflops * 1e9 / flops / peer_rate,
+        })
+        out['flops_breakdown']['peer'] = {'parts': {k: 2 * v for k, v in peer_macs['parts'].items()}}
+    return out
