@@ -26,6 +26,7 @@ setup(
             'policy = legion_ros.nodes.policy:main',
             'real2sim = legion_ros.nodes.real2sim:main',
             'sim2real = legion_ros.nodes.sim2real:main',
+            'decision_path = legion_ros.nodes.decision_path:main',
             'sim_bridge = legion_ros.nodes.sim_bridge:main',
             'trainer = legion_ros.nodes.trainer:main',
             'recorder = legion_ros.nodes.recorder:main',

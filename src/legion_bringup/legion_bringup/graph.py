@@ -98,6 +98,7 @@ class NodeSpec:
     remappings: tuple[tuple[str, str], ...] = ()
     condition: Condition | None = None
     package: str = NODE_PACKAGE
+    hosts: tuple[str, ...] = ()  # a process of several nodes: their names (each keeps its own)
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ class Graph:
                 executable=node.executable, name=node.name, namespace=fill(node.namespace, values),
                 parameter_files=tuple(files), parameters=parameters, package=node.package,
                 remappings=tuple((fill(a, values), fill(b, values)) for a, b in node.remappings),
-                log_level=values.get('log_level', 'info')))
+                log_level=values.get('log_level', 'info'), hosts=node.hosts))
         processes = tuple((process.name, tuple(fill(part, values) for part in process.cmd))
                           for process in self.processes
                           if process.condition is None or process.condition.holds(values))
@@ -199,10 +200,17 @@ class ResolvedNode:
     remappings: tuple[tuple[str, str], ...]
     package: str = NODE_PACKAGE
     log_level: str = 'info'
+    hosts: tuple[str, ...] = ()
 
     @property
     def fully_qualified_name(self) -> str:
         return self.namespace.rstrip('/') + '/' + self.name
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """The fully qualified names of the ROS nodes this process runs."""
+        prefix = self.namespace.rstrip('/') + '/'
+        return tuple(prefix + name for name in self.hosts) or (self.fully_qualified_name,)
 
     def inline_parameters_file(self, directory: Path) -> Path | None:
         """Write the inline parameters as launch_ros does: a parameter file keyed by the node's fully
@@ -213,14 +221,16 @@ class ResolvedNode:
         import yaml
 
         path = Path(directory) / (self.fully_qualified_name.strip('/').replace('/', '__') + '.yaml')
-        table = {self.fully_qualified_name: {'ros__parameters': dict(self.parameters)}}
+        table = {name: {'ros__parameters': dict(self.parameters)} for name in self.node_names}
         path.write_text(yaml.safe_dump(table, default_flow_style=False), encoding='utf-8')
         return path
 
     def ros_args(self, parameters_dir: Path | None = None) -> list[str]:
         """The ``--ros-args`` that give this process exactly what launch_ros would give the node;
         ``parameters_dir`` receives the inline parameter file (needed when there are inline parameters)."""
-        args = ['--ros-args', '-r', f'__node:={self.name}', '-r', f'__ns:={self.namespace}']
+        # A process hosting several nodes must not rename them all to one name.
+        rename = () if self.hosts else ('-r', f'__node:={self.name}')
+        args = ['--ros-args', *rename, '-r', f'__ns:={self.namespace}']
         files = list(self.parameter_files)
         if self.parameters:
             if parameters_dir is None:
@@ -323,6 +333,9 @@ RECORDER = Argument('recorder', 'legion', 'who records when record:=true: legion
                     'ros2 launch only)', ('legion', 'rosbag2'))
 BAG_DIR = Argument('bag_dir', 'runs/bags', 'directory that receives one bag directory per run')
 LOG_LEVEL = Argument('log_level', 'info', 'log level of every node', LOG_LEVELS)
+COMPOSITION = Argument('composition', 'true', 'true: real2sim, policy and sim2real share one process and '
+                       'hand messages over directly (decision_path, lowest latency); false: one process '
+                       'each (restart or debug one alone)', BOOL)
 
 
 def use_sim_time(default: str) -> Argument:
@@ -348,14 +361,21 @@ def legion_nodes() -> tuple[NodeSpec, ...]:
     """The learning side, identical for sim and real: language -> task -> policy -> arm."""
     sim_time = {'use_sim_time': ArgValue('use_sim_time', bool)}
     driver = ('driver_{driver}.yaml',)
+    separate = when(composition='false')
     return (
         NodeSpec('instruction', 'instruction', parameter_files=('instruction.yaml',), parameters=sim_time),
         NodeSpec('task_inference', 'task_inference', parameter_files=('task_inference.yaml',),
                  parameters={**sim_time, 'checkpoint': ArgValue('checkpoint')}),
+        NodeSpec('decision_path', 'decision_path',
+                 parameter_files=(*driver, 'sim2real.yaml', 'real2sim.yaml', 'policy.yaml'),
+                 parameters={**sim_time, 'checkpoint': ArgValue('checkpoint')},
+                 condition=when(composition='true'), hosts=('sim2real', 'real2sim', 'policy')),
         NodeSpec('policy', 'policy', parameter_files=(*driver, 'policy.yaml'),
-                 parameters={**sim_time, 'checkpoint': ArgValue('checkpoint')}),
-        NodeSpec('real2sim', 'real2sim', parameter_files=(*driver, 'real2sim.yaml'), parameters=sim_time),
-        NodeSpec('sim2real', 'sim2real', parameter_files=(*driver, 'sim2real.yaml'), parameters=sim_time),
+                 parameters={**sim_time, 'checkpoint': ArgValue('checkpoint')}, condition=separate),
+        NodeSpec('real2sim', 'real2sim', parameter_files=(*driver, 'real2sim.yaml'), parameters=sim_time,
+                 condition=separate),
+        NodeSpec('sim2real', 'sim2real', parameter_files=(*driver, 'sim2real.yaml'), parameters=sim_time,
+                 condition=separate),
     )
 
 
@@ -365,7 +385,7 @@ def sim_graph() -> Graph:
         'sim', 'LEGION on the MuJoCo twin of the iiwa, which speaks the real driver\'s topics',
         arguments=(DRIVER, MODEL, CHECKPOINT,
                    Argument('task', 'reach-v3', 'Meta-World task whose scene the twin loads first'),
-                   use_sim_time('true'), RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
+                   use_sim_time('true'), COMPOSITION, RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
         nodes=(NodeSpec('sim_bridge', 'sim_bridge',
                         parameter_files=('driver_{driver}.yaml', 'sim_bridge.yaml'),
                         parameters={'task': ArgValue('task'), 'model': ArgValue('model'),
@@ -384,7 +404,7 @@ def real_graph() -> Graph:
                    Argument('start_driver', 'false', 'also include the driver\'s own launch file '
                             '(lbr: lbr_bringup hardware.launch.py; iiwa_ros2: iiwa_bringup iiwa.launch.py); '
                             'ros2 launch only', BOOL),
-                   RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
+                   COMPOSITION, RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
         nodes=(*legion_nodes(), recorder),
         processes=(bag,),
         includes=(

@@ -61,7 +61,8 @@ class LegionMixin:
                   if isinstance(value, ArgValue) else value for key, value in spec.parameters.items()}
         if inline:
             parameters.append(inline)
-        return Node(package=spec.package, executable=spec.executable, name=spec.name,
+        # A process hosting several nodes gets no name: a name would rename every node in it.
+        return Node(package=spec.package, executable=spec.executable, name=None if spec.hosts else spec.name,
                     namespace=substitutions(spec.namespace), parameters=parameters,
                     remappings=[(substitutions(a), substitutions(b)) for a, b in spec.remappings],
                     ros_arguments=['--log-level', LaunchConfiguration('log_level')],

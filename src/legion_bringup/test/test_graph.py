@@ -1,6 +1,8 @@
 """The graph descriptions: argument validation, placeholders, conditions, the --ros-args they produce."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -45,9 +47,31 @@ def test_sim_graph_speaks_the_chosen_driver():
         bridge = next(n for n in resolved.nodes if n.name == 'sim_bridge')
         assert [p.name for p in bridge.parameter_files] == [f'driver_{driver}.yaml', 'sim_bridge.yaml']
         assert bridge.parameters['publish_clock'] is True and bridge.parameters['use_sim_time'] is False
-        policy = next(n for n in resolved.nodes if n.name == 'policy')
+        path = next(n for n in resolved.nodes if n.name == 'decision_path')
+        assert path.parameter_files[0].name == f'driver_{driver}.yaml'
+        assert path.parameters['use_sim_time'] is True
+        policy = next(n for n in graph('sim').resolve({'driver': driver, 'composition': 'false'}).nodes
+                      if n.name == 'policy')
         assert policy.parameter_files[0].name == f'driver_{driver}.yaml'
         assert policy.parameters['use_sim_time'] is True
+
+
+def test_composition_hosts_the_command_path_in_one_process_with_each_node_named(tmp_path):
+    for name in ('sim', 'real'):
+        composed = {n.name: n for n in graph(name).resolve().nodes}
+        separate = {n.name for n in graph(name).resolve({'composition': 'false'}).nodes}
+        hosts = composed['decision_path'].hosts
+        assert set(hosts) == {'real2sim', 'policy', 'sim2real'} and not set(hosts) & set(composed)
+        assert separate == (set(composed) - {'decision_path'}) | set(hosts)
+    path = next(n for n in graph('sim').resolve({'checkpoint': 'x.pt'}).nodes if n.name == 'decision_path')
+    args = path.ros_args(tmp_path)
+    assert '__node:=decision_path' not in args  # would rename all three nodes
+    # every hosted node gets its config section and the inline parameters under its own name
+    assert {p.name for p in path.parameter_files} >= {'sim2real.yaml', 'real2sim.yaml', 'policy.yaml'}
+    files = [args[i + 1] for i, arg in enumerate(args) if arg == '--params-file']
+    inline = yaml.safe_load(Path(files[-1]).read_text())  # the inline parameters come last
+    assert set(inline) == {'/legion/sim2real', '/legion/real2sim', '/legion/policy'}
+    assert all(v['ros__parameters']['checkpoint'] == 'x.pt' for v in inline.values())
 
 
 def test_recording_choice_selects_node_or_rosbag2():

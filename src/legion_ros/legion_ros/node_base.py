@@ -204,6 +204,14 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **nod
     checks every ``SPIN_POLL_S``, so a signal at any moment (even while the node is still being
     constructed) leads to the same orderly ``close()`` -> destroy -> shutdown sequence.
     """
+    name = getattr(node_cls, '__name__', str(node_cls))
+    return run_nodes([lambda: node_cls(**node_kwargs)], args, name=name)
+
+
+def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None, *,
+              name: str = 'legion', connect: Callable[[list[Node]], Any] | None = None) -> int:
+    """Run several nodes in one process and one executor (see :func:`run_node`), constructed in order;
+    ``connect(nodes)`` runs once all exist (e.g. :class:`legion_ros.composition.IntraProcess`)."""
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -212,14 +220,17 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **nod
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     lease = apply_ros_defaults()  # before rclpy.init: discovery is read when the context starts
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = None
+    nodes: list[Node] = []
     code = EXIT_OK
-    name = getattr(node_cls, '__name__', str(node_cls))
     try:
-        node = node_cls(**node_kwargs)
-        threads = int(getattr(node, 'executor_threads', 1))
+        for factory in factories:
+            nodes.append(factory())
+        if connect is not None:
+            connect(nodes)
+        threads = max(int(getattr(node, 'executor_threads', 1)) for node in nodes)
         executor = SingleThreadedExecutor() if threads <= 1 else MultiThreadedExecutor(num_threads=threads)
-        executor.add_node(node)
+        for node in nodes:
+            executor.add_node(node)
         try:
             while not stop.is_set() and rclpy.ok():
                 executor.spin_once(timeout_sec=SPIN_POLL_S)
@@ -228,19 +239,20 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **nod
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # a shutdown requested from outside the spin loop
     except NodeConfigError as error:
-        _log(node, name).fatal(f'cannot start: {error}')
+        _log(nodes[0] if len(nodes) == 1 else None, name).fatal(f'cannot start: {error}')
         code = EXIT_CONFIG
     except Exception:  # a crash: say where, and let the runner report this node as dead
-        _log(node, name).fatal(f'crashed:\n{traceback.format_exc()}')
+        _log(nodes[0] if len(nodes) == 1 else None, name).fatal(f'crashed:\n{traceback.format_exc()}')
         code = EXIT_CRASH
     finally:
-        if node is not None:
+        for node in reversed(nodes):
             close = getattr(node, 'close', None)
             if callable(close):
                 try:
                     close()
                 except Exception:
-                    print(f'{name}: close() failed:\n{traceback.format_exc()}', file=sys.stderr, flush=True)
+                    print(f'{node.get_name()}: close() failed:\n{traceback.format_exc()}', file=sys.stderr,
+                          flush=True)
                     code = code or EXIT_CRASH
             node.destroy_node()
         rclpy.try_shutdown()

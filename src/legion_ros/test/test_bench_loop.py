@@ -20,11 +20,13 @@ def test_summary_counts_misses_and_percentiles():
     assert summarise([], cycles=3, missed=3)['latency_p99_ms'] is None
 
 
-def test_short_loop_run_reports_latency_of_every_cycle(tmp_path):
+@pytest.mark.parametrize('processes', [False, True], ids=['decision_path', 'one_process_per_node'])
+def test_short_loop_run_reports_latency_of_every_cycle(tmp_path, processes):
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     proc = subprocess.run(
         [sys.executable, '-m', 'legion_core.cli.main', 'bench', 'loop', '--duration', '3', '--warmup', '1',
-         '--log', str(tmp_path / 'nodes.log')], capture_output=True, text=True, timeout=240, env=env)
+         '--log', str(tmp_path / 'nodes.log'), *(['--processes'] if processes else [])],
+        capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr + (tmp_path / 'nodes.log').read_text()
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(result) >= {'latency_p50_ms', 'latency_p99_ms', 'missed_cycles', 'cycles', 'stages'}
@@ -34,8 +36,12 @@ def test_short_loop_run_reports_latency_of_every_cycle(tmp_path):
     assert result['commands_measured'] >= 0.5 * result['cycles']
     assert 0 < result['latency_p50_ms'] <= result['latency_p99_ms'] <= result['latency_max_ms']
     stages = result['stages']
-    assert 0 < stages['observation_p50_ms'] <= result['latency_p50_ms'] + 1e-6
-    assert result['policy'] == 'expert' and result['nodes'] == ['policy', 'real2sim', 'sim2real']
+    assert stages['observation_p50_ms'] > 0
+    if processes:  # a hop each; in decision_path the observation goes out after the command
+        assert stages['observation_p50_ms'] <= result['latency_p50_ms'] + 1e-6
+    nodes = ['policy', 'real2sim', 'sim2real'] if processes else ['decision_path']
+    assert result['policy'] == 'expert' and result['nodes'] == nodes
+    assert result['composition'] is not processes
 
 
 def test_bad_arguments():

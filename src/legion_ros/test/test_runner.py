@@ -156,8 +156,9 @@ def test_dry_run_prints_the_launch_parameters():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     blocks = dict(re.findall(r'# (\S+)\n(.+)', proc.stdout))
-    assert set(blocks) == {f'/legion/{n}' for n in ('sim_bridge', 'instruction', 'task_inference', 'policy',
-                                                    'real2sim', 'sim2real', 'recorder')}
+    assert set(blocks) == {f'/legion/{n}' for n in ('sim_bridge', 'instruction', 'task_inference',
+                                                    'decision_path', 'recorder')}
+    assert '__node:=' not in blocks['/legion/decision_path']  # it hosts real2sim, policy and sim2real
     bridge = blocks['/legion/sim_bridge']
     assert '--params-file' in bridge and 'driver_iiwa_ros2.yaml' in bridge and 'sim_bridge.yaml' in bridge
     assert '-r __node:=sim_bridge' in bridge and '-r __ns:=/legion' in bridge
@@ -166,8 +167,9 @@ def test_dry_run_prints_the_launch_parameters():
         inline = yaml.safe_load((kept / 'legion__sim_bridge.yaml').read_text())
         assert inline['/legion/sim_bridge']['ros__parameters']['publish_clock'] is True
         assert str(kept / 'legion__sim_bridge.yaml') in bridge  # passed after the graph's own files
-        policy = yaml.safe_load((kept / 'legion__policy.yaml').read_text())
-        assert policy['/legion/policy']['ros__parameters']['use_sim_time'] is True
+        hosted = yaml.safe_load((kept / 'legion__decision_path.yaml').read_text())
+        assert hosted['/legion/policy']['ros__parameters']['use_sim_time'] is True
+        assert hosted['/legion/sim2real']['ros__parameters']['use_sim_time'] is True
     finally:
         shutil.rmtree(kept)
 

@@ -144,7 +144,9 @@ class Sim2RealNode(Node):
         self.create_subscription(String, TOPICS['active_step'], self.on_active_step, qos.LATCHED)
         self.create_subscription(String, TOPICS['station'], self.on_station, qos.LATCHED)
         self.create_service(Trigger, '~/reset_estop', self.on_reset_estop)
-        self.create_timer(self.period_s, self.on_watchdog)
+        # Streaming already stops per cycle on stale actions; this timer only makes the hold visible (status),
+        # so it need not wake the executor every control cycle.
+        self.create_timer(min(p.action_timeout_s / 3.0, 0.1), self.on_watchdog)
         self.create_timer(1.0, self.publish_status)
         self.publish_status()
 
@@ -219,13 +221,13 @@ class Sim2RealNode(Node):
         self.last_action_s = now
         self.source_ns = source_of(message)
         self.holding = False
-        self.gripper_pub.publish(Float64(data=float(plan.gripper)))
         self.pending_action = True
         # The action's cycle is the joint state it was computed from (this node may not have seen that
         # sample yet): if that cycle has no command, its first target goes out now.
         cycle = self.last_js_ns if self.source_ns is None else max(self.source_ns, self.last_js_ns or 0)
         if self.params.send_on_action and (self.commanded_js is None or cycle > self.commanded_js):
             self.send(self.translator.next_target(now), now, cycle)
+        self.gripper_pub.publish(Float64(data=float(plan.gripper)))  # after the arm's command: less latency
 
     def on_estop(self, message: Bool) -> None:
         self.estop_requested = bool(message.data)
