@@ -27,17 +27,31 @@ Things the chain does on top of the pieces, and why:
   (hand start (0, 0.4, 0.2): faucet, button-press-topdown, window-*). The filter does not move an arm
   outside its limits, so the episode starts from the nearest reachable tool-down posture instead, as
   an operator would jog the arm.
+- A hand position the upright tool reaches only with a joint beyond the filter's limits is reached
+  with the tool tilted by the smallest angle up to 10 deg (:class:`~legion_kuka.sim2real.Sim2Real`):
+  with the tool down, the elbow angle A4 is fixed by the hand position alone.
 
-Measured (Meta-World's experts, seeds 0-2, default chain: 10 Hz policy, stiff arm, default safety
-limits with the task box): reach, push, pick-place, faucet-open, button-press-topdown, window-open,
-window-close 3/3; peg-unplug-side 2/3; door-open and drawer-close 0/3 (the KUKA env with its mocap
-hand: 3/3 except door-open 2/3). Why the two fail:
+Measured (Meta-World's experts, seeds 0-4, default chain: 10 Hz policy, stiff arm, default safety
+limits with the task box; ``legion kuka experts --through-twin --episodes 5``, table and command in
+docs/experts.md): reach, push, pick-place, faucet-open, button-press-topdown, drawer-close,
+window-open, window-close 5/5; peg-unplug-side 2/5; door-open 0/5 (the KUKA env with its mocap hand:
+5/5 except door-open 4/5). Why the two fall short:
 
-- door-open: on its way to the handle the gripper body runs into the door panel; the stiff arm jams
-  and the filter's tracking-error e-stop latches. Meta-World's compliant weld lets the hand slide by.
-- drawer-close: the expert parks the hand above the drawer front, 0.40 m from the base axis at 0.29 m
-  height, which the tool-down iiwa reaches only with A4 at about 115.5 deg, beyond the filter's
-  115 deg (5 deg margin); without the filter the chain solves it 3/3.
+- door-open: the expert lowers the hand 2 cm behind the handle bar (task y), which leaves the KUKA
+  gripper's right pad about a millimetre clear of the end of the bar. Meta-World's mocap hand
+  overshoots that aim (to 3 cm) and its pads land on top of the arm that holds the bar and slide
+  over it; the twin's hand, slowed by the filter, is still at 1.5 cm when it comes down, the pad hits
+  the end of the bar side on (contact normal along the bar), the arm jams and the filter's
+  tracking-error e-stop latches. Not the filter's doing: without it, and with joint impedance
+  (60-300 N m/rad), it is 0/3 too; what would help is a different approach path, i.e. the policy.
+- peg-unplug-side: the gripper body touches the plug at the expert's grasp height and pushes it down
+  in its socket (in the KUKA env too, which succeeds after a re-grasp). Through the twin the plug
+  leaves the socket downwards and falls out of the weak grip (sim2real's time-scaled gripper command
+  squeezes with about 5 N instead of 40, see there), or, with a full-force grip (tried: the unscaled
+  command with the finger damping raised instead), is levered out under the gripper: 0/5 that way.
+- drawer-close (fixed, 0/3 before the tool tilt): the expert lowers the hand 0.40 m from the base
+  axis, where the upright tool needs A4 at about 118 deg, beyond the filter's 115 deg (5 deg margin).
+  The tool tilts by up to 10 deg on about 20 of the episode's ~95 steps.
 
 The default safety limits (10 % of the datasheet joint velocities) also make the arm slower than the
 0.1 m/s that sim2real allows at 10 Hz; episodes take 60-110 of their 150 steps.
@@ -70,6 +84,7 @@ class EpisodeResult:
     safety_reasons: dict[str, int] = field(default_factory=dict)
     max_hand_speed_m_s: float = 0.0  # measured hand speed, highest over control cycles
     max_joint_speed: np.ndarray = field(default_factory=lambda: np.zeros(7))  # rad/s per joint, measured
+    max_tool_tilt_rad: float = 0.0  # largest tool tilt sim2real planned (see legion_kuka.sim2real)
 
 
 def expert_policy(task: str) -> Policy:
@@ -217,6 +232,7 @@ class ChainRunner:
             state = twin.joint_state()
             plan = self.sim2real.plan(action, state.position, now=twin.time_s)
             result.ik_failures += not plan.ik_success
+            result.max_tool_tilt_rad = max(result.max_tool_tilt_rad, plan.tool_tilt_rad)
             twin.set_gripper(plan.gripper_command)
             for target in plan.targets:
                 self._command(target, result)
