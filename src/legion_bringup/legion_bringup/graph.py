@@ -225,6 +225,20 @@ class ResolvedNode:
         path.write_text(yaml.safe_dump(table, default_flow_style=False), encoding='utf-8')
         return path
 
+    def with_parameters(self, extra: Mapping[str, Mapping[str, Any]], directory: Path) -> ResolvedNode:
+        """This node (or process of nodes) with its inline parameters plus ``extra[<node name>]`` for each
+        node it runs, written to a parameter file in ``directory`` (one section per node)."""
+        from dataclasses import replace
+
+        import yaml
+
+        names = self.hosts or (self.name,)
+        table = {f'/**/{name}': {'ros__parameters': {**self.parameters, **extra.get(name, {})}}
+                 for name in names}
+        path = Path(directory) / f'{self.name}.yaml'
+        path.write_text(yaml.safe_dump(table), encoding='utf-8')
+        return replace(self, parameters={}, parameter_files=(*self.parameter_files, path))
+
     def ros_args(self, parameters_dir: Path | None = None) -> list[str]:
         """The ``--ros-args`` that give this process exactly what launch_ros would give the node;
         ``parameters_dir`` receives the inline parameter file (needed when there are inline parameters)."""

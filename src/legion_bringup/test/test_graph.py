@@ -124,3 +124,18 @@ def test_config_directory_can_be_overridden(tmp_path, monkeypatch):
 def test_unknown_graph():
     with pytest.raises(GraphError, match='one of: sim, real, train'):
         graph('moon')
+
+
+def test_run_time_parameters_reach_each_hosted_node(tmp_path):
+    """`legion sim --policy expert` sets policy_type on the policy node, wherever it runs."""
+    extra = {'policy': {'policy_type': 'expert'}, 'real2sim': {'success_source': 'sim'}}
+    for composition in ('true', 'false'):
+        resolved = graph('sim').resolve({'composition': composition, 'checkpoint': 'c.pt'})
+        sections = {}
+        for node in resolved.nodes:
+            configured = node.with_parameters(extra, tmp_path)
+            assert configured.parameters == {}
+            sections.update(yaml.safe_load(configured.parameter_files[-1].read_text()))
+        assert sections['/**/policy']['ros__parameters'] == {'policy_type': 'expert', 'checkpoint': 'c.pt',
+                                                              'use_sim_time': True}
+        assert sections['/**/real2sim']['ros__parameters']['success_source'] == 'sim'

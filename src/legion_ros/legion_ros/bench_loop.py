@@ -62,10 +62,6 @@ def register_bench_loop(subparsers: argparse._SubParsersAction) -> None:
 
 def _nodes(args, policy_type: str, params_dir: Path):
     """The decision-path nodes of the sim graph, configured for one action per control cycle."""
-    from dataclasses import replace
-
-    import yaml
-
     from legion_bringup.graph import graph
 
     resolved = graph('sim').resolve({'use_sim_time': 'false', 'record': 'false',
@@ -80,16 +76,8 @@ def _nodes(args, policy_type: str, params_dir: Path):
         'task_inference': {'follow_trainer': False},
     }
     wanted = {'real2sim', 'policy', 'sim2real'} | ({'task_inference'} if policy_type == 'legion' else set())
-    nodes = []
-    for node in resolved.nodes:
-        hosted = node.hosts or (node.name,)
-        if not wanted & set(hosted):
-            continue
-        path = params_dir / f'{node.name}.yaml'
-        table = {f'/**/{name}': {'ros__parameters': {**node.parameters, **extra.get(name, {})}}
-                 for name in hosted}
-        path.write_text(yaml.safe_dump(table), encoding='utf-8')
-        nodes.append(replace(node, parameters={}, parameter_files=(*node.parameter_files, path)))
+    nodes = [node.with_parameters(extra, params_dir) for node in resolved.nodes
+             if wanted & set(node.hosts or (node.name,))]
     return nodes, dict(resolved.values)
 
 

@@ -358,10 +358,7 @@ def _sim_nodes(args, first_task: str, bag_name: str, params_dir):
     The run's values go into one more parameter file per node, after the graph's own: ``-p`` overrides
     lose against the node-specific (``/**/<node>``) entries of those files, a later file wins.
     """
-    from dataclasses import replace
     from pathlib import Path
-
-    import yaml
 
     from legion_bringup.graph import graph
 
@@ -382,10 +379,7 @@ def _sim_nodes(args, first_task: str, bag_name: str, params_dir):
     nodes = []
     Path(params_dir).mkdir(parents=True, exist_ok=True)
     for n in resolved.nodes:
-        path = Path(params_dir) / f'{n.name}.yaml'
-        values = {**n.parameters, **extra.get(n.executable, {})}
-        path.write_text(yaml.safe_dump({f'/**/{n.name}': {'ros__parameters': values}}), encoding='utf-8')
-        nodes.append(replace(n, parameters={}, parameter_files=(*n.parameter_files, path)))
+        nodes.append(n.with_parameters(extra, Path(params_dir)))
     return nodes, dict(resolved.values)
 
 
