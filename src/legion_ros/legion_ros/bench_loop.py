@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -56,6 +57,10 @@ def register_bench_loop(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--processes', action='store_true',
                         help='one process per node (the graph\'s composition:=false) instead of the '
                              'decision_path process that hands messages over directly')
+    parser.add_argument('--realtime', type=int, default=0, metavar='PRIORITY',
+                        help='run the driver and the nodes under SCHED_FIFO with this priority (1-99), as a '
+                             'ros2_control loop on a real-time kernel would; needs CAP_SYS_NICE or an rtprio '
+                             'limit (0: normal scheduling, the default)')
     parser.add_argument('--log', default='', metavar='FILE', help='node output (default: a temporary file)')
     parser.set_defaults(handler=run_bench_loop)
 
@@ -208,6 +213,13 @@ def run_bench_loop(args: argparse.Namespace) -> int:
     if policy_type == 'legion' and not args.checkpoint:
         print('legion bench loop: --policy legion needs --checkpoint', file=sys.stderr)
         return 2
+    if args.realtime:
+        try:  # before rclpy.init and the node processes: DDS threads and children inherit the policy
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime))
+        except (PermissionError, ValueError, OSError) as error:
+            print(f'legion bench loop: cannot use SCHED_FIFO priority {args.realtime}: {error} (needs '
+                  'CAP_SYS_NICE, or an rtprio limit in /etc/security/limits.conf)', file=sys.stderr)
+            return 2
     lease = apply_ros_defaults()  # a private domain: nothing else on the machine hears the benchmark
     work = Path(tempfile.mkdtemp(prefix='legion_bench_loop_'))
     log_path = Path(args.log) if args.log else work / 'nodes.log'
@@ -241,6 +253,7 @@ def run_bench_loop(args: argparse.Namespace) -> int:
             result = summarise(latencies, cycles, missed, {
                 'rate_hz': args.rate, 'duration_s': args.duration, 'policy': policy_type, 'task': args.task,
                 'nodes': [n.name for n in nodes], 'composition': not args.processes,
+                'scheduling': f'SCHED_FIFO {args.realtime}' if args.realtime else 'normal',
                 'measured_at': 'rmw reception of the command in the driver process',
                 'goal_p99_ms': 3.0, 'stages': driver.hop_summary(),
                 'path': 'joint_states -> real2sim -> policy -> sim2real (IK + safety filter) -> command'})
