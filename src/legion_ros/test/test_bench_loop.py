@@ -48,6 +48,6 @@ def test_bad_arguments():
     proc = subprocess.run([sys.executable, '-m', 'legion_core.cli.main', 'bench', 'loop', '--rate', '0'],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and 'positive' in proc.stderr
-    proc = subprocess.run([sys.executable, '-m', 'legion_core.cli.main', 'bench', 'loop', '--realtime', '100'],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, '-m', 'legion_core.cli.main', 'bench', 'loop',
+                           '--realtime', '100'], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and 'SCHED_FIFO' in proc.stderr  # priorities are 1..99
