@@ -209,9 +209,12 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **nod
 
 
 def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None, *,
-              name: str = 'legion', connect: Callable[[list[Node]], Any] | None = None) -> int:
+              name: str = 'legion', connect: Callable[[list[Node]], Any] | None = None,
+              events_executor: bool = False) -> int:
     """Run several nodes in one process and one executor (see :func:`run_node`), constructed in order;
-    ``connect(nodes)`` runs once all exist (e.g. :class:`legion_ros.composition.IntraProcess`)."""
+    ``connect(nodes)`` runs once all exist (e.g. :class:`legion_ros.composition.IntraProcess`).
+    ``events_executor``: rclpy's C++ EventsExecutor (experimental in Jazzy) instead of the
+    single-threaded one, which rebuilds its wait set in Python on every wake-up."""
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -228,7 +231,13 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
         if connect is not None:
             connect(nodes)
         threads = max(int(getattr(node, 'executor_threads', 1)) for node in nodes)
-        executor = SingleThreadedExecutor() if threads <= 1 else MultiThreadedExecutor(num_threads=threads)
+        if threads > 1:
+            executor = MultiThreadedExecutor(num_threads=threads)
+        elif events_executor:
+            from rclpy.experimental import EventsExecutor
+            executor = EventsExecutor()
+        else:
+            executor = SingleThreadedExecutor()
         for node in nodes:
             executor.add_node(node)
         try:

@@ -6,8 +6,14 @@ one executor and :class:`legion_ros.composition.IntraProcess` turns the hops int
 topics are still published for recorders and monitors). Each node keeps its own name, parameter
 file section (``/**/real2sim`` ...), services and ``~/status``; the graph's ``composition`` argument
 picks this process or the three separate ones.
+
+The process spins rclpy's C++ ``EventsExecutor`` (experimental in Jazzy; the single-threaded executor
+rebuilds its wait set in Python on every wake-up, which the command path would pay each cycle);
+``LEGION_EVENTS_EXECUTOR=0`` in the environment falls back to ``SingleThreadedExecutor``.
 """
 from __future__ import annotations
+
+import os
 
 from legion_ros.node_base import run_nodes
 
@@ -24,7 +30,9 @@ def main(args=None) -> int:
         links = IntraProcess(nodes)
         nodes[0].get_logger().info(f'decision path in one process: {links.describe()}')
 
-    return run_nodes([Sim2RealNode, Real2SimNode, PolicyNode], args, name='decision_path', connect=connect)
+    events = os.environ.get('LEGION_EVENTS_EXECUTOR', '1') != '0'
+    return run_nodes([Sim2RealNode, Real2SimNode, PolicyNode], args, name='decision_path', connect=connect,
+                     events_executor=events)
 
 
 if __name__ == '__main__':
