@@ -26,6 +26,16 @@ and what only a simulator offers:
   while paused).
 
 The twin is stepped by a timer at ``control_rate_hz`` (100 Hz, the drivers' controller rate).
+
+Start posture: some Meta-World resets put the hand where the tool-down iiwa reaches only at its joint
+limits (hand start (0, 0.4, 0.2): button-press-topdown, window-*, faucet-*; A4 at -120 deg, A6 at 120
+deg). sim2real's safety filter never moves an arm that stands outside its position limits (the
+datasheet's shrunk by ``position_margin_deg``), so from such a start every command is a hold and the
+step cannot succeed. On the real arm an operator jogs it in first; the twin does the same on every
+scene (re)load and ``~/reset``: with ``start_inside_margin_deg`` > 0 an arm outside the limits shrunk by
+that margin starts from the nearest reachable tool-down posture 1 deg inside them, exactly as
+:class:`legion_kuka.chain.ChainRunner` starts its episodes, so a step through the graph starts where
+the same step through the pure chain does (:func:`start_inside_limits`).
 """
 from __future__ import annotations
 
@@ -77,6 +87,12 @@ PARAMETERS = {
     'gripper_opening_topic': Param('/legion/gripper_opening', 'std_msgs/Float64 measured finger opening in '
                                    '[0 closed, 1 open] (Meta-World\'s normalised finger distance)',
                                    read_only=True),
+    'start_inside_margin_deg': Param(5.0, 'on a scene load or ~/reset, an arm closer than this to a '
+                                     'datasheet joint limit starts from the nearest tool-down posture 1 deg '
+                                     'inside (an operator jogging it in for the safety filter; keep it equal '
+                                     'to sim2real\'s position_margin_deg); 0: the scene\'s posture as is '
+                                     '[deg]',
+                                     range=(0.0, 30.0), read_only=True),
 }
 
 
@@ -88,6 +104,48 @@ def command_problem(values, expected: int = ARM_DOF) -> str | None:
     if bad:
         return f'non-finite joint positions at indices {bad}: {[values[i] for i in bad]}'
     return None
+
+
+def start_inside_limits(twin, margin_rad: float, inset_rad: float = math.radians(1.0)) -> bool:
+    """Move a freshly reset twin's arm inside the joint limits shrunk by ``margin_rad`` (the safety
+    filter's) if it stands outside them; True if it moved.
+
+    The same posture as ``legion_kuka.chain.ChainRunner`` starts an episode from (its
+    ``_bring_inside_limits``, mirrored here because that is private to the chain; a test checks that
+    both agree): IK for Meta-World's hand pose, tool orientation included, inside the limits less
+    ``inset_rad``, from HOME, stepping 1 cm outwards from the base axis until it reaches; then
+    ``twin.reset(posture=...)`` as if an operator had jogged the arm there.
+    """
+    import numpy as np
+
+    from legion_kuka.description import HOME
+    from legion_kuka.safety import SafetyLimits, planning_kinematics
+
+    if margin_rad <= 0:
+        return False
+    limits = SafetyLimits.from_description(position_margin=float(margin_rad), workspace=None)
+    q = twin.joint_state().position
+    if limits.within_positions(q):
+        return False
+    lower, upper = limits.lower + inset_rad, limits.upper - inset_rad
+    hand_pos, hand_rot = twin.metaworld_hand_target()
+    _, body_rot = twin.hand_pose()
+    # The tool frame is fixed to the hand body: the offset measured now holds at the target too.
+    tool_in_body = body_rot.T @ twin.hand_kinematics().fk(q)[1]
+    planner = planning_kinematics(limits, twin.hand_offset)
+    start = np.clip(np.asarray(HOME, dtype=float), lower, upper)
+    # Too close to the base for the tool-down arm: the nearest reachable point straight outwards.
+    outwards = np.array([hand_pos[0], hand_pos[1], 0.0])
+    outwards /= max(float(np.linalg.norm(outwards)), 1e-9)
+    posture = start
+    for distance in np.arange(0.0, 0.30, 0.01):
+        result = planner.ik(hand_pos + distance * outwards, start, target_rot=hand_rot @ tool_in_body,
+                            max_iters=300)
+        posture = np.clip(np.asarray(result.q, dtype=float), lower, upper)
+        if bool(result.success):
+            break
+    twin.reset(posture=posture)
+    return True
 
 
 class SimBridge(Node):
@@ -103,6 +161,7 @@ class SimBridge(Node):
             self.twin = Twin(p.task, seed=p.seed, profile=p['driver.name'], control_rate_hz=p.control_rate_hz)
         except (ValueError, KeyError) as error:
             raise NodeConfigError(f'cannot build the twin for task {p.task!r}: {error}') from None
+        self._start_inside()
         self.joint_names = list(p['driver.joint_names']) or list(self.twin.joint_names)
         self.period_s = self.twin.control_period_s
         self.sim_time_ns = 0  # /clock: advances with the twin, never jumps back on reset
@@ -136,6 +195,15 @@ class SimBridge(Node):
             f'twin of {p.task} (seed {p.seed}) as driver {p["driver.name"]}: '
             f'{p["driver.joint_states_topic"]} <- {p["driver.command_topic"]} at {1 / self.period_s:.0f} Hz'
             + (' (paused)' if self.twin.paused else ''))
+
+    def _start_inside(self) -> None:
+        """After a reset to a task's initial state: jog the arm inside the safety limits if needed."""
+        if start_inside_limits(self.twin, math.radians(self.params.start_inside_margin_deg)):
+            q = self.twin.joint_state().position
+            self.get_logger().info(
+                f'{self.twin.task} starts the arm outside the joint limits less '
+                f'{self.params.start_inside_margin_deg:g} deg: starting from the nearest posture inside '
+                f'them instead (deg: {", ".join(f"{math.degrees(v):.1f}" for v in q)})')
 
     # -- status -----------------------------------------------------------------------------------
     def report(self, event: str, **fields) -> None:
@@ -227,6 +295,8 @@ class SimBridge(Node):
     # -- services ---------------------------------------------------------------------------------
     def _reset(self, response, keyframe: str | None):
         self.twin.reset(keyframe=keyframe)
+        if keyframe is None:
+            self._start_inside()
         self.publish_state(with_poses=True)
         response.success = True
         response.message = f'reset {self.twin.task} seed {self.twin.seed}' + (
@@ -252,6 +322,7 @@ class SimBridge(Node):
             reason = f'cannot load {task!r} seed {seed}: {type(error).__name__}: {error}'
             self.get_logger().warning(reason)
             return SetParametersResult(successful=False, reason=reason)
+        self._start_inside()
         self.publish_state(with_poses=True)
         self.report('scene')
         self.get_logger().info(f'scene {task} (seed {seed}) loaded')
