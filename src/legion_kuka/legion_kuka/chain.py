@@ -40,10 +40,11 @@ window-open, window-close 5/5; peg-unplug-side 2/5; door-open 0/5 (the KUKA env 
 - door-open: the expert lowers the hand 2 cm behind the handle bar (task y), which leaves the KUKA
   gripper's right pad about a millimetre clear of the end of the bar. Meta-World's mocap hand
   overshoots that aim (to 3 cm) and its pads land on top of the arm that holds the bar and slide
-  over it; the twin's hand, slowed by the filter, is still at 1.5 cm when it comes down, the pad hits
-  the end of the bar side on (contact normal along the bar), the arm jams and the filter's
-  tracking-error e-stop latches. Not the filter's doing: without it, and with joint impedance
-  (60-300 N m/rad), it is 0/3 too; what would help is a different approach path, i.e. the policy.
+  over it. The twin's hand follows its target without that overshoot and comes down at 1.5 cm (0.3
+  cm without the filter): the pad hits the end of the bar side on (contact normal along the bar),
+  the arm jams and the filter's tracking-error e-stop latches. Not the filter's doing: without it,
+  with joint impedance (60-300 N m/rad) or with sim2real's hand lead at 2-20 cm it is 0/3-0/5 too;
+  what would help is another approach path, i.e. another policy.
 - peg-unplug-side: the gripper body touches the plug at the expert's grasp height and pushes it down
   in its socket (in the KUKA env too, which succeeds after a re-grasp). Through the twin the plug
   leaves the socket downwards and falls out of the weak grip (sim2real's time-scaled gripper command

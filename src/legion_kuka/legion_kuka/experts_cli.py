@@ -6,7 +6,8 @@ hand space, so the same expert drives both arms. Episode i of a task uses the go
 factories and of the twin chain), so both arms see the same placements. An episode succeeds if any of
 its first ``max_steps`` steps has ``info['success']`` (Meta-World's and the original's rule).
 ``--through-twin`` adds the expert run through real2sim -> sim2real -> safety on the MuJoCo twin
-(:func:`legion_kuka.chain.run_expert_through_twin`).
+(:func:`legion_kuka.chain.run_expert_through_twin`). The measured table and why a task falls short
+through the twin: docs/experts.md.
 """
 from __future__ import annotations
 
