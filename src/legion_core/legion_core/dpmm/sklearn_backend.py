@@ -4,9 +4,12 @@
 with the prior of the original bnpy setup translated to sklearn's parameters:
 
 - ``gamma0`` (5.0) → ``weight_concentration_prior``, the DP concentration;
-- ``sF`` (1e-5) → ``covariance_prior = sF·I``: the prior expects each cluster's covariance to be
-  about sF·I. The original's 1e-5 asks for very tight clusters (std ≈ 3e-3), which LEGION's latent
-  space develops; raise it (e.g. 0.1) for broad clusters;
+- ``sF`` (1e-5) → ``covariance_prior = sF·(ν - 2)·I``: the prior expects each cluster's covariance
+  to be E[Σ] = sF·I, as bnpy's ``ECovMat='eye'`` prior (bnpy sets β = sF·(ν - 2); sklearn's
+  ``covariance_prior`` is that β, not E[Σ]: passing sF alone would expect covariances ν - 2 times
+  smaller (10 for d = 10) than the same sF in bnpy). The original's 1e-5 asks for very tight clusters
+  (std ≈ 3e-3), which its latent space developed after 1 M steps per task; the training config uses
+  0.03 for this re-implementation's shorter runs (docs/training.md, "How many clusters");
 - ``kappa`` (1e-4) → ``mean_precision_prior``; ``nu`` (None → d + 2) → ``degrees_of_freedom_prior``;
   the prior mean is 0, as bnpy's default.
 
@@ -80,13 +83,13 @@ class SklearnDPMM(DPMM):
     def _make_estimator(self, d: int, seed: int) -> BayesianGaussianMixture:
         c = self.config
         nu = c['nu'] if c['nu'] is not None else d + 2.0
-        if nu <= d - 1:
-            raise ValueError(f'sklearn DPMM option nu must exceed d - 1 = {d - 1}; got {nu}')
+        if nu <= max(d - 1, 2):
+            raise ValueError(f'sklearn DPMM option nu must exceed max(d - 1, 2) = {max(d - 1, 2)}; got {nu}')
         return BayesianGaussianMixture(
             n_components=c['truncation'], covariance_type='diag',
             weight_concentration_prior_type='dirichlet_process', weight_concentration_prior=c['gamma0'],
             mean_precision_prior=c['kappa'], mean_prior=np.zeros(d), degrees_of_freedom_prior=nu,
-            covariance_prior=np.full(d, c['sF']), max_iter=c['max_iter'], tol=c['tol'],
+            covariance_prior=np.full(d, c['sF'] * (nu - 2.0)), max_iter=c['max_iter'], tol=c['tol'],
             n_init=c['n_init'], init_params=c['init_params'], warm_start=c['warm_start'],
             random_state=seed)
 
