@@ -77,7 +77,8 @@ class Sim2Real:
     Args:
         kinematics: ``fk(q) -> (pos, rot)`` and ``ik(target_pos, q_init, target_rot=None) ->
             IKResult(q, success, position_error, iterations)`` of the tool centre point, robot base
-            frame (:class:`legion_kuka.kinematics.IiwaKinematics`).
+            frame (:class:`legion_kuka.kinematics.IiwaKinematics`); the tool tilt (below) also passes
+            ``restarts=0`` to ``ik``.
         task_frame: pose of the task frame in the robot base frame (see :mod:`legion_kuka.real2sim`);
             None: the single-task placement ``METAWORLD_BASE_POSE``.
         speed_scale: real speed / Meta-World speed; sets ``policy_rate_hz = 80 Hz * speed_scale``.
@@ -227,8 +228,7 @@ class Sim2Real:
         if not success and self.tool_tilts:
             tilted = self._tilted_ik(target_base, q_start)
             if tilted is not None:
-                result, _ = tilted
-                success = oriented = True
+                result, success, oriented = tilted, True, True
         q_goal = np.asarray(result.q, dtype=np.float64).reshape(7)
         # Out of reach: go as far as the arm gets towards the target (the posture IK found is within
         # the joint limits), as Meta-World's hand does when its mocap target is out of reach; hold
@@ -264,7 +264,7 @@ class Sim2Real:
         cosine = (float(np.trace(self.tool_rotation.T @ rotation)) - 1.0) / 2.0
         return math.acos(min(1.0, max(-1.0, cosine)))
 
-    def _tilted_ik(self, target_base: np.ndarray, q_start: np.ndarray) -> tuple[Any, float] | None:
+    def _tilted_ik(self, target_base: np.ndarray, q_start: np.ndarray) -> Any:
         """The IK solution with the smallest tool tilt that reaches ``target_base``, or None.
 
         The tilt axis is horizontal and across the line from the base axis to the target, so the
@@ -292,8 +292,8 @@ class Sim2Real:
             for angle in self.tool_tilts[:-1]:
                 smaller = solve(sign * angle)
                 if self._reached(smaller)[0]:
-                    return smaller, angle
-            return result, largest
+                    return smaller
+            return result
         return None
 
     def next_target(self, now: float) -> np.ndarray:
