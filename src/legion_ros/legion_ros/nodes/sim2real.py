@@ -18,7 +18,9 @@ streaming stops and the position controller holds the last commanded target; the
 re-anchors the hand target at the measured hand, so resuming never jumps. E-stop: ``/legion/estop``
 (std_msgs/Bool, latched) true stops all commands at once; ``~/reset_estop`` (std_srvs/Trigger)
 re-enables them once the e-stop topic is false (and re-synchronises the filter with the arm).
-Gripper: the action's 4th value is forwarded on ``driver.gripper_topic`` (std_msgs/Float64, [-1, 1]).
+Gripper: the action's 4th value, time-scaled like the arm (times ``policy_rate_hz`` x 12.5 ms, Meta-World's
+env step: the same finger travel per policy step as in training), goes out on ``driver.gripper_topic``
+(std_msgs/Float64, [-1, 1]).
 """
 from __future__ import annotations
 
@@ -227,7 +229,10 @@ class Sim2RealNode(Node):
         cycle = self.last_js_ns if self.source_ns is None else max(self.source_ns, self.last_js_ns or 0)
         if self.params.send_on_action and (self.commanded_js is None or cycle > self.commanded_js):
             self.send(self.translator.next_target(now), now, cycle)
-        self.gripper_pub.publish(Float64(data=float(plan.gripper)))  # after the arm's command: less latency
+        # The time-scaled command, as legion_kuka's chain sends it (see legion_kuka.sim2real): the raw action
+        # would close the fingers 1/speed_scale (8x at 10 Hz) faster per policy step than in training,
+        # before the hand has come down (push through the graph: stuck 6 cm above the puck, 0/2).
+        self.gripper_pub.publish(Float64(data=float(plan.gripper_command)))  # after the arm's command
 
     def on_estop(self, message: Bool) -> None:
         self.estop_requested = bool(message.data)
