@@ -265,3 +265,35 @@ def test_task_parameter_switches_the_scene(bridge):
         assert not result.successful  # read-only: it would not take effect while running
     finally:
         assert set_parameter('task', 'reach-v3').successful
+
+
+def test_a_scene_at_the_joint_limits_starts_inside_the_safety_limits(bridge):
+    """button-press-topdown resets the arm at A4 -120, A6 120 deg, outside sim2real's limits (datasheet
+    less 5 deg), where the safety filter would hold every command: the twin starts it inside them, on a
+    scene switch and on ~/reset alike (config/sim_bridge.yaml start_inside_margin_deg)."""
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    from legion_kuka.safety import SafetyLimits
+
+    client, _ = bridge
+    limits = SafetyLimits.from_description(position_margin=math.radians(5.0), workspace=None)
+    parameters = AsyncParameterClient(client.node, '/legion/sim_bridge')
+    assert parameters.wait_for_services(timeout_sec=10)
+
+    def set_task(task):
+        future = parameters.set_parameters([Parameter('task', value=task)])
+        assert client.spin_until(future.done, 30), 'no answer from set_parameters'
+        assert future.result().results[0].successful
+        assert client.spin_until(lambda: client.status[-1].get('task') == task, 5.0)
+
+    try:
+        set_task('button-press-topdown-v3')
+        client.spin_for(0.3)
+        assert limits.within_positions(client.position()), np.degrees(client.position()).round(1)
+        response = client.call(client.reset, client.Trigger.Request())
+        assert response.success and 'button-press-topdown-v3' in response.message
+        client.spin_for(0.3)
+        assert limits.within_positions(client.position()), np.degrees(client.position()).round(1)
+    finally:
+        set_task('reach-v3')
