@@ -59,6 +59,7 @@ The default safety limits (10 % of the datasheet joint velocities) also make the
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,36 +176,9 @@ class ChainRunner:
                             stale_after_s=3 * period)
 
     def _bring_inside_limits(self, seed: int | None) -> None:
-        """The safety filter does not move an arm that stands outside its limits (on the real arm
-        someone jogs it in). Some task resets leave the arm at its joint limits (hand start positions
-        the iiwa reaches only there, tool down): start from the closest posture inside the limits
-        with the same tool orientation, as an operator would."""
-        limits, twin = self.safety_limits, self.twin
-        q = twin.joint_state().position
-        if limits.within_positions(q):
-            return
-        inner = np.radians(1.0)
-        lower, upper = limits.lower + inner, limits.upper - inner
-        # Aim for Meta-World's hand pose (its mocap target), tool orientation included: the tool
-        # frame is fixed to the hand body, so the offset measured here holds at the target too.
-        hand_pos, hand_rot = twin.metaworld_hand_target()
-        _, body_rot = twin.hand_pose()
-        tool_in_body = body_rot.T @ self.kinematics.fk(q)[1]
-        planner = self._planning_kinematics()
-        from legion_kuka.description import HOME
-        start = np.clip(np.asarray(HOME, dtype=float), lower, upper)
-        # The target may lie too close to the base for the tool-down arm: take the nearest reachable
-        # point straight outwards (horizontally away from the base axis).
-        outwards = np.array([hand_pos[0], hand_pos[1], 0.0])
-        outwards /= max(float(np.linalg.norm(outwards)), 1e-9)
-        posture = start
-        for distance in np.arange(0.0, 0.30, 0.01):
-            result = planner.ik(hand_pos + distance * outwards, start, target_rot=hand_rot @ tool_in_body,
-                                max_iters=300)
-            posture = np.clip(np.asarray(result.q, dtype=float), lower, upper)
-            if bool(result.success):
-                break
-        twin.reset(task=self.task, seed=self.seed if seed is None else int(seed), posture=posture)
+        posture = posture_inside_limits(self.twin, self.safety_limits)
+        if posture is not None:
+            self.twin.reset(task=self.task, seed=self.seed if seed is None else int(seed), posture=posture)
 
     def observe(self) -> np.ndarray:
         """The policy's observation of the twin's current state, through real2sim."""
@@ -296,3 +270,41 @@ def run_expert_through_twin(task: str, episodes: int = 10, seed: int = 0, max_st
                          policy_rate_hz=policy_rate_hz, **(runner_kwargs or {}))
     results = runner.run(episodes, progress=progress)
     return float(np.mean([r.success for r in results]))
+
+
+def posture_inside_limits(twin: Twin, limits: Any, inset_rad: float = math.radians(1.0)) -> np.ndarray | None:
+    """Where to start a freshly reset twin whose arm stands outside ``limits`` (a
+    :class:`~legion_kuka.safety.SafetyLimits`); None when it is inside.
+
+    The safety filter does not move an arm that stands outside its limits (on the real arm someone
+    jogs it in). Some task resets leave the arm at its joint limits (hand start positions the iiwa
+    reaches only there, tool down): the closest posture inside the limits (less ``inset_rad``) with
+    the same tool orientation, as an operator would choose. Used by the chain and by the sim bridge,
+    so that both start an episode alike; apply it with ``twin.reset(posture=...)``.
+    """
+    from legion_kuka.description import HOME
+    from legion_kuka.safety import planning_kinematics
+
+    q = twin.joint_state().position
+    if limits.within_positions(q):
+        return None
+    lower, upper = limits.lower + inset_rad, limits.upper - inset_rad
+    # Aim for Meta-World's hand pose (its mocap target), tool orientation included: the tool frame is
+    # fixed to the hand body, so the offset measured here holds at the target too.
+    hand_pos, hand_rot = twin.metaworld_hand_target()
+    _, body_rot = twin.hand_pose()
+    tool_in_body = body_rot.T @ twin.hand_kinematics().fk(q)[1]
+    planner = planning_kinematics(limits, twin.hand_offset)
+    start = np.clip(np.asarray(HOME, dtype=float), lower, upper)
+    # The target may lie too close to the base for the tool-down arm: take the nearest reachable point
+    # straight outwards (horizontally away from the base axis).
+    outwards = np.array([hand_pos[0], hand_pos[1], 0.0])
+    outwards /= max(float(np.linalg.norm(outwards)), 1e-9)
+    posture = start
+    for distance in np.arange(0.0, 0.30, 0.01):
+        result = planner.ik(hand_pos + distance * outwards, start, target_rot=hand_rot @ tool_in_body,
+                            max_iters=300)
+        posture = np.clip(np.asarray(result.q, dtype=float), lower, upper)
+        if bool(result.success):
+            break
+    return posture

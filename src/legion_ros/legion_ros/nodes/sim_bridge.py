@@ -106,44 +106,19 @@ def command_problem(values, expected: int = ARM_DOF) -> str | None:
     return None
 
 
-def start_inside_limits(twin, margin_rad: float, inset_rad: float = math.radians(1.0)) -> bool:
+def start_inside_limits(twin, margin_rad: float) -> bool:
     """Move a freshly reset twin's arm inside the joint limits shrunk by ``margin_rad`` (the safety
-    filter's) if it stands outside them; True if it moved.
-
-    The same posture as ``legion_kuka.chain.ChainRunner`` starts an episode from (its
-    ``_bring_inside_limits``, mirrored here because that is private to the chain; a test checks that
-    both agree): IK for Meta-World's hand pose, tool orientation included, inside the limits less
-    ``inset_rad``, from HOME, stepping 1 cm outwards from the base axis until it reaches; then
-    ``twin.reset(posture=...)`` as if an operator had jogged the arm there.
-    """
-    import numpy as np
-
-    from legion_kuka.description import HOME
-    from legion_kuka.safety import SafetyLimits, planning_kinematics
+    filter's) if it stands outside them, to the posture the pure chain starts its episodes from
+    (:func:`legion_kuka.chain.posture_inside_limits`); True if it moved."""
+    from legion_kuka.chain import posture_inside_limits
+    from legion_kuka.safety import SafetyLimits
 
     if margin_rad <= 0:
         return False
-    limits = SafetyLimits.from_description(position_margin=float(margin_rad), workspace=None)
-    q = twin.joint_state().position
-    if limits.within_positions(q):
+    posture = posture_inside_limits(twin, SafetyLimits.from_description(position_margin=float(margin_rad),
+                                                                        workspace=None))
+    if posture is None:
         return False
-    lower, upper = limits.lower + inset_rad, limits.upper - inset_rad
-    hand_pos, hand_rot = twin.metaworld_hand_target()
-    _, body_rot = twin.hand_pose()
-    # The tool frame is fixed to the hand body: the offset measured now holds at the target too.
-    tool_in_body = body_rot.T @ twin.hand_kinematics().fk(q)[1]
-    planner = planning_kinematics(limits, twin.hand_offset)
-    start = np.clip(np.asarray(HOME, dtype=float), lower, upper)
-    # Too close to the base for the tool-down arm: the nearest reachable point straight outwards.
-    outwards = np.array([hand_pos[0], hand_pos[1], 0.0])
-    outwards /= max(float(np.linalg.norm(outwards)), 1e-9)
-    posture = start
-    for distance in np.arange(0.0, 0.30, 0.01):
-        result = planner.ik(hand_pos + distance * outwards, start, target_rot=hand_rot @ tool_in_body,
-                            max_iters=300)
-        posture = np.clip(np.asarray(result.q, dtype=float), lower, upper)
-        if bool(result.success):
-            break
     twin.reset(posture=posture)
     return True
 
