@@ -218,13 +218,14 @@ class Sim2Real:
         lead_norm = float(np.linalg.norm(lead))
         if lead_norm > self.max_lead_m:
             target = np.clip(measured + lead * (self.max_lead_m / lead_norm), self.hand_low, self.hand_high)
-        clipped = not np.allclose(target, wanted, atol=1e-12)
+        clipped = bool(np.any(np.abs(target - wanted) > 1e-12))  # (np.allclose costs ~50 us per cycle)
         target_base = self.task_frame.apply(target)
         # The controller currently holds the end of the last segment (or its current point if a new
         # step interrupts one): the new segment starts there, so targets stay continuous.
         q_start = self.next_target(start) if self._plan is not None else self._last_target
         result = self.kinematics.ik(target_base, q_start, target_rot=self.tool_rotation)
         success, oriented = self._reached(result)
+        upright = success  # solved with the fixed tool orientation: its tilt is the IK's orientation error
         if not success and self.tool_tilts:
             tilted = self._tilted_ik(target_base, q_start)
             if tilted is not None:
@@ -233,12 +234,15 @@ class Sim2Real:
         # Out of reach: go as far as the arm gets towards the target (the posture IK found is within
         # the joint limits), as Meta-World's hand does when its mocap target is out of reach; hold
         # when that brings the hand no closer or tilts the tool.
-        start_error = float(np.linalg.norm(np.asarray(self.kinematics.fk(q_start)[0]) - target_base))
-        closer = oriented and float(result.position_error) < start_error - 1e-4
-        if success or closer:
+        if success:
             self._hand_target = target
         else:
-            q_goal = q_start.copy()  # hold: never stream a posture that does not help
+            start_error = float(np.linalg.norm(np.asarray(self.kinematics.fk(q_start)[0]) - target_base))
+            if oriented and float(result.position_error) < start_error - 1e-4:
+                self._hand_target = target
+            else:
+                q_goal = q_start.copy()  # hold: never stream a posture that does not help
+                upright = False
         fractions = np.arange(1, self.cycles_per_step + 1)[:, None] / self.cycles_per_step
         targets = q_start[None, :] + fractions * (q_goal - q_start)[None, :]
         plan = PolicyStepPlan(targets=targets, hand_target=self._hand_target.copy(),
@@ -247,7 +251,8 @@ class Sim2Real:
                               ik_success=success,
                               ik_position_error=float(result.position_error), clipped=clipped,
                               start_s=start, control_period_s=self.control_period_s,
-                              tool_tilt_rad=self._tilt_of(q_goal))
+                              tool_tilt_rad=(float(result.orientation_error) if upright
+                                             else self._tilt_of(q_goal)))
         self._plan, self._plan_start_q, self._last_target = plan, q_start.copy(), q_goal
         return plan
 
