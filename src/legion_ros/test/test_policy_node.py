@@ -128,3 +128,36 @@ def test_bad_parameter_is_a_configuration_error(ros):
     out = output_of(node)
     assert code == 2, out
     assert '/nonexistent/policy.pt' in out
+
+
+def test_a_new_step_is_not_acted_on_with_the_previous_steps_observation(ros):
+    node = start_node('policy', {'policy_type': 'expert', 'trigger': 'timer', 'rate_hz': 20.0,
+                                 'observation_timeout_s': 2.0, 'follow_trainer': False,
+                                 'watch_checkpoint': False})
+    probe = Probe('policy_step_probe')
+    try:
+        probe.listen(Float32MultiArray, '/legion/action', qos.COMMAND)
+        probe.listen(String, '/legion/policy/status', qos.LATCHED)
+        obs_pub = probe.publisher(Float32MultiArray, '/legion/observation_full', qos.STATE)
+        assert probe.wait_for(lambda: obs_pub.get_subscription_count() > 0, 20.0), output_of(node)
+
+        def step(task, sequence):
+            probe.publish(String, '/legion/active_step', qos.LATCHED, String(data=json.dumps(
+                {'sequence_id': sequence, 'index': 0, 'task': task, 'instruction': task})))
+            acting = lambda: any(s['state'] == 'acting' and s.get('task') == task  # noqa: E731
+                                 for s in probe.json('/legion/policy/status'))
+            assert probe.wait_for(acting, 30.0), output_of(node)
+
+        step('reach-v3', 1)
+        obs_pub.publish(array_message(_obs39(), 'observation', source_ns=7))
+        assert probe.wait_for(lambda: len(probe.messages['/legion/action']) >= 2, 5.0)
+        step('push-v3', 2)  # the twin loads another scene: the old observation is not of it
+        acted = len(probe.messages['/legion/action'])
+        probe.spin(0.5)  # 10 timer ticks, the old observation still younger than observation_timeout_s
+        assert len(probe.messages['/legion/action']) == acted
+        obs_pub.publish(array_message(_obs39(), 'observation', source_ns=8))
+        assert probe.wait_for(lambda: len(probe.messages['/legion/action']) > acted, 5.0)
+        assert source_of(probe.messages['/legion/action'][-1]) == 8
+    finally:
+        probe.close()
+        assert stop_node(node) == 0, output_of(node)

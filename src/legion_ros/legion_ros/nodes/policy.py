@@ -222,6 +222,9 @@ class PolicyNode(Node):
         except ValueError as error:
             self.status.publish('input_rejected', topic=TOPICS['active_step'], reason=str(error))
             return
+        keys = ('task', 'sequence_id', 'index')
+        if [step.get(k) for k in keys] != [(self.step or {}).get(k) for k in keys]:
+            self._obs = {12: None, 39: None}  # the previous step's scene is not this step's observation
         self.step = step if step.get('task') else None
         self._problem = None
         self.get_logger().info(f'active step: {self.step["task"] if self.step else "none"}')
