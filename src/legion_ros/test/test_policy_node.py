@@ -1,6 +1,7 @@
 """The policy node as a process: acts only on a fresh observation of an active step, carries stamps."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -29,17 +30,27 @@ def _obs39(hand=(0.0, 0.6, 0.2), goal=(0.1, 0.8, 0.2)) -> np.ndarray:
     return obs
 
 
-def test_expert_policy_acts_on_active_step_with_source_stamp(ros):
-    from metaworld.policies import ENV_POLICY_MAP
-
-    node = start_node('policy', {'policy_type': 'expert', 'trigger': 'observation', 'follow_trainer': False,
-                                 'watch_checkpoint': False})
-    probe = Probe('policy_probe')
+@contextlib.contextmanager
+def expert_policy(probe_name: str, **parameters):
+    """A policy node process with Meta-World's experts, and a probe that hears its actions and status."""
+    node = start_node('policy', {'policy_type': 'expert', 'follow_trainer': False, 'watch_checkpoint': False,
+                                 **parameters})
+    probe = Probe(probe_name)
     try:
         probe.listen(Float32MultiArray, '/legion/action', qos.COMMAND)
         probe.listen(String, '/legion/policy/status', qos.LATCHED)
         obs_pub = probe.publisher(Float32MultiArray, '/legion/observation_full', qos.STATE)
         assert probe.wait_for(lambda: obs_pub.get_subscription_count() > 0, 20.0), output_of(node)
+        yield node, probe, obs_pub
+    finally:
+        probe.close()
+        assert stop_node(node) == 0, output_of(node)
+
+
+def test_expert_policy_acts_on_active_step_with_source_stamp(ros):
+    from metaworld.policies import ENV_POLICY_MAP
+
+    with expert_policy('policy_probe', trigger='observation') as (_node, probe, obs_pub):
 
         # No active step: observations alone never move the arm.
         for k in range(5):
@@ -87,21 +98,11 @@ def test_expert_policy_acts_on_active_step_with_source_stamp(ros):
         assert len(probe.messages['/legion/action']) == count
         fault = [s for s in probe.json('/legion/policy/status') if s['state'] == 'fault'][-1]
         assert 'fly-to-the-moon-v3' in fault['reason']
-    finally:
-        probe.close()
-        assert stop_node(node) == 0, output_of(node)
 
 
 def test_timer_trigger_acts_at_rate_and_stops_on_stale_observation(ros):
-    node = start_node('policy', {'policy_type': 'expert', 'trigger': 'timer', 'rate_hz': 20.0,
-                                 'observation_timeout_s': 0.2, 'follow_trainer': False,
-                                 'watch_checkpoint': False})
-    probe = Probe('policy_timer_probe')
-    try:
-        probe.listen(Float32MultiArray, '/legion/action', qos.COMMAND)
-        probe.listen(String, '/legion/policy/status', qos.LATCHED)
-        obs_pub = probe.publisher(Float32MultiArray, '/legion/observation_full', qos.STATE)
-        assert probe.wait_for(lambda: obs_pub.get_subscription_count() > 0, 20.0), output_of(node)
+    with expert_policy('policy_timer_probe', trigger='timer', rate_hz=20.0,
+                       observation_timeout_s=0.2) as (_node, probe, obs_pub):
         probe.publish(String, '/legion/active_step', qos.LATCHED, String(data=json.dumps(
             {'sequence_id': 1, 'index': 0, 'task': 'reach-v3', 'instruction': 'reach'})))
         # The expert is built when the step arrives (Meta-World import): wait until the node acts.
@@ -117,9 +118,6 @@ def test_timer_trigger_acts_at_rate_and_stops_on_stale_observation(ros):
         quiet = len(probe.messages['/legion/action'])
         probe.spin(0.5)
         assert len(probe.messages['/legion/action']) == quiet
-    finally:
-        probe.close()
-        assert stop_node(node) == 0, output_of(node)
 
 
 def test_bad_parameter_is_a_configuration_error(ros):
@@ -131,15 +129,8 @@ def test_bad_parameter_is_a_configuration_error(ros):
 
 
 def test_a_new_step_is_not_acted_on_with_the_previous_steps_observation(ros):
-    node = start_node('policy', {'policy_type': 'expert', 'trigger': 'timer', 'rate_hz': 20.0,
-                                 'observation_timeout_s': 2.0, 'follow_trainer': False,
-                                 'watch_checkpoint': False})
-    probe = Probe('policy_step_probe')
-    try:
-        probe.listen(Float32MultiArray, '/legion/action', qos.COMMAND)
-        probe.listen(String, '/legion/policy/status', qos.LATCHED)
-        obs_pub = probe.publisher(Float32MultiArray, '/legion/observation_full', qos.STATE)
-        assert probe.wait_for(lambda: obs_pub.get_subscription_count() > 0, 20.0), output_of(node)
+    with expert_policy('policy_step_probe', trigger='timer', rate_hz=20.0,
+                       observation_timeout_s=2.0) as (node, probe, obs_pub):
 
         def step(task, sequence):
             probe.publish(String, '/legion/active_step', qos.LATCHED, String(data=json.dumps(
@@ -158,6 +149,3 @@ def test_a_new_step_is_not_acted_on_with_the_previous_steps_observation(ros):
         obs_pub.publish(array_message(_obs39(), 'observation', source_ns=8))
         assert probe.wait_for(lambda: len(probe.messages['/legion/action']) > acted, 5.0)
         assert source_of(probe.messages['/legion/action'][-1]) == 8
-    finally:
-        probe.close()
-        assert stop_node(node) == 0, output_of(node)
