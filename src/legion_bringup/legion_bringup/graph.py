@@ -207,10 +207,15 @@ class ResolvedNode:
         return self.namespace.rstrip('/') + '/' + self.name
 
     @property
+    def hosted(self) -> tuple[str, ...]:
+        """The names of the ROS nodes this process runs (its own name unless it hosts several)."""
+        return self.hosts or (self.name,)
+
+    @property
     def node_names(self) -> tuple[str, ...]:
         """The fully qualified names of the ROS nodes this process runs."""
         prefix = self.namespace.rstrip('/') + '/'
-        return tuple(prefix + name for name in self.hosts) or (self.fully_qualified_name,)
+        return tuple(prefix + name for name in self.hosted)
 
     def inline_parameters_file(self, directory: Path) -> Path | None:
         """Write the inline parameters as launch_ros does: a parameter file keyed by the node's fully
@@ -232,9 +237,8 @@ class ResolvedNode:
 
         import yaml
 
-        names = self.hosts or (self.name,)
         table = {f'/**/{name}': {'ros__parameters': {**self.parameters, **extra.get(name, {})}}
-                 for name in names}
+                 for name in self.hosted}
         path = Path(directory) / f'{self.name}.yaml'
         path.write_text(yaml.safe_dump(table), encoding='utf-8')
         return replace(self, parameters={}, parameter_files=(*self.parameter_files, path))

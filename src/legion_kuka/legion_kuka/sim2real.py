@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from legion_kuka.real2sim import Frame, _finite_vector, default_task_frame
+from legion_kuka.real2sim import Frame, _finite_vector, default_task_frame, quat_to_matrix
 
 METAWORLD_STEP_S = 0.0125  # frame_skip 5 x 2.5 ms: one Meta-World env step
 METAWORLD_ACTION_SCALE = 0.01  # metres of hand motion per unit action and env step
@@ -284,7 +284,8 @@ class Sim2Real:
         axis = np.array([-radial[1], radial[0], 0.0]) / norm
 
         def solve(angle: float) -> Any:
-            rotation = _rotation_about(axis, angle) @ self.tool_rotation
+            turn = quat_to_matrix([math.cos(angle / 2), *(math.sin(angle / 2) * axis)])  # about axis
+            rotation = turn @ self.tool_rotation
             # Warm-started from the posture being held: no restarts, which would cost most of a
             # control period per try on targets that cannot be reached.
             return self.kinematics.ik(target_base, q_start, target_rot=rotation, restarts=0)
@@ -316,8 +317,3 @@ class Sim2Real:
             return self._plan_start_q.copy()
         return self._plan.targets[min(cycle, self.cycles_per_step - 1)].copy()
 
-
-def _rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rotation matrix of ``angle`` about the unit vector ``axis`` (Rodrigues)."""
-    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
-    return np.eye(3) + math.sin(angle) * k + (1.0 - math.cos(angle)) * (k @ k)

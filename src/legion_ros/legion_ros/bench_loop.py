@@ -82,7 +82,7 @@ def _nodes(args, policy_type: str, params_dir: Path):
     }
     wanted = {'real2sim', 'policy', 'sim2real'} | ({'task_inference'} if policy_type == 'legion' else set())
     nodes = [node.with_parameters(extra, params_dir) for node in resolved.nodes
-             if wanted & set(node.hosts or (node.name,))]
+             if wanted & set(node.hosted)]
     return nodes, dict(resolved.values)
 
 

@@ -107,3 +107,12 @@ def test_decision_path_process_runs_the_three_nodes_and_commands_the_arm():
             probe.close()
         rclpy.try_shutdown()
         assert stop_node(process) == 0
+
+
+def test_the_graph_hosts_what_the_decision_path_process_runs_in_its_order():
+    from legion_bringup.graph import graph
+    from legion_ros.nodes.decision_path import HOSTED
+
+    for name in ('sim', 'real'):
+        (process,) = [n for n in graph(name).resolve().nodes if n.executable == 'decision_path']
+        assert process.hosts == HOSTED

@@ -26,12 +26,14 @@ def main(args=None) -> int:
     from legion_ros.nodes.real2sim import Real2SimNode
     from legion_ros.nodes.sim2real import Sim2RealNode
 
+    classes = {'sim2real': Sim2RealNode, 'real2sim': Real2SimNode, 'policy': PolicyNode}
+
     def connect(nodes) -> None:
         links = IntraProcess(nodes)
         nodes[0].get_logger().info(f'decision path in one process: {links.describe()}')
 
     events = os.environ.get('LEGION_EVENTS_EXECUTOR', '1') != '0'
-    return run_nodes([Sim2RealNode, Real2SimNode, PolicyNode], args, name='decision_path', connect=connect,
+    return run_nodes([classes[name] for name in HOSTED], args, name='decision_path', connect=connect,
                      events_executor=events)
 
 

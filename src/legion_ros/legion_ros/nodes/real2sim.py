@@ -25,6 +25,7 @@ dropped with a reason on ``~/status``; no observation is built from it.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -79,8 +80,11 @@ PARAMETERS = {
 def hand_offset(value: float) -> float:
     """``value`` if given, else the hand offset of the iiwa in the KUKA Meta-World scenes (the same
     arm and gripper in every task)."""
-    if value >= 0:
-        return float(value)
+    return float(value) if value >= 0 else _scene_hand_offset()
+
+
+@functools.cache  # real2sim and sim2real in one decision_path process: build the scene once
+def _scene_hand_offset() -> float:
     from legion_kuka.metaworld_kuka import kuka_env_class
 
     env = kuka_env_class('reach-v3')()

@@ -88,7 +88,7 @@ class Sim2RealNode(Node):
         self.params = p = declare_parameters(self, PARAMETERS)
         from legion_kuka import description
         from legion_kuka.kinematics import IiwaKinematics
-        from legion_kuka.safety import SafetyFilter, SafetyLimits, planning_kinematics
+        from legion_kuka.safety import SafetyLimits, planning_kinematics
 
         self.joint_names = list(p['driver.joint_names']) or description.joint_names(p['driver.name'])
         if len(self.joint_names) != ARM_DOF or len(set(self.joint_names)) != ARM_DOF:
@@ -117,8 +117,7 @@ class Sim2RealNode(Node):
         # IK moves the policy's hand point inside the filter's position limits, as the chain does.
         self.planning = planning_kinematics(limits, self._hand_offset)
         self.translator = self._make_translator()
-        self.safety = SafetyFilter(limits, self.kinematics,
-                                   control_period_s=self.period_s, stale_after_s=p.joint_state_timeout_s)
+        self.safety = self._make_filter(limits)
         self.status = StatusPublisher(self)
 
         self.q: np.ndarray | None = None            # measured joints
@@ -127,8 +126,6 @@ class Sim2RealNode(Node):
         self.anchored = False                       # translator anchored at the measured hand
         self.last_action_s: float | None = None     # node clock of the last accepted action
         self.source_ns: int | None = None           # source stamp of the current policy step
-        self.hold_target: np.ndarray | None = None  # last target that went out
-        self.last_sent_s: float | None = None       # node clock of the last command
         self.commanded_js: int | None = None        # joint-state stamp whose cycle got a command
         self.pending_action = False                 # an action whose first target is not out yet
         self.holding = True
@@ -254,7 +251,7 @@ class Sim2RealNode(Node):
         if self._pending_workspace is not None:  # a new task's box waited for the reset
             self._rebuild_filter(self._pending_workspace)
         self.estopped = False
-        self.holding, self.anchored, self.hold_target = True, False, None
+        self.holding, self.anchored = True, False
         response.success, response.message = True, 'e-stop reset; holding until the next action'
         self.publish_status()
         return response
@@ -289,13 +286,18 @@ class Sim2RealNode(Node):
         frame = default_task_frame() if self.task_frame is None else Frame.of(self.task_frame)
         return hand_box_workspace(*box, frame, self._hand_offset)
 
+    def _make_filter(self, limits):
+        from legion_kuka.safety import SafetyFilter
+
+        return SafetyFilter(limits, self.kinematics, control_period_s=self.period_s,
+                            stale_after_s=self.params.joint_state_timeout_s)
+
     def _rebuild_filter(self, workspace) -> None:
         """A filter with the new box; it starts from rest at the measured joints (a step boundary)."""
-        from legion_kuka.safety import SafetyFilter, SafetyLimits
+        from legion_kuka.safety import SafetyLimits
 
-        limits = SafetyLimits.from_description(**self._limits_options, workspace=workspace)
-        self.safety = SafetyFilter(limits, self.kinematics, control_period_s=self.period_s,
-                                   stale_after_s=self.params.joint_state_timeout_s)
+        self.safety = self._make_filter(SafetyLimits.from_description(**self._limits_options,
+                                                                      workspace=workspace))
         if self.q is not None and self.q_stamp_s is not None:
             self.safety.update_joint_state(self.q, self.q_stamp_s)
         self._pending_workspace = None
@@ -366,8 +368,6 @@ class Sim2RealNode(Node):
             return
         position = np.asarray(decision.position, dtype=np.float64)
         self.command_pub.publish(array_message(position, 'joint_positions', self.source_ns, double=True))
-        self.hold_target = position
-        self.last_sent_s = now
         self.commanded_js = self.last_js_ns if cycle is None else cycle
         self.pending_action = False
         self.sent += 1
