@@ -117,13 +117,14 @@ class ChainRunner:
             False: no filter. A fresh filter guards every episode.
         stiffness: the twin's joint impedance (see :class:`~legion_kuka.twin.Twin`); None: stiff
             position control.
-        twin: an existing twin to reuse (it is reset per episode).
+        twin: an existing twin to reuse (it is reset per episode, and here unless ``reset_twin`` is
+            False: a workcell's next step starts where the previous one left the arm).
     """
 
     def __init__(self, policy_fn: Policy, task: str, *, seed: int = 0, layout: str = 'legion12',
                  policy_rate_hz: float = 10.0, control_rate_hz: float = 100.0, max_steps: int = 150,
                  stop_on_success: bool = True, safety: Any = True, profile: str = 'lbr',
-                 stiffness: Any = None, twin: Twin | None = None) -> None:
+                 stiffness: Any = None, twin: Twin | None = None, reset_twin: bool = True) -> None:
         if not callable(policy_fn):
             raise TypeError('policy_fn must be callable: obs -> action[4]')
         if max_steps < 1:
@@ -132,7 +133,7 @@ class ChainRunner:
         self.max_steps, self.stop_on_success = int(max_steps), bool(stop_on_success)
         self.twin = twin if twin is not None else Twin(task, seed=seed, profile=profile,
                                                        control_rate_hz=control_rate_hz, stiffness=stiffness)
-        if twin is not None:
+        if twin is not None and reset_twin:
             self.twin.reset(task=task, seed=seed)
         # The policy's 'hand' is the scene's hand point, not necessarily the gripper's tcp.
         self.kinematics = self.twin.hand_kinematics()
@@ -192,6 +193,11 @@ class ChainRunner:
         twin.reset(task=self.task, seed=self.seed if seed is None else int(seed))
         if self.safety_limits is not None:
             self._bring_inside_limits(seed)
+        return self.run_from_here()
+
+    def run_from_here(self) -> EpisodeResult:
+        """One episode from the twin's current state (no reset): a step of a workcell sequence."""
+        twin = self.twin
         # Reloading a seed's scene can move the station (per-task frames): follow it.
         frame = twin.station_frame(self.task)
         self.real2sim.set_task_frame(frame)
@@ -201,6 +207,7 @@ class ChainRunner:
         self.sim2real.reset(q, now=twin.time_s)
         self.safety = self._make_safety() if self.safety_limits is not None else None
         result = EpisodeResult(success=False, steps=0, first_success_step=None, sim_time_s=0.0)
+        start_s = twin.time_s
         tcp_prev, q_prev = self.kinematics.fk(q)[0], q
         for step in range(self.max_steps):
             action = np.asarray(self.policy_fn(self.observe()), dtype=np.float64)
@@ -226,7 +233,7 @@ class ChainRunner:
                 result.success = True
                 if self.stop_on_success:
                     break
-        result.sim_time_s = twin.time_s
+        result.sim_time_s = twin.time_s - start_s
         return result
 
     def _command(self, target: np.ndarray, result: EpisodeResult) -> None:
@@ -272,7 +279,8 @@ def run_expert_through_twin(task: str, episodes: int = 10, seed: int = 0, max_st
     return float(np.mean([r.success for r in results]))
 
 
-def posture_inside_limits(twin: Twin, limits: Any, inset_rad: float = math.radians(1.0)) -> np.ndarray | None:
+def posture_inside_limits(twin: Twin, limits: Any, inset_rad: float = math.radians(1.0),
+                          q: Any = None) -> np.ndarray | None:
     """Where to start a freshly reset twin whose arm stands outside ``limits`` (a
     :class:`~legion_kuka.safety.SafetyLimits`); None when it is inside.
 
@@ -280,12 +288,13 @@ def posture_inside_limits(twin: Twin, limits: Any, inset_rad: float = math.radia
     jogs it in). Some task resets leave the arm at its joint limits (hand start positions the iiwa
     reaches only there, tool down): the closest posture inside the limits (less ``inset_rad``) with
     the same tool orientation, as an operator would choose. Used by the chain and by the sim bridge,
-    so that both start an episode alike; apply it with ``twin.reset(posture=...)``.
+    so that both start an episode alike; apply it with ``twin.reset(posture=...)``. ``q``: judge that
+    posture instead of the arm's (a workcell station's start posture, reached by a transit).
     """
     from legion_kuka.description import HOME
     from legion_kuka.safety import planning_kinematics
 
-    q = twin.joint_state().position
+    q = twin.joint_state().position if q is None else np.asarray(q, dtype=float)
     if limits.within_positions(q):
         return None
     lower, upper = limits.lower + inset_rad, limits.upper - inset_rad
@@ -293,9 +302,12 @@ def posture_inside_limits(twin: Twin, limits: Any, inset_rad: float = math.radia
     # fixed to the hand body, so the offset measured here holds at the target too.
     hand_pos, hand_rot = twin.metaworld_hand_target()
     _, body_rot = twin.hand_pose()
-    tool_in_body = body_rot.T @ twin.hand_kinematics().fk(q)[1]
+    tool_in_body = body_rot.T @ twin.hand_kinematics().fk(twin.joint_state().position)[1]
     planner = planning_kinematics(limits, twin.hand_offset)
-    start = np.clip(np.asarray(HOME, dtype=float), lower, upper)
+    # Home, turned about A1 towards the target (a workcell station may lie to the side).
+    start = np.asarray(HOME, dtype=float).copy()
+    start[0] += math.atan2(hand_pos[1], hand_pos[0])
+    start = np.clip(start, lower, upper)
     # The target may lie too close to the base for the tool-down arm: take the nearest reachable point
     # straight outwards (horizontally away from the base axis).
     outwards = np.array([hand_pos[0], hand_pos[1], 0.0])

@@ -183,11 +183,9 @@ def _arm_with_metaworld_gripper():
     return arm, hand_z
 
 
-def kuka_scene_spec(task_name: str):
-    """The ``mujoco.MjSpec`` of Meta-World's ``task_name`` scene with the iiwa instead of the Sawyer."""
+def _scene_without_sawyer(task_name: str):
+    """Meta-World's ``task_name`` scene as a ``mujoco.MjSpec``, the Sawyer's bodies removed."""
     import mujoco
-
-    from legion_kuka.description import METAWORLD_BASE_POSE
 
     sawyer_cls = _sawyer_class(task_name)
     xml_path = sawyer_cls.model_name.fget(None)
@@ -198,6 +196,31 @@ def kuka_scene_spec(task_name: str):
     for mesh in list(spec.meshes):
         if mesh.file and 'xyz_base' in mesh.file:  # the Sawyer's meshes: unused now
             mesh.delete()
+    return spec
+
+
+#: Root bodies of a Meta-World scene that belong to no task: the robot's mount, its mocap handle, and
+#: the low walls around the table's edge that keep pucks on it.
+NON_TASK_BODIES = ('base', 'mocap', 'RetainingWall')
+
+
+def station_spec(task_name: str):
+    """Only ``task_name``'s own part of its scene (table, objects, goal sites; no robot, no mocap, no
+    retaining walls): what a workcell station adds to a scene (:mod:`legion_kuka.workcell`)."""
+    spec = _scene_without_sawyer(task_name)
+    for name in NON_TASK_BODIES:
+        spec.detach_body(spec.body(name))
+    return spec
+
+
+def kuka_scene_spec(task_name: str):
+    """The ``mujoco.MjSpec`` of Meta-World's ``task_name`` scene with the iiwa instead of the Sawyer."""
+    import mujoco
+
+    from legion_kuka.description import METAWORLD_BASE_POSE
+
+    spec = _scene_without_sawyer(task_name)
+    base = spec.body('base')
     arm, _ = _arm_with_metaworld_gripper()
     x, y, z, yaw = METAWORLD_BASE_POSE
     frame = base.add_frame(pos=[x, y, z], quat=[math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])

@@ -27,8 +27,8 @@ How it is built (design):
   function on the twin's state (so it is exactly what training saw for this state), and
   :meth:`Twin.task_success` hands it to the env's ``evaluate_state``.
 
-A workcell with several task stations on one table is not built yet: one twin holds one task scene
-(``station_frame`` returns that task's frame, ready for a workcell's per-station frames).
+This twin holds one task scene; :class:`legion_kuka.workcell.WorkcellTwin` holds several task stations
+around the arm in one scene, with the same interface (``task`` arguments name a station).
 """
 from __future__ import annotations
 
@@ -54,6 +54,15 @@ class JointState:
     velocity: np.ndarray
     effort: np.ndarray  # joint torque the servo applies (N m)
     stamp_s: float  # simulated time
+
+
+def metaworld_task_env(env: Any, task: str) -> Any:
+    """The Meta-World task env inside ``env`` (wrappers removed), checked for what the twin reads."""
+    mw = getattr(env, 'unwrapped', env)
+    for attr in ('evaluate_state', '_get_curr_obs_combined_no_goal', '_get_pos_objects', 'model'):
+        if not hasattr(mw, attr):
+            raise TypeError(f'the env for {task!r} is not a Meta-World task env (no {attr})')
+    return mw
 
 
 def _default_env_factory() -> Callable[[str, int], Any]:
@@ -112,16 +121,17 @@ class Twin:
     # -- scene -------------------------------------------------------------------------------------
     def _load(self, task: str, seed: int) -> None:
         env = self._factory(task, int(seed))
-        mw = getattr(env, 'unwrapped', env)
-        for attr in ('evaluate_state', '_get_curr_obs_combined_no_goal', '_get_pos_objects', 'model'):
-            if not hasattr(mw, attr):
-                raise TypeError(f'the env for {task!r} is not a Meta-World task env (no {attr})')
-        model = mw.model
+        mw = metaworld_task_env(env, task)
+        self._env, self._mw = env, mw
+        self._adopt(mw.model, mw.data, task)
+        self.task, self.seed = task, int(seed)
+
+    def _adopt(self, model: Any, data: Any, task: str) -> None:
+        """Run ``model`` (the scene: the arm's 7 hinge joints first) as the twin's physics."""
         arm_joints = list(range(ARM_DOF))
         if model.njnt < ARM_DOF or any(model.jnt_type[j] != mujoco.mjtJoint.mjJNT_HINGE for j in arm_joints):
             raise ValueError(f'the scene of {task!r} does not start with the 7 hinge joints of the arm')
-        self._env, self._mw = env, mw
-        self.model, self.data = model, mw.data
+        self.model, self.data = model, data
         self._qadr = model.jnt_qposadr[arm_joints].copy()
         self._dadr = model.jnt_dofadr[arm_joints].copy()
         self._lower = model.jnt_range[arm_joints, 0].copy()
@@ -142,7 +152,6 @@ class Twin:
         # inverse (object poses are reported in the base frame, like perception on the real arm).
         self._base_body = int(model.body_parentid[model.jnt_bodyid[0]])
         self.hand_offset = self._hand_offset(model)
-        self.task, self.seed = task, int(seed)
 
     @staticmethod
     def _hand_offset(model: Any) -> float:
@@ -181,9 +190,7 @@ class Twin:
         """Pose of ``task``'s frame (its Meta-World world frame) in the robot base frame."""
         self._check_task(task)
         mujoco.mj_kinematics(self.model, self.data)
-        base = Frame(self.data.xmat[self._base_body].reshape(3, 3).copy(),
-                     self.data.xpos[self._base_body].copy())
-        return base.inverse()
+        return self._task_base_frame(task).inverse()
 
     def _check_task(self, task: str | None) -> None:
         if task is not None and task != self.task:
@@ -201,12 +208,8 @@ class Twin:
             raise ValueError(f"unknown keyframe {keyframe!r}; the twin knows 'home'")
         if task is None:
             raise ValueError('a task is needed for the first reset')
-        if self._env is None or task != self.task or seed != self.seed:
-            self._load(task, seed)
-        self.data.eq_active[self._welds] = 1  # Meta-World's reset places the hand with the mocap weld
         self._gripper = -1.0
-        self._env.reset()
-        self.data.eq_active[self._welds] = 0  # from here on only the joints move the arm
+        self._reset_scene(task, seed)
         if keyframe == 'home':
             from legion_kuka.description import HOME
             self.data.qpos[self._qadr] = HOME
@@ -224,6 +227,14 @@ class Twin:
         self._previous_frame = None
         self._stale = False
         self._last_action = np.array([0.0, 0.0, 0.0, self._gripper])
+
+    def _reset_scene(self, task: str, seed: int) -> None:
+        """Objects, goal and arm at the task's initial state for ``seed`` (Meta-World's reset)."""
+        if self._env is None or task != self.task or seed != self.seed:
+            self._load(task, seed)
+        self.data.eq_active[self._welds] = 1  # Meta-World's reset places the hand with the mocap weld
+        self._env.reset()
+        self.data.eq_active[self._welds] = 0  # from here on only the joints move the arm
 
     # -- commands ----------------------------------------------------------------------------------
     def set_joint_targets(self, q: Any) -> np.ndarray:
@@ -347,8 +358,14 @@ class Twin:
         return float(self._mw._get_curr_obs_combined_no_goal()[3])
 
     def _base_frame(self) -> Frame:
+        """The robot base in the simulation's world frame."""
         return Frame(self.data.xmat[self._base_body].reshape(3, 3).copy(),
                      self.data.xpos[self._base_body].copy())
+
+    def _task_base_frame(self, task: str | None = None) -> Frame:
+        """The robot base in ``task``'s frame (its Meta-World world frame), where the env's observation
+        and goal live. One task scene: that is the simulation's world frame."""
+        return self._base_frame()
 
     def object_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Ground truth of the objects Meta-World's observation tracks for this task, robot base frame:
@@ -356,7 +373,7 @@ class Twin:
         observation carries no orientation, report a zero quaternion as Meta-World does)."""
         self._refresh()
         current = self._mw._get_curr_obs_combined_no_goal()
-        to_base = self._base_frame().inverse()
+        to_base = self._task_base_frame().inverse()
         count = len(self._mw._get_pos_objects()) // 3
         poses = {}
         for i in range(min(count, 2)):
@@ -376,15 +393,16 @@ class Twin:
 
     def metaworld_hand_target(self) -> tuple[np.ndarray, np.ndarray]:
         """Where Meta-World's reset wanted the hand (its mocap pose), base frame: (pos, rotation)."""
-        to_base = self._base_frame().inverse()
-        mocap = int(self.model.body_mocapid[self.model.body('mocap').id])
-        return (to_base.apply(self.data.mocap_pos[mocap].copy()),
-                to_base.rotation @ quat_to_matrix(self.data.mocap_quat[mocap]))
+        to_base = self._task_base_frame().inverse()
+        model, data = self._mw.model, self._mw.data
+        mocap = int(model.body_mocapid[model.body('mocap').id])
+        return (to_base.apply(data.mocap_pos[mocap].copy()),
+                to_base.rotation @ quat_to_matrix(data.mocap_quat[mocap]))
 
     def goal_position(self) -> np.ndarray:
         """The task's goal in the robot base frame."""
         self._refresh()
-        return self._base_frame().inverse().apply(np.asarray(self._mw._get_pos_goal(), dtype=np.float64))
+        return self._task_base_frame().inverse().apply(np.asarray(self._mw._get_pos_goal(), dtype=np.float64))
 
     def metaworld_observation(self) -> np.ndarray:
         """Meta-World's 39-d observation of the twin's state, task frame, computed by the env's own
