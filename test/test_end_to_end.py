@@ -2,10 +2,11 @@
 
 `legion sim` plans the instruction, brings up the graph as ROS 2 processes (twin, instruction, task
 inference, decision_path = real2sim, policy (Meta-World's scripted experts) and sim2real with the
-safety filter, recorder), runs each step in its task's scene and records a bag. Per-step success must
-equal what the same experts achieve when the same chain runs directly (legion_kuka.chain, no ROS) on
-the same scenes, and the bag must contain every topic of the run and read back with two independent
-readers.
+safety filter, recorder), runs the steps one after the other in one workcell (every task's station
+around the arm; sim2real moves the arm from station to station) and records a bag. Per-step success
+must equal what the same experts achieve when the same chain runs directly (legion_kuka.workcell, no
+ROS) on the same workcell, and the bag must contain every topic of the run and read back with two
+independent readers.
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
-# Three different skills whose scenes differ (button, window, faucet) and whose resets put the arm at
-# its joint limits: the twin must start it inside the safety filter's limits as the direct chain does,
-# or every command is held (issue #5). Each scene is loaded anew, so the filter re-synchronises twice.
+# Three different skills whose stations differ (button, window, faucet) and whose resets put the arm at
+# its joint limits: the arm must start, and arrive at each station, inside the safety filter's limits
+# as in the direct chain, or every command is held (issue #5).
 INSTRUCTION = 'press the button from the top, then close the window, then open the faucet'
 TASKS = ['button-press-topdown-v3', 'window-close-v3', 'faucet-open-v3']
 SEED = 0
@@ -29,16 +30,17 @@ EXPECTED_TOPICS = {
     '/legion/instruction', '/legion/status', '/legion/active_step', '/legion/active_embedding',
     '/legion/observation', '/legion/observation_full', '/legion/action', '/legion/step_success',
     '/legion/object_poses', '/legion/object_names', '/legion/sim_bridge/task_success',
-    '/legion/sim2real/status', '/legion/policy/status', '/legion/run_info',
+    '/legion/sim2real/status', '/legion/policy/status', '/legion/run_info', '/legion/station',
 }
 
 
-def direct_success(task: str) -> bool:
-    """The expert through real2sim -> sim2real -> safety -> twin, no ROS, same scene and seed."""
-    from legion_kuka.chain import ChainRunner, expert_policy
+def direct_success(stations: list[str]) -> list[bool]:
+    """The experts through real2sim -> sim2real -> safety -> workcell twin, no ROS, same stations and seed."""
+    from legion_kuka.chain import expert_policy
+    from legion_kuka.workcell import run_sequence
 
-    runner = ChainRunner(expert_policy(task), task, seed=SEED, layout='full39', policy_rate_hz=10.0)
-    return runner.episode(SEED).success
+    steps = [(task, expert_policy(task)) for task in TASKS]
+    return [r.success for r in run_sequence(steps, seed=SEED, layout='full39', stations=stations)]
 
 
 @pytest.fixture(scope='module')
@@ -57,12 +59,14 @@ def run(tmp_path_factory):
 def test_steps_match_direct_execution(run):
     proc, result = run
     assert [s['skill'] for s in result['steps']] == TASKS
-    expected = {task: direct_success(task) for task in TASKS}
+    # Neighbouring stations for consecutive steps: the middle step's task ahead, then left, right.
+    assert result['scene'] == 'workcell'
+    assert result['stations'] == [TASKS[1], TASKS[0], TASKS[2]]
+    expected = direct_success(result['stations'])
     # The skills were chosen because the experts complete them directly: equal failures would prove little.
-    assert all(expected.values()), expected
-    assert [s['success'] for s in result['steps']] == [expected[s['skill']] for s in result['steps']], \
-        (result, proc.stderr[-3000:])
-    assert proc.returncode == (0 if all(expected.values()) else 1)
+    assert all(expected), expected
+    assert [s['success'] for s in result['steps']] == expected, (result, proc.stderr[-3000:])
+    assert proc.returncode == 0
     for step in result['steps']:
         assert step['duration_s'] is not None and step['duration_s'] > 0
         assert step['instruction']

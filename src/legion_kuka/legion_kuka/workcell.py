@@ -48,6 +48,8 @@ _ROBOT_QPOS = 9
 #: While swinging between stations the tcp passes this far above the tallest object of the workcell
 #: (m; the fingers and the palm around the tcp reach about 5 cm out from it).
 TRANSIT_CLEARANCE_M = 0.08
+#: A transit that starts this close to its goal in every joint goes straight there (rad).
+ALREADY_THERE_RAD = math.radians(2.0)
 
 
 def station_yaws(count: int, spacing_deg: float = STATION_SPACING_DEG) -> list[float]:
@@ -381,6 +383,10 @@ class Transit:
         lower, upper = limits.lower, limits.upper
         q_from = np.asarray(q_from, dtype=float)
         q_to = np.clip(np.asarray(q_to, dtype=float), lower, upper)
+        velocity, acceleration = speed * limits.velocity, speed * limits.acceleration
+        if np.max(np.abs(q_to - q_from)) <= ALREADY_THERE_RAD:  # the same station: no lift and swing
+            self._timed([q_from, q_to], velocity, acceleration, control_period_s)
+            return
         position, rotation = kinematics.fk(q_from)
         arrival, arrival_rotation = kinematics.fk(q_to)
         height = max(float(position[2]), float(arrival[2]), float(lift_to_m))
@@ -400,8 +406,10 @@ class Transit:
         swing = lift.copy()
         swing[0] = q_to[0]
         over = above(arrival, arrival_rotation, swing, 'the station\'s start at')
-        self.waypoints = [q_from, lift, swing, over, q_to]
-        velocity, acceleration = speed * limits.velocity, speed * limits.acceleration
+        self._timed([q_from, lift, swing, over, q_to], velocity, acceleration, control_period_s)
+
+    def _timed(self, waypoints, velocity, acceleration, control_period_s) -> None:
+        self.waypoints = waypoints
         targets = []
         for start, end in zip(self.waypoints[:-1], self.waypoints[1:], strict=True):
             duration = min_jerk_duration(end - start, velocity, acceleration)

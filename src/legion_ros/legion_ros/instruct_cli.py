@@ -245,8 +245,12 @@ examples:
   legion sim --checkpoint runs/legion10/policy.pt -i "open the window and then close the window" --json
   legion sim --policy expert          bring the graph up and wait for `legion instruct` (Ctrl-C ends)
 
-Each step runs in the twin's scene of its task: when the active step's task changes, the twin is
-reloaded with that task's scene (seed --seed) and the safety filter is re-synchronised with the arm.
+Scenes (--scene): `workcell` (the default for up to 3 distinct tasks) puts every task of the
+instruction on one table around the arm, one station per task (legion_kuka.workcell; seed --seed):
+what a step moves stays moved, and the arm travels from station to station by joint motions through
+the safety filter (lift, swing, down: about 20-30 s at the default 10 % joint speed). `per-step`
+reloads the twin with each step's own task scene instead, and re-synchronises the safety filter
+with the arm after the jump.
 """
 
 
@@ -270,8 +274,12 @@ def register_sim(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--seed', type=int, default=0, help='goal variant of every step\'s scene (default 0)')
     parser.add_argument('--driver', choices=('lbr', 'iiwa_ros2'), default='lbr',
                         help='driver interface the twin speaks (default lbr)')
-    parser.add_argument('--step-timeout', type=float, default=60.0, metavar='S',
-                        help='a step that has not succeeded after S seconds fails (default 60)')
+    parser.add_argument('--scene', choices=('auto', 'workcell', 'per-step'), default='auto',
+                        help='workcell: all the instruction\'s tasks on one table (up to 3); per-step: the '
+                             'twin reloads each step\'s task scene; auto (default): workcell when it fits')
+    parser.add_argument('--step-timeout', type=float, default=None, metavar='S',
+                        help='a step that has not succeeded after S seconds fails (default 60, in a '
+                             'workcell 120: the move to the station counts)')
     parser.add_argument('--timeout', type=float, default=None, metavar='S',
                         help='give up on the whole instruction after S seconds')
     parser.add_argument('--bag-dir', default='runs/bags',
@@ -279,7 +287,7 @@ def register_sim(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--no-record', action='store_true', help='do not record a bag')
     parser.add_argument('--json', action='store_true',
                         help='print one JSON object: {"steps": [{"instruction", "skill", "success", '
-                             '"duration_s"}], "success", "state", "bag", ...}')
+                             '"duration_s"}], "success", "state", "scene", "stations", "bag", ...}')
     parser.set_defaults(handler=run_sim)
 
 
@@ -291,6 +299,7 @@ class SimGraph:
     values: dict
     output: object
     seed: int
+    stations: tuple[str, ...] = ()  # a workcell's tasks (station order); empty: one scene per step
     bridge_runner: object = None
     rest_runner: object = None
     scene_task: str | None = None
@@ -323,6 +332,8 @@ class SimGraph:
         bridge = next(n for n in self.nodes if n.executable == 'sim_bridge')
         scene = Path(bridge.parameter_files[-1]).with_name(f'sim_bridge_{task}.yaml')
         values = {'task': task, 'seed': self.seed}
+        if self.stations:
+            values['workcell'] = list(self.stations)
         scene.write_text(yaml.safe_dump({'/**/sim_bridge': {'ros__parameters': values}}), encoding='utf-8')
         bridge = replace(bridge, parameter_files=(*bridge.parameter_files, scene))
         self.bridge_runner = Runner(self._graph([bridge]), output=self.output)
@@ -381,6 +392,25 @@ def _sim_nodes(args, first_task: str, bag_name: str, params_dir):
     for n in resolved.nodes:
         nodes.append(n.with_parameters(extra, Path(params_dir)))
     return nodes, dict(resolved.values)
+
+
+def workcell_stations(plan, scene: str) -> tuple[str, ...] | None:
+    """The workcell's tasks in station order (ahead, left, right), () for one scene per step, or None
+    when a workcell was asked for and the tasks do not fit.
+
+    Consecutive steps go to neighbouring stations (the middle step's task ahead, the first's on the
+    left, the third's on the right): each move is one quarter turn of A1, never a half turn.
+    """
+    from legion_kuka.workcell import MAX_STATIONS
+
+    if scene == 'per-step':
+        return ()
+    tasks = list(dict.fromkeys(p.task for p in plan or []))
+    if not tasks or len(tasks) > MAX_STATIONS:  # (without an instruction the tasks are not known)
+        return None if scene == 'workcell' else ()
+    if len(tasks) == 3:
+        tasks = [tasks[1], tasks[0], tasks[2]]
+    return tuple(tasks)
 
 
 def _plan_locally(instruction: str):
@@ -445,8 +475,31 @@ class SceneFollower:
         if isinstance(task, str) and task != self.sim.scene_task:
             self.pending = task
 
+    def _select_station(self, task: str) -> None:
+        """Workcell: make ``task``'s station the active one (sim2real then moves the arm there)."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = self.node.create_client(SetParameters, '/legion/sim_bridge/set_parameters')
+        try:
+            if not client.wait_for_service(timeout_sec=10.0):
+                self.say(f'warning: the twin offers no parameter service; {task} not selected')
+                return
+            future = client.call_async(SetParameters.Request(
+                parameters=[Parameter('task', value=task).to_parameter_msg()]))
+            if not spin_until(self.node, future.done, 30.0) or not future.result().results[0].successful:
+                self.say(f'warning: the twin did not select the station of {task}')
+                return
+        finally:
+            self.node.destroy_client(client)
+        self.sim.scene_task = task
+        self.say(f'station {task}: moving the arm there')
+
     def service(self) -> None:
         """Between spins: do a pending scene change (blocks while the twin restarts), re-sync sim2real."""
+        if self.pending is not None and self.pending in self.sim.stations:
+            task, self.pending = self.pending, None
+            self._select_station(task)
         if self.pending is not None:
             task, self.pending = self.pending, None
             self.say(f'loading the scene of {task}')
@@ -501,6 +554,13 @@ def run_sim(args: argparse.Namespace) -> int:
     log_path = Path(args.bag_dir) / f'{bag_name}.log'
     log_path.parent.mkdir(parents=True, exist_ok=True)
     first_task = plan[0].task if plan else 'reach-v3'
+    stations = workcell_stations(plan, args.scene)
+    if stations is None:
+        print('legion sim: --scene workcell needs an instruction of 1 to 3 distinct tasks (a workcell '
+              'holds 3 stations); use --scene per-step', file=sys.stderr)
+        return EXIT_REJECTED
+    if args.step_timeout is None:
+        args.step_timeout = 120.0 if stations else 60.0
     try:
         nodes, values = _sim_nodes(args, first_task, bag_name, Path(args.bag_dir) / f'{bag_name}.params')
     except Exception as error:  # GraphError, a bad config directory
@@ -510,7 +570,7 @@ def run_sim(args: argparse.Namespace) -> int:
     import rclpy
 
     with open(log_path, 'w', encoding='utf-8') as log:
-        sim = SimGraph(nodes, values, log, int(args.seed))
+        sim = SimGraph(nodes, values, log, int(args.seed), stations)
         say(f'graph in ROS domain {os.environ.get("ROS_DOMAIN_ID")}, node output in {log_path}')
         rclpy.init()
         node = rclpy.create_node('legion_sim')
@@ -553,7 +613,7 @@ def run_sim(args: argparse.Namespace) -> int:
             if lease is not None:
                 lease.release()
     result = _sim_result(final, args, plan, bag_path if not args.no_record and bag_path.exists() else None,
-                         time.monotonic() - started, log_path)
+                         time.monotonic() - started, log_path, stations)
     if message:
         result['error'] = message
         say(message + f' (see {log_path})')
@@ -615,13 +675,14 @@ def _follow_with(node, follower, args, printer, on_spin):
     return exit_code(follower.final['state']), follower.final, ''
 
 
-def _sim_result(final, args, plan, bag, elapsed_s: float, log_path) -> dict:
+def _sim_result(final, args, plan, bag, elapsed_s: float, log_path, stations=()) -> dict:
     steps = (final or {}).get('steps') or [
         {'instruction': p.instruction, 'task': p.task, 'state': 'not_run', 'duration_s': None}
         for p in plan or []]
     return {
         'instruction': args.instruction,
         'policy': args.policy, 'checkpoint': args.checkpoint or None, 'seed': args.seed,
+        'scene': 'workcell' if stations else 'per-step', 'stations': list(stations),
         'steps': [{'instruction': s['instruction'], 'skill': s['task'], 'success': s['state'] == 'succeeded',
                    'state': s['state'], 'duration_s': s['duration_s']} for s in steps],
         'success': bool(final) and final.get('state') == 'succeeded',

@@ -18,6 +18,10 @@ streaming stops and the position controller holds the last commanded target; the
 re-anchors the hand target at the measured hand, so resuming never jumps. E-stop: ``/legion/estop``
 (std_msgs/Bool, latched) true stops all commands at once; ``~/reset_estop`` (std_srvs/Trigger)
 re-enables them once the e-stop topic is false (and re-synchronises the filter with the arm).
+Workcell: a ``/legion/station`` message with a ``start_posture`` (from sim_bridge's workcell) moves the
+arm to that station first: a :class:`legion_kuka.workcell.Transit` (lift, swing about A1, down) streamed
+one target per cycle through a filter with the workcell's box; actions are ignored until it is there
+(status ``transit``), then the filter takes the station's own box.
 Gripper: the action's 4th value, time-scaled like the arm (times ``policy_rate_hz`` x 12.5 ms, Meta-World's
 env step: the same finger travel per policy step as in training), goes out on ``driver.gripper_topic``
 (std_msgs/Float64, [-1, 1]).
@@ -43,8 +47,17 @@ from legion_ros.provenance import (
 )
 
 ARM_DOF = 7
+TRANSIT_SETTLE_CYCLES = 50  # the start posture is held this long before actions are taken again
 TOPICS = {'action': '/legion/action', 'estop': '/legion/estop', 'active_step': '/legion/active_step',
           'station': '/legion/station'}
+
+def read_finite(values, size: int, what: str) -> np.ndarray:
+    """``size`` finite numbers from a JSON field, or ValueError saying what is wrong."""
+    array = np.asarray(values, dtype=float)
+    if array.shape != (size,) or not np.all(np.isfinite(array)):
+        raise ValueError(f'{what} must be {size} finite numbers, got {values!r}')
+    return array
+
 
 PARAMETERS = {
     'driver.name': Param('lbr', 'driver profile', choices=('lbr', 'iiwa_ros2')),
@@ -134,6 +147,9 @@ class Sim2RealNode(Node):
         self.sent = 0
         self.refused: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
+        self.transit_targets: list[np.ndarray] = []  # joint targets to a new workcell station
+        self._pending_transit = None  # a station's transit request waiting for a joint state / reset
+        self._transit_under_way = None  # the request being moved on
 
         self.command_pub = self.create_publisher(Float64MultiArray, p['driver.command_topic'], qos.COMMAND)
         self.gripper_pub = self.create_publisher(Float64, p['driver.gripper_topic'], qos.COMMAND)
@@ -165,7 +181,8 @@ class Sim2RealNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def publish_status(self) -> None:
-        state = 'estop' if self.estopped else 'holding' if self.holding else 'commanding'
+        state = ('estop' if self.estopped else 'transit' if self.transit_targets
+                 else 'holding' if self.holding else 'commanding')
         self.status.publish(state, commands_sent=self.sent, refused=dict(self.refused),
                             rejected=dict(self.rejected), joint_state=self.q is not None,
                             workspace=self.workspace)
@@ -191,6 +208,8 @@ class Sim2RealNode(Node):
         if self.safety.latched and not self.estopped:  # e.g. the arm is not where it was sent
             self._latched_by_filter()
             return
+        if self._pending_transit is not None and not self.estopped:  # a station came before the arm
+            self._apply_station()
         self.on_cycle()
 
     def _latched_by_filter(self) -> None:
@@ -206,7 +225,7 @@ class Sim2RealNode(Node):
         except BadMessageError as error:
             self.reject(TOPICS['action'], str(error))
             return
-        if self.estopped or self.q is None:
+        if self.estopped or self.q is None or self.transit_targets:  # (a transit: not there yet)
             return
         now = self.now_s()
         if not self.anchored or self.holding:
@@ -248,6 +267,8 @@ class Sim2RealNode(Node):
             response.success = False
             response.message = 'no fresh joint state: the e-stop stays latched until the arm reports again'
             return response
+        if self.transit_targets:  # an e-stop cut a transit short: plan it again from where the arm is
+            self.transit_targets, self._pending_transit = [], self._transit_under_way
         if self._pending_workspace is not None:  # a new task's box waited for the reset
             self._rebuild_filter(self._pending_workspace)
         self.estopped = False
@@ -271,7 +292,7 @@ class Sim2RealNode(Node):
                 np.array_equal(a, b) for a, b in zip(box, self.hand_box, strict=True))):
             self.hand_box = box
             self.translator = self._make_translator()
-            if self.params.workspace == 'task':
+            if self.params.workspace == 'task' and not self.transit_targets:  # (else: at its end)
                 workspace = self._task_workspace(box)
                 if self.estopped:
                     self._pending_workspace = workspace  # never let a rebuild release an e-stop
@@ -321,16 +342,83 @@ class Sim2RealNode(Node):
         try:
             station = json.loads(message.data)
             frame = station['frame']
-            self.task_frame = (np.asarray(frame['position'], dtype=float),
-                               np.asarray(frame['quaternion_wxyz'], dtype=float))
+            task_frame = (np.asarray(frame['position'], dtype=float),
+                          np.asarray(frame['quaternion_wxyz'], dtype=float))
+            hand_box = self.hand_box
             if 'hand_low' in station and 'hand_high' in station:
-                self.hand_box = (np.asarray(station['hand_low'], dtype=float),
-                                 np.asarray(station['hand_high'], dtype=float))
-            self.translator = self._make_translator()
+                hand_box = (np.asarray(station['hand_low'], dtype=float),
+                            np.asarray(station['hand_high'], dtype=float))
+            transit = self._transit_request(station)
+            previous = self.task_frame, self.hand_box
+            self.task_frame, self.hand_box = task_frame, hand_box
+            try:
+                self.translator = self._make_translator()
+            except NodeConfigError:
+                self.task_frame, self.hand_box = previous
+                raise
         except (ValueError, KeyError, TypeError, NodeConfigError) as error:
             self.reject(TOPICS['station'], f'bad station description: {error}')
             return
         self.anchored = False
+        self._pending_transit = transit
+        self._apply_station()
+
+    def _apply_station(self) -> None:
+        """Move to the new station if a transit is asked for and possible now (joint state known, no
+        e-stop: else it waits for them); otherwise guard with the station's own box."""
+        if self._pending_transit is not None and self.q is not None and not self.estopped:
+            request, self._pending_transit = self._pending_transit, None
+            if self._start_transit(*request):
+                return
+        if self.hand_box is not None and self.params.workspace == 'task' and not self.transit_targets:
+            workspace = self._task_workspace(self.hand_box)
+            if self.estopped:
+                self._pending_workspace = workspace  # never let a rebuild release an e-stop
+            else:
+                self._rebuild_filter(workspace)
+
+    # -- transit between workcell stations --------------------------------------------------------
+    def _transit_request(self, station: dict):
+        """(start posture, workspace, swing height) of a workcell station message, or None."""
+        if 'start_posture' not in station:
+            return None
+        goal = read_finite(station['start_posture'], ARM_DOF, 'start_posture')
+        low = read_finite(station['workspace_low'], 3, 'workspace_low')
+        high = read_finite(station['workspace_high'], 3, 'workspace_high')
+        lift = float(station['lift_to_m'])
+        if not np.isfinite(lift) or np.any(low >= high):
+            raise ValueError('the workcell box or swing height is not valid')
+        return goal, (low, high), lift
+
+    def _start_transit(self, goal: np.ndarray, workspace, lift_to_m: float) -> bool:
+        """Move the arm to a new station's start posture (legion_kuka.workcell.Transit) through a filter
+        with the workcell's box; policy actions wait until it is there. False: no path."""
+        from legion_kuka.safety import SafetyLimits
+        from legion_kuka.workcell import Transit
+
+        limits = SafetyLimits.from_description(**self._limits_options, workspace=workspace)
+        try:
+            path = Transit(self.q, goal, limits, self.kinematics, control_period_s=self.period_s,
+                           lift_to_m=min(lift_to_m, float(workspace[1][2]) - 0.05))
+        except ValueError as error:
+            self.status.publish('fault', reason=f'no transit to the new station: {error}')
+            return False
+        self.safety = self._make_filter(limits)
+        self.safety.update_joint_state(self.q, self.q_stamp_s)
+        self._transit_under_way = (goal, workspace, lift_to_m)
+        self.transit_targets = list(path.targets) + [goal] * TRANSIT_SETTLE_CYCLES
+        self.holding, self.pending_action = False, False
+        self.get_logger().info(f'transit to the next station: {path.duration_s:.1f} s')
+        self.publish_status()
+        return True
+
+    def _transit_cycle(self, now: float) -> None:
+        self.send(self.transit_targets.pop(0), now)
+        if not self.transit_targets:  # there: the station's own box from now on
+            self._apply_station()
+            self.holding, self.anchored = True, False
+            self.get_logger().info('at the station: waiting for actions')
+            self.publish_status()
 
     # -- output -----------------------------------------------------------------------------------
     def on_cycle(self) -> None:
@@ -341,6 +429,9 @@ class Sim2RealNode(Node):
             return
         now = self.now_s()
         done = self.commanded_js is not None and self.commanded_js >= self.last_js_ns
+        if self.transit_targets and not done:
+            self._transit_cycle(now)
+            return
         if self.stale_actions(now) or not self.anchored or done:
             return
         if self.translator.cycles_per_step > 1 or self.pending_action:

@@ -19,6 +19,11 @@ and what only a simulator offers:
 * ``gripper_opening_topic`` (std_msgs/Float64, every cycle): the measured finger opening in [0, 1],
   what a real gripper's driver would report;
 * ``~/task_success`` (std_msgs/Bool): Meta-World's success criterion on the twin's state;
+* with ``workcell`` (up to 3 tasks): one scene with every task's station around the arm
+  (:mod:`legion_kuka.workcell`); ``task`` names the active station, whose objects, goal and success
+  the topics above report, and ``/legion/station`` (std_msgs/String JSON, latched) describes it (task
+  frame, hand box, start posture, the workcell's box and swing height): sim2real moves the arm there
+  (a transit through its safety filter) and real2sim switches to its frame;
 * parameters ``task`` and ``seed`` may be set at run time (``ros2 param set``): the twin loads that
   scene; every other parameter is read-only;
 * services ``~/reset`` (Trigger: the task's initial state), ``~/reset_home`` (Trigger: the same
@@ -56,6 +61,7 @@ from legion_ros import qos
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
 
 ARM_DOF = 7
+STATION_TOPIC = '/legion/station'
 REPORT_EVERY = 100  # control cycles between status updates with the real-time factor
 
 PARAMETERS = {
@@ -71,7 +77,10 @@ PARAMETERS = {
                                   read_only=True),
     'driver.base_frame': Param('lbr_link_0', 'frame_id of the robot base (object poses)', read_only=True),
     # task and seed may change at run time (ros2 param set): the twin loads that scene, as ~/reset does.
-    'task': Param('reach-v3', 'Meta-World task whose scene the twin loads; set it to switch scenes'),
+    'task': Param('reach-v3', 'Meta-World task whose scene the twin loads; set it to switch scenes (in a '
+                  'workcell: the active station; the arm gets there by sim2real\'s transit)'),
+    'workcell': Param([], 'tasks of a workcell of up to 3 stations around the arm (ahead, left, right), all '
+                      'in one scene; empty: one task\'s scene', type='string[]', read_only=True),
     'seed': Param(0, 'goal variant of the task (object and goal placement)', range=(0, 2**31 - 1)),
     'model': Param('iiwa7', 'robot model', choices=('iiwa7',), read_only=True),
     'control_rate_hz': Param(100.0, 'controller rate: one twin control cycle per period [Hz]',
@@ -106,6 +115,27 @@ def command_problem(values, expected: int = ARM_DOF) -> str | None:
     return None
 
 
+def station_description(twin, margin_rad: float) -> dict:
+    """What sim2real and real2sim need of a workcell's active station (the ``STATION_TOPIC`` message):
+    its task frame and hand box, where its task starts the arm (inside the joint limits less
+    ``margin_rad``), and for the transit there the workcell's tcp box and swing height."""
+    from legion_kuka.chain import posture_inside_limits
+    from legion_kuka.safety import SafetyLimits
+    from legion_kuka.workcell import TRANSIT_CLEARANCE_M, workcell_workspace
+
+    frame = twin.station_frame()
+    low, high = workcell_workspace(twin)
+    start = twin.start_posture()
+    inside = posture_inside_limits(twin, SafetyLimits.from_description(position_margin=margin_rad,
+                                                                        workspace=None), q=start)
+    return {'task': twin.task, 'stations': list(twin.tasks),
+            'frame': {'position': frame.translation.tolist(), 'quaternion_wxyz': frame.quat.tolist()},
+            'hand_low': twin.hand_low.tolist(), 'hand_high': twin.hand_high.tolist(),
+            'start_posture': (start if inside is None else inside).tolist(),
+            'workspace_low': low.tolist(), 'workspace_high': high.tolist(),
+            'lift_to_m': twin.obstacle_height() + TRANSIT_CLEARANCE_M}
+
+
 def start_inside_limits(twin, margin_rad: float) -> bool:
     """Move a freshly reset twin's arm inside the joint limits shrunk by ``margin_rad`` (the safety
     filter's) if it stands outside them, to the posture the pure chain starts its episodes from
@@ -133,7 +163,15 @@ class SimBridge(Node):
         from legion_kuka.twin import Twin  # MuJoCo + Meta-World: heavy, only once parameters are fine
 
         try:
-            self.twin = Twin(p.task, seed=p.seed, profile=p['driver.name'], control_rate_hz=p.control_rate_hz)
+            if p.workcell:
+                from legion_kuka.workcell import WorkcellTwin
+                if p.task not in p.workcell:
+                    raise ValueError(f'task {p.task!r} is not one of the workcell\'s stations {p.workcell}')
+                self.twin = WorkcellTwin(p.workcell, p.task, seed=p.seed, profile=p['driver.name'],
+                                         control_rate_hz=p.control_rate_hz)
+            else:
+                self.twin = Twin(p.task, seed=p.seed, profile=p['driver.name'],
+                                 control_rate_hz=p.control_rate_hz)
         except (ValueError, KeyError) as error:
             raise NodeConfigError(f'cannot build the twin for task {p.task!r}: {error}') from None
         self._start_inside()
@@ -152,6 +190,8 @@ class SimBridge(Node):
         self.names_pub = self.create_publisher(String, p.object_names_topic, qos.LATCHED)
         self.success_pub = self.create_publisher(Bool, '~/task_success', qos.STATE)
         self.opening_pub = self.create_publisher(Float64, p.gripper_opening_topic, qos.STATE)
+        self.station_pub = (self.create_publisher(String, STATION_TOPIC, qos.LATCHED) if p.workcell
+                            else None)
         self.create_subscription(Float64MultiArray, p['driver.command_topic'], self.on_command, qos.COMMAND)
         self.create_subscription(Float64, p['driver.gripper_topic'], self.on_gripper, qos.COMMAND)
         self.create_service(Trigger, '~/reset', self.on_reset)
@@ -163,6 +203,7 @@ class SimBridge(Node):
         self._rate_mark: tuple[int, int] | None = None
         self._names: list[str] = []
         self.publish_state(with_poses=True)
+        self.publish_station()
         self.timer = self.create_timer(self.period_s, self.on_timer)
         self.add_on_set_parameters_callback(self.on_set_parameters)
         self.report('ready')
@@ -179,6 +220,12 @@ class SimBridge(Node):
                 f'{self.twin.task} starts the arm outside the joint limits less '
                 f'{self.params.start_inside_margin_deg:g} deg: starting from the nearest posture inside '
                 f'them instead (deg: {", ".join(f"{math.degrees(v):.1f}" for v in q)})')
+
+    def publish_station(self) -> None:
+        """Workcell: the active station, latched, for real2sim and sim2real (see STATION_TOPIC)."""
+        if self.station_pub is not None:
+            self.station_pub.publish(String(data=json.dumps(station_description(
+                self.twin, math.radians(self.params.start_inside_margin_deg)))))
 
     # -- status -----------------------------------------------------------------------------------
     def report(self, event: str, **fields) -> None:
@@ -291,6 +338,17 @@ class SimBridge(Node):
         if not changes:
             return SetParametersResult(successful=True)
         task, seed = changes.get('task', self.twin.task), changes.get('seed', self.twin.seed)
+        if self.params.workcell and seed == self.twin.seed:
+            # Another station of the same workcell: nothing moves, the arm goes there by transit.
+            try:
+                self.twin.select(task)
+            except ValueError as error:
+                return SetParametersResult(successful=False, reason=str(error))
+            self.publish_state(with_poses=True)
+            self.publish_station()
+            self.report('station')
+            self.get_logger().info(f'station {task} active')
+            return SetParametersResult(successful=True)
         try:
             self.twin.reset(task=task, seed=seed)
         except Exception as error:  # unknown task, scene that does not build: keep the current one
@@ -299,6 +357,7 @@ class SimBridge(Node):
             return SetParametersResult(successful=False, reason=reason)
         self._start_inside()
         self.publish_state(with_poses=True)
+        self.publish_station()
         self.report('scene')
         self.get_logger().info(f'scene {task} (seed {seed}) loaded')
         return SetParametersResult(successful=True)
