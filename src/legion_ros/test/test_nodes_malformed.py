@@ -164,6 +164,11 @@ def test_huge_valid_actions_are_clipped_not_obeyed(graph):
     ('/legion/active_step', '', ('policy', 'real2sim', 'sim2real')),
     ('/legion/object_names', '{"a": 1}', ('real2sim',)),
     ('/legion/station', '{"frame": 3}', ('real2sim', 'sim2real')),
+    # A workcell station whose transit request is poisoned: sim2real refuses to move anywhere.
+    ('/legion/station', json.dumps({'task': 'reach-v3', 'frame': {'position': [0.5, 0, 0],
+                                                                  'quaternion_wxyz': [1, 0, 0, 0]},
+                                    'start_posture': [float('nan')] * 7, 'workspace_low': [0, 0, 0],
+                                    'workspace_high': [1, 1, 1], 'lift_to_m': 0.4}), ('sim2real',)),
 ])
 def test_malformed_strings_are_rejected(graph, topic, payload, nodes_expected):
     probe, arm, nodes = graph
