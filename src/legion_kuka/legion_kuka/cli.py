@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 
@@ -33,8 +34,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help='joint-name profile (default lbr)')
     info.set_defaults(handler=_info)
 
+    workcell = kuka_sub.add_parser(
+        'workcell', help='Meta-World\'s experts do a multi-step job in one workcell, through the chain',
+        description='Put the given tasks\' stations around the arm in one MuJoCo scene (up to 3: '
+                    'ahead, left, right), then for each task in turn move the arm to its station '
+                    '(lift, swing about A1, down, through the safety filter) and run Meta-World\'s '
+                    'scripted expert there through real2sim -> sim2real -> safety filter -> twin. '
+                    'Prints per step the success over the seeds, the transit and episode times.',
+        epilog='example: legion kuka workcell drawer-close-v3 button-press-topdown-v3 window-close-v3 '
+               '--seeds 3')
+    workcell.add_argument('tasks', nargs='+', metavar='TASK', help='the job\'s steps (Meta-World task names)')
+    workcell.add_argument('--seeds', type=_positive, default=1,
+                          help='run the job with seeds 0..N-1 (goal variants; default 1)')
+    workcell.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
+    workcell.set_defaults(handler=_workcell)
+
     _register_experts(kuka_sub)
     parser.set_defaults(handler=lambda _args: parser.print_help() or 2)
+
+
+def _workcell(args: argparse.Namespace) -> int:
+    import statistics
+
+    from legion_kuka.chain import expert_policy
+    from legion_kuka.workcell import run_sequence, station_order, station_yaws
+
+    try:
+        stations = station_order(args.tasks)
+        yaws = dict(zip(stations, station_yaws(len(stations)), strict=True))
+        steps = [(task, expert_policy(task)) for task in args.tasks]
+    except ValueError as error:
+        print(f'legion kuka workcell: {error}', file=sys.stderr)
+        return 2
+    runs = [run_sequence(steps, seed=seed, layout='full39', stations=stations) for seed in range(args.seeds)]
+    rows = []
+    for index, task in enumerate(args.tasks):
+        results = [run[index] for run in runs]
+        rows.append({'step': index + 1, 'task': task, 'station_yaw_deg': round(math.degrees(yaws[task])),
+                     'success_rate': sum(r.success for r in results) / len(results),
+                     'transit_s_median': round(statistics.median(r.transit.duration_s for r in results), 1),
+                     'transit_reached': all(r.transit.reached for r in results),
+                     'episode_s_median': round(statistics.median(r.episode.sim_time_s for r in results), 1)})
+    report = {'stations': stations, 'seeds': args.seeds, 'steps': rows}
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f'workcell stations: {", ".join(stations)} (ahead, left, right); seeds 0..{args.seeds - 1}')
+    print(f'{"step":>4}  {"task":<26} {"yaw":>5}  {"success":>7}  {"transit s":>9}  {"episode s":>9}')
+    for row in rows:
+        print(f'{row["step"]:>4}  {row["task"]:<26} {row["station_yaw_deg"]:>5}  {row["success_rate"]:>7.2f}'
+              f'  {row["transit_s_median"]:>9.1f}  {row["episode_s_median"]:>9.1f}')
+    return 0
 
 
 def _register_experts(kuka_sub: argparse._SubParsersAction) -> None:

@@ -62,6 +62,16 @@ def station_yaws(count: int, spacing_deg: float = STATION_SPACING_DEG) -> list[f
     return [0.0, s, -s][:count]
 
 
+def station_order(tasks: Sequence[str]) -> list[str]:
+    """Stations for a job that visits ``tasks`` in this order: the distinct tasks placed so that
+    consecutive ones are neighbours (three: the second ahead, the first left, the third right), so
+    every move between them is one quarter turn of A1, never a half turn."""
+    distinct = list(dict.fromkeys(tasks))
+    if not 1 <= len(distinct) <= MAX_STATIONS:
+        raise ValueError(f'a workcell holds 1 to {MAX_STATIONS} distinct tasks, got {len(distinct)}')
+    return [distinct[1], distinct[0], distinct[2]] if len(distinct) == 3 else distinct
+
+
 def _about_a1(yaw: float) -> Frame:
     """Turn by ``yaw`` about the vertical axis through the robot base (Meta-World world frame)."""
     from legion_kuka.description import METAWORLD_BASE_POSE
@@ -426,6 +436,7 @@ class TransitResult:
     reached: bool  # the arm ended within tolerance of the station's start posture
     cycles: int
     error_rad: float = 0.0  # largest joint distance from the start posture at the end
+    duration_s: float = 0.0  # simulated time it took
     safety_interventions: int = 0
     safety_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -462,6 +473,7 @@ def transit(twin: WorkcellTwin, task: str, limits: Any, *, settle_cycles: int = 
             twin.set_joint_targets(decision.position)
         twin.step(1)
         result.cycles += 1
+    result.duration_s = result.cycles * period
     result.error_rad = float(np.max(np.abs(twin.joint_state().position - goal)))
     result.reached = result.error_rad <= tolerance_rad
     return result
@@ -494,15 +506,15 @@ def run_sequence(steps: Sequence[tuple[str, Callable[[np.ndarray], Any]]], *, se
     """A multi-step job on one workcell: for each ``(task, policy)``, move the arm to the task's station
     (:func:`transit`), then run the policy from there through the chain (:class:`~legion_kuka.chain.
     ChainRunner`: real2sim, sim2real, the safety filter with the station's box) for up to ``max_steps``
-    policy steps. The stations are ``stations`` or the steps' distinct tasks, reset once for ``seed``:
-    what one step moves stays moved for the next.
+    policy steps. The stations are ``stations`` or :func:`station_order` of the steps' tasks, reset once
+    for ``seed``: what one step moves stays moved for the next.
     """
     from legion_kuka.chain import ChainRunner, posture_inside_limits
     from legion_kuka.safety import SafetyLimits
 
     if not steps:
         raise ValueError('a sequence needs at least one step')
-    tasks = list(stations) if stations is not None else list(dict.fromkeys(task for task, _ in steps))
+    tasks = list(stations) if stations is not None else station_order([task for task, _ in steps])
     twin = WorkcellTwin(tasks, task=steps[0][0], seed=seed)
     limits = SafetyLimits.from_description(workspace=workcell_workspace(twin))
     inside = posture_inside_limits(twin, limits)

@@ -395,22 +395,16 @@ def _sim_nodes(args, first_task: str, bag_name: str, params_dir):
 
 
 def workcell_stations(plan, scene: str) -> tuple[str, ...] | None:
-    """The workcell's tasks in station order (ahead, left, right), () for one scene per step, or None
-    when a workcell was asked for and the tasks do not fit.
-
-    Consecutive steps go to neighbouring stations (the middle step's task ahead, the first's on the
-    left, the third's on the right): each move is one quarter turn of A1, never a half turn.
-    """
-    from legion_kuka.workcell import MAX_STATIONS
+    """The workcell's tasks in station order (:func:`legion_kuka.workcell.station_order`), () for one
+    scene per step, or None when a workcell was asked for and the tasks do not fit."""
+    from legion_kuka.workcell import MAX_STATIONS, station_order
 
     if scene == 'per-step':
         return ()
-    tasks = list(dict.fromkeys(p.task for p in plan or []))
-    if not tasks or len(tasks) > MAX_STATIONS:  # (without an instruction the tasks are not known)
+    tasks = [p.task for p in plan or []]
+    if not tasks or len(set(tasks)) > MAX_STATIONS:  # (without an instruction the tasks are not known)
         return None if scene == 'workcell' else ()
-    if len(tasks) == 3:
-        tasks = [tasks[1], tasks[0], tasks[2]]
-    return tuple(tasks)
+    return tuple(station_order(tasks))
 
 
 def _plan_locally(instruction: str):
