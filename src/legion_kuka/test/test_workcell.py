@@ -117,3 +117,27 @@ def test_scripted_experts_do_a_three_step_job_in_one_workcell():
     assert [r.task for r in results] == list(STATIONS)
     assert all(r.transit.reached for r in results), [r.transit for r in results]
     assert [r.success for r in results] == [True, True, True]
+
+
+def test_consecutive_steps_get_neighbouring_stations():
+    from legion_kuka.workcell import station_order
+
+    assert station_order(['a', 'b', 'c']) == ['b', 'a', 'c']  # a left, b ahead, c right: quarter turns
+    assert station_order(['a', 'b', 'a']) == ['a', 'b']
+    with pytest.raises(ValueError, match='1 to 3 distinct tasks'):
+        station_order(['a', 'b', 'c', 'd'])
+
+
+def test_legion_kuka_workcell_reports_each_step(capsys):
+    import argparse
+    import json
+
+    from legion_kuka.cli import _workcell
+
+    assert _workcell(argparse.Namespace(tasks=['reach-v3', 'push-v3'], seeds=1, json=True)) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['stations'] == ['reach-v3', 'push-v3']
+    assert [(s['task'], s['station_yaw_deg']) for s in report['steps']] == [('reach-v3', 0), ('push-v3', 90)]
+    assert all(s['success_rate'] == 1.0 and s['transit_reached'] for s in report['steps'])
+    assert report['steps'][1]['transit_s_median'] > report['steps'][0]['transit_s_median']
+    assert _workcell(argparse.Namespace(tasks=['reach-v3', 'no-such-task-v3'], seeds=1, json=True)) == 2
