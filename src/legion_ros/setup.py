@@ -30,6 +30,7 @@ setup(
             'sim_bridge = legion_ros.nodes.sim_bridge:main',
             'trainer = legion_ros.nodes.trainer:main',
             'recorder = legion_ros.nodes.recorder:main',
+            'bench_loop_floor = legion_ros.bench_loop:floor_main',  # `legion bench loop --floor`
         ],
         'legion.commands': [
             'launch = legion_ros.cli:register_launch',

@@ -61,6 +61,10 @@ def register_bench_loop(subparsers: argparse._SubParsersAction) -> None:
                         help='run the driver and the nodes under SCHED_FIFO with this priority (1-99), as a '
                              'ros2_control loop on a real-time kernel would; needs CAP_SYS_NICE or an rtprio '
                              'limit (0: normal scheduling, the default)')
+    parser.add_argument('--floor', action='store_true',
+                        help='measure the floor instead: one process that turns each joint state straight '
+                             'into a command (no real2sim, policy, IK or filter), spun like decision_path: '
+                             'what rclpy, the middleware and this machine cost before any of our work')
     parser.add_argument('--log', default='', metavar='FILE', help='node output (default: a temporary file)')
     parser.set_defaults(handler=run_bench_loop)
 
@@ -84,6 +88,36 @@ def _nodes(args, policy_type: str, params_dir: Path):
     nodes = [node.with_parameters(extra, params_dir) for node in resolved.nodes
              if wanted & set(node.hosted)]
     return nodes, dict(resolved.values)
+
+
+class Echo:
+    """The ``--floor`` node: each joint state straight back as a command, stamped with its source."""
+
+    def __init__(self) -> None:
+        from rclpy.node import Node
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        from legion_ros import qos
+        from legion_ros.provenance import array_message, stamp_ns
+
+        self.node = Node('bench_loop_floor')
+        publisher = self.node.create_publisher(Float64MultiArray, '/lbr/forward_position_controller/commands',
+                                               qos.COMMAND)
+
+        def echo(message) -> None:
+            source = stamp_ns(message.header.stamp)
+            publisher.publish(array_message(message.position, 'joint_positions', source, double=True))
+
+        self.node.create_subscription(JointState, '/lbr/joint_states', echo, qos.SENSOR)
+
+
+def floor_main(args=None) -> int:
+    """Entry point of the ``--floor`` process (the same executor as decision_path)."""
+    from legion_ros.node_base import run_nodes
+
+    events = os.environ.get('LEGION_EVENTS_EXECUTOR', '1') != '0'
+    return run_nodes([lambda: Echo().node], args, name='bench_loop_floor', events_executor=events)
 
 
 def summarise(latencies_ms, cycles: int, missed: int, extra: dict | None = None) -> dict:
@@ -118,6 +152,7 @@ class LoopDriver:
         self.callback_ns: dict[int, int] = {}  # the same, when this process's executor ran the callback
         self.measuring = False
         self.cycle_stamps: list[int] = []
+        self.lateness_ns: list[int] = []  # how late this process published each joint state
         self._JointState, self._String = JointState, String
         self.js_pub = node.create_publisher(JointState, '/lbr/joint_states', qos.STATE)
         self.poses_pub = node.create_publisher(PoseArray, '/legion/object_poses', qos.STATE)
@@ -145,7 +180,7 @@ class LoopDriver:
             self.poses.poses.append(pose)
         self.next_ns = time.time_ns()
 
-    def publish_cycle(self) -> None:
+    def publish_cycle(self, due_ns: int) -> None:
         now = time.time_ns()
         message = self._JointState(name=LBR_JOINTS, position=self.q.tolist(), velocity=[0.0] * 7,
                                    effort=[0.0] * 7)
@@ -155,6 +190,7 @@ class LoopDriver:
         self.poses_pub.publish(self.poses)
         if self.measuring:
             self.cycle_stamps.append(now)
+            self.lateness_ns.append(now - due_ns)
 
     def on_command(self, message, info) -> None:
         # The middleware's reception time is when a driver could use the command; this Python process's
@@ -186,6 +222,17 @@ class LoopDriver:
             out['driver_callback_p50_ms'] = round(float(np.median(callbacks)), 3)
             out['driver_callback_p99_ms'] = round(float(np.percentile(callbacks, 99)), 3)
         return out
+
+    def machine_summary(self) -> dict:
+        """How late the driver process itself published its joint states: the machine's scheduling,
+        before any node is involved. A stall longer than a period costs a cycle whatever the graph does."""
+        late = np.asarray(self.lateness_ns, dtype=np.float64) / 1e6
+        if not late.size:
+            return {}
+        period_ms = self.period_ns / 1e6
+        return {'driver_late_p99_ms': round(float(np.percentile(late, 99)), 3),
+                'driver_late_max_ms': round(float(late.max()), 3),
+                'driver_stalls': int(np.sum(late > period_ms / 2))}
 
     def results(self) -> tuple[list[float], int, int]:
         latencies, missed = [], 0
@@ -223,7 +270,11 @@ def run_bench_loop(args: argparse.Namespace) -> int:
     lease = apply_ros_defaults()  # a private domain: nothing else on the machine hears the benchmark
     work = Path(tempfile.mkdtemp(prefix='legion_bench_loop_'))
     log_path = Path(args.log) if args.log else work / 'nodes.log'
-    nodes, values = _nodes(args, policy_type, work)
+    if args.floor:
+        nodes, values = [_floor_node()], {}
+        policy_type = 'none (floor)'
+    else:
+        nodes, values = _nodes(args, policy_type, work)
     rclpy.init()
     node = rclpy.create_node('bench_loop')
     executor = SingleThreadedExecutor()
@@ -255,8 +306,9 @@ def run_bench_loop(args: argparse.Namespace) -> int:
                 'nodes': [n.name for n in nodes], 'composition': not args.processes,
                 'scheduling': f'SCHED_FIFO {args.realtime}' if args.realtime else 'normal',
                 'measured_at': 'rmw reception of the command in the driver process',
-                'goal_p99_ms': 3.0, 'stages': driver.hop_summary(),
-                'path': 'joint_states -> real2sim -> policy -> sim2real (IK + safety filter) -> command'})
+                'goal_p99_ms': 3.0, 'stages': driver.hop_summary(), 'machine': driver.machine_summary(),
+                'path': ('joint_states -> echo -> command (--floor)' if args.floor else
+                         'joint_states -> real2sim -> policy -> sim2real (IK + safety filter) -> command')})
             print(json.dumps(result))
         except RuntimeError as error:
             print(f'legion bench loop: {error} (see {log_path})', file=sys.stderr)
@@ -272,9 +324,17 @@ def run_bench_loop(args: argparse.Namespace) -> int:
     return code
 
 
+def _floor_node():
+    """The ``--floor`` process as a graph node the runner can start (``floor_main`` of this module)."""
+    from legion_bringup.graph import ResolvedNode
+
+    return ResolvedNode(name='bench_loop_floor', package='legion_ros', executable='bench_loop_floor',
+                        namespace='/legion', parameter_files=(), parameters={}, remappings=())
+
+
 def _cycle(executor, driver) -> None:
     """Publish one joint state when due, spinning (receiving commands) until then."""
-    driver.publish_cycle()
+    driver.publish_cycle(driver.next_ns)
     driver.next_ns += driver.period_ns
     now = time.time_ns()
     if driver.next_ns < now - driver.period_ns:  # fell behind (descheduled): do not burst to catch up

@@ -44,6 +44,22 @@ def test_short_loop_run_reports_latency_of_every_cycle(tmp_path, processes):
     assert result['composition'] is not processes
 
 
+def test_floor_run_measures_the_same_path_without_our_work(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'legion_core.cli.main', 'bench', 'loop', '--floor', '--duration', '2',
+         '--warmup', '1', '--log', str(tmp_path / 'nodes.log')],
+        capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr + (tmp_path / 'nodes.log').read_text()
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['nodes'] == ['bench_loop_floor'] and 'echo' in result['path']
+    assert result['commands_measured'] >= 0.5 * result['cycles'] > 0
+    assert 0 < result['latency_p50_ms'] <= result['latency_p99_ms']
+    machine = result['machine']
+    assert 0 <= machine['driver_late_p99_ms'] <= machine['driver_late_max_ms']
+    assert 0 <= machine['driver_stalls'] <= result['cycles']
+
+
 def test_bad_arguments():
     proc = subprocess.run([sys.executable, '-m', 'legion_core.cli.main', 'bench', 'loop', '--rate', '0'],
                           capture_output=True, text=True, timeout=60)
