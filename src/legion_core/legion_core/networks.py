@@ -156,8 +156,9 @@ class Actor(nn.Module):
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)
         return mu, log_std
 
-    def sample(self, obs: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action and its log-probability [B] (with the tanh correction)."""
+    def sample(self, obs: torch.Tensor, z: torch.Tensor, with_mean: bool = False):
+        """A reparameterised action and its log-probability [B] (with the tanh correction); with
+        ``with_mean`` also the pre-tanh mean μ of the same forward pass."""
         mu, log_std = self(obs, z)
         noise = torch.randn_like(mu)
         pre_tanh = mu + noise * log_std.exp()
@@ -165,7 +166,8 @@ class Actor(nn.Module):
         gaussian = -0.5 * noise.pow(2) - log_std - 0.5 * LOG_2PI
         # log(1 - tanh(u)^2) computed stably as 2 (log 2 - u - softplus(-2u)).
         correction = 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))
-        return action, (gaussian - correction).sum(dim=-1)
+        logp = (gaussian - correction).sum(dim=-1)
+        return (action, logp, mu) if with_mean else (action, logp)
 
     def mean_action(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The deterministic (evaluation) action tanh(μ)."""

@@ -476,6 +476,8 @@ class Trainer:
         p['burst_done'] = False
         p['done'] = last
         if not last:
+            if self.agent_config.distill > 0:
+                self.agent.remember_tasks(phase + 1)
             self._switch_resets()
         self.elapsed += time.perf_counter() - started
         self.save_checkpoint(phase_end=phase)

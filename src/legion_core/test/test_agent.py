@@ -174,3 +174,54 @@ def test_bad_config_is_rejected_with_the_reason():
         make_agent(eval_z='median')
     with pytest.raises(ValueError, match='unknown agent setting'):
         AgentConfig.from_dict({'latnet_dim': 3})
+
+
+def test_distill_keeps_remembered_tasks_actions_and_sac_moves_them_otherwise():
+    """After a task switch, SAC updates on an earlier task's replay move its actions (what lost reach in
+    `legion bench learn`); with ``distill`` the actor clones its end-of-phase actions there instead."""
+    pool = torch.randn(64, OBS, generator=torch.Generator().manual_seed(5))  # task 0's replayed states
+
+    def batch(i):  # task 0's replay: states from its pool, random actions and rewards
+        b = make_batch(i, task=0)
+        g = torch.Generator().manual_seed(100 + i)
+        b['obs'] = pool[torch.randint(0, len(pool), (B,), generator=g)]
+        b['next_obs'] = b['obs'] + 0.1 * torch.randn(B, OBS, generator=g)
+        return b
+
+    def drift(distill):
+        agent = make_agent(distill=distill)
+        for i in range(5):
+            agent.update(make_batch(i, task=0))
+        agent.remember_tasks(1)  # the switch to task 1, as the trainer does it: task 0 is remembered
+        agent.reset_optimizers()
+        before = agent.act(pool, 0, deterministic=True)
+        actor = params(agent.actor)
+        agent.update(batch(10))
+        # At the teacher's own actions the cloning gradient is zero: the actor does not move at all.
+        assert changed(actor, agent.actor) is (distill == 0)
+        for i in range(40):
+            agent.update(batch(20 + i))
+        return np.abs(agent.act(pool, 0, deterministic=True) - before).max()
+
+    plain = drift(0.0)
+    assert plain > 0.1
+    assert drift(1.0) < 0.1 * plain  # what still moves it is the encoder's VAE steps
+
+
+def test_teacher_survives_state_dict_round_trip():
+    agent = make_agent(distill=1.0)
+    agent.update(make_batch(0))
+    agent.remember_tasks(2)
+    agent.update(make_batch(1))
+    other = make_agent(seed=1, distill=1.0)
+    assert other.teacher is None
+    other.load_state_dict(agent.state_dict())
+    assert other.teacher_tasks == 2
+    for p, q in zip(agent.teacher.parameters(), other.teacher.parameters(), strict=True):
+        assert torch.equal(p, q) and not q.requires_grad
+    torch.manual_seed(3)
+    agent.update(make_batch(2))
+    torch.manual_seed(3)
+    other.update(make_batch(2))
+    for p, q in zip(agent.actor.parameters(), other.actor.parameters(), strict=True):
+        assert torch.equal(p, q)

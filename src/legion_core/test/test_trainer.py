@@ -82,3 +82,21 @@ def test_multitask_mode_steps_all_tasks_together(tmp_path):
     assert metrics['forgetting'] is None
     assert trainer.replay.task_counts() == {0: 60, 1: 60}
     assert trainer.agent.num_updates == 40  # 0.5 per transition after the 2 x 20 warm-up transitions
+
+
+def test_distill_remembers_the_finished_tasks_at_each_switch(tmp_path):
+    from legion_core.checkpoint import resume_trainer
+
+    cfg = small_config('stream.tasks=[reach-v3,push-v3,drawer-close-v3]', 'agent.distill=1.0',
+                       'train.steps_per_task=100', 'train.eval_every=0')
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    assert trainer.agent.teacher is None
+    trainer.run(max_env_steps=100)  # phase 0 ends: reach is remembered as the actor is now
+    assert trainer.agent.teacher_tasks == 1
+    for name, value in trainer.agent.teacher['actor'].state_dict().items():
+        assert torch.equal(value, trainer.agent.actor.state_dict()[name])
+    trainer.run(max_env_steps=100)
+    assert trainer.agent.teacher_tasks == 2
+    phase_0 = torch.load(tmp_path / 'checkpoints' / 'phase_0.pt', weights_only=False)
+    assert phase_0['agent']['teacher_tasks'] == 1
+    assert resume_trainer(tmp_path, progress=False).agent.teacher_tasks == 2  # kept by a resume
