@@ -2,7 +2,8 @@
 
 The stream and sizes are the ``bench_learn`` preset (config/train/preset/bench_learn.yaml): reach ->
 drawer-close -> button-press-topdown, 15,000 env steps per task, 128-wide networks, one update per
-env step. It is a benchmark (minutes of CPU), not a test.
+env step, finished tasks kept by cloning their end-of-phase actions (``agent.distill``). It is a
+benchmark (minutes of CPU), not a test.
 """
 from __future__ import annotations
 
