@@ -443,7 +443,8 @@ class Sim2RealNode(Node):
     def on_watchdog(self) -> None:
         """No action for action_timeout_s: stop streaming (a position controller holds its last
         command); the next action re-anchors at the measured hand."""
-        if not self.estopped and not self.holding and self.stale_actions(self.now_s()):
+        if not self.estopped and not self.holding and not self.transit_targets \
+                and self.stale_actions(self.now_s()):
             self.holding = True
             self.get_logger().warning(f'no action for {self.params.action_timeout_s:.2f} s: holding')
             self.publish_status()
