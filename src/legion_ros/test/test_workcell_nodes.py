@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from decision_graph import Probe
 
 from legion_bringup.graph import graph
 from legion_ros.runner import node_command
@@ -20,19 +21,33 @@ pytest.importorskip('legion_kuka.workcell')
 
 STATIONS = ['reach-v3', 'push-v3']  # ahead, left (+90 deg about A1)
 PERIOD_S = 0.01
+COMMANDS = '/lbr/forward_position_controller/commands'
 
 
 @pytest.fixture(scope='module')
 def cell(tmp_path_factory):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray, String
+
+    from legion_ros import qos
+
     params = tmp_path_factory.mktemp('params')
     resolved = graph('sim').resolve({'composition': 'false', 'use_sim_time': 'false', 'record': 'false'})
     extra = {'sim_bridge': {'workcell': STATIONS, 'task': STATIONS[0]}}
     nodes = {n.name: n.with_parameters(extra, params) for n in resolved.nodes}
     processes = [subprocess.Popen(node_command(nodes[name], params), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for name in ('sim_bridge', 'sim2real')]
-    probe = Probe()
+    rclpy.init()
+    probe = Probe('workcell_probe')
+    probe.listen(JointState, '/lbr/joint_states', qos.SENSOR)
+    # Every command, not only the newest (the graph's COMMAND profile keeps one): a deep reliable reader.
+    probe.listen(Float64MultiArray, COMMANDS, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+    for topic in ('/legion/station', '/legion/sim2real/status'):
+        probe.listen(String, topic, qos.LATCHED)
     try:
-        if not probe.spin_until(lambda: probe.joint_states and probe.stations and probe.sim2real, 120):
+        if not probe.wait_for(lambda: all(probe.messages[t] for t in (
+                '/lbr/joint_states', '/legion/station', '/legion/sim2real/status')), 120):
             for process in processes:
                 process.kill()
             pytest.fail('the workcell did not come up:\n' + '\n'.join(p.communicate()[0][-3000:]
@@ -40,6 +55,7 @@ def cell(tmp_path_factory):
         yield probe
     finally:
         probe.close()
+        rclpy.try_shutdown()
         for process in processes:
             process.terminate()
             try:
@@ -48,44 +64,8 @@ def cell(tmp_path_factory):
                 process.kill()
 
 
-class Probe:
-    def __init__(self) -> None:
-        from rclpy.executors import SingleThreadedExecutor
-        from sensor_msgs.msg import JointState
-        from std_msgs.msg import Float64MultiArray, String
-
-        from legion_ros import qos
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node('workcell_probe', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.joint_states, self.commands, self.stations, self.sim2real = [], [], [], []
-        n = self.node
-        n.create_subscription(JointState, '/lbr/joint_states', self.joint_states.append, qos.SENSOR)
-        n.create_subscription(Float64MultiArray, '/lbr/forward_position_controller/commands',
-                              lambda m: self.commands.append((time.monotonic(), np.array(m.data))),
-                              qos.COMMAND)
-        n.create_subscription(String, '/legion/station', lambda m: self.stations.append(json.loads(m.data)),
-                              qos.LATCHED)
-        n.create_subscription(String, '/legion/sim2real/status',
-                              lambda m: self.sim2real.append(json.loads(m.data)), qos.LATCHED)
-
-    def spin_until(self, predicate, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.02)
-            if predicate():
-                return True
-        return False
-
-    def position(self) -> np.ndarray:
-        return np.array(self.joint_states[-1].position)
-
-    def close(self) -> None:
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+def _last(probe, topic: str) -> dict:
+    return json.loads(probe.messages[topic][-1].data)
 
 
 def test_a_new_station_moves_the_arm_there_within_the_limits(cell):
@@ -95,32 +75,41 @@ def test_a_new_station_moves_the_arm_there_within_the_limits(cell):
     from legion_kuka.safety import SafetyLimits
 
     probe = cell
-    assert probe.stations[-1]['task'] == STATIONS[0] and probe.stations[-1]['stations'] == STATIONS
-    start = probe.position()
+    station = '/legion/station'
+
+    def state() -> str:
+        return _last(probe, '/legion/sim2real/status')['state']
+
+    def position() -> np.ndarray:
+        return np.array(probe.messages['/lbr/joint_states'][-1].position)
+
+    assert _last(probe, station)['task'] == STATIONS[0] and _last(probe, station)['stations'] == STATIONS
+    start = position()
     parameters = AsyncParameterClient(probe.node, '/legion/sim_bridge')
     assert parameters.wait_for_services(timeout_sec=10)
     future = parameters.set_parameters([Parameter('task', value=STATIONS[1])])
-    assert probe.spin_until(future.done, 30) and future.result().results[0].successful
+    assert probe.wait_for(future.done, 30) and future.result().results[0].successful
     since = time.monotonic()
-    assert probe.spin_until(lambda: probe.stations[-1]['task'] == STATIONS[1], 10)
-    goal = np.array(probe.stations[-1]['start_posture'])
-    assert probe.spin_until(lambda: probe.sim2real[-1]['state'] == 'transit', 10), probe.sim2real[-1]
-    assert probe.spin_until(lambda: probe.sim2real[-1]['state'] == 'holding', 120), probe.sim2real[-1]
-    probe.spin_until(lambda: False, 0.5)
+    assert probe.wait_for(lambda: _last(probe, station)['task'] == STATIONS[1], 10)
+    goal = np.array(_last(probe, station)['start_posture'])
+    assert probe.wait_for(lambda: state() == 'transit', 10), state()
+    assert probe.wait_for(lambda: state() == 'holding', 120), state()
+    probe.spin(0.5)
 
     # There: the station's start posture, A1 a quarter turn from where it was.
-    arrived = probe.position()
+    arrived = position()
     assert np.abs(arrived - goal).max() < math.radians(1.0), np.degrees(arrived - goal).round(2)
     assert abs((arrived[0] - start[0]) - math.pi / 2) < math.radians(30)
     # Every command of the way inside the filter's position and velocity limits (config/sim2real.yaml).
     limits = SafetyLimits.from_description(position_margin=math.radians(5.0), velocity_scale=0.1,
                                            workspace=None)
-    sent = [q for t, q in probe.commands if t >= since]
+    sent = [np.array(m.data) for m, t in zip(probe.messages[COMMANDS], probe.times[COMMANDS], strict=True)
+            if t >= since]
     assert len(sent) > 100
     for q in sent:
         assert limits.within_positions(q, tol=1e-9)
     steps = np.abs(np.diff(np.array(sent), axis=0))
     assert np.all(steps <= limits.velocity * PERIOD_S + 1e-9)
     # From now on the filter guards the new station's own box.
-    box = probe.sim2real[-1]['workspace']
+    box = _last(probe, '/legion/sim2real/status')['workspace']
     assert box is not None and box[0][1] > 0.2, box  # push's table lies to the left (base +y)
