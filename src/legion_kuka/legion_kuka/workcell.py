@@ -23,9 +23,11 @@ the station's state into the workcell (object joints, the bodies and sites Meta-
 ``evaluate_state``. So every station's observation and success criterion are Meta-World's, unchanged.
 
 Moving between stations is the arm's job, through its joints like any other motion: :class:`Transit`
-plans a collision-free joint path (lift the hand straight up to a clearance height, swing A1 over the
-next station, go down to the station's start posture) timed within given velocity and acceleration
-limits, which the safety filter then checks like every command (:func:`transit`).
+plans the joint path (pull the tcp back towards the base, lift it above the workcell's tallest object,
+swing A1 over the next station, move over its start posture and go down) timed within given velocity
+and acceleration limits, which the safety filter then checks like every command (:func:`transit`).
+The path is not collision-checked: it relies on the objects standing beyond the hand and below the
+swing height, true of the legion10 stations (measured: ``legion kuka workcell``, docs/experts.md).
 """
 from __future__ import annotations
 
