@@ -313,7 +313,13 @@ class LegionAgent:
         self.actor_optimizer.step()
 
         # Disentangled temperature: one log α per task; the loss uses α itself, as the original does.
-        alpha_loss = (alpha_all[task] * (-logp.detach() - self.target_entropy)).mean()
+        alpha_terms = alpha_all[task] * (-logp.detach() - self.target_entropy)
+        if distill:
+            # A cloned task's actor no longer answers to its α: left free, α grew without bound (to
+            # 13 and 66 for reach and drawer-close in `legion bench learn`) and inflated the shared
+            # critic's targets. It stays at its value of the switch.
+            alpha_terms = torch.where(old, torch.zeros_like(alpha_terms), alpha_terms)
+        alpha_loss = alpha_terms.mean()
         self.alpha_optimizer.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_optimizer.step()
@@ -335,7 +341,7 @@ class LegionAgent:
         between the deterministic actions tanh(μ) of the actor and of the teacher, each with z = μ of its
         own encoder (the actor's z on these samples is μ, set by the caller). Scaling by mean|Q| (as
         TD3+BC does) keeps the weight independent of the reward scale. The current task keeps the SAC
-        loss; the critics and α learn every task as before.
+        loss; the critics learn every task as before; a cloned task's α is no longer updated.
         """
         with torch.no_grad():
             t_mu, _ = self.teacher['encoder'].forward_tasks(obs, task, self.task_embeddings)

@@ -195,12 +195,14 @@ def test_distill_keeps_remembered_tasks_actions_and_sac_moves_them_otherwise():
         agent.remember_tasks(1)  # the switch to task 1, as the trainer does it: task 0 is remembered
         agent.reset_optimizers()
         before = agent.act(pool, 0, deterministic=True)
-        actor = params(agent.actor)
+        actor, alpha = params(agent.actor), agent.temperatures()[0]
         agent.update(batch(10))
         # At the teacher's own actions the cloning gradient is zero: the actor does not move at all.
         assert changed(actor, agent.actor) is (distill == 0)
         for i in range(40):
             agent.update(batch(20 + i))
+        # A cloned task's actor ignores its α, so α stays put (left free, it grew without bound).
+        assert bool(agent.temperatures()[0] == alpha) is (distill > 0)
         return np.abs(agent.act(pool, 0, deterministic=True) - before).max()
 
     plain = drift(0.0)
