@@ -246,9 +246,9 @@ examples:
   legion sim --policy expert          bring the graph up and wait for `legion instruct` (Ctrl-C ends)
 
 Scenes (--scene): `workcell` (the default for up to 3 distinct tasks) puts every task of the
-instruction on one table around the arm, one station per task (legion_kuka.workcell; seed --seed):
-what a step moves stays moved, and the arm travels from station to station by joint motions through
-the safety filter (lift, swing, down: about 20-30 s at the default 10 % joint speed). `per-step`
+instruction around the arm at once, one station per task (legion_kuka.workcell; seed --seed): what
+a step moves stays moved, and the arm travels from station to station by joint motions through the
+safety filter (back, up, swing, down: about 25-40 s at the default 10 % joint speed). `per-step`
 reloads the twin with each step's own task scene instead, and re-synchronises the safety filter
 with the arm after the jump.
 """
