@@ -237,22 +237,10 @@ class ChainRunner:
         return result
 
     def _command(self, target: np.ndarray, result: EpisodeResult) -> None:
-        twin = self.twin
         if self.safety is None:
-            twin.set_joint_targets(target)
-            return
-        state = twin.joint_state()
-        self.safety.update_joint_state(state.position, state.stamp_s)
-        decision = self.safety.command(target, stamp=state.stamp_s, now=state.stamp_s)
-        changed = decision.position is None or not np.allclose(decision.position, target, atol=1e-9)
-        if changed:
-            result.safety_interventions += 1
-            for reason in decision.reasons:
-                result.safety_reasons[reason] = result.safety_reasons.get(reason, 0) + 1
-        if decision.position is not None:
-            twin.set_joint_targets(decision.position)
-        # No position: the filter refuses to move; the twin holds its last target, like a driver
-        # that receives no new command.
+            self.twin.set_joint_targets(target)
+        else:
+            command_through_filter(self.safety, self.twin, target, result)
 
     def run(self, episodes: int, progress: bool = False) -> list[EpisodeResult]:
         """``episodes`` episodes, episode i on the goal variant of ``seed + i``."""
@@ -263,6 +251,22 @@ class ChainRunner:
             from tqdm import tqdm
             indices = tqdm(indices, desc=f'{self.task} through the twin', unit='episode')
         return [self.episode(self.seed + i) for i in indices]
+
+
+def command_through_filter(safety: Any, twin: Twin, target: np.ndarray, result: Any) -> None:
+    """One control cycle's ``target`` through the safety filter to the twin, as a driver receives it;
+    ``result.safety_interventions`` / ``safety_reasons`` count the cycles the filter changed or refused."""
+    state = twin.joint_state()
+    safety.update_joint_state(state.position, state.stamp_s)
+    decision = safety.command(target, stamp=state.stamp_s, now=state.stamp_s)
+    if decision.position is None or not np.allclose(decision.position, target, atol=1e-9):
+        result.safety_interventions += 1
+        for reason in decision.reasons:
+            result.safety_reasons[reason] = result.safety_reasons.get(reason, 0) + 1
+    if decision.position is not None:
+        twin.set_joint_targets(decision.position)
+    # No position: the filter refuses to move; the twin holds its last target, like a driver that
+    # receives no new command.
 
 
 def run_expert_through_twin(task: str, episodes: int = 10, seed: int = 0, max_steps: int = 150, *,

@@ -87,7 +87,7 @@ _HAND_IN_GRIPPER = np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]
 _HAND_IN_WORLD = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
 #: Meta-World's hand initial position most tasks use; the compiled model's default posture reaches it.
 _DEFAULT_HAND_POS = (0.0, 0.6, 0.2)
-_ROBOT_JOINTS = 9  # A1..A7, r_close, l_close: Meta-World's code indexes objects from qpos[9]
+ROBOT_QPOS = 9  # A1..A7, r_close, l_close: Meta-World's code indexes objects from qpos[9]
 
 
 def _sawyer_class(task_name: str) -> type:
@@ -295,8 +295,8 @@ def _compiled(task_name: str):
     # The elbow spring's rest posture: the hand at its usual start. (qpos0 must stay zero: MuJoCo
     # measures hinge angles from it; each reset sets the posture instead, see KukaMixin._reset_hand.)
     model.qpos_spring[:7] = q
-    names = [model.joint(i).name for i in range(_ROBOT_JOINTS)]
-    if model.jnt_qposadr[_ROBOT_JOINTS] != _ROBOT_JOINTS or names[7:] != ['r_close', 'l_close']:
+    names = [model.joint(i).name for i in range(ROBOT_QPOS)]
+    if model.jnt_qposadr[ROBOT_QPOS] != ROBOT_QPOS or names[7:] != ['r_close', 'l_close']:
         raise RuntimeError(f'robot joints must come first in qpos (A1..A7, r_close, l_close), got {names}')
     return model
 

@@ -39,14 +39,13 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from legion_kuka.metaworld_kuka import ROBOT_QPOS
 from legion_kuka.real2sim import Frame
 from legion_kuka.twin import ARM_DOF, Twin, metaworld_task_env
 
 #: Angle between neighbouring stations about the A1 axis, and their order: ahead, left, right.
 STATION_SPACING_DEG = 90.0
 MAX_STATIONS = 3
-#: The robot's own coordinates in a KUKA Meta-World scene: A1..A7, then the two fingers.
-_ROBOT_QPOS = 9
 #: While swinging between stations the tcp passes this far above the tallest object of the workcell
 #: (m; the fingers and the palm around the tcp reach about 5 cm out from it).
 TRANSIT_CLEARANCE_M = 0.08
@@ -54,6 +53,10 @@ TRANSIT_CLEARANCE_M = 0.08
 #: (m) that the tool-down arm reaches, raising it a little on the way.
 RETREAT_RADII_M = (0.45, 0.5, 0.55)
 RETREAT_RAISE_M = 0.02
+#: The swing stays this far below the top of the safety filter's box (m).
+BOX_TOP_CLEARANCE_M = 0.05
+#: A transit ends by holding the start posture for this many control cycles (the arm settles).
+TRANSIT_SETTLE_CYCLES = 50
 #: A transit that starts this close to its goal in every joint goes straight there (rad).
 ALREADY_THERE_RAD = math.radians(2.0)
 
@@ -145,15 +148,14 @@ class _Station:
             if (name and cell.body(c).name != prefix + name) or cell.body_jntnum[c] != shadow.body_jntnum[b]:
                 raise RuntimeError(f'{task}: body {name or b} is not where the workcell station has it')
 
-        def members(model, kind_body, count, body):
-            return [i for i in range(count) if kind_body[i] == body]
+        def members(owner_body, body):  # ids of the sites / joints that ``body`` carries, in order
+            return [int(i) for i in np.flatnonzero(owner_body == body)]
 
         self.bodies = list(body_of.items())
         self.sites = []
         for b, c in self.bodies:
-            self.sites += list(zip(members(shadow, shadow.site_bodyid, shadow.nsite, b),
-                                   members(cell, cell.site_bodyid, cell.nsite, c), strict=True))
-        for s_ in members(shadow, shadow.site_bodyid, shadow.nsite, 0):  # world-level sites: the goals
+            self.sites += list(zip(members(shadow.site_bodyid, b), members(cell.site_bodyid, c), strict=True))
+        for s_ in members(shadow.site_bodyid, 0):  # world-level sites: the goals
             name = shadow.site(s_).name
             if name:
                 self.sites.append((s_, mujoco.mj_name2id(cell, mujoco.mjtObj.mjOBJ_SITE, prefix + name)))
@@ -162,9 +164,8 @@ class _Station:
         # (shadow joint, workcell joint, is free joint)
         self.joints = []
         for b, c in self.bodies:
-            for j, k in zip(members(shadow, shadow.jnt_bodyid, shadow.njnt, b),
-                            members(cell, cell.jnt_bodyid, cell.njnt, c), strict=True):
-                if shadow.jnt_type[j] != cell.jnt_type[k] or shadow.jnt_qposadr[j] < _ROBOT_QPOS:
+            for j, k in zip(members(shadow.jnt_bodyid, b), members(cell.jnt_bodyid, c), strict=True):
+                if shadow.jnt_type[j] != cell.jnt_type[k] or shadow.jnt_qposadr[j] < ROBOT_QPOS:
                     raise RuntimeError(f'{task}: joint {shadow.joint(j).name or j} differs in the workcell')
                 if shadow.jnt_type[j] == mujoco.mjtJoint.mjJNT_BALL:
                     raise NotImplementedError(f'{task}: ball joints are not mirrored')
@@ -213,8 +214,8 @@ class _Station:
         """The workcell's state of this station and of the arm -> the shadow, ready for Meta-World's code."""
         model, data = self.mw.model, self.mw.data
         self._transfer(self.place.inverse(), cell_model, cell_data, model, data, True, layout=False)
-        data.qpos[:_ROBOT_QPOS] = cell_data.qpos[:_ROBOT_QPOS]
-        data.qvel[:_ROBOT_QPOS] = cell_data.qvel[:_ROBOT_QPOS]
+        data.qpos[:ROBOT_QPOS] = cell_data.qpos[:ROBOT_QPOS]
+        data.qvel[:ROBOT_QPOS] = cell_data.qvel[:ROBOT_QPOS]
         data.qpos[0] -= self.yaw  # seen from the station, the arm stands at its training A1
         mujoco.mj_forward(model, data)
         for site in self.mw._target_site_config:
@@ -322,6 +323,11 @@ class WorkcellTwin(Twin):
             top = max(top, float(centre[2] + np.abs(rotation[2]) @ model.geom_aabb[g][3:]))
         return top - float(self._base_frame().translation[2])
 
+    def swing_height(self) -> float:
+        """Height of the tcp above the robot base for swinging between stations: above the tallest
+        object as the scene stands now, by :data:`TRANSIT_CLEARANCE_M`."""
+        return self.obstacle_height() + TRANSIT_CLEARANCE_M
+
     def start_posture(self, task: str | None = None) -> np.ndarray:
         """Where the station's task starts the arm after the last reset (A1..A7, rad): Meta-World's
         initial hand pose for the seed, reached at this station."""
@@ -340,7 +346,7 @@ class WorkcellTwin(Twin):
         self._activate(task)
         active = self._stations[task]
         self.data.qpos[self._qadr] = active.start_q
-        self.data.qpos[ARM_DOF:_ROBOT_QPOS] = active.mw.data.qpos[ARM_DOF:_ROBOT_QPOS]
+        self.data.qpos[ARM_DOF:ROBOT_QPOS] = active.mw.data.qpos[ARM_DOF:ROBOT_QPOS]
         self.data.qvel[:] = 0.0
 
     def _refresh(self) -> None:
@@ -388,8 +394,9 @@ class Transit:
             is timed at ``speed`` times their velocity and acceleration limits.
         kinematics: tcp kinematics (base frame) for the lift.
         control_period_s: one target per control cycle.
-        lift_to_m: height of the tcp (base frame) to swing at, e.g. above the tallest object plus
-            :data:`TRANSIT_CLEARANCE_M`; a tcp already higher stays where it is.
+        lift_to_m: height of the tcp (base frame) to swing at, e.g. :meth:`WorkcellTwin.swing_height`;
+            at most :data:`BOX_TOP_CLEARANCE_M` below the top of ``limits``' box; a tcp already
+            higher stays where it is.
     """
 
     def __init__(self, q_from: Any, q_to: Any, limits: Any, kinematics: Any, *, control_period_s: float,
@@ -400,6 +407,8 @@ class Transit:
         q_from = np.asarray(q_from, dtype=float)
         q_to = np.clip(np.asarray(q_to, dtype=float), lower, upper)
         velocity, acceleration = speed * limits.velocity, speed * limits.acceleration
+        if limits.workspace_high is not None:  # the filter would hold a lift out of its box
+            lift_to_m = min(float(lift_to_m), float(limits.workspace_high[2]) - BOX_TOP_CLEARANCE_M)
         if np.max(np.abs(q_to - q_from)) <= ALREADY_THERE_RAD:  # the same station: no lift and swing
             self._timed([q_from, q_to], velocity, acceleration, control_period_s)
             return
@@ -463,36 +472,34 @@ class TransitResult:
     safety_reasons: dict[str, int] = field(default_factory=dict)
 
 
-def transit(twin: WorkcellTwin, task: str, limits: Any, *, settle_cycles: int = 50,
+def station_start(twin: WorkcellTwin, limits: Any, task: str | None = None) -> np.ndarray:
+    """Where a transit to ``task``'s station ends: its task's start posture, or, where that stands
+    outside ``limits`` (:func:`legion_kuka.chain.posture_inside_limits`), the nearest posture inside."""
+    from legion_kuka.chain import posture_inside_limits
+
+    start = twin.start_posture(task)
+    inside = posture_inside_limits(twin, limits, q=start)
+    return start if inside is None else inside
+
+
+def transit(twin: WorkcellTwin, task: str, limits: Any, *, settle_cycles: int = TRANSIT_SETTLE_CYCLES,
             tolerance_rad: float = math.radians(1.0)) -> TransitResult:
     """Move the twin's arm to ``task``'s station start posture (brought inside ``limits``) through a
     fresh safety filter, then make that station the active one."""
-    from legion_kuka.chain import posture_inside_limits
+    from legion_kuka.chain import command_through_filter
     from legion_kuka.kinematics import IiwaKinematics
     from legion_kuka.safety import SafetyFilter
 
     period = twin.control_period_s
     tcp = IiwaKinematics(tool='tcp')
     twin.select(task)
-    goal = twin.start_posture(task)
-    inside = posture_inside_limits(twin, limits, q=goal)
-    goal = goal if inside is None else inside
-    height = twin.obstacle_height() + TRANSIT_CLEARANCE_M
-    if limits.workspace_high is not None:  # (the filter would hold a lift out of its box)
-        height = min(height, float(limits.workspace_high[2]) - 0.05)
-    path = Transit(twin.joint_state().position, goal, limits, tcp, control_period_s=period, lift_to_m=height)
+    goal = station_start(twin, limits, task)
+    path = Transit(twin.joint_state().position, goal, limits, tcp, control_period_s=period,
+                   lift_to_m=twin.swing_height())
     safety = SafetyFilter(limits, tcp, control_period_s=period, stale_after_s=3 * period)
     result = TransitResult(reached=False, cycles=0)
     for target in [*path.targets, *[goal] * settle_cycles]:
-        state = twin.joint_state()
-        safety.update_joint_state(state.position, state.stamp_s)
-        decision = safety.command(target, stamp=state.stamp_s, now=state.stamp_s)
-        if decision.position is None or not np.allclose(decision.position, target, atol=1e-9):
-            result.safety_interventions += 1
-            for reason in decision.reasons:
-                result.safety_reasons[reason] = result.safety_reasons.get(reason, 0) + 1
-        if decision.position is not None:
-            twin.set_joint_targets(decision.position)
+        command_through_filter(safety, twin, target, result)
         twin.step(1)
         result.cycles += 1
     result.duration_s = result.cycles * period

@@ -275,8 +275,9 @@ def register_sim(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--driver', choices=('lbr', 'iiwa_ros2'), default='lbr',
                         help='driver interface the twin speaks (default lbr)')
     parser.add_argument('--scene', choices=('auto', 'workcell', 'per-step'), default='auto',
-                        help='workcell: all the instruction\'s tasks on one table (up to 3); per-step: the '
-                             'twin reloads each step\'s task scene; auto (default): workcell when it fits')
+                        help='workcell: all the instruction\'s tasks around the arm at once (up to 3); '
+                             'per-step: the twin reloads each step\'s task scene; auto (default): workcell '
+                             'when it fits')
     parser.add_argument('--step-timeout', type=float, default=None, metavar='S',
                         help='a step that has not succeeded after S seconds fails (default 60, in a '
                              'workcell 120: the move to the station counts)')

@@ -29,6 +29,7 @@ env step: the same finger travel per policy step as in training), goes out on ``
 from __future__ import annotations
 
 import json
+from collections import deque
 
 import numpy as np
 from rclpy.node import Node
@@ -47,7 +48,6 @@ from legion_ros.provenance import (
 )
 
 ARM_DOF = 7
-TRANSIT_SETTLE_CYCLES = 50  # the start posture is held this long before actions are taken again
 TOPICS = {'action': '/legion/action', 'estop': '/legion/estop', 'active_step': '/legion/active_step',
           'station': '/legion/station'}
 
@@ -147,7 +147,7 @@ class Sim2RealNode(Node):
         self.sent = 0
         self.refused: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
-        self.transit_targets: list[np.ndarray] = []  # joint targets to a new workcell station
+        self.transit_targets: deque[np.ndarray] = deque()  # joint targets to a new workcell station
         self._pending_transit = None  # a station's transit request waiting for a joint state / reset
         self._transit_under_way = None  # the request being moved on
 
@@ -268,7 +268,7 @@ class Sim2RealNode(Node):
             response.message = 'no fresh joint state: the e-stop stays latched until the arm reports again'
             return response
         if self.transit_targets:  # an e-stop cut a transit short: plan it again from where the arm is
-            self.transit_targets, self._pending_transit = [], self._transit_under_way
+            self.transit_targets, self._pending_transit = deque(), self._transit_under_way
         if self._pending_workspace is not None:  # a new task's box waited for the reset
             self._rebuild_filter(self._pending_workspace)
         self.estopped = False
@@ -292,12 +292,7 @@ class Sim2RealNode(Node):
                 np.array_equal(a, b) for a, b in zip(box, self.hand_box, strict=True))):
             self.hand_box = box
             self.translator = self._make_translator()
-            if self.params.workspace == 'task' and not self.transit_targets:  # (else: at its end)
-                workspace = self._task_workspace(box)
-                if self.estopped:
-                    self._pending_workspace = workspace  # never let a rebuild release an e-stop
-                else:
-                    self._rebuild_filter(workspace)
+            self._guard_with_task_box()
 
     def _task_workspace(self, box) -> tuple[np.ndarray, np.ndarray]:
         """The tcp box for a task's hand box (task frame), as legion_kuka's chain derives it."""
@@ -370,12 +365,18 @@ class Sim2RealNode(Node):
             request, self._pending_transit = self._pending_transit, None
             if self._start_transit(*request):
                 return
-        if self.hand_box is not None and self.params.workspace == 'task' and not self.transit_targets:
-            workspace = self._task_workspace(self.hand_box)
-            if self.estopped:
-                self._pending_workspace = workspace  # never let a rebuild release an e-stop
-            else:
-                self._rebuild_filter(workspace)
+        self._guard_with_task_box()
+
+    def _guard_with_task_box(self) -> None:
+        """With ``workspace: task``, the filter's box becomes the current hand box's (during a transit:
+        at its end; while e-stopped: at the reset, never releasing the e-stop)."""
+        if self.hand_box is None or self.params.workspace != 'task' or self.transit_targets:
+            return
+        workspace = self._task_workspace(self.hand_box)
+        if self.estopped:
+            self._pending_workspace = workspace
+        else:
+            self._rebuild_filter(workspace)
 
     # -- transit between workcell stations --------------------------------------------------------
     def _transit_request(self, station: dict):
@@ -394,26 +395,26 @@ class Sim2RealNode(Node):
         """Move the arm to a new station's start posture (legion_kuka.workcell.Transit) through a filter
         with the workcell's box; policy actions wait until it is there. False: no path."""
         from legion_kuka.safety import SafetyLimits
-        from legion_kuka.workcell import Transit
+        from legion_kuka.workcell import TRANSIT_SETTLE_CYCLES, Transit
 
         limits = SafetyLimits.from_description(**self._limits_options, workspace=workspace)
         try:
             path = Transit(self.q, goal, limits, self.kinematics, control_period_s=self.period_s,
-                           lift_to_m=min(lift_to_m, float(workspace[1][2]) - 0.05))
+                           lift_to_m=lift_to_m)
         except ValueError as error:
             self.status.publish('fault', reason=f'no transit to the new station: {error}')
             return False
         self.safety = self._make_filter(limits)
         self.safety.update_joint_state(self.q, self.q_stamp_s)
         self._transit_under_way = (goal, workspace, lift_to_m)
-        self.transit_targets = list(path.targets) + [goal] * TRANSIT_SETTLE_CYCLES
+        self.transit_targets = deque([*path.targets, *[goal] * TRANSIT_SETTLE_CYCLES])
         self.holding, self.pending_action = False, False
         self.get_logger().info(f'transit to the next station: {path.duration_s:.1f} s')
         self.publish_status()
         return True
 
     def _transit_cycle(self, now: float) -> None:
-        self.send(self.transit_targets.pop(0), now)
+        self.send(self.transit_targets.popleft(), now)
         if not self.transit_targets:  # there: the station's own box from now on
             self._apply_station()
             self.holding, self.anchored = True, False

@@ -119,21 +119,18 @@ def station_description(twin, margin_rad: float) -> dict:
     """What sim2real and real2sim need of a workcell's active station (the ``STATION_TOPIC`` message):
     its task frame and hand box, where its task starts the arm (inside the joint limits less
     ``margin_rad``), and for the transit there the workcell's tcp box and swing height."""
-    from legion_kuka.chain import posture_inside_limits
     from legion_kuka.safety import SafetyLimits
-    from legion_kuka.workcell import TRANSIT_CLEARANCE_M, workcell_workspace
+    from legion_kuka.workcell import station_start, workcell_workspace
 
     frame = twin.station_frame()
     low, high = workcell_workspace(twin)
-    start = twin.start_posture()
-    inside = posture_inside_limits(twin, SafetyLimits.from_description(position_margin=margin_rad,
-                                                                        workspace=None), q=start)
+    start = station_start(twin, SafetyLimits.from_description(position_margin=margin_rad, workspace=None))
     return {'task': twin.task, 'stations': list(twin.tasks),
             'frame': {'position': frame.translation.tolist(), 'quaternion_wxyz': frame.quat.tolist()},
             'hand_low': twin.hand_low.tolist(), 'hand_high': twin.hand_high.tolist(),
-            'start_posture': (start if inside is None else inside).tolist(),
+            'start_posture': start.tolist(),
             'workspace_low': low.tolist(), 'workspace_high': high.tolist(),
-            'lift_to_m': twin.obstacle_height() + TRANSIT_CLEARANCE_M}
+            'lift_to_m': twin.swing_height()}
 
 
 def start_inside_limits(twin, margin_rad: float) -> bool:
