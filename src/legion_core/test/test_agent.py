@@ -148,6 +148,15 @@ def test_resets():
     assert changed(encoder, agent.vae.encoder)
 
 
+def assert_same_update(agent, other, batch, seed: int) -> None:
+    """The same update (same batch, same random draws) leaves both agents' actors identical."""
+    for a in (agent, other):
+        torch.manual_seed(seed)
+        a.update(batch)
+    for p, q in zip(agent.actor.parameters(), other.actor.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
 def test_state_dict_round_trip_gives_identical_updates():
     agent = make_agent(dpmm=make_dpmm('sklearn', truncation=4))
     batch = make_batch(0)
@@ -157,12 +166,7 @@ def test_state_dict_round_trip_gives_identical_updates():
     state = agent.state_dict()
     other = make_agent(seed=1, dpmm=make_dpmm('sklearn', truncation=4))
     other.load_state_dict(state)
-    torch.manual_seed(7)
-    agent.update(make_batch(9))
-    torch.manual_seed(7)
-    other.update(make_batch(9))
-    for p, q in zip(agent.actor.parameters(), other.actor.parameters(), strict=True):
-        assert torch.equal(p, q)
+    assert_same_update(agent, other, make_batch(9), seed=7)
     assert other.num_updates == agent.num_updates
     assert torch.equal(agent.log_alpha, other.log_alpha)
 
@@ -221,9 +225,4 @@ def test_teacher_survives_state_dict_round_trip():
     assert other.teacher_tasks == 2
     for p, q in zip(agent.teacher.parameters(), other.teacher.parameters(), strict=True):
         assert torch.equal(p, q) and not q.requires_grad
-    torch.manual_seed(3)
-    agent.update(make_batch(2))
-    torch.manual_seed(3)
-    other.update(make_batch(2))
-    for p, q in zip(agent.actor.parameters(), other.actor.parameters(), strict=True):
-        assert torch.equal(p, q)
+    assert_same_update(agent, other, make_batch(2), seed=3)
