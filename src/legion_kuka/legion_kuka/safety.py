@@ -163,8 +163,13 @@ class SafetyFilter:
         self.control_period_s = float(control_period_s)
         self.stale_after_s = float(stale_after_s)
         dt = self.control_period_s
-        self._max_step = limits.velocity * dt  # rad per cycle
-        self._max_step_change = limits.acceleration * dt * dt  # rad per cycle, per cycle
+        # The gate runs every control cycle on 7 numbers: Python floats, not numpy's per-call overhead
+        # on tiny arrays (the filter was a fifth of the decision path's latency, see legion bench loop).
+        self._max_step = (limits.velocity * dt).tolist()  # rad per cycle
+        self._max_step_change = (limits.acceleration * dt * dt).tolist()  # rad per cycle, per cycle
+        self._lower, self._upper = limits.lower.tolist(), limits.upper.tolist()
+        self._box = None if limits.workspace_low is None else (limits.workspace_low.tolist(),
+                                                                limits.workspace_high.tolist())
         self._joint_state: np.ndarray | None = None
         self._joint_stamp: float | None = None
         self._latched = False
@@ -174,7 +179,7 @@ class SafetyFilter:
 
     def _forget_history(self) -> None:
         self._emitted: np.ndarray | None = None  # last position that went out
-        self._step = np.zeros(ARM_DOF)  # last motion step (0 after a hold)
+        self._step = [0.0] * ARM_DOF  # last motion step (0 after a hold)
         self._last_target_stamp: float | None = None
         self._last_now: float | None = None
         self._order_stamp: float | None = None  # joint-state stamps must not go back past this
@@ -204,7 +209,8 @@ class SafetyFilter:
             return self._reject('joint state is not numeric')
         if q.shape != (ARM_DOF,):
             return self._reject(f'joint state must have {ARM_DOF} positions, got {q.shape[0]}')
-        if not np.all(np.isfinite(q)):
+        values = q.tolist()
+        if not all(map(math.isfinite, values)):
             return self._reject('joint state contains NaN or inf')
         if not math.isfinite(stamp):
             return self._reject('joint state stamp is not finite')
@@ -215,7 +221,7 @@ class SafetyFilter:
         self.last_rejection = None
         tracking = self.limits.max_tracking_error
         if tracking is not None and self._emitted is not None and not self._latched:
-            error = float(np.max(np.abs(q - self._emitted)))
+            error = max(abs(a - b) for a, b in zip(values, self._emitted.tolist(), strict=True))
             if error > tracking:
                 self.estop('tracking_error')
         return True
@@ -284,7 +290,8 @@ class SafetyFilter:
             goal = np.array(target, dtype=float).reshape(-1)
         except (TypeError, ValueError):
             return self._hold(SafetyStatus.HOLD, 'invalid_target')
-        if goal.shape != (ARM_DOF,) or not np.all(np.isfinite(goal)) or not math.isfinite(stamp_s):
+        wanted = goal.tolist()
+        if goal.shape != (ARM_DOF,) or not all(map(math.isfinite, wanted)) or not math.isfinite(stamp_s):
             return self._hold(SafetyStatus.HOLD, 'invalid_target')
         if not -self.stale_after_s <= now_s - stamp_s <= self.stale_after_s:
             return self._hold(SafetyStatus.HOLD, 'stale_target')
@@ -292,45 +299,49 @@ class SafetyFilter:
             return self._hold(SafetyStatus.HOLD, 'out_of_order_target')
         self._last_target_stamp = stamp_s
 
-        reference = self._joint_state if self._emitted is None else self._emitted
-        limits = self.limits
-        if not limits.within_positions(reference):
+        reference = (self._joint_state if self._emitted is None else self._emitted).tolist()
+        lower, upper = self._lower, self._upper
+        if not all(lo - 1e-9 <= r <= hi + 1e-9 for r, lo, hi in zip(reference, lower, upper, strict=True)):
             # before the first motion (or after a reset): the arm stands outside the safety limits; it
             # has to be brought inside by other means (pendant, the driver's own motion)
             return self._hold(SafetyStatus.HOLD, 'outside_position_limits')
         reasons = []
-        clipped = np.clip(goal, limits.lower, limits.upper)
-        if np.any(clipped != goal):
+        clipped = [hi if g > hi else lo if g < lo else g
+                   for g, lo, hi in zip(wanted, lower, upper, strict=True)]
+        if clipped != wanted:
             reasons.append('position_limit')
-        if limits.workspace_low is not None and self._box_excess(clipped) > 0:
+        if self._box is not None and self._box_excess(clipped) > 0:
             return self._hold(SafetyStatus.HOLD, 'outside_workspace')
         position, rate_reasons = self._rate_limit(reference, clipped)
         reasons += rate_reasons
-        if limits.workspace_low is not None and (excess := self._box_excess(position)) > 0 \
+        # (unchanged by the rate limit: the tool point is the clipped target's, inside the box)
+        if self._box is not None and position != clipped and (excess := self._box_excess(position)) > 0 \
                 and excess > self._box_excess(reference) + 1e-12:
             # the joint-space path to an inside target bulges out of the box: wait at the edge
             return self._hold(SafetyStatus.HOLD, 'outside_workspace')
-        self._step = position - reference
-        self._emitted = position
+        self._step = [p - r for p, r in zip(position, reference, strict=True)]
+        self._emitted = np.array(position)
         status = SafetyStatus.LIMITED if reasons else SafetyStatus.OK
-        return SafetyDecision(position.copy(), status, tuple(reasons))
+        return SafetyDecision(np.array(position), status, tuple(reasons))
 
     def _hold(self, status: SafetyStatus, reason: str) -> SafetyDecision:
         if self._emitted is None:
             self._emitted = self._joint_state.copy()
-        self._step = np.zeros(ARM_DOF)
+        self._step = [0.0] * ARM_DOF
         reasons = (reason, *self._latch_reasons) if status is SafetyStatus.ESTOP else (reason,)
         return SafetyDecision(self._emitted.copy(), status, reasons)
 
-    def _box_excess(self, q) -> float:
+    def _box_excess(self, q: list[float]) -> float:
         """How far (m) the tool point at ``q`` lies outside the workspace box; 0 inside."""
-        tool, _ = self.kinematics.fk(q)
-        tool = np.asarray(tool)
-        below = self.limits.workspace_low - tool
-        above = tool - self.limits.workspace_high
-        return float(np.linalg.norm(np.maximum(0.0, np.maximum(below, above))))
+        tool, _ = self.kinematics.fk(np.array(q))
+        low, high = self._box
+        squares = 0.0
+        for t, lo, hi in zip(tool.tolist(), low, high, strict=True):
+            out = lo - t if t < lo else t - hi if t > hi else 0.0
+            squares += out * out
+        return math.sqrt(squares)
 
-    def _rate_limit(self, reference: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def _rate_limit(self, reference: list[float], goal: list[float]) -> tuple[list[float], list[str]]:
         """One cycle from ``reference`` towards ``goal`` within the velocity and acceleration bounds.
 
         Per joint: the step is at most ``max_step`` (velocity), changes by at most ``change`` from the
@@ -342,42 +353,49 @@ class SafetyFilter:
         motion) each joint is limited on its own.
         """
         max_step, change, previous = self._max_step, self._max_step_change, self._step
-        delta = goal - reference
-        distance = np.abs(delta)
-        # Steps s, s - c, s - 2c, ... cover at most s^2 / (2c) + s / 2 + c / 8 (exact for s a multiple
-        # of c, c / 8 covers the rest): the largest s that still stops within the distance.
-        room = np.maximum(distance - change / 8.0, 0.0)
-        braking = change * (np.sqrt(0.25 + 2.0 * room / change) - 0.5)
-        braking = np.maximum(braking, np.minimum(distance, change))  # one last step of at most c
-        cap = np.minimum.reduce([distance, max_step, braking])  # per-joint bound on |step|
-        reasons = []
-        if np.any((max_step < distance) & (max_step <= braking)):
-            reasons.append('velocity_limit')
-        braking_binds = bool(np.any((braking < distance) & (braking < max_step)))
+        delta = [g - r for g, r in zip(goal, reference, strict=True)]
+        cap = []
+        velocity_binds = braking_binds = False
+        for d, m, c in zip(delta, max_step, change, strict=True):
+            distance = abs(d)
+            # Steps s, s - c, s - 2c, ... cover at most s^2 / (2c) + s / 2 + c / 8 (exact for s a
+            # multiple of c, c / 8 covers the rest): the largest s that still stops within the distance.
+            room = max(distance - c / 8.0, 0.0)
+            braking = max(c * (math.sqrt(0.25 + 2.0 * room / c) - 0.5), min(distance, c))  # last step <= c
+            cap.append(min(distance, m, braking))  # the joint's bound on |step|
+            velocity_binds = velocity_binds or (m < distance and m <= braking)
+            braking_binds = braking_binds or (braking < distance and braking < m)
+        reasons = ['velocity_limit'] if velocity_binds else []
 
         step = None
-        moving = distance > 1e-12  # (smaller: rounding; dividing by it would overflow)
-        if moving.any():
-            scale = min(1.0, float(np.min(cap[moving] / distance[moving])))
+        # (smaller distances are rounding; dividing by them would overflow)
+        moving = [i for i, d in enumerate(delta) if abs(d) > 1e-12]
+        if moving:
+            scale = min(1.0, min(cap[i] / abs(delta[i]) for i in moving))
             # the acceleration bounds as an interval of scales, joint by joint
-            low_end = (previous[moving] - change[moving]) / delta[moving]
-            high_end = (previous[moving] + change[moving]) / delta[moving]
-            lowest = max(0.0, float(np.max(np.minimum(low_end, high_end))))
-            highest = min(scale, float(np.min(np.maximum(low_end, high_end))))
-            still = ~moving
+            lowest, highest = 0.0, scale
+            for i in moving:
+                low_end = (previous[i] - change[i]) / delta[i]
+                high_end = (previous[i] + change[i]) / delta[i]
+                lowest = max(lowest, min(low_end, high_end))
+                highest = min(highest, max(low_end, high_end))
+            still_at_rest = all(abs(previous[i]) <= change[i] for i in range(ARM_DOF) if i not in moving)
             # (the two ends meet exactly while braking along the line: allow rounding)
-            if lowest <= highest + 1e-12 and np.all(np.abs(previous[still]) <= change[still]):
-                step = highest * delta
+            if lowest <= highest + 1e-12 and still_at_rest:
+                step = [highest * d for d in delta]
                 if highest < scale or braking_binds:
                     reasons.append('acceleration_limit')
         if step is None:
-            wanted = np.sign(delta) * cap
-            step = np.clip(wanted, previous - change, previous + change)
-            if braking_binds or np.any(step != wanted):
+            wanted = [c if d > 0 else -c if d < 0 else 0.0 for d, c in zip(delta, cap, strict=True)]
+            step = [min(max(w, p - c), p + c) for w, p, c in zip(wanted, previous, change, strict=True)]
+            if braking_binds or step != wanted:
                 reasons.append('acceleration_limit')
         # guards against rounding: the bounds hold exactly
-        step = np.clip(np.clip(step, previous - change, previous + change), -max_step, max_step)
-        position = np.clip(reference + step, self.limits.lower, self.limits.upper)
+        position = []
+        bounds = zip(reference, previous, change, max_step, self._lower, self._upper, strict=True)
+        for s, (r, p, c, m, lo, hi) in zip(step, bounds, strict=True):
+            s = min(max(min(max(s, p - c), p + c), -m), m)
+            position.append(min(max(r + s, lo), hi))
         return position, reasons
 
 
