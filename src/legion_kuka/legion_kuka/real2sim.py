@@ -23,6 +23,7 @@ goal xyz.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ def _finite_vector(value: Any, size: int, what: str) -> np.ndarray:
     array = np.asarray(value, dtype=np.float64)
     if array.shape != (size,):
         raise ValueError(f'{what} must have shape ({size},), got {array.shape}')
-    if not np.all(np.isfinite(array)):
+    if not np.isfinite(array).all():
         raise ValueError(f'{what} contains NaN or inf: {array.tolist()}')
     return array
 
@@ -94,6 +95,11 @@ class Frame:
             raise ValueError('frame rotation is not a proper rotation matrix (orthonormal, det +1)')
         object.__setattr__(self, 'rotation', rot)
         object.__setattr__(self, 'translation', _finite_vector(self.translation, 3, 'frame translation'))
+        # Float copies for single points and orientations, mapped every control cycle (real2sim, sim2real):
+        # Python floats beat numpy's per-call overhead on 3-vectors.
+        object.__setattr__(self, '_rows', tuple(tuple(row) for row in rot.tolist()))
+        object.__setattr__(self, '_offset', tuple(self.translation.tolist()))
+        object.__setattr__(self, '_turn', tuple(matrix_to_quat(rot).tolist()))
 
     @classmethod
     def identity(cls) -> Frame:
@@ -143,11 +149,34 @@ class Frame:
     def apply(self, points: Any) -> np.ndarray:
         """Map point(s) from this frame's child coordinates to its parent's (shape (3,) or (N, 3))."""
         p = np.asarray(points, dtype=np.float64)
+        if p.shape == (3,):
+            return np.array(self.apply_point(p.tolist()))
         return p @ self.rotation.T + self.translation
 
+    def apply_point(self, point) -> tuple[float, float, float]:
+        """:meth:`apply` for one point given as 3 floats (no checks: the hot path of the control loop)."""
+        x, y, z = point
+        (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = self._rows
+        tx, ty, tz = self._offset
+        return (r00 * x + r01 * y + r02 * z + tx, r10 * x + r11 * y + r12 * z + ty,
+                r20 * x + r21 * y + r22 * z + tz)
+
     def rotate_quat(self, quat: Any) -> np.ndarray:
-        """An orientation (wxyz) expressed in the child frame, re-expressed in the parent frame."""
-        return matrix_to_quat(self.rotation @ quat_to_matrix(quat))
+        """An orientation (wxyz) expressed in the child frame, re-expressed in the parent frame
+        (normalised, w >= 0)."""
+        q = _finite_vector(quat, 4, 'quaternion')
+        norm = math.sqrt(float(q @ q))
+        if norm < 1e-9:
+            raise ValueError('quaternion has zero norm')
+        bw, bx, by, bz = (v / norm for v in q.tolist())
+        aw, ax, ay, az = self._turn
+        # the Hamilton product turn * q: the rotation matrix product rotation @ R(q) as a quaternion
+        out = (aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+               aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw)
+        scale = 1.0 / math.sqrt(sum(v * v for v in out))
+        if out[0] < 0:
+            scale = -scale
+        return np.array([v * scale for v in out])
 
 
 def default_task_frame() -> Frame:
@@ -204,7 +233,7 @@ class Real2Sim:
         self.kinematics = kinematics
         self.layout = layout
         self.set_task_frame(task_frame)
-        self._previous: np.ndarray | None = None
+        self._previous: list[float] | None = None  # full39: the last frame (18 values)
 
     @property
     def size(self) -> int:
@@ -226,7 +255,7 @@ class Real2Sim:
         """Tool centre point in the task frame."""
         q = _finite_vector(joint_positions, 7, 'joint_positions')
         pos, _ = self.kinematics.fk(q)
-        return self._base_to_task.apply(np.asarray(pos, dtype=np.float64).reshape(3))
+        return np.array(self._base_to_task.apply_point(np.asarray(pos, dtype=np.float64).reshape(3).tolist()))
 
     def observation(self, joint_positions: Any, gripper_opening: float, object_poses: Any = None,
                     goal: Any = None) -> np.ndarray:
@@ -243,10 +272,15 @@ class Real2Sim:
 
     @staticmethod
     def _check_opening(gripper_opening: float) -> float:
-        opening = float(_finite_vector([gripper_opening], 1, 'gripper_opening')[0])
+        try:
+            opening = float(gripper_opening)
+        except (TypeError, ValueError):
+            raise ValueError(f'gripper_opening must be a number, got {gripper_opening!r}') from None
+        if not math.isfinite(opening):
+            raise ValueError(f'gripper_opening contains NaN or inf: {opening}')
         if not -1e-6 <= opening <= 1.0 + 1e-6:
             raise ValueError(f'gripper_opening must be in [0, 1] (normalised finger distance), got {opening}')
-        return float(np.clip(opening, 0.0, 1.0))
+        return min(max(opening, 0.0), 1.0)
 
     def _current(self, joint_positions: Any, object_poses: Any,
                  goal: Any) -> tuple[np.ndarray, list, np.ndarray]:
@@ -278,19 +312,17 @@ class Real2Sim:
         """
         opening = self._check_opening(gripper_opening)
         hand, objects, goal_task = self._current(joint_positions, object_poses, goal)
-        current = np.zeros(18)
-        current[0:3] = hand
-        current[3] = opening
-        for i, (pos, quat) in enumerate(objects):
-            current[4 + 7 * i:7 + 7 * i] = pos
-            if quat is not None:
-                current[7 + 7 * i:11 + 7 * i] = quat
+        current = [*hand.tolist(), opening]
+        for pos, quat in objects:
+            current += pos.tolist()
+            current += [0.0] * 4 if quat is None else quat.tolist()
+        current += [0.0] * (18 - len(current))
         if previous is not None:
-            prev = _finite_vector(previous, 18, 'previous frame')
+            prev = _finite_vector(previous, 18, 'previous frame').tolist()
         else:
             prev = current if self._previous is None else self._previous
         self._previous = current
-        return np.concatenate([current, prev, goal_task])
+        return np.array(current + prev + goal_task.tolist())
 
     @staticmethod
     def legion12_from_full39(obs39: Any) -> np.ndarray:

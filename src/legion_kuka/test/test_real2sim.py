@@ -43,6 +43,29 @@ def test_frame_forms_agree_and_invert():
         Frame(np.diag([1.0, 1.0, -1.0]), np.zeros(3))
 
 
+_unit = st.lists(st.floats(-1, 1), min_size=4, max_size=4).filter(lambda v: np.linalg.norm(v) > 0.1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(turn=_unit, quat=_unit, offset=st.lists(st.floats(-2, 2), min_size=3, max_size=3),
+       points=st.lists(st.floats(-2, 2), min_size=6, max_size=6))
+def test_the_control_loop_shortcuts_equal_the_matrix_forms(turn, quat, offset, points):
+    # apply_point / apply on one point / rotate_quat are the per-cycle float paths of real2sim and sim2real:
+    # they must give what the rotation matrices give.
+    frame = Frame.of((offset, turn))
+    batch = np.asarray(points).reshape(2, 3)
+    expected = batch @ frame.rotation.T + frame.translation
+    assert np.allclose(frame.apply(batch), expected, atol=1e-12)
+    for point, want in zip(batch, expected, strict=True):
+        assert np.allclose(frame.apply(point), want, atol=1e-12)
+        assert np.allclose(frame.apply_point(point.tolist()), want, atol=1e-12)
+    rotated = frame.rotate_quat(quat)
+    assert rotated[0] >= 0 and math.isclose(np.linalg.norm(rotated), 1.0)
+    assert np.allclose(quat_to_matrix(rotated), frame.rotation @ quat_to_matrix(quat), atol=1e-12)
+    with pytest.raises(ValueError, match='zero norm'):
+        frame.rotate_quat([0.0, 0.0, 0.0, 0.0])
+
+
 def test_default_task_frame_is_the_inverse_of_the_base_placement():
     # METAWORLD_BASE_POSE puts the base at (0, 0.1, 0) facing +y: the robot's x axis is Meta-World's y.
     frame = default_task_frame()
