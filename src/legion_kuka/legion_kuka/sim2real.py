@@ -71,6 +71,10 @@ class PolicyStepPlan:
     tool_tilt_rad: float = 0.0  # how far the step's posture tilts the tool from its fixed orientation
 
 
+def _clip3(point: list[float], low: list[float], high: list[float]) -> list[float]:
+    return [lo if v < lo else hi if v > hi else v for v, lo, hi in zip(point, low, high, strict=True)]
+
+
 class Sim2Real:
     """Translates policy actions into joint position targets at the controller rate.
 
@@ -142,8 +146,11 @@ class Sim2Real:
         self.control_rate_hz = float(control_rate_hz)
         self.policy_rate_hz = float(policy_rate_hz)
         self.cycles_per_step = round(ratio)
+        # where each control cycle of a step lies on its segment (k / cycles, k = 1..cycles)
+        self._fractions = np.arange(1, self.cycles_per_step + 1)[:, None] / self.cycles_per_step
         self.control_period_s = 1.0 / self.control_rate_hz
         self.hand_low, self.hand_high = low, high
+        self._hand_box = (low.tolist(), high.tolist())
         self.action_scale = float(action_scale)
         self.max_lead_m = float(max_lead_m)
         self._fixed_rotation = None if tool_rotation is None else Frame(tool_rotation, np.zeros(3)).rotation
@@ -209,17 +216,23 @@ class Sim2Real:
         q_measured = _finite_vector(joint_positions, 7, 'joint_positions')
         start = (self._plan_time if self._plan is None
                  else self._plan.start_s + self.policy_period_s) if now is None else float(now)
-        act = np.clip(act, -1.0, 1.0)
-        wanted = self._hand_target + act[:3] * self.action_scale
-        target = np.clip(wanted, self.hand_low, self.hand_high)
+        # 3-vectors as Python floats: this runs every control cycle, where numpy's per-call overhead on
+        # tiny arrays would cost more than the arithmetic.
+        act = [min(max(v, -1.0), 1.0) for v in act.tolist()]
+        low, high = self._hand_box
+        wanted = [h + a * self.action_scale for h, a in zip(self._hand_target.tolist(), act, strict=False)]
+        target = _clip3(wanted, low, high)
         measured_pos, _ = self.kinematics.fk(q_measured)
-        measured = self._base_to_task.apply(np.asarray(measured_pos, dtype=np.float64).reshape(3))
-        lead = target - measured
-        lead_norm = float(np.linalg.norm(lead))
+        measured_pos = np.asarray(measured_pos, dtype=np.float64).reshape(3).tolist()
+        measured = self._base_to_task.apply_point(measured_pos)
+        lead = [t - m for t, m in zip(target, measured, strict=True)]
+        lead_norm = math.sqrt(lead[0] * lead[0] + lead[1] * lead[1] + lead[2] * lead[2])
         if lead_norm > self.max_lead_m:
-            target = np.clip(measured + lead * (self.max_lead_m / lead_norm), self.hand_low, self.hand_high)
-        clipped = bool(np.any(np.abs(target - wanted) > 1e-12))  # (np.allclose costs ~50 us per cycle)
-        target_base = self.task_frame.apply(target)
+            shrink = self.max_lead_m / lead_norm
+            target = _clip3([m + d * shrink for m, d in zip(measured, lead, strict=True)], low, high)
+        clipped = any(abs(t - w) > 1e-12 for t, w in zip(target, wanted, strict=True))
+        target_base = np.array(self.task_frame.apply_point(target))
+        target = np.array(target)
         # The controller currently holds the end of the last segment (or its current point if a new
         # step interrupts one): the new segment starts there, so targets stay continuous.
         q_start = self.next_target(start) if self._plan is not None else self._last_target
@@ -243,10 +256,10 @@ class Sim2Real:
             else:
                 q_goal = q_start.copy()  # hold: never stream a posture that does not help
                 upright = False
-        fractions = np.arange(1, self.cycles_per_step + 1)[:, None] / self.cycles_per_step
-        targets = q_start[None, :] + fractions * (q_goal - q_start)[None, :]
+        targets = q_start[None, :] + self._fractions * (q_goal - q_start)[None, :]
         plan = PolicyStepPlan(targets=targets, hand_target=self._hand_target.copy(),
-                              hand_target_base=self.task_frame.apply(self._hand_target),
+                              hand_target_base=(target_base if self._hand_target is target
+                                                else self.task_frame.apply(self._hand_target)),
                               gripper=float(act[3]), gripper_command=float(act[3]) * self.speed_scale,
                               ik_success=success,
                               ik_position_error=float(result.position_error), clipped=clipped,
@@ -260,7 +273,7 @@ class Sim2Real:
         """(reached, oriented): the IK result is within the position and orientation tolerances."""
         q = np.asarray(result.q, dtype=np.float64)
         oriented = (float(getattr(result, 'orientation_error', 0.0)) <= self.ik_tolerance_rad
-                    and bool(np.all(np.isfinite(q))))
+                    and bool(np.isfinite(q).all()))
         return oriented and float(result.position_error) <= self.ik_tolerance_m, oriented
 
     def _tilt_of(self, q: np.ndarray) -> float:
@@ -312,7 +325,7 @@ class Sim2Real:
             raise RuntimeError('call reset(joint_positions) before next_target()')
         if self._plan is None:
             return self._last_target.copy()
-        cycle = int(np.floor((now - self._plan.start_s) / self.control_period_s + 1e-9))
+        cycle = math.floor((now - self._plan.start_s) / self.control_period_s + 1e-9)
         if cycle < 0:
             return self._plan_start_q.copy()
         return self._plan.targets[min(cycle, self.cycles_per_step - 1)].copy()
