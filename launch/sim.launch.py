@@ -1,7 +1,8 @@
 """LEGION on the MuJoCo twin: ros2 launch legion_bringup sim.launch.py [driver:=lbr|iiwa_ros2] ...
 
 The twin (sim_bridge) publishes the chosen driver's joint_states and takes its position commands, so
-the LEGION nodes run unchanged against it. `ros2 launch legion_bringup sim.launch.py --show-args`
+the LEGION nodes run unchanged against it; workcell:=reach-v3,push-v3 task:=push-v3 puts both tasks'
+stations around the arm, push-v3's active. `ros2 launch legion_bringup sim.launch.py --show-args`
 lists every argument; the graph itself is legion_bringup.graph.sim_graph(), which `legion launch sim`
 runs without ROS 2 launch installed.
 """
@@ -16,6 +17,8 @@ def generate_launch_description() -> LaunchDescription:
     ld = LaunchDescription()
     for action in LegionMixin.arguments(graph):
         ld.add_action(action)
+    for check in LegionMixin.checks(graph):  # workcell:= and task:= fit together, before any node starts
+        ld.add_action(check)
     for node in graph.nodes:  # sim_bridge, instruction ... sim2real, recorder (if record:=true)
         ld.add_action(LegionMixin.node(node))
     for process in graph.processes:  # ros2 bag record (record:=true recorder:=rosbag2)

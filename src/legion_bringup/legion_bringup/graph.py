@@ -10,13 +10,16 @@ Values that depend on launch arguments are written two ways:
 
 * strings with ``{argument}`` placeholders (namespaces, parameter file names, remappings, commands);
 * :class:`ArgValue` for a parameter whose value *is* an argument, converted to a ROS type.
+
+A graph's ``checks`` see all argument values at once, for what no single argument can tell (the
+workcell's active station must be one of its stations).
 """
 from __future__ import annotations
 
 import os
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +55,9 @@ class Argument:
 
 @dataclass(frozen=True)
 class ArgValue:
-    """A node parameter set from a launch argument, typed (``str``, ``bool``, ``int``, ``float``)."""
+    """A node parameter set from a launch argument, typed (``str``, ``bool``, ``int``, ``float``), or
+    ``list`` for a ``string[]`` parameter written comma-separated: ``'a, b'`` -> ``['a', 'b']``, ``''`` ->
+    ``[]`` (which a parameter file carries as "not set": the node keeps its default, an empty list)."""
 
     argument: str
     type: type = str
@@ -62,6 +67,12 @@ class ArgValue:
             if text.lower() not in ('true', 'false'):
                 raise GraphError(f'argument {self.argument} must be true or false, got {text!r}')
             return text.lower() == 'true'
+        if self.type is list:
+            items = [item.strip() for item in text.split(',')] if text.strip() else []
+            if '' in items:
+                raise GraphError(f'argument {self.argument} has an empty item in {text!r}; write the items '
+                                 'comma-separated, e.g. a,b, or nothing for none')
+            return items
         try:
             return self.type(text)
         except ValueError:
@@ -128,6 +139,8 @@ class Graph:
     nodes: tuple[NodeSpec, ...]
     processes: tuple[ProcessSpec, ...] = ()
     includes: tuple[IncludeSpec, ...] = ()
+    # Each gets every argument's value and raises GraphError for a combination that cannot work.
+    checks: tuple[Callable[[Mapping[str, str]], None], ...] = ()
 
     def argument(self, name: str) -> Argument:
         for argument in self.arguments:
@@ -164,6 +177,8 @@ class Graph:
                 raise GraphError(f'{name}:={value} is not allowed; choose one of: '
                                  f'{", ".join(argument.choices)} ({argument.description})')
             values[name] = value
+        for check in self.checks:
+            check(values)
         config = Path(config_dir) if config_dir is not None else config_directory()
         nodes = []
         for node in self.nodes:
@@ -356,6 +371,35 @@ COMPOSITION = Argument('composition', 'true', 'true: real2sim, policy and sim2re
                        'each (restart or debug one alone)', BOOL)
 
 
+# A workcell holds this many stations at most: legion_kuka.workcell.MAX_STATIONS (not imported: it
+# pulls in MuJoCo; test_launch_static checks the two agree).
+WORKCELL_MAX_STATIONS = 3
+WORKCELL = Argument('workcell', '', 'Meta-World tasks of a workcell, comma-separated (at most '
+                    f'{WORKCELL_MAX_STATIONS}, distinct, e.g. reach-v3,drawer-close-v3,window-close-v3): the '
+                    'twin puts every task\'s station around the arm in one scene (ahead, left, right) and '
+                    'task:= picks the active station, so it must be one of them; empty: one task\'s scene')
+WORKCELL_VALUE = ArgValue('workcell', list)
+
+
+def check_workcell(values: Mapping[str, str]) -> None:
+    """``workcell:=`` and ``task:=`` fit together: at most :data:`WORKCELL_MAX_STATIONS` distinct
+    stations, the active one among them. (Whether each names a task of the KUKA embodiment the twin
+    itself checks when it builds the scene: sim_bridge then stops with the list of those it has.)"""
+    stations = WORKCELL_VALUE.convert(values['workcell'])
+    if not stations:
+        return
+    given = f'workcell:={values["workcell"]}'
+    if len(stations) > WORKCELL_MAX_STATIONS:
+        raise GraphError(f'{given} names {len(stations)} stations; a workcell holds at most '
+                         f'{WORKCELL_MAX_STATIONS}')
+    twice = sorted({task for task in stations if stations.count(task) > 1})
+    if twice:
+        raise GraphError(f'{given} names {", ".join(twice)} more than once; each station is a different task')
+    if values['task'] not in stations:
+        raise GraphError(f'task:={values["task"]} is not one of the stations of {given}; task:= picks the '
+                         f'active station: one of {", ".join(stations)}')
+
+
 def use_sim_time(default: str) -> Argument:
     return Argument('use_sim_time', default, 'nodes follow /clock (published by the MuJoCo twin)', BOOL)
 
@@ -402,15 +446,18 @@ def sim_graph() -> Graph:
     return Graph(
         'sim', 'LEGION on the MuJoCo twin of the iiwa, which speaks the real driver\'s topics',
         arguments=(DRIVER, MODEL, CHECKPOINT,
-                   Argument('task', 'reach-v3', 'Meta-World task whose scene the twin loads first'),
-                   use_sim_time('true'), COMPOSITION, RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
+                   Argument('task', 'reach-v3', 'Meta-World task whose scene the twin loads first (with '
+                            'workcell:=, the active station)'),
+                   WORKCELL, use_sim_time('true'), COMPOSITION, RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
         nodes=(NodeSpec('sim_bridge', 'sim_bridge',
                         parameter_files=('driver_{driver}.yaml', 'sim_bridge.yaml'),
-                        parameters={'task': ArgValue('task'), 'model': ArgValue('model'),
+                        parameters={'task': ArgValue('task'), 'workcell': WORKCELL_VALUE,
+                                    'model': ArgValue('model'),
                                     'publish_clock': ArgValue('use_sim_time', bool),
                                     'use_sim_time': False}),
                *legion_nodes(), recorder),
         processes=(bag,),
+        checks=(check_workcell,),
     )
 
 

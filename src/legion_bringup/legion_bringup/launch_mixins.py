@@ -7,8 +7,16 @@ pip-only runner uses the graph descriptions directly.
 """
 from __future__ import annotations
 
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, LogInfo
+from typing import List  # noqa: UP035 (see parameter_value)
+
+from launch import LaunchDescription, Substitution
+from launch.actions import (
+    DeclareLaunchArgument,
+    ExecuteProcess,
+    IncludeLaunchDescription,
+    LogInfo,
+    OpaqueFunction,
+)
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
@@ -25,6 +33,7 @@ from legion_bringup.graph import (
     IncludeSpec,
     NodeSpec,
     ProcessSpec,
+    ros_yaml,
 )
 from legion_bringup.graph import split_placeholders as _split
 
@@ -34,12 +43,46 @@ def substitutions(text: str) -> list:
     return [LaunchConfiguration(value) if kind == 'arg' else value for kind, value in _split(text)] or ['']
 
 
+class ConvertedArgument(Substitution):
+    """A launch argument converted exactly as ``legion launch`` converts it (:meth:`ArgValue.convert`),
+    as the YAML that launch_ros reads back into that value: ``reach-v3,push-v3`` -> ``[reach-v3,
+    push-v3]`` for a ``string[]`` parameter (launch_ros would take the argument itself for one string)."""
+
+    def __init__(self, value: ArgValue) -> None:
+        super().__init__()
+        self.value = value
+
+    def describe(self) -> str:
+        return f'ConvertedArgument({self.value.argument!r}, {self.value.type.__name__})'
+
+    def perform(self, context) -> str:
+        return ros_yaml(self.value.convert(context.launch_configurations[self.value.argument]))
+
+
+def parameter_value(value: ArgValue) -> ParameterValue:
+    """The launch_ros parameter of an :class:`ArgValue`, of the type the graph gives it."""
+    if value.type is list:
+        # typing.List: launch's type check accepts only that object (``List[str]``), not ``list[str]``.
+        return ParameterValue(ConvertedArgument(value), value_type=List[str])  # noqa: UP006
+    return ParameterValue(LaunchConfiguration(value.argument), value_type=value.type)
+
+
 class LegionMixin:
     @staticmethod
     def arguments(graph: Graph) -> list[DeclareLaunchArgument]:
         return [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
                                       **({'choices': list(a.choices)} if a.choices else {}))
                 for a in graph.arguments]
+
+    @staticmethod
+    def checks(graph: Graph) -> list[OpaqueFunction]:
+        """The graph's checks of its argument values, run before any node starts (launch stops with
+        the GraphError's message, as ``legion launch`` does)."""
+        def run(context, check):
+            check({a.name: context.launch_configurations[a.name] for a in graph.arguments})
+            return []
+
+        return [OpaqueFunction(function=run, args=[check]) for check in graph.checks]
 
     @staticmethod
     def condition(condition: Condition | None) -> IfCondition | None:
@@ -57,8 +100,8 @@ class LegionMixin:
         # takes no nested lists, and 'driver_{driver}.yaml' needs one).
         parameters: list = [[FindPackageShare(PACKAGE), '/config/', *substitutions(name)]
                             for name in spec.parameter_files]
-        inline = {key: ParameterValue(LaunchConfiguration(value.argument), value_type=value.type)
-                  if isinstance(value, ArgValue) else value for key, value in spec.parameters.items()}
+        inline = {key: parameter_value(value) if isinstance(value, ArgValue) else value
+                  for key, value in spec.parameters.items()}
         if inline:
             parameters.append(inline)
         # A process hosting several nodes gets no name: a name would rename every node in it.
@@ -85,9 +128,10 @@ class LegionMixin:
 
 
 def launch_description(graph: Graph) -> LaunchDescription:
-    """Every argument, include, node and process of ``graph``, in that order."""
+    """Every argument, check, include, node and process of ``graph``, in that order."""
     return LaunchDescription([
         *LegionMixin.arguments(graph),
+        *LegionMixin.checks(graph),
         LogInfo(msg=f'LEGION-ROS {graph.name} graph: {graph.description}'),
         *(LegionMixin.include(spec) for spec in graph.includes),
         *(LegionMixin.node(spec) for spec in graph.nodes),

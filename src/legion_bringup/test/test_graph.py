@@ -1,6 +1,7 @@
 """The graph descriptions: argument validation, placeholders, conditions, the --ros-args they produce."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,49 @@ def test_run_time_parameters_reach_each_hosted_node(tmp_path):
         assert sections['/**/policy']['ros__parameters'] == {'policy_type': 'expert', 'checkpoint': 'c.pt',
                                                               'use_sim_time': True}
         assert sections['/**/real2sim']['ros__parameters']['success_source'] == 'sim'
+
+
+def test_list_arguments_convert_to_string_lists():
+    value = ArgValue('workcell', list)
+    assert value.convert('') == [] and value.convert('  ') == []
+    assert value.convert('reach-v3') == ['reach-v3']
+    assert value.convert('reach-v3, drawer-close-v3,window-close-v3') == [
+        'reach-v3', 'drawer-close-v3', 'window-close-v3']
+    for bad in ('reach-v3,', ',reach-v3', 'reach-v3,,push-v3', 'reach-v3, ,push-v3'):
+        with pytest.raises(GraphError, match='argument workcell has an empty item'):
+            value.convert(bad)
+
+
+def test_workcell_argument_reaches_sim_bridge_as_a_list():
+    def bridge(**arguments):
+        (node,) = [n for n in graph('sim').resolve(arguments).nodes if n.name == 'sim_bridge']
+        return node.parameters
+
+    assert bridge()['workcell'] == [] and bridge()['task'] == 'reach-v3'  # one task's scene, as before
+    parameters = bridge(workcell='reach-v3,drawer-close-v3,window-close-v3', task='window-close-v3')
+    assert parameters['workcell'] == ['reach-v3', 'drawer-close-v3', 'window-close-v3']
+    assert parameters['task'] == 'window-close-v3'
+    assert bridge(workcell='push-v3,reach-v3')['workcell'] == ['push-v3', 'reach-v3']  # task:=reach-v3
+    assert 'workcell' in graph('sim').argument('workcell').description  # declared with its help
+    assert 'task:=' in graph('sim').argument('workcell').description
+
+
+@pytest.mark.parametrize(('workcell', 'task', 'message'), [
+    ('reach-v3,push-v3,drawer-close-v3,window-close-v3', 'reach-v3',
+     'names 4 stations; a workcell holds at most 3'),
+    ('reach-v3,push-v3,reach-v3', 'reach-v3', 'names reach-v3 more than once'),
+    ('push-v3,drawer-close-v3', 'reach-v3',
+     'task:=reach-v3 is not one of the stations of workcell:=push-v3,drawer-close-v3; task:= picks the '
+     'active station: one of push-v3, drawer-close-v3'),
+    ('push-v3,,reach-v3', 'reach-v3', 'empty item'),
+])
+def test_bad_workcells_are_refused_before_any_node_starts(workcell, task, message):
+    with pytest.raises(GraphError, match=re.escape(message)):
+        graph('sim').resolve({'workcell': workcell, 'task': task})
+
+
+def test_graph_checks_see_every_argument():
+    seen = []
+    checked = Graph('g', 'g', (Argument('a', 'x', 'a'), Argument('b', 'y', 'b')), (), checks=(seen.append,))
+    checked.resolve({'b': 'z'})
+    assert seen == [{'a': 'x', 'b': 'z'}]

@@ -151,17 +151,22 @@ def test_launch_file_builds_its_graph_with_the_mixins(name):
         assert 'include' in calls
     if description.processes:
         assert 'process' in calls
+    if description.checks:  # workcell:= with task:= (sim): checked before any node starts
+        assert 'checks' in calls
 
 
 def read_back(node_spec, parameters_dir):
-    """The parameters an rclpy node gets from ``node_spec.ros_args()`` (rcl's own parsing)."""
+    """The parameters an rclpy node gets from ``node_spec.ros_args()`` (rcl's own parsing); an empty
+    list comes back as ``None``: rcl reads it as "not set" (node_base then keeps the empty default)."""
     rclpy = pytest.importorskip('rclpy')
+    from rclpy.parameter import Parameter
+
     context = rclpy.Context()
     rclpy.init(args=node_spec.ros_args(parameters_dir), context=context)
     try:
-        node = rclpy.create_node('placeholder', context=context,
-                                 automatically_declare_parameters_from_overrides=True)
-        values = {name: node.get_parameter(name).value for name in node._parameters}
+        node = rclpy.create_node('placeholder', context=context)
+        values = {name: None if parameter.type_ == Parameter.Type.NOT_SET else parameter.value
+                  for name, parameter in node._parameter_overrides.items()}
         node.destroy_node()
         return values
     finally:
@@ -192,6 +197,25 @@ def test_launch_arguments_beat_the_node_parameter_files(tmp_path):
     assert got['control_rate_hz'] == 100.0  # and the node's own file
 
 
+def test_workcell_argument_reaches_the_twin_as_a_string_list(tmp_path):
+    """workcell:=a,b is a string[] for rcl; the default (empty) leaves the node's default, no stations."""
+    arguments = {'workcell': 'reach-v3,push-v3', 'task': 'push-v3'}
+    (bridge,) = [n for n in graph('sim').resolve(arguments).nodes if n.name == 'sim_bridge']
+    got = read_back(bridge, tmp_path)
+    assert list(got['workcell']) == ['reach-v3', 'push-v3'] and got['task'] == 'push-v3'
+    (bridge,) = [n for n in graph('sim').resolve().nodes if n.name == 'sim_bridge']
+    assert bridge.parameters['workcell'] == []
+    assert read_back(bridge, tmp_path)['workcell'] is None  # rcl: [] is "not set"
+    assert 'workcell' not in yaml.safe_load((CONFIG_DIR / 'sim_bridge.yaml').read_text())[
+        '/**/sim_bridge']['ros__parameters'], 'workcell:= (empty) could not clear a workcell set there'
+
+
+def test_workcell_limit_is_legion_kukas():
+    workcell = pytest.importorskip('legion_kuka.workcell')
+    from legion_bringup.graph import WORKCELL_MAX_STATIONS
+    assert workcell.MAX_STATIONS == WORKCELL_MAX_STATIONS
+
+
 def test_arg_values_convert_to_ros_types():
     assert ArgValue('use_sim_time', bool).convert('true') is True
     assert ArgValue('seed', int).convert('7') == 7
@@ -219,6 +243,44 @@ def test_launch_file_produces_a_launch_description(name):
             assert list(declared[argument.name].choices) == list(argument.choices)
     nodes = [e for e in description.entities if isinstance(e, Node)]
     assert len(nodes) == len(graph(name).nodes)
+
+
+def sim_launch_parameters(arguments: dict):
+    """sim.launch.py under ROS 2 launch: run its checks and evaluate sim_bridge's inline parameters as
+    launch_ros does for the given ``name:=value`` arguments (the parameter files need an install)."""
+    pytest.importorskip('launch_ros')
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch_ros.actions import Node
+    from launch_ros.utilities import evaluate_parameters, normalize_parameters
+
+    spec = importlib.util.spec_from_file_location('sim_launch', LAUNCH_DIR / 'sim.launch.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    context = LaunchContext()
+    for entity in description.entities:
+        if isinstance(entity, DeclareLaunchArgument):
+            default = ''.join(s.perform(context) for s in entity.default_value)
+            context.launch_configurations[entity.name] = arguments.get(entity.name, default)
+    for entity in description.entities:
+        if isinstance(entity, OpaqueFunction):
+            entity.execute(context)
+    bridge = next(e for e in description.entities if isinstance(e, Node))
+    inline = [p for p in bridge._Node__parameters if isinstance(p, dict)]
+    (evaluated,) = evaluate_parameters(context, normalize_parameters(inline))
+    return evaluated
+
+
+def test_ros2_launch_passes_the_workcell_as_legion_launch_does():
+    evaluated = sim_launch_parameters({'workcell': 'reach-v3, push-v3', 'task': 'push-v3'})
+    assert list(evaluated['workcell']) == ['reach-v3', 'push-v3'] and evaluated['task'] == 'push-v3'
+    assert list(sim_launch_parameters({})['workcell']) == []
+    from legion_bringup.graph import GraphError
+    with pytest.raises(GraphError, match='task:=reach-v3 is not one of the stations'):
+        sim_launch_parameters({'workcell': 'push-v3,drawer-close-v3'})
+    with pytest.raises(GraphError, match='empty item'):
+        sim_launch_parameters({'workcell': 'push-v3,', 'task': 'push-v3'})
 
 
 def test_rcl_loads_every_config_file_as_written():
