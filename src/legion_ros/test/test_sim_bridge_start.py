@@ -28,7 +28,7 @@ def test_a_scene_at_the_joint_limits_starts_inside_them_as_the_chain_does(task):
     from legion_kuka.chain import ChainRunner
     from legion_kuka.safety import SafetyLimits
     from legion_kuka.twin import Twin
-    from legion_ros.nodes.sim_bridge import start_inside_limits
+    from legion_ros.nodes.sim_bridge import start_inside_limits, start_limits
 
     limits = SafetyLimits.from_description(position_margin=MARGIN, workspace=None)
     twin = Twin(task, seed=1)
@@ -39,7 +39,7 @@ def test_a_scene_at_the_joint_limits_starts_inside_them_as_the_chain_does(task):
     decision = _filter(limits, twin).command(step, stamp=0.0, now=0.0)
     assert decision.reasons == ('outside_position_limits',)
 
-    assert start_inside_limits(twin, MARGIN)
+    assert start_inside_limits(twin, start_limits(MARGIN))
     q = twin.joint_state().position
     assert limits.within_positions(q)
     assert np.allclose(twin.joint_targets, q)  # the servo holds the new posture, it does not pull back
@@ -55,13 +55,13 @@ def test_a_scene_at_the_joint_limits_starts_inside_them_as_the_chain_does(task):
 
 def test_a_scene_inside_the_limits_is_left_as_it_is():
     from legion_kuka.twin import Twin
-    from legion_ros.nodes.sim_bridge import start_inside_limits
+    from legion_ros.nodes.sim_bridge import start_inside_limits, start_limits
 
     twin = Twin('push-v3', seed=1)
     before = twin.joint_state().position
-    assert not start_inside_limits(twin, MARGIN)
+    assert not start_inside_limits(twin, start_limits(MARGIN))
     assert np.array_equal(twin.joint_state().position, before)
     twin = Twin('button-press-topdown-v3', seed=1)
     before = twin.joint_state().position
-    assert not start_inside_limits(twin, 0.0)  # 0: the scene's posture as is
+    assert not start_inside_limits(twin, None)  # start_inside_margin_deg 0: the scene's posture as is
     assert np.array_equal(twin.joint_state().position, before)

@@ -115,16 +115,24 @@ def command_problem(values, expected: int = ARM_DOF) -> str | None:
     return None
 
 
-def station_description(twin, margin_rad: float) -> dict:
-    """What sim2real and real2sim need of a workcell's active station (the ``STATION_TOPIC`` message):
-    its task frame and hand box, where its task starts the arm (inside the joint limits less
-    ``margin_rad``), and for the transit there the workcell's tcp box and swing height."""
+def start_limits(margin_rad: float):
+    """The joint limits a twin's arm starts inside: the datasheet's shrunk by ``margin_rad`` (sim2real's
+    safety filter's position limits; no tcp box). One :class:`~legion_kuka.safety.SafetyLimits` serves
+    every scene load, reset and station change (the margin is read-only)."""
     from legion_kuka.safety import SafetyLimits
+
+    return SafetyLimits.from_description(position_margin=float(margin_rad), workspace=None)
+
+
+def station_description(twin, limits) -> dict:
+    """What sim2real and real2sim need of a workcell's active station (the ``STATION_TOPIC`` message):
+    its task frame and hand box, where its task starts the arm (inside ``limits``, :func:`start_limits`),
+    and for the transit there the workcell's tcp box and swing height."""
     from legion_kuka.workcell import station_start, workcell_workspace
 
     frame = twin.station_frame()
     low, high = workcell_workspace(twin)
-    start = station_start(twin, SafetyLimits.from_description(position_margin=margin_rad, workspace=None))
+    start = station_start(twin, limits)
     return {'task': twin.task, 'stations': list(twin.tasks),
             'frame': {'position': frame.translation.tolist(), 'quaternion_wxyz': frame.quat.tolist()},
             'hand_low': twin.hand_low.tolist(), 'hand_high': twin.hand_high.tolist(),
@@ -133,17 +141,15 @@ def station_description(twin, margin_rad: float) -> dict:
             'lift_to_m': twin.swing_height()}
 
 
-def start_inside_limits(twin, margin_rad: float) -> bool:
-    """Move a freshly reset twin's arm inside the joint limits shrunk by ``margin_rad`` (the safety
-    filter's) if it stands outside them, to the posture the pure chain starts its episodes from
+def start_inside_limits(twin, limits) -> bool:
+    """Move a freshly reset twin's arm inside ``limits`` (:func:`start_limits`; None: leave it as the
+    scene put it) if it stands outside them, to the posture the pure chain starts its episodes from
     (:func:`legion_kuka.chain.posture_inside_limits`); True if it moved."""
     from legion_kuka.chain import posture_inside_limits
-    from legion_kuka.safety import SafetyLimits
 
-    if margin_rad <= 0:
+    if limits is None:
         return False
-    posture = posture_inside_limits(twin, SafetyLimits.from_description(position_margin=float(margin_rad),
-                                                                        workspace=None))
+    posture = posture_inside_limits(twin, limits)
     if posture is None:
         return False
     twin.reset(posture=posture)
@@ -157,20 +163,25 @@ class SimBridge(Node):
         if p['driver.joint_names'] and len(p['driver.joint_names']) != ARM_DOF:
             raise NodeConfigError(f'driver.joint_names must name {ARM_DOF} joints, '
                                   f'got {p["driver.joint_names"]}')
+        if p.workcell and p.task not in p.workcell:
+            raise NodeConfigError(f'task {p.task!r} is not one of the workcell\'s stations {p.workcell}: '
+                                  'task (task:=) picks the active station, one of workcell (workcell:=)')
         from legion_kuka.twin import Twin  # MuJoCo + Meta-World: heavy, only once parameters are fine
 
         try:
             if p.workcell:
                 from legion_kuka.workcell import WorkcellTwin
-                if p.task not in p.workcell:
-                    raise ValueError(f'task {p.task!r} is not one of the workcell\'s stations {p.workcell}')
                 self.twin = WorkcellTwin(p.workcell, p.task, seed=p.seed, profile=p['driver.name'],
                                          control_rate_hz=p.control_rate_hz)
             else:
                 self.twin = Twin(p.task, seed=p.seed, profile=p['driver.name'],
                                  control_rate_hz=p.control_rate_hz)
         except (ValueError, KeyError) as error:
-            raise NodeConfigError(f'cannot build the twin for task {p.task!r}: {error}') from None
+            what = f'the workcell {p.workcell}' if p.workcell else f'the twin for task {p.task!r}'
+            raise NodeConfigError(f'cannot build {what}: {error}') from None
+        margin_rad = math.radians(p.start_inside_margin_deg)
+        self.limits = start_limits(margin_rad)  # where each scene starts the arm, the station's start too
+        self._jog_limits = self.limits if margin_rad > 0 else None  # 0: the scene's posture as is
         self._start_inside()
         self.joint_names = list(p['driver.joint_names']) or list(self.twin.joint_names)
         self.period_s = self.twin.control_period_s
@@ -211,7 +222,7 @@ class SimBridge(Node):
 
     def _start_inside(self) -> None:
         """After a reset to a task's initial state: jog the arm inside the safety limits if needed."""
-        if start_inside_limits(self.twin, math.radians(self.params.start_inside_margin_deg)):
+        if start_inside_limits(self.twin, self._jog_limits):
             q = self.twin.joint_state().position
             self.get_logger().info(
                 f'{self.twin.task} starts the arm outside the joint limits less '
@@ -221,8 +232,7 @@ class SimBridge(Node):
     def publish_station(self) -> None:
         """Workcell: the active station, latched, for real2sim and sim2real (see STATION_TOPIC)."""
         if self.station_pub is not None:
-            self.station_pub.publish(String(data=json.dumps(station_description(
-                self.twin, math.radians(self.params.start_inside_margin_deg)))))
+            self.station_pub.publish(String(data=json.dumps(station_description(self.twin, self.limits))))
 
     # -- status -----------------------------------------------------------------------------------
     def report(self, event: str, **fields) -> None:
