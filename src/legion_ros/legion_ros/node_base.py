@@ -28,6 +28,7 @@ never uses ``with rclpy.init()`` (it returns None on Jazzy), spins until SIGINT/
 """
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -208,13 +209,43 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **nod
     return run_nodes([lambda: node_cls(**node_kwargs)], args, name=name)
 
 
+class DeferredCollection:
+    """Python's cyclic garbage collection between callbacks instead of inside them.
+
+    Automatic collection starts whenever allocations pass a threshold, i.e. in the middle of whichever
+    callback allocates. In the decision path (Meta-World, MuJoCo and rclpy loaded: ~90k objects) a
+    generation-1 collection took ~0.8 ms (up to 2 ms) and a full one 12 ms, every so many control
+    cycles: a late or missed command. Here what is alive after start-up is frozen (never traversed
+    again), automatic collection is off, and :meth:`collect_if_due`, called between callbacks, runs
+    the generation Python's own thresholds would have run, at the same rate.
+    """
+
+    def __init__(self) -> None:
+        gc.collect()
+        gc.freeze()
+        self.thresholds = gc.get_threshold()
+        gc.disable()
+
+    def collect_if_due(self) -> None:
+        first, second, third = self.thresholds
+        young, middle, old = gc.get_count()
+        if young > first:
+            gc.collect(2 if middle >= second and old >= third else 1 if middle >= second else 0)
+
+    @staticmethod
+    def close() -> None:
+        gc.unfreeze()
+        gc.enable()
+
+
 def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None, *,
               name: str = 'legion', connect: Callable[[list[Node]], Any] | None = None,
-              events_executor: bool = False) -> int:
+              events_executor: bool = False, deferred_gc: bool = False) -> int:
     """Run several nodes in one process and one executor (see :func:`run_node`), constructed in order;
     ``connect(nodes)`` runs once all exist (e.g. :class:`legion_ros.composition.IntraProcess`).
     ``events_executor``: rclpy's C++ EventsExecutor (experimental in Jazzy) instead of the
-    single-threaded one, which rebuilds its wait set in Python on every wake-up."""
+    single-threaded one, which rebuilds its wait set in Python on every wake-up. ``deferred_gc``:
+    garbage collection only between callbacks (:class:`DeferredCollection`), for control-rate nodes."""
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -240,10 +271,15 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
             executor = SingleThreadedExecutor()
         for node in nodes:
             executor.add_node(node)
+        collection = DeferredCollection() if deferred_gc else None
         try:
             while not stop.is_set() and rclpy.ok():
                 executor.spin_once(timeout_sec=SPIN_POLL_S)
+                if collection is not None:
+                    collection.collect_if_due()
         finally:
+            if collection is not None:
+                collection.close()
             executor.shutdown(timeout_sec=1.0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # a shutdown requested from outside the spin loop

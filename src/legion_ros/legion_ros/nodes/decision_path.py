@@ -9,7 +9,9 @@ picks this process or the three separate ones.
 
 The process spins rclpy's C++ ``EventsExecutor`` (experimental in Jazzy; the single-threaded executor
 rebuilds its wait set in Python on every wake-up, which the command path would pay each cycle);
-``LEGION_EVENTS_EXECUTOR=0`` in the environment falls back to ``SingleThreadedExecutor``.
+``LEGION_EVENTS_EXECUTOR=0`` in the environment falls back to ``SingleThreadedExecutor``. Garbage
+collection runs between callbacks, not in the middle of a control cycle
+(:class:`legion_ros.node_base.DeferredCollection`).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def main(args=None) -> int:
 
     events = os.environ.get('LEGION_EVENTS_EXECUTOR', '1') != '0'
     return run_nodes([classes[name] for name in HOSTED], args, name='decision_path', connect=connect,
-                     events_executor=events)
+                     events_executor=events, deferred_gc=True)
 
 
 if __name__ == '__main__':
