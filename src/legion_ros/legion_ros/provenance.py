@@ -13,6 +13,7 @@ that invalid UTF-8 is detected instead of silently replaced.
 """
 from __future__ import annotations
 
+import array
 import struct
 
 import numpy as np
@@ -32,7 +33,8 @@ def array_message(values, label: str, source_ns: int | None = None, double: bool
     """A Float32MultiArray (or Float64 with ``double``) whose one dimension is ``label[@source_ns]``."""
     message = Float64MultiArray() if double else Float32MultiArray()
     data = np.asarray(values, dtype=np.float64 if double else np.float32).reshape(-1)
-    message.data = data.tolist()
+    # An array.array of the field's type is taken as is; a list would be range-checked value by value.
+    message.data = array.array('d' if double else 'f', data.tobytes())
     name = label if source_ns is None else f'{label}@{int(source_ns)}'
     message.layout.dim = [MultiArrayDimension(label=name, size=data.size, stride=data.size)]
     return message
@@ -59,7 +61,7 @@ def read_array(message, size: int | tuple[int, ...], what: str) -> np.ndarray:
     if data.size not in sizes:
         expected = ' or '.join(map(str, sizes))
         raise BadMessageError(f'{what} has {data.size} values, expected {expected}')
-    if not np.all(np.isfinite(data)):
+    if not np.isfinite(data).all():
         raise BadMessageError(f'{what} contains NaN or inf')
     return data
 
@@ -86,11 +88,14 @@ def read_joint_positions(message, joint_names: list[str], previous_stamp_ns: int
     names = list(message.name)
     if len(message.position) != len(names):
         raise BadMessageError(f'{len(names)} names but {len(message.position)} positions')
-    missing = [n for n in joint_names if n not in names]
-    if missing:
-        raise BadMessageError(f'joint state lacks joints {missing} (got {names})')
-    q = np.array([message.position[names.index(n)] for n in joint_names])
-    if not np.all(np.isfinite(q)):
+    if names == joint_names:  # the driver's own order (every cycle): no reordering
+        q = np.array(message.position, dtype=np.float64)
+    else:
+        missing = [n for n in joint_names if n not in names]
+        if missing:
+            raise BadMessageError(f'joint state lacks joints {missing} (got {names})')
+        q = np.array([message.position[names.index(n)] for n in joint_names], dtype=np.float64)
+    if not np.isfinite(q).all():
         raise BadMessageError('joint positions contain NaN or inf')
     stamp = stamp_ns(message.header.stamp)
     if previous_stamp_ns is not None and stamp < previous_stamp_ns:

@@ -276,7 +276,7 @@ class PolicyNode(Node):
             self._report_problem(str(error.args[0]) if error.args else str(error))
             return
         action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (4,) or not np.all(np.isfinite(action)):
+        if action.shape != (4,) or not np.isfinite(action).all():
             self._report_problem(f'the policy produced an invalid action {action.tolist()}')
             return
         self.action_pub.publish(array_message(np.clip(action, -1.0, 1.0), 'action', source_ns))
