@@ -2,10 +2,11 @@
 
 The benchmark process plays the robot driver: it publishes ``sensor_msgs/JointState`` at the
 controller rate (stamped with the wall clock) and the scene's object poses, and tracks the joint
-commands it receives (a perfect position controller). Between the two run the real nodes, each in its
-own process with the graph's parameter files: ``real2sim`` -> ``policy`` (acting on every
-observation) -> ``sim2real`` (IK, interpolation, safety filter, sending a new action's target at once),
-plus ``task_inference`` on the side when a LEGION checkpoint is used.
+commands it receives (a perfect position controller). Between the two run the real nodes with the
+graph's parameter files, in its ``decision_path`` process (or one process each with ``--processes``):
+``real2sim`` -> ``policy`` (acting on every observation) -> ``sim2real`` (IK, interpolation, safety
+filter, sending a new action's target at once), plus ``task_inference`` on the side when a LEGION
+checkpoint is used.
 
 Attribution: every observation, action and command carries the ``header.stamp`` of the joint state it
 was computed from (:mod:`legion_ros.provenance`), so each command's latency is measured against exactly
@@ -40,7 +41,8 @@ def register_bench_loop(subparsers: argparse._SubParsersAction) -> None:
         'loop', help='latency from a joint state to its command through the ROS graph (JSON)',
         description='Measure, at the controller rate, the latency from a joint-state message to the joint\n'
                     'command computed from it through real2sim -> policy -> sim2real (safety filter),\n'
-                    'each node in its own process, attributed by the joint state\'s stamp carried along.\n'
+                    'in the graph\'s decision_path process (--processes: one process per node),\n'
+                    'attributed by the joint state\'s stamp carried along.\n'
                     'Prints one JSON object with latency_p50_ms, latency_p99_ms, missed_cycles, cycles\n'
                     'and the arrival time of each stage. Goal on 2 CPU cores: p99 <= 3 ms, no missed cycle.',
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,6 +68,9 @@ def register_bench_loop(subparsers: argparse._SubParsersAction) -> None:
                              'into a command (no real2sim, policy, IK or filter), spun like decision_path: '
                              'what rclpy, the middleware and this machine cost before any of our work')
     parser.add_argument('--log', default='', metavar='FILE', help='node output (default: a temporary file)')
+    parser.add_argument('--samples', default='', metavar='CSV',
+                        help='also write every measured cycle: joint-state stamp [ns], how late the driver '
+                             'published it, and the latency of its command [ms] (empty: missed)')
     parser.set_defaults(handler=run_bench_loop)
 
 
@@ -117,7 +122,8 @@ def floor_main(args=None) -> int:
     from legion_ros.node_base import run_nodes
 
     events = os.environ.get('LEGION_EVENTS_EXECUTOR', '1') != '0'
-    return run_nodes([lambda: Echo().node], args, name='bench_loop_floor', events_executor=events)
+    return run_nodes([lambda: Echo().node], args, name='bench_loop_floor', events_executor=events,
+                     deferred_gc=True)
 
 
 def summarise(latencies_ms, cycles: int, missed: int, extra: dict | None = None) -> dict:
@@ -234,6 +240,14 @@ class LoopDriver:
                 'driver_late_max_ms': round(float(late.max()), 3),
                 'driver_stalls': int(np.sum(late > period_ms / 2))}
 
+    def write_samples(self, path: Path) -> None:
+        """One row per measured cycle, for plots of when the late commands happened."""
+        with open(path, 'w', encoding='utf-8') as out:
+            out.write('stamp_ns,driver_late_ms,latency_ms\n')
+            for stamp, late in zip(self.cycle_stamps, self.lateness_ns, strict=True):
+                latency = self.latency_ns.get(stamp)
+                out.write(f'{stamp},{late / 1e6:.4f},{"" if latency is None else f"{latency / 1e6:.4f}"}\n')
+
     def results(self) -> tuple[list[float], int, int]:
         latencies, missed = [], 0
         for stamp in self.cycle_stamps:
@@ -301,6 +315,8 @@ def run_bench_loop(args: argparse.Namespace) -> int:
             driver.measuring = False
             _run_for(executor, driver, 0.2)  # let the last commands arrive
             latencies, cycles, missed = driver.results()
+            if args.samples:
+                driver.write_samples(Path(args.samples))
             result = summarise(latencies, cycles, missed, {
                 'rate_hz': args.rate, 'duration_s': args.duration, 'policy': policy_type, 'task': args.task,
                 'nodes': [n.name for n in nodes], 'composition': not args.processes,

@@ -48,7 +48,7 @@ def test_floor_run_measures_the_same_path_without_our_work(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     proc = subprocess.run(
         [sys.executable, '-m', 'legion_core.cli.main', 'bench', 'loop', '--floor', '--duration', '2',
-         '--warmup', '1', '--log', str(tmp_path / 'nodes.log')],
+         '--warmup', '1', '--log', str(tmp_path / 'nodes.log'), '--samples', str(tmp_path / 'cycles.csv')],
         capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr + (tmp_path / 'nodes.log').read_text()
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -58,6 +58,12 @@ def test_floor_run_measures_the_same_path_without_our_work(tmp_path):
     machine = result['machine']
     assert 0 <= machine['driver_late_p99_ms'] <= machine['driver_late_max_ms']
     assert 0 <= machine['driver_stalls'] <= result['cycles']
+    # --samples: one row per measured cycle, the same numbers the summary was made of
+    header, *rows = (tmp_path / 'cycles.csv').read_text().splitlines()
+    assert header == 'stamp_ns,driver_late_ms,latency_ms' and len(rows) == result['cycles']
+    latencies = sorted(float(r.split(',')[2]) for r in rows if r.split(',')[2])
+    assert len(latencies) == result['commands_measured']
+    assert abs(latencies[-1] - result['latency_max_ms']) < 1e-3
 
 
 def test_bad_arguments():
