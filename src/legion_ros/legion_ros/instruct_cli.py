@@ -325,6 +325,7 @@ class SimGraph:
 
         import yaml
 
+        from legion_bringup.graph import graph
         from legion_ros.runner import Runner
 
         if self.bridge_runner is not None:
@@ -332,9 +333,12 @@ class SimGraph:
             self.bridge_runner.shutdown()
         bridge = next(n for n in self.nodes if n.executable == 'sim_bridge')
         scene = Path(bridge.parameter_files[-1]).with_name(f'sim_bridge_{task}.yaml')
-        values = {'task': task, 'seed': self.seed}
-        if self.stations:
-            values['workcell'] = list(self.stations)
+        # task and workcell as `legion launch sim task:=... workcell:=...` give them (the sim graph
+        # converts and checks them); the seed is legion sim's own.
+        arguments = {**self.values, 'task': task, 'workcell': ','.join(self.stations)}
+        (resolved,) = [n for n in graph('sim').resolve(arguments).nodes if n.executable == 'sim_bridge']
+        values = {'task': resolved.parameters['task'], 'workcell': resolved.parameters['workcell'],
+                  'seed': self.seed}
         scene.write_text(yaml.safe_dump({'/**/sim_bridge': {'ros__parameters': values}}), encoding='utf-8')
         bridge = replace(bridge, parameter_files=(*bridge.parameter_files, scene))
         self.bridge_runner = Runner(self._graph([bridge]), output=self.output)
