@@ -54,6 +54,40 @@ def output_of(process: subprocess.Popen) -> str:
     return ''
 
 
+def watch_latched_then_interrupt(process: subprocess.Popen, topics: dict, done, timeout_s: float,
+                                 settle_s: float = 0.0) -> str:
+    """For a graph started by ``legion launch`` (text output): spin a probe on latched std_msgs/String
+    ``topics`` ({topic: callback(parsed JSON)}) until ``done()``, the process ends or ``timeout_s``;
+    wait ``settle_s``, then Ctrl-C the graph as its user would and return everything it printed."""
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from legion_ros import qos
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    output = ''
+    try:
+        node = rclpy.create_node('graph_probe', context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        for topic, callback in topics.items():
+            node.create_subscription(String, topic, lambda m, c=callback: c(json.loads(m.data)), qos.LATCHED)
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline and process.poll() is None:
+            executor.spin_once(timeout_sec=0.2)
+        node.destroy_node()
+        time.sleep(settle_s)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        rclpy.try_shutdown(context=context)
+        if process.poll() is None:
+            process.kill()
+            output = process.communicate()[0]
+    return output
+
+
 class Probe:
     """Publishes to and records from topics of the graph under test."""
 

@@ -218,39 +218,18 @@ def test_nodes_do_not_outlive_a_killed_runner(tmp_path):
 def test_legion_launch_sim_brings_up_and_stops_the_whole_graph(tmp_path):
     """The real sim graph: every node reports on its latched status topic, the recorder's bag holds the
     twin's joint states and real2sim's observations, and Ctrl-C stops every node cleanly."""
-    import json
 
-    rclpy = pytest.importorskip('rclpy')
-    from rclpy.executors import SingleThreadedExecutor
-    from std_msgs.msg import String
-
-    from legion_ros import qos
+    pytest.importorskip('rclpy')
+    from decision_graph import watch_latched_then_interrupt
 
     names = ('sim_bridge', 'instruction', 'task_inference', 'policy', 'real2sim', 'sim2real', 'recorder')
     proc = subprocess.Popen([*LEGION, 'launch', 'sim', 'record:=true', f'bag_dir:={tmp_path}'],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    context = rclpy.Context()
-    rclpy.init(context=context)
     seen: dict[str, dict] = {}
-    try:
-        node = rclpy.create_node('graph_probe', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        for name in names:
-            node.create_subscription(String, f'/legion/{name}/status',
-                                     lambda m, n=name: seen.setdefault(n, json.loads(m.data)), qos.LATCHED)
-        deadline = time.monotonic() + 150
-        while len(seen) < len(names) and time.monotonic() < deadline and proc.poll() is None:
-            executor.spin_once(timeout_sec=0.2)
-        assert set(seen) == set(names), f'no status from {set(names) - set(seen)}'
-        time.sleep(2.0)
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        rclpy.try_shutdown(context=context)
-        if proc.poll() is None:
-            proc.kill()
-            output = proc.communicate()[0]
+    topics = {f'/legion/{name}/status': (lambda status, n=name: seen.setdefault(n, status)) for name in names}
+    output = watch_latched_then_interrupt(proc, topics, lambda: len(seen) == len(names), timeout_s=150,
+                                          settle_s=2.0)
+    assert set(seen) == set(names), f'no status from {set(names) - set(seen)}:\n{output[-4000:]}'
     assert proc.returncode == 0, output
     assert 'all nodes stopped cleanly' in output
     from rosbags.rosbag2 import Reader

@@ -3,13 +3,10 @@ cannot be built is refused with a message that names the problem, as its user se
 comes up to the twin's station message and stops: about 9 s each, measured on 2 shared cores.)"""
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -61,34 +58,13 @@ def test_a_station_the_kuka_twin_does_not_have_stops_the_graph_with_sim_bridges_
 
 
 def test_legion_launch_sim_brings_up_a_two_station_workcell(domain):
-    rclpy = pytest.importorskip('rclpy')
-    from rclpy.executors import SingleThreadedExecutor
-    from std_msgs.msg import String
-
-    from legion_ros import qos
+    pytest.importorskip('rclpy')
+    from decision_graph import watch_latched_then_interrupt
 
     proc = launch('workcell:=reach-v3,push-v3', 'task:=push-v3', 'record:=false')
-    context = rclpy.Context()
-    rclpy.init(context=context)
     stations: list[dict] = []
-    output = ''
-    try:
-        node = rclpy.create_node('workcell_probe', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        node.create_subscription(String, '/legion/station', lambda m: stations.append(json.loads(m.data)),
-                                 qos.LATCHED)
-        deadline = time.monotonic() + 180
-        while not stations and time.monotonic() < deadline and proc.poll() is None:
-            executor.spin_once(timeout_sec=0.2)
-        node.destroy_node()
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        rclpy.try_shutdown(context=context)
-        if proc.poll() is None:
-            proc.kill()
-            output = proc.communicate()[0]
+    output = watch_latched_then_interrupt(proc, {'/legion/station': stations.append}, lambda: bool(stations),
+                                          timeout_s=180)
     assert stations, f'no /legion/station message:\n{output[-4000:]}'
     assert stations[-1]['stations'] == ['reach-v3', 'push-v3'] and stations[-1]['task'] == 'push-v3'
     assert len(stations[-1]['start_posture']) == 7
