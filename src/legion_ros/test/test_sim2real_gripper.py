@@ -1,6 +1,7 @@
-"""sim2real sends the gripper the time-scaled command that legion_kuka's chain sends, not the raw action
-(issue #5: with the raw action the fingers closed 8x faster per policy step than in training and the
-push expert's hand stuck above the puck through the graph, while the chain succeeded)."""
+"""The gripper through the graph. sim2real sends the gripper the time-scaled command that legion_kuka's
+chain sends, not the raw action (issue #5: with the raw action the fingers closed 8x faster per policy
+step than in training and the push expert's hand stuck above the puck through the graph, while the
+chain succeeded); real2sim, without a measured opening, models the fingers from those commands."""
 from __future__ import annotations
 
 import time
@@ -59,6 +60,69 @@ def test_gripper_command_is_the_chains_time_scaled_command(context):
             assert spin_until(lambda: len(gripper) > seen, 5), gripper  # noqa: B023 (called right here)
             # Meta-World's 12.5 ms env step over the 100 ms policy step: 1/8 of the action.
             assert gripper[-1] == pytest.approx(grip * 10.0 * METAWORLD_STEP_S)
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        node.destroy_node()
+
+
+def test_real2sim_estimates_the_opening_from_the_commands_until_one_is_measured(context):
+    """An arm whose gripper reports no opening: real2sim's observation follows the time-scaled commands
+    (legion_kuka.real2sim.GripperEstimate) instead of reading the command as a position; a measured
+    opening, once it arrives, wins."""
+    import json
+
+    from geometry_msgs.msg import Pose, PoseArray
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float32MultiArray, Float64, String
+
+    from legion_kuka.description import HOME
+    from legion_kuka.real2sim import GRIPPER_CLOSED_OPENING
+    from legion_ros import qos
+    from legion_ros.nodes.real2sim import Real2SimNode
+
+    node = Real2SimNode()
+    probe = rclpy.create_node('opening_probe')
+    openings = []
+    probe.create_subscription(Float32MultiArray, '/legion/observation_full',
+                              lambda m: openings.append(m.data[3]), qos.SENSOR)
+    publish = {topic: probe.create_publisher(kind, topic, profile) for topic, kind, profile in (
+        ('/lbr/joint_states', JointState, qos.SENSOR), ('/legion/object_poses', PoseArray, qos.SENSOR),
+        ('/legion/object_names', String, qos.LATCHED), ('/legion/active_step', String, qos.LATCHED),
+        ('/lbr/gripper/command', Float64, qos.COMMAND), ('/legion/gripper_opening', Float64, qos.SENSOR))}
+    executor = rclpy.executors.SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(probe)
+
+    def cycle(seconds: float, gripper: float | None = None, measured: float | None = None) -> None:
+        """Joint states and poses at 100 Hz for ``seconds``, the gripper command (10 Hz policy) with them."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            state = JointState(name=node.joint_names, position=[float(v) for v in HOME])
+            state.header.stamp = probe.get_clock().now().to_msg()
+            poses = PoseArray(poses=[Pose(), Pose()])
+            for pose in poses.poses:
+                pose.position.x, pose.orientation.w = 0.6, 1.0
+            publish['/legion/object_poses'].publish(poses)
+            if gripper is not None:
+                publish['/lbr/gripper/command'].publish(Float64(data=gripper))
+            if measured is not None:
+                publish['/legion/gripper_opening'].publish(Float64(data=measured))
+            publish['/lbr/joint_states'].publish(state)
+            executor.spin_once(timeout_sec=0.01)
+
+    try:
+        publish['/legion/object_names'].publish(String(data=json.dumps(['object_1', 'goal'])))
+        publish['/legion/active_step'].publish(String(data=json.dumps({'task': 'reach-v3', 'index': 0})))
+        cycle(1.0)
+        assert openings and openings[-1] == pytest.approx(1.0)  # Meta-World starts open
+        cycle(0.3, gripper=1.0 * 10.0 * 0.0125)  # "close" at a 10 Hz policy: 1/8 of the action
+        partly = openings[-1]
+        assert 0.6 < partly < 0.95  # closing at 1/8 speed, not jumping to (1 - 0.125) / 2 = 0.44
+        cycle(1.5, gripper=0.125)
+        assert openings[-1] == pytest.approx(GRIPPER_CLOSED_OPENING, abs=0.02)
+        cycle(0.5, gripper=-0.125, measured=0.7)
+        assert openings[-1] == pytest.approx(0.7, abs=1e-6)
     finally:
         executor.shutdown()
         probe.destroy_node()

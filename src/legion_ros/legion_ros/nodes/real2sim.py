@@ -9,7 +9,8 @@ Topics (absolute names, remappable; the driver's come from ``config/driver_<driv
   list, latched): poses named ``object_1``, ``object_2``, ``goal`` (the sim bridge's ground truth, or
   perception on the real arm).
 * sub ``gripper_opening_topic`` (std_msgs/Float64 in [0, 1], Meta-World's normalised finger distance);
-  while none arrives the opening is estimated from the last gripper command on ``driver.gripper_topic``.
+  while none arrives the opening is estimated from the gripper commands on ``driver.gripper_topic``
+  (:class:`legion_kuka.real2sim.GripperEstimate`: the fingers' speed per unit command, integrated).
 * sub ``/legion/active_step`` (latched) and ``/legion/station`` (String JSON ``{task, frame: {position,
   quaternion_wxyz}, hand_low, hand_high}``, latched; optional: the pose of the active task's frame in the
   robot base frame; default the ``task_frame`` parameter, else the single-task placement).
@@ -100,7 +101,7 @@ class Real2SimNode(Node):
         self.params = p = declare_parameters(self, PARAMETERS)
         from legion_kuka import description
         from legion_kuka.kinematics import IiwaKinematics
-        from legion_kuka.real2sim import Real2Sim
+        from legion_kuka.real2sim import GripperEstimate, Real2Sim
 
         self.joint_names = list(p['driver.joint_names']) or description.joint_names(p['driver.name'])
         if len(self.joint_names) != ARM_DOF or len(set(self.joint_names)) != ARM_DOF:
@@ -117,7 +118,7 @@ class Real2SimNode(Node):
         self.objects: dict[str, np.ndarray] | None = None
         self.objects_ns: int | None = None          # receive time (node clock) of the poses
         self.gripper_opening: float | None = None
-        self.gripper_estimate = 1.0                   # Meta-World starts open
+        self.gripper_estimate = GripperEstimate()     # without a measured opening; Meta-World starts open
         self.last_stamp: int | None = None
         self.rejected: dict[str, int] = {}
         self.observations = 0
@@ -192,7 +193,7 @@ class Real2SimNode(Node):
 
     def on_gripper_command(self, message: Float64) -> None:
         if math.isfinite(message.data):
-            self.gripper_estimate = min(1.0, max(0.0, (1.0 - float(message.data)) / 2.0))
+            self.gripper_estimate.command(float(message.data), self.get_clock().now().nanoseconds * 1e-9)
 
     def on_active_step(self, message: String) -> None:
         try:
@@ -264,7 +265,8 @@ class Real2SimNode(Node):
         if age_s > self.params.objects_timeout_s:
             self.status.publish('stale_objects', age_s=round(age_s, 3))
             return
-        opening = self.gripper_opening if self.gripper_opening is not None else self.gripper_estimate
+        opening = (self.gripper_opening if self.gripper_opening is not None
+                   else self.gripper_estimate.opening(self.get_clock().now().nanoseconds * 1e-9))
         objects = [self.objects[k] for k in ('object_1', 'object_2') if k in self.objects]
         goal = self.objects.get('goal')
         goal = goal[0] if isinstance(goal, tuple) else goal
