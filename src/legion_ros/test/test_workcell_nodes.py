@@ -33,9 +33,9 @@ def cell(tmp_path_factory):
     from legion_ros import qos
 
     params = tmp_path_factory.mktemp('params')
-    resolved = graph('sim').resolve({'composition': 'false', 'use_sim_time': 'false', 'record': 'false'})
-    extra = {'sim_bridge': {'workcell': STATIONS, 'task': STATIONS[0]}}
-    nodes = {n.name: n.with_parameters(extra, params) for n in resolved.nodes}
+    resolved = graph('sim').resolve({'composition': 'false', 'use_sim_time': 'false', 'record': 'false',
+                                     'workcell': ','.join(STATIONS), 'task': STATIONS[0]})
+    nodes = {n.name: n for n in resolved.nodes}
     processes = [subprocess.Popen(node_command(nodes[name], params), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for name in ('sim_bridge', 'sim2real')]
     rclpy.init()
