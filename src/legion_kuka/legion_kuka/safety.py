@@ -139,8 +139,10 @@ class SafetyLimits:
                           'velocity_scale': velocity_scale})
 
     def within_positions(self, q, tol: float = 1e-9) -> bool:
-        q = np.asarray(q)
-        return bool(np.all(q >= self.lower - tol) and np.all(q <= self.upper + tol))
+        # floats, not numpy calls: the safety filter asks this every control cycle
+        values = np.asarray(q, dtype=float).tolist()
+        return all(lo - tol <= v <= hi + tol
+                   for v, lo, hi in zip(values, self.lower.tolist(), self.upper.tolist(), strict=True))
 
 
 class SafetyFilter:
@@ -301,7 +303,7 @@ class SafetyFilter:
 
         reference = (self._joint_state if self._emitted is None else self._emitted).tolist()
         lower, upper = self._lower, self._upper
-        if not all(lo - 1e-9 <= r <= hi + 1e-9 for r, lo, hi in zip(reference, lower, upper, strict=True)):
+        if not self.limits.within_positions(reference):
             # before the first motion (or after a reset): the arm stands outside the safety limits; it
             # has to be brought inside by other means (pendant, the driver's own motion)
             return self._hold(SafetyStatus.HOLD, 'outside_position_limits')
