@@ -247,19 +247,19 @@ class Sim2Real:
         # Out of reach: go as far as the arm gets towards the target (the posture IK found is within
         # the joint limits), as Meta-World's hand does when its mocap target is out of reach; hold
         # when that brings the hand no closer or tilts the tool.
-        if success:
-            self._hand_target = target
-        else:
+        moves = success
+        if not success:
             start_error = float(np.linalg.norm(np.asarray(self.kinematics.fk(q_start)[0]) - target_base))
-            if oriented and float(result.position_error) < start_error - 1e-4:
-                self._hand_target = target
-            else:
-                q_goal = q_start.copy()  # hold: never stream a posture that does not help
-                upright = False
+            moves = oriented and float(result.position_error) < start_error - 1e-4
+        if moves:
+            self._hand_target, hand_target_base = target, target_base
+        else:
+            q_goal = q_start.copy()  # hold: never stream a posture that does not help
+            upright = False
+            hand_target_base = self.task_frame.apply(self._hand_target)
         targets = q_start[None, :] + self._fractions * (q_goal - q_start)[None, :]
         plan = PolicyStepPlan(targets=targets, hand_target=self._hand_target.copy(),
-                              hand_target_base=(target_base if self._hand_target is target
-                                                else self.task_frame.apply(self._hand_target)),
+                              hand_target_base=hand_target_base,
                               gripper=float(act[3]), gripper_command=float(act[3]) * self.speed_scale,
                               ik_success=success,
                               ik_position_error=float(result.position_error), clipped=clipped,
