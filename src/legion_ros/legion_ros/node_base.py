@@ -166,6 +166,11 @@ def declare_parameters(node: Node, spec: Mapping[str, Param | tuple]) -> Params:
     return values
 
 
+def clock_s(node: Node) -> float:
+    """The node's clock (ROS time: simulated under use_sim_time) in seconds."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
 class StatusPublisher:
     """A node's state as JSON on a latched ``std_msgs/String`` topic (default ``~/status``).
 
@@ -179,7 +184,7 @@ class StatusPublisher:
         self.last: dict[str, Any] = {}
 
     def publish(self, state: str, **fields: Any) -> dict[str, Any]:
-        stamp = self._node.get_clock().now().nanoseconds * 1e-9
+        stamp = clock_s(self._node)
         message = {'node': self._node.get_fully_qualified_name(), 'state': state, 'stamp': stamp, **fields}
         self.last = message
         self._publisher.publish(String(data=json.dumps(message, default=_jsonable)))

@@ -32,7 +32,14 @@ from legion_ros.instructions import (
     SkillMatcher,
     validate_instruction,
 )
-from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+from legion_ros.node_base import (
+    NodeConfigError,
+    Param,
+    StatusPublisher,
+    clock_s,
+    declare_parameters,
+    run_node,
+)
 from legion_ros.provenance import BadMessageError, array_message, decode_string
 
 # Status events come in bursts (queued + step_started, succeeded + next step_started): a latched depth-1
@@ -128,9 +135,6 @@ class InstructionNode(Node):
         self.get_logger().info(f'ready: {len(allowed)} skills, threshold {self.params.threshold}, '
                                f'margin {self.params.margin}')
 
-    def now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
-
     # -- inputs ---------------------------------------------------------------------------------
     def on_instruction(self, raw: bytes) -> None:
         try:
@@ -145,7 +149,7 @@ class InstructionNode(Node):
             self._reject(shown, error.reasons)
             return
         self.get_logger().info(f'instruction "{text}" -> {[p.task for p in plan]}')
-        self._emit(self.sequencer.load(text, plan, self.now()))
+        self._emit(self.sequencer.load(text, plan, clock_s(self)))
 
     def on_step_success(self, message: String) -> None:
         try:
@@ -164,10 +168,10 @@ class InstructionNode(Node):
             self.get_logger().warning(f'ignored malformed step_success ({error})', throttle_duration_sec=2.0)
             return
         if report['success']:
-            self._emit(self.sequencer.report_success(self.now(), task, index, sequence_id))
+            self._emit(self.sequencer.report_success(clock_s(self), task, index, sequence_id))
 
     def on_cancel(self, _request, response):
-        events = self.sequencer.cancel(self.now())
+        events = self.sequencer.cancel(clock_s(self))
         self._emit(events)
         response.success = bool(events)
         response.message = 'cancelled' if events else 'nothing is running'
@@ -175,7 +179,7 @@ class InstructionNode(Node):
 
     def on_skip(self, _request, response):
         active = self.sequencer.active
-        events = self.sequencer.skip(self.now())
+        events = self.sequencer.skip(clock_s(self))
         self._emit(events)
         response.success = bool(events)
         response.message = (f'skipped step {active.index + 1} ({active.task})' if events
@@ -183,7 +187,7 @@ class InstructionNode(Node):
         return response
 
     def on_tick(self) -> None:
-        self._emit(self.sequencer.tick(self.now()))
+        self._emit(self.sequencer.tick(clock_s(self)))
 
     # -- outputs --------------------------------------------------------------------------------
     def _reject(self, text: str, reasons: list[dict]) -> None:
@@ -192,7 +196,7 @@ class InstructionNode(Node):
 
     def _emit(self, events: list[dict]) -> None:
         for event in events:
-            event['stamp'] = self.now()
+            event['stamp'] = clock_s(self)
             self.status_pub.publish(String(data=json.dumps(event)))
         if events:
             self._publish_step()

@@ -37,7 +37,14 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, String
 
 from legion_ros import qos
-from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+from legion_ros.node_base import (
+    NodeConfigError,
+    Param,
+    StatusPublisher,
+    clock_s,
+    declare_parameters,
+    run_node,
+)
 from legion_ros.provenance import BadMessageError, array_message, read_joint_positions
 from legion_ros.task_monitor import CRITERIA, TaskMonitor
 
@@ -193,7 +200,7 @@ class Real2SimNode(Node):
 
     def on_gripper_command(self, message: Float64) -> None:
         if math.isfinite(message.data):
-            self.gripper_estimate.command(float(message.data), self.get_clock().now().nanoseconds * 1e-9)
+            self.gripper_estimate.command(float(message.data), clock_s(self))
 
     def on_active_step(self, message: String) -> None:
         try:
@@ -266,7 +273,7 @@ class Real2SimNode(Node):
             self.status.publish('stale_objects', age_s=round(age_s, 3))
             return
         opening = (self.gripper_opening if self.gripper_opening is not None
-                   else self.gripper_estimate.opening(self.get_clock().now().nanoseconds * 1e-9))
+                   else self.gripper_estimate.opening(clock_s(self)))
         objects = [self.objects[k] for k in ('object_1', 'object_2') if k in self.objects]
         goal = self.objects.get('goal')
         goal = goal[0] if isinstance(goal, tuple) else goal

@@ -38,7 +38,14 @@ from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray, St
 from std_srvs.srv import Trigger
 
 from legion_ros import qos
-from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+from legion_ros.node_base import (
+    NodeConfigError,
+    Param,
+    StatusPublisher,
+    clock_s,
+    declare_parameters,
+    run_node,
+)
 from legion_ros.provenance import (
     BadMessageError,
     array_message,
@@ -177,9 +184,6 @@ class Sim2RealNode(Node):
         except ValueError as error:
             raise NodeConfigError(str(error)) from None
 
-    def now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
-
     def publish_status(self) -> None:
         state = ('estop' if self.estopped else 'transit' if self.transit_targets
                  else 'holding' if self.holding else 'commanding')
@@ -203,7 +207,7 @@ class Sim2RealNode(Node):
         self.last_js_ns = stamp
         self.q = q
         # The filter's freshness check runs on this node's clock: the sample is fresh when it arrives.
-        self.q_stamp_s = self.now_s()
+        self.q_stamp_s = clock_s(self)
         self.safety.update_joint_state(q, self.q_stamp_s)
         if self.safety.latched and not self.estopped:  # e.g. the arm is not where it was sent
             self._latched_by_filter()
@@ -227,7 +231,7 @@ class Sim2RealNode(Node):
             return
         if self.estopped or self.q is None or self.transit_targets:  # (a transit: not there yet)
             return
-        now = self.now_s()
+        now = clock_s(self)
         if not self.anchored or self.holding:
             self.translator.reset(self.q, now=now)  # re-anchor at the measured hand: no jump on resume
             self.anchored = True
@@ -263,7 +267,7 @@ class Sim2RealNode(Node):
             response.success = False
             response.message = 'the e-stop is still engaged on /legion/estop: publish false first'
             return response
-        if not self.safety.reset(self.now_s()):
+        if not self.safety.reset(clock_s(self)):
             response.success = False
             response.message = 'no fresh joint state: the e-stop stays latched until the arm reports again'
             return response
@@ -428,7 +432,7 @@ class Sim2RealNode(Node):
         safety filter's velocity and acceleration bounds hold per call."""
         if self.estopped or self.q is None:
             return
-        now = self.now_s()
+        now = clock_s(self)
         done = self.commanded_js is not None and self.commanded_js >= self.last_js_ns
         if self.transit_targets and not done:
             self._transit_cycle(now)
@@ -445,7 +449,7 @@ class Sim2RealNode(Node):
         """No action for action_timeout_s: stop streaming (a position controller holds its last
         command); the next action re-anchors at the measured hand."""
         if not self.estopped and not self.holding and not self.transit_targets \
-                and self.stale_actions(self.now_s()):
+                and self.stale_actions(clock_s(self)):
             self.holding = True
             self.get_logger().warning(f'no action for {self.params.action_timeout_s:.2f} s: holding')
             self.publish_status()
