@@ -121,9 +121,7 @@ def floor_main(args=None) -> int:
     """Entry point of the ``--floor`` process (the same executor as decision_path)."""
     from legion_ros.node_base import run_nodes
 
-    events = os.environ.get('LEGION_EVENTS_EXECUTOR', '1') != '0'
-    return run_nodes([lambda: Echo().node], args, name='bench_loop_floor', events_executor=events,
-                     deferred_gc=True)
+    return run_nodes([lambda: Echo().node], args, name='bench_loop_floor', control_loop=True)
 
 
 def summarise(latencies_ms, cycles: int, missed: int, extra: dict | None = None) -> dict:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import signal
 import sys
 import threading
@@ -245,12 +246,13 @@ class DeferredCollection:
 
 def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None, *,
               name: str = 'legion', connect: Callable[[list[Node]], Any] | None = None,
-              events_executor: bool = False, deferred_gc: bool = False) -> int:
+              control_loop: bool = False) -> int:
     """Run several nodes in one process and one executor (see :func:`run_node`), constructed in order;
     ``connect(nodes)`` runs once all exist (e.g. :class:`legion_ros.composition.IntraProcess`).
-    ``events_executor``: rclpy's C++ EventsExecutor (experimental in Jazzy) instead of the
-    single-threaded one, which rebuilds its wait set in Python on every wake-up. ``deferred_gc``:
-    garbage collection only between callbacks (:class:`DeferredCollection`), for control-rate nodes."""
+    ``control_loop``: a process on the command path of every control cycle. It spins rclpy's C++
+    EventsExecutor (experimental in Jazzy; the single-threaded executor rebuilds its wait set in Python
+    on every wake-up; ``LEGION_EVENTS_EXECUTOR=0`` in the environment falls back to it) and collects
+    garbage only between callbacks (:class:`DeferredCollection`)."""
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -269,14 +271,14 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
         threads = max(int(getattr(node, 'executor_threads', 1)) for node in nodes)
         if threads > 1:
             executor = MultiThreadedExecutor(num_threads=threads)
-        elif events_executor:
+        elif control_loop and os.environ.get('LEGION_EVENTS_EXECUTOR', '1') != '0':
             from rclpy.experimental import EventsExecutor
             executor = EventsExecutor()
         else:
             executor = SingleThreadedExecutor()
         for node in nodes:
             executor.add_node(node)
-        collection = DeferredCollection() if deferred_gc else None
+        collection = DeferredCollection() if control_loop else None
         try:
             while not stop.is_set() and rclpy.ok():
                 executor.spin_once(timeout_sec=SPIN_POLL_S)

@@ -7,15 +7,13 @@ topics are still published for recorders and monitors). Each node keeps its own 
 file section (``/**/real2sim`` ...), services and ``~/status``; the graph's ``composition`` argument
 picks this process or the three separate ones.
 
-The process spins rclpy's C++ ``EventsExecutor`` (experimental in Jazzy; the single-threaded executor
-rebuilds its wait set in Python on every wake-up, which the command path would pay each cycle);
-``LEGION_EVENTS_EXECUTOR=0`` in the environment falls back to ``SingleThreadedExecutor``. Garbage
-collection runs between callbacks, not in the middle of a control cycle
-(:class:`legion_ros.node_base.DeferredCollection`).
+As a control loop (``run_nodes(control_loop=True)``) the process spins rclpy's C++
+``EventsExecutor`` (experimental in Jazzy; the single-threaded executor rebuilds its wait set in
+Python on every wake-up, which the command path would pay each cycle; ``LEGION_EVENTS_EXECUTOR=0`` in
+the environment falls back to it) and collects garbage between callbacks, not in the middle of a
+control cycle (:class:`legion_ros.node_base.DeferredCollection`).
 """
 from __future__ import annotations
-
-import os
 
 from legion_ros.node_base import run_nodes
 
@@ -34,9 +32,8 @@ def main(args=None) -> int:
         links = IntraProcess(nodes)
         nodes[0].get_logger().info(f'decision path in one process: {links.describe()}')
 
-    events = os.environ.get('LEGION_EVENTS_EXECUTOR', '1') != '0'
     return run_nodes([classes[name] for name in HOSTED], args, name='decision_path', connect=connect,
-                     events_executor=events, deferred_gc=True)
+                     control_loop=True)
 
 
 if __name__ == '__main__':
