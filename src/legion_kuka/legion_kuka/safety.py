@@ -139,10 +139,13 @@ class SafetyLimits:
                           'velocity_scale': velocity_scale})
 
     def within_positions(self, q, tol: float = 1e-9) -> bool:
-        # floats, not numpy calls: the safety filter asks this every control cycle
-        values = np.asarray(q, dtype=float).tolist()
+        """Every posture in ``q`` (``[..., 7]``) within the position limits, ``tol`` allowed."""
+        q = np.asarray(q, dtype=float)
+        if q.shape != (ARM_DOF,):  # a batch of postures
+            return bool(np.all(q >= self.lower - tol) and np.all(q <= self.upper + tol))
+        # one posture on floats, not numpy calls: the safety filter asks this every control cycle
         return all(lo - tol <= v <= hi + tol
-                   for v, lo, hi in zip(values, self.lower.tolist(), self.upper.tolist(), strict=True))
+                   for v, lo, hi in zip(q.tolist(), self.lower.tolist(), self.upper.tolist(), strict=True))
 
 
 class SafetyFilter:
