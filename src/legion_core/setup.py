@@ -33,6 +33,7 @@ setup(
         'legion.benchmarks': [
             'train = legion_core.cli.bench_train:register',
             'learn = legion_core.cli.bench_learn:register',
+            'solve = legion_core.cli.bench_solve:register',
         ],
         'legion.doctor': [
             'core = legion_core.cli.doctor:core_checks',

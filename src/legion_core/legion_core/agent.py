@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from legion_core.networks import VAE, Actor, TwinCritic, init_weights
+from legion_core.networks import BODIES, VAE, Actor, TwinCritic, init_weights
 
 METRIC_NAMES = ('critic_loss', 'actor_loss', 'alpha_loss', 'entropy', 'q_mean', 'target_mean')
 VAE_METRIC_NAMES = ('vae_loss', 'dyn_loss', 'sem_loss', 'kl_loss')
@@ -44,6 +44,11 @@ class AgentConfig:
     actor_layers: int = 3
     critic_hidden: int = 300
     critic_layers: int = 3
+    # legion (original: LayerNorm on the input block only) | layernorm (every hidden layer) | residual
+    # (BRO blocks); legion_core.networks.legion_body says what each is and why.
+    actor_body: str = 'legion'
+    critic_body: str = 'legion'
+    weight_decay: float = 0.0           # decoupled (AdamW) decay of actor and critic weights
     log_std_bounds: list[float] = field(default_factory=lambda: [-20.0, 2.0])
     gamma: float = 0.99
     tau: float = 0.005
@@ -74,7 +79,7 @@ class AgentConfig:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
                'semantic_loss': ('sum', 'mean'), 'semantic_output': ('tanh', 'linear'),
                'eval_z': ('mean', 'sample'), 'dpmm_fit_z': ('sample', 'mean'),
-               'optimizer': ('fused', 'foreach', 'plain')}
+               'optimizer': ('fused', 'foreach', 'plain'), 'actor_body': BODIES, 'critic_body': BODIES}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AgentConfig:
@@ -103,6 +108,8 @@ class AgentConfig:
                 out.append(f'agent.{name} must be > 0, got {getattr(self, name)}')
         if self.beta_kl < 0:
             out.append(f'agent.beta_kl must be >= 0, got {self.beta_kl}')
+        if not float(self.weight_decay) >= 0:
+            out.append(f'agent.weight_decay must be >= 0, got {self.weight_decay}')
         if not float(self.distill) >= 0:
             out.append(f'agent.distill must be >= 0, got {self.distill}')
         for name, allowed in self.CHOICES.items():
@@ -119,14 +126,18 @@ class AgentConfig:
         return asdict(self)
 
 
-def _adam(params, lr: float, impl: str, device: torch.device) -> torch.optim.Adam:
+def _adam(params, lr: float, impl: str, device: torch.device, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam, or AdamW (decoupled decay) when ``weight_decay`` > 0, with the chosen kernel."""
     params = list(params)
+    kind, extra = torch.optim.Adam, {}
+    if weight_decay > 0:
+        kind, extra = torch.optim.AdamW, {'weight_decay': weight_decay}
     if impl == 'fused':
         try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
+            return kind(params, lr=lr, fused=True, **extra)
         except (RuntimeError, TypeError):  # no fused kernel for this device/dtype: use foreach
             pass
-    return torch.optim.Adam(params, lr=lr, foreach=impl != 'plain')
+    return kind(params, lr=lr, foreach=impl != 'plain', **extra)
 
 
 class LegionAgent:
@@ -153,9 +164,9 @@ class LegionAgent:
         self.vae = VAE(obs_dim, action_dim, self.emb_dim, cfg.latent_dim, cfg.vae_hidden, cfg.vae_layers,
                        cfg.semantic_output, cfg.logvar_clamp).to(self.device)
         self.actor = Actor(obs_dim, cfg.latent_dim, action_dim, cfg.actor_hidden, cfg.actor_layers,
-                           cfg.log_std_bounds).to(self.device)
+                           cfg.log_std_bounds, cfg.actor_body).to(self.device)
         self.critic = TwinCritic(obs_dim, cfg.latent_dim, action_dim, cfg.critic_hidden,
-                                 cfg.critic_layers).to(self.device)
+                                 cfg.critic_layers, cfg.critic_body).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.full((self.num_tasks,), math.log(cfg.init_temperature), device=self.device,
                                     requires_grad=True)
@@ -184,8 +195,8 @@ class LegionAgent:
         """Fresh Adam moments for every optimizer; weights and log α are kept (original semantics)."""
         cfg = self.config
         impl, dev = cfg.optimizer, self.device
-        self.actor_optimizer = _adam(self.actor.parameters(), cfg.actor_lr, impl, dev)
-        self.critic_optimizer = _adam(self.critic.parameters(), cfg.critic_lr, impl, dev)
+        self.actor_optimizer = _adam(self.actor.parameters(), cfg.actor_lr, impl, dev, cfg.weight_decay)
+        self.critic_optimizer = _adam(self.critic.parameters(), cfg.critic_lr, impl, dev, cfg.weight_decay)
         self.alpha_optimizer = _adam([self.log_alpha], cfg.alpha_lr, impl, dev)
         self.vae_optimizer = _adam(self.vae.parameters(), cfg.vae_lr, impl, dev)
 
@@ -196,7 +207,7 @@ class LegionAgent:
             for target, source in zip(self.critic_target.parameters(), self.critic.parameters(), strict=True):
                 target.copy_(source)
         self.critic_optimizer = _adam(self.critic.parameters(), self.config.critic_lr, self.config.optimizer,
-                                      self.device)
+                                      self.device, self.config.weight_decay)
 
     def reset_vae(self) -> None:
         """Re-initialise the VAE (encoder and decoders) with its optimizer."""

@@ -189,7 +189,7 @@ class LegionPolicy:
                                   c.vae_layers, c.logvar_clamp).to(self.device)
         self.encoder.load_state_dict(state['encoder'])
         self.actor = Actor(self.obs_dim, c.latent_dim, self.action_dim, c.actor_hidden, c.actor_layers,
-                           c.log_std_bounds).to(self.device)
+                           c.log_std_bounds, c.actor_body).to(self.device)
         self.actor.load_state_dict(state['actor'])
         self.encoder.eval()
         self.actor.eval()

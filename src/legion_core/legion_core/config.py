@@ -26,7 +26,8 @@ KNOWN_KEYS = {
     'dpmm': {'backend', 'options', 'start', 'every', 'batch', 'purity_batch'},
     'train': {'mode', 'steps_per_task', 'num_envs', 'warmup_steps', 'warmup_burst', 'updates_per_step',
               'reset_optimizers', 'reset_critics', 'reset_vae', 'eval_every', 'eval_episodes', 'eval_envs',
-              'log_every', 'checkpoint_every', 'checkpoint_replay', 'keep_phase_checkpoints'},
+              'log_every', 'checkpoint_every', 'checkpoint_replay', 'keep_phase_checkpoints',
+              'advance_on_success', 'advance_evals'},
 }
 
 
@@ -125,6 +126,14 @@ def validate(cfg: DictConfig | dict) -> list[str]:
     ups = train.get('updates_per_step')
     if isinstance(ups, bool) or not isinstance(ups, (int, float)) or ups < 0:
         problems.append(f'train.updates_per_step must be a number >= 0, got {ups!r}')
+    advance = train.get('advance_on_success')
+    if advance is not None and (isinstance(advance, bool) or not isinstance(advance, (int, float))
+                                or not 0 < advance <= 1):
+        problems.append(f'train.advance_on_success must be null or a success rate in (0, 1], got {advance!r}')
+    if 'advance_evals' in train and (not _int(train['advance_evals']) or train['advance_evals'] < 1):
+        problems.append(f'train.advance_evals must be a positive integer, got {train["advance_evals"]!r}')
+    if advance is not None and _int(train.get('eval_every')) and train['eval_every'] == 0:
+        problems.append('train.advance_on_success needs evaluations during a phase: set train.eval_every > 0')
     if train.get('checkpoint_replay') not in CHECKPOINT_REPLAY:
         problems.append(f'train.checkpoint_replay must be one of {list(CHECKPOINT_REPLAY)}, '
                         f'got {train.get("checkpoint_replay")!r}')

@@ -26,7 +26,9 @@ Copies (``TaskVectorEnv``)
     subprocess IPC would cost more than it saves. Copy i is seeded with ``copy_seeds(seed, N)[i]``
     (distinct per copy). Under ``goal='fixed'`` every copy shares the task's fixed goal variant (like
     the original's single env); because Meta-World is deterministic, copies then differ only through
-    the actions they receive. Under ``goal='random'`` each copy draws its own goals.
+    the actions they receive. Under ``goal='random'`` each copy draws its own goals; ``copy_seed``
+    (default: the seed) seeds the copies apart from the goal variant, so that the trainer's evaluation
+    copies draw goals its training copies never see (held-out episodes).
 
 Rewards
     Meta-World v3's shaped rewards (each step in [0, 10]), times ``reward_scale`` (default 1). The
@@ -283,7 +285,8 @@ class TaskVectorEnv:
 
     def __init__(self, task: str, num_envs: int, *, embodiment: str = BUILTIN_EMBODIMENT,
                  layout: str = 'legion12', episode_length: int = 150, goal: str = 'fixed', seed: int = 0,
-                 reward_scale: float = 1.0, autoreset: bool = True, fast_observation: bool = True):
+                 reward_scale: float = 1.0, autoreset: bool = True, fast_observation: bool = True,
+                 copy_seed: int | None = None):
         if int(num_envs) != num_envs or num_envs < 1:
             raise ValueError(f'num_envs must be a positive integer, got {num_envs!r}')
         self.task = _check_common(task, embodiment, layout, episode_length, goal)
@@ -294,7 +297,9 @@ class TaskVectorEnv:
         self.autoreset = bool(autoreset)
         self.obs_dim = LAYOUTS[layout]
         self.action_dim = ACTION_DIM
-        self.seeds = copy_seeds(seed, self.num_envs)
+        # The copies' own generators (goals under goal='random'): from ``copy_seed`` when given, so that
+        # evaluation copies can draw goals that training copies of the same run never see.
+        self.seeds = copy_seeds(self.seed if copy_seed is None else copy_seed, self.num_envs)
         self.envs = [_build_env(self.task, embodiment, self.episode_length, goal, self.seed, s,
                                 fast_observation) for s in self.seeds]
         self._index = None if layout == 'full39' else LEGION12_INDEX

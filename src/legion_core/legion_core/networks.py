@@ -37,15 +37,51 @@ def relu_mlp(in_dim: int, hidden: int, num_layers: int, out_dim: int | None) -> 
     return nn.Sequential(*layers)
 
 
-def legion_body(in_dim: int, hidden: int, num_layers: int, out_dim: int) -> nn.Sequential:
-    """The actor/critic body: Linear -> LayerNorm -> Tanh, then ``num_layers`` x (Linear + LeakyReLU)."""
+BODIES = ('legion', 'layernorm', 'residual')
+
+
+def legion_body(in_dim: int, hidden: int, num_layers: int, out_dim: int,
+                kind: str = 'legion') -> nn.Sequential:
+    """The actor/critic body, ``num_layers`` hidden layers after the input block, then a linear output.
+
+    - ``legion`` (the original): Linear -> LayerNorm -> Tanh, then ``num_layers`` x (Linear + LeakyReLU).
+    - ``layernorm``: every hidden Linear followed by LayerNorm and ReLU. Normalised pre-activations keep
+      the critic's features bounded however large the returns grow (Meta-World pays up to 10 a step,
+      Q reaches ~1,000), the property BRO and SimBa build their sample efficiency on.
+    - ``residual``: BRO's critic (Nauman et al. 2024): Linear -> LayerNorm -> ReLU, then
+      ``num_layers // 2`` blocks x + LN(W2 ReLU(LN(W1 x))) (an odd layer count adds a plain LN layer).
+    """
     if num_layers < 0 or hidden < 1:
         raise ValueError(f'bad actor/critic size: {num_layers} layers of width {hidden}')
-    layers: list[nn.Module] = [nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.Tanh()]
-    for _ in range(num_layers):
-        layers += [nn.Linear(hidden, hidden), nn.LeakyReLU()]
+    if kind == 'legion':
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.Tanh()]
+        for _ in range(num_layers):
+            layers += [nn.Linear(hidden, hidden), nn.LeakyReLU()]
+    elif kind == 'layernorm':
+        layers = [nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.ReLU()]
+        for _ in range(num_layers):
+            layers += [nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.ReLU()]
+    elif kind == 'residual':
+        layers = [nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.ReLU()]
+        layers += [ResidualBlock(hidden) for _ in range(num_layers // 2)]
+        if num_layers % 2:
+            layers += [nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.ReLU()]
+    else:
+        raise ValueError(f'unknown body {kind!r}; valid: {", ".join(BODIES)}')
     layers.append(nn.Linear(hidden, out_dim))
     return nn.Sequential(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """x + LN(W2 ReLU(LN(W1 x))): BRO's block, two hidden layers."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(width, width), nn.LayerNorm(width), nn.ReLU(),
+                                 nn.Linear(width, width), nn.LayerNorm(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
 
 
 class VAEEncoder(nn.Module):
@@ -141,10 +177,10 @@ class Actor(nn.Module):
     """π(a | s, z): a tanh-squashed diagonal Gaussian."""
 
     def __init__(self, obs_dim: int, latent_dim: int, action_dim: int, hidden: int = 300,
-                 num_layers: int = 3, log_std_bounds: Sequence[float] = (-20.0, 2.0)):
+                 num_layers: int = 3, log_std_bounds: Sequence[float] = (-20.0, 2.0), body: str = 'legion'):
         super().__init__()
         self.action_dim = action_dim
-        self.body = legion_body(obs_dim + latent_dim, hidden, num_layers, 2 * action_dim)
+        self.body = legion_body(obs_dim + latent_dim, hidden, num_layers, 2 * action_dim, body)
         self.log_std_min, self.log_std_max = (float(b) for b in log_std_bounds)
         if not self.log_std_min < self.log_std_max:
             raise ValueError(f'log_std_bounds must be increasing, got {tuple(log_std_bounds)}')
@@ -178,11 +214,11 @@ class TwinCritic(nn.Module):
     """Q1, Q2(s, z, a), two independent bodies of the actor's shape ending in one output each."""
 
     def __init__(self, obs_dim: int, latent_dim: int, action_dim: int, hidden: int = 300,
-                 num_layers: int = 3):
+                 num_layers: int = 3, body: str = 'legion'):
         super().__init__()
         in_dim = obs_dim + latent_dim + action_dim
-        self.q1 = legion_body(in_dim, hidden, num_layers, 1)
-        self.q2 = legion_body(in_dim, hidden, num_layers, 1)
+        self.q1 = legion_body(in_dim, hidden, num_layers, 1, body)
+        self.q2 = legion_body(in_dim, hidden, num_layers, 1, body)
         init_weights(self)
 
     def forward(self, obs: torch.Tensor, z: torch.Tensor, action: torch.Tensor

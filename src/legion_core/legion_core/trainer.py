@@ -39,6 +39,9 @@ EVALS_FILE = 'evals.jsonl'
 METRICS_FILE = 'metrics.json'
 CONFIG_FILE = 'config.yaml'
 TB_DIR = 'tb'
+# Evaluation copies are seeded this far from the run's seed: under goal=random they draw goals the
+# training copies never see (held-out episodes), under goal=fixed nothing changes.
+EVAL_SEED_OFFSET = 1_000_003
 
 
 def seed_everything(seed: int) -> None:
@@ -102,6 +105,9 @@ class Trainer:
             'phase': 0, 'local_step': 0, 'env_steps': 0, 'update_debt': 0.0,
             'warmup_end': int(t['warmup_steps']), 'burst_done': False, 'dpmm_fits': 0, 'evals_lines': 0,
             'done': False,
+            # train.advance_on_success: consecutive evaluations the current task passed, and the steps
+            # that earlier phases ended early with, which the current phase may spend on top of its own.
+            'solved_streak': 0, 'carry': 0, 'advanced': [],
         }
         self.dpmm_log: list[dict[str, Any]] = []
         self.eval_curve: list[float] = []
@@ -147,6 +153,8 @@ class Trainer:
             'own_phase': summary.get('own_phase'),
             'stream_average': stream_average(self.eval_curve) if self.eval_curve else None,
             'dpmm': self.dpmm_log,
+            # Per finished phase: its local steps and whether it ended early, solved (advance_on_success).
+            'phases': self.position.get('advanced', []),
             'wall_time_s': round(self.elapsed, 2),
             'env_steps': self.position['env_steps'],
             'updates': self.agent.num_updates,
@@ -189,7 +197,7 @@ class Trainer:
         if list(state['tasks']) != self.tasks:
             raise ValueError(f'checkpoint tasks {state["tasks"]} differ from this run\'s {self.tasks}')
         self.agent.load_state_dict(state['agent'])
-        self.position = dict(state['position'])
+        self.position = {'solved_streak': 0, 'carry': 0, 'advanced': [], **state['position']}
         if state['replay'] is not None:
             self.replay.load_state_dict(state['replay'])
         else:
@@ -235,7 +243,7 @@ class Trainer:
             t = self.cfg['train']
             self._eval_envs[j] = TaskVectorEnv(self.tasks[j], min(t['eval_envs'], t['eval_episodes']),
                                                reward_scale=self.reward_scale, autoreset=False,
-                                               **self.env_kwargs)
+                                               copy_seed=self.seed + EVAL_SEED_OFFSET, **self.env_kwargs)
         return self._eval_envs[j]
 
     def evaluate_all(self, phase: int, final: bool) -> list[float]:
@@ -345,10 +353,12 @@ class Trainer:
         return (prev < start <= now) or (now >= start and now // every > prev // every)
 
     # ------------------------------------------------------------------ the loop
-    def run(self, max_env_steps: int | None = None) -> dict[str, Any]:
+    def run(self, max_env_steps: int | None = None, checkpoint_at_stop: bool = True) -> dict[str, Any]:
         """Train until the stream is done (or ``max_env_steps`` more env steps); returns metrics.json's dict.
 
-        Stopping early with ``max_env_steps`` leaves a checkpoint; ``resume`` continues from it.
+        Stopping early with ``max_env_steps`` leaves a checkpoint (unless ``checkpoint_at_stop`` is
+        False: a caller that keeps this trainer and calls ``run`` again, as ``legion bench solve`` does
+        to interleave two learners); ``resume`` continues from it.
         """
         from tqdm import tqdm
 
@@ -362,7 +372,8 @@ class Trainer:
         try:
             while not self.position['done']:
                 if stop_at is not None and self.position['env_steps'] >= stop_at:
-                    self.save_checkpoint()
+                    if checkpoint_at_stop:
+                        self.save_checkpoint()
                     break
                 if self.mode == 'lifelong':
                     self._run_phase(stop_at)
@@ -434,7 +445,7 @@ class Trainer:
         if p['local_step'] == 0 and t['eval_every'] > 0:
             self.evaluate_all(phase, final=False)
         steps0, updates0 = p['env_steps'], self.agent.num_updates
-        steps = int(t['steps_per_task'])
+        steps = self.phase_budget()
         try:
             while p['local_step'] < steps:
                 if stop_at is not None and p['env_steps'] >= stop_at:
@@ -453,7 +464,9 @@ class Trainer:
                     self._log_training((p['env_steps'] - steps0) / wall,
                                        (self.agent.num_updates - updates0) / wall)
                 if now < steps and self._crossed(prev, now, int(t['eval_every'])):
-                    self.evaluate_all(phase, final=False)
+                    rates = self.evaluate_all(phase, final=False)
+                    if self._solved(phase, rates):
+                        return True
                 if now < steps and self._crossed(prev_global, p['env_steps'], int(t['checkpoint_every'])):
                     self.elapsed += time.perf_counter() - last
                     last = time.perf_counter()
@@ -464,12 +477,37 @@ class Trainer:
             for env in envs:
                 env.close()
 
+    def phase_budget(self) -> int:
+        """Local steps the current phase may take: its own, plus what earlier phases saved by ending
+        early (``train.advance_on_success`` in lifelong mode)."""
+        return int(self.cfg['train']['steps_per_task']) + int(self.position.get('carry', 0))
+
+    def _solved(self, phase: int, rates: list[float]) -> bool:
+        """Whether the current task is learnt: ``train.advance_on_success`` (a success rate) reached on
+        ``train.advance_evals`` consecutive evaluations of held-out episodes. Lifelong mode only."""
+        t, p = self.cfg['train'], self.position
+        threshold = t.get('advance_on_success')
+        if threshold is None or self.mode != 'lifelong':
+            return False
+        p['solved_streak'] = p['solved_streak'] + 1 if rates[phase] >= float(threshold) else 0
+        if p['solved_streak'] < int(t.get('advance_evals', 2)):
+            return False
+        log.info('%s solved at local step %d (success >= %s at %d evaluations in a row): next task',
+                 self.tasks[phase], p['local_step'], threshold, p['solved_streak'])
+        return True
+
     def _finish_phase(self, phase: int, last: bool) -> None:
         """Final evaluation (the success-matrix row), DPMM summary, switch resets, checkpoint."""
         started = time.perf_counter()
         p, t = self.position, self.cfg['train']
         self.evaluate_all(phase, final=True)
         self.dpmm_log.append(self.dpmm_summary(phase))
+        # A phase that ended early hands its unused steps to the next one.
+        unused = max(self.phase_budget() - p['local_step'], 0)
+        p['advanced'].append({'phase': phase, 'task': self.tasks[phase], 'local_steps': p['local_step'],
+                              'env_steps': p['env_steps'], 'solved': unused > 0})
+        p['carry'] = unused if self.mode == 'lifelong' else 0
+        p['solved_streak'] = 0
         p['phase'] = phase + 1
         p['local_step'] = 0
         p['warmup_end'] = int(t['warmup_steps'])

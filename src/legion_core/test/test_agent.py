@@ -226,3 +226,31 @@ def test_teacher_survives_state_dict_round_trip():
     for p, q in zip(agent.teacher.parameters(), other.teacher.parameters(), strict=True):
         assert torch.equal(p, q) and not q.requires_grad
     assert_same_update(agent, other, make_batch(2), seed=3)
+
+
+def test_weight_decay_shrinks_actor_and_critic_weights_not_the_vae():
+    plain, decayed = make_agent(weight_decay=0.0), make_agent(weight_decay=0.5)
+    assert type(decayed.critic_optimizer) is torch.optim.AdamW
+    assert type(plain.critic_optimizer) is torch.optim.Adam
+    assert type(decayed.vae_optimizer) is torch.optim.Adam
+    for _ in range(20):
+        batch = make_batch(seed=1)
+        plain.update(batch)
+        decayed.update(batch)
+    norm = lambda m: sum(p.detach().norm() ** 2 for p in m.parameters() if p.ndim == 2)  # noqa: E731
+    assert norm(decayed.critic) < norm(plain.critic) and norm(decayed.actor) < norm(plain.actor)
+    decayed.reset_critics()  # a re-created critic optimizer keeps the decay
+    assert type(decayed.critic_optimizer) is torch.optim.AdamW
+
+
+@pytest.mark.parametrize('body', ['layernorm', 'residual'])
+def test_other_bodies_learn_and_round_trip(body):
+    agent = make_agent(actor_body=body, critic_body=body)
+    before = params(agent.critic)
+    for seed in range(3):
+        agent.update(make_batch(seed))
+    assert changed(before, agent.critic)
+    copy = make_agent(seed=1, actor_body=body, critic_body=body)
+    copy.load_state_dict(agent.state_dict())
+    obs = np.random.default_rng(0).normal(size=(5, OBS)).astype(np.float32)
+    assert np.array_equal(copy.act(obs, 0, deterministic=True), agent.act(obs, 0, deterministic=True))

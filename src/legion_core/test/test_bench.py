@@ -48,3 +48,61 @@ def test_bench_learn_prints_the_stream_summary(tmp_path, capsys):
     assert result['env_steps'] == 180 and result['forgetting'] is not None
     assert (tmp_path / 'metrics.json').is_file()
     assert main(['bench', 'learn', 'train.steps_per_task=0']) == 2
+
+
+TINY_SOLVE = ['--tasks', 'reach', '--budget', '400', '--eval-every', '200', '--eval-episodes', '2',
+              'agent.batch_size=32', 'agent.actor_hidden=16', 'agent.critic_hidden=16', 'agent.vae_hidden=16',
+              'train.warmup_steps=100', 'dpmm.start=150', 'dpmm.batch=100', 'dpmm.purity_batch=100',
+              'env.episode_length=50']
+
+
+@pytest.mark.slow
+def test_bench_solve_reports_both_sides_and_resumes_from_its_output(tmp_path, capsys):
+    output = tmp_path / 'solve.json'
+    assert main(['bench', 'solve', *TINY_SOLVE, '--output', str(output)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result['tasks'] == ['reach-v3'] and result['pairs'] == 1 and result['goal'] == 'random'
+    pair = result['results']['reach-v3']['0']
+    for side in ('ours', 'peer'):
+        assert set(pair[side]) >= {'steps_to_solve', 'cpu_s_to_solve', 'wall_s_to_solve', 'success_curve'}
+        assert pair[side]['steps_to_solve'] is None  # 400 steps of tiny networks learn nothing
+        assert pair[side]['cpu_s'] > 0 and pair[side]['success_curve'][-1]['env_steps'] == 400
+    assert [p['env_steps'] for p in pair['ours']['success_curve']] == [0, 200, 400]
+    assert [p['env_steps'] for p in pair['peer']['success_curve']] == [200, 400]
+    # Both unsolved: each counted at its whole budget's CPU time.
+    assert result['ratio_cpu_s'] == pytest.approx(pair['peer']['cpu_s'] / pair['ours']['cpu_s'], rel=1e-2)
+    assert json.loads(output.read_text())['results'] == result['results']
+
+    # A rerun with the same output finds the pair finished and trains nothing.
+    assert main(['bench', 'solve', *TINY_SOLVE, '--output', str(output)]) == 0
+    assert json.loads(capsys.readouterr().out)['results'] == result['results']
+    # Other settings would mix two experiments in one file: refused.
+    assert main(['bench', 'solve', *TINY_SOLVE, '--budget', '600', '--output', str(output)]) == 2
+    assert 'written with other settings (budget)' in capsys.readouterr().err
+
+
+def test_bench_solve_ratio_counts_an_unsolved_side_at_its_budget():
+    from legion_core.cli.bench_solve import ratio_cpu_s
+
+    def side(solved, spent):
+        return {'cpu_s_to_solve': solved, 'cpu_s': spent}
+
+    results = {
+        'a': {'0': {'ours': side(10.0, 12.0), 'peer': side(50.0, 60.0)},     # 5x
+              '1': {'ours': side(10.0, 12.0), 'peer': side(30.0, 60.0)}},    # 3x -> median 4x
+        'b': {'0': {'ours': side(20.0, 30.0), 'peer': side(None, 200.0)}},   # peer unsolved: 10x
+        'c': {'0': {'ours': side(None, 100.0), 'peer': side(None, 100.0)}},  # neither: 1x
+    }
+    assert ratio_cpu_s(results) == 4.0  # median of 4, 10, 1
+    assert ratio_cpu_s({'a': {'0': {'ours': side(1.0, 1.0)}}}) is None  # --no-peer
+
+
+@pytest.mark.parametrize(('args', 'message'), [
+    (['--budget', '0'], '--budget must be >= 1'),
+    (['--threshold', '1.5'], '--threshold must be in (0, 1]'),
+    (['--tasks', 'reachh'], "unknown Meta-World task 'reachh'"),
+    (['--tasks', 'reach', 'agent.critic_body=bro'], 'agent.critic_body must be one of'),
+])
+def test_bench_solve_rejects_bad_arguments(capsys, args, message):
+    assert main(['bench', 'solve', *args]) == 2
+    assert message in capsys.readouterr().err

@@ -116,3 +116,23 @@ def test_encoder_task_table_path_equals_concatenated_input():
     grads_b = torch.autograd.grad((mu_b.sum() + logvar_b.square().sum()), list(enc.parameters()))
     assert torch.allclose(mu_a, mu_b, atol=1e-5) and torch.allclose(logvar_a, logvar_b, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads_a, grads_b, strict=True))
+
+
+@pytest.mark.parametrize('body', ['legion', 'layernorm', 'residual'])
+def test_bodies_keep_their_layer_count_and_normalise_where_they_say(body):
+    torch.manual_seed(0)
+    critic = TwinCritic(OBS, LAT, ACT, hidden=32, num_layers=2, body=body)
+    linears = _linears(critic.q1)
+    assert [m.out_features for m in linears] == [32, 32, 32, 1]  # input block + 2 hidden + output
+    norms = sum(isinstance(m, torch.nn.LayerNorm) for m in critic.q1.modules())
+    assert norms == {'legion': 1, 'layernorm': 3, 'residual': 3}[body]
+    q1, q2 = critic(torch.randn(B, OBS), torch.randn(B, LAT), torch.randn(B, ACT))
+    assert q1.shape == q2.shape == (B,) and torch.isfinite(q1).all()
+    # Features stay bounded when the inputs are huge (the normalised input block in every body).
+    big = critic.q1[:-1](torch.randn(B, OBS + LAT + ACT) * 1e4)
+    assert big.abs().max() < 50
+
+
+def test_unknown_body_is_refused():
+    with pytest.raises(ValueError, match="unknown body 'bro'"):
+        Actor(OBS, LAT, ACT, body='bro')

@@ -100,3 +100,60 @@ def test_distill_remembers_the_finished_tasks_at_each_switch(tmp_path):
     phase_0 = torch.load(tmp_path / 'checkpoints' / 'phase_0.pt', weights_only=False)
     assert phase_0['agent']['teacher_tasks'] == 1
     assert resume_trainer(tmp_path, progress=False).agent.teacher_tasks == 2  # kept by a resume
+
+
+class _SolvesEachTaskAtOnce(Trainer):
+    """The real evaluation, then the current task reported solved: what a learnt task looks like to the
+    phase-advance rule, without training one for minutes."""
+
+    def evaluate_all(self, phase, final):
+        rates = super().evaluate_all(phase, final)
+        return [1.0 if j == phase else rate for j, rate in enumerate(rates)]
+
+
+def test_advance_on_success_ends_a_phase_early_and_hands_its_steps_on(tmp_path):
+    from legion_core.checkpoint import resume_trainer
+
+    cfg = small_config('train.advance_on_success=0.9', 'train.advance_evals=2', 'train.eval_every=50',
+                       'train.steps_per_task=300', 'train.num_envs=1', 'train.checkpoint_every=0')
+    trainer = _SolvesEachTaskAtOnce(cfg, tmp_path, progress=False)
+    trainer.run(max_env_steps=120)
+    # Solved at the evaluations of local steps 50 and 100: phase 0 ended there, 200 steps unused.
+    assert trainer.position['phase'] == 1 and trainer.position['carry'] == 200
+    assert trainer.phase_budget() == 500
+    resumed = resume_trainer(tmp_path, progress=False)  # the carry survives a restart
+    assert resumed.phase_budget() == 500
+    metrics = _SolvesEachTaskAtOnce(cfg, tmp_path / 'whole', progress=False).run()
+    assert [(p['task'], p['local_steps'], p['solved']) for p in metrics['phases']] == [
+        ('reach-v3', 100, True), ('push-v3', 100, True)]
+    assert metrics['env_steps'] == 200 and metrics['complete']
+
+
+def test_a_task_never_solved_runs_its_whole_phase(tmp_path):
+    cfg = small_config('train.advance_on_success=1.0', 'train.steps_per_task=100', 'train.num_envs=1',
+                       'train.eval_every=50', 'train.checkpoint_every=0')
+    metrics = Trainer(cfg, tmp_path, progress=False).run()  # 200 steps of tiny nets: nothing solved
+    assert [(p['local_steps'], p['solved']) for p in metrics['phases']] == [(100, False), (100, False)]
+
+
+@pytest.mark.parametrize(('key', 'value', 'message'), [
+    ('train.advance_on_success', '1.5', 'train.advance_on_success must be null or a success rate'),
+    ('train.advance_evals', '0', 'train.advance_evals must be a positive integer'),
+    ('agent.critic_body', 'bro', "agent.critic_body must be one of ['legion', 'layernorm', 'residual']"),
+    ('agent.weight_decay', '-1', 'agent.weight_decay must be >= 0'),
+])
+def test_new_switches_are_validated(key, value, message):
+    from legion_core.config import validate
+
+    assert any(message in problem for problem in validate(small_config(f'{key}={value}')))
+
+
+def test_evaluation_goals_are_held_out_from_training(tmp_path):
+    cfg = small_config('env.goal=random', 'train.eval_envs=2', 'train.eval_episodes=2')
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    from legion_core.envs import TaskVectorEnv
+
+    train_env = TaskVectorEnv('reach-v3', 2, layout='legion12', episode_length=40, goal='random', seed=0)
+    train_goals = train_env.reset()[:, 9:12]
+    eval_goals = trainer._eval_env(0).reset()[:, 9:12]
+    assert not np.isclose(train_goals[:, None], eval_goals[None]).all(axis=-1).any()

@@ -1,0 +1,352 @@
+"""`legion bench solve`: time to a learnt skill, ours against stable-baselines3 SAC, side by side.
+
+For each task of a list and each seed, two learners start from scratch on that task alone:
+
+- **ours**: a LEGION agent (VAE and DPMM included) with the defaults of ``legion train`` (any
+  ``KEY=VALUE`` override applies to it), trained by the same ``Trainer`` as ``legion train``;
+- **peer**: ``stable_baselines3.SAC('MlpPolicy')`` at its own defaults (256 x 256, batch 256, one
+  update per step), with ``learning_starts`` set to our warm-up so both start learning at the same step.
+
+Both see the same env (embodiment, observation layout, episode length, goal mode, seed) and are
+evaluated the same way: every ``--eval-every`` env steps, ``--eval-episodes`` deterministic episodes
+on evaluation copies seeded apart from training (under ``--goal random`` goals training never saw).
+A side has *solved* the task when its success rate reaches ``--threshold`` at ``--consecutive``
+evaluations in a row; its steps, process CPU seconds and wall seconds up to that evaluation
+(evaluations included: a user waits for them too) are the time to a learnt skill.
+
+The two learners run interleaved in one process, one evaluation interval each in turn, so that
+machine noise (a shared VM's steal time, other jobs) falls on both. CPU seconds are the process's
+own CPU time during each side's turns: robust to other load, unlike wall time.
+
+The run is resumable: with ``--output FILE`` every finished (task, seed) is written to FILE at once,
+and a rerun with the same FILE skips what is there (a killed run loses at most the pair in progress).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # About 30 minutes on 2 cores: two quick tasks, one seed.
+    'quick': {'tasks': 'reach-v3,drawer-close-v3', 'seeds': '0', 'budget': 40_000, 'eval_every': 5_000},
+    # The issue's list: every legion10 task, 300k steps each (hours: resumable).
+    'legion10': {'tasks': 'legion10', 'seeds': '0', 'budget': 300_000, 'eval_every': 10_000},
+}
+SIDES = ('ours', 'peer')
+PEER = 'stable-baselines3 SAC, MlpPolicy defaults (256 x 256, batch 256)'
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        'solve', help='time to a learnt skill: ours vs stable-baselines3 SAC, side by side (JSON)',
+        description=(
+            'Train a fresh LEGION agent (our defaults, VAE and DPMM included) and, interleaved in the same '
+            'process, stable-baselines3 SAC at its defaults on each task alone, evaluate both every '
+            '--eval-every env steps, and report when each solved the task (success >= --threshold at '
+            '--consecutive evaluations in a row): env steps, process CPU seconds and wall seconds. '
+            'Prints one JSON object; ratio_cpu_s is peer / ours (median over tasks, an unsolved side '
+            'counted at its budget). With --output the run resumes where it stopped.'),
+        epilog=('examples:\n'
+                '  legion bench solve --preset quick                      # ~30 min on 2 cores\n'
+                '  legion bench solve --preset legion10 --output runs/solve.json   # hours; rerun to resume\n'
+                '  legion bench solve --tasks reach,push --budget 100000 agent.critic_body=legion\n'),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('overrides', nargs='*', metavar='KEY=VALUE',
+                        help='overrides of our training config (e.g. agent.batch_size=256)')
+    parser.add_argument('--preset', choices=sorted(PRESETS), default=None,
+                        help='quick: reach and drawer-close, 40k steps (~30 min); legion10: all ten, '
+                             '300k steps each (explicit flags override the preset)')
+    parser.add_argument('--tasks', default=None,
+                        help='comma-separated tasks or a stream name (default: legion10)')
+    parser.add_argument('--seeds', default=None, help='comma-separated seeds (default: 0)')
+    parser.add_argument('--budget', type=int, default=None,
+                        help='env steps per task and side (default 300000)')
+    parser.add_argument('--eval-every', type=int, default=None, help='env steps between evaluations '
+                        '(default 10000)')
+    parser.add_argument('--eval-episodes', type=int, default=10, help='episodes per evaluation (default 10)')
+    parser.add_argument('--threshold', type=float, default=0.9, help='success rate that counts (default 0.9)')
+    parser.add_argument('--consecutive', type=int, default=2,
+                        help='evaluations in a row at the threshold (default 2)')
+    parser.add_argument('--embodiment', default='kuka', help='sawyer | kuka (default kuka)')
+    parser.add_argument('--goal', default='random', choices=('fixed', 'random'),
+                        help='goal per episode (random, default) or one per task and seed (fixed)')
+    parser.add_argument('--output', default=None,
+                        help='JSON file that keeps finished tasks; an existing one is continued')
+    parser.add_argument('--work-dir', default=None,
+                        help='where our runs are written (default: a temporary directory, removed)')
+    parser.add_argument('--no-peer', action='store_true', help='train ours only')
+    parser.add_argument('--progress', action='store_true', help='progress bars on stderr')
+    parser.set_defaults(handler=run)
+
+
+# ------------------------------------------------------------------------------------------- learners
+class Ours:
+    """Our trainer on one task, advanced one evaluation interval at a time."""
+
+    def __init__(self, cfg: dict[str, Any], run_dir: Path, progress: bool):
+        from legion_core.trainer import Trainer
+
+        self.trainer = Trainer(cfg, run_dir, progress=progress)
+        self.run_dir = run_dir
+
+    def advance(self, steps: int) -> list[tuple[int, float]]:
+        """Train ``steps`` more env steps (or to the end); the evaluations made, as (env steps, success)."""
+        seen = self.trainer.position['evals_lines']
+        self.trainer.run(max_env_steps=steps, checkpoint_at_stop=False)
+        lines = (self.run_dir / 'evals.jsonl').read_text().splitlines()[seen:]
+        return [(row['env_steps'], row['success']) for row in map(json.loads, lines)]
+
+    @property
+    def done(self) -> bool:
+        return bool(self.trainer.position['done'])
+
+    def close(self) -> None:
+        if self.trainer._writer is not None:
+            self.trainer._writer.close()
+
+
+class Peer:
+    """stable-baselines3 SAC at its defaults on the same env, evaluated like ours."""
+
+    def __init__(self, task: str, env_kwargs: dict[str, Any], warmup: int, budget: int, episodes: int,
+                 eval_seed: int):
+        from stable_baselines3 import SAC
+
+        from legion_core.envs import TaskVectorEnv
+
+        self.model = SAC('MlpPolicy', _gym_env(task, env_kwargs), learning_starts=warmup,
+                         buffer_size=budget, seed=env_kwargs['seed'], device='cpu', verbose=0)
+        self.eval_env = TaskVectorEnv(task, episodes, autoreset=False, copy_seed=eval_seed, **env_kwargs)
+        self.task, self.episodes, self.budget, self.steps = task, episodes, budget, 0
+
+    def advance(self, steps: int) -> list[tuple[int, float]]:
+        from legion_core.envs import evaluate
+
+        steps = min(steps, self.budget - self.steps)
+        self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
+        self.steps += steps
+        result = evaluate(lambda obs: self.model.predict(obs, deterministic=True)[0], self.task,
+                          self.episodes, env=self.eval_env)
+        return [(self.steps, result['success_rate'])]
+
+    @property
+    def done(self) -> bool:
+        return self.steps >= self.budget
+
+    def close(self) -> None:
+        self.eval_env.close()
+        self.model.get_env().close()
+
+
+def _gym_env(task: str, env_kwargs: dict[str, Any]):
+    """A gymnasium Env over our single-copy TaskEnv (same embodiment, layout, goal and seed as ours)."""
+    import gymnasium as gym
+    import numpy as np
+
+    from legion_core.envs import make_task_env
+
+    class TaskGymEnv(gym.Env):
+        metadata: dict = {}  # noqa: RUF012 - gymnasium's own attribute
+
+        def __init__(self):
+            self.env = make_task_env(task, **env_kwargs)
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.env.obs_dim,), np.float32)
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            return self.env.reset(), {}
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(np.asarray(action))
+            return obs, reward, terminated, truncated, info
+
+        def close(self):
+            self.env.close()
+
+    return TaskGymEnv()
+
+
+# ------------------------------------------------------------------------------------------- one task
+class Clock:
+    """Env steps, process CPU seconds and wall seconds one side has spent, and when it solved."""
+
+    def __init__(self, threshold: float, consecutive: int):
+        self.threshold, self.consecutive = threshold, consecutive
+        self.cpu_s = self.wall_s = 0.0
+        self.curve: list[dict[str, float]] = []
+        self.streak = 0
+        self.solved: dict[str, float] | None = None
+
+    def record(self, evaluations: list[tuple[int, float]], cpu_s: float, wall_s: float) -> None:
+        self.cpu_s += cpu_s
+        self.wall_s += wall_s
+        for steps, success in evaluations:
+            self.curve.append({'env_steps': steps, 'success': success})
+            self.streak = self.streak + 1 if success >= self.threshold else 0
+            if self.solved is None and self.streak >= self.consecutive:
+                self.solved = {'steps': steps, 'cpu_s': self.cpu_s, 'wall_s': self.wall_s}
+
+    def summary(self, budget: int) -> dict[str, Any]:
+        solved = self.solved or {}
+        return {'steps_to_solve': solved.get('steps'), 'cpu_s_to_solve': _round(solved.get('cpu_s')),
+                'wall_s_to_solve': _round(solved.get('wall_s')), 'cpu_s': _round(self.cpu_s),
+                'wall_s': _round(self.wall_s), 'budget': budget, 'success_curve': self.curve}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def solve_task(task: str, seed: int, cfg: dict[str, Any], args: argparse.Namespace, work_dir: Path
+               ) -> dict[str, Any]:
+    """Both sides on one task and seed, interleaved one evaluation interval at a time."""
+    from legion_core.trainer import EVAL_SEED_OFFSET
+
+    env = cfg['env']
+    env_kwargs = {'embodiment': env['embodiment'], 'layout': env['layout'],
+                  'episode_length': env['episode_length'], 'goal': env['goal'], 'seed': seed}
+    learners: dict[str, Any] = {'ours': Ours(cfg, work_dir / f'{task}_seed{seed}', args.progress)}
+    if not args.no_peer:
+        learners['peer'] = Peer(task, env_kwargs, int(cfg['train']['warmup_steps']), args.budget,
+                                args.eval_episodes, seed + EVAL_SEED_OFFSET)
+    clocks = {side: Clock(args.threshold, args.consecutive) for side in learners}
+    # Ours evaluates at step 0 too; the peer's first evaluation comes after its first interval.
+    try:
+        while any(not learner.done and clocks[side].solved is None for side, learner in learners.items()):
+            for side, learner in learners.items():
+                if learner.done or clocks[side].solved is not None:
+                    continue
+                wall, cpu = time.perf_counter(), time.process_time()
+                evaluations = learner.advance(args.eval_every)
+                clocks[side].record(evaluations, time.process_time() - cpu, time.perf_counter() - wall)
+    finally:
+        for learner in learners.values():
+            learner.close()
+    return {side: clock.summary(args.budget) for side, clock in clocks.items()}
+
+
+# ------------------------------------------------------------------------------------------- the run
+def _config(args: argparse.Namespace, task: str, seed: int) -> dict[str, Any]:
+    from legion_core.config import compose_config, to_container
+
+    cfg = to_container(compose_config([
+        f'stream.tasks=[{task}]', f'stream.name={task}', f'seed={seed}', 'device=cpu',
+        f'env.embodiment={args.embodiment}', f'env.goal={args.goal}',
+        f'train.steps_per_task={args.budget}', f'train.eval_every={args.eval_every}',
+        f'train.eval_episodes={args.eval_episodes}', f'train.eval_envs={args.eval_episodes}',
+        f'train.advance_on_success={args.threshold}', f'train.advance_evals={args.consecutive}',
+        'train.checkpoint_every=0', 'train.keep_phase_checkpoints=false',
+        *args.overrides]))
+    return cfg
+
+
+def ratio_cpu_s(results: dict[str, dict[str, Any]]) -> float | None:
+    """peer / ours CPU seconds to a learnt skill: median over seeds per task, then over tasks. A side
+    that did not solve is counted at the CPU seconds it spent on its whole budget."""
+    per_task = []
+    for seeds in results.values():
+        ratios = []
+        for pair in seeds.values():
+            if 'peer' not in pair:
+                continue
+            ours, peer = (pair[side]['cpu_s_to_solve'] or pair[side]['cpu_s'] for side in SIDES)
+            if ours:
+                ratios.append(peer / ours)
+        if ratios:
+            per_task.append(statistics.median(ratios))
+    return round(statistics.median(per_task), 3) if per_task else None
+
+
+def _check(args: argparse.Namespace) -> list[str]:
+    problems = []
+    for name in ('budget', 'eval_every', 'eval_episodes', 'consecutive'):
+        if getattr(args, name) < 1:
+            problems.append(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
+    if not 0 < args.threshold <= 1:
+        problems.append(f'--threshold must be in (0, 1], got {args.threshold}')
+    return problems
+
+
+def run(args: argparse.Namespace) -> int:
+    preset = PRESETS.get(args.preset, {})
+    for key, default in (('tasks', 'legion10'), ('seeds', '0'), ('budget', 300_000), ('eval_every', 10_000)):
+        if getattr(args, key) is None:
+            setattr(args, key, preset.get(key, default))
+    problems = _check(args)
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from legion_core.config import validate
+    from legion_core.tasks import resolve_stream
+
+    try:
+        tasks = resolve_stream(args.tasks)
+        seeds = [int(s) for s in str(args.seeds).split(',') if s.strip()]
+        problems += [f'{task}: {p}' for task in tasks[:1] for p in validate(_config(args, task, seeds[0]))]
+    except (ValueError, HydraException, OmegaConfBaseException) as error:
+        problems.append(str(error))
+    if problems:
+        print('legion bench solve: ' + '; '.join(problems), file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(1)  # both sides, one intra-op thread (shared cores: threads spin)
+    output = Path(args.output) if args.output else None
+    results: dict[str, dict[str, Any]] = {}
+    if output is not None and output.is_file():
+        earlier = json.loads(output.read_text())
+        settings = _settings(args)
+        differ = sorted(k for k, v in settings.items() if earlier.get(k) != v)
+        if differ:
+            print(f'legion bench solve: {output} was written with other settings ({", ".join(differ)}): '
+                  'give another --output, or the same settings to continue it', file=sys.stderr)
+            return 2
+        results = earlier.get('results', {})
+    work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix='legion-bench-solve-'))
+    try:
+        for task in tasks:
+            for seed in seeds:
+                if str(seed) in results.get(task, {}):
+                    continue  # finished in an earlier run of this output file
+                pair = solve_task(task, seed, _config(args, task, seed), args, work_dir)
+                results.setdefault(task, {})[str(seed)] = pair
+                if output is not None:
+                    _write(output, _report(args, tasks, seeds, results))
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    print(json.dumps(_report(args, tasks, seeds, results)))
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What a result depends on besides the task and seed: a continued output must match them."""
+    return {'budget': args.budget, 'eval_every': args.eval_every, 'eval_episodes': args.eval_episodes,
+            'threshold': args.threshold, 'consecutive': args.consecutive, 'embodiment': args.embodiment,
+            'goal': args.goal, 'overrides': list(args.overrides),
+            'peer': None if args.no_peer else PEER}
+
+
+def _report(args: argparse.Namespace, tasks: list[str], seeds: list[int], results: dict) -> dict[str, Any]:
+    solved = {side: sum(1 for task in results.values() for pair in task.values()
+                        if side in pair and pair[side]['steps_to_solve'] is not None) for side in SIDES}
+    return {
+        'tasks': tasks, 'seeds': seeds, **_settings(args),
+        'solved': solved, 'pairs': sum(len(task) for task in results.values()),
+        'ratio_cpu_s': ratio_cpu_s(results),
+        'results': results,
+    }
+
+
+def _write(path: Path, report: dict[str, Any]) -> None:
+    from legion_core.checkpoint import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(report, indent=1))
