@@ -51,6 +51,7 @@ class AgentConfig:
     weight_decay: float = 0.0           # decoupled (AdamW) decay of actor and critic weights
     log_std_bounds: list[float] = field(default_factory=lambda: [-20.0, 2.0])
     gamma: float = 0.99
+    n_step: int = 1                     # n-step returns (replay rows span up to n env steps)
     tau: float = 0.005
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -93,7 +94,7 @@ class AgentConfig:
         """What is wrong with this configuration, as sentences (empty if nothing)."""
         out = []
         for name in ('latent_dim', 'vae_hidden', 'vae_layers', 'actor_hidden', 'critic_hidden',
-                     'batch_size', 'vae_update_every'):
+                     'batch_size', 'vae_update_every', 'n_step'):
             if int(getattr(self, name)) < 1:
                 out.append(f'agent.{name} must be >= 1, got {getattr(self, name)}')
         for name in ('actor_layers', 'critic_layers'):
@@ -294,7 +295,9 @@ class LegionAgent:
             next_z = self.vae.encoder.sample(next_mu, next_logvar)
             next_action, next_logp = self.actor.sample(next_obs, next_z)
             q1_t, q2_t = self.critic_target(next_obs, next_z, next_action)
-            target_q = reward + cfg.gamma * not_done * (torch.min(q1_t, q2_t) - alpha * next_logp)
+            # An n-step row bootstraps after its horizon: γ^horizon (exactly γ for one-step rows).
+            discount = cfg.gamma if cfg.n_step == 1 else torch.pow(cfg.gamma, batch['horizon'].reshape(-1))
+            target_q = reward + discount * not_done * (torch.min(q1_t, q2_t) - alpha * next_logp)
 
         q1, q2 = self.critic(obs, z, action)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)

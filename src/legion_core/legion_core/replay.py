@@ -7,8 +7,10 @@ storage is preallocated torch tensors on ``device`` and ``sample`` draws indices
 
 Stored per transition: ``obs`` [D] and ``next_obs`` [D] float32, ``action`` [A] float32, ``reward``
 float32, ``done`` float32 (1 = terminal; a time-limit truncation is NOT terminal, so Meta-World's
-transitions are all 0) and ``task`` int64 (the task's index in the stream). ``sample`` returns those
-keys with shapes [B, D], [B, A], [B], [B], [B].
+transitions are all 0), ``task`` int64 (the task's index in the stream) and ``horizon`` float32 (the
+env steps the row spans: 1, or up to n for the n-step rows of ``NStepReturns``, whose ``reward`` is
+the discounted sum and ``next_obs`` the observation n steps later). ``sample`` returns those keys
+with shapes [B, D], [B, A], [B], [B], [B], [B].
 
 Retention policies (what happens once the buffer is full):
 
@@ -27,12 +29,14 @@ slots, thinning) use a second, CPU generator, so ``add`` never reads back from t
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
+import numpy as np
 import torch
 
 POLICIES: tuple[str, ...] = ('fifo', 'reservoir', 'task_quota')
-FIELDS: tuple[str, ...] = ('obs', 'action', 'reward', 'next_obs', 'done', 'task')
+FIELDS: tuple[str, ...] = ('obs', 'action', 'reward', 'next_obs', 'done', 'task', 'horizon')
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -71,6 +75,7 @@ class ReplayBuffer:
             'next_obs': torch.zeros(c, d, device=self.device),
             'done': torch.zeros(c, device=self.device),
             'task': torch.zeros(c, dtype=torch.int64, device=self.device),
+            'horizon': torch.ones(c, device=self.device),
         }
         self.sample_generator = torch.Generator(device=self.device)
         self.sample_generator.manual_seed(self.seed)
@@ -106,8 +111,9 @@ class ReplayBuffer:
                              f'got {tuple(tensor.shape)}')
         return tensor
 
-    def add(self, obs, action, reward, next_obs, done, task) -> None:
-        """Add N transitions (torch tensors or numpy arrays); ``task`` is an int or [N] ints."""
+    def add(self, obs, action, reward, next_obs, done, task, horizon=None) -> None:
+        """Add N transitions (torch tensors or numpy arrays); ``task`` is an int or [N] ints; ``horizon``
+        [N] the env steps each row spans (default 1)."""
         rows = {'obs': self._as_rows('obs', obs, None, self.obs_dim, torch.float32)}
         n = rows['obs'].shape[0]
         if n == 0:
@@ -116,6 +122,8 @@ class ReplayBuffer:
         rows['reward'] = self._as_rows('reward', reward, n, None, torch.float32)
         rows['next_obs'] = self._as_rows('next_obs', next_obs, n, self.obs_dim, torch.float32)
         rows['done'] = self._as_rows('done', done, n, None, torch.float32)
+        rows['horizon'] = (torch.ones(n, device=self.device) if horizon is None
+                           else self._as_rows('horizon', horizon, n, None, torch.float32))
         # Task indices are checked and grouped on the host (they come from the trainer, not the GPU).
         task_host = torch.as_tensor(task, dtype=torch.int64, device='cpu')
         if task_host.dim() == 0:
@@ -304,7 +312,9 @@ class ReplayBuffer:
             raise ValueError(f'replay state was saved with {state.get("config")}, this buffer is {config}')
         hw = int(state['high_water'])
         for name, tensor in self.storage.items():
-            saved = state['storage'][name]
+            saved = state['storage'].get(name)
+            if saved is None and name == 'horizon':  # saved before n-step rows existed: all one-step
+                saved = torch.ones(hw)
             if tuple(saved.shape) != (hw, *tensor.shape[1:]):
                 raise ValueError(f'replay state {name}: expected shape {(hw, *tensor.shape[1:])}, '
                                  f'got {tuple(saved.shape)}')
@@ -321,3 +331,55 @@ class ReplayBuffer:
         if self.slot_map is not None:
             self.slot_map[:self.size] = state['slot_map'].to(self.device)
 
+
+
+class NStepReturns:
+    """One-step transitions of N env copies in, n-step transitions out (for ``agent.n_step``).
+
+    A row leaves when its copy has n steps after it: reward r_t + γ r_{t+1} + ... + γ^(n-1) r_{t+n-1},
+    s' = s_{t+n}, horizon n (the critic bootstraps with γ^n). When an episode ends (terminal or time
+    limit) every pending row of that copy leaves with the steps it has (horizon k < n, s' the episode's
+    true last observation, ``done`` as the last step's), so no transition is lost or crosses an episode.
+    ``flush`` empties every copy the same way (a training loop that stops between episodes).
+    """
+
+    def __init__(self, n: int, gamma: float, copies: int):
+        self.n, self.gamma = _positive_int('n', n), float(gamma)
+        self.pending: list[deque] = [deque() for _ in range(_positive_int('copies', copies))]
+
+    def push(self, obs, action, reward, next_obs, done, ended, task) -> dict[str, np.ndarray] | None:
+        """One vector step (arrays over the copies; ``ended``: the episode ended here). Returns the rows
+        ready to store (keys of ``ReplayBuffer.add``), or None."""
+        out: list[tuple] = []
+        for i, queue in enumerate(self.pending):
+            queue.append((obs[i], action[i], float(reward[i]), task[i]))
+            if ended[i] or done[i]:
+                self._emit(queue, len(queue), next_obs[i], float(done[i]), out)
+            elif len(queue) == self.n:
+                self._emit(queue, 1, next_obs[i], 0.0, out)
+        return self._rows(out)
+
+    def flush(self, last_obs) -> dict[str, np.ndarray] | None:
+        """Every pending row, bootstrapped from ``last_obs`` [copies, D] (the copies' current obs)."""
+        out: list[tuple] = []
+        for i, queue in enumerate(self.pending):
+            self._emit(queue, len(queue), last_obs[i], 0.0, out)
+        return self._rows(out)
+
+    def _emit(self, queue: deque, count: int, next_obs, done: float, out: list) -> None:
+        """The first ``count`` rows of ``queue``, each summing the rewards from it to the queue's end."""
+        for _ in range(count):
+            ret = 0.0
+            for k, (_o, _a, r, _t) in enumerate(queue):
+                ret += self.gamma ** k * r
+            o, a, _r, t = queue.popleft()
+            out.append((o, a, ret, next_obs, done, t, len(queue) + 1))
+
+    @staticmethod
+    def _rows(out: list[tuple]) -> dict[str, np.ndarray] | None:
+        if not out:
+            return None
+        obs, action, reward, next_obs, done, task, horizon = zip(*out, strict=True)
+        return {'obs': np.stack(obs), 'action': np.stack(action), 'reward': np.asarray(reward),
+                'next_obs': np.stack(next_obs), 'done': np.asarray(done), 'task': np.asarray(task),
+                'horizon': np.asarray(horizon, dtype=np.float32)}

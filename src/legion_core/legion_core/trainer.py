@@ -313,11 +313,17 @@ class Trainer:
         for _ in range(n + owed):
             self.agent.update(self.replay.sample(batch_size))
 
-    def _store(self, task_ids, obs, actions, next_obs, reward, terminated, truncated, info) -> None:
+    def _store(self, task_ids, obs, actions, next_obs, reward, terminated, truncated, info,
+               n_step=None) -> None:
         # fix_terminal_obs: s' of an ended episode is its true last observation; the original stored
         # the first observation of the next episode (what next_obs holds after auto-reset).
         target = info['final_obs'] if self.agent_config.fix_terminal_obs else next_obs
-        self.replay.add(obs, actions, reward, target, terminated.astype(np.float32), task_ids)
+        if n_step is None:
+            self.replay.add(obs, actions, reward, target, terminated.astype(np.float32), task_ids)
+        else:
+            rows = n_step.push(obs, actions, reward, target, terminated, terminated | truncated, task_ids)
+            if rows is not None:
+                self.replay.add(**rows)
         ended = np.flatnonzero(terminated | truncated)
         for i in ended:
             self._train_episodes.append((float(info['episode_success'][i]), float(info['episode_return'][i])))
@@ -391,7 +397,7 @@ class Trainer:
             self._write_metrics()
         return self.metrics()
 
-    def _step_envs(self, envs, obs_list, task_ids_list, deterministic_warmup: bool):
+    def _step_envs(self, envs, obs_list, task_ids_list, deterministic_warmup: bool, n_steps=None):
         """One vector step of every env in ``envs``, actions for all chosen in one batch."""
         obs_all = np.concatenate(obs_list)
         if deterministic_warmup:
@@ -399,12 +405,13 @@ class Trainer:
         else:
             actions = self.agent.act(obs_all, np.concatenate(task_ids_list), deterministic=False)
         new_obs, offset = [], 0
-        for env, obs, task_ids in zip(envs, obs_list, task_ids_list, strict=True):
+        for e, (env, obs, task_ids) in enumerate(zip(envs, obs_list, task_ids_list, strict=True)):
             n = obs.shape[0]
             act = actions[offset:offset + n]
             offset += n
             next_obs, reward, terminated, truncated, info = env.step(act)
-            self._store(task_ids, obs, act, next_obs, reward, terminated, truncated, info)
+            self._store(task_ids, obs, act, next_obs, reward, terminated, truncated, info,
+                        None if n_steps is None else n_steps[e])
             new_obs.append(next_obs)
         return new_obs
 
@@ -446,12 +453,18 @@ class Trainer:
             self.evaluate_all(phase, final=False)
         steps0, updates0 = p['env_steps'], self.agent.num_updates
         steps = self.phase_budget()
+        n_steps = None
+        if self.agent_config.n_step > 1:
+            from legion_core.replay import NStepReturns
+
+            n_steps = [NStepReturns(self.agent_config.n_step, self.agent_config.gamma, env.num_envs)
+                       for env in envs]
         try:
             while p['local_step'] < steps:
                 if stop_at is not None and p['env_steps'] >= stop_at:
                     return False
                 prev, prev_global = p['local_step'], p['env_steps']
-                obs = self._step_envs(envs, obs, task_ids, p['local_step'] < p['warmup_end'])
+                obs = self._step_envs(envs, obs, task_ids, p['local_step'] < p['warmup_end'], n_steps)
                 p['local_step'] += local_per_step
                 p['env_steps'] += per_step
                 self._learn(per_step, local_per_step)
@@ -473,6 +486,12 @@ class Trainer:
                     self.save_checkpoint()
             return True
         finally:
+            # Rows still waiting for their n steps leave with the steps they have (bootstrapped from
+            # the current observation), so stopping between episodes loses no transition.
+            for accumulator, current in zip(n_steps or [], obs, strict=False):
+                rows = accumulator.flush(current)
+                if rows is not None:
+                    self.replay.add(**rows)
             self.elapsed += time.perf_counter() - last
             for env in envs:
                 env.close()

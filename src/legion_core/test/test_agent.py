@@ -254,3 +254,25 @@ def test_other_bodies_learn_and_round_trip(body):
     copy.load_state_dict(agent.state_dict())
     obs = np.random.default_rng(0).normal(size=(5, OBS)).astype(np.float32)
     assert np.array_equal(copy.act(obs, 0, deterministic=True), agent.act(obs, 0, deterministic=True))
+
+
+def test_n_step_rows_bootstrap_with_gamma_to_their_horizon(monkeypatch):
+    targets = []
+    original = torch.nn.functional.mse_loss
+
+    def spy(q, target):  # the first call of an update is the critic loss against its TD target
+        targets.append(target.detach().clone())
+        return original(q, target)
+
+    monkeypatch.setattr(torch.nn.functional, 'mse_loss', spy)
+    bootstraps = []
+    for horizon in (torch.ones(B), torch.tensor([1.0, 3.0] * (B // 2))):
+        agent = make_agent(seed=0, n_step=3, gamma=0.5)  # identical agents ...
+        batch = {**make_batch(seed=2), 'horizon': horizon}
+        targets.clear()
+        torch.manual_seed(5)  # ... and identical noise in the update
+        agent.update(batch)
+        bootstraps.append(targets[0] - batch['reward'])  # γ^h (min Q' - α log π')
+    one_step, mixed = bootstraps
+    torch.testing.assert_close(mixed[0::2], one_step[0::2])
+    torch.testing.assert_close(mixed[1::2], 0.25 * one_step[1::2])

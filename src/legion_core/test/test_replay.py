@@ -44,7 +44,7 @@ def test_sample_shapes_dtypes_and_device():
     batch = buffer.sample(16)
     shapes = {name: tuple(t.shape) for name, t in batch.items()}
     assert shapes == {'obs': (16, OBS), 'action': (16, ACT), 'reward': (16,), 'next_obs': (16, OBS),
-                      'done': (16,), 'task': (16,)}
+                      'done': (16,), 'task': (16,), 'horizon': (16,)}
     assert batch['task'].dtype == torch.int64 and batch['done'].dtype == torch.float32
     assert all(t.device == buffer.device for t in batch.values())
     torch.testing.assert_close(batch['task'], batch['obs'][:, 0].long() % 4)
@@ -171,3 +171,39 @@ def test_reservoir_batched_add_equals_adding_row_by_row():
     for i in range(200):
         add_rows(single, i, 1)
     torch.testing.assert_close(batched.storage['obs'], single.storage['obs'])
+
+
+def test_n_step_rows_sum_discounted_rewards_and_stop_at_episode_ends():
+    from legion_core.replay import NStepReturns
+
+    acc = NStepReturns(3, 0.5, copies=2)
+    obs = lambda t: np.full((2, 1), float(t))  # noqa: E731 - observation = step index
+    no = np.zeros(2, dtype=bool)
+    rows = [acc.push(obs(t), obs(t), np.array([1.0, 10.0]), obs(t + 1), no, no, np.array([0, 1]))
+            for t in range(2)]
+    assert rows == [None, None]  # nothing has 3 steps after it yet
+    out = acc.push(obs(2), obs(2), np.array([1.0, 10.0]), obs(3), no, no, np.array([0, 1]))
+    assert out['obs'][:, 0].tolist() == [0.0, 0.0] and out['next_obs'][:, 0].tolist() == [3.0, 3.0]
+    assert out['reward'].tolist() == [1.75, 17.5] and out['horizon'].tolist() == [3, 3]
+    assert out['task'].tolist() == [0, 1] and out['done'].tolist() == [0, 0]
+    # Copy 1's episode ends at step 3 (time limit): its two pending rows and this one leave, shorter.
+    ended = np.array([False, True])
+    out = acc.push(obs(3), obs(3), np.array([1.0, 10.0]), obs(4), no, ended, np.array([0, 1]))
+    assert out['obs'][:, 0].tolist() == [1.0, 1.0, 2.0, 3.0]
+    assert out['horizon'].tolist() == [3, 3, 2, 1] and out['reward'].tolist() == [1.75, 17.5, 15.0, 10.0]
+    assert all(next_obs == 4.0 for next_obs in out['next_obs'][:, 0])
+    assert [len(q) for q in acc.pending] == [2, 0]
+    flushed = acc.flush(obs(4))  # copy 0's rest: bootstrapped from where it stands
+    assert flushed['obs'][:, 0].tolist() == [2.0, 3.0] and flushed['horizon'].tolist() == [2, 1]
+    assert acc.flush(obs(4)) is None
+
+
+def test_replay_saved_before_horizons_loads_as_one_step_rows():
+    buffer = ReplayBuffer(10, 3, 2, 1)
+    buffer.add(np.ones((4, 3)), np.zeros((4, 2)), np.ones(4), np.ones((4, 3)), np.zeros(4), 0,
+               horizon=[3, 3, 2, 1])
+    state = buffer.state_dict()
+    del state['storage']['horizon']
+    restored = ReplayBuffer(10, 3, 2, 1)
+    restored.load_state_dict(state)
+    assert restored.storage['horizon'][:4].tolist() == [1, 1, 1, 1]

@@ -157,3 +157,13 @@ def test_evaluation_goals_are_held_out_from_training(tmp_path):
     train_goals = train_env.reset()[:, 9:12]
     eval_goals = trainer._eval_env(0).reset()[:, 9:12]
     assert not np.isclose(train_goals[:, None], eval_goals[None]).all(axis=-1).any()
+
+
+def test_n_step_training_stores_every_transition_once(tmp_path):
+    cfg = small_config('agent.n_step=3', 'train.num_envs=2', 'env.episode_length=10', 'train.eval_every=0',
+                       'train.checkpoint_every=0')
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.run(max_env_steps=31, checkpoint_at_stop=False)  # stops mid-episode: pending rows flushed
+    assert len(trainer.replay) == 32  # 16 vector steps of 2 copies
+    horizon = trainer.replay.storage['horizon'][:32]
+    assert set(horizon.tolist()) == {1.0, 2.0, 3.0} and (horizon == 3).sum() >= 20
