@@ -440,14 +440,21 @@ class LegionAgent:
         if (dims['obs_dim'], dims['action_dim']) != (self.obs_dim, self.action_dim):
             raise ValueError(f'checkpoint is for obs/action dims {dims}, agent has '
                              f'{self.obs_dim}/{self.action_dim}')
-        self.task_embeddings = state['task_embeddings'].to(self.device)
+        saved = state['task_embeddings'].to(self.device)
+        grown = saved.shape[0] < self.num_tasks  # tasks appended to the stream since the save
+        if grown and not torch.equal(saved, self.task_embeddings[:saved.shape[0]]):
+            raise ValueError('the checkpoint\'s task embeddings differ from the first rows of this agent\'s')
+        if not grown:
+            self.task_embeddings = saved
         self.vae.load_state_dict(state['vae'])
         self.actor.load_state_dict(state['actor'])
         self.critic.load_state_dict(state['critic'])
         self.critic_target.load_state_dict(state['critic_target'])
-        with torch.no_grad():
-            self.log_alpha.copy_(state['log_alpha'].to(self.device))
+        with torch.no_grad():  # a new task's temperature starts at init_temperature
+            self.log_alpha[:saved.shape[0]] = state['log_alpha'].to(self.device)
         for name, opt_state in state['optimizers'].items():
+            if grown and name == 'alpha':
+                continue  # its moments are per task: a fresh optimizer, as at every task switch
             # Optimizer.load_state_dict keeps the given moment tensors: copy them so that two agents
             # loaded from one in-memory state never share (and double-update) Adam moments.
             getattr(self, f'{name}_optimizer').load_state_dict(copy.deepcopy(opt_state))

@@ -87,13 +87,21 @@ def load_checkpoint(source: str | Path, map_location: str | torch.device = 'cpu'
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, max_env_steps: int | None = None,
-           device: str | None = None) -> dict[str, Any]:
+           device: str | None = None, append_tasks: list[str] | None = None) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its last checkpoint; returns the final metrics."""
-    return resume_trainer(run_dir, progress=progress, device=device).run(max_env_steps=max_env_steps)
+    trainer = resume_trainer(run_dir, progress=progress, device=device, append_tasks=append_tasks)
+    return trainer.run(max_env_steps=max_env_steps)
 
 
-def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | None = None):
-    """A ``Trainer`` restored from ``run_dir`` (config.yaml + checkpoints/last.pt), ready to ``run``."""
+def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | None = None,
+                   append_tasks: list[str] | None = None):
+    """A ``Trainer`` restored from ``run_dir`` (config.yaml + checkpoints/last.pt), ready to ``run``.
+
+    ``append_tasks`` makes the stream open-ended: the tasks are added after the run's own (lifelong
+    runs, finished or not), and the learnt agent (networks, replay, DPMM, temperatures, teacher) goes
+    on with them instead of training the earlier tasks again. config.yaml is rewritten with the longer
+    stream first, so a later plain resume continues the same way.
+    """
     from omegaconf import OmegaConf
 
     from legion_core.trainer import CONFIG_FILE, Trainer
@@ -110,9 +118,44 @@ def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | 
     if device is not None:
         cfg['device'] = device
     embeddings = state['agent']['task_embeddings'].numpy()
+    if append_tasks:
+        cfg, embeddings = _appended(cfg, list(state['tasks']), embeddings, append_tasks)
+        atomic_write_text(config_path, OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    elif len(embeddings) < len(_config_tasks(cfg)):  # appended, killed before the next checkpoint
+        cfg, embeddings = _appended(cfg, list(state['tasks']), embeddings, [])
     trainer = Trainer(cfg, run_dir, progress=progress, embeddings=embeddings)
     trainer.load_state_dict(state)
     return trainer
+
+
+def _config_tasks(cfg: dict[str, Any]) -> list[str]:
+    from legion_core.tasks import resolve_stream
+
+    stream = cfg['stream']
+    return resolve_stream(stream['tasks'], order=stream.get('order', 'curriculum'), seed=int(cfg['seed']))
+
+
+def _appended(cfg: dict[str, Any], done: list[str], embeddings, extra: list[str]):
+    """The config and language table of the stream ``done`` + ``extra`` (and whatever config.yaml
+    already lists after ``done``): resolved task names in curriculum order, the saved table's rows
+    kept as they are and rows for the new tasks computed."""
+    import numpy as np
+
+    from legion_core.tasks import normalise_task_name
+    from legion_core.trainer import task_embeddings
+
+    if cfg['train']['mode'] != 'lifelong':
+        raise ValueError('only a lifelong run can take more tasks (multitask trains one fixed set)')
+    listed = _config_tasks(cfg)
+    if listed[:len(done)] != done:
+        raise ValueError(f'config.yaml lists {listed}, the checkpoint was trained on {done}')
+    tasks = listed + [normalise_task_name(t) for t in extra]
+    repeated = sorted({t for t in tasks if tasks.count(t) > 1})
+    if repeated:
+        raise ValueError(f'{", ".join(repeated)} already in the stream {listed}; a task appears once')
+    cfg = {**cfg, 'stream': {**cfg['stream'], 'tasks': tasks, 'order': 'curriculum'}}
+    new = task_embeddings(tasks[len(done):], cfg.get('language', {}))
+    return cfg, np.concatenate([embeddings, new.astype(embeddings.dtype)])
 
 
 # ---------------------------------------------------------------------------------------- deployment

@@ -308,7 +308,10 @@ class ReplayBuffer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         config = {'capacity': self.capacity, 'obs_dim': self.obs_dim, 'action_dim': self.action_dim,
                   'num_tasks': self.num_tasks, 'policy': self.policy, 'task_quota': self.task_quota}
-        if state.get('config') != config:
+        saved_config = dict(state.get('config') or {})
+        if saved_config.get('num_tasks', 0) <= self.num_tasks:  # a stream that has grown since
+            saved_config['num_tasks'] = self.num_tasks
+        if saved_config != config:
             raise ValueError(f'replay state was saved with {state.get("config")}, this buffer is {config}')
         hw = int(state['high_water'])
         for name, tensor in self.storage.items():

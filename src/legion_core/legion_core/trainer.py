@@ -194,7 +194,10 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get('format') != ckpt.CHECKPOINT_FORMAT:
             raise ValueError(f'not a LEGION training checkpoint (format {state.get("format")!r})')
-        if list(state['tasks']) != self.tasks:
+        done = list(state['tasks'])
+        # A checkpoint of the first tasks of this stream: tasks were appended (open-ended stream).
+        grown = len(done) < len(self.tasks) and self.tasks[:len(done)] == done and self.mode == 'lifelong'
+        if done != self.tasks and not grown:
             raise ValueError(f'checkpoint tasks {state["tasks"]} differ from this run\'s {self.tasks}')
         self.agent.load_state_dict(state['agent'])
         self.position = {'solved_streak': 0, 'carry': 0, 'advanced': [], **state['position']}
@@ -221,6 +224,12 @@ class Trainer:
         if rng.get('cuda') is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng['cuda'])
         self.rng.bit_generator.state = rng['warmup']
+        if grown and self.position['done']:
+            # The finished stream skipped the switch after its last task: make it now.
+            self.position['done'] = False
+            if self.agent_config.distill > 0:
+                self.agent.remember_tasks(len(done))
+            self._switch_resets()
         # Evaluations logged after the checkpoint are replayed by the resumed run: drop them.
         evals = self.run_dir / EVALS_FILE
         if evals.exists():

@@ -91,3 +91,44 @@ def test_multirun_sweep_writes_one_run_per_job(tmp_path):
     assert [r['run_dir'] for r in runs] == [str(sweep / '0'), str(sweep / '1')]
     seeds = [json.loads((sweep / str(i) / 'metrics.json').read_text())['config']['seed'] for i in (0, 1)]
     assert seeds == [0, 1]
+
+
+def test_a_finished_stream_goes_on_with_appended_tasks(tmp_path, capsys):
+    from legion_core.checkpoint import resume_trainer
+
+    run = tmp_path / 'run'
+    small = [o for o in SMALL if not o.startswith('train.steps_per_task')]
+    assert main(['train', '--no-progress', f'run_dir={run}', *small, 'train.steps_per_task=100',
+                 'agent.distill=1.0', 'train.eval_every=0']) == 0
+    capsys.readouterr()
+    before = torch.load(run / 'checkpoints' / 'last.pt', weights_only=False)
+    assert main(['train', '--no-progress', '--resume', str(run), '--append', 'drawer-close',
+                 '--max-steps', '60']) == 0
+    capsys.readouterr()
+    trainer = resume_trainer(run, progress=False)  # config.yaml now lists three tasks
+    assert trainer.tasks == ['reach-v3', 'push-v3', 'drawer-close-v3']
+    # Phase 2 went on from the learnt agent: 60 new steps, the earlier tasks' replay kept, not retrained.
+    assert trainer.position['phase'] == 2 and trainer.position['local_step'] == 60
+    assert trainer.position['env_steps'] == before['position']['env_steps'] + 60
+    assert trainer.replay.task_counts() == {0: 100, 1: 100, 2: 60}
+    assert trainer.agent.teacher_tasks == 2  # the switch the finished run had skipped
+    assert torch.equal(trainer.agent.log_alpha[:2].cpu(), before['agent']['log_alpha'])
+    assert torch.equal(trainer.agent.task_embeddings[:2].cpu(), before['agent']['task_embeddings'])
+    trainer.run()
+    metrics = json.loads((run / 'metrics.json').read_text())
+    assert metrics['complete'] and len(metrics['success_matrix']) == 3
+    assert metrics['success_matrix'][0][:2] == [float(v) for v in before['success_matrix'][0]]
+
+
+@pytest.mark.parametrize(('args', 'message'), [
+    (['--append', 'push'], '--append adds tasks to an existing run'),
+    (['--resume', '{run}', '--append', 'reach'], 'reach-v3 already in the stream'),
+    (['--resume', '{run}', '--append', 'pussh'], "unknown Meta-World task 'pussh'"),
+])
+def test_append_refusals(tmp_path, capsys, args, message):
+    run = tmp_path / 'run'
+    assert main(['train', '--no-progress', f'run_dir={run}', *SMALL, 'train.eval_every=0',
+                 'train.steps_per_task=60']) == 0
+    capsys.readouterr()
+    assert main(['train', '--no-progress', *[a.format(run=run) for a in args]]) == 2
+    assert message in capsys.readouterr().err

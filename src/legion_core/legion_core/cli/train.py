@@ -33,6 +33,7 @@ def _groups_epilog() -> str:
         '  legion train -m seed=0,1,2                            # a Hydra sweep, one run dir per job',
         '  legion train run_dir=runs/mine preset=tiny            # choose the run directory',
         '  legion train --resume runs/2026-01-01/12-00-00_legion10_seed0',
+        '  legion train --resume RUN_DIR --append hammer,shelf-place   # an open-ended stream goes on',
         '',
         'Every key of the config can be overridden (see --cfg for the resolved config). Runs write',
         'config.yaml, evals.jsonl, metrics.json, TensorBoard events (tb/) and checkpoints/ in the run',
@@ -56,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help='sweep over comma-separated values with Hydra\'s launcher (e.g. seed=0,1,2)')
     parser.add_argument('--resume', metavar='RUN_DIR',
                         help='continue the run in RUN_DIR from its last checkpoint (no overrides allowed)')
+    parser.add_argument('--append', metavar='TASK[,TASK...]',
+                        help='with --resume: add these tasks after the run\'s stream (lifelong runs, '
+                             'finished or not) and go on learning them with the learnt agent')
     parser.add_argument('--cfg', action='store_true', help='print the resolved config as YAML and exit')
     parser.add_argument('--max-steps', type=int, metavar='N',
                         help='stop after N more env steps, leaving a checkpoint to resume from')
@@ -78,6 +82,8 @@ def _summary(metrics: dict, run_dir: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.max_steps is not None and args.max_steps < 1:
         return _error(f'--max-steps must be a positive integer, got {args.max_steps}')
+    if args.append and not args.resume:
+        return _error('--append adds tasks to an existing run: give it with --resume RUN_DIR')
     if args.resume:
         if args.overrides or args.multirun:
             return _error('--resume continues a run with its saved config.yaml; it takes no overrides '
@@ -85,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
         from legion_core.checkpoint import resume
 
         run_dir = Path(args.resume)
+        append = [t for t in (args.append or '').split(',') if t.strip()]
         try:
-            metrics = resume(run_dir, progress=not args.no_progress, max_env_steps=args.max_steps)
-        except FileNotFoundError as error:
+            metrics = resume(run_dir, progress=not args.no_progress, max_env_steps=args.max_steps,
+                             append_tasks=append)
+        except (FileNotFoundError, ValueError) as error:
             return _error(str(error))
         print(_summary(metrics, run_dir))
         return 0
