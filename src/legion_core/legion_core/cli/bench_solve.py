@@ -243,6 +243,8 @@ def _config(args: argparse.Namespace, task: str, seed: int) -> dict[str, Any]:
         f'train.eval_episodes={args.eval_episodes}', f'train.eval_envs={args.eval_episodes}',
         f'train.advance_on_success={args.threshold}', f'train.advance_evals={args.consecutive}',
         'train.checkpoint_every=0', 'train.keep_phase_checkpoints=false',
+        # One task's budget fits: the default 10 M-row replay would reserve gigabytes for nothing.
+        f'replay.capacity={max(args.budget, 1000)}',
         *args.overrides]))
     return cfg
 
