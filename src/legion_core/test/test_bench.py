@@ -22,6 +22,11 @@ def test_bench_train_reports_ours_and_the_peer(capsys):
     # One update per env step on both sides.
     assert result['updates_per_s'] == pytest.approx(result['env_steps_per_s'])
     assert result['peer_updates_per_s'] == pytest.approx(result['peer_env_steps_per_s'], rel=0.01)
+    # Each side at its own defaults too: `legion train`'s agent and layout, SB3's MlpPolicy 256 x 256.
+    at = result['at_defaults']
+    assert at['peer']['net_arch'] == '256 x 256' and at['ours']['cpu_updates_per_s'] > 0
+    assert at['ratio_vs_peer_cpu_time'] == pytest.approx(
+        at['ours']['cpu_updates_per_s'] / at['peer']['cpu_updates_per_s'])
 
 
 @pytest.mark.parametrize(('args', 'message'), [

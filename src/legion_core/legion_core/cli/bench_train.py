@@ -42,11 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help='our Adam implementation (default fused)')
     parser.add_argument('--compile', action='store_true', help='torch.compile our networks')
     parser.add_argument('--no-peer', action='store_true', help='measure ours only')
+    parser.add_argument('--no-defaults', action='store_true',
+                        help='skip the at_defaults block (ours at `legion train`\'s defaults vs SB3 at its own)')
     parser.set_defaults(handler=run)
 
 
-def _meta_world_gym(task: str, episode_length: int, seed: int):
-    """A gymnasium Env over our TaskEnv (legion12 observation), for the peer."""
+def _meta_world_gym(task: str, episode_length: int, seed: int, layout: str = 'legion12'):
+    """A gymnasium Env over our TaskEnv, for the peer."""
     import gymnasium as gym
     import numpy as np
 
@@ -56,7 +58,7 @@ def _meta_world_gym(task: str, episode_length: int, seed: int):
         metadata: dict = {}  # noqa: RUF012 - gymnasium's own attribute
 
         def __init__(self):
-            self.env = make_task_env(task, episode_length=episode_length, seed=seed)
+            self.env = make_task_env(task, episode_length=episode_length, seed=seed, layout=layout)
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.env.obs_dim,), np.float32)
             self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
 
@@ -84,18 +86,23 @@ def _our_agent(args, seed: int):
     torch.manual_seed(seed)
     emb = np.random.default_rng(seed).normal(size=(1, 384)).astype(np.float32)
     emb /= np.linalg.norm(emb)
-    config = AgentConfig(batch_size=args.batch_size, optimizer=args.optimizer, compile=args.compile,
-                         num_threads=args.threads)
-    return LegionAgent(12, 4, emb, config, device=args.device)
+    if getattr(args, 'agent_config', None) is not None:  # the at_defaults block: `legion train`'s agent
+        config = AgentConfig.from_dict({**args.agent_config, 'optimizer': args.optimizer,
+                                        'compile': args.compile, 'num_threads': args.threads})
+    else:
+        config = AgentConfig(batch_size=args.batch_size, optimizer=args.optimizer, compile=args.compile,
+                             num_threads=args.threads)
+    return LegionAgent(args.obs_dim, 4, emb, config, device=args.device)
 
 
 def _peer_model(args, seed: int):
     from stable_baselines3 import SAC
 
-    env = _meta_world_gym(args.task, 150, seed)
-    return SAC('MlpPolicy', env, policy_kwargs={'net_arch': [300, 300, 300, 300]},
-               batch_size=args.batch_size, learning_starts=args.warmup, train_freq=1, gradient_steps=1,
-               buffer_size=args.warmup + args.steps + 10, device=args.device, seed=seed, verbose=0)
+    env = _meta_world_gym(args.task, 150, seed, args.layout)
+    sizes = {} if args.peer_defaults else {'policy_kwargs': {'net_arch': [300, 300, 300, 300]},
+                                           'batch_size': args.batch_size}
+    return SAC('MlpPolicy', env, learning_starts=args.warmup, train_freq=1, gradient_steps=1,
+               buffer_size=args.warmup + args.steps + 10, device=args.device, seed=seed, verbose=0, **sizes)
 
 
 def measure_gemm(args) -> dict[str, dict[str, float]]:
@@ -117,8 +124,8 @@ def measure_ours(args, seed: int) -> dict[str, float]:
     from legion_core.replay import ReplayBuffer
 
     agent = _our_agent(args, seed)
-    env = TaskVectorEnv(args.task, 1, seed=seed)
-    replay = ReplayBuffer(args.warmup + args.steps + 1, 12, 4, 1, device=args.device, seed=seed)
+    env = TaskVectorEnv(args.task, 1, seed=seed, layout=args.layout)
+    replay = ReplayBuffer(args.warmup + args.steps + 1, args.obs_dim, 4, 1, device=args.device, seed=seed)
     rng = np.random.default_rng(seed)
     obs = env.reset()
     task = np.zeros(1, dtype=np.int64)
@@ -131,14 +138,15 @@ def measure_ours(args, seed: int) -> dict[str, float]:
 
     for _ in range(args.warmup):
         step(rng.uniform(-1, 1, (1, 4)).astype(np.float32))
+    batch = agent.config.batch_size
     for _ in range(5):  # first calls allocate / compile: not part of the steady state
-        agent.update(replay.sample(args.batch_size))
+        agent.update(replay.sample(batch))
     if args.device.startswith('cuda'):
         torch.cuda.synchronize()
     start, cpu = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         step(agent.act(obs, 0, deterministic=False))
-        agent.update(replay.sample(args.batch_size))
+        agent.update(replay.sample(batch))
     agent.pop_metrics()  # the one host sync, as in training
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {'env_steps_per_s': args.steps / wall, 'updates_per_s': args.steps / wall,
@@ -181,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
         print(f'legion bench train: {error}', file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    args.agent_config, args.peer_defaults, args.layout, args.obs_dim = None, False, 'legion12', 12
     ours, peer, gemm = [], [], []
     for repeat in range(args.repeats):
         ours.append(measure_ours(args, seed=repeat))
@@ -207,8 +216,42 @@ def run(args: argparse.Namespace) -> int:
         # Updates per second of the process's own CPU time: robust to other load on a shared machine.
         result['ratio_vs_peer_cpu_time'] = result['cpu_updates_per_s'] / result['peer_cpu_updates_per_s']
     result.update(_floor(args, ours, peer, gemm))
+    if not args.no_defaults:
+        result['at_defaults'] = _at_defaults(args)
     print(json.dumps(result))
     return 0
+
+
+def _at_defaults(args) -> dict:
+    """Ours at `legion train`'s default agent and observation layout against SB3 SAC at its own
+    defaults (MlpPolicy 256 x 256, batch 256) on the same task: what a user of each gets, per update."""
+    from legion_core.config import compose_config, to_container
+
+    cfg = to_container(compose_config([]))
+    args.agent_config, args.peer_defaults = cfg['agent'], True
+    args.layout = cfg['env']['layout']
+    args.obs_dim = 39 if args.layout == 'full39' else 12
+    ours, peer = [], []
+    for repeat in range(args.repeats):
+        ours.append(measure_ours(args, seed=repeat))
+        if not args.no_peer:
+            peer.append(measure_peer(args, seed=repeat))
+    a = cfg['agent']
+    out = {
+        'layout': args.layout,
+        'ours': {'actor': f'{a["actor_body"]} {a["actor_layers"] + 1} x {a["actor_hidden"]}',
+                 'critic': f'{a["critic_body"]} {a["critic_layers"] + 1} x {a["critic_hidden"]}',
+                 'vae': f'{a["vae_layers"]} x {a["vae_hidden"]}', 'batch_size': a['batch_size'],
+                 'cpu_updates_per_s': statistics.median(r['cpu_updates_per_s'] for r in ours),
+                 'updates_per_s': statistics.median(r['updates_per_s'] for r in ours)},
+        'runs': {'ours': ours, 'peer': peer},
+    }
+    if peer:
+        out['peer'] = {'net_arch': '256 x 256', 'batch_size': 256,
+                       'cpu_updates_per_s': statistics.median(r['cpu_updates_per_s'] for r in peer),
+                       'updates_per_s': statistics.median(r['updates_per_s'] for r in peer)}
+        out['ratio_vs_peer_cpu_time'] = out['ours']['cpu_updates_per_s'] / out['peer']['cpu_updates_per_s']
+    return out
 
 
 def _floor(args, ours: list[dict], peer: list[dict], gemm: list[dict]) -> dict:
