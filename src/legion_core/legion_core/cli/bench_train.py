@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--compile', action='store_true', help='torch.compile our networks')
     parser.add_argument('--no-peer', action='store_true', help='measure ours only')
     parser.add_argument('--no-defaults', action='store_true',
-                        help='skip the at_defaults block (ours at `legion train`\'s defaults vs SB3 at its own)')
+                        help='skip the at_defaults block (ours at `legion train`\'s defaults vs SB3 '
+                             'at its own)')
     parser.set_defaults(handler=run)
 
 
