@@ -320,6 +320,13 @@ class TaskVectorEnv:
         self._success[i] = False
         self.active[i] = True
 
+    def reseed(self) -> None:
+        """Seed every copy's generator again with its own seed: the next episodes repeat those after
+        construction (an evaluation on the same goals each time, whatever ran before)."""
+        for env, seed in zip(self.envs, self.seeds, strict=True):
+            if hasattr(env, 'seed'):
+                env.seed(seed)
+
     def reset(self) -> np.ndarray:
         """Start a new episode in every copy; the observations [N, D] float32."""
         for i in range(self.num_envs):
@@ -436,12 +443,15 @@ def evaluate(policy: Policy, task: str, episodes: int = 10, *, num_envs: int | N
     Deterministic for a deterministic policy and a given seed; with ``goal='fixed'`` the same seed as
     training evaluates on the training goal, as the original did. Episodes run in rounds of
     ``num_envs`` (default: all at once). ``env`` reuses an existing ``TaskVectorEnv`` built with
-    ``autoreset=False`` (saves construction time on repeated evaluations).
+    ``autoreset=False`` (saves construction time on repeated evaluations); it is re-seeded first, so every
+    evaluation with it runs the same episodes (under ``goal='random'``, the same goals).
     Returns ``{'success_rate', 'mean_return', 'episode_successes', 'episode_returns'}``.
     """
     if int(episodes) != episodes or episodes < 1:
         raise ValueError(f'episodes must be a positive integer, got {episodes!r}')
     episodes = int(episodes)
+    if env is not None:
+        env.reseed()  # the same episodes at every evaluation with this env
     if env is None:
         num_envs = episodes if num_envs is None else num_envs
         env = TaskVectorEnv(task, min(int(num_envs), episodes), embodiment=embodiment, layout=layout,

@@ -18,7 +18,7 @@ SMALL = [
     'dpmm.options.truncation=3', 'replay.capacity=5000',
     'train.steps_per_task=200', 'train.num_envs=2', 'train.warmup_steps=50', 'train.eval_every=100',
     'train.eval_episodes=1', 'train.eval_envs=1', 'train.log_every=100', 'train.checkpoint_every=100',
-    'env.episode_length=40',
+    'env.episode_length=40', 'env.layout=legion12',
 ]
 
 
@@ -59,7 +59,7 @@ def test_lifelong_two_task_stream_writes_the_run_directory(tmp_path):
 @pytest.mark.parametrize('fix', [True, False])
 def test_terminal_observation_fix(tmp_path, fix):
     cfg = small_config('train.num_envs=1', 'env.episode_length=10', f'agent.fix_terminal_obs={fix}',
-                       'train.eval_every=0')
+                       'train.eval_every=0', 'agent.n_step=1')
     trainer = Trainer(cfg, tmp_path, progress=False)
     trainer.run(max_env_steps=15)
     storage = trainer.replay.storage
