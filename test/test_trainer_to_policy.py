@@ -31,7 +31,7 @@ def test_trainer_learns_a_described_task_and_the_policy_follows(tmp_path):
     trainer = start_node('trainer', {
         'run_dir': str(tmp_path / 'runs'), 'config_name': 'tiny',
         'overrides': ['train.steps_per_task=300', 'train.warmup_steps=100', 'train.eval_every=0',
-                      'train.checkpoint_every=0', 'dpmm.start=250'],
+                      'train.checkpoint_every=0', 'dpmm.start=250', 'env.layout=legion12'],
         'chunk_steps': 100})
     policy = start_node('policy', {'policy_type': 'legion', 'trigger': 'observation',
                                    'watch_checkpoint': False})
@@ -75,6 +75,18 @@ def test_trainer_learns_a_described_task_and_the_policy_follows(tmp_path):
         actions = probe.messages['/legion/action']
         assert len(actions) >= 3
         np.testing.assert_allclose(actions[-1].data, np.clip(expected, -1, 1), atol=1e-5)
+
+        # A later request continues the same stream: reach is not trained again, push follows it.
+        learn.publish(String(data='push'))
+        learn.publish(String(data='reach'))  # learnt already: rejected, not retrained
+        done = lambda: [e for e in events() if e['event'] == 'phase_done']  # noqa: E731
+        assert probe.wait_for(lambda: len(done()) >= 2, 400.0), events()
+        started = [e for e in events() if e['event'] == 'started'][-1]
+        assert started['tasks'] == ['push-v3'] and started['learnt_before'] == ['reach-v3']
+        assert done()[-1]['task'] == 'push-v3' and done()[-1]['phase'] == 1
+        assert [e for e in events() if e['event'] == 'progress'][-1]['env_steps'] >= 600
+        assert any(e['event'] == 'rejected' and e.get('task') == 'reach-v3' for e in events())
+        assert load_policy(probe.messages['/legion/checkpoint'][-1].data).tasks == ['reach-v3', 'push-v3']
     finally:
         probe.close()
         codes = stop_node(policy), stop_node(trainer, timeout_s=30.0)

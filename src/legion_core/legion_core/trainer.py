@@ -127,6 +127,12 @@ class Trainer:
                                          purge_step=self.position['env_steps'] or None)
         return self._writer
 
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer (a trainer kept between runs closes it when done)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def _write_config(self) -> None:
         path = self.run_dir / CONFIG_FILE
         if not path.exists():

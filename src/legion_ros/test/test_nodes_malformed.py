@@ -19,7 +19,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, String
 
 from legion_ros import qos
-from legion_ros.provenance import array_message
+from legion_ros.provenance import array_message, source_of
 
 pytestmark = pytest.mark.ros
 
@@ -248,22 +248,50 @@ def test_estop_stops_commands_until_released_and_reset(graph):
 
 # -- task_inference: its own small graph with a real (barely trained) LEGION artefact ----------------
 
-@pytest.fixture(scope='module')
-def tiny_checkpoint(tmp_path_factory):
+def _tiny_run(tmp_path_factory, layout: str) -> str:
     """A LEGION run of the real trainer stopped after its first env steps (preset tiny): a checkpoint."""
     from legion_core.config import compose_config, to_container
     from legion_core.trainer import Trainer
 
-    run_dir = tmp_path_factory.mktemp('tiny_run')
-    cfg = to_container(compose_config(['preset=tiny', 'train.eval_every=0']))
+    run_dir = tmp_path_factory.mktemp(f'tiny_run_{layout}')
+    cfg = to_container(compose_config(['preset=tiny', 'train.eval_every=0', f'env.layout={layout}']))
     Trainer(cfg, run_dir, progress=False).run(max_env_steps=4)
     return str(run_dir)
 
 
+@pytest.fixture(scope='module')
+def tiny_checkpoint(tmp_path_factory):
+    return _tiny_run(tmp_path_factory, 'legion12')
+
+
+def test_task_inference_encodes_the_observation_layout_of_its_policy(graph, tmp_path_factory):
+    probe, _, _ = graph
+    node = start_node('task_inference', {'checkpoint': _tiny_run(tmp_path_factory, 'full39'),
+                                         'max_rate_hz': 100.0, 'follow_trainer': False})
+    try:
+        probe.listen(Float32MultiArray, '/legion/latent', qos.STATE)
+        embedding = np.zeros(384)
+        embedding[0] = 1.0
+        probe.publisher(Float32MultiArray, '/legion/active_embedding', qos.LATCHED).publish(
+            array_message(embedding, 'embedding'))
+        short = probe.publisher(Float32MultiArray, '/legion/observation', qos.STATE)
+        full = probe.publisher(Float32MultiArray, '/legion/observation_full', qos.STATE)
+        sources = lambda: {source_of(m) for m in probe.messages['/legion/latent']}  # noqa: E731
+        deadline = time.monotonic() + 30.0
+        while 39 not in sources() and time.monotonic() < deadline:
+            short.publish(array_message(np.full(12, 0.1), 'observation', source_ns=12))
+            full.publish(array_message(np.full(39, 0.1), 'observation', source_ns=39))
+            probe.spin(0.05)
+        # A full39 policy encodes Meta-World's 39 and ignores the 12-d topic (real2sim's own
+        # observations, stamped with joint states, may be encoded too).
+        assert 39 in sources() and 12 not in sources(), output_of(node)
+    finally:
+        assert stop_node(node) == 0, output_of(node)
+        probe.messages['/legion/latent'].clear()  # the graph's probe is shared by the next tests
+
+
 def test_task_inference_publishes_latents_and_rejects_malformed_input(graph, tiny_checkpoint):
     from std_msgs.msg import Int32
-
-    from legion_ros.provenance import source_of
 
     probe, _, _ = graph
     node = start_node('task_inference', {'checkpoint': tiny_checkpoint, 'max_rate_hz': 100.0,

@@ -108,8 +108,7 @@ class Ours:
         return bool(self.trainer.position['done'])
 
     def close(self) -> None:
-        if self.trainer._writer is not None:
-            self.trainer._writer.close()
+        self.trainer.close()
 
 
 class Peer:

@@ -7,8 +7,10 @@ cluster. It is not on the command path: the policy node computes its own z insid
 
 Topics (absolute names, remappable):
 
-* sub ``/legion/observation`` (Float32MultiArray, 12, sensor QoS), ``/legion/active_embedding``
-  (Float32MultiArray, latched, from ``instruction``), ``/legion/checkpoint`` (String, latched).
+* sub ``/legion/observation`` (Float32MultiArray, 12, sensor QoS) or ``/legion/observation_full``
+  (39, for policies trained on Meta-World's full layout: the loaded policy's layout decides),
+  ``/legion/active_embedding`` (Float32MultiArray, latched, from ``instruction``), ``/legion/checkpoint``
+  (String, latched).
 * pub ``/legion/latent`` (Float32MultiArray, label carries the observation's source stamp) and
   ``/legion/cluster`` (std_msgs/Int32; -1 when the artefact has no fitted mixture).
 """
@@ -28,6 +30,7 @@ from legion_ros.provenance import BadMessageError, array_message, read_array, so
 
 TOPICS = {
     'observation': '/legion/observation',
+    'observation_full': '/legion/observation_full',
     'active_embedding': '/legion/active_embedding',
     'checkpoint': '/legion/checkpoint',
     'latent': '/legion/latent',
@@ -54,7 +57,11 @@ class TaskInferenceNode(Node):
         self._last = 0.0
         self.latent_pub = self.create_publisher(Float32MultiArray, TOPICS['latent'], qos.STATE)
         self.cluster_pub = self.create_publisher(Int32, TOPICS['cluster'], qos.STATE)
-        self.create_subscription(Float32MultiArray, TOPICS['observation'], self.on_observation, qos.SENSOR)
+        # Both layouts: the loaded policy decides which one it encodes (12 or Meta-World's 39).
+        self.create_subscription(Float32MultiArray, TOPICS['observation'],
+                                 lambda m: self.on_observation(m, 12), qos.SENSOR)
+        self.create_subscription(Float32MultiArray, TOPICS['observation_full'],
+                                 lambda m: self.on_observation(m, 39), qos.SENSOR)
         self.create_subscription(Float32MultiArray, TOPICS['active_embedding'], self.on_embedding,
                                  qos.LATCHED)
         if self.params.follow_trainer:
@@ -88,14 +95,22 @@ class TaskInferenceNode(Node):
             self.embedding = None  # do not keep inferring with the previous step's embedding
             self.status.publish('input_rejected', topic=TOPICS['active_embedding'], reason=str(error))
 
-    def on_observation(self, message: Float32MultiArray) -> None:
+    def observation_size(self) -> int | None:
+        """The observation length the loaded policy encodes (None before one is loaded)."""
+        if self.policy is None:
+            return None
+        return 39 if getattr(self.policy, 'layout', 'legion12') == 'full39' else 12
+
+    def on_observation(self, message: Float32MultiArray, size: int) -> None:
         try:  # validated before the rate limit: every malformed message is reported
-            obs = read_array(message, 12, 'observation')
+            obs = read_array(message, size, f'observation ({size})')
         except BadMessageError as error:
-            self.status.publish('input_rejected', topic=TOPICS['observation'], reason=str(error))
+            topic = TOPICS['observation' if size == 12 else 'observation_full']
+            self.status.publish('input_rejected', topic=topic, reason=str(error))
             return
         now = time.monotonic()
-        if self.policy is None or self.embedding is None or now - self._last < 1.0 / self.params.max_rate_hz:
+        if size != self.observation_size() or self.embedding is None \
+                or now - self._last < 1.0 / self.params.max_rate_hz:
             return
         self._last = now
         z, cluster = self.policy.latent(obs[None, :].astype(np.float32),

@@ -10,10 +10,11 @@
   finished task; the ``policy`` and ``task_inference`` nodes load it (``follow_trainer``).
 
 Training is :class:`legion_core.trainer.Trainer` (the lifelong loop of ``legion train``), run on a
-worker thread in chunks so that progress is published while it trains. The core trainer fixes a run's
-task stream when the run starts, so a run trains every task requested so far, in request order
-(tasks learnt by an earlier run are learnt again first, keeping the lifelong order and the replay of
-old tasks); requests that arrive during a run wait for the next one.
+worker thread in chunks so that progress is published while it trains. The node keeps one open-ended
+stream in ``run_dir/run_1``: the first requests start it, and requests that arrive later are appended
+to it (``legion train --resume --append``): the learnt agent, its replay, DPMM and temperatures go on
+with the new tasks, and tasks learnt before are not trained again. Requests that arrive while a batch
+trains wait for the next one.
 """
 from __future__ import annotations
 
@@ -75,7 +76,6 @@ class TrainerNode(Node):
         self._matcher: SkillMatcher | None = None
         self.queue: list[str] = []
         self.learned: list[str] = []
-        self.runs = 0
         self.training: list[str] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -122,6 +122,10 @@ class TrainerNode(Node):
             self.emit('rejected', request=None, reasons=error.reasons)
             return
         with self._lock:
+            if task in self.learned:
+                self.emit('rejected', request=text, task=task,
+                          reasons=[{'code': 'learnt', 'message': f'{task} is learnt already'}])
+                return
             if task in self.queue or (self.training and task in self.training):
                 self.emit('rejected', request=text, task=task,
                           reasons=[{'code': 'duplicate', 'message': f'{task} is already queued or training'}])
@@ -138,36 +142,45 @@ class TrainerNode(Node):
     def _work(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                batch, self.queue = self.queue, []
+                batch, self.queue = [t for t in self.queue if t not in self.learned], []
                 if batch:
-                    stream = [t for t in self.learned if t not in batch] + batch
-                    self.training = stream
+                    self.training = batch
             if not batch:
                 self._stop.wait(0.2)
                 continue
             try:
-                self._train(stream)
+                self._train(batch)
             except Exception as error:  # report, keep serving requests
                 self.get_logger().error(f'training failed:\n{traceback.format_exc()}')
-                self.emit('failed', tasks=stream, reason=f'{type(error).__name__}: {error}')
+                self.emit('failed', tasks=batch, reason=f'{type(error).__name__}: {error}')
             finally:
                 with self._lock:
                     self.training = None
 
-    def _train(self, stream: list[str]) -> None:
-        from legion_core.checkpoint import export_policy
+    def _trainer(self, batch: list[str]):
+        """The stream's trainer: a new run for the first batch, the same run with ``batch`` appended
+        after (whatever an earlier batch left unfinished comes first)."""
+        from legion_core.checkpoint import resume_trainer
         from legion_core.config import compose_config, to_container
         from legion_core.trainer import Trainer
 
-        self.runs += 1
-        run_dir = Path(self.params.run_dir) / f'run_{self.runs}'
-        cfg = to_container(compose_config([*self.overrides, f'stream.tasks=[{",".join(stream)}]']))
-        trainer = Trainer(cfg, run_dir, progress=False)
-        steps = int(cfg['train']['steps_per_task'])
-        total = steps * len(stream)
+        run_dir = Path(self.params.run_dir) / 'run_1'
+        if (run_dir / 'checkpoints' / 'last.pt').is_file():
+            return resume_trainer(run_dir, progress=False, append_tasks=batch), run_dir
+        cfg = to_container(compose_config([*self.overrides, f'stream.tasks=[{",".join(batch)}]']))
+        return Trainer(cfg, run_dir, progress=False), run_dir
+
+    def _train(self, batch: list[str]) -> None:
+        from legion_core.checkpoint import export_policy
+
+        trainer, run_dir = self._trainer(batch)
+        stream = trainer.tasks
+        steps = int(trainer.cfg['train']['steps_per_task'])
+        phase = int(trainer.position['phase'])
+        total = trainer.position['env_steps'] + steps * (len(stream) - phase)
         chunk = int(self.params.chunk_steps) or max(1, steps // 10)
-        self.emit('started', tasks=stream, run_dir=str(run_dir), total_steps=total)
-        phase = 0
+        self.emit('started', tasks=stream[phase:], learnt_before=stream[:phase], run_dir=str(run_dir),
+                  total_steps=total)
         while not trainer.position['done'] and not self._stop.is_set():
             trainer.run(max_env_steps=chunk)
             position = trainer.position
@@ -185,6 +198,7 @@ class TrainerNode(Node):
                 self.checkpoint_pub.publish(String(data=str(path.resolve())))
                 self.get_logger().info(f'learnt {stream[phase]}: {path}')
                 phase += 1
+        trainer.close()
         if trainer.position['done']:
             self.emit('done', tasks=stream, run_dir=str(run_dir))
 
