@@ -7,6 +7,11 @@ are discovered periodically, subscribed with ``raw=True`` and their CDR bytes ha
 ``metadata_topics``) plus run information land in ``metadata.yaml`` ``custom_data``; the run
 information is also published, latched, on ``/legion/run_info`` and so recorded in the bag itself.
 
+Inputs are untrusted: every message is checked by deserialising it (the bytes must be valid CDR of the
+topic's type) before it goes into the bag; one that is not is left out, counted per topic
+(``undecodable``) and reported on ``~/status`` (``input_rejected``), so that no publisher can end the
+recording and the bag decodes completely in any reader.
+
 Each topic is subscribed with QoS matching its writers (reliable / transient local only when all
 writers are), and the writers' QoS is stored as rosbag2 stores it. Messages are stamped with their
 receive time on the node clock (simulated time with ``use_sim_time``; 0 before the first ``/clock``).
@@ -36,6 +41,7 @@ from std_msgs.msg import String
 
 from legion_ros import qos
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+from legion_ros.provenance import decode_string
 
 RUN_INFO_TOPIC = '/legion/run_info'
 _INFINITE_NS = 2**63 - 1 - 1_000_000_000  # rmw durations at or above this mean 'infinite'
@@ -83,9 +89,11 @@ class Recorder(Node):
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
         self._writer.open()
         self._bag_connections = {}
+        self._classes = {}
         self._recorded = {}
         self._not_recorded: dict[str, str] = {}
         self.counts: dict[str, int] = {}
+        self.undecodable: dict[str, int] = {}
         self.metadata: dict[str, str] = {}
         self.run_info = {
             'bag': str(self.path), 'started_utc': started.isoformat(), 'host': socket.gethostname(),
@@ -131,6 +139,7 @@ class Recorder(Node):
             self.get_logger().warning(f'not recording {topic} ({type_name}): {error}')
             return 0
         self._bag_connections[topic] = connection
+        self._classes[topic] = cls
         self.counts[topic] = 0
         self._recorded[topic] = self.create_subscription(
             cls, topic, lambda data, t=topic: self._on_message(t, data), self._qos_for(topic), raw=True)
@@ -190,18 +199,32 @@ class Recorder(Node):
         # Receive time on the node clock: simulated time with use_sim_time. Messages that arrive before
         # the first /clock (latched state of the graph) are kept, stamped 0, so the bag stays ordered.
         stamp = max(self.get_clock().now().nanoseconds, 0)
+        try:
+            deserialize_message(data, self._classes[topic])  # raises on bytes that are not this type's CDR
+            is_text = self._bag_connections[topic].msgtype == 'std_msgs/msg/String'
+            text = decode_string(data).decode('utf-8') if is_text else None
+        except Exception as error:  # whatever the bytes are, the recording goes on
+            self._reject(topic, error)
+            return
         self._writer.write(self._bag_connections[topic], stamp, data)
         self.counts[topic] += 1
-        is_text = self._bag_connections[topic].msgtype == 'std_msgs/msg/String'
-        if is_text and topic in self.params.metadata_topics:
-            self.metadata[topic] = deserialize_message(data, String).data
+        if text is not None and topic in self.params.metadata_topics:
+            self.metadata[topic] = text
+
+    def _reject(self, topic: str, error: Exception) -> None:
+        self.undecodable[topic] = self.undecodable.get(topic, 0) + 1
+        reason = f'not a valid {self._bag_connections[topic].msgtype}: {type(error).__name__}: {error}'
+        self.status.publish('input_rejected', topic=topic, reason=reason[:300], undecodable=self.undecodable,
+                            bag=str(self.path), topics=sorted(self._recorded))
+        self.get_logger().warning(f'not recorded: a message on {topic} {reason}', throttle_duration_sec=2.0)
 
     def close(self) -> None:
         """Write metadata and finish the bag; safe to call twice."""
         if self._writer is None:
             return
         info = dict(self.run_info, stopped_utc=datetime.now(timezone.utc).isoformat(),
-                    messages=sum(self.counts.values()), topics=self.counts, not_recorded=self._not_recorded)
+                    messages=sum(self.counts.values()), topics=self.counts, not_recorded=self._not_recorded,
+                    undecodable=self.undecodable)
         self._writer.set_custom_data('legion.run_info', json.dumps(info))
         for topic, text in self.metadata.items():
             key = 'legion.instruction' if topic.endswith('/instruction') else 'legion.' + topic.strip('/')
