@@ -346,12 +346,10 @@ class SimGraph:
         self.scene_task = task
 
     def dead(self) -> list[tuple[str, int]]:
-        out = []
-        for runner in (self.rest_runner, self.bridge_runner):
-            for child in runner.children if runner is not None else []:
-                if child.process is not None and child.process.poll() is not None:
-                    out.append((child.name, child.process.returncode))
-        return out
+        """The essential nodes that exited; a non-essential one (the recorder) is restarted or reported
+        by its runner instead (:meth:`legion_ros.runner.Runner.supervise`)."""
+        return [dead for runner in (self.rest_runner, self.bridge_runner) if runner is not None
+                for dead in runner.supervise()]
 
     def stop(self) -> int:
         codes = []
