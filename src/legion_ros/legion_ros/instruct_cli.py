@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_REJECTED, EXIT_NO_GRAPH = 0, 1, 2, 3
@@ -55,13 +56,19 @@ def describe_event(event: dict) -> str:
 
 @dataclass
 class StatusFollower:
-    """Sends one instruction and collects the status events of the sequence it started."""
+    """Sends one instruction and collects the status events of the sequence it started.
+
+    The instruction goes out with an id of its own (:class:`legion_ros.instructions.InstructionRequest`)
+    and only events that echo that id count: the latched history of ``/legion/status`` holds other
+    instructions' events (an older sequence's ``succeeded`` once passed for ours), and a resend of the
+    same id is taken once by the node.
+    """
 
     node: object
     events: list[dict] = field(default_factory=list)
-    baseline: int | None = None
     sequence_id: int | None = None
     final: dict | None = None
+    instruction_id: str = field(default_factory=lambda: f'cli-{uuid.uuid4().hex[:16]}')
     _instruction: str = ''
 
     def __post_init__(self):
@@ -71,8 +78,6 @@ class StatusFollower:
 
         # Latched: a recorder that discovers the topic after the one message still records it.
         self._publisher = self.node.create_publisher(String, INSTRUCTION_TOPIC, qos.LATCHED)
-        self._seen_latched = False
-        self._sent = False
         from legion_ros.nodes.instruction import STATUS_QOS
 
         self.node.create_subscription(String, STATUS_TOPIC, self._on_status, STATUS_QOS)
@@ -82,38 +87,28 @@ class StatusFollower:
             event = json.loads(message.data)
         except ValueError:
             return
-        if not isinstance(event, dict):
+        if not isinstance(event, dict) or event.get('instruction_id') != self.instruction_id:
             return
-        sequence_id = event.get('sequence_id')
-        if not self._sent:  # the latched state from before our instruction: where numbering stands
-            self._seen_latched = True
-            self.baseline = sequence_id if isinstance(sequence_id, int) else self.baseline
+        if self.final is not None:
             return
-        if self.final is not None or not isinstance(sequence_id, int):
-            return
-        if self.sequence_id is None:
-            if self.baseline is not None and sequence_id <= self.baseline:
-                return  # a late event of an older sequence (e.g. the one ours preempted)
-            if event.get('event') not in ('queued', 'rejected'):
-                return  # every sequence starts with one of these
-            self.sequence_id = sequence_id
-        if sequence_id != self.sequence_id:
-            return
+        if self.sequence_id is None and isinstance(event.get('sequence_id'), int):
+            self.sequence_id = event['sequence_id']
         self.events.append(event)
         if event.get('state') in TERMINAL:
             self.final = event
 
     def ready(self) -> bool:
-        """The instruction node listens (and its latched status, if any, has arrived)."""
-        return self._publisher.get_subscription_count() > 0 and (
-            self._seen_latched or self.node.count_publishers(STATUS_TOPIC) == 0)
+        """The instruction node listens."""
+        return self._publisher.get_subscription_count() > 0
 
     def send(self, instruction: str) -> None:
         from std_msgs.msg import String
 
-        self._sent = True
+        from legion_ros.instructions import InstructionRequest
+
         self._instruction = instruction
-        self._publisher.publish(String(data=instruction))
+        request = InstructionRequest(instruction, self.instruction_id)
+        self._publisher.publish(String(data=request.to_json()))
 
 
 def deliver(node, follower: StatusFollower, instruction: str, on_spin=None, attempts: int = 5,
@@ -121,7 +116,8 @@ def deliver(node, follower: StatusFollower, instruction: str, on_spin=None, atte
     """Send until the instruction node confirms (its status starts a new sequence).
 
     Seeing the node's subscription does not mean the node has matched this publisher yet; a sample
-    sent in between is lost for a volatile reader, so an unconfirmed instruction is sent again.
+    sent in between is lost for a volatile reader, so an unconfirmed instruction is sent again (with
+    the same id: the node takes it once).
     """
     for _ in range(attempts):
         follower.send(instruction)
@@ -150,7 +146,6 @@ def follow_instruction(node, instruction: str, *, wait_s: float, timeout_s: floa
     if not spin_until(node, follower.ready, wait_s):
         return EXIT_NO_GRAPH, None, (f'no instruction node listens on {INSTRUCTION_TOPIC} after '
                                      f'{wait_s:g} s (is the graph up? `legion sim` or `legion launch sim`)')
-    spin_until(node, lambda: False, 0.2)  # let the latched status arrive before numbering starts
     deliver(node, follower, instruction)
     shown = 0
 

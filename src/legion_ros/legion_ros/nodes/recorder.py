@@ -56,6 +56,17 @@ PARAMETERS = {
 }
 
 
+def instruction_text(payload: str) -> str:
+    """The instruction itself, also when it came as a client's ``{"id", "text"}`` message."""
+    from legion_ros.instructions import InstructionRejectedError, InstructionRequest
+
+    try:
+        text = InstructionRequest.from_payload(payload.encode('utf-8')).text
+    except InstructionRejectedError:
+        return payload
+    return text.decode('utf-8', errors='replace') if isinstance(text, bytes) else text
+
+
 def message_class(type_name: str):
     """``'std_msgs/msg/String'`` -> the rclpy message class (ImportError if not installed)."""
     package, kind, name = type_name.split('/')
@@ -228,7 +239,7 @@ class Recorder(Node):
         self._writer.set_custom_data('legion.run_info', json.dumps(info))
         for topic, text in self.metadata.items():
             key = 'legion.instruction' if topic.endswith('/instruction') else 'legion.' + topic.strip('/')
-            self._writer.set_custom_data(key, text)
+            self._writer.set_custom_data(key, instruction_text(text) if key == 'legion.instruction' else text)
         self._writer.close()
         self._writer = None
         print(f'recorder: wrote {info["messages"]} messages on {len(self.counts)} topics to {self.path}',
