@@ -219,3 +219,52 @@ def test_invalid_cdr_is_left_out_and_reported_not_fatal(tmp_path):
         texts = [typestore.deserialize_cdr(raw, c.msgtype).data
                  for c, _, raw in reader.messages() if c.topic == '/legion/instruction']
     assert texts == ['close the drawer']
+
+
+def test_a_volatile_publisher_after_a_latched_one_is_recorded_once_each(tmp_path):
+    """Issue #15 (5): the recorder chose one QoS from the first writers; a latched client's instruction
+    made it a transient-local reader, and `ros2 topic pub --once` (volatile) could then never match it."""
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from legion_ros import qos
+
+    recorder = subprocess.Popen(recorder_command(tmp_path, 'run'), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node('two_kinds_of_publisher', context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        seen = []
+        node.create_subscription(String, '/legion/recorder/status', lambda m: seen.append(json.loads(m.data)),
+                                 qos.LATCHED)
+
+        def spin_until(predicate, timeout_s):
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and not predicate():
+                executor.spin_once(timeout_sec=0.05)
+            return predicate()
+
+        latched = node.create_publisher(String, '/legion/instruction', qos.LATCHED)  # legion instruct
+        latched.publish(String(data='reach the goal'))
+        assert spin_until(lambda: any('/legion/instruction' in s.get('topics', []) for s in seen), 20), seen
+        once = node.create_publisher(String, '/legion/instruction', qos.STATE)  # ros2 topic pub --once
+        assert spin_until(lambda: once.get_subscription_count() > 0, 10), 'the recorder never matched it'
+        once.publish(String(data='close the drawer'))
+        spin_until(lambda: False, 1.0)
+        recorder.send_signal(signal.SIGINT)
+        output, _ = recorder.communicate(timeout=15)
+    finally:
+        rclpy.try_shutdown(context=context)
+        if recorder.poll() is None:
+            recorder.kill()
+    assert recorder.returncode == 0, output
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    with Reader(tmp_path / 'run') as reader:
+        texts = [typestore.deserialize_cdr(raw, c.msgtype).data
+                 for c, _, raw in reader.messages() if c.topic == '/legion/instruction']
+    assert texts == ['reach the goal', 'close the drawer']  # each once, though matched twice

@@ -12,8 +12,12 @@ topic's type) before it goes into the bag; one that is not is left out, counted 
 (``undecodable``) and reported on ``~/status`` (``input_rejected``), so that no publisher can end the
 recording and the bag decodes completely in any reader.
 
-Each topic is subscribed with QoS matching its writers (reliable / transient local only when all
-writers are), and the writers' QoS is stored as rosbag2 stores it. Messages are stamped with their
+Each topic is subscribed per kind of writer, as rosbag2 adapts to each publisher: one subscription
+per (reliability, durability) of the writers seen so far, added when a writer of a new kind appears
+(a volatile ``ros2 topic pub --once`` after a latched client), so that every writer is matched
+with its own guarantees (a latched message is replayed, a reliable one is not lost). A writer is
+matched by several of them: a message is recorded once, by its writer's source timestamp and
+sequence number. The first writers' QoS is stored as rosbag2 stores it. Messages are stamped with their
 receive time on the node clock (simulated time with ``use_sim_time``; 0 before the first ``/clock``).
 
 The bag is finished when the node stops (SIGINT/SIGTERM): :meth:`Recorder.close` writes the
@@ -28,6 +32,7 @@ import os
 import re
 import socket
 import sys
+from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,6 +49,8 @@ from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declar
 from legion_ros.provenance import decode_string
 
 RUN_INFO_TOPIC = '/legion/run_info'
+# Copies of one message through several subscriptions arrive within moments of each other.
+RECENT_MESSAGES = 4096
 _INFINITE_NS = 2**63 - 1 - 1_000_000_000  # rmw durations at or above this mean 'infinite'
 
 PARAMETERS = {
@@ -101,7 +108,8 @@ class Recorder(Node):
         self._writer.open()
         self._bag_connections = {}
         self._classes = {}
-        self._recorded = {}
+        self._recorded: dict[str, dict[tuple[bool, bool], object]] = {}  # topic -> kind -> subscription
+        self._recent: dict[str, OrderedDict] = {}  # topic -> (source stamp, sequence number) seen lately
         self._not_recorded: dict[str, str] = {}
         self.counts: dict[str, int] = {}
         self.undecodable: dict[str, int] = {}
@@ -122,7 +130,10 @@ class Recorder(Node):
     def _discover(self) -> None:
         new = 0
         for topic, types in self.get_topic_names_and_types():
-            if topic in self._recorded or topic in self._not_recorded:
+            if topic in self._recorded:
+                self._match_writers(topic)
+                continue
+            if topic in self._not_recorded:
                 continue
             if self._exclude is not None and self._exclude.search(topic):
                 self._not_recorded[topic] = 'excluded'
@@ -152,10 +163,27 @@ class Recorder(Node):
         self._bag_connections[topic] = connection
         self._classes[topic] = cls
         self.counts[topic] = 0
-        self._recorded[topic] = self.create_subscription(
-            cls, topic, lambda data, t=topic: self._on_message(t, data), self._qos_for(topic), raw=True)
+        self._recorded[topic] = {}
+        self._recent[topic] = OrderedDict()
+        self._match_writers(topic)
         self.get_logger().debug(f'recording {topic} [{type_name}]')
         return 1
+
+    def _match_writers(self, topic: str) -> None:
+        """A subscription for each kind of writer on ``topic`` that has none yet."""
+        for info in self.get_publishers_info_by_topic(topic):
+            kind = (info.qos_profile.reliability == ReliabilityPolicy.RELIABLE,
+                    info.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL)
+            if kind in self._recorded[topic]:
+                continue
+            reliable, latched = kind
+            profile = QoSProfile(
+                history=HistoryPolicy.KEEP_LAST, depth=100,
+                reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+            self._recorded[topic][kind] = self.create_subscription(
+                self._classes[topic], topic, lambda data, info, t=topic: self._on_message(t, data, info),
+                profile, raw=True)
 
     def _ensure_type(self, type_name: str) -> None:
         """Teach the typestore a message type it lacks, from the installed ``.msg`` definition."""
@@ -194,19 +222,16 @@ class Recorder(Node):
                                 avoid_ros_namespace_conventions=False))
         return profiles
 
-    def _qos_for(self, topic: str) -> QoSProfile:
-        """Match the writers: reliable only if all are, transient local only if all are (latched)."""
-        infos = self.get_publishers_info_by_topic(topic)
-        reliable = bool(infos) and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
-        latched = bool(infos) and all(
-            i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
-        return QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=100,
-            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
-
     # -- writing ----------------------------------------------------------------------------------
-    def _on_message(self, topic: str, data: bytes) -> None:
+    def _on_message(self, topic: str, data: bytes, info: dict | None = None) -> None:
+        if info is not None:  # the same message through another kind's subscription: once is enough
+            key = (info.get('source_timestamp'), info.get('publication_sequence_number'))
+            recent = self._recent[topic]
+            if key in recent:
+                return
+            recent[key] = None
+            if len(recent) > RECENT_MESSAGES:
+                recent.popitem(last=False)
         # Receive time on the node clock: simulated time with use_sim_time. Messages that arrive before
         # the first /clock (latched state of the graph) are kept, stamped 0, so the bag stays ordered.
         stamp = max(self.get_clock().now().nanoseconds, 0)
