@@ -274,8 +274,8 @@ def register_sim(subparsers: argparse._SubParsersAction) -> None:
                              'per-step: the twin reloads each step\'s task scene; auto (default): workcell '
                              'when it fits')
     parser.add_argument('--step-timeout', type=float, default=None, metavar='S',
-                        help='a step that has not succeeded after S seconds fails (default 60, in a '
-                             'workcell 120: the move to the station counts)')
+                        help='a step that has not succeeded after S seconds of the twin\'s time fails '
+                             '(default 60, in a workcell 120: the move to the station counts)')
     parser.add_argument('--timeout', type=float, default=None, metavar='S',
                         help='give up on the whole instruction after S seconds')
     parser.add_argument('--bag-dir', default='runs/bags',
@@ -379,11 +379,14 @@ def _sim_nodes(args, first_task: str, bag_name: str, params_dir):
     extra = {
         'policy': {'policy_type': args.policy},
         'real2sim': {'success_source': 'sim', 'require_scene_match': True},
-        'instruction': {'step_timeout_s': float(args.step_timeout)},
+        # Steps are timed on the twin's /clock (its stamps stay on the wall clock, as the nodes' clocks):
+        # on a loaded machine the twin runs slower than real time, and so does the arm.
+        'instruction': {'step_timeout_s': float(args.step_timeout), 'step_time_topic': '/clock'},
         'recorder': {'bag_name': bag_name},
         # Object poses at the joint-state rate: an observation mixing fresh joints with object poses up
         # to 50 ms old sends Meta-World's experts (hand "ahead of" the drawer) into the wrong branch.
-        'sim_bridge': {'seed': int(args.seed), 'object_poses_rate_hz': 100.0},
+        'sim_bridge': {'seed': int(args.seed), 'object_poses_rate_hz': 100.0, 'publish_clock': True,
+                       'sim_time_stamps': False},
     }
     nodes = []
     Path(params_dir).mkdir(parents=True, exist_ok=True)
@@ -619,7 +622,9 @@ def run_sim(args: argparse.Namespace) -> int:
             mark = 'ok  ' if step['success'] else 'FAIL'
             duration = '-' if step['duration_s'] is None else f'{step["duration_s"]:.1f} s'
             print(f'{mark} {step["skill"]:<26} {duration:>8}  "{step["instruction"]}"', file=buffer)
-        print(buffer.getvalue() + f'{result["state"]}; bag: {result["bag"] or "-"}')
+        factor = result['real_time_factor']
+        rate = '' if factor is None else f'; twin at {factor:g} x real time (step times are twin time)'
+        print(buffer.getvalue() + f'{result["state"]}; bag: {result["bag"] or "-"}{rate}')
     return code
 
 
@@ -680,4 +685,6 @@ def _sim_result(final, args, plan, bag, elapsed_s: float, log_path, stations=())
         'success': bool(final) and final.get('state') == 'succeeded',
         'state': (final or {}).get('state', 'failed'),
         'bag': str(bag) if bag else None, 'log': str(log_path), 'wall_s': round(elapsed_s, 2),
+        # Step durations are in the twin's time; below 1 the machine could not keep it at real time.
+        'real_time_factor': (final or {}).get('real_time_factor'),
     }

@@ -11,6 +11,8 @@ Pure Python (no rclpy): the ``instruction`` node and ``legion sim`` are thin ada
   paraphrases work while unknown and ambiguous steps are rejected with a reason.
 * :class:`Sequencer` runs a plan: each step goes queued -> running -> succeeded / failed / skipped /
   cancelled; it advances on a success report or a step timeout and emits JSON-serialisable status.
+* :class:`TwinTime` is the time steps are timed in when a simulator sets the pace: its clock, counted
+  forward only, with the real-time factor.
 * :class:`InstructionRequest` is the one shape of a message on ``/legion/instruction`` (plain text, or
   JSON ``{"id", "text"}`` from a client that follows its own instruction); every status event of an
   instruction echoes its ``instruction_id``. :class:`Inbox` holds the instructions received and not yet
@@ -202,6 +204,44 @@ class Inbox:
 
     def take(self) -> InstructionRequest | None:
         return self._waiting.popleft() if self._waiting else None
+
+
+class TwinTime:
+    """Time on a simulator's clock (``rosgraph_msgs/Clock``), counted forward only, and its real-time
+    factor.
+
+    A step's timeout is about how far the arm could move, and the twin moves in its own time: on a
+    loaded machine (real-time factor 0.56 measured) a step timed in wall time failed although the arm
+    had had only half its time. A clock that jumps back (a twin restarted for the next scene starts
+    at 0) adds nothing; a clock that stops (no twin) stops the step's time too; a jump ahead of more
+    than :attr:`MAX_STEP_S` between two messages (the twin publishes every control cycle, 10 ms) adds
+    nothing either, so that one message stamped far ahead cannot time every step out.
+    """
+
+    RATE_WINDOW_S = 2.0  # wall seconds over which the real-time factor is measured
+    MAX_STEP_S = 1.0
+
+    def __init__(self) -> None:
+        self.elapsed_s = 0.0
+        self._last: float | None = None
+        self._marks: deque[tuple[float, float]] = deque()  # (wall, elapsed)
+
+    def update(self, clock_s: float, wall_s: float) -> None:
+        if self._last is not None and 0.0 < clock_s - self._last <= self.MAX_STEP_S:
+            self.elapsed_s += clock_s - self._last
+        self._last = clock_s
+        self._marks.append((wall_s, self.elapsed_s))
+        while len(self._marks) > 2 and wall_s - self._marks[1][0] >= self.RATE_WINDOW_S:
+            self._marks.popleft()
+
+    def real_time_factor(self, wall_s: float) -> float | None:
+        """Clock seconds per wall second over the last :attr:`RATE_WINDOW_S` (0 when it stopped)."""
+        if len(self._marks) < 2:
+            return None
+        first_wall, first_elapsed = self._marks[0]
+        if wall_s <= first_wall:
+            return None
+        return (self.elapsed_s - first_elapsed) / (wall_s - first_wall)
 
 
 def _clean_step(step: str) -> str:
