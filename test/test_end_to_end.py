@@ -17,6 +17,8 @@ import sys
 
 import pytest
 
+from legion_ros.instructions import InstructionRequest
+
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
 # Three different skills whose stations differ (button, window, faucet) and whose resets put the arm at
@@ -86,8 +88,8 @@ def test_bag_has_every_topic_and_reads_back(run):
         for connection, _, raw in reader.messages():
             counts[connection.topic] = counts.get(connection.topic, 0) + 1
             message = typestore.deserialize_cdr(raw, connection.msgtype)  # every message decodes
-            if connection.topic == '/legion/instruction':
-                instruction = message.data
+            if connection.topic == '/legion/instruction':  # legion sim's {"id", "text"} message
+                instruction = InstructionRequest.from_payload(message.data.encode()).text
     assert set(counts) >= EXPECTED_TOPICS, EXPECTED_TOPICS - set(counts)
     assert instruction == INSTRUCTION
     assert counts['/lbr/forward_position_controller/commands'] > 100

@@ -30,6 +30,10 @@ CONFIG_ENV = 'LEGION_CONFIG_DIR'
 # Seconds a node gets between SIGINT and SIGTERM, in launch files and in the runner alike: nodes that
 # import torch can spend several seconds in interpreter shutdown after a clean stop.
 SHUTDOWN_TIMEOUT_S = 15.0
+# A process that is not essential (the recorder: not on the command path) is restarted when it dies, at
+# most RESTART_LIMIT times a run, RESTART_DELAY_S apart; it never takes the rest of the graph down.
+RESTART_DELAY_S = 1.0
+RESTART_LIMIT = 3
 _PLACEHOLDER = re.compile(r'{(\w+)}')
 _PLAIN = re.compile(r'[A-Za-z_/][\w./-]*')  # YAML reads these as the same string, unquoted
 _YAML_WORDS = {'true', 'false', 'yes', 'no', 'on', 'off', 'y', 'n', 'null', 'nan', 'inf'}
@@ -110,6 +114,8 @@ class NodeSpec:
     condition: Condition | None = None
     package: str = NODE_PACKAGE
     hosts: tuple[str, ...] = ()  # a process of several nodes: their names (each keeps its own)
+    # False: the graph goes on without it (restarted, or reported) when it dies; True: its death ends the run.
+    essential: bool = True
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class ProcessSpec:
     name: str
     cmd: tuple[str, ...]
     condition: Condition | None = None
+    essential: bool = True
 
 
 @dataclass(frozen=True)
@@ -196,13 +203,15 @@ class Graph:
                 executable=node.executable, name=node.name, namespace=fill(node.namespace, values),
                 parameter_files=tuple(files), parameters=parameters, package=node.package,
                 remappings=tuple((fill(a, values), fill(b, values)) for a, b in node.remappings),
-                log_level=values.get('log_level', 'info'), hosts=node.hosts))
+                log_level=values.get('log_level', 'info'), hosts=node.hosts, essential=node.essential))
+        started = [process for process in self.processes
+                   if process.condition is None or process.condition.holds(values)]
         processes = tuple((process.name, tuple(fill(part, values) for part in process.cmd))
-                          for process in self.processes
-                          if process.condition is None or process.condition.holds(values))
+                          for process in started)
         includes = tuple(f'{include.package}/{include.launch_file}' for include in self.includes
                          if include.condition is None or include.condition.holds(values))
-        return ResolvedGraph(self.name, values, tuple(nodes), processes, includes)
+        optional = tuple(process.name for process in started if not process.essential)
+        return ResolvedGraph(self.name, values, tuple(nodes), processes, includes, optional)
 
 
 @dataclass(frozen=True)
@@ -216,6 +225,7 @@ class ResolvedNode:
     package: str = NODE_PACKAGE
     log_level: str = 'info'
     hosts: tuple[str, ...] = ()
+    essential: bool = True
 
     @property
     def fully_qualified_name(self) -> str:
@@ -284,6 +294,7 @@ class ResolvedGraph:
     nodes: tuple[ResolvedNode, ...]
     processes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (name, command line)
     includes: tuple[str, ...] = ()  # other packages' launch files: only ``ros2 launch`` starts them
+    optional_processes: tuple[str, ...] = ()  # names of the processes that are not essential
 
 
 def fill(text: str, values: Mapping[str, str]) -> str:
@@ -409,13 +420,13 @@ def recording(extra_args: tuple[str, ...] = ()) -> tuple[NodeSpec, ProcessSpec]:
     node = NodeSpec('recorder', 'recorder', parameter_files=('recorder.yaml',),
                     parameters={'bag_dir': ArgValue('bag_dir'),
                                 'use_sim_time': ArgValue('use_sim_time', bool)},
-                    condition=when(record='true', recorder='legion'))
+                    condition=when(record='true', recorder='legion'), essential=False)
     # rosbag2 names its bag rosbag2_<date>_<time> in the working directory, which must exist.
     record = ' '.join(('ros2', 'bag', 'record', '--all', '--storage', 'mcap', '--include-hidden-topics',
                        *extra_args))
     shell = f'mkdir -p "{{bag_dir}}" && cd "{{bag_dir}}" && exec {record}'
     process = ProcessSpec('ros2_bag_record', ('sh', '-c', shell),
-                          condition=when(record='true', recorder='rosbag2'))
+                          condition=when(record='true', recorder='rosbag2'), essential=False)
     return node, process
 
 

@@ -26,6 +26,7 @@ from launch_ros.substitutions import FindPackageShare
 
 from legion_bringup.graph import (
     PACKAGE,
+    RESTART_DELAY_S,
     SHUTDOWN_TIMEOUT_S,
     ArgValue,
     Condition,
@@ -36,6 +37,12 @@ from legion_bringup.graph import (
     ros_yaml,
 )
 from legion_bringup.graph import split_placeholders as _split
+
+
+def restart(essential: bool) -> dict:
+    """launch's own restart for a process that is not essential (``NodeSpec.essential``); an essential
+    one is not restarted behind the user's back."""
+    return {} if essential else {'respawn': True, 'respawn_delay': RESTART_DELAY_S}
 
 
 def substitutions(text: str) -> list:
@@ -110,13 +117,13 @@ class LegionMixin:
                     remappings=[(substitutions(a), substitutions(b)) for a, b in spec.remappings],
                     ros_arguments=['--log-level', LaunchConfiguration('log_level')],
                     output='screen', emulate_tty=True, sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
-                    condition=LegionMixin.condition(spec.condition))
+                    condition=LegionMixin.condition(spec.condition), **restart(spec.essential))
 
     @staticmethod
     def process(spec: ProcessSpec) -> ExecuteProcess:
         return ExecuteProcess(cmd=[substitutions(part) for part in spec.cmd], name=spec.name, output='screen',
                               sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
-                              condition=LegionMixin.condition(spec.condition))
+                              condition=LegionMixin.condition(spec.condition), **restart(spec.essential))
 
     @staticmethod
     def include(spec: IncludeSpec) -> IncludeLaunchDescription:

@@ -132,3 +132,38 @@ def test_append_refusals(tmp_path, capsys, args, message):
     capsys.readouterr()
     assert main(['train', '--no-progress', *[a.format(run=run) for a in args]]) == 2
     assert message in capsys.readouterr().err
+def _earlier_run(run_dir):
+    run_dir.mkdir()
+    (run_dir / 'config.yaml').write_text('seed: 99\n')
+    (run_dir / 'evals.jsonl').write_text('{"env_steps": 1}\n')
+    return {p.name: p.read_text() for p in run_dir.iterdir()}
+
+
+def test_a_run_directory_holding_an_earlier_run_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Issue #15 (4): a rerun into an earlier run's directory kept its config.yaml and appended to its
+    evals.jsonl; a later --resume would have read the wrong config."""
+    run_dir = tmp_path / 'run'
+    before = _earlier_run(run_dir)
+    code = main(['train', '--no-progress', '--max-steps', '60', f'run_dir={run_dir}', *SMALL])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert 'is not empty' in err and '--resume' in err and '--overwrite' in err
+    assert {p.name: p.read_text() for p in run_dir.iterdir()} == before  # untouched
+
+
+def test_overwrite_starts_afresh_but_never_removes_foreign_files(tmp_path, capsys):
+    run_dir = tmp_path / 'run'
+    _earlier_run(run_dir)
+    (run_dir / 'notes.txt').write_text('mine')
+    assert main(['train', '--overwrite', f'run_dir={run_dir}', *SMALL]) == 2
+    assert 'notes.txt' in capsys.readouterr().err
+    assert (run_dir / 'notes.txt').read_text() == 'mine' and (run_dir / 'config.yaml').is_file()
+    (run_dir / 'notes.txt').unlink()
+    args = ['train', '--overwrite', '--no-progress', '--max-steps', '60', f'run_dir={run_dir}', *SMALL,
+            'train.eval_every=0']
+    assert main(args) == 0
+    assert 'seed: 99' not in (run_dir / 'config.yaml').read_text()
+    evals = run_dir / 'evals.jsonl'
+    assert not evals.exists() or '"env_steps": 1}' not in evals.read_text()
+    assert main(['train', '--overwrite', '--resume', str(run_dir)]) == 2
+    assert 'neither --resume' in capsys.readouterr().err

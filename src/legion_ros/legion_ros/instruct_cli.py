@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_REJECTED, EXIT_NO_GRAPH = 0, 1, 2, 3
@@ -55,13 +56,19 @@ def describe_event(event: dict) -> str:
 
 @dataclass
 class StatusFollower:
-    """Sends one instruction and collects the status events of the sequence it started."""
+    """Sends one instruction and collects the status events of the sequence it started.
+
+    The instruction goes out with an id of its own (:class:`legion_ros.instructions.InstructionRequest`)
+    and only events that echo that id count: the latched history of ``/legion/status`` holds other
+    instructions' events (an older sequence's ``succeeded`` once passed for ours), and a resend of the
+    same id is taken once by the node.
+    """
 
     node: object
     events: list[dict] = field(default_factory=list)
-    baseline: int | None = None
     sequence_id: int | None = None
     final: dict | None = None
+    instruction_id: str = field(default_factory=lambda: f'cli-{uuid.uuid4().hex[:16]}')
     _instruction: str = ''
 
     def __post_init__(self):
@@ -71,8 +78,6 @@ class StatusFollower:
 
         # Latched: a recorder that discovers the topic after the one message still records it.
         self._publisher = self.node.create_publisher(String, INSTRUCTION_TOPIC, qos.LATCHED)
-        self._seen_latched = False
-        self._sent = False
         from legion_ros.nodes.instruction import STATUS_QOS
 
         self.node.create_subscription(String, STATUS_TOPIC, self._on_status, STATUS_QOS)
@@ -82,38 +87,28 @@ class StatusFollower:
             event = json.loads(message.data)
         except ValueError:
             return
-        if not isinstance(event, dict):
+        if not isinstance(event, dict) or event.get('instruction_id') != self.instruction_id:
             return
-        sequence_id = event.get('sequence_id')
-        if not self._sent:  # the latched state from before our instruction: where numbering stands
-            self._seen_latched = True
-            self.baseline = sequence_id if isinstance(sequence_id, int) else self.baseline
+        if self.final is not None:
             return
-        if self.final is not None or not isinstance(sequence_id, int):
-            return
-        if self.sequence_id is None:
-            if self.baseline is not None and sequence_id <= self.baseline:
-                return  # a late event of an older sequence (e.g. the one ours preempted)
-            if event.get('event') not in ('queued', 'rejected'):
-                return  # every sequence starts with one of these
-            self.sequence_id = sequence_id
-        if sequence_id != self.sequence_id:
-            return
+        if self.sequence_id is None and isinstance(event.get('sequence_id'), int):
+            self.sequence_id = event['sequence_id']
         self.events.append(event)
         if event.get('state') in TERMINAL:
             self.final = event
 
     def ready(self) -> bool:
-        """The instruction node listens (and its latched status, if any, has arrived)."""
-        return self._publisher.get_subscription_count() > 0 and (
-            self._seen_latched or self.node.count_publishers(STATUS_TOPIC) == 0)
+        """The instruction node listens."""
+        return self._publisher.get_subscription_count() > 0
 
     def send(self, instruction: str) -> None:
         from std_msgs.msg import String
 
-        self._sent = True
+        from legion_ros.instructions import InstructionRequest
+
         self._instruction = instruction
-        self._publisher.publish(String(data=instruction))
+        request = InstructionRequest(instruction, self.instruction_id)
+        self._publisher.publish(String(data=request.to_json()))
 
 
 def deliver(node, follower: StatusFollower, instruction: str, on_spin=None, attempts: int = 5,
@@ -121,7 +116,8 @@ def deliver(node, follower: StatusFollower, instruction: str, on_spin=None, atte
     """Send until the instruction node confirms (its status starts a new sequence).
 
     Seeing the node's subscription does not mean the node has matched this publisher yet; a sample
-    sent in between is lost for a volatile reader, so an unconfirmed instruction is sent again.
+    sent in between is lost for a volatile reader, so an unconfirmed instruction is sent again (with
+    the same id: the node takes it once).
     """
     for _ in range(attempts):
         follower.send(instruction)
@@ -150,7 +146,6 @@ def follow_instruction(node, instruction: str, *, wait_s: float, timeout_s: floa
     if not spin_until(node, follower.ready, wait_s):
         return EXIT_NO_GRAPH, None, (f'no instruction node listens on {INSTRUCTION_TOPIC} after '
                                      f'{wait_s:g} s (is the graph up? `legion sim` or `legion launch sim`)')
-    spin_until(node, lambda: False, 0.2)  # let the latched status arrive before numbering starts
     deliver(node, follower, instruction)
     shown = 0
 
@@ -279,8 +274,8 @@ def register_sim(subparsers: argparse._SubParsersAction) -> None:
                              'per-step: the twin reloads each step\'s task scene; auto (default): workcell '
                              'when it fits')
     parser.add_argument('--step-timeout', type=float, default=None, metavar='S',
-                        help='a step that has not succeeded after S seconds fails (default 60, in a '
-                             'workcell 120: the move to the station counts)')
+                        help='a step that has not succeeded after S seconds of the twin\'s time fails '
+                             '(default 60, in a workcell 120: the move to the station counts)')
     parser.add_argument('--timeout', type=float, default=None, metavar='S',
                         help='give up on the whole instruction after S seconds')
     parser.add_argument('--bag-dir', default='runs/bags',
@@ -346,12 +341,10 @@ class SimGraph:
         self.scene_task = task
 
     def dead(self) -> list[tuple[str, int]]:
-        out = []
-        for runner in (self.rest_runner, self.bridge_runner):
-            for child in runner.children if runner is not None else []:
-                if child.process is not None and child.process.poll() is not None:
-                    out.append((child.name, child.process.returncode))
-        return out
+        """The essential nodes that exited; a non-essential one (the recorder) is restarted or reported
+        by its runner instead (:meth:`legion_ros.runner.Runner.supervise`)."""
+        return [dead for runner in (self.rest_runner, self.bridge_runner) if runner is not None
+                for dead in runner.supervise()]
 
     def stop(self) -> int:
         codes = []
@@ -386,11 +379,14 @@ def _sim_nodes(args, first_task: str, bag_name: str, params_dir):
     extra = {
         'policy': {'policy_type': args.policy},
         'real2sim': {'success_source': 'sim', 'require_scene_match': True},
-        'instruction': {'step_timeout_s': float(args.step_timeout)},
+        # Steps are timed on the twin's /clock (its stamps stay on the wall clock, as the nodes' clocks):
+        # on a loaded machine the twin runs slower than real time, and so does the arm.
+        'instruction': {'step_timeout_s': float(args.step_timeout), 'step_time_topic': '/clock'},
         'recorder': {'bag_name': bag_name},
         # Object poses at the joint-state rate: an observation mixing fresh joints with object poses up
         # to 50 ms old sends Meta-World's experts (hand "ahead of" the drawer) into the wrong branch.
-        'sim_bridge': {'seed': int(args.seed), 'object_poses_rate_hz': 100.0},
+        'sim_bridge': {'seed': int(args.seed), 'object_poses_rate_hz': 100.0, 'publish_clock': True,
+                       'sim_time_stamps': False},
     }
     nodes = []
     Path(params_dir).mkdir(parents=True, exist_ok=True)
@@ -626,7 +622,9 @@ def run_sim(args: argparse.Namespace) -> int:
             mark = 'ok  ' if step['success'] else 'FAIL'
             duration = '-' if step['duration_s'] is None else f'{step["duration_s"]:.1f} s'
             print(f'{mark} {step["skill"]:<26} {duration:>8}  "{step["instruction"]}"', file=buffer)
-        print(buffer.getvalue() + f'{result["state"]}; bag: {result["bag"] or "-"}')
+        factor = result['real_time_factor']
+        rate = '' if factor is None else f'; twin at {factor:g} x real time (step times are twin time)'
+        print(buffer.getvalue() + f'{result["state"]}; bag: {result["bag"] or "-"}{rate}')
     return code
 
 
@@ -687,4 +685,6 @@ def _sim_result(final, args, plan, bag, elapsed_s: float, log_path, stations=())
         'success': bool(final) and final.get('state') == 'succeeded',
         'state': (final or {}).get('state', 'failed'),
         'bag': str(bag) if bag else None, 'log': str(log_path), 'wall_s': round(elapsed_s, 2),
+        # Step durations are in the twin's time; below 1 the machine could not keep it at real time.
+        'real_time_factor': (final or {}).get('real_time_factor'),
     }

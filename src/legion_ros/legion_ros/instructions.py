@@ -11,12 +11,21 @@ Pure Python (no rclpy): the ``instruction`` node and ``legion sim`` are thin ada
   paraphrases work while unknown and ambiguous steps are rejected with a reason.
 * :class:`Sequencer` runs a plan: each step goes queued -> running -> succeeded / failed / skipped /
   cancelled; it advances on a success report or a step timeout and emits JSON-serialisable status.
+* :class:`TwinTime` is the time steps are timed in when a simulator sets the pace: its clock, counted
+  forward only, with the real-time factor.
+* :class:`InstructionRequest` is the one shape of a message on ``/legion/instruction`` (plain text, or
+  JSON ``{"id", "text"}`` from a client that follows its own instruction); every status event of an
+  instruction echoes its ``instruction_id``. :class:`Inbox` holds the instructions received and not yet
+  planned: bounded, first in first out, a resent id taken once; one more than it holds is rejected
+  (``queue_full``), never dropped silently.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import unicodedata
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -61,13 +70,16 @@ class Reason(str, Enum):
     UNKNOWN_SKILL = 'unknown_skill'
     AMBIGUOUS = 'ambiguous'
     NOT_LEARNED = 'not_learned'
+    MALFORMED = 'malformed'
+    QUEUE_FULL = 'queue_full'
 
 
 class InstructionRejectedError(ValueError):
     """The instruction cannot be executed; ``reasons`` lists every problem found."""
 
-    def __init__(self, reasons: list[dict]):
+    def __init__(self, reasons: list[dict], instruction_id: str | None = None):
         self.reasons = reasons
+        self.instruction_id = instruction_id
         super().__init__('; '.join(r['message'] for r in reasons))
 
 
@@ -104,6 +116,132 @@ def validate_instruction(raw: str | bytes, max_bytes: int = MAX_INSTRUCTION_BYTE
     if not text:
         raise InstructionRejectedError([_reason(Reason.EMPTY, 'instruction is empty')])
     return text
+
+
+MAX_ID_CHARS = 64
+_ID_RE = re.compile(rf'[A-Za-z0-9._:@-]{{1,{MAX_ID_CHARS}}}')
+
+
+@dataclass(frozen=True)
+class InstructionRequest:
+    """One message on ``/legion/instruction``.
+
+    Plain text is the instruction itself (``ros2 topic pub /legion/instruction std_msgs/String
+    "data: 'reach the goal'"``); the node gives it an id. A JSON object ``{"id": "...", "text": "..."}``
+    carries the sender's own id (1-64 of ``A-Z a-z 0-9 . _ : @ -``): a client follows the status events
+    that echo it and may resend the same message safely (an id is taken once).
+    """
+
+    text: str | bytes
+    id: str | None = None
+
+    def to_json(self) -> str:
+        text = self.text.decode('utf-8') if isinstance(self.text, bytes) else self.text
+        return json.dumps({'id': self.id, 'text': text})
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> InstructionRequest:
+        """The request in a message's payload bytes; :class:`InstructionRejectedError` (``malformed``)
+        for a JSON object that is not ``{"id", "text"}``. Text is validated later, when planned."""
+        if not payload.lstrip().startswith(b'{'):
+            return cls(payload)
+        try:
+            envelope = json.loads(payload.decode('utf-8'))
+        except (UnicodeDecodeError, ValueError):
+            return cls(payload)  # text that merely starts with a brace: planned (and judged) as text
+        if not isinstance(envelope, dict):
+            return cls(payload)
+        ident = envelope.get('id')
+        ident = ident if isinstance(ident, str) and _ID_RE.fullmatch(ident) else None
+        problems = []
+        if set(envelope) - {'id', 'text'}:
+            problems.append(f'unknown keys {sorted(set(envelope) - {"id", "text"})}')
+        if not isinstance(envelope.get('text'), str):
+            problems.append('"text" must be a string')
+        if 'id' in envelope and ident is None:
+            problems.append(f'"id" must be 1-{MAX_ID_CHARS} characters of A-Z a-z 0-9 . _ : @ -')
+        if problems:
+            raise InstructionRejectedError([_reason(
+                Reason.MALFORMED, 'instruction envelope {"id", "text"}: ' + '; '.join(problems))], ident)
+        return cls(envelope['text'], ident)
+
+
+class Inbox:
+    """Instructions received and not yet planned, first in first out, at most ``capacity``.
+
+    Planning (sentence embeddings) is slow next to taking a message, so the node takes every message
+    at once and plans them one by one; what does not fit is refused by :meth:`offer` for the caller
+    to reject with a status (DDS would have dropped it silently). An id seen among the last
+    ``remember`` is a resend and is taken once.
+    """
+
+    def __init__(self, capacity: int, remember: int = 256) -> None:
+        if capacity < 1:
+            raise ValueError(f'capacity must be >= 1, got {capacity}')
+        self.capacity = capacity
+        self._waiting: deque[InstructionRequest] = deque()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
+        self._count = 0
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def offer(self, request: InstructionRequest) -> tuple[str, InstructionRequest]:
+        """('accepted' | 'duplicate' | 'full', the request with its id: the sender's or a new one)."""
+        self._count += 1
+        if request.id is None:
+            request = InstructionRequest(request.text, f'auto-{self._count}')
+        elif request.id in self._seen:
+            return 'duplicate', request
+        self._seen[request.id] = None
+        while len(self._seen) > self._remember:
+            self._seen.popitem(last=False)
+        if len(self._waiting) >= self.capacity:
+            return 'full', request
+        self._waiting.append(request)
+        return 'accepted', request
+
+    def take(self) -> InstructionRequest | None:
+        return self._waiting.popleft() if self._waiting else None
+
+
+class TwinTime:
+    """Time on a simulator's clock (``rosgraph_msgs/Clock``), counted forward only, and its real-time
+    factor.
+
+    A step's timeout is about how far the arm could move, and the twin moves in its own time: on a
+    loaded machine (real-time factor 0.56 measured) a step timed in wall time failed although the arm
+    had had only half its time. A clock that jumps back (a twin restarted for the next scene starts
+    at 0) adds nothing; a clock that stops (no twin) stops the step's time too; a jump ahead of more
+    than :attr:`MAX_STEP_S` between two messages (the twin publishes every control cycle, 10 ms) adds
+    nothing either, so that one message stamped far ahead cannot time every step out.
+    """
+
+    RATE_WINDOW_S = 2.0  # wall seconds over which the real-time factor is measured
+    MAX_STEP_S = 1.0
+
+    def __init__(self) -> None:
+        self.elapsed_s = 0.0
+        self._last: float | None = None
+        self._marks: deque[tuple[float, float]] = deque()  # (wall, elapsed)
+
+    def update(self, clock_s: float, wall_s: float) -> None:
+        if self._last is not None and 0.0 < clock_s - self._last <= self.MAX_STEP_S:
+            self.elapsed_s += clock_s - self._last
+        self._last = clock_s
+        self._marks.append((wall_s, self.elapsed_s))
+        while len(self._marks) > 2 and wall_s - self._marks[1][0] >= self.RATE_WINDOW_S:
+            self._marks.popleft()
+
+    def real_time_factor(self, wall_s: float) -> float | None:
+        """Clock seconds per wall second over the last :attr:`RATE_WINDOW_S` (0 when it stopped)."""
+        if len(self._marks) < 2:
+            return None
+        first_wall, first_elapsed = self._marks[0]
+        if wall_s <= first_wall:
+            return None
+        return (self.elapsed_s - first_elapsed) / (wall_s - first_wall)
 
 
 def _clean_step(step: str) -> str:
@@ -365,6 +503,7 @@ class Sequencer:
     stop_on_failure: bool = False
     sequence_id: int = 0
     instruction: str = ''
+    instruction_id: str | None = None
     state: SequenceState = SequenceState.IDLE
     steps: list[StepRecord] = field(default_factory=list)
     reasons: list[dict] = field(default_factory=list)
@@ -388,18 +527,21 @@ class Sequencer:
     def status(self, event: str, **extra) -> dict:
         active = self.active
         return {
-            'sequence_id': self.sequence_id, 'event': event, 'state': self.state.value,
-            'instruction': self.instruction, 'active_index': None if active is None else active.index,
+            'sequence_id': self.sequence_id, 'instruction_id': self.instruction_id, 'event': event,
+            'state': self.state.value, 'instruction': self.instruction,
+            'active_index': None if active is None else active.index,
             'steps': [s.to_dict() for s in self.steps], 'reasons': list(self.reasons), **extra}
 
     # -- commands ------------------------------------------------------------------------------
-    def load(self, instruction: str, plan: Sequence[PlannedStep], now: float) -> list[dict]:
+    def load(self, instruction: str, plan: Sequence[PlannedStep], now: float,
+             instruction_id: str | None = None) -> list[dict]:
         """Queue a new plan and start its first step; a sequence still running is cancelled first."""
         events = []
         if self.state in (SequenceState.RUNNING, SequenceState.QUEUED):
             events += self.cancel(now, reason='preempted by a new instruction')
         self.sequence_id += 1
         self.instruction = instruction
+        self.instruction_id = instruction_id
         self.steps = [StepRecord(p.index, p.instruction, p.task, p.score) for p in plan]
         self.reasons = []
         self._cursor = 0
@@ -411,10 +553,11 @@ class Sequencer:
         events += self._start_current(now)
         return events
 
-    def reject(self, instruction: str, reasons: list[dict]) -> list[dict]:
+    def reject(self, instruction: str, reasons: list[dict], instruction_id: str | None = None) -> list[dict]:
         """Record an instruction that could not be planned; a running sequence is left alone."""
         rejected = Sequencer(self.step_timeout_s, sequence_id=self.sequence_id + 1, instruction=instruction,
-                             state=SequenceState.REJECTED, reasons=list(reasons))
+                             instruction_id=instruction_id, state=SequenceState.REJECTED,
+                             reasons=list(reasons))
         self.sequence_id += 1
         return [rejected.status('rejected')]
 

@@ -19,6 +19,8 @@ import struct
 import numpy as np
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
+from legion_ros.node_base import Param
+
 
 class BadMessageError(ValueError):
     """An input message that a node must not act on; the text says why."""
@@ -78,12 +80,11 @@ def decode_string(raw: bytes) -> bytes:
     return payload[:-1] if payload.endswith(b'\x00') else payload
 
 
-def read_joint_positions(message, joint_names: list[str], previous_stamp_ns: int | None
-                         ) -> tuple[np.ndarray, int]:
+def read_joint_positions(message, joint_names: list[str]) -> tuple[np.ndarray, int]:
     """(positions in ``joint_names`` order, stamp in ns) of a ``sensor_msgs/JointState``.
 
     Raises :class:`BadMessageError` for mismatched name/position counts, missing joints (another
-    driver profile's names), NaN/inf, and stamps older than ``previous_stamp_ns``.
+    driver profile's names) and NaN/inf. Whether the stamp is acceptable is :class:`StampWindow`'s call.
     """
     names = list(message.name)
     if len(message.position) != len(names):
@@ -97,7 +98,52 @@ def read_joint_positions(message, joint_names: list[str], previous_stamp_ns: int
         q = np.array([message.position[names.index(n)] for n in joint_names], dtype=np.float64)
     if not np.isfinite(q).all():
         raise BadMessageError('joint positions contain NaN or inf')
-    stamp = stamp_ns(message.header.stamp)
-    if previous_stamp_ns is not None and stamp < previous_stamp_ns:
-        raise BadMessageError(f'stamp {stamp} ns is older than the previous {previous_stamp_ns} ns')
-    return q, stamp
+    return q, stamp_ns(message.header.stamp)
+
+
+# The one home of the acceptance window (both nodes that read joint states declare this parameter).
+STAMP_WINDOW_S = 0.5
+STAMP_WINDOW_PARAM = Param(STAMP_WINDOW_S, 'a joint state stamped further than this ahead of or behind this '
+                           'node\'s clock is rejected (driver and graph clocks must agree this well) [s]',
+                           range=(0.01, 60.0))
+
+
+class StampWindow:
+    """Which joint-state stamps a node accepts, judged against its own (receiving) clock.
+
+    * A stamp more than ``window_s`` ahead of or behind the receiving clock is rejected, and it never
+      becomes the reference for the next one: a single message stamped an hour ahead used to make
+      every real driver message "older than the previous" until the clock caught up.
+    * Inside the window stamps must not go backwards. The previous stamp counts only while it is itself
+      inside the window, so after a clock jump (driver restart, NTP step, simulator reset with sim time)
+      ordering starts again from the first stamp that agrees with the receiving clock: at most
+      ``window_s`` of rejected samples, with no message counting and no reset needed (:meth:`reset`
+      forgets the reference at once). Why not "re-anchor after N messages": N stamps from a clock that
+      disagrees with ours prove nothing about freshness; agreement with the receiving clock does.
+    * Before the receiving clock runs (sim time before the first ``/clock``: 0) only the order counts.
+    """
+
+    def __init__(self, window_s: float = STAMP_WINDOW_S) -> None:
+        if not window_s > 0:
+            raise ValueError(f'window_s must be positive, got {window_s}')
+        self.window_ns = int(window_s * 1e9)
+        self.previous_ns: int | None = None
+
+    def check(self, stamp: int, now: int) -> int:
+        """``stamp`` [ns] if acceptable at receiving time ``now`` [ns], else :class:`BadMessageError`."""
+        running = now > 0
+        if running and stamp > now + self.window_ns:
+            raise BadMessageError(f'stamp is {(stamp - now) * 1e-9:.3f} s ahead of this node\'s clock '
+                                  f'(window {self.window_ns * 1e-9:g} s)')
+        if running and stamp < now - self.window_ns:
+            raise BadMessageError(f'stamp is {(now - stamp) * 1e-9:.3f} s behind this node\'s clock (window '
+                                  f'{self.window_ns * 1e-9:g} s): stale, or the clocks disagree')
+        previous = self.previous_ns
+        if previous is not None and stamp < previous and (
+                not running or abs(previous - now) <= self.window_ns):
+            raise BadMessageError(f'stamp {stamp} ns is older than the previous {previous} ns')
+        self.previous_ns = stamp
+        return stamp
+
+    def reset(self) -> None:
+        self.previous_ns = None

@@ -9,8 +9,12 @@ ROS 2 install. What a process launcher must do, it does:
 * each output line prefixed with ``[node]``;
 * SIGINT/SIGTERM to the runner -> SIGINT to every node, wait ``shutdown_timeout_s``, then SIGTERM,
   then SIGKILL: a node gets the chance to close its files (the recorder's bag) first;
-* a node that exits on its own ends the run: the runner names it with its exit code, stops the
-  others and exits non-zero.
+* an essential node that exits on its own ends the run: the runner names it with its exit code, stops
+  the others and exits non-zero;
+* a node that is not essential (``NodeSpec.essential=False``: the recorder, off the command path) never
+  ends the run: when it dies the runner says so and restarts it (``RESTART_LIMIT`` times a run,
+  ``RESTART_DELAY_S`` apart); after a configuration error (exit code 2: it would fail the same way) or
+  past the limit it reports it lost and the graph goes on without it.
 """
 from __future__ import annotations
 
@@ -31,11 +35,19 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TextIO
 
-from legion_bringup.graph import SHUTDOWN_TIMEOUT_S, GraphError, ResolvedGraph, ResolvedNode
+from legion_bringup.graph import (
+    RESTART_DELAY_S,
+    RESTART_LIMIT,
+    SHUTDOWN_TIMEOUT_S,
+    GraphError,
+    ResolvedGraph,
+    ResolvedNode,
+)
 from legion_ros.environment import apply_ros_defaults
 
 EXIT_NODE_DIED = 1
 EXIT_BAD_ARGUMENTS = 2
+EXIT_NODE_CONFIG = 2  # a node's own exit code for a configuration error (node_base.EXIT_CONFIG)
 KILL_GRACE_S = 3.0
 
 
@@ -78,6 +90,10 @@ class Child:
     process: subprocess.Popen | None = None
     reader: threading.Thread | None = None
     tail: list[str] = field(default_factory=list)
+    essential: bool = True
+    restarts: int = 0
+    restart_at: float | None = None  # monotonic time of a pending restart
+    lost: bool = False               # not essential, died and not restarted
 
 
 class Runner:
@@ -104,16 +120,18 @@ class Runner:
         # The nodes' inline parameter files, removed when the graph has stopped.
         self.parameters_dir = Path(tempfile.mkdtemp(prefix=f'legion_{graph.name}_params_'))
         try:
-            self.children = [Child(node.name, node_command(node, self.parameters_dir, scripts))
-                             for node in graph.nodes]
+            self.children = [Child(node.name, node_command(node, self.parameters_dir, scripts),
+                                   essential=node.essential) for node in graph.nodes]
         except GraphError:
             shutil.rmtree(self.parameters_dir, ignore_errors=True)
             raise
-        self.children += [Child(name, list(command)) for name, command in graph.processes]
+        self.children += [Child(name, list(command), essential=name not in graph.optional_processes)
+                          for name, command in graph.processes]
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.stop_reason: str | None = None
-        self.died: list[tuple[str, int]] = []
+        self.died: list[tuple[str, int]] = []   # essential children that exited: the run ends
+        self.lost: list[tuple[str, int]] = []   # non-essential children given up on: the run goes on
 
     # -- output -----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -136,16 +154,52 @@ class Runner:
         # All processes first, readers after: no Python thread runs while we fork (the pipes buffer
         # the first output meanwhile).
         for child in self.children:
-            # A new session: a Ctrl-C in the terminal reaches the runner only, which then stops the
-            # nodes in order instead of every process racing its own shutdown. PDEATHSIG: should the
-            # runner itself be killed (SIGKILL), the kernel ends its nodes too.
-            child.process = subprocess.Popen(child.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, env=self.environ,
-                                             start_new_session=True, preexec_fn=_die_with_parent)
-            self.say(f'started {child.name} (pid {child.process.pid})')
+            self._spawn(child)
         for child in self.children:
             child.reader = threading.Thread(target=self._pump, args=(child,), daemon=True)
             child.reader.start()
+
+    def _spawn(self, child: Child) -> None:
+        # A new session: a Ctrl-C in the terminal reaches the runner only, which then stops the
+        # nodes in order instead of every process racing its own shutdown. PDEATHSIG: should the
+        # runner itself be killed (SIGKILL), the kernel ends its nodes too.
+        child.process = subprocess.Popen(child.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=self.environ,
+                                         start_new_session=True, preexec_fn=_die_with_parent)
+        self.say(f'started {child.name} (pid {child.process.pid})')
+
+    def supervise(self) -> list[tuple[str, int]]:
+        """One look at the children: restart or give up on non-essential ones that exited (see the
+        module docstring); returns the essential ones that exited, (name, exit code)."""
+        dead = []
+        for child in self.children:
+            code = None if child.process is None else child.process.poll()
+            if code is None or child.lost:
+                continue
+            if child.essential:
+                dead.append((child.name, code))
+            elif child.restart_at is None:
+                why = ('a configuration error' if code == EXIT_NODE_CONFIG
+                       else f'restarted {child.restarts} times' if child.restarts >= RESTART_LIMIT else None)
+                if why is not None:
+                    child.lost = True
+                    self.lost.append((child.name, code))
+                    self.say(f'{child.name} exited with code {code}; not restarted ({why}); it is not on '
+                             'the command path: the graph goes on without it; its last output:\n    '
+                             + '\n    '.join(child.tail[-8:]))
+                    continue
+                child.restart_at = time.monotonic() + RESTART_DELAY_S
+                self.say(f'{child.name} exited with code {code}; it is not on the command path: restarting '
+                         f'it in {RESTART_DELAY_S:g} s ({child.restarts + 1} of {RESTART_LIMIT})')
+            elif time.monotonic() >= child.restart_at and not self._stop.is_set():
+                if child.reader is not None:
+                    child.reader.join(timeout=1.0)  # the old pipe's last lines first
+                child.restart_at = None
+                child.restarts += 1
+                self._spawn(child)
+                child.reader = threading.Thread(target=self._pump, args=(child,), daemon=True)
+                child.reader.start()
+        return dead
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -155,11 +209,9 @@ class Runner:
     def wait(self, poll_s: float = 0.1, until: Callable[[], bool] | None = None) -> int:
         """Block until a stop request or a node exits; then stop everything. Returns the exit code."""
         while not self._stop.is_set():
-            for child in self.children:
-                code = child.process.poll()
-                if code is not None:
-                    self.died.append((child.name, code))
-                    self.request_stop(f'{child.name} exited with code {code}')
+            for name, code in self.supervise():
+                self.died.append((name, code))
+                self.request_stop(f'{name} exited with code {code}')
             if until is not None and until():
                 self.request_stop('done')
             self._stop.wait(poll_s)
@@ -187,13 +239,17 @@ class Runner:
                 child.reader.join(timeout=2.0)
         shutil.rmtree(self.parameters_dir, ignore_errors=True)
         failed = [(c.name, c.process.returncode) for c in self.children
-                  if c.process is not None and c.process.returncode not in (0, -signal.SIGINT)]
+                  if c.process is not None and not c.lost and c.restart_at is None
+                  and c.process.returncode not in (0, -signal.SIGINT)]
         for name, code in self.died:
             tail = next((c.tail for c in self.children if c.name == name), [])
             self.say(f'node {name} died (exit code {code}); its last output:\n    '
                      + '\n    '.join(tail[-8:]))
         if self.died:
             return EXIT_NODE_DIED
+        if self.lost:
+            self.say('lost on the way (not essential, the run went on): '
+                     + ', '.join(f'{n} exit code {c}' for n, c in self.lost))
         if failed:
             self.say('unclean shutdown: ' + ', '.join(f'{n} exit code {c}' for n, c in failed))
             return EXIT_NODE_DIED

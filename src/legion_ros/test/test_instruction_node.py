@@ -27,7 +27,7 @@ def raw_string(payload: bytes) -> bytes:
 @pytest.fixture(scope='module')
 def graph():
     rclpy.init()
-    node = start_node('instruction', {'step_timeout_s': 2.0})
+    node = start_node('instruction', {'step_timeout_s': 2.0, 'max_pending': 4})
     probe = Probe('instruction_probe')
     probe.listen(String, STATUS, STATUS_QOS)
     probe.listen(String, STEP, qos.LATCHED)
@@ -121,3 +121,63 @@ def test_malformed_success_reports_are_rejected(graph):
     assert probe.wait_for(lambda: reasons() and reasons()[-1]['rejected'] >= 4, 5.0)
     assert all('step_success' in s['reason'] for s in reasons())
     assert node.poll() is None
+
+
+def test_a_burst_of_instructions_is_accounted_for_every_one(graph):
+    """Issue #15 (6): a burst used to be cut to the newest 10 (keep-last-10 reader) without a trace. Now
+    every instruction is either planned (and preempted by the next) or rejected as queue_full, and
+    each status event names its instruction_id."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    probe, _, node = graph
+    keep_all = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+    events: list[dict] = []
+    probe.node.create_subscription(String, STATUS, lambda m: events.append(json.loads(m.data)), keep_all)
+    burst = probe.node.create_publisher(String, '/legion/instruction', keep_all)
+    assert probe.wait_for(lambda: burst.get_subscription_count() > 0, 10.0)
+    probe.spin(0.5)
+    ids = [f'burst-{k}' for k in range(40)]
+    for ident in ids:
+        burst.publish(String(data=json.dumps({'id': ident, 'text': 'reach the goal'})))
+    last = ids[-1]
+    by_id = lambda: {e.get('instruction_id') for e in events}  # noqa: E731
+    last_seen = lambda: any(e.get('instruction_id') == last and e['event'] in ('step_started', 'rejected')  # noqa: E731
+                            for e in events)
+    assert probe.wait_for(lambda: set(ids) <= by_id() and last_seen(), 60.0), sorted(set(ids) - by_id())
+    full = {e['instruction_id'] for e in events if e['state'] == 'rejected'
+            and any(r['code'] == 'queue_full' for r in e['reasons'])}
+    planned = {e['instruction_id'] for e in events if e['event'] == 'queued'}
+    assert full, 'a burst of 40 into an inbox of 4 overflows'
+    assert full | planned == set(ids) and not full & planned
+    preempted = {e['instruction_id'] for e in events if e['state'] == 'cancelled'}
+    assert preempted == planned - {max(planned, key=ids.index)}  # each planned one but the newest
+    # A resend of an id already taken is taken once: no new sequence.
+    before = len(events)
+    burst.publish(String(data=json.dumps({'id': ids[0], 'text': 'reach the goal'})))
+    probe.spin(0.5)
+    assert not [e for e in events[before:] if e.get('instruction_id') == ids[0]]
+    assert node.poll() is None
+    probe.trigger('/legion/instruction/cancel')
+
+
+def test_plain_text_burst_every_instruction_gets_a_status(graph):
+    """The documented plain-text form in a burst: each gets its own id and at least one event."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    probe, _, _ = graph
+    keep_all = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+    events: list[dict] = []
+    probe.node.create_subscription(String, STATUS, lambda m: events.append(json.loads(m.data)), keep_all)
+    burst = probe.node.create_publisher(String, '/legion/instruction', keep_all)
+    assert probe.wait_for(lambda: burst.get_subscription_count() > 0, 10.0)
+    probe.spin(0.5)
+    for _ in range(25):
+        burst.publish(String(data='reach the goal'))
+    started = lambda: [e for e in events if e['event'] in ('queued', 'rejected')]  # noqa: E731
+    probe.wait_for(lambda: len(started()) >= 25, 30.0)
+    probe.spin(0.5)
+    assert len(started()) == 25  # one per instruction: queued, or rejected with a reason
+    assert len({e['instruction_id'] for e in started()}) == 25
+    probe.trigger('/legion/instruction/cancel')

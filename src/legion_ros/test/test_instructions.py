@@ -274,3 +274,33 @@ def test_monitor_debounces_and_reports_once_per_step():
     monitor.start('reach-v3', (1, 1))  # the next step, same task: judged afresh
     assert [monitor.update_observation(_obs(hand=(0.1, 0.8, 0.2))) for _ in range(3)] == [False, False, True]
     assert monitor.last_distance == 0.0
+
+
+# -- the instruction message and the inbox (issue #15, 3 and 6) ---------------------------------------
+
+def test_instruction_request_plain_text_and_envelope():
+    from legion_ros.instructions import InstructionRequest
+
+    assert InstructionRequest.from_payload(b'reach the goal') == InstructionRequest(b'reach the goal')
+    request = InstructionRequest('close the drawer', 'cli-1f2e')
+    assert InstructionRequest.from_payload(request.to_json().encode()) == request
+    # Text that only starts with a brace is text, judged when planned.
+    assert InstructionRequest.from_payload(b'{not json').text == b'{not json'
+    for bad, ident in ((b'{"id": "x1", "text": 3}', 'x1'), (b'{"id": "a b", "text": "t"}', None),
+                       (b'{"id": "x2", "text": "t", "extra": 1}', 'x2')):
+        with pytest.raises(InstructionRejectedError) as error:
+            InstructionRequest.from_payload(bad)
+        assert error.value.reasons[0]['code'] == 'malformed' and error.value.instruction_id == ident
+
+
+def test_inbox_is_bounded_fifo_names_every_instruction_and_takes_a_resend_once():
+    from legion_ros.instructions import Inbox, InstructionRequest
+
+    inbox = Inbox(2)
+    verdicts = [inbox.offer(InstructionRequest(f't{k}', None if k % 2 else f'id{k}')) for k in range(4)]
+    assert [v for v, _ in verdicts] == ['accepted', 'accepted', 'full', 'full']
+    assert all(r.id for _, r in verdicts)  # plain text gets an id of its own
+    assert inbox.offer(InstructionRequest('t0', 'id0'))[0] == 'duplicate'
+    assert [inbox.take().text, inbox.take().text, inbox.take()] == ['t0', 't1', None]
+    with pytest.raises(ValueError):
+        Inbox(0)

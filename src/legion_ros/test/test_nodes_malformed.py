@@ -211,6 +211,36 @@ def test_malformed_poses_and_gripper_opening_are_rejected(graph):
     assert_within_limits(arm.commands_since(since, with_times=True))
 
 
+def test_one_joint_state_stamped_an_hour_ahead_does_not_blind_the_command_path(graph):
+    """Issue #15 (2): the future stamp used to become the reference, and every real sample after it was
+    'older than the previous' until the clock caught up: no observation, no command."""
+    probe, arm, nodes = graph
+    ahead = _joint_state(FakeArm.JOINTS, list(arm.q), stamp_ns=time.time_ns() + 3600 * 10**9)
+    probe.publish(JointState, '/lbr/joint_states', qos.STATE, ahead)
+    ahead_rejected = lambda node: any('ahead' in (s.get('reason') or '')  # noqa: E731
+                                      for s in _statuses(probe, node))
+    assert probe.wait_for(lambda: ahead_rejected('real2sim') and ahead_rejected('sim2real'), 5.0)
+    since = time.monotonic()
+    probe.spin(1.0)
+    assert len(arm.commands_since(since)) > 30  # ~100 Hz: the driver's own samples still count
+    assert all(p.poll() is None for p in nodes.values())
+    assert_within_limits(arm.commands_since(since, with_times=True))
+
+
+def test_an_action_labelled_far_ahead_does_not_stop_the_command_stream(graph):
+    """An action's source stamp names the cycle it was computed for; one an hour ahead used to mark
+    every later cycle as already commanded."""
+    probe, arm, nodes = graph
+    probe.publish(Float32MultiArray, '/legion/action', qos.COMMAND,
+                  array_message([0.0, 0.0, 0.0, 0.0], 'action', time.time_ns() + 3600 * 10**9))
+    probe.spin(0.3)
+    since = time.monotonic()
+    probe.spin(1.0)
+    assert len(arm.commands_since(since)) > 30
+    assert all(p.poll() is None for p in nodes.values())
+    assert_within_limits(arm.commands_since(since, with_times=True))
+
+
 def test_dead_policy_makes_sim2real_hold_and_a_restart_resumes(graph):
     probe, arm, nodes = graph
     nodes['policy'].kill()  # SIGKILL: no goodbye, like a crash

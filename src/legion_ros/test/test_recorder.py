@@ -154,3 +154,117 @@ def test_bad_parameters_stop_the_node_with_a_clear_message(tmp_path, parameters,
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / 'bad').exists()  # nothing half-written
+
+
+def _invalid_string_cdr() -> bytes:
+    """A std_msgs/String whose length field points 1000 bytes past the end of the buffer."""
+    return b'\x00\x01\x00\x00' + (1000).to_bytes(4, 'little') + b'abc\x00'
+
+
+def test_invalid_cdr_is_left_out_and_reported_not_fatal(tmp_path):
+    """Issue #15 (1): bytes on /legion/instruction that are not valid CDR used to end the recorder (its
+    metadata decoding raised), and with it the graph. Now they are left out of the bag, counted and
+    reported on the status; the recording goes on and the next good instruction lands in the metadata."""
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from legion_ros import qos
+
+    recorder = subprocess.Popen(recorder_command(tmp_path, 'run'), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node('hostile_publisher', context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        seen = []
+        node.create_subscription(String, '/legion/recorder/status', lambda m: seen.append(json.loads(m.data)),
+                                 qos.LATCHED)
+        publisher = node.create_publisher(String, '/legion/instruction', qos.STATE)
+
+        def spin_until(predicate, timeout_s):
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and not predicate():
+                executor.spin_once(timeout_sec=0.05)
+            return predicate()
+
+        assert spin_until(lambda: any('/legion/instruction' in s.get('topics', []) for s in seen), 20), seen
+        spin_until(lambda: publisher.get_subscription_count() > 0, 5)
+        for _ in range(3):
+            publisher.publish(_invalid_string_cdr())
+        assert spin_until(lambda: any(s.get('undecodable', {}).get('/legion/instruction') == 3 for s in seen),
+                          10), seen
+        rejection = next(s for s in seen if s['state'] == 'input_rejected')
+        assert 'not a valid std_msgs/msg/String' in rejection['reason']
+        publisher.publish(String(data='close the drawer'))
+        spin_until(lambda: False, 1.0)
+        assert recorder.poll() is None, recorder.stdout.read()
+        recorder.send_signal(signal.SIGINT)
+        output, _ = recorder.communicate(timeout=15)
+    finally:
+        rclpy.try_shutdown(context=context)
+        if recorder.poll() is None:
+            recorder.kill()
+    assert recorder.returncode == 0, output
+    metadata = yaml.safe_load((tmp_path / 'run' / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert metadata['custom_data']['legion.instruction'] == 'close the drawer'
+    run_info = json.loads(metadata['custom_data']['legion.run_info'])
+    assert run_info['undecodable'] == {'/legion/instruction': 3}
+    # Every message in the bag decodes: the invalid ones were left out.
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    with Reader(tmp_path / 'run') as reader:
+        texts = [typestore.deserialize_cdr(raw, c.msgtype).data
+                 for c, _, raw in reader.messages() if c.topic == '/legion/instruction']
+    assert texts == ['close the drawer']
+
+
+def test_a_volatile_publisher_after_a_latched_one_is_recorded_once_each(tmp_path):
+    """Issue #15 (5): the recorder chose one QoS from the first writers; a latched client's instruction
+    made it a transient-local reader, and `ros2 topic pub --once` (volatile) could then never match it."""
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from legion_ros import qos
+
+    recorder = subprocess.Popen(recorder_command(tmp_path, 'run'), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node('two_kinds_of_publisher', context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        seen = []
+        node.create_subscription(String, '/legion/recorder/status', lambda m: seen.append(json.loads(m.data)),
+                                 qos.LATCHED)
+
+        def spin_until(predicate, timeout_s):
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and not predicate():
+                executor.spin_once(timeout_sec=0.05)
+            return predicate()
+
+        latched = node.create_publisher(String, '/legion/instruction', qos.LATCHED)  # legion instruct
+        latched.publish(String(data='reach the goal'))
+        assert spin_until(lambda: any('/legion/instruction' in s.get('topics', []) for s in seen), 20), seen
+        once = node.create_publisher(String, '/legion/instruction', qos.STATE)  # ros2 topic pub --once
+        assert spin_until(lambda: once.get_subscription_count() > 0, 10), 'the recorder never matched it'
+        once.publish(String(data='close the drawer'))
+        spin_until(lambda: False, 1.0)
+        recorder.send_signal(signal.SIGINT)
+        output, _ = recorder.communicate(timeout=15)
+    finally:
+        rclpy.try_shutdown(context=context)
+        if recorder.poll() is None:
+            recorder.kill()
+    assert recorder.returncode == 0, output
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    with Reader(tmp_path / 'run') as reader:
+        texts = [typestore.deserialize_cdr(raw, c.msgtype).data
+                 for c, _, raw in reader.messages() if c.topic == '/legion/instruction']
+    assert texts == ['reach the goal', 'close the drawer']  # each once, though matched twice

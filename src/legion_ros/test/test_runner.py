@@ -238,3 +238,71 @@ def test_legion_launch_sim_brings_up_and_stops_the_whole_graph(tmp_path):
         counts = {c.topic: c.msgcount for c in reader.connections}
     assert counts.get('/lbr/joint_states', 0) > 50
     assert counts.get('/legion/observation', 0) > 10
+
+
+# rec_a stands for the command path (essential), rec_b for the recorder (not essential); with
+# broken=true rec_b cannot start at all (a configuration error).
+OPTIONAL_GRAPH_SCRIPT = textwrap.dedent('''
+    import sys
+    from legion_bringup.graph import Argument, ArgValue, Graph, NodeSpec, when
+    from legion_ros.runner import run_graph
+    files = ('recorder.yaml',)
+    bags = ArgValue('bag_dir')
+    graph = Graph('two', 'essential + optional', (
+        Argument('bag_dir', sys.argv[1], 'bags'), Argument('broken', 'false', 'b', ('true', 'false')),
+        Argument('log_level', 'info', 'l')), (
+        NodeSpec('recorder', 'rec_a', parameter_files=files, parameters={'bag_dir': bags, 'bag_name': 'a'}),
+        NodeSpec('recorder', 'rec_b', parameter_files=files, essential=False, condition=when(broken='false'),
+                 parameters={'bag_dir': bags}),
+        NodeSpec('recorder', 'rec_b', parameter_files=files, essential=False, condition=when(broken='true'),
+                 parameters={'bag_dir': bags, 'bag_name': 'b', 'exclude_regex': '('})))
+    sys.exit(run_graph(graph.resolve({'broken': sys.argv[2]}), shutdown_timeout_s=8))
+''')
+
+
+def start_optional_graph(tmp_path: Path, broken: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, '-c', OPTIONAL_GRAPH_SCRIPT, str(tmp_path), broken],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, TMPDIR=str(tmp_path)))
+
+
+def test_a_non_essential_node_that_dies_is_restarted_and_the_graph_goes_on(tmp_path):
+    """Issue #15 (1): the recorder's death used to stop every node, the command path included."""
+    proc = start_optional_graph(tmp_path, 'false')
+    try:
+        lines = read_until(proc, r'started rec_b \(pid \d+\)', 30)
+        pid_a = int(re.search(r'started rec_a \(pid (\d+)\)', '\n'.join(lines)).group(1))
+        pid_b = int(re.search(r'started rec_b \(pid (\d+)\)', lines[-1]).group(1))
+        read_until(proc, r'\[rec_b\] .*recording to', 30)
+        subprocess.run(['kill', '-KILL', str(pid_b)], check=True)
+        read_until(proc, r'rec_b exited with code -9; it is not on the command path: restarting', 10)
+        lines = read_until(proc, r'started rec_b \(pid \d+\)', 10)
+        assert int(re.search(r'started rec_b \(pid (\d+)\)', lines[-1]).group(1)) != pid_b
+        read_until(proc, r'\[rec_b\] .*recording to', 30)
+        os.kill(pid_a, 0)  # the essential node never stopped
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert 'all nodes stopped cleanly' in output
+    assert '[rec_a] recorder: wrote' in output and '[rec_b] recorder: wrote' in output
+
+
+def test_a_non_essential_node_that_cannot_start_is_reported_not_fatal(tmp_path):
+    proc = start_optional_graph(tmp_path, 'true')
+    try:
+        read_until(proc, r'rec_b exited with code 2; not restarted \(a configuration error\)', 60)
+        read_until(proc, r'exclude_regex', 5)  # its last output says why
+        time.sleep(1.0)
+        assert proc.poll() is None  # the essential node goes on
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert '[rec_a] recorder: wrote' in output
+    assert 'lost on the way (not essential, the run went on): rec_b exit code 2' in output

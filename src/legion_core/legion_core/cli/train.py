@@ -34,6 +34,10 @@ def _groups_epilog() -> str:
         '  legion train run_dir=runs/mine preset=tiny            # choose the run directory',
         '  legion train --resume runs/2026-01-01/12-00-00_legion10_seed0',
         '  legion train --resume RUN_DIR --append hammer,shelf-place   # an open-ended stream goes on',
+        '  legion train --overwrite run_dir=runs/mine preset=tiny  # start runs/mine afresh',
+        '',
+        'A run directory that is not empty is refused (exit 2) unless --resume continues the run in it',
+        'or --overwrite removes the earlier run\'s files first: two runs never mix in one directory.',
         '',
         'Every key of the config can be overridden (see --cfg for the resolved config). Runs write',
         'config.yaml, evals.jsonl, metrics.json, TensorBoard events (tb/) and checkpoints/ in the run',
@@ -60,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--append', metavar='TASK[,TASK...]',
                         help='with --resume: add these tasks after the run\'s stream (lifelong runs, '
                              'finished or not) and go on learning them with the learnt agent')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='start afresh in a run directory that holds an earlier run: its run files '
+                             '(config.yaml, evals.jsonl, metrics.json, tb/, checkpoints/) are removed first; '
+                             'any other file there is left alone and refuses the start')
     parser.add_argument('--cfg', action='store_true', help='print the resolved config as YAML and exit')
     parser.add_argument('--max-steps', type=int, metavar='N',
                         help='stop after N more env steps, leaving a checkpoint to resume from')
@@ -79,11 +87,54 @@ def _summary(metrics: dict, run_dir: Path) -> str:
                        'dpmm': metrics.get('dpmm')})
 
 
+def _run_files() -> tuple[str, ...]:
+    """What a run of ``legion train`` writes into its directory: all that ``--overwrite`` removes."""
+    from legion_core.checkpoint import CHECKPOINT_DIR, POLICY_FILE
+    from legion_core.trainer import CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR
+
+    return (CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR, CHECKPOINT_DIR, POLICY_FILE)
+
+
+def claim_run_dir(run_dir: Path, overwrite: bool) -> str | None:
+    """Make ``run_dir`` ready for a new run, or say why not (nothing is touched then).
+
+    A directory holding an earlier run would mix two runs (its config.yaml kept, evals.jsonl appended,
+    and a later --resume reading the wrong config), so it is refused unless ``overwrite``; even then
+    only the earlier run's own files go, never a file this command did not write."""
+    if not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        return f'run_dir {run_dir} exists and is not a directory'
+    present = sorted(p.name for p in run_dir.iterdir())
+    if not present:
+        return None
+    if not overwrite:
+        return (f'run directory {run_dir} is not empty ({", ".join(present[:6])}'
+                f'{", ..." if len(present) > 6 else ""}): continue that run with '
+                f'`legion train --resume {run_dir}`, start it afresh with --overwrite, '
+                'or choose another run_dir')
+    run_files = _run_files()
+    foreign = [name for name in present if name not in run_files]
+    if foreign:
+        return (f'--overwrite removes only an earlier run\'s files, but {run_dir} also holds '
+                f'{", ".join(foreign[:6])}; choose another run_dir')
+    import shutil
+
+    for name in present:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    print(f'legion train: --overwrite removed the earlier run in {run_dir} ({", ".join(present)})',
+          file=sys.stderr)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.max_steps is not None and args.max_steps < 1:
         return _error(f'--max-steps must be a positive integer, got {args.max_steps}')
     if args.append and not args.resume:
         return _error('--append adds tasks to an existing run: give it with --resume RUN_DIR')
+    if args.overwrite and (args.resume or args.multirun):
+        return _error('--overwrite starts one run afresh; it goes with neither --resume nor -m')
     if args.resume:
         if args.overrides or args.multirun:
             return _error('--resume continues a run with its saved config.yaml; it takes no overrides '
@@ -122,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
 
     data = to_container(cfg)
     run_dir = Path(data['run_dir'])
+    refused = claim_run_dir(run_dir, args.overwrite)
+    if refused:
+        return _error(refused)
     print(f'legion train: run directory {run_dir}', file=sys.stderr)
     trainer = Trainer(data, run_dir, progress=not args.no_progress)
     metrics = trainer.run(max_env_steps=args.max_steps)

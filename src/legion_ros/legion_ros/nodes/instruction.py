@@ -2,8 +2,15 @@
 
 Topics (absolute names, remappable):
 
-* sub ``/legion/instruction`` (std_msgs/String, reliable): a new instruction; it preempts a running one.
-  Read as raw CDR bytes so that invalid UTF-8 is rejected, never silently "repaired".
+* sub ``/legion/instruction`` (std_msgs/String, reliable, keep all): a new instruction; it preempts a
+  running one. Plain text, or JSON ``{"id", "text"}`` (:class:`legion_ros.instructions.InstructionRequest`):
+  every status event of an instruction echoes its ``instruction_id``. Read as raw CDR bytes so that
+  invalid UTF-8 is rejected, never silently "repaired". Each message is taken at once into a bounded
+  inbox (``max_pending``) and planned from there one at a time; one that does not fit is rejected
+  (``queue_full``) with a status, never dropped.
+* sub ``step_time_topic`` (rosgraph_msgs/Clock, when set): steps are timed in that clock's time (the
+  twin's, counted forward only: :class:`legion_ros.instructions.TwinTime`), and every status event
+  carries its ``real_time_factor``; empty: the node clock (simulated time under use_sim_time).
 * sub ``/legion/step_success`` (std_msgs/String JSON ``{sequence_id, index, task, success}``, from the
   task monitor in ``real2sim``): the active step is done.
 * pub ``/legion/active_step`` (String JSON ``{sequence_id, index, task, instruction}``, latched;
@@ -17,6 +24,7 @@ All matching and sequencing logic is in :mod:`legion_ros.instructions`; this is 
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 from rclpy.node import Node
@@ -27,9 +35,13 @@ from std_srvs.srv import Trigger
 from legion_ros import qos
 from legion_ros.instructions import (
     MAX_INSTRUCTION_BYTES,
+    Inbox,
     InstructionRejectedError,
+    InstructionRequest,
+    Reason,
     Sequencer,
     SkillMatcher,
+    TwinTime,
     validate_instruction,
 )
 from legion_ros.node_base import (
@@ -46,6 +58,10 @@ from legion_ros.provenance import BadMessageError, array_message, decode_string
 # writer would let a reader miss all but the last, so events keep a short transient-local history.
 STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=32, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Instructions: keep all, so that a burst reaches the inbox whole (keep last 10 cut it to the newest 10
+# without a trace); the inbox bounds what waits, and says so.
+INSTRUCTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
 
 TOPICS = {
     'instruction': '/legion/instruction',
@@ -70,7 +86,18 @@ PARAMETERS = {
     'step_timeout_s': Param(60.0, 'a step that has not succeeded after this long fails [s, node clock]',
                             range=(0.1, 3600.0)),
     'stop_on_failure': Param(False, 'end the sequence at the first failed step instead of going on'),
+    'step_time_topic': Param('', 'rosgraph_msgs/Clock topic whose time step timeouts count in (the '
+                             'twin\'s /clock when the nodes keep wall time, as in legion sim); empty: the '
+                             'node clock'),
+    'max_pending': Param(16, 'instructions received and waiting to be planned; one more is rejected '
+                         '(queue_full)', range=(1, 1024)),
 }
+PLAN_PERIOD_S = 0.01  # how often the inbox is looked at: one instruction planned per look
+
+
+def _shown(text: str | bytes) -> str:
+    """At most 200 characters of an instruction, for a status event."""
+    return text[:200].decode('utf-8', errors='replace') if isinstance(text, bytes) else text[:200]
 
 
 def load_descriptions(path: str) -> dict[str, list[str]]:
@@ -122,11 +149,21 @@ class InstructionNode(Node):
         self.status_pub = self.create_publisher(String, TOPICS['status'], STATUS_QOS)
         self.step_pub = self.create_publisher(String, TOPICS['active_step'], qos.LATCHED)
         self.embedding_pub = self.create_publisher(Float32MultiArray, TOPICS['active_embedding'], qos.LATCHED)
-        self.create_subscription(String, TOPICS['instruction'], self.on_instruction, qos.STATE, raw=True)
+        self.twin_time = None
+        if self.params.step_time_topic:
+            from rosgraph_msgs.msg import Clock
+
+            self.twin_time = TwinTime()
+            self.create_subscription(Clock, self.params.step_time_topic, self.on_twin_clock, qos.SENSOR)
+        self.inbox = Inbox(self.params.max_pending)
+        self.duplicates = 0
+        self.create_subscription(String, TOPICS['instruction'], self.on_instruction, INSTRUCTION_QOS,
+                                 raw=True)
         self.create_subscription(String, TOPICS['step_success'], self.on_step_success, qos.STATE)
         self.create_service(Trigger, '~/cancel', self.on_cancel)
         self.create_service(Trigger, '~/skip', self.on_skip)
         self.create_timer(0.1, self.on_tick)
+        self.create_timer(PLAN_PERIOD_S, self.on_pending)
         self._active_key = None
         self.rejected_reports = 0
         self._publish_step()
@@ -137,19 +174,36 @@ class InstructionNode(Node):
 
     # -- inputs ---------------------------------------------------------------------------------
     def on_instruction(self, raw: bytes) -> None:
+        """Take the message into the inbox at once (cheap); planning happens in :meth:`on_pending`."""
         try:
-            payload = decode_string(raw)
-            text = validate_instruction(payload, self.params.max_bytes)
-            plan = self.matcher.plan(text, self.params.max_bytes, self.params.max_steps)
+            request = InstructionRequest.from_payload(decode_string(raw))
         except BadMessageError as error:
-            self._reject('<unreadable>', [{'code': 'malformed', 'message': str(error)}])
+            self._reject('<unreadable>', [{'code': Reason.MALFORMED.value, 'message': str(error)}])
             return
         except InstructionRejectedError as error:
-            shown = payload[:200].decode('utf-8', errors='replace') if isinstance(payload, bytes) else ''
-            self._reject(shown, error.reasons)
+            self._reject('<unreadable>', error.reasons, error.instruction_id)
             return
-        self.get_logger().info(f'instruction "{text}" -> {[p.task for p in plan]}')
-        self._emit(self.sequencer.load(text, plan, clock_s(self)))
+        verdict, request = self.inbox.offer(request)
+        if verdict == 'duplicate':  # a client resending an instruction it is not sure arrived
+            self.duplicates += 1
+        elif verdict == 'full':
+            self._reject(_shown(request.text), [{
+                'code': Reason.QUEUE_FULL.value,
+                'message': f'{len(self.inbox)} instructions are already waiting (max_pending '
+                           f'{self.params.max_pending}); send it again later'}], request.id)
+
+    def on_pending(self) -> None:
+        request = self.inbox.take()
+        if request is None:
+            return
+        try:
+            text = validate_instruction(request.text, self.params.max_bytes)
+            plan = self.matcher.plan(text, self.params.max_bytes, self.params.max_steps)
+        except InstructionRejectedError as error:
+            self._reject(_shown(request.text), error.reasons, request.id)
+            return
+        self.get_logger().info(f'instruction {request.id} "{text}" -> {[p.task for p in plan]}')
+        self._emit(self.sequencer.load(text, plan, self.step_now(), request.id))
 
     def on_step_success(self, message: String) -> None:
         try:
@@ -168,10 +222,10 @@ class InstructionNode(Node):
             self.get_logger().warning(f'ignored malformed step_success ({error})', throttle_duration_sec=2.0)
             return
         if report['success']:
-            self._emit(self.sequencer.report_success(clock_s(self), task, index, sequence_id))
+            self._emit(self.sequencer.report_success(self.step_now(), task, index, sequence_id))
 
     def on_cancel(self, _request, response):
-        events = self.sequencer.cancel(clock_s(self))
+        events = self.sequencer.cancel(self.step_now())
         self._emit(events)
         response.success = bool(events)
         response.message = 'cancelled' if events else 'nothing is running'
@@ -179,7 +233,7 @@ class InstructionNode(Node):
 
     def on_skip(self, _request, response):
         active = self.sequencer.active
-        events = self.sequencer.skip(clock_s(self))
+        events = self.sequencer.skip(self.step_now())
         self._emit(events)
         response.success = bool(events)
         response.message = (f'skipped step {active.index + 1} ({active.task})' if events
@@ -187,16 +241,28 @@ class InstructionNode(Node):
         return response
 
     def on_tick(self) -> None:
-        self._emit(self.sequencer.tick(clock_s(self)))
+        self._emit(self.sequencer.tick(self.step_now()))
+
+    def on_twin_clock(self, message) -> None:
+        self.twin_time.update(message.clock.sec + message.clock.nanosec * 1e-9, time.monotonic())
+
+    def step_now(self) -> float:
+        """The time steps are timed in: the twin's (step_time_topic) or the node clock."""
+        return self.twin_time.elapsed_s if self.twin_time is not None else clock_s(self)
 
     # -- outputs --------------------------------------------------------------------------------
-    def _reject(self, text: str, reasons: list[dict]) -> None:
-        self.get_logger().warning('instruction rejected: ' + '; '.join(r['message'] for r in reasons))
-        self._emit(self.sequencer.reject(text, reasons))
+    def _reject(self, text: str, reasons: list[dict], instruction_id: str | None = None) -> None:
+        self.get_logger().warning(f'instruction {instruction_id} rejected: '
+                                  + '; '.join(r['message'] for r in reasons), throttle_duration_sec=1.0)
+        self._emit(self.sequencer.reject(text, reasons, instruction_id))
 
     def _emit(self, events: list[dict]) -> None:
+        factor = None if self.twin_time is None else self.twin_time.real_time_factor(time.monotonic())
         for event in events:
             event['stamp'] = clock_s(self)
+            if self.twin_time is not None:  # how fast the twin runs: below 1, steps take longer in wall time
+                event['step_clock'] = self.params.step_time_topic
+                event['real_time_factor'] = None if factor is None else round(factor, 3)
             self.status_pub.publish(String(data=json.dumps(event)))
         if events:
             self._publish_step()

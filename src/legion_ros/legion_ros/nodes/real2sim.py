@@ -21,7 +21,8 @@ Topics (absolute names, remappable; the driver's come from ``config/driver_<driv
   (``sim_success_topic``) when it describes the active task, else from Meta-World's criterion on the
   observation.
 
-Malformed input (wrong sizes, NaN/inf, unknown or missing joint names, stamps going backwards) is
+Malformed input (wrong sizes, NaN/inf, unknown or missing joint names, stamps going backwards or
+outside ``stamp_window_s`` of this node's clock, see :class:`legion_ros.provenance.StampWindow`) is
 dropped with a reason on ``~/status``; no observation is built from it.
 """
 from __future__ import annotations
@@ -45,7 +46,13 @@ from legion_ros.node_base import (
     declare_parameters,
     run_node,
 )
-from legion_ros.provenance import BadMessageError, array_message, read_joint_positions
+from legion_ros.provenance import (
+    STAMP_WINDOW_PARAM,
+    BadMessageError,
+    StampWindow,
+    array_message,
+    read_joint_positions,
+)
 from legion_ros.task_monitor import CRITERIA, TaskMonitor
 
 ARM_DOF = 7
@@ -81,6 +88,7 @@ PARAMETERS = {
     'hand_offset_m': Param(-1.0, 'flange -> the point the policy calls the hand, along the tool axis '
                            '[m]; negative: read from the KUKA Meta-World scene (the trained hand point)',
                            range=(-1.0, 0.5)),
+    'stamp_window_s': STAMP_WINDOW_PARAM,
     'success_hold': Param(3, 'consecutive successful samples before a step counts as done', range=(1, 100)),
 }
 
@@ -126,7 +134,7 @@ class Real2SimNode(Node):
         self.objects_ns: int | None = None          # receive time (node clock) of the poses
         self.gripper_opening: float | None = None
         self.gripper_estimate = GripperEstimate()     # without a measured opening; Meta-World starts open
-        self.last_stamp: int | None = None
+        self.stamps = StampWindow(p.stamp_window_s)
         self.rejected: dict[str, int] = {}
         self.observations = 0
 
@@ -259,11 +267,11 @@ class Real2SimNode(Node):
     def on_joint_state(self, message: JointState) -> None:
         topic = self.params['driver.joint_states_topic']
         try:
-            q, stamp = read_joint_positions(message, self.joint_names, self.last_stamp)
+            q, stamp = read_joint_positions(message, self.joint_names)
+            self.stamps.check(stamp, self.get_clock().now().nanoseconds)
         except BadMessageError as error:
             self.reject(topic, str(error))
             return
-        self.last_stamp = stamp
         if self.objects is None:
             return  # nothing to observe yet: the policy gets no observation, the arm holds
         if self.params.require_scene_match and self.step is not None and self.scene_task != self.step['task']:

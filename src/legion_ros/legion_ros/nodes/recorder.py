@@ -7,8 +7,17 @@ are discovered periodically, subscribed with ``raw=True`` and their CDR bytes ha
 ``metadata_topics``) plus run information land in ``metadata.yaml`` ``custom_data``; the run
 information is also published, latched, on ``/legion/run_info`` and so recorded in the bag itself.
 
-Each topic is subscribed with QoS matching its writers (reliable / transient local only when all
-writers are), and the writers' QoS is stored as rosbag2 stores it. Messages are stamped with their
+Inputs are untrusted: every message is checked by deserialising it (the bytes must be valid CDR of the
+topic's type) before it goes into the bag; one that is not is left out, counted per topic
+(``undecodable``) and reported on ``~/status`` (``input_rejected``), so that no publisher can end the
+recording and the bag decodes completely in any reader.
+
+Each topic is subscribed per kind of writer, as rosbag2 adapts to each publisher: one subscription
+per (reliability, durability) of the writers seen so far, added when a writer of a new kind appears
+(a volatile ``ros2 topic pub --once`` after a latched client), so that every writer is matched
+with its own guarantees (a latched message is replayed, a reliable one is not lost). A writer is
+matched by several of them: a message is recorded once, by its writer's source timestamp and
+sequence number. The first writers' QoS is stored as rosbag2 stores it. Messages are stamped with their
 receive time on the node clock (simulated time with ``use_sim_time``; 0 before the first ``/clock``).
 
 The bag is finished when the node stops (SIGINT/SIGTERM): :meth:`Recorder.close` writes the
@@ -23,6 +32,7 @@ import os
 import re
 import socket
 import sys
+from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,8 +46,11 @@ from std_msgs.msg import String
 
 from legion_ros import qos
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+from legion_ros.provenance import decode_string
 
 RUN_INFO_TOPIC = '/legion/run_info'
+# Copies of one message through several subscriptions arrive within moments of each other.
+RECENT_MESSAGES = 4096
 _INFINITE_NS = 2**63 - 1 - 1_000_000_000  # rmw durations at or above this mean 'infinite'
 
 PARAMETERS = {
@@ -48,6 +61,17 @@ PARAMETERS = {
     'metadata_topics': Param(['/legion/instruction'], 'std_msgs/String topics whose newest message goes '
                              'into metadata.yaml custom_data'),
 }
+
+
+def instruction_text(payload: str) -> str:
+    """The instruction itself, also when it came as a client's ``{"id", "text"}`` message."""
+    from legion_ros.instructions import InstructionRejectedError, InstructionRequest
+
+    try:
+        text = InstructionRequest.from_payload(payload.encode('utf-8')).text
+    except InstructionRejectedError:
+        return payload
+    return text.decode('utf-8', errors='replace') if isinstance(text, bytes) else text
 
 
 def message_class(type_name: str):
@@ -83,9 +107,12 @@ class Recorder(Node):
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
         self._writer.open()
         self._bag_connections = {}
-        self._recorded = {}
+        self._classes = {}
+        self._recorded: dict[str, dict[tuple[bool, bool], object]] = {}  # topic -> kind -> subscription
+        self._recent: dict[str, OrderedDict] = {}  # topic -> (source stamp, sequence number) seen lately
         self._not_recorded: dict[str, str] = {}
         self.counts: dict[str, int] = {}
+        self.undecodable: dict[str, int] = {}
         self.metadata: dict[str, str] = {}
         self.run_info = {
             'bag': str(self.path), 'started_utc': started.isoformat(), 'host': socket.gethostname(),
@@ -103,7 +130,10 @@ class Recorder(Node):
     def _discover(self) -> None:
         new = 0
         for topic, types in self.get_topic_names_and_types():
-            if topic in self._recorded or topic in self._not_recorded:
+            if topic in self._recorded:
+                self._match_writers(topic)
+                continue
+            if topic in self._not_recorded:
                 continue
             if self._exclude is not None and self._exclude.search(topic):
                 self._not_recorded[topic] = 'excluded'
@@ -131,11 +161,29 @@ class Recorder(Node):
             self.get_logger().warning(f'not recording {topic} ({type_name}): {error}')
             return 0
         self._bag_connections[topic] = connection
+        self._classes[topic] = cls
         self.counts[topic] = 0
-        self._recorded[topic] = self.create_subscription(
-            cls, topic, lambda data, t=topic: self._on_message(t, data), self._qos_for(topic), raw=True)
+        self._recorded[topic] = {}
+        self._recent[topic] = OrderedDict()
+        self._match_writers(topic)
         self.get_logger().debug(f'recording {topic} [{type_name}]')
         return 1
+
+    def _match_writers(self, topic: str) -> None:
+        """A subscription for each kind of writer on ``topic`` that has none yet."""
+        for info in self.get_publishers_info_by_topic(topic):
+            kind = (info.qos_profile.reliability == ReliabilityPolicy.RELIABLE,
+                    info.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL)
+            if kind in self._recorded[topic]:
+                continue
+            reliable, latched = kind
+            profile = QoSProfile(
+                history=HistoryPolicy.KEEP_LAST, depth=100,
+                reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+            self._recorded[topic][kind] = self.create_subscription(
+                self._classes[topic], topic, lambda data, info, t=topic: self._on_message(t, data, info),
+                profile, raw=True)
 
     def _ensure_type(self, type_name: str) -> None:
         """Teach the typestore a message type it lacks, from the installed ``.msg`` definition."""
@@ -174,38 +222,49 @@ class Recorder(Node):
                                 avoid_ros_namespace_conventions=False))
         return profiles
 
-    def _qos_for(self, topic: str) -> QoSProfile:
-        """Match the writers: reliable only if all are, transient local only if all are (latched)."""
-        infos = self.get_publishers_info_by_topic(topic)
-        reliable = bool(infos) and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
-        latched = bool(infos) and all(
-            i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
-        return QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=100,
-            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
-
     # -- writing ----------------------------------------------------------------------------------
-    def _on_message(self, topic: str, data: bytes) -> None:
+    def _on_message(self, topic: str, data: bytes, info: dict | None = None) -> None:
+        if info is not None:  # the same message through another kind's subscription: once is enough
+            key = (info.get('source_timestamp'), info.get('publication_sequence_number'))
+            recent = self._recent[topic]
+            if key in recent:
+                return
+            recent[key] = None
+            if len(recent) > RECENT_MESSAGES:
+                recent.popitem(last=False)
         # Receive time on the node clock: simulated time with use_sim_time. Messages that arrive before
         # the first /clock (latched state of the graph) are kept, stamped 0, so the bag stays ordered.
         stamp = max(self.get_clock().now().nanoseconds, 0)
+        try:
+            deserialize_message(data, self._classes[topic])  # raises on bytes that are not this type's CDR
+            is_text = self._bag_connections[topic].msgtype == 'std_msgs/msg/String'
+            text = decode_string(data).decode('utf-8') if is_text else None
+        except Exception as error:  # whatever the bytes are, the recording goes on
+            self._reject(topic, error)
+            return
         self._writer.write(self._bag_connections[topic], stamp, data)
         self.counts[topic] += 1
-        is_text = self._bag_connections[topic].msgtype == 'std_msgs/msg/String'
-        if is_text and topic in self.params.metadata_topics:
-            self.metadata[topic] = deserialize_message(data, String).data
+        if text is not None and topic in self.params.metadata_topics:
+            self.metadata[topic] = text
+
+    def _reject(self, topic: str, error: Exception) -> None:
+        self.undecodable[topic] = self.undecodable.get(topic, 0) + 1
+        reason = f'not a valid {self._bag_connections[topic].msgtype}: {type(error).__name__}: {error}'
+        self.status.publish('input_rejected', topic=topic, reason=reason[:300], undecodable=self.undecodable,
+                            bag=str(self.path), topics=sorted(self._recorded))
+        self.get_logger().warning(f'not recorded: a message on {topic} {reason}', throttle_duration_sec=2.0)
 
     def close(self) -> None:
         """Write metadata and finish the bag; safe to call twice."""
         if self._writer is None:
             return
         info = dict(self.run_info, stopped_utc=datetime.now(timezone.utc).isoformat(),
-                    messages=sum(self.counts.values()), topics=self.counts, not_recorded=self._not_recorded)
+                    messages=sum(self.counts.values()), topics=self.counts, not_recorded=self._not_recorded,
+                    undecodable=self.undecodable)
         self._writer.set_custom_data('legion.run_info', json.dumps(info))
         for topic, text in self.metadata.items():
             key = 'legion.instruction' if topic.endswith('/instruction') else 'legion.' + topic.strip('/')
-            self._writer.set_custom_data(key, text)
+            self._writer.set_custom_data(key, instruction_text(text) if key == 'legion.instruction' else text)
         self._writer.close()
         self._writer = None
         print(f'recorder: wrote {info["messages"]} messages on {len(self.counts)} topics to {self.path}',

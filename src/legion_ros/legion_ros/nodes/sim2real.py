@@ -47,7 +47,9 @@ from legion_ros.node_base import (
     run_node,
 )
 from legion_ros.provenance import (
+    STAMP_WINDOW_PARAM,
     BadMessageError,
+    StampWindow,
     array_message,
     read_array,
     read_joint_positions,
@@ -96,6 +98,7 @@ PARAMETERS = {
                        'frame, lowered by the hand-to-tcp distance, 2 cm wider, floor 5 mm below: only '
                        'motions the task never asks for are held) or cell (legion_kuka\'s default cell box)',
                        choices=('task', 'cell')),
+    'stamp_window_s': STAMP_WINDOW_PARAM,
     'send_on_action': Param(True, 'send a new action\'s first target at once instead of at the next cycle'),
     'task_frame': Param([], 'pose of the task frame in the robot base frame: x y z qw qx qy qz; empty: '
                         'the single-task placement (overridden by /legion/station)', type='double[]'),
@@ -143,6 +146,7 @@ class Sim2RealNode(Node):
         self.q: np.ndarray | None = None            # measured joints
         self.q_stamp_s: float | None = None
         self.last_js_ns: int | None = None
+        self.stamps = StampWindow(p.stamp_window_s)
         self.anchored = False                       # translator anchored at the measured hand
         self.last_action_s: float | None = None     # node clock of the last accepted action
         self.source_ns: int | None = None           # source stamp of the current policy step
@@ -200,14 +204,24 @@ class Sim2RealNode(Node):
     def on_joint_state(self, message: JointState) -> None:
         topic = self.params['driver.joint_states_topic']
         try:
-            q, stamp = read_joint_positions(message, self.joint_names, self.last_js_ns)
+            q, stamp = read_joint_positions(message, self.joint_names)
+            now_ns = self.get_clock().now().nanoseconds
+            self.stamps.check(stamp, now_ns)
         except BadMessageError as error:
             self.reject(topic, str(error))
             return
+        if self.last_js_ns is not None and stamp < self.last_js_ns:
+            self.commanded_js = None  # the stamps re-anchored after a clock jump: cycles count afresh
         self.last_js_ns = stamp
         self.q = q
         # The filter's freshness check runs on this node's clock: the sample is fresh when it arrives.
-        self.q_stamp_s = clock_s(self)
+        now_s = now_ns * 1e-9
+        if self.q_stamp_s is not None and now_s < self.q_stamp_s and not self.safety.latched:
+            # This node's clock went back (sim time: the twin restarted): the filter starts from rest at
+            # the measured joints, as at a step boundary, instead of refusing every sample as out of order.
+            self.safety.reset(now_s)
+            self.holding, self.anchored = True, False
+        self.q_stamp_s = now_s
         self.safety.update_joint_state(q, self.q_stamp_s)
         if self.safety.latched and not self.estopped:  # e.g. the arm is not where it was sent
             self._latched_by_filter()
@@ -246,6 +260,11 @@ class Sim2RealNode(Node):
         self.pending_action = True
         # The action's cycle is the joint state it was computed from (this node may not have seen that
         # sample yet): if that cycle has no command, its first target goes out now.
+        # A source stamp is only believed inside the stamp window of the newest joint state: one far ahead
+        # (a hostile label) would otherwise mark every later cycle as already commanded.
+        if self.source_ns is not None and self.last_js_ns is not None \
+                and self.source_ns - self.last_js_ns > self.stamps.window_ns:
+            self.source_ns = None
         cycle = self.last_js_ns if self.source_ns is None else max(self.source_ns, self.last_js_ns or 0)
         if self.params.send_on_action and (self.commanded_js is None or cycle > self.commanded_js):
             self.send(self.translator.next_target(now), now, cycle)
@@ -273,6 +292,8 @@ class Sim2RealNode(Node):
             return response
         if self.transit_targets:  # an e-stop cut a transit short: plan it again from where the arm is
             self.transit_targets, self._pending_transit = deque(), self._transit_under_way
+        self.stamps.reset()  # a reset also forgets the joint states' stamp order
+        self.commanded_js = None
         if self._pending_workspace is not None:  # a new task's box waited for the reset
             self._rebuild_filter(self._pending_workspace)
         self.estopped = False

@@ -14,6 +14,8 @@ iiwa_ros2 unchanged:
 and what only a simulator offers:
 
 * ``/clock`` (rosgraph_msgs/Clock) when ``publish_clock``: simulated time, monotonic across resets;
+  the messages above are then stamped in simulated time too, unless ``sim_time_stamps`` is false (a
+  graph whose nodes keep wall time but time their steps on /clock: legion sim);
 * ``object_poses_topic`` (geometry_msgs/PoseArray, robot base frame: the task's objects, then the
   goal) and ``object_names_topic`` (std_msgs/String, JSON list in the same order, latched);
 * ``gripper_opening_topic`` (std_msgs/Float64, every cycle): the measured finger opening in [0, 1],
@@ -86,6 +88,8 @@ PARAMETERS = {
     'control_rate_hz': Param(100.0, 'controller rate: one twin control cycle per period [Hz]',
                              range=(1.0, 1000.0), read_only=True),
     'publish_clock': Param(True, 'publish simulated time on /clock', read_only=True),
+    'sim_time_stamps': Param(True, 'with publish_clock: stamp joint states and poses in simulated time (for '
+                             'nodes on use_sim_time); false: the wall clock', read_only=True),
     'start_paused': Param(False, 'start paused (advance with ~/step or ~/set_pause false)', read_only=True),
     'object_poses_rate_hz': Param(20.0, 'rate of object poses and task success [Hz]', range=(0.1, 1000.0),
                                   read_only=True),
@@ -262,7 +266,7 @@ class SimBridge(Node):
     def publish_state(self, with_poses: bool) -> None:
         stamp = self._stamp()
         if self.clock_pub is not None:
-            self.clock_pub.publish(Clock(clock=stamp))
+            self.clock_pub.publish(Clock(clock=stamp if self.params.sim_time_stamps else self._sim_stamp()))
         state = self.twin.joint_state()
         message = JointState(name=self.joint_names, position=state.position.tolist(),
                              velocity=state.velocity.tolist(), effort=state.effort.tolist())
@@ -294,11 +298,14 @@ class SimBridge(Node):
         self.poses_pub.publish(array)
         self.success_pub.publish(Bool(data=self.twin.task_success()))
 
-    def _stamp(self):
-        if self.clock_pub is None:
-            return self.get_clock().now().to_msg()
+    def _sim_stamp(self):
         from builtin_interfaces.msg import Time
         return Time(sec=self.sim_time_ns // 1_000_000_000, nanosec=self.sim_time_ns % 1_000_000_000)
+
+    def _stamp(self):
+        if self.clock_pub is None or not self.params.sim_time_stamps:
+            return self.get_clock().now().to_msg()
+        return self._sim_stamp()
 
     # -- commands ---------------------------------------------------------------------------------
     def reject(self, what: str, reason: str) -> None:
