@@ -431,6 +431,31 @@ def make_task_env(task: str, *, embodiment: str = BUILTIN_EMBODIMENT, layout: st
                    seed=seed, reward_scale=reward_scale)
 
 
+def make_gymnasium_env(task: str, **kwargs):
+    """A ``gymnasium.Env`` over a single-copy :class:`TaskEnv` (same keyword arguments), for libraries
+    that take gymnasium environments (stable-baselines3 in ``legion bench``)."""
+    import gymnasium as gym
+
+    class TaskGymEnv(gym.Env):
+        metadata: dict = {}  # noqa: RUF012 - gymnasium's own attribute
+
+        def __init__(self):
+            self.env = make_task_env(task, **kwargs)
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.env.obs_dim,), np.float32)
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            return self.env.reset(), {}
+
+        def step(self, action):
+            return self.env.step(np.asarray(action))
+
+        def close(self):
+            self.env.close()
+
+    return TaskGymEnv()
+
+
 # --------------------------------------------------------------------------------------------------
 # Evaluation
 

@@ -118,9 +118,9 @@ class Peer:
                  eval_seed: int):
         from stable_baselines3 import SAC
 
-        from legion_core.envs import TaskVectorEnv
+        from legion_core.envs import TaskVectorEnv, make_gymnasium_env
 
-        self.model = SAC('MlpPolicy', _gym_env(task, env_kwargs), learning_starts=warmup,
+        self.model = SAC('MlpPolicy', make_gymnasium_env(task, **env_kwargs), learning_starts=warmup,
                          buffer_size=budget, seed=env_kwargs['seed'], device='cpu', verbose=0)
         self.eval_env = TaskVectorEnv(task, episodes, autoreset=False, copy_seed=eval_seed, **env_kwargs)
         self.task, self.episodes, self.budget, self.steps = task, episodes, budget, 0
@@ -142,34 +142,6 @@ class Peer:
     def close(self) -> None:
         self.eval_env.close()
         self.model.get_env().close()
-
-
-def _gym_env(task: str, env_kwargs: dict[str, Any]):
-    """A gymnasium Env over our single-copy TaskEnv (same embodiment, layout, goal and seed as ours)."""
-    import gymnasium as gym
-    import numpy as np
-
-    from legion_core.envs import make_task_env
-
-    class TaskGymEnv(gym.Env):
-        metadata: dict = {}  # noqa: RUF012 - gymnasium's own attribute
-
-        def __init__(self):
-            self.env = make_task_env(task, **env_kwargs)
-            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.env.obs_dim,), np.float32)
-            self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
-
-        def reset(self, *, seed=None, options=None):
-            return self.env.reset(), {}
-
-        def step(self, action):
-            obs, reward, terminated, truncated, info = self.env.step(np.asarray(action))
-            return obs, reward, terminated, truncated, info
-
-        def close(self):
-            self.env.close()
-
-    return TaskGymEnv()
 
 
 # ------------------------------------------------------------------------------------------- one task

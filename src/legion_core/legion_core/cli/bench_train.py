@@ -48,31 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _meta_world_gym(task: str, episode_length: int, seed: int, layout: str = 'legion12'):
-    """A gymnasium Env over our TaskEnv, for the peer."""
-    import gymnasium as gym
-    import numpy as np
-
-    from legion_core.envs import make_task_env
-
-    class TaskGymEnv(gym.Env):
-        metadata: dict = {}  # noqa: RUF012 - gymnasium's own attribute
-
-        def __init__(self):
-            self.env = make_task_env(task, episode_length=episode_length, seed=seed, layout=layout)
-            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.env.obs_dim,), np.float32)
-            self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
-
-        def reset(self, *, seed=None, options=None):
-            return self.env.reset(), {}
-
-        def step(self, action):
-            obs, reward, terminated, truncated, info = self.env.step(np.asarray(action))
-            return obs, reward, terminated, truncated, info
-
-    return TaskGymEnv()
-
-
 # Product shapes of the update: [batch x width] @ [width x width] (forward, input gradient) and
 # [width x batch] @ [batch x width] (weight gradient), at the actor/critic and the VAE widths.
 GEMM_WIDTHS = (300, 400)
@@ -99,7 +74,9 @@ def _our_agent(args, seed: int):
 def _peer_model(args, seed: int):
     from stable_baselines3 import SAC
 
-    env = _meta_world_gym(args.task, 150, seed, args.layout)
+    from legion_core.envs import make_gymnasium_env
+
+    env = make_gymnasium_env(args.task, episode_length=150, seed=seed, layout=args.layout)
     sizes = {} if args.peer_defaults else {'policy_kwargs': {'net_arch': [300, 300, 300, 300]},
                                            'batch_size': args.batch_size}
     return SAC('MlpPolicy', env, learning_starts=args.warmup, train_freq=1, gradient_steps=1,
