@@ -64,7 +64,9 @@ TINY_SOLVE = ['--tasks', 'reach', '--budget', '400', '--eval-every', '200', '--e
 @pytest.mark.slow
 def test_bench_solve_reports_both_sides_and_resumes_from_its_output(tmp_path, capsys):
     output = tmp_path / 'solve.json'
-    assert main(['bench', 'solve', *TINY_SOLVE, '--output', str(output)]) == 0
+    plot = tmp_path / 's.png'
+    assert main(['bench', 'solve', *TINY_SOLVE, '--output', str(output), '--plot', str(plot)]) == 0
+    assert plot.stat().st_size > 5000
     result = json.loads(capsys.readouterr().out)
     assert result['tasks'] == ['reach-v3'] and result['pairs'] == 1 and result['goal'] == 'random'
     pair = result['results']['reach-v3']['0']
@@ -74,6 +76,8 @@ def test_bench_solve_reports_both_sides_and_resumes_from_its_output(tmp_path, ca
         assert pair[side]['cpu_s'] > 0 and pair[side]['success_curve'][-1]['env_steps'] == 400
     assert [p['env_steps'] for p in pair['ours']['success_curve']] == [0, 200, 400]
     assert [p['env_steps'] for p in pair['peer']['success_curve']] == [200, 400]
+    cpu = [p['cpu_s'] for p in pair['peer']['success_curve']]
+    assert 0 < cpu[0] < cpu[1] == pair['peer']['cpu_s']
     # Both unsolved: each counted at its whole budget's CPU time.
     assert result['ratio_cpu_s'] == pytest.approx(pair['peer']['cpu_s'] / pair['ours']['cpu_s'], rel=1e-2)
     assert json.loads(output.read_text())['results'] == result['results']

@@ -82,6 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--work-dir', default=None,
                         help='where our runs are written (default: a temporary directory, removed)')
     parser.add_argument('--no-peer', action='store_true', help='train ours only')
+    parser.add_argument('--plot', default=None, metavar='PNG',
+                        help='draw success against CPU seconds, ours and the peer, one panel per task')
     parser.add_argument('--progress', action='store_true', help='progress bars on stderr')
     parser.set_defaults(handler=run)
 
@@ -158,8 +160,9 @@ class Clock:
     def record(self, evaluations: list[tuple[int, float]], cpu_s: float, wall_s: float) -> None:
         self.cpu_s += cpu_s
         self.wall_s += wall_s
-        for steps, success in evaluations:
-            self.curve.append({'env_steps': steps, 'success': success})
+        for steps, success in evaluations:  # one per turn: the clock at the turn's end is the evaluation's
+            self.curve.append({'env_steps': steps, 'success': success, 'cpu_s': round(self.cpu_s, 2),
+                               'wall_s': round(self.wall_s, 2)})
             self.streak = self.streak + 1 if success >= self.threshold else 0
             if self.solved is None and self.streak >= self.consecutive:
                 self.solved = {'steps': steps, 'cpu_s': self.cpu_s, 'wall_s': self.wall_s}
@@ -295,8 +298,43 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if not args.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
+    if args.plot:
+        plot(results, Path(args.plot))
     print(json.dumps(_report(args, tasks, seeds, results)))
     return 0
+
+
+def plot(results: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Success rate against process CPU seconds for each side, one panel per task (seeds overlaid)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    tasks = list(results)
+    columns = min(len(tasks), 5) or 1
+    rows = max(1, -(-len(tasks) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False,
+                             sharey=True)
+    colours = {'ours': 'tab:blue', 'peer': 'tab:orange'}
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for n, pair in enumerate(results[task].values()):
+            for side, result in pair.items():
+                curve = result['success_curve']
+                ax.plot([p.get('cpu_s', 0.0) / 60 for p in curve], [p['success'] for p in curve],
+                        color=colours[side], marker='.', label=side if n == 0 else None)
+        ax.axhline(0.9, color='grey', lw=0.8, ls=':')
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel('CPU minutes')
+    for ax in axes.flat[len(tasks):]:
+        ax.axis('off')
+    axes[0][0].set_ylabel('success (held-out)')
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
