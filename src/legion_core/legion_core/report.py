@@ -15,6 +15,8 @@ phase)::
       "own_phase": 0.85,
       "stream_average": 0.48,                # mean overall success over all periodic evaluations
       "dpmm": [{"phase": 0, "num_components": 1, "purity": 1.0}, ...],  # after each phase
+      "phases": [{"phase": 0, "task": "reach-v3", "local_steps": 30000, "solved": true,
+                  "env_steps": 30000}, ...],  # optional: each finished phase's length
       "wall_time_s": 3600.0,
       "env_steps": 1500000,
       "mode": "lifelong",                    # or "multitask"
@@ -270,6 +272,14 @@ def markdown_report(metrics: dict[str, Any], evals: Sequence[dict[str, Any]], ru
         mean = float(np.nanmean(row)) if not np.isnan(row).all() else None
         lines.append('| ' + ' | '.join([label, *(_fmt(float(v), 2) for v in row), _fmt(mean)]) + ' |')
     lines.append('')
+    phases = [p for p in metrics.get('phases') or [] if isinstance(p, dict)]
+    if phases:  # train.advance_on_success: how long each phase ran and whether it ended solved
+        lines += ['## Phases', '', '| phase | task | env steps in the phase | ended | env steps at its end |',
+                  '|---|---|---|---|---|']
+        lines += [f'| {_fmt(p.get("phase"))} | {_short(str(p.get("task", "")))} | '
+                  f'{_fmt(p.get("local_steps"))} | {"solved" if p.get("solved") else "at its budget"} | '
+                  f'{_fmt(p.get("env_steps"))} |' for p in phases]
+        lines.append('')
     if metrics['dpmm']:
         lines += ['## DPMM', '', '| phase | components | purity |', '|---|---|---|']
         lines += [f'| {_fmt(d.get("phase"))} | {_fmt(d.get("num_components"))} | {_fmt(d.get("purity"))} |'

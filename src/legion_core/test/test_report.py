@@ -17,6 +17,8 @@ def write_run(run_dir, metrics=None, evals=None):
         metrics = {'tasks': TASKS, 'success_matrix': MATRIX, 'final_success': None, 'forgetting': None,
                    'dpmm': [{'phase': 0, 'num_components': 1, 'purity': 1.0},
                             {'phase': 1, 'num_components': 3, 'purity': 0.875}],
+                   'phases': [{'phase': 0, 'task': 'reach-v3', 'local_steps': 4000, 'solved': True,
+                               'env_steps': 4000}],
                    'wall_time_s': 7200.0, 'env_steps': 30000, 'mode': 'lifelong',
                    'config': {'seed': 0, 'stream': 'legion10'}}
     if evals is None:
@@ -46,6 +48,7 @@ def test_report_writes_figures_and_markdown(tmp_path):
     assert '| forgetting | 0.100 |' in text  # ((0.8 - 0.5) + (0.9 - 1.0)) / 2
     assert '| 1 | 3 | 0.875 |' in text
     assert '| wall time | 2.00 h (7200 s) |' in text
+    assert '| 0 | reach | 4000 | solved | 4000 |' in text  # a phase that ended when its task was learnt
     # Stream average: 9 evaluations (phase, step), means over the 3 tasks of 0.1 * step-index * trained.
     expected = sum(0.1 * i * (phase + 1) / 3 for phase in range(3) for i in range(3)) / 9
     assert f'| stream average | {expected:.3f} |' in text
