@@ -1,6 +1,7 @@
 """`legion report` on a synthetic run directory: figures, markdown and error messages."""
 import json
 
+import numpy as np
 import pytest
 
 from legion_core.cli.main import main
@@ -111,3 +112,32 @@ def test_run_in_progress(tmp_path):
     text = write_report(write_run(tmp_path / 'phase0', metrics=metrics, evals=evals))['report'].read_text()
     assert '| 0: reach | 0.90 | 0.00 | 0.30 | 0.400 |' in text
     assert '| own phase | 0.900 |' in text and '| stream average | 0.000 |' in text
+
+
+def test_a_sweep_directory_gets_means_confidence_intervals_and_bands(tmp_path, capsys):
+    from legion_core.sweep_report import mean_ci
+
+    sweep = tmp_path / 'multirun'
+    finals = []
+    for job, scale in enumerate((1.0, 0.8, 0.6)):  # three seeds of one stream, one of another order
+        matrix = [[v if v is None else v * scale for v in row] for row in MATRIX]
+        finals.append(float(np.mean(matrix[-1])))
+        write_run(sweep / str(job), metrics={
+            'tasks': TASKS, 'success_matrix': matrix, 'mode': 'lifelong',
+            'config': {'seed': job, 'stream': {'name': 'legion10', 'order': 'curriculum'},
+                       'env': {'embodiment': 'kuka'}}})
+    write_run(sweep / 'other' / '0', metrics={
+        'tasks': TASKS, 'success_matrix': MATRIX, 'mode': 'lifelong',
+        'config': {'seed': 0, 'stream': {'name': 'legion10', 'order': 'random'},
+                   'env': {'embodiment': 'kuka'}}})
+    assert main(['report', str(sweep)]) == 0
+    assert 'sweep_report.md' in capsys.readouterr().out
+    text = (sweep / 'sweep_report.md').read_text()
+    mean, half = mean_ci(finals)
+    assert half == pytest.approx(4.303 * np.std(finals, ddof=1) / np.sqrt(3), rel=1e-3)  # t(0.975, 2)
+    assert f'| final success | {mean:.3f} ± {half:.3f} | 0.821 ± 0.052 (7 seeds) |' in text
+    assert '## legion10, curriculum order, lifelong, kuka (3 runs)' in text
+    assert '## legion10, random order, lifelong, kuka (1 runs)' in text
+    assert '| forgetting | -0.047 ± 0.081 |' not in text  # one run: no interval
+    assert (sweep / 'sweep_curves.png').read_bytes().startswith(PNG_SIGNATURE)
+    assert main(['report', str(tmp_path / 'empty')]) == 2

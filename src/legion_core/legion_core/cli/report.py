@@ -14,19 +14,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             'success_matrix.png, learning_curves.png and report.md. Summary numbers follow the '
             'LEGION paper: final success, own-phase success, forgetting, max-forgetting and stream '
             'average; missing ones are recomputed from the matrix. The file formats are documented '
-            'in legion_core.report.'),
+            'in legion_core.report. Given a sweep directory instead (runs below it, e.g. from '
+            '`legion train -m seed=0,1,2`), it writes sweep_report.md and sweep_curves.png: mean and '
+            '95 %% confidence interval over the seeds of each group of runs, curves with bands, and '
+            'the original\'s published numbers beside ours.'),
     )
-    parser.add_argument('run_dir', metavar='RUN_DIR', help='run directory written by `legion train`')
+    parser.add_argument('run_dir', metavar='RUN_DIR', help='run directory written by `legion train`, or a '
+                        'directory of runs (a sweep)')
     parser.add_argument('--out', metavar='DIR', default=None,
                         help='where to write the report files (default: RUN_DIR)')
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from legion_core.report import ReportError, write_report  # matplotlib only when the command runs
+    from pathlib import Path
+
+    from legion_core.report import METRICS_FILE, ReportError, write_report  # matplotlib only when run
+    from legion_core.sweep_report import find_runs, write_sweep_report
 
     try:
-        paths = write_report(args.run_dir, args.out)
+        source = Path(args.run_dir)
+        sweep = source.is_dir() and not (source / METRICS_FILE).exists() and find_runs(source)
+        paths = write_sweep_report(source, args.out) if sweep else write_report(source, args.out)
     except ReportError as error:
         print(f'legion report: {error}', file=sys.stderr)
         return 2
