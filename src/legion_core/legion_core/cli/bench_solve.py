@@ -103,7 +103,12 @@ class Ours:
         seen = self.trainer.position['evals_lines']
         self.trainer.run(max_env_steps=steps, checkpoint_at_stop=False)
         lines = (self.run_dir / 'evals.jsonl').read_text().splitlines()[seen:]
-        return [(row['env_steps'], row['success']) for row in map(json.loads, lines)]
+        out: list[tuple[int, float]] = []
+        for row in map(json.loads, lines):
+            # A phase that ends when solved evaluates once more at the same step: one point, not two.
+            if not (row.get('final') and out and out[-1][0] == row['env_steps']):
+                out.append((row['env_steps'], row['success']))
+        return out
 
     @property
     def done(self) -> bool:
