@@ -117,8 +117,9 @@ def test_malformed_success_reports_are_rejected(graph):
         probe.publish(String, '/legion/step_success', qos.STATE, String(data=bad))
     # The node status is latched (depth 1): bursts coalesce, the count says how many were dropped.
     reasons = lambda: [s for s in probe.json('/legion/instruction/status')  # noqa: E731
-                       if s['state'] == 'input_rejected']
-    assert probe.wait_for(lambda: reasons() and reasons()[-1]['rejected'] >= 4, 5.0)
+                       if s['state'] == 'input_rejected' and s['topic'] == '/legion/step_success']
+    assert probe.wait_for(lambda: reasons() and reasons()[-1]['rejected'].get('/legion/step_success', 0) >= 4,
+                          5.0)
     assert all('step_success' in s['reason'] for s in reasons())
     assert node.poll() is None
 

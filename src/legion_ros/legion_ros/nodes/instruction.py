@@ -165,7 +165,7 @@ class InstructionNode(Node):
         self.create_timer(0.1, self.on_tick)
         self.create_timer(PLAN_PERIOD_S, self.on_pending)
         self._active_key = None
-        self.rejected_reports = 0
+        self.rejected: dict[str, int] = {}  # per input topic, as every node's status says it
         self._publish_step()
         self._emit([self.sequencer.status('idle')])
         self.node_status.publish('ready', skills=allowed)
@@ -215,10 +215,7 @@ class InstructionNode(Node):
                        ((sequence_id, int), (index, int), (task, str))):
                 raise ValueError('sequence_id and index must be integers, task a string')
         except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
-            self.rejected_reports += 1
-            self.node_status.publish('input_rejected', topic=TOPICS['step_success'],
-                                     reason=f'malformed step_success: {error}',
-                                     rejected=self.rejected_reports)
+            self._count_rejection(TOPICS['step_success'], f'malformed step_success: {error}')
             self.get_logger().warning(f'ignored malformed step_success ({error})', throttle_duration_sec=2.0)
             return
         if report['success']:
@@ -251,7 +248,13 @@ class InstructionNode(Node):
         return self.twin_time.elapsed_s if self.twin_time is not None else clock_s(self)
 
     # -- outputs --------------------------------------------------------------------------------
+    def _count_rejection(self, topic: str, reason: str) -> None:
+        self.rejected[topic] = self.rejected.get(topic, 0) + 1
+        self.node_status.publish('input_rejected', topic=topic, reason=reason[:300],
+                                 rejected=dict(self.rejected))
+
     def _reject(self, text: str, reasons: list[dict], instruction_id: str | None = None) -> None:
+        self._count_rejection(TOPICS['instruction'], '; '.join(r['message'] for r in reasons))
         self.get_logger().warning(f'instruction {instruction_id} rejected: '
                                   + '; '.join(r['message'] for r in reasons), throttle_duration_sec=1.0)
         self._emit(self.sequencer.reject(text, reasons, instruction_id))

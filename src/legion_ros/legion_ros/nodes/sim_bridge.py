@@ -333,7 +333,11 @@ class SimBridge(Node):
         self.twin.reset(keyframe=keyframe)
         if keyframe is None:
             self._start_inside()
+        # A reset also re-asserts the latched descriptions: one a hostile publisher replaced on
+        # object_names_topic or /legion/station would otherwise stand until the scene changes.
+        self._names = []
         self.publish_state(with_poses=True)
+        self.publish_station()
         response.success = True
         response.message = f'reset {self.twin.task} seed {self.twin.seed}' + (
             f' to {keyframe}' if keyframe else '')
