@@ -75,9 +75,9 @@ def test_bench_solve_reports_both_sides_and_resumes_from_its_output(tmp_path, ca
         assert pair[side]['steps_to_solve'] is None  # 400 steps of tiny networks learn nothing
         assert pair[side]['cpu_s'] > 0 and pair[side]['success_curve'][-1]['env_steps'] == 400
     assert [p['env_steps'] for p in pair['ours']['success_curve']] == [0, 200, 400]
-    assert [p['env_steps'] for p in pair['peer']['success_curve']] == [200, 400]
+    assert [p['env_steps'] for p in pair['peer']['success_curve']] == [0, 200, 400]
     cpu = [p['cpu_s'] for p in pair['peer']['success_curve']]
-    assert 0 < cpu[0] < cpu[1] == pair['peer']['cpu_s']
+    assert 0 == cpu[0] < cpu[1] < cpu[2] == pair['peer']['cpu_s']  # step 0: before any CPU was spent
     # Both unsolved: each counted at its whole budget's CPU time.
     assert result['ratio_cpu_s'] == pytest.approx(pair['peer']['cpu_s'] / pair['ours']['cpu_s'], rel=1e-2)
     assert json.loads(output.read_text())['results'] == result['results']

@@ -133,14 +133,20 @@ class Peer:
         self.task, self.episodes, self.budget, self.steps = task, episodes, budget, 0
 
     def advance(self, steps: int) -> list[tuple[int, float]]:
-        from legion_core.envs import evaluate
-
+        # Like ours, an evaluation before any step: an untrained policy may already succeed (ours
+        # closes drawer-close's drawer at step 0), and both sides' streaks start there.
+        out = [] if self.steps else [(0, self._success())]
         steps = min(steps, self.budget - self.steps)
         self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
         self.steps += steps
+        return [*out, (self.steps, self._success())]
+
+    def _success(self) -> float:
+        from legion_core.envs import evaluate
+
         result = evaluate(lambda obs: self.model.predict(obs, deterministic=True)[0], self.task,
                           self.episodes, env=self.eval_env)
-        return [(self.steps, result['success_rate'])]
+        return result['success_rate']
 
     @property
     def done(self) -> bool:
@@ -163,14 +169,18 @@ class Clock:
         self.solved: dict[str, float] | None = None
 
     def record(self, evaluations: list[tuple[int, float]], cpu_s: float, wall_s: float) -> None:
+        """A turn's evaluations: the last one closes the turn (the clock at its end), an earlier one
+        (the evaluation before any step) is dated at the turn's start."""
+        start = (self.cpu_s, self.wall_s)
         self.cpu_s += cpu_s
         self.wall_s += wall_s
-        for steps, success in evaluations:  # one per turn: the clock at the turn's end is the evaluation's
-            self.curve.append({'env_steps': steps, 'success': success, 'cpu_s': round(self.cpu_s, 2),
-                               'wall_s': round(self.wall_s, 2)})
+        for i, (steps, success) in enumerate(evaluations):
+            cpu, wall = (self.cpu_s, self.wall_s) if i == len(evaluations) - 1 else start
+            self.curve.append({'env_steps': steps, 'success': success, 'cpu_s': round(cpu, 2),
+                               'wall_s': round(wall, 2)})
             self.streak = self.streak + 1 if success >= self.threshold else 0
             if self.solved is None and self.streak >= self.consecutive:
-                self.solved = {'steps': steps, 'cpu_s': self.cpu_s, 'wall_s': self.wall_s}
+                self.solved = {'steps': steps, 'cpu_s': cpu, 'wall_s': wall}
 
     def summary(self, budget: int) -> dict[str, Any]:
         solved = self.solved or {}
@@ -196,7 +206,7 @@ def solve_task(task: str, seed: int, cfg: dict[str, Any], args: argparse.Namespa
         learners['peer'] = Peer(task, env_kwargs, int(cfg['train']['warmup_steps']), args.budget,
                                 args.eval_episodes, seed + EVAL_SEED_OFFSET)
     clocks = {side: Clock(args.threshold, args.consecutive) for side in learners}
-    # Ours evaluates at step 0 too; the peer's first evaluation comes after its first interval.
+    # Both sides evaluate at step 0 too (inside their first turn).
     try:
         while any(not learner.done and clocks[side].solved is None for side, learner in learners.items()):
             for side, learner in learners.items():
