@@ -38,11 +38,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.ros]
 FUZZ_MESSAGES = int(os.environ.get('LEGION_FUZZ_MESSAGES', '600'))
 FUZZ_BUDGET_S = 180.0  # the fuzzing itself; start-up and the final instruction come on top
 COMMAND_TOPIC = '/lbr/forward_position_controller/commands'
-# OPEN (issue #15): in this full-graph fuzz, fuzz messages on the latched JSON topics and on the
-# instruction topic stop reaching some of their readers (the instruction node's sequence counter stays
-# at 1 and it logs nothing; the same writer settings reach it in isolation, and the test's own
-# instruction afterwards does). Not understood yet: these are reported in the counts ('unnamed'), the
-# sensor and command topics are asserted.
+# OPEN (issue #15): during this full-graph fuzz, messages from the fuzz's writer on the instruction
+# topic and the latched JSON topics stop reaching some of their readers: a clean instruction on the
+# fuzz writer reaches the instruction node before the fuzz and not after it (15 s), while the test's
+# own writer's instruction afterwards does. Mid-stream blocking of that one writer's reliable stream
+# (or a backlog) - not understood yet. These topics are reported ('unnamed',
+# 'fuzz_writer_instruction_delivered'), the sensor and command topics are asserted.
 NOT_YET_NAMED = {'/legion/instruction', '/legion/active_step', '/legion/station', '/legion/step_success'}
 HOUR_NS = 3600 * 10**9
 JSON_KEYS = ('task', 'sequence_id', 'index', 'success', 'frame', 'position', 'quaternion_wxyz',
@@ -228,8 +229,10 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
         node.create_subscription(String, f'/legion/{name}/status', lambda m, n=name: on_status(m, n),
                                  keep_all)
     commands: list[tuple[float, bytes]] = []
+    keep_all_volatile = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                                   durability=DurabilityPolicy.VOLATILE)
     node.create_subscription(Float64MultiArray, COMMAND_TOPIC, lambda raw: commands.append(
-        (time.monotonic(), raw)), qos.STATE, raw=True)
+        (time.monotonic(), raw)), keep_all_volatile, raw=True)
     assert spin_until(node, lambda: follower.ready() and any(
         s['from'] == 'sim2real' for s in statuses), 180.0), 'the graph did not come up'
     spin_until(node, lambda: False, 2.0)
@@ -240,7 +243,7 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
             '/legion/observation', '/legion/station', '/legion/active_step'} <= set(inputs), sorted(inputs)
     # Reliable and transient local: matched by every reader, latched ones included; deep enough that
     # no fuzz message is overwritten in the writer before every reader has it.
-    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
     publishers = {topic: node.create_publisher(cls, topic, latched) for topic, cls in inputs.items()}
     # Every reader of the graph matches the new writers before the first message: a volatile reader
@@ -250,6 +253,16 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
     assert spin_until(node, matched, 60.0), {t: (publishers[t].get_subscription_count(), n)
                                              for t, (_, n) in inputs_and_readers.items()}
     spin_until(node, lambda: False, 15.0)  # the count above includes the recorder's readers: all of them
+    # Diagnostics of the open delivery problem: does an instruction on the fuzz writer reach the
+    # instruction node before the fuzz, and after it?
+    events: list[dict] = []
+    node.create_subscription(String, '/legion/status', lambda m: events.append(m.data), keep_all)
+
+    def probe_instruction(ident: str) -> bool:
+        publishers['/legion/instruction'].publish(String(data=json.dumps({'id': ident, 'text': 'make tea'})))
+        return spin_until(node, lambda: any(ident in e for e in events), 15.0)
+
+    delivered_before = probe_instruction('probe-before')
     strategies = {topic: payloads(cls) for topic, cls in inputs.items()}
     fuzzed_commands: set[bytes] = set()
     invalid_cdr: dict[str, int] = {}
@@ -298,6 +311,7 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
         return last[-1]['undecodable'] if last else {}
 
     spin_until(node, lambda: set(invalid_cdr) <= set(recorder_named()), 10.0)
+    delivered_after = probe_instruction('probe-after')
     for publisher in publishers.values():  # the latched garbage goes with its writers
         node.destroy_publisher(publisher)
 
@@ -307,23 +321,6 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
     assert not dead and all(c.process.poll() is None for c in children), (
         dead, (tmp / 'nodes.log').read_text()[-4000:])
     assert all(c.restarts == 0 for c in children), [(c.name, c.restarts) for c in children]
-
-    # 2. every command sim2real sent inside the limits (the fuzz's own command-topic messages aside)
-    ours = []
-    for stamp, raw in commands:
-        if raw in fuzzed_commands:
-            continue
-        message = deserialize_message(raw, Float64MultiArray)
-        if message.layout.dim and message.layout.dim[0].label.startswith('joint_positions'):
-            ours.append((stamp, list(message.data)))
-    limits = SafetyLimits.from_description()
-    q = np.asarray([c for _, c in ours], dtype=float).reshape(-1, 7)
-    assert np.all(np.isfinite(q)) and np.all(q >= limits.lower - 1e-9) and np.all(q <= limits.upper + 1e-9)
-    times = np.array([t for t, _ in ours])
-    if len(q) > 10:
-        moved = np.abs(q[10:] - q[:-10])
-        allowed = limits.velocity[None, :] * (times[10:] - times[:-10] + 0.02)[:, None]
-        assert np.all(moved <= allowed + 1e-9), (moved / allowed).max()
 
     # 3. the status names the rejections. Bytes that are not the topic's CDR: typed readers never see
     # them (rmw drops them in take); the recorder, which reads raw bytes, names what it got and leaves
@@ -376,6 +373,27 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
     assert spin_until(node, lambda: follower.final is not None, 180.0, scenes.service), follower.events[-2:]
     assert follower.final['state'] == 'succeeded', follower.final
 
+    # 2. every command sim2real sent, during the fuzz and the instruction after it, inside the limits
+    # (the fuzz's own messages on the command topic aside)
+    ours = []
+    for stamp, raw in commands:
+        if raw in fuzzed_commands:
+            continue
+        message = deserialize_message(raw, Float64MultiArray)
+        if message.layout.dim and message.layout.dim[0].label.startswith('joint_positions'):
+            ours.append((stamp, list(message.data)))
+    limits = SafetyLimits.from_description()
+    q = np.asarray([c for _, c in ours], dtype=float).reshape(-1, 7)
+    assert np.all(np.isfinite(q)) and np.all(q >= limits.lower - 1e-9) and np.all(q <= limits.upper + 1e-9)
+    # The filter bounds each command's step from the previous one (one per control cycle, 10 ms): checked
+    # between consecutive commands (a keep-all reader loses none), not over receive times, which come
+    # in batches. A hold longer than 0.3 s (e-stop, no action) starts a new stream from the measured arm.
+    times = np.array([t for t, _ in ours])
+    step_bound = limits.velocity * 0.01
+    for k in range(1, len(q)):
+        if times[k] - times[k - 1] < 0.3:
+            assert np.all(np.abs(q[k] - q[k - 1]) <= step_bound + 1e-9), (k, q[k] - q[k - 1], step_bound)
+
     report = {'messages_fuzzed': sum(sum(k.values()) for k in counts.values()), 'topics_fuzzed': len(counts),
               'by_kind': {kind: sum(k.get(kind, 0) for k in counts.values())
                           for kind in sorted({kind for k in counts.values() for kind in k})},
@@ -384,7 +402,8 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
               'invalid_cdr_sent': sum(invalid_cdr.values()), 'invalid_cdr_topics': len(invalid_cdr),
               'recorder_undecodable': sum(recorder_named().values()),
               'recorder_undecodable_topics': len(recorder_named()),
-              'unnamed': unnamed, 'recovery': recovery, 'instruction_after': follower.final['state'],
+              'unnamed': unnamed, 'fuzz_writer_instruction_delivered': [delivered_before, delivered_after],
+              'recovery': recovery, 'instruction_after': follower.final['state'],
               'step_duration_s': follower.final['steps'][0]['duration_s'], 'per_topic': counts}
     print(json.dumps(report))
     if os.environ.get('LEGION_FUZZ_REPORT'):

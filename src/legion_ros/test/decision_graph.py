@@ -151,7 +151,7 @@ class FakeArm:
 
     JOINTS = tuple(f'lbr_A{i}' for i in range(1, 8))
 
-    def __init__(self, rate_hz: float = 100.0, name: str = 'fake_arm') -> None:
+    def __init__(self, rate_hz: float = 100.0, name: str = 'fake_arm', sim_clock: bool = False) -> None:
         import threading
 
         import numpy as np
@@ -181,6 +181,15 @@ class FakeArm:
             pose.position.x, pose.position.y, pose.position.z = x, y, z
             pose.orientation.w = 1.0
             self.poses.poses.append(pose)
+        # sim_clock: stamps (and /clock) in simulated time, sim_time_ns, advanced one period per tick;
+        # a test may set sim_time_ns back, as a restarted simulator does.
+        self.sim_time_ns = 0 if sim_clock else None
+        self._period_ns = round(1e9 / rate_hz)
+        self.clock_pub = None
+        if sim_clock:
+            from rosgraph_msgs.msg import Clock
+            self._Clock = Clock
+            self.clock_pub = self.node.create_publisher(Clock, '/clock', qos.STATE)
         self.node.create_timer(1.0 / rate_hz, self._tick)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -190,7 +199,14 @@ class FakeArm:
     def _tick(self) -> None:
         if not self.publishing:
             return
-        now = time.time_ns()
+        if self.sim_time_ns is None:
+            now = time.time_ns()
+        else:
+            self.sim_time_ns += self._period_ns
+            now = self.sim_time_ns
+            clock = self._Clock()
+            clock.clock.sec, clock.clock.nanosec = divmod(now, 1_000_000_000)
+            self.clock_pub.publish(clock)
         message = self._JointState(name=list(self.JOINTS), position=[float(v) for v in self.q])
         message.header.stamp.sec, message.header.stamp.nanosec = divmod(now, 1_000_000_000)
         self.poses.header.stamp = message.header.stamp
