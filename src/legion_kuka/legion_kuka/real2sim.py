@@ -384,3 +384,32 @@ class Real2Sim:
         """The 12-d LEGION observation contained in a 39-d Meta-World observation."""
         obs = _finite_vector(obs39, 39, 'full39 observation')
         return np.concatenate([obs[0:3], obs[4:7], obs[11:14], obs[36:39]])
+
+
+class PolicyStepFrames:
+    """Meta-World's frame stacking at the policy's rate, for policies trained on the full39 layout.
+
+    Meta-World's 39-d observation carries the frame of the previous *env step* (obs[18:36]); one
+    policy step on the arm is one env step in training (both move the hand at most 1 cm), but real2sim
+    assembles an observation every 10 ms control cycle, so its previous frame is a tenth of a policy
+    step old and the motion it shows is a tenth of what the policy learnt to read. ``observe`` gives
+    the policy the frame it acted on last instead (the current one at the start of a step, as
+    Meta-World's reset does).
+    """
+
+    def __init__(self) -> None:
+        self._previous: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """A new step (task or scene): the next observation stacks itself, like a reset."""
+        self._previous = None
+
+    def observe(self, observation: Any) -> np.ndarray:
+        """The 39-d observation with obs[18:36] the frame of the previous call (this one's at the first)."""
+        obs = np.array(observation, dtype=np.float64).reshape(-1)
+        if obs.shape != (39,):
+            raise ValueError(f'expected a 39-d observation, got shape {obs.shape}')
+        current = obs[:18].copy()
+        obs[18:36] = current if self._previous is None else self._previous
+        self._previous = current
+        return obs

@@ -176,3 +176,20 @@ def test_gripper_estimate_follows_the_kuka_fingers():
     assert estimate.opening(now - 1.0) == 1.0  # an older time does not run the model back
     with pytest.raises(ValueError, match='finite'):
         estimate.command(math.nan, now)
+
+
+def test_policy_step_frames_stack_the_frame_of_the_previous_policy_step():
+    from legion_kuka.real2sim import PolicyStepFrames
+
+    frames = PolicyStepFrames()
+    first, second = np.arange(39.0), np.arange(39.0) + 100.0
+    out = frames.observe(first)  # a step starts: the frame stacks itself, as Meta-World's reset
+    assert np.array_equal(out[18:36], first[:18]) and np.array_equal(out[36:], first[36:])
+    # real2sim's own previous frame (10 ms old) is replaced by the frame the policy acted on last.
+    out = frames.observe(second)
+    assert np.array_equal(out[:18], second[:18]) and np.array_equal(out[18:36], first[:18])
+    assert np.array_equal(out[36:], second[36:])
+    frames.reset()
+    assert np.array_equal(frames.observe(first)[18:36], first[:18])
+    with pytest.raises(ValueError, match='39-d'):
+        frames.observe(np.zeros(12))

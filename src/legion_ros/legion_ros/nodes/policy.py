@@ -33,6 +33,7 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
+from legion_kuka.real2sim import PolicyStepFrames
 from legion_ros import qos
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
 from legion_ros.provenance import BadMessageError, array_message, read_array, source_of
@@ -104,6 +105,7 @@ class PolicyNode(Node):
         self.experts: dict[str, object] = {}
         self.step: dict | None = None
         self._obs = {12: None, 39: None}         # size -> (data, source_ns, received monotonic s)
+        self._frames = PolicyStepFrames()        # full39 LEGION policies: frames stacked per policy step
         self.actions = 0
         self._problem = None
 
@@ -225,6 +227,7 @@ class PolicyNode(Node):
         keys = ('task', 'sequence_id', 'index')
         if [step.get(k) for k in keys] != [(self.step or {}).get(k) for k in keys]:
             self._obs = {12: None, 39: None}  # the previous step's scene is not this step's observation
+            self._frames.reset()
         self.step = step if step.get('task') else None
         self._problem = None
         self.get_logger().info(f'active step: {self.step["task"] if self.step else "none"}')
@@ -293,6 +296,8 @@ class PolicyNode(Node):
         tasks = list(getattr(policy, 'tasks', []))
         if tasks and task not in tasks:
             raise KeyError(f'the loaded policy has not learnt {task} (it knows {", ".join(tasks)})')
+        if obs.size == 39:  # the previous frame of the previous policy step, as in training
+            obs = self._frames.observe(obs)
         return np.asarray(policy.act(obs[None, :].astype(np.float32), task,
                                      deterministic=self.params.deterministic)).reshape(-1)
 
