@@ -8,7 +8,8 @@ are discovered periodically, subscribed with ``raw=True`` and their CDR bytes ha
 information is also published, latched, on ``/legion/run_info`` and so recorded in the bag itself.
 
 Inputs are untrusted: every message is checked by deserialising it (the bytes must be valid CDR of the
-topic's type) before it goes into the bag; one that is not is left out, counted per topic
+topic's type) before it goes into the bag, and the bag holds it serialised again (bytes a writer
+appended after a valid message are dropped); one that is not valid is left out, counted per topic
 (``undecodable``) and reported on ``~/status`` (``input_rejected``), so that no publisher can end the
 recording and the bag decodes completely in any reader.
 
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.serialization import deserialize_message
+from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
@@ -236,7 +237,11 @@ class Recorder(Node):
         # the first /clock (latched state of the graph) are kept, stamped 0, so the bag stays ordered.
         stamp = max(self.get_clock().now().nanoseconds, 0)
         try:
-            deserialize_message(data, self._classes[topic])  # raises on bytes that are not this type's CDR
+            message = deserialize_message(data, self._classes[topic])  # raises on bytes that are not CDR
+            # rclpy accepts trailing bytes after a valid message (a fuzzed JointState with garbage
+            # appended deserialised here and broke rosbags' reading of the bag): the bag gets the
+            # message as the graph understood it, serialised again, never the extra bytes.
+            data = serialize_message(message)
             is_text = self._bag_connections[topic].msgtype == 'std_msgs/msg/String'
             text = decode_string(data).decode('utf-8') if is_text else None
         except Exception as error:  # whatever the bytes are, the recording goes on
