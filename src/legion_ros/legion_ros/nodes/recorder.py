@@ -8,8 +8,9 @@ are discovered periodically, subscribed with ``raw=True`` and their CDR bytes ha
 information is also published, latched, on ``/legion/run_info`` and so recorded in the bag itself.
 
 Inputs are untrusted: every message is checked by deserialising it (the bytes must be valid CDR of the
-topic's type) before it goes into the bag, and the bag holds it serialised again (bytes a writer
-appended after a valid message are dropped); one that is not valid is left out, counted per topic
+topic's type, for rclpy and for rosbags' stricter reader) before it goes into the bag; bytes a writer
+appended after a valid message are dropped (the message goes in serialised again), and one that is
+not valid is left out, counted per topic
 (``undecodable``) and reported on ``~/status`` (``input_rejected``), so that no publisher can end the
 recording and the bag decodes completely in any reader.
 
@@ -238,10 +239,14 @@ class Recorder(Node):
         stamp = max(self.get_clock().now().nanoseconds, 0)
         try:
             message = deserialize_message(data, self._classes[topic])  # raises on bytes that are not CDR
-            # rclpy accepts trailing bytes after a valid message (a fuzzed JointState with garbage
-            # appended deserialised here and broke rosbags' reading of the bag): the bag gets the
-            # message as the graph understood it, serialised again, never the extra bytes.
-            data = serialize_message(message)
+            msgtype = self._bag_connections[topic].msgtype
+            try:  # a strict reader too: rclpy accepts bytes appended after a valid message, rosbags not
+                self._typestore.deserialize_cdr(data, msgtype)
+            except Exception:
+                # The message as the graph read it, serialised again; if even that is not readable
+                # (a fuzzed ParameterEvent was not), it is left out like any undecodable message.
+                data = serialize_message(message)
+                self._typestore.deserialize_cdr(data, msgtype)
             is_text = self._bag_connections[topic].msgtype == 'std_msgs/msg/String'
             text = decode_string(data).decode('utf-8') if is_text else None
         except Exception as error:  # whatever the bytes are, the recording goes on
