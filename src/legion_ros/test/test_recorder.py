@@ -2,6 +2,7 @@
 mcap's own reader both read back, with the instruction in metadata.yaml, and survives SIGINT."""
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -161,10 +162,10 @@ def _invalid_string_cdr() -> bytes:
     return b'\x00\x01\x00\x00' + (1000).to_bytes(4, 'little') + b'abc\x00'
 
 
-def test_invalid_cdr_is_left_out_and_reported_not_fatal(tmp_path):
-    """Issue #15 (1): bytes on /legion/instruction that are not valid CDR used to end the recorder (its
-    metadata decoding raised), and with it the graph. Now they are left out of the bag, counted and
-    reported on the status; the recording goes on and the next good instruction lands in the metadata."""
+@contextlib.contextmanager
+def recording(tmp_path, node_name: str):
+    """A recorder process writing ``tmp_path/run`` and a node of ours, in a context of its own, that
+    reads the recorder's latched status: yields (recorder, node, statuses seen, spin_until)."""
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
@@ -175,13 +176,12 @@ def test_invalid_cdr_is_left_out_and_reported_not_fatal(tmp_path):
     context = rclpy.Context()
     rclpy.init(context=context)
     try:
-        node = rclpy.create_node('hostile_publisher', context=context)
+        node = rclpy.create_node(node_name, context=context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         seen = []
         node.create_subscription(String, '/legion/recorder/status', lambda m: seen.append(json.loads(m.data)),
                                  qos.LATCHED)
-        publisher = node.create_publisher(String, '/legion/instruction', qos.STATE)
 
         def spin_until(predicate, timeout_s):
             deadline = time.monotonic() + timeout_s
@@ -189,6 +189,34 @@ def test_invalid_cdr_is_left_out_and_reported_not_fatal(tmp_path):
                 executor.spin_once(timeout_sec=0.05)
             return predicate()
 
+        yield recorder, node, seen, spin_until
+    finally:
+        rclpy.try_shutdown(context=context)
+        if recorder.poll() is None:
+            recorder.kill()
+
+
+def recorded_texts(bag, topic: str) -> list[str]:
+    """The std_msgs/String texts of ``topic`` in ``bag``, read by rosbags (a reader of its own)."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    with Reader(bag) as reader:
+        return [typestore.deserialize_cdr(raw, c.msgtype).data for c, _, raw in reader.messages()
+                if c.topic == topic]
+
+
+def test_invalid_cdr_is_left_out_and_reported_not_fatal(tmp_path):
+    """Issue #15 (1): bytes on /legion/instruction that are not valid CDR used to end the recorder (its
+    metadata decoding raised), and with it the graph. Now they are left out of the bag, counted and
+    reported on the status; the recording goes on and the next good instruction lands in the metadata."""
+    from std_msgs.msg import String
+
+    from legion_ros import qos
+
+    with recording(tmp_path, 'hostile_publisher') as (recorder, node, seen, spin_until):
+        publisher = node.create_publisher(String, '/legion/instruction', qos.STATE)
         assert spin_until(lambda: any('/legion/instruction' in s.get('topics', []) for s in seen), 20), seen
         spin_until(lambda: publisher.get_subscription_count() > 0, 5)
         for _ in range(3):
@@ -207,51 +235,23 @@ def test_invalid_cdr_is_left_out_and_reported_not_fatal(tmp_path):
         assert recorder.poll() is None, recorder.stdout.read()
         recorder.send_signal(signal.SIGINT)
         output, _ = recorder.communicate(timeout=15)
-    finally:
-        rclpy.try_shutdown(context=context)
-        if recorder.poll() is None:
-            recorder.kill()
     assert recorder.returncode == 0, output
     metadata = yaml.safe_load((tmp_path / 'run' / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
     assert metadata['custom_data']['legion.instruction'] == 'close the drawer'
     run_info = json.loads(metadata['custom_data']['legion.run_info'])
     assert run_info['undecodable'] == {'/legion/instruction': 3}
     # Every message in the bag decodes: the invalid ones were left out.
-    from rosbags.rosbag2 import Reader
-    from rosbags.typesys import Stores, get_typestore
-    typestore = get_typestore(Stores.ROS2_JAZZY)
-    with Reader(tmp_path / 'run') as reader:
-        texts = [typestore.deserialize_cdr(raw, c.msgtype).data
-                 for c, _, raw in reader.messages() if c.topic == '/legion/instruction']
-    assert texts == ['open the window', 'close the drawer']
+    assert recorded_texts(tmp_path / 'run', '/legion/instruction') == ['open the window', 'close the drawer']
 
 
 def test_a_volatile_publisher_after_a_latched_one_is_recorded_once_each(tmp_path):
     """Issue #15 (5): the recorder chose one QoS from the first writers; a latched client's instruction
     made it a transient-local reader, and `ros2 topic pub --once` (volatile) could then never match it."""
-    from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
     from legion_ros import qos
 
-    recorder = subprocess.Popen(recorder_command(tmp_path, 'run'), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = rclpy.create_node('two_kinds_of_publisher', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        seen = []
-        node.create_subscription(String, '/legion/recorder/status', lambda m: seen.append(json.loads(m.data)),
-                                 qos.LATCHED)
-
-        def spin_until(predicate, timeout_s):
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline and not predicate():
-                executor.spin_once(timeout_sec=0.05)
-            return predicate()
-
+    with recording(tmp_path, 'two_kinds_of_publisher') as (recorder, node, seen, spin_until):
         latched = node.create_publisher(String, '/legion/instruction', qos.LATCHED)  # legion instruct
         latched.publish(String(data='reach the goal'))
         assert spin_until(lambda: any('/legion/instruction' in s.get('topics', []) for s in seen), 20), seen
@@ -261,15 +261,6 @@ def test_a_volatile_publisher_after_a_latched_one_is_recorded_once_each(tmp_path
         spin_until(lambda: False, 1.0)
         recorder.send_signal(signal.SIGINT)
         output, _ = recorder.communicate(timeout=15)
-    finally:
-        rclpy.try_shutdown(context=context)
-        if recorder.poll() is None:
-            recorder.kill()
     assert recorder.returncode == 0, output
-    from rosbags.rosbag2 import Reader
-    from rosbags.typesys import Stores, get_typestore
-    typestore = get_typestore(Stores.ROS2_JAZZY)
-    with Reader(tmp_path / 'run') as reader:
-        texts = [typestore.deserialize_cdr(raw, c.msgtype).data
-                 for c, _, raw in reader.messages() if c.topic == '/legion/instruction']
-    assert texts == ['reach the goal', 'close the drawer']  # each once, though matched twice
+    # each once, though matched twice
+    assert recorded_texts(tmp_path / 'run', '/legion/instruction') == ['reach the goal', 'close the drawer']
