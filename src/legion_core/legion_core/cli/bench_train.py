@@ -58,6 +58,7 @@ def _our_agent(args, seed: int):
     import torch
 
     from legion_core.agent import AgentConfig, LegionAgent
+    from legion_core.envs import LAYOUTS
 
     torch.manual_seed(seed)
     emb = np.random.default_rng(seed).normal(size=(1, 384)).astype(np.float32)
@@ -68,7 +69,7 @@ def _our_agent(args, seed: int):
     else:
         config = AgentConfig(batch_size=args.batch_size, optimizer=args.optimizer, compile=args.compile,
                              num_threads=args.threads)
-    return LegionAgent(args.obs_dim, 4, emb, config, device=args.device)
+    return LegionAgent(LAYOUTS[args.layout], 4, emb, config, device=args.device)
 
 
 def _peer_model(args, seed: int):
@@ -98,12 +99,13 @@ def measure_ours(args, seed: int) -> dict[str, float]:
     import numpy as np
     import torch
 
-    from legion_core.envs import TaskVectorEnv
+    from legion_core.envs import LAYOUTS, TaskVectorEnv
     from legion_core.replay import ReplayBuffer
 
     agent = _our_agent(args, seed)
     env = TaskVectorEnv(args.task, 1, seed=seed, layout=args.layout)
-    replay = ReplayBuffer(args.warmup + args.steps + 1, args.obs_dim, 4, 1, device=args.device, seed=seed)
+    replay = ReplayBuffer(args.warmup + args.steps + 1, LAYOUTS[args.layout], 4, 1, device=args.device,
+                          seed=seed)
     rng = np.random.default_rng(seed)
     obs = env.reset()
     task = np.zeros(1, dtype=np.int64)
@@ -167,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         print(f'legion bench train: {error}', file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    args.agent_config, args.peer_defaults, args.layout, args.obs_dim = None, False, 'legion12', 12
+    args.agent_config, args.peer_defaults, args.layout = None, False, 'legion12'  # the reference run
     ours, peer, gemm = [], [], []
     for repeat in range(args.repeats):
         ours.append(measure_ours(args, seed=repeat))
@@ -208,7 +210,6 @@ def _at_defaults(args) -> dict:
     cfg = to_container(compose_config([]))
     args.agent_config, args.peer_defaults = cfg['agent'], True
     args.layout = cfg['env']['layout']
-    args.obs_dim = 39 if args.layout == 'full39' else 12
     ours, peer = [], []
     for repeat in range(args.repeats):
         ours.append(measure_ours(args, seed=repeat))

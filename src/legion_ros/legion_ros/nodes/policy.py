@@ -257,10 +257,10 @@ class PolicyNode(Node):
         self.act()
 
     def observation_size(self) -> int:
-        """39 for the experts and for LEGION policies trained on Meta-World's full layout, else 12."""
+        """39 for the experts, else the length of the LEGION policy's training layout."""
         if self.params.policy_type == 'expert':
             return 39
-        return 39 if getattr(self.policy, 'layout', 'legion12') == 'full39' else 12
+        return layout_size(self.policy)
 
     # -- acting -----------------------------------------------------------------------------------
     def act(self) -> None:
@@ -306,6 +306,14 @@ class PolicyNode(Node):
             self._problem = problem
             self.status.publish('fault', reason=problem, task=self.step and self.step.get('task'))
             self.get_logger().error(problem)
+
+
+def layout_size(policy) -> int:
+    """The observation length a LEGION policy acts on: its training layout's (legion12 for an artefact
+    that names none)."""
+    from legion_core.envs import LAYOUTS
+
+    return LAYOUTS[getattr(policy, 'layout', 'legion12')]
 
 
 def _file_stamp(path: str):

@@ -25,7 +25,7 @@ from std_msgs.msg import Float32MultiArray, Int32, String
 
 from legion_ros import qos
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
-from legion_ros.nodes.policy import default_checkpoint, load_legion_policy
+from legion_ros.nodes.policy import default_checkpoint, layout_size, load_legion_policy
 from legion_ros.provenance import BadMessageError, array_message, read_array, source_of
 
 TOPICS = {
@@ -97,9 +97,7 @@ class TaskInferenceNode(Node):
 
     def observation_size(self) -> int | None:
         """The observation length the loaded policy encodes (None before one is loaded)."""
-        if self.policy is None:
-            return None
-        return 39 if getattr(self.policy, 'layout', 'legion12') == 'full39' else 12
+        return None if self.policy is None else layout_size(self.policy)
 
     def on_observation(self, message: Float32MultiArray, size: int) -> None:
         try:  # validated before the rate limit: every malformed message is reported
