@@ -44,6 +44,13 @@ TB_DIR = 'tb'
 EVAL_SEED_OFFSET = 1_000_003
 
 
+def _advance_position() -> dict[str, Any]:
+    """The trainer position's train.advance_on_success part: consecutive evaluations the current task
+    passed, the steps earlier phases ended early with (the current phase may spend them on top of its
+    own), and each finished phase's record."""
+    return {'solved_streak': 0, 'carry': 0, 'advanced': []}
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -104,10 +111,7 @@ class Trainer:
         self.position: dict[str, Any] = {
             'phase': 0, 'local_step': 0, 'env_steps': 0, 'update_debt': 0.0,
             'warmup_end': int(t['warmup_steps']), 'burst_done': False, 'dpmm_fits': 0, 'evals_lines': 0,
-            'done': False,
-            # train.advance_on_success: consecutive evaluations the current task passed, and the steps
-            # that earlier phases ended early with, which the current phase may spend on top of its own.
-            'solved_streak': 0, 'carry': 0, 'advanced': [],
+            'done': False, **_advance_position(),
         }
         self.dpmm_log: list[dict[str, Any]] = []
         self.eval_curve: list[float] = []
@@ -160,7 +164,7 @@ class Trainer:
             'stream_average': stream_average(self.eval_curve) if self.eval_curve else None,
             'dpmm': self.dpmm_log,
             # Per finished phase: its local steps and whether it ended early, solved (advance_on_success).
-            'phases': self.position.get('advanced', []),
+            'phases': self.position['advanced'],
             'wall_time_s': round(self.elapsed, 2),
             'env_steps': self.position['env_steps'],
             'updates': self.agent.num_updates,
@@ -206,7 +210,7 @@ class Trainer:
         if done != self.tasks and not grown:
             raise ValueError(f'checkpoint tasks {state["tasks"]} differ from this run\'s {self.tasks}')
         self.agent.load_state_dict(state['agent'])
-        self.position = {'solved_streak': 0, 'carry': 0, 'advanced': [], **state['position']}
+        self.position = {**_advance_position(), **state['position']}  # older checkpoints lack them
         if state['replay'] is not None:
             self.replay.load_state_dict(state['replay'])
         else:
@@ -514,7 +518,7 @@ class Trainer:
     def phase_budget(self) -> int:
         """Local steps the current phase may take: its own, plus what earlier phases saved by ending
         early (``train.advance_on_success`` in lifelong mode)."""
-        return int(self.cfg['train']['steps_per_task']) + int(self.position.get('carry', 0))
+        return int(self.cfg['train']['steps_per_task']) + int(self.position['carry'])
 
     def _solved(self, phase: int, rates: list[float]) -> bool:
         """Whether the current task is learnt: ``train.advance_on_success`` (a success rate) reached on
@@ -524,7 +528,7 @@ class Trainer:
         if threshold is None or self.mode != 'lifelong':
             return False
         p['solved_streak'] = p['solved_streak'] + 1 if rates[phase] >= float(threshold) else 0
-        if p['solved_streak'] < int(t.get('advance_evals', 2)):
+        if p['solved_streak'] < int(t['advance_evals']):
             return False
         log.info('%s solved at local step %d (success >= %s at %d evaluations in a row): next task',
                  self.tasks[phase], p['local_step'], threshold, p['solved_streak'])
