@@ -124,13 +124,11 @@ def test_malformed_success_reports_are_rejected(graph):
     assert node.poll() is None
 
 
-def test_a_burst_of_instructions_is_accounted_for_every_one(graph):
-    """Issue #15 (6): a burst used to be cut to the newest 10 (keep-last-10 reader) without a trace. Now
-    every instruction is either planned (and preempted by the next) or rejected as queue_full, and
-    each status event names its instruction_id."""
+def _burst_writer(probe):
+    """A keep-all reader of the instruction status (the events it collects) and a keep-all writer of
+    instructions, matched to the node: nothing in a burst is lost on our side of the wire."""
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-    probe, _, node = graph
     keep_all = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE)
     events: list[dict] = []
@@ -138,6 +136,15 @@ def test_a_burst_of_instructions_is_accounted_for_every_one(graph):
     burst = probe.node.create_publisher(String, '/legion/instruction', keep_all)
     assert probe.wait_for(lambda: burst.get_subscription_count() > 0, 10.0)
     probe.spin(0.5)
+    return events, burst
+
+
+def test_a_burst_of_instructions_is_accounted_for_every_one(graph):
+    """Issue #15 (6): a burst used to be cut to the newest 10 (keep-last-10 reader) without a trace. Now
+    every instruction is either planned (and preempted by the next) or rejected as queue_full, and
+    each status event names its instruction_id."""
+    probe, _, node = graph
+    events, burst = _burst_writer(probe)
     ids = [f'burst-{k}' for k in range(40)]
     for ident in ids:
         burst.publish(String(data=json.dumps({'id': ident, 'text': 'reach the goal'})))
@@ -164,16 +171,8 @@ def test_a_burst_of_instructions_is_accounted_for_every_one(graph):
 
 def test_plain_text_burst_every_instruction_gets_a_status(graph):
     """The documented plain-text form in a burst: each gets its own id and at least one event."""
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
     probe, _, _ = graph
-    keep_all = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
-                          durability=DurabilityPolicy.VOLATILE)
-    events: list[dict] = []
-    probe.node.create_subscription(String, STATUS, lambda m: events.append(json.loads(m.data)), keep_all)
-    burst = probe.node.create_publisher(String, '/legion/instruction', keep_all)
-    assert probe.wait_for(lambda: burst.get_subscription_count() > 0, 10.0)
-    probe.spin(0.5)
+    events, burst = _burst_writer(probe)
     for _ in range(25):
         burst.publish(String(data='reach the goal'))
     started = lambda: [e for e in events if e['event'] in ('queued', 'rejected')]  # noqa: E731
