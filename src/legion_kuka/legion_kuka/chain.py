@@ -144,7 +144,7 @@ class ChainRunner:
             safety = SafetyLimits.from_description(**options)
         self.safety_limits = safety or None
         self.safety = None
-        self.real2sim = Real2Sim(self.kinematics, layout=layout, task_frame=frame)
+        self.real2sim = Real2Sim(self.kinematics, layout=layout, task_frame=frame, task=task)
         self.sim2real = Sim2Real(self._planning_kinematics(), task_frame=frame,
                                  control_rate_hz=control_rate_hz,
                                  policy_rate_hz=policy_rate_hz, hand_low=self.twin.hand_low,

@@ -19,7 +19,8 @@ Conventions (used across legion_kuka):
 Layouts: ``legion12`` = hand xyz, object 1 xyz, object 2 xyz (zeros if the task has one object),
 goal xyz (the LEGION paper's 12-d observation); ``full39`` = Meta-World's own 39-d observation: hand
 xyz, gripper opening, object 1 xyz + quat, object 2 xyz + quat, the previous frame of these 18 values,
-goal xyz.
+goal xyz. Its quaternions are written as Meta-World writes them for the task, which is not one
+convention (:func:`metaworld_quat`).
 """
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ LAYOUTS = ('legion12', 'full39')
 OBSERVATION_SIZE = {'legion12': 12, 'full39': 39}
 MAX_OBJECTS = 2
 OBJECT_KEYS = ('object_1', 'object_2')
+# Meta-World's v3 tasks write an object's orientation into the observation in one of two conventions:
+# these tasks give MuJoCo's body quaternion (w, x, y, z), the others scipy's Rotation.as_quat() of a
+# geom's rotation matrix (x, y, z, w, with scipy's choice of sign), or zeros for articulated objects.
+# A policy reads those four numbers, so the twin and the real arm must write them the same way.
+METAWORLD_WXYZ_TASKS = frozenset({
+    'assembly-v3', 'basketball-v3', 'bin-picking-v3', 'box-close-v3', 'button-press-topdown-v3',
+    'button-press-topdown-wall-v3', 'button-press-v3', 'button-press-wall-v3', 'coffee-button-v3',
+    'dial-turn-v3', 'disassemble-v3', 'door-lock-v3', 'door-unlock-v3', 'drawer-open-v3',
+    'faucet-close-v3', 'faucet-open-v3', 'hammer-v3', 'hand-insert-v3', 'peg-unplug-side-v3',
+    'pick-out-of-hole-v3', 'sweep-v3'})
 
 
 def _finite_vector(value: Any, size: int, what: str) -> np.ndarray:
@@ -43,6 +54,25 @@ def _finite_vector(value: Any, size: int, what: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError(f'{what} contains NaN or inf: {array.tolist()}')
     return array
+
+
+def metaworld_quat(task: str | None, quat_wxyz: Any) -> np.ndarray:
+    """An orientation (unit quaternion w, x, y, z) as ``task``'s Meta-World observation writes it (see
+    ``METAWORLD_WXYZ_TASKS``); unknown tasks and None take scipy's convention, the more common one."""
+    q = _finite_vector(quat_wxyz, 4, 'quaternion')
+    if task in METAWORLD_WXYZ_TASKS:
+        return q if q[0] >= 0 else -q  # MuJoCo's body quaternions of these scenes keep w >= 0
+    from scipy.spatial.transform import Rotation
+
+    # scipy's own matrix -> quaternion, so that its sign choice is reproduced exactly.
+    return Rotation.from_matrix(quat_to_matrix(q)).as_quat()
+
+
+def quat_from_metaworld(task: str | None, values: Any) -> np.ndarray:
+    """The unit quaternion (w, x, y, z) of the four numbers ``task``'s Meta-World observation gives for
+    an object's orientation (the inverse of :func:`metaworld_quat`, up to sign)."""
+    q = _finite_vector(values, 4, 'Meta-World quaternion')
+    return q.copy() if task in METAWORLD_WXYZ_TASKS else np.array([q[3], q[0], q[1], q[2]])
 
 
 def quat_to_matrix(quat: Any) -> np.ndarray:
@@ -280,13 +310,15 @@ class Real2Sim:
     single-task placement of :data:`legion_kuka.kinematics.METAWORLD_BASE_POSE` is used.
     """
 
-    def __init__(self, kinematics: Any, layout: str = 'legion12', task_frame: Any = None) -> None:
+    def __init__(self, kinematics: Any, layout: str = 'legion12', task_frame: Any = None,
+                 task: str | None = None) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f'unknown observation layout {layout!r}; choose one of {LAYOUTS}')
         if not callable(getattr(kinematics, 'fk', None)):
             raise TypeError('kinematics must provide fk(q) -> (position, rotation)')
         self.kinematics = kinematics
         self.layout = layout
+        self.task = task  # the station's Meta-World task: how full39 writes quaternions
         self.set_task_frame(task_frame)
         self._previous: list[float] | None = None  # full39: the last frame (18 values)
 
@@ -370,7 +402,7 @@ class Real2Sim:
         current = [*hand.tolist(), opening]
         for pos, quat in objects:
             current += pos.tolist()
-            current += [0.0] * 4 if quat is None else quat.tolist()
+            current += [0.0] * 4 if quat is None else metaworld_quat(self.task, quat).tolist()
         current += [0.0] * (18 - len(current))
         if previous is not None:
             prev = _finite_vector(previous, 18, 'previous frame').tolist()

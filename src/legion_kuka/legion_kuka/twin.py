@@ -40,7 +40,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from legion_kuka.real2sim import Frame, _finite_vector, quat_to_matrix
+from legion_kuka.real2sim import Frame, _finite_vector, quat_from_metaworld, quat_to_matrix
 
 ARM_DOF = 7
 
@@ -380,8 +380,8 @@ class Twin:
             pos = current[4 + 7 * i:7 + 7 * i]
             quat = current[7 + 7 * i:11 + 7 * i]
             poses[f'object_{i + 1}'] = (to_base.apply(pos),
-                                        to_base.rotate_quat(quat) if np.linalg.norm(quat) > 1e-9
-                                        else np.zeros(4))
+                                        to_base.rotate_quat(quat_from_metaworld(self.task, quat))
+                                        if np.linalg.norm(quat) > 1e-9 else np.zeros(4))
         return poses
 
     def hand_pose(self) -> tuple[np.ndarray, np.ndarray]:

@@ -90,3 +90,34 @@ def test_experts_solve_legion10_tasks_through_the_twin(task):
     # 5/5 (and reach, above); peg-unplug-side 2/5, door-open 0/5 (see legion_kuka.chain's module
     # docstring).
     assert run_expert_through_twin(task, episodes=3, seed=0) >= 2 / 3
+
+
+def test_the_twins_hand_moves_as_the_training_envs_hand_for_the_same_actions():
+    # What a policy learnt: the hand of the Meta-World KUKA env under its actions. Through sim2real
+    # (hand_response='metaworld') the twin's joint-servoed arm repeats that motion to a millimetre or two;
+    # a hand that reaches each target within the step ('direct') drifts centimetres from it.
+    from legion_kuka.metaworld_kuka import make_kuka_env
+
+    rng = np.random.default_rng(0)
+    actions = np.repeat(np.c_[rng.uniform(-1, 1, (8, 3)), np.zeros(8)], 5, axis=0)
+    env = make_kuka_env('reach-v3', 0)
+    obs, _ = env.reset()
+    trained = [obs[:3].copy()]
+    for action in actions:
+        obs, *_ = env.step(action)
+        trained.append(obs[:3].copy())
+    errors = {}
+    for response in ('metaworld', 'direct'):
+        seen, replay = [], iter(actions)
+
+        def policy(observation, seen=seen, replay=replay):
+            seen.append(np.array(observation[:3]))
+            return next(replay, np.zeros(4))
+
+        runner = ChainRunner(policy, 'reach-v3', seed=0, layout='full39', safety=False, stop_on_success=False,
+                             max_steps=len(actions) + 1)
+        runner.sim2real.hand_response = response
+        runner.episode(0)
+        errors[response] = np.linalg.norm(np.array(seen) - np.array(trained), axis=1).max()
+    assert errors['metaworld'] < 0.003
+    assert errors['direct'] > 0.01

@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 
 from legion_kuka.description import HOME, METAWORLD_BASE_POSE
 from legion_kuka.kinematics import IiwaKinematics
-from legion_kuka.real2sim import Frame, Real2Sim, default_task_frame, matrix_to_quat, quat_to_matrix
+from legion_kuka.real2sim import (
+    METAWORLD_WXYZ_TASKS,
+    Frame,
+    Real2Sim,
+    default_task_frame,
+    matrix_to_quat,
+    metaworld_quat,
+    quat_from_metaworld,
+    quat_to_matrix,
+)
 
 KIN = IiwaKinematics(tool='tcp')
 
@@ -107,7 +116,7 @@ def test_full39_layout_stacks_the_previous_frame():
     first = real2sim.observation(HOME, 0.5, [([0.6, 0.0, 0.0], yaw_quat)], [0.5, 0.1, 0.3])
     assert first.shape == (39,)
     assert first[3] == 0.5
-    assert np.allclose(first[7:11], yaw_quat)
+    assert np.allclose(first[7:11], [0, 0, math.sin(0.25), math.cos(0.25)])  # scipy's (x, y, z, w)
     assert np.all(first[11:18] == 0.0)
     assert np.allclose(first[18:36], first[0:18])  # first frame: previous = current (Meta-World's reset)
     q = np.asarray(HOME) + 0.05
@@ -125,9 +134,29 @@ def test_full39_layout_stacks_the_previous_frame():
 
 
 def test_object_orientation_is_rotated_into_the_task_frame():
-    real2sim = Real2Sim(KIN, layout='full39')  # base yawed by +90° in the task frame
-    obs = real2sim.observation(HOME, 1.0, [([0.6, 0.0, 0.0], [1, 0, 0, 0])], None)
-    assert np.allclose(obs[7:11], [math.cos(math.pi / 4), 0, 0, math.sin(math.pi / 4)], atol=1e-9)
+    c, s = math.cos(math.pi / 4), math.sin(math.pi / 4)
+    for task, written in (('reach-v3', [0, 0, s, c]), ('peg-unplug-side-v3', [c, 0, 0, s])):
+        real2sim = Real2Sim(KIN, layout='full39', task=task)  # base yawed by +90° in the task frame
+        obs = real2sim.observation(HOME, 1.0, [([0.6, 0.0, 0.0], [1, 0, 0, 0])], None)
+        assert np.allclose(obs[7:11], written, atol=1e-9)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-1, 1), min_size=4, max_size=4).filter(lambda v: np.linalg.norm(v) > 0.1),
+       st.sampled_from(['reach-v3', 'pick-place-v3', 'peg-unplug-side-v3', 'button-press-topdown-v3']))
+def test_quaternions_are_written_as_metaworld_writes_them(values, task):
+    from scipy.spatial.transform import Rotation
+
+    quat = np.asarray(values) / np.linalg.norm(values)
+    written = metaworld_quat(task, quat)
+    # q and -q give the same four numbers: the sign Meta-World's own code would produce.
+    assert np.array_equal(written, metaworld_quat(task, -quat))
+    if task in METAWORLD_WXYZ_TASKS:  # MuJoCo's body quaternion
+        assert written[0] >= 0 and min(np.abs(written - quat).max(), np.abs(written + quat).max()) < 1e-12
+    else:  # scipy's Rotation.from_matrix(geom xmat).as_quat()
+        assert np.allclose(written, Rotation.from_matrix(quat_to_matrix(quat)).as_quat(), atol=1e-12)
+    back = quat_from_metaworld(task, written)
+    assert min(np.abs(back - quat).max(), np.abs(back + quat).max()) < 1e-9
 
 
 @pytest.mark.parametrize(('args', 'message'), [

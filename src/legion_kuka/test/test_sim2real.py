@@ -18,7 +18,7 @@ def hand(q):
 
 
 def test_one_step_reaches_the_commanded_displacement():
-    s2r = Sim2Real(KIN, control_rate_hz=100, policy_rate_hz=10)
+    s2r = Sim2Real(KIN, control_rate_hz=100, policy_rate_hz=10, hand_response='direct')
     s2r.reset(HOME)
     start = hand(HOME)
     plan = s2r.plan([1.0, -0.5, 0.25, 0.3], HOME)
@@ -35,16 +35,17 @@ def test_one_step_reaches_the_commanded_displacement():
     assert np.allclose(hand(plan.targets[-1]), start + np.array([0.02, -0.005, 0.0025]), atol=3e-4)
 
 
+@pytest.mark.parametrize('hand_response', ['metaworld', 'direct'])
 @pytest.mark.parametrize(('policy_rate_hz', 'axis_speed'), [(10.0, 0.1), (5.0, 0.05), (20.0, 0.2)])
-def test_speed_scaling_bounds_the_cartesian_speed(policy_rate_hz, axis_speed):
-    s2r = Sim2Real(KIN, control_rate_hz=100, policy_rate_hz=policy_rate_hz)
+def test_speed_scaling_bounds_the_cartesian_speed(policy_rate_hz, axis_speed, hand_response):
+    s2r = Sim2Real(KIN, control_rate_hz=100, policy_rate_hz=policy_rate_hz, hand_response=hand_response)
     assert s2r.max_axis_speed_m_s == pytest.approx(axis_speed)
     s2r.reset(HOME)
     q = np.asarray(HOME)
     previous = hand(q)
     speeds = []
     rng = np.random.default_rng(0)
-    actions = [[1, 1, -1, 0]] * 5 + [list(rng.uniform(-1, 1, 4)) for _ in range(10)]
+    actions = [[1, 0.5, -0.5, 0]] * 15 + [list(rng.uniform(-1, 1, 4)) for _ in range(10)]
     for action in actions:
         plan = s2r.plan(action, q)
         for target in plan.targets:
@@ -53,9 +54,10 @@ def test_speed_scaling_bounds_the_cartesian_speed(policy_rate_hz, axis_speed):
             previous = point
         q = plan.targets[-1]
     speeds = np.asarray(speeds)
-    # Full-speed steps move every axis at (nearly exactly) the scaled speed, never faster.
+    # Full-speed steps move every axis at (nearly exactly) the scaled speed, never faster (Meta-World's
+    # hand comes up to that speed over a few steps, without overshoot).
     assert speeds.max() <= axis_speed * 1.05
-    assert speeds[:20].max() >= axis_speed * 0.9
+    assert speeds[:15 * s2r.cycles_per_step].max() >= axis_speed * 0.9
 
 
 def test_speed_scale_and_rates_are_consistent():
@@ -77,7 +79,7 @@ def test_speed_scale_and_rates_are_consistent():
 
 def test_hand_target_is_clipped_to_the_hand_box():
     low, high = np.array([-0.2, 0.55, 0.05]), np.array([0.2, 0.75, 0.3])
-    s2r = Sim2Real(KIN, hand_low=low, hand_high=high)
+    s2r = Sim2Real(KIN, hand_low=low, hand_high=high, hand_response='direct')
     s2r.reset(HOME)
     q = np.asarray(HOME)
     clipped = []
@@ -88,6 +90,56 @@ def test_hand_target_is_clipped_to_the_hand_box():
     assert plan.hand_target[2] == pytest.approx(high[2])
     assert hand(q)[2] == pytest.approx(high[2], abs=2e-4)
     assert clipped[0] is False and clipped[-1] is True
+
+
+def test_metaworld_response_is_the_kuka_envs_hand_response():
+    # The constants predict the Meta-World KUKA env's next hand position from its mocap target, as
+    # measured again here on free-space motion (the model the arm follows under hand_response='metaworld').
+    from legion_kuka.metaworld_kuka import make_kuka_env
+    from legion_kuka.sim2real import METAWORLD_HAND_RESPONSE
+
+    a, b, c = METAWORLD_HAND_RESPONSE
+    env = make_kuka_env('reach-v3', 0)
+    mocap = env.unwrapped.data.mocap_pos
+    rng = np.random.default_rng(0)
+    errors, moves = [], []
+    obs, _ = env.reset()
+    x_before, x, m = obs[:3].copy(), obs[:3].copy(), mocap[0].copy()
+    for t in range(120):
+        action = rng.uniform(-1, 1, 3) if t % 4 == 0 else action  # noqa: F821 - set at t = 0
+        action = np.where(np.abs(m - [0.0, 0.65, 0.2]) > [0.12, 0.08, 0.07], -np.sign(m - [0.0, 0.65, 0.2]),
+                          action)  # keep clear of the puck, the table and the box
+        obs, *_ = env.step(np.append(action, 0.0))
+        m_next = mocap[0].copy()
+        predicted = x + a * (x - x_before) + b * (m_next - x) + c * (m - x)
+        errors.append(np.linalg.norm(predicted - obs[:3]))
+        moves.append(np.linalg.norm(obs[:3] - x))
+        x_before, x, m = x, obs[:3].copy(), m_next
+    assert np.median(moves) > 5e-3  # the hand does move
+    assert np.median(errors) < 2e-4 and max(errors) < 1e-3
+
+
+def test_metaworld_response_follows_the_target_with_the_kuka_envs_lag():
+    s2r = Sim2Real(KIN)  # hand_response='metaworld'
+    s2r.reset(HOME)
+    q, start, y = np.asarray(HOME), hand(HOME), []
+    for _ in range(14):  # 14 cm along task +y, inside the hand box
+        plan = s2r.plan([0.0, 1.0, 0.0, 0.0], q)
+        q = plan.targets[-1]  # an arm that tracks its targets
+        y.append(hand(q)[1] - start[1])
+    steps = np.diff([0.0, *y])
+    # Meta-World's hand: 1.6 mm in the first step, then up to the mocap's 1 cm a step, never beyond,
+    # trailing its target by about 2.7 steps (the env: 0.6, 4.0, 5.8 mm, ..., lag 27 mm).
+    assert steps[0] == pytest.approx(0.0016, abs=2e-4)
+    assert np.all(np.diff(steps) > -1e-4) and steps.max() <= 0.0101
+    assert plan.hand_target[1] - start[1] == pytest.approx(0.14, abs=1e-9)
+    assert plan.hand_target[1] - start[1] - y[-1] == pytest.approx(0.027, abs=2e-3)
+    for _ in range(25):  # stop: the hand settles on the target
+        plan = s2r.plan([0.0, 0.0, 0.0, 0.0], q)
+        q = plan.targets[-1]
+    assert np.allclose(hand(q), plan.hand_target, atol=2e-4)
+    with pytest.raises(ValueError, match='hand_response'):
+        Sim2Real(KIN, hand_response='instant')
 
 
 def test_streaming_targets_follow_the_plan():
@@ -161,7 +213,7 @@ def test_tool_tilts_where_the_upright_tool_would_need_the_elbow_beyond_its_limit
     for max_tilt in (0.0, math.radians(10.0)):
         # (1 m per unit action: one step gets there from the start posture)
         s2r = Sim2Real(planner, hand_low=(-2, -2, -2), hand_high=(2, 2, 2), max_lead_m=10.0,
-                       action_scale=1.0, max_tool_tilt_rad=max_tilt)
+                       action_scale=1.0, max_tool_tilt_rad=max_tilt, hand_response='direct')
         s2r.reset(start)
         action = np.append(TO_TASK.apply(low) - s2r.hand_target, 0.0)
         assert np.abs(action).max() <= 1.0

@@ -7,7 +7,7 @@ import pytest
 from legion_kuka.description import HOME, IIWA7, joint_names
 from legion_kuka.kinematics import IiwaKinematics
 from legion_kuka.metaworld_kuka import make_kuka_env
-from legion_kuka.real2sim import Frame, Real2Sim, default_task_frame
+from legion_kuka.real2sim import Frame, Real2Sim, default_task_frame, quat_to_matrix
 from legion_kuka.twin import Twin
 
 KIN = IiwaKinematics(tool='tcp')
@@ -152,23 +152,33 @@ def test_station_frame_is_the_metaworld_placement(fresh):
         fresh.station_frame('push-v3')
 
 
-def test_real2sim_of_the_twin_equals_the_metaworld_observation(fresh):
-    real2sim = Real2Sim(fresh.hand_kinematics(), layout='full39', task_frame=fresh.station_frame())
+@pytest.mark.parametrize('task', ['reach-v3', 'peg-unplug-side-v3'])
+def test_real2sim_of_the_twin_writes_the_metaworld_observation(task):
+    # Exactly Meta-World's numbers, quaternions included: reach writes scipy's (x, y, z, w), peg-unplug-side
+    # MuJoCo's (w, x, y, z); a policy does not know that q and -q are one orientation (a flipped sign
+    # made the demo's reach fail on the twin).
+    twin = Twin(task, seed=0)
+    real2sim = Real2Sim(twin.hand_kinematics(), layout='full39', task_frame=twin.station_frame(), task=task)
     rng = np.random.default_rng(0)
-    for _ in range(3):
-        fresh.set_joint_targets(fresh.joint_state().position + rng.uniform(-0.05, 0.05, 7))
-        fresh.set_gripper(rng.uniform(-1, 1))
-        fresh.step(20)
-        expected = fresh.metaworld_observation()
-        state = fresh.joint_state()
-        obs = real2sim.observation(state.position, fresh.gripper_opening(), fresh.object_poses(),
-                                   fresh.goal_position())
+    for _ in range(4):
+        twin.set_joint_targets(twin.joint_state().position + rng.uniform(-0.05, 0.05, 7))
+        twin.set_gripper(rng.uniform(-1, 1))
+        twin.step(20)
+        expected = twin.metaworld_observation()
+        state = twin.joint_state()
+        obs = real2sim.observation(state.position, twin.gripper_opening(), twin.object_poses(),
+                                   twin.goal_position())
         assert np.abs(obs[0:3] - expected[0:3]).max() < 1e-3  # hand: FK tcp vs the scene's hand
         assert obs[3] == pytest.approx(expected[3])
-        assert np.allclose(obs[4:7], expected[4:7], atol=1e-9)
-        # q and -q are the same orientation; Meta-World reports MuJoCo's sign.
-        assert min(np.abs(obs[7:11] - expected[7:11]).max(), np.abs(obs[7:11] + expected[7:11]).max()) < 1e-9
+        assert np.allclose(obs[4:18], expected[4:18], atol=1e-9)
         assert np.allclose(obs[36:39], expected[36:39], atol=1e-9)
+
+
+def test_object_orientation_is_the_objects_rotation_in_the_base_frame(fresh):
+    _, quat = fresh.object_poses()['object_1']  # (w, x, y, z) whatever Meta-World's convention
+    geom = fresh.data.geom('objGeom').xmat.reshape(3, 3)
+    to_base = Frame.of(fresh.station_frame())
+    assert np.allclose(quat_to_matrix(quat), to_base.rotation @ geom, atol=1e-9)
 
 
 def test_task_success_is_metaworlds_criterion(fresh):

@@ -238,6 +238,7 @@ class Real2SimNode(Node):
             self.reject(TOPICS['station'], f'bad station description: {error}')
             return
         self.scene_task = station.get('task', self.scene_task)
+        self.real2sim.task = self.scene_task  # how Meta-World writes this task's quaternions
 
     def on_sim_status(self, message: String) -> None:
         try:
@@ -245,7 +246,7 @@ class Real2SimNode(Node):
         except (ValueError, AttributeError):
             return
         if isinstance(task, str):
-            self.scene_task = task
+            self.scene_task = self.real2sim.task = task
 
     def on_sim_success(self, message: Bool) -> None:
         self.sim_success = bool(message.data)
