@@ -115,8 +115,14 @@ def _arm_with_metaworld_gripper():
         for geom in body.geoms:
             if geom.contype or geom.conaffinity:
                 geom.contype, geom.conaffinity = ARM_CONTYPE, ARM_CONAFFINITY
-    for name in desc.joint_names('lbr'):
+    from legion_kuka.safety import planning_position_limits
+
+    for name, limit in zip(desc.joint_names('lbr'), planning_position_limits(), strict=True):
         joint = arm.joint(name)
+        # Only what the real arm may do: the safety filter keeps it 5 deg inside the datasheet's
+        # limits and sim2real plans within those (window-close and button-press-topdown start at the
+        # datasheet's elbow limit; a policy that learnt to go there stalls on the arm).
+        joint.range = [-limit, limit]
         joint.damping = ARM_DAMPING
         joint.stiffness = ARM_POSTURE_STIFFNESS
         # Limits harder than the weld (timeconst 0.02 s) that pulls the arm: a hand target out of
@@ -251,9 +257,9 @@ def world_to_base(points: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _hand_kinematics(hand_offset: float):
-    from legion_kuka.kinematics import IiwaKinematics
+    from legion_kuka.safety import SafetyLimits, planning_kinematics
 
-    return IiwaKinematics(tool='tcp', tcp_offset=hand_offset)
+    return planning_kinematics(SafetyLimits.from_description(), hand_offset)  # the scene arm's ranges
 
 
 def _hand_rotation_in_base() -> np.ndarray:

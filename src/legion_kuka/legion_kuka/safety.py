@@ -404,7 +404,20 @@ class SafetyFilter:
         return position, reasons
 
 
-def planning_kinematics(limits: SafetyLimits, tcp_offset: float, inset_rad: float = math.radians(0.5)):
+#: How far inside the filter's position limits sim2real plans (rad).
+PLANNING_INSET_RAD = math.radians(0.5)
+
+
+def planning_position_limits(limits: SafetyLimits | None = None,
+                             inset_rad: float = PLANNING_INSET_RAD) -> tuple[float, ...]:
+    """The symmetric joint position limits (rad, A1..A7) that sim2real plans within: ``limits``' (the
+    description's defaults when None) less ``inset_rad``. The training scene's arm has these ranges
+    too (:mod:`legion_kuka.metaworld_kuka`), so a policy only learns postures the real arm may take."""
+    limits = SafetyLimits.from_description() if limits is None else limits
+    return tuple(float(v) for v in np.minimum(-limits.lower, limits.upper) - inset_rad)
+
+
+def planning_kinematics(limits: SafetyLimits, tcp_offset: float, inset_rad: float = PLANNING_INSET_RAD):
     """IK kinematics for the policy's hand point whose solutions stay inside ``limits``' position
     limits by ``inset_rad``: targets the filter would clip would bend the hand's path and starve the
     IK of its warm start, so sim2real plans inside them and the filter only rate-limits."""
@@ -412,9 +425,8 @@ def planning_kinematics(limits: SafetyLimits, tcp_offset: float, inset_rad: floa
 
     from legion_kuka.kinematics import IiwaKinematics
 
-    inner = np.minimum(-limits.lower, limits.upper) - inset_rad
-    return IiwaKinematics(tool='tcp', tcp_offset=tcp_offset,
-                          datasheet=replace(IIWA7, position_limits=tuple(float(v) for v in inner)))
+    inner = planning_position_limits(limits, inset_rad)
+    return IiwaKinematics(tool='tcp', tcp_offset=tcp_offset, datasheet=replace(IIWA7, position_limits=inner))
 
 
 def hand_box_workspace(hand_low, hand_high, frame, hand_offset: float, margin_m: float = 0.02,

@@ -35,7 +35,12 @@ goes back upright as soon as that reaches.
 
 The hand target accumulates like Meta-World's mocap (it is not re-read from the measured hand every
 step), but it is kept within ``max_lead_m`` of the measured hand so that a blocked or held arm does
-not build up a large jump.
+not build up a large jump. The arm is not sent to that target itself: Meta-World's hand trails its mocap
+through a weld (1.6 mm after the first full step, then up to 1 cm a step, 2.7 steps behind), and a
+policy trained there reads that motion in its observation (the previous frame). So each step sends
+the hand where the training env's hand would be after the step, from the measured hand of this and
+the previous step and the target (``hand_response='metaworld'``, a linear model fitted to the env);
+``'direct'`` sends it to the target.
 """
 from __future__ import annotations
 

@@ -208,3 +208,23 @@ def test_pickle_round_trip(variants):
     assert type(clone) is type(env) and clone.model.nq == env.model.nq
     np.testing.assert_allclose(clone.data.qpos, env.data.qpos)
     assert clone.model.camera('gripperPOV').id >= 0
+
+
+@pytest.mark.parametrize('task', ['window-close-v3', 'button-press-topdown-v3', 'reach-v3'])
+def test_the_arm_learns_only_postures_the_safety_filter_allows(task):
+    # The scene's arm has the ranges sim2real plans within (the filter's limits less 0.5 deg), so every
+    # reset posture and every posture a policy drives it to is one the real arm may take. These two
+    # tasks ask for a start hand position that only the datasheet's elbow limit reaches: their reset
+    # posture lies inside the filter's limits now, and the twin starts exactly there too.
+    from legion_kuka.chain import ChainRunner
+    from legion_kuka.safety import SafetyLimits, planning_position_limits
+
+    env = mk.make_kuka_env(task, 1)
+    model = env.unwrapped.model
+    assert np.allclose(model.jnt_range[:7, 1], planning_position_limits())
+    assert np.allclose(model.jnt_range[:7, 0], -np.asarray(planning_position_limits()))
+    obs, _ = env.reset()
+    assert SafetyLimits.from_description().within_positions(env.unwrapped.arm_qpos)
+    runner = ChainRunner(lambda _: np.zeros(4), task, seed=1, layout='full39', max_steps=1)
+    runner.twin.reset(task=task, seed=1)
+    assert runner.twin.metaworld_observation()[:3] == pytest.approx(obs[:3], abs=2e-3)
