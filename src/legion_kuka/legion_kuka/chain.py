@@ -296,6 +296,7 @@ def posture_inside_limits(twin: Twin, limits: Any, inset_rad: float = math.radia
     posture instead of the arm's (a workcell station's start posture, reached by a transit).
     """
     from legion_kuka.description import HOME
+    from legion_kuka.kinematics import nearest_reachable_posture
     from legion_kuka.safety import planning_kinematics
 
     q = twin.joint_state().position if q is None else np.asarray(q, dtype=float)
@@ -312,15 +313,7 @@ def posture_inside_limits(twin: Twin, limits: Any, inset_rad: float = math.radia
     start = np.asarray(HOME, dtype=float).copy()
     start[0] += math.atan2(hand_pos[1], hand_pos[0])
     start = np.clip(start, lower, upper)
-    # The target may lie too close to the base for the tool-down arm: take the nearest reachable point
-    # straight outwards (horizontally away from the base axis).
-    outwards = np.array([hand_pos[0], hand_pos[1], 0.0])
-    outwards /= max(float(np.linalg.norm(outwards)), 1e-9)
-    posture = start
-    for distance in np.arange(0.0, 0.30, 0.01):
-        result = planner.ik(hand_pos + distance * outwards, start, target_rot=hand_rot @ tool_in_body,
-                            max_iters=300)
-        posture = np.clip(np.asarray(result.q, dtype=float), lower, upper)
-        if bool(result.success):
-            break
-    return posture
+    # The target may lie too close to the base for the tool-down arm: the nearest reachable point
+    # straight outwards (as the training scene's reset does).
+    posture, _, _ = nearest_reachable_posture(planner, hand_pos, hand_rot @ tool_in_body, start)
+    return np.clip(posture, lower, upper)

@@ -366,6 +366,28 @@ class IiwaKinematics:
         return q, xp.sqrt(pos_err2), xp.sqrt(rot_err2), iterations
 
 
+def nearest_reachable_posture(kinematics: IiwaKinematics, target_pos, target_rot, q_init, *,
+                              step_m: float = 0.01, max_m: float = 0.30) -> tuple[np.ndarray, bool]:
+    """A posture that puts the tool at ``target_pos`` (base frame) with ``target_rot``, or, where the
+    arm cannot reach it within its limits, at the nearest point straight outwards from the base axis
+    that it reaches (``step_m`` apart, up to ``max_m``): the start an operator would choose for a
+    target too close to the base for the tool-down arm. Returns ``(q, point, reached)``: the posture,
+    the point it puts the tool at (base frame) and whether one was found; otherwise ``q`` is the last
+    attempt's (within the limits).
+    """
+    target = np.asarray(target_pos, dtype=float)
+    outwards = np.array([target[0], target[1], 0.0])
+    outwards /= max(float(np.linalg.norm(outwards)), 1e-9)
+    q, point = np.asarray(q_init, dtype=float), target
+    for distance in np.arange(0.0, max_m + 1e-9, step_m):
+        point = target + distance * outwards
+        result = kinematics.ik(point, q_init, target_rot=target_rot, max_iters=300)
+        q = np.asarray(result.q, dtype=float)
+        if bool(np.all(result.success)):
+            return q, point, True
+    return q, point, False
+
+
 def _angle_over_sin(xp, sin_angle, cos_angle):
     """angle / sin(angle) for angle = atan2(sin, cos) in [0, pi]; 1 at 0, capped near pi."""
     if xp is _Floats:

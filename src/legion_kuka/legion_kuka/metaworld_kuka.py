@@ -273,19 +273,44 @@ def _hand_rotation_in_base() -> np.ndarray:
     return world_to_base_rot @ gripper_world
 
 
-def arm_posture_for_hand(hand_pos, hand_offset: float, q_init=None) -> tuple[np.ndarray, bool]:
-    """iiwa joint angles (A1..A7) that put Meta-World's ``hand`` at ``hand_pos`` (world), tool down.
+def base_to_world(points: np.ndarray) -> np.ndarray:
+    """iiwa base frame coordinates -> Meta-World world coordinates (the inverse of :func:`world_to_base`)."""
+    from legion_kuka.description import METAWORLD_BASE_POSE
 
-    Returns ``(q, reached)``; ``q`` is always within the joint limits (the closest posture found when
-    the position is out of reach).
+    x, y, z, yaw = METAWORLD_BASE_POSE
+    c, s = math.cos(yaw), math.sin(yaw)
+    p = np.asarray(points, dtype=float)
+    return np.stack([c * p[..., 0] - s * p[..., 1] + x, s * p[..., 0] + c * p[..., 1] + y, p[..., 2] + z],
+                    axis=-1)
+
+
+def arm_start(hand_pos, hand_offset: float, q_init=None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Where the arm starts an episode whose hand Meta-World puts at ``hand_pos`` (world), tool down,
+    within the scene arm's ranges: ``(q, hand, reached)``.
+
+    A position too close to the base for the tool-down arm (window-close, faucet-open and others start
+    there) gets the nearest reachable one straight outwards
+    (:func:`legion_kuka.kinematics.nearest_reachable_posture`); ``hand`` is the position used (world)
+    and ``reached`` whether it is ``hand_pos``.
     """
     from legion_kuka.description import HOME
+    from legion_kuka.kinematics import nearest_reachable_posture
 
     kin = _hand_kinematics(round(float(hand_offset), 6))
     target = world_to_base(np.asarray(hand_pos, dtype=float))
     q0 = np.array(HOME if q_init is None else q_init, dtype=float)
     result = kin.ik(target, q0, target_rot=_hand_rotation_in_base(), max_iters=300)
-    return np.asarray(result.q, dtype=float), bool(np.all(result.success))
+    if bool(np.all(result.success)):
+        return np.asarray(result.q, dtype=float), np.asarray(hand_pos, dtype=float), True
+    q, point, _ = nearest_reachable_posture(kin, target, _hand_rotation_in_base(), q0)
+    return q, base_to_world(point), False
+
+
+def arm_posture_for_hand(hand_pos, hand_offset: float, q_init=None) -> tuple[np.ndarray, bool]:
+    """iiwa joint angles (A1..A7) that put Meta-World's ``hand`` at ``hand_pos`` (world), tool down:
+    ``(q, reached)`` of :func:`arm_start`."""
+    q, _, reached = arm_start(hand_pos, hand_offset, q_init)
+    return q, reached
 
 
 @functools.lru_cache(maxsize=16)
@@ -333,7 +358,7 @@ class KukaMixin:
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
         self._kuka_hand_offset = _hand_offset(model)
-        self._kuka_postures: dict[tuple[float, ...], np.ndarray] = {}
+        self._kuka_postures: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray]] = {}
         return model, mujoco.MjData(model)
 
     @property
@@ -347,15 +372,23 @@ class KukaMixin:
         # Put the arm where the hand will be, then let Meta-World's settling steps run as usual.
         key = tuple(np.round(np.asarray(self.hand_init_pos, dtype=float), 6))
         if key not in self._kuka_postures:
-            self._kuka_postures[key], _ = arm_posture_for_hand(key, self._kuka_hand_offset,
-                                                               q_init=self.model.qpos_spring[:7])
-        self.data.qpos[:7] = self._kuka_postures[key]
+            q, hand, _ = arm_start(key, self._kuka_hand_offset, q_init=self.model.qpos_spring[:7])
+            self._kuka_postures[key] = (q, hand)
+        q, hand = self._kuka_postures[key]
+        self.data.qpos[:7] = q
         self.data.qvel[:7] = 0.0
         mocap_id = self.model.body_mocapid[self.model.body('mocap').id]
-        self.data.mocap_pos[mocap_id] = self.hand_init_pos
+        self.data.mocap_pos[mocap_id] = hand
         self.data.mocap_quat[mocap_id] = np.array([1.0, 0.0, 1.0, 0.0])
         mujoco.mj_forward(self.model, self.data)
-        super()._reset_hand(steps)
+        # Settle on the start the arm reaches (the twin and the real arm start there too): Meta-World's
+        # settling pulls the mocap to hand_init_pos, which would leave the weld pulling the hand at a
+        # joint limit, and the first steps' actions without effect.
+        wanted, self.hand_init_pos = self.hand_init_pos, hand
+        try:
+            super()._reset_hand(steps)
+        finally:
+            self.hand_init_pos = wanted
 
 
 @functools.cache
