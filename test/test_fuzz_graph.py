@@ -38,13 +38,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.ros]
 FUZZ_MESSAGES = int(os.environ.get('LEGION_FUZZ_MESSAGES', '600'))
 FUZZ_BUDGET_S = 180.0  # the fuzzing itself; start-up and the final instruction come on top
 COMMAND_TOPIC = '/lbr/forward_position_controller/commands'
-# OPEN (issue #15): during this full-graph fuzz, messages from the fuzz's writer on the instruction
-# topic and the latched JSON topics stop reaching some of their readers: a clean instruction on the
-# fuzz writer reaches the instruction node before the fuzz and not after it (15 s), while the test's
-# own writer's instruction afterwards does. Mid-stream blocking of that one writer's reliable stream
-# (or a backlog) - not understood yet. These topics are reported ('unnamed',
-# 'fuzz_writer_instruction_delivered'), the sensor and command topics are asserted.
-NOT_YET_NAMED = {'/legion/instruction', '/legion/active_step', '/legion/station', '/legion/step_success'}
+# A zero-length payload is left out: Fast DDS sends it, no remote reader ever accepts it, and the
+# writer's reliable stream to that reader stalls behind it for good (measured: two processes, one raw
+# publish of b'', nothing the writer sends afterwards arrives; another writer's messages do). No node
+# can see or name it, and only that writer is cut off: test_empty_payload.py asserts the graph side of
+# that. Before it was left out, it silenced the fuzz writer on whichever topics it hit first.
 HOUR_NS = 3600 * 10**9
 JSON_KEYS = ('task', 'sequence_id', 'index', 'success', 'frame', 'position', 'quaternion_wxyz',
              'start_posture', 'workspace_low', 'workspace_high', 'lift_to_m', 'hand_low', 'hand_high', 'id',
@@ -138,8 +136,8 @@ def payloads(cls) -> st.SearchStrategy:
 
     valid = serialize_message(cls())
     raw = st.one_of(
-        st.binary(max_size=96).map(lambda b: ('random_bytes', b)),
-        st.integers(0, max(len(valid) - 1, 0)).map(lambda n: ('truncated', valid[:n])),
+        st.binary(min_size=1, max_size=96).map(lambda b: ('random_bytes', b)),
+        st.integers(1, max(len(valid) - 1, 1)).map(lambda n: ('truncated', valid[:n])),
         st.binary(min_size=4, max_size=64).map(lambda b: ('cdr_header_garbage', b'\x00\x01\x00\x00' + b)),
         st.integers(1, 2**32 - 1).map(lambda n: ('length_past_end', b'\x00\x01\x00\x00'
                                                  + n.to_bytes(4, 'little') + b'ab')))
@@ -253,8 +251,8 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
     assert spin_until(node, matched, 60.0), {t: (publishers[t].get_subscription_count(), n)
                                              for t, (_, n) in inputs_and_readers.items()}
     spin_until(node, lambda: False, 15.0)  # the count above includes the recorder's readers: all of them
-    # Diagnostics of the open delivery problem: does an instruction on the fuzz writer reach the
-    # instruction node before the fuzz, and after it?
+    # The fuzz's own writer delivers an instruction before the fuzz and after it: the garbage it sent
+    # in between did not stall its stream to the instruction node.
     events: list[dict] = []
     node.create_subscription(String, '/legion/status', lambda m: events.append(m.data), keep_all)
 
@@ -312,6 +310,7 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
 
     spin_until(node, lambda: set(invalid_cdr) <= set(recorder_named()), 10.0)
     delivered_after = probe_instruction('probe-after')
+    assert delivered_before and delivered_after, (delivered_before, delivered_after)
     for publisher in publishers.values():  # the latched garbage goes with its writers
         node.destroy_publisher(publisher)
 
@@ -349,7 +348,7 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
             + counts.get(t, {}).get('malformed_json', 0)}
     spin_until(node, lambda: sent <= named(), 30.0)  # the instruction node plans one at a time
     unnamed = sorted(sent - named())
-    assert not set(unnamed) - NOT_YET_NAMED, f'no status named a rejection on {unnamed}'
+    assert not unnamed, f'no status named a rejection on {unnamed}'
 
     # 4. the documented recovery (docs/real-robot.md), then an instruction succeeds: the latched state
     # a hostile publisher replaced is re-asserted by its owner (the twin's reset republishes the object

@@ -181,3 +181,23 @@ def test_plain_text_burst_every_instruction_gets_a_status(graph):
     assert len(started()) == 25  # one per instruction: queued, or rejected with a reason
     assert len({e['instruction_id'] for e in started()}) == 25
     probe.trigger('/legion/instruction/cancel')
+
+
+def test_an_empty_payload_cuts_off_only_its_own_writer(graph):
+    """Issue #15: a zero-length payload (raw publish of b'') on a reliable writer stalls that writer's
+    stream to the node for good (Fast DDS: the sample is sent, never accepted, and reliable delivery
+    waits for it), and no node can see it. What a robot stack relies on: the node goes on hearing
+    every other writer, and says so for their messages."""
+    probe, publisher, node = graph
+    events, broken = _burst_writer(probe)
+    broken.publish(String(data=json.dumps({'id': 'empty-before', 'text': 'reach the goal'})))
+    broken.publish(b'')
+    broken.publish(String(data=json.dumps({'id': 'empty-after', 'text': 'reach the goal'})))
+    ids = lambda: {e.get('instruction_id') for e in events}  # noqa: E731
+    assert probe.wait_for(lambda: 'empty-before' in ids(), 10.0)
+    publisher.publish(String(data=json.dumps({'id': 'other-writer', 'text': 'close the window'})))
+    assert probe.wait_for(lambda: 'other-writer' in ids(), 10.0)
+    stalled = not probe.wait_for(lambda: 'empty-after' in ids(), 5.0)
+    print(json.dumps({'empty_payload_stalls_its_writer': stalled}))  # Fast DDS's behaviour, reported
+    assert node.poll() is None
+    probe.trigger('/legion/instruction/cancel')
