@@ -134,6 +134,11 @@ class Twin:
         self.model, self.data = model, data
         self._qadr = model.jnt_qposadr[arm_joints].copy()
         self._dadr = model.jnt_dofadr[arm_joints].copy()
+        # The real arm's limits are the datasheet's (the training scene keeps its arm inside the safety
+        # filter's, see legion_kuka.metaworld_kuka): the filter, not the twin, must keep it from them.
+        from legion_kuka.description import IIWA7
+
+        model.jnt_range[arm_joints, 0], model.jnt_range[arm_joints, 1] = IIWA7.lower, IIWA7.upper
         self._lower = model.jnt_range[arm_joints, 0].copy()
         self._upper = model.jnt_range[arm_joints, 1].copy()
         self._welds = [i for i in range(model.neq) if model.eq_type[i] == mujoco.mjtEq.mjEQ_WELD
