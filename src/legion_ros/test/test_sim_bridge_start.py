@@ -24,17 +24,25 @@ def _filter(limits, twin):
 
 
 @pytest.mark.parametrize('task', ['button-press-topdown-v3', 'window-close-v3'])
-def test_a_scene_at_the_joint_limits_starts_inside_them_as_the_chain_does(task):
+def test_an_arm_outside_the_limits_starts_inside_them_as_the_chain_does(task):
+    # These scenes used to reset the arm at the datasheet's elbow limit; the training scene now starts
+    # inside the filter's limits (legion_kuka.metaworld_kuka), so put the arm there by hand, as a
+    # real arm jogged to its limit would stand.
     from legion_kuka.chain import ChainRunner
+    from legion_kuka.description import IIWA7
     from legion_kuka.safety import SafetyLimits
     from legion_kuka.twin import Twin
     from legion_ros.nodes.sim_bridge import start_inside_limits, start_limits
 
     limits = SafetyLimits.from_description(position_margin=MARGIN, workspace=None)
     twin = Twin(task, seed=1)
+    assert limits.within_positions(twin.joint_state().position)  # the scene's own start: inside
+    outside = twin.joint_state().position.copy()
+    outside[3] = IIWA7.lower[3] + 0.01
+    twin.reset(task=task, seed=1, posture=outside)
     scene_start = twin.joint_state().position
     assert not limits.within_positions(scene_start)
-    # From the scene's own posture the filter holds every command: the arm can never move.
+    # From there the filter holds every command: the arm can never move.
     step = scene_start + np.full(7, 0.01) * np.sign(-scene_start)
     decision = _filter(limits, twin).command(step, stamp=0.0, now=0.0)
     assert decision.reasons == ('outside_position_limits',)
@@ -48,7 +56,9 @@ def test_a_scene_at_the_joint_limits_starts_inside_them_as_the_chain_does(task):
 
     # The same posture as the pure chain's episode start for this task and seed.
     chain_twin = Twin(task, seed=1)
-    runner = ChainRunner(lambda obs: np.zeros(4), task, seed=1, layout='full39', twin=chain_twin)
+    chain_twin.reset(task=task, seed=1, posture=outside)
+    runner = ChainRunner(lambda obs: np.zeros(4), task, seed=1, layout='full39', twin=chain_twin,
+                         reset_twin=False)
     runner._bring_inside_limits(1)
     assert np.allclose(chain_twin.joint_state().position, q, atol=1e-9)
 
