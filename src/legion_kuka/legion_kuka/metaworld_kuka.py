@@ -361,6 +361,19 @@ class KukaMixin:
         self._kuka_postures: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray]] = {}
         return model, mujoco.MjData(model)
 
+    def set_xyz_action(self, action) -> None:
+        """Meta-World's mocap step, with the mocap kept within ``MAX_LEAD_M`` of the hand, as sim2real
+        keeps the arm's target: Meta-World lets it run up to the mocap box away from a blocked hand,
+        and the weld then pushes with a force no arm has (a window-close policy learnt to shove the
+        wrist along the window frame with the mocap 45 cm ahead; on the arm it stalls)."""
+        from legion_kuka.sim2real import MAX_LEAD_M
+
+        super().set_xyz_action(action)
+        lead = self.data.mocap_pos[0] - self.tcp_center
+        distance = float(np.linalg.norm(lead))
+        if distance > MAX_LEAD_M:
+            self.data.mocap_pos[0] = self.tcp_center + lead * (MAX_LEAD_M / distance)
+
     @property
     def arm_qpos(self) -> np.ndarray:
         """The iiwa's joint angles A1..A7 (rad)."""

@@ -63,6 +63,9 @@ METAWORLD_HAND_HIGH = (0.2, 0.75, 0.3)
 # Fitted by least squares on 1,200 free-space steps of random actions; it predicts the env's next hand
 # position to 0.1 mm (median, against 3.5 mm rms motion per step); test_sim2real.py re-measures it.
 METAWORLD_HAND_RESPONSE = (0.2591, 0.1578, 0.0631)
+# How far the hand target may run ahead of the hand: a target far ahead of a blocked hand is a force
+# the arm's torque limits do not allow. The training scene keeps its mocap within it too.
+MAX_LEAD_M = 0.05
 HAND_RESPONSES = ('metaworld', 'direct')
 
 
@@ -124,7 +127,7 @@ class Sim2Real:
                  control_rate_hz: float = 100.0, policy_rate_hz: float | None = None,
                  hand_low: Any = METAWORLD_HAND_LOW, hand_high: Any = METAWORLD_HAND_HIGH,
                  action_scale: float = METAWORLD_ACTION_SCALE, tool_rotation: Any = None,
-                 max_lead_m: float = 0.05, ik_tolerance_m: float = 0.005,
+                 max_lead_m: float = MAX_LEAD_M, ik_tolerance_m: float = 0.005,
                  ik_tolerance_rad: float = 0.05, max_tool_tilt_rad: float = math.radians(10.0),
                  tilt_step_rad: float = math.radians(2.0), hand_response: str = 'metaworld') -> None:
         for name in ('fk', 'ik'):
