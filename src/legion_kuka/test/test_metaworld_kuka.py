@@ -228,3 +228,20 @@ def test_the_arm_learns_only_postures_the_safety_filter_allows(task):
     runner = ChainRunner(lambda _: np.zeros(4), task, seed=1, layout='full39', max_steps=1)
     runner.twin.reset(task=task, seed=1)
     assert runner.twin.metaworld_observation()[:3] == pytest.approx(obs[:3], abs=2e-3)
+
+
+def test_a_blocked_hand_is_not_pushed_by_a_runaway_mocap():
+    # Reaching out past the arm's reach: Meta-World's mocap would run on to its box (y = 1.0, 25 cm and
+    # more ahead, a force no arm has); here it stays within sim2real's lead limit of the hand.
+    from legion_kuka.sim2real import MAX_LEAD_M
+
+    env = mk.make_kuka_env('reach-v3', 0)
+    mw = env.unwrapped
+    env.reset()
+    leads = []
+    for _ in range(60):
+        env.step(np.array([0.0, 1.0, 0.0, 0.0]))
+        leads.append(float(np.linalg.norm(mw.data.mocap_pos[0] - mw.tcp_center)))
+    # (measured after the step: the hand has moved on from where the limit was applied)
+    assert max(leads) <= 1.1 * MAX_LEAD_M
+    assert leads[-1] > 0.85 * MAX_LEAD_M  # out of reach, the limit binds
