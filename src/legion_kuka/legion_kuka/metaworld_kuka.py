@@ -369,10 +369,11 @@ class KukaMixin:
         from legion_kuka.sim2real import MAX_LEAD_M
 
         super().set_xyz_action(action)
-        lead = self.data.mocap_pos[0] - self.tcp_center
+        hand = self.get_endeff_pos()  # what the weld holds to the mocap (the observation's hand)
+        lead = self.data.mocap_pos[0] - hand
         distance = float(np.linalg.norm(lead))
         if distance > MAX_LEAD_M:
-            self.data.mocap_pos[0] = self.tcp_center + lead * (MAX_LEAD_M / distance)
+            self.data.mocap_pos[0] = hand + lead * (MAX_LEAD_M / distance)
 
     @property
     def arm_qpos(self) -> np.ndarray:
