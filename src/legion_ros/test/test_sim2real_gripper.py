@@ -127,3 +127,30 @@ def test_real2sim_estimates_the_opening_from_the_commands_until_one_is_measured(
         executor.shutdown()
         probe.destroy_node()
         node.destroy_node()
+
+
+@pytest.mark.parametrize('response', ['metaworld', 'direct'])
+def test_the_hand_response_parameter_reaches_the_translator(response):
+    # config/sim2real.yaml's hand_response decides how the arm's hand follows a policy step
+    # (legion_kuka.sim2real.Sim2Real); the node hands it on.
+    rclpy.init(args=['--ros-args', '-p', f'hand_response:={response}'])
+    try:
+        from legion_ros.nodes.sim2real import Sim2RealNode
+
+        node = Sim2RealNode()
+        assert node.translator.hand_response == response
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+
+
+def test_an_unknown_hand_response_is_refused():
+    rclpy.init(args=['--ros-args', '-p', 'hand_response:=instant'])
+    try:
+        from legion_ros.node_base import NodeConfigError
+        from legion_ros.nodes.sim2real import Sim2RealNode
+
+        with pytest.raises(NodeConfigError, match='hand_response'):
+            Sim2RealNode()
+    finally:
+        rclpy.try_shutdown()

@@ -37,6 +37,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from legion_kuka.sim2real import HAND_RESPONSES
 from legion_ros import qos
 from legion_ros.node_base import (
     NodeConfigError,
@@ -98,6 +99,9 @@ PARAMETERS = {
                        'frame, lowered by the hand-to-tcp distance, 2 cm wider, floor 5 mm below: only '
                        'motions the task never asks for are held) or cell (legion_kuka\'s default cell box)',
                        choices=('task', 'cell')),
+    'hand_response': Param('metaworld', 'how the hand follows the policy\'s hand target within a step: '
+                           'metaworld (as the training scene\'s hand trails its mocap: what the policy '
+                           'learnt) or direct (reached within the step)', choices=HAND_RESPONSES),
     'stamp_window_s': STAMP_WINDOW_PARAM,
     'send_on_action': Param(True, 'send a new action\'s first target at once instead of at the next cycle'),
     'task_frame': Param([], 'pose of the task frame in the robot base frame: x y z qw qx qy qz; empty: '
@@ -184,7 +188,8 @@ class Sim2RealNode(Node):
         try:
             return Sim2Real(self.planning, task_frame=self.task_frame,
                             control_rate_hz=self.params['driver.controller_rate_hz'],
-                            policy_rate_hz=self.params.policy_rate_hz, **kwargs)
+                            policy_rate_hz=self.params.policy_rate_hz,
+                            hand_response=self.params.hand_response, **kwargs)
         except ValueError as error:
             raise NodeConfigError(str(error)) from None
 
