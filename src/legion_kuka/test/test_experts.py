@@ -76,11 +76,13 @@ def test_through_twin_column(capsys):
 @pytest.mark.slow
 def test_kuka_solves_the_legion10_tasks_about_as_often_as_the_sawyer():
     results = experts_cli.expert_table(list(KUKA_TASKS), episodes=5, seed=0, progress=False)
-    # One episode in five of slack per task: door-open-v3 loses one (seed 1) because the iiwa gripper's
-    # palm, 14 cm wide and 5 mm above Meta-World's hand point, catches the door panel where the Sawyer's
-    # slim hand slips past on the scripted approach (learned policies can approach differently).
-    for task, runs in results.items():
+    # Door-open's expert pushes the door with the mocap far ahead of a hand the door blocks: a force the
+    # KUKA scene no longer allows (its mocap stays within sim2real's 5 cm lead, as on the arm), so it
+    # fails there (0/5) as it does through the twin (docs/experts.md). The others: one episode in five of
+    # slack.
+    others = {task: runs for task, runs in results.items() if task != 'door-open-v3'}
+    for task, runs in others.items():
         assert runs['kuka'].rate >= runs['sawyer'].rate - 0.21, (task, runs['kuka'].successes,
                                                                    runs['sawyer'].successes)
-    mean = {arm: sum(runs[arm].rate for runs in results.values()) / len(results) for arm in experts_cli.ARMS}
+    mean = {arm: sum(runs[arm].rate for runs in others.values()) / len(others) for arm in experts_cli.ARMS}
     assert mean['kuka'] >= mean['sawyer'] - 0.05, mean
