@@ -367,7 +367,8 @@ class IiwaKinematics:
 
 
 def nearest_reachable_posture(kinematics: IiwaKinematics, target_pos, target_rot, q_init, *,
-                              step_m: float = 0.01, max_m: float = 0.30) -> tuple[np.ndarray, bool]:
+                              step_m: float = 0.01, max_m: float = 0.30
+                              ) -> tuple[np.ndarray, np.ndarray, bool]:
     """A posture that puts the tool at ``target_pos`` (base frame) with ``target_rot``, or, where the
     arm cannot reach it within its limits, at the nearest point straight outwards from the base axis
     that it reaches (``step_m`` apart, up to ``max_m``): the start an operator would choose for a

@@ -299,10 +299,9 @@ def arm_start(hand_pos, hand_offset: float, q_init=None) -> tuple[np.ndarray, np
     kin = _hand_kinematics(round(float(hand_offset), 6))
     target = world_to_base(np.asarray(hand_pos, dtype=float))
     q0 = np.array(HOME if q_init is None else q_init, dtype=float)
-    result = kin.ik(target, q0, target_rot=_hand_rotation_in_base(), max_iters=300)
-    if bool(np.all(result.success)):
-        return np.asarray(result.q, dtype=float), np.asarray(hand_pos, dtype=float), True
-    q, point, _ = nearest_reachable_posture(kin, target, _hand_rotation_in_base(), q0)
+    q, point, found = nearest_reachable_posture(kin, target, _hand_rotation_in_base(), q0)
+    if found and np.array_equal(point, target):  # its first try is hand_pos itself
+        return q, np.asarray(hand_pos, dtype=float), True
     return q, base_to_world(point), False
 
 

@@ -260,7 +260,7 @@ class Sim2Real:
         arm = target
         if self.hand_response == 'metaworld':
             a, b, c = METAWORLD_HAND_RESPONSE
-            before, mocap = self._measured_before or measured, self._hand_target.tolist()
+            before, mocap = self._measured_before, self._hand_target.tolist()  # both set by reset()
             arm = _clip3([x + a * (x - p) + b * (t - x) + c * (m - x)
                           for x, p, t, m in zip(measured, before, target, mocap, strict=True)], low, high)
         self._measured_before = measured
