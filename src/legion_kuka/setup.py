@@ -33,6 +33,7 @@ setup(
         ],
         'legion.embodiments': [
             'kuka = legion_kuka.metaworld_kuka:make_kuka_env',
+            'twin = legion_kuka.twin_env:make_twin_env',
         ],
     },
 )

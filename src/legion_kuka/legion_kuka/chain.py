@@ -104,7 +104,8 @@ class ChainRunner:
 
     Args:
         policy_fn: ``obs -> action[4]``; ``obs`` in ``layout`` (``legion12`` for LEGION, ``full39`` for
-            Meta-World's experts).
+            Meta-World's experts). None: no policy; the caller steps the chain with :meth:`begin` and
+            :meth:`act` (an env, see :mod:`legion_kuka.twin_env`).
         task: Meta-World task name.
         seed: goal variant of the first episode; episode i of :meth:`run` uses ``seed + i``.
         policy_rate_hz, control_rate_hz: see :class:`~legion_kuka.sim2real.Sim2Real`.
@@ -121,12 +122,13 @@ class ChainRunner:
             False: a workcell's next step starts where the previous one left the arm).
     """
 
-    def __init__(self, policy_fn: Policy, task: str, *, seed: int = 0, layout: str = 'legion12',
+    def __init__(self, policy_fn: Policy | None, task: str, *, seed: int = 0, layout: str = 'legion12',
                  policy_rate_hz: float = 10.0, control_rate_hz: float = 100.0, max_steps: int = 150,
                  stop_on_success: bool = True, safety: Any = True, profile: str = 'lbr',
                  stiffness: Any = None, twin: Twin | None = None, reset_twin: bool = True) -> None:
-        if not callable(policy_fn):
-            raise TypeError('policy_fn must be callable: obs -> action[4]')
+        if policy_fn is not None and not callable(policy_fn):
+            raise TypeError('policy_fn must be callable: obs -> action[4] (or None: drive the runner with '
+                            'begin() and act())')
         if max_steps < 1:
             raise ValueError(f'max_steps must be >= 1, got {max_steps}')
         self.policy_fn, self.task, self.seed = policy_fn, task, int(seed)
@@ -189,14 +191,32 @@ class ChainRunner:
 
     def episode(self, seed: int | None = None) -> EpisodeResult:
         """Reset the twin to the task's initial state for ``seed`` and run one episode."""
-        twin = self.twin
-        twin.reset(task=self.task, seed=self.seed if seed is None else int(seed))
+        if self.policy_fn is None:
+            raise RuntimeError('this runner has no policy: drive it with begin() and act(action)')
+        self.reset_episode(seed)
+        return self.run_from_here()
+
+    def reset_episode(self, seed: int | None = None) -> None:
+        """Reset the twin to the task's initial state for ``seed`` (default: the runner's), with the
+        arm inside the safety filter's limits; :meth:`begin` then starts the episode there."""
+        self.twin.reset(task=self.task, seed=self.seed if seed is None else int(seed))
         if self.safety_limits is not None:
             self._bring_inside_limits(seed)
-        return self.run_from_here()
 
     def run_from_here(self) -> EpisodeResult:
         """One episode from the twin's current state (no reset): a step of a workcell sequence."""
+        if self.policy_fn is None:
+            raise RuntimeError('this runner has no policy: drive it with begin() and act(action)')
+        result = self.begin()
+        for _ in range(self.max_steps):
+            self.act(self.policy_fn(self.observe()), result)
+            if result.success and self.stop_on_success:
+                break
+        return result
+
+    def begin(self) -> EpisodeResult:
+        """Start an episode from the twin's current state: anchor sim2real at the arm's posture and arm
+        a fresh safety filter. Returns the episode's record, which :meth:`act` fills in."""
         twin = self.twin
         # Reloading a seed's scene can move the station (per-task frames): follow it.
         frame = twin.station_frame(self.task)
@@ -206,35 +226,40 @@ class ChainRunner:
         q = twin.joint_state().position
         self.sim2real.reset(q, now=twin.time_s)
         self.safety = self._make_safety() if self.safety_limits is not None else None
-        result = EpisodeResult(success=False, steps=0, first_success_step=None, sim_time_s=0.0)
-        start_s = twin.time_s
-        tcp_prev, q_prev = self.kinematics.fk(q)[0], q
-        for step in range(self.max_steps):
-            action = np.asarray(self.policy_fn(self.observe()), dtype=np.float64)
-            state = twin.joint_state()
-            plan = self.sim2real.plan(action, state.position, now=twin.time_s)
-            result.ik_failures += not plan.ik_success
-            result.max_tool_tilt_rad = max(result.max_tool_tilt_rad, plan.tool_tilt_rad)
-            twin.set_gripper(plan.gripper_command)
-            for target in plan.targets:
-                self._command(target, result)
-                twin.step(1)
+        self._start_s = twin.time_s
+        self._tcp_prev, self._q_prev = self.kinematics.fk(q)[0], q
+        return EpisodeResult(success=False, steps=0, first_success_step=None, sim_time_s=0.0)
+
+    def act(self, action: Any, result: EpisodeResult, measure: bool = True) -> bool:
+        """One policy step: ``action`` (Meta-World's 4 values) through sim2real and the safety filter
+        to the twin, for the step's control cycles. Updates ``result`` (``measure``: also the hand
+        and joint speeds, one forward kinematics per cycle) and returns whether the task succeeds now."""
+        twin = self.twin
+        action = np.asarray(action, dtype=np.float64)
+        state = twin.joint_state()
+        plan = self.sim2real.plan(action, state.position, now=twin.time_s)
+        result.ik_failures += not plan.ik_success
+        result.max_tool_tilt_rad = max(result.max_tool_tilt_rad, plan.tool_tilt_rad)
+        twin.set_gripper(plan.gripper_command)
+        for target in plan.targets:
+            self._command(target, result)
+            twin.step(1)
+            if measure:
                 q_now = twin.joint_state().position
                 tcp = self.kinematics.fk(q_now)[0]
-                speed = float(np.linalg.norm(tcp - tcp_prev)) / twin.control_period_s
+                speed = float(np.linalg.norm(tcp - self._tcp_prev)) / twin.control_period_s
                 result.max_hand_speed_m_s = max(result.max_hand_speed_m_s, speed)
                 result.max_joint_speed = np.maximum(result.max_joint_speed,
-                                                    np.abs(q_now - q_prev) / twin.control_period_s)
-                tcp_prev, q_prev = tcp, q_now
-            result.steps = step + 1
-            if twin.task_success(self.task):
-                if result.first_success_step is None:
-                    result.first_success_step = step + 1
-                result.success = True
-                if self.stop_on_success:
-                    break
-        result.sim_time_s = twin.time_s - start_s
-        return result
+                                                    np.abs(q_now - self._q_prev) / twin.control_period_s)
+                self._tcp_prev, self._q_prev = tcp, q_now
+        result.steps += 1
+        result.sim_time_s = twin.time_s - self._start_s
+        succeeded = twin.task_success(self.task)
+        if succeeded:
+            if result.first_success_step is None:
+                result.first_success_step = result.steps
+            result.success = True
+        return succeeded
 
     def _command(self, target: np.ndarray, result: EpisodeResult) -> None:
         if self.safety is None:

@@ -77,7 +77,9 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match='no scripted expert'):
         expert_policy('reach-v9')
     with pytest.raises(TypeError, match='callable'):
-        ChainRunner(None, 'reach-v3')
+        ChainRunner('reach the goal', 'reach-v3')
+    with pytest.raises(RuntimeError, match='no policy'):
+        ChainRunner(None, 'reach-v3').episode()
     with pytest.raises(ValueError, match='max_steps'):
         ChainRunner(reach_goal, 'reach-v3', max_steps=0)
 
