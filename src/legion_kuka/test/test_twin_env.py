@@ -1,4 +1,4 @@
-"""``embodiment=twin``: Meta-World's tasks stepped through the real arm's chain (sim2real, safety filter, servo)."""
+"""``embodiment=twin``: Meta-World tasks stepped through the arm's chain (sim2real, safety filter, servo)."""
 import numpy as np
 import pytest
 
