@@ -27,7 +27,7 @@ KNOWN_KEYS = {
     'train': {'mode', 'steps_per_task', 'num_envs', 'warmup_steps', 'warmup_burst', 'updates_per_step',
               'reset_optimizers', 'reset_critics', 'reset_vae', 'eval_every', 'eval_episodes', 'eval_envs',
               'log_every', 'checkpoint_every', 'checkpoint_replay', 'keep_phase_checkpoints',
-              'advance_on_success', 'advance_evals'},
+              'advance_on_success', 'advance_evals', 'env_process'},
 }
 
 
@@ -132,6 +132,8 @@ def validate(cfg: DictConfig | dict) -> list[str]:
         problems.append(f'train.advance_on_success must be null or a success rate in (0, 1], got {advance!r}')
     if 'advance_evals' in train and (not _int(train['advance_evals']) or train['advance_evals'] < 1):
         problems.append(f'train.advance_evals must be a positive integer, got {train["advance_evals"]!r}')
+    if 'env_process' in train and not isinstance(train['env_process'], bool):
+        problems.append(f'train.env_process must be true or false, got {train["env_process"]!r}')
     if train.get('checkpoint_replay') not in CHECKPOINT_REPLAY:
         problems.append(f'train.checkpoint_replay must be one of {list(CHECKPOINT_REPLAY)}, '
                         f'got {train.get("checkpoint_replay")!r}')

@@ -416,43 +416,65 @@ class Trainer:
             self._write_metrics()
         return self.metrics()
 
-    def _step_envs(self, envs, obs_list, task_ids_list, deterministic_warmup: bool, n_steps=None):
-        """One vector step of every env in ``envs``, actions for all chosen in one batch."""
+    def _step_envs(self, envs, obs_list, task_ids_list, deterministic_warmup: bool, n_steps=None,
+                   meanwhile=None):
+        """One vector step of every env in ``envs``, actions for all chosen in one batch. ``meanwhile``:
+        envs in worker processes; it runs while they step (the updates), before their transitions are
+        stored."""
         obs_all = np.concatenate(obs_list)
         if deterministic_warmup:
             actions = self.rng.uniform(-1.0, 1.0, size=(obs_all.shape[0], self.action_dim)).astype(np.float32)
         else:
             actions = self.agent.act(obs_all, np.concatenate(task_ids_list), deterministic=False)
-        new_obs, offset = [], 0
-        for e, (env, obs, task_ids) in enumerate(zip(envs, obs_list, task_ids_list, strict=True)):
-            n = obs.shape[0]
-            act = actions[offset:offset + n]
-            offset += n
-            next_obs, reward, terminated, truncated, info = env.step(act)
+        per_env, offset = [], 0
+        for obs in obs_list:
+            per_env.append(actions[offset:offset + obs.shape[0]])
+            offset += obs.shape[0]
+        if meanwhile is not None:
+            for env, act in zip(envs, per_env, strict=True):
+                env.step_async(act)
+            meanwhile()
+        new_obs = []
+        rows = zip(envs, obs_list, task_ids_list, per_env, strict=True)
+        for e, (env, obs, task_ids, act) in enumerate(rows):
+            next_obs, reward, terminated, truncated, info = env.step_wait() if meanwhile else env.step(act)
             self._store(task_ids, obs, act, next_obs, reward, terminated, truncated, info,
                         None if n_steps is None else n_steps[e])
             new_obs.append(next_obs)
         return new_obs
 
-    def _run_phase(self, stop_at: int | None) -> None:
-        """Lifelong: train the current phase's task to the end of the phase (or ``stop_at``)."""
+    def _make_env(self, task: str, num_envs: int):
+        """The training copies of ``task``: in this process, or (``train.env_process``) in a worker
+        process whose stepping overlaps the updates (:mod:`legion_core.env_workers`)."""
+        if self.cfg['train'].get('env_process', False):
+            from legion_core.env_workers import EnvWorker
+
+            return EnvWorker(task, num_envs, reward_scale=self.reward_scale, **self.env_kwargs)
         from legion_core.envs import TaskVectorEnv
 
+        return TaskVectorEnv(task, num_envs, reward_scale=self.reward_scale, **self.env_kwargs)
+
+    def _run_phase(self, stop_at: int | None) -> None:
+        """Lifelong: train the current phase's task to the end of the phase (or ``stop_at``)."""
         p, t = self.position, self.cfg['train']
         k, n = p['phase'], int(t['num_envs'])
         self._bar.set_postfix_str(f'phase {k + 1}/{len(self.tasks)} {self.tasks[k]}')
-        env = TaskVectorEnv(self.tasks[k], n, reward_scale=self.reward_scale, **self.env_kwargs)
+        env = self._make_env(self.tasks[k], n)
         if not self._collect([env], [np.full(n, k, dtype=np.int64)], k, stop_at):
             return
         self._finish_phase(k, last=k + 1 >= len(self.tasks))
 
     def _run_multitask(self, stop_at: int | None) -> None:
         """Multi-task: every task of the stream stepped together in one phase."""
-        from legion_core.envs import TaskVectorEnv
-
         n = int(self.cfg['train']['num_envs'])
-        envs = [TaskVectorEnv(task, n, reward_scale=self.reward_scale, **self.env_kwargs)
-                for task in self.tasks]
+        envs = []
+        try:
+            for task in self.tasks:
+                envs.append(self._make_env(task, n))
+        except BaseException:
+            for env in envs:
+                env.close()
+            raise
         task_ids = [np.full(n, j, dtype=np.int64) for j in range(len(self.tasks))]
         if not self._collect(envs, task_ids, 0, stop_at):
             return
@@ -466,6 +488,7 @@ class Trainer:
         p, t, d = self.position, self.cfg['train'], self.cfg['dpmm']
         per_step = sum(env.num_envs for env in envs)
         local_per_step = envs[0].num_envs
+        overlapped = bool(t.get('env_process', False))
         clock = last = time.perf_counter()
         obs = [env.reset() for env in envs]
         if p['local_step'] == 0 and t['eval_every'] > 0:
@@ -483,10 +506,16 @@ class Trainer:
                 if stop_at is not None and p['env_steps'] >= stop_at:
                     return False
                 prev, prev_global = p['local_step'], p['env_steps']
-                obs = self._step_envs(envs, obs, task_ids, p['local_step'] < p['warmup_end'], n_steps)
-                p['local_step'] += local_per_step
-                p['env_steps'] += per_step
-                self._learn(per_step, local_per_step)
+
+                def advance():
+                    p['local_step'] += local_per_step
+                    p['env_steps'] += per_step
+                    self._learn(per_step, local_per_step)
+
+                obs = self._step_envs(envs, obs, task_ids, p['local_step'] < p['warmup_end'], n_steps,
+                                      meanwhile=advance if overlapped else None)
+                if not overlapped:
+                    advance()
                 self._bar.update(per_step)
                 now = p['local_step']
                 if self._crossed(prev, now, int(d['every']), int(d['start'])):

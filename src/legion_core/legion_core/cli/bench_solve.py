@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--threshold', type=float, default=0.9, help='success rate that counts (default 0.9)')
     parser.add_argument('--consecutive', type=int, default=2,
                         help='evaluations in a row at the threshold (default 2)')
-    parser.add_argument('--embodiment', default='kuka', help='sawyer | kuka (default kuka)')
+    parser.add_argument('--embodiment', default='kuka', help='sawyer | kuka | twin (default kuka)')
     parser.add_argument('--goal', default='random', choices=('fixed', 'random'),
                         help='goal per episode (random, default) or one per task and seed (fixed)')
     parser.add_argument('--output', default=None,
