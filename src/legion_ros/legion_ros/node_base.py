@@ -28,6 +28,7 @@ never uses ``with rclpy.init()`` (it returns None on Jazzy), spins until SIGINT/
 """
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import os
@@ -140,17 +141,24 @@ def declare_parameters(node: Node, spec: Mapping[str, Param | tuple]) -> Params:
         default = list(param.default) if isinstance(param.default, tuple) else param.default
         where = f'parameter {name!r} of node {node.get_fully_qualified_name()}'
         # rclpy infers BYTE_ARRAY from an empty list and then refuses a string-list override: declare
-        # such parameters by type, and give them the empty default only if nothing overrides it.
+        # such parameters by type, and give them the empty default only if nothing overrides it. A
+        # read-only one takes no value after its declaration: it is declared writable and made read-only
+        # once it has its value (else it stayed uninitialised, and the node's get_parameters service,
+        # `ros2 param dump` with it, failed for every parameter asked together with it).
         empty = isinstance(default, list) and not default
         try:
             if empty:
                 ros_type = Parameter.Type(_TYPES[type_name])
-                node.declare_parameter(name, ros_type, descriptor)
+                writable = copy.copy(descriptor)
+                writable.read_only = False
+                node.declare_parameter(name, ros_type, writable)
                 try:
                     value = node.get_parameter(name).value
                 except ParameterUninitializedException:
                     node.set_parameters([Parameter(name, ros_type, [])])
                     value = []
+                if param.read_only:
+                    node.set_descriptor(name, descriptor)
             else:
                 value = node.declare_parameter(name, default, descriptor).value
         except InvalidParameterTypeException as error:
