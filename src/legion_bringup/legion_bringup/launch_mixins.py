@@ -4,11 +4,19 @@ In the spirit of lbr_bringup's mixins: each static method returns launch actions
 graph, so ``launch/*.launch.py`` stay short and every launch file declares the same arguments with the
 same defaults, help and ``choices``. Needs ``launch`` and ``launch_ros`` (a ROS 2 install); the
 pip-only runner uses the graph descriptions directly.
+
+:meth:`LegionMixin.session` gives ``ros2 launch`` the rules ``legion launch`` (:mod:`legion_ros.runner`)
+keeps, so that a graph behaves the same under both runners (docs/architecture.md, "Running a graph"):
+one ROS domain for the whole graph, SIGINT and SIGTERM both stop every node in order, and an essential
+node that exits ends the run with exit code 1 (:func:`exit_rule`).
 """
 from __future__ import annotations
 
+import signal
+from functools import partial
 from typing import List  # noqa: UP035 (see parameter_value)
 
+import launch.logging
 from launch import LaunchDescription, Substitution
 from launch.actions import (
     DeclareLaunchArgument,
@@ -18,6 +26,7 @@ from launch.actions import (
     OpaqueFunction,
 )
 from launch.conditions import IfCondition
+from launch.events import Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
@@ -27,6 +36,7 @@ from launch_ros.substitutions import FindPackageShare
 from legion_bringup.graph import (
     PACKAGE,
     RESTART_DELAY_S,
+    RESTART_LIMIT,
     SHUTDOWN_TIMEOUT_S,
     ArgValue,
     Condition,
@@ -37,12 +47,81 @@ from legion_bringup.graph import (
     ros_yaml,
 )
 from legion_bringup.graph import split_placeholders as _split
+from legion_ros.environment import DISCOVERY_VAR, DOMAIN_VAR, apply_ros_defaults
+
+_logger = launch.logging.get_logger('legion')
+# The launcher holds its graph's domain lease until it exits (the lease is an open, locked file).
+_leases: list = []
 
 
-def restart(essential: bool) -> dict:
-    """launch's own restart for a process that is not essential (``NodeSpec.essential``); an essential
-    one is not restarted behind the user's back."""
-    return {} if essential else {'respawn': True, 'respawn_delay': RESTART_DELAY_S}
+class EssentialNodeDiedError(RuntimeError):
+    """Raised inside ``ros2 launch`` when an essential process exits while the graph runs: launch then
+    stops every other process and exits with code 1, as ``legion launch`` does."""
+
+
+def essential_exit(name: str, event, context) -> None:
+    if context.is_shutdown:
+        return  # the graph is stopping anyway: every process exits now
+    raise EssentialNodeDiedError(
+        f'essential process {name} exited with code {event.returncode} while the graph ran: stopping '
+        'every other node (a dead node on the command path must not leave the rest commanding the arm)')
+
+
+def exit_rule(name: str, essential: bool) -> dict:
+    """What a process's exit means, as in ``legion launch``: an essential one ends the run; one that is
+    not (``NodeSpec.essential=False``, the recorder) is restarted ``RESTART_LIMIT`` times a run,
+    ``RESTART_DELAY_S`` apart (launch's respawn), and then the graph goes on without it."""
+    if essential:
+        return {'on_exit': partial(essential_exit, name)}
+    return {'respawn': True, 'respawn_delay': RESTART_DELAY_S, 'respawn_max_retries': RESTART_LIMIT}
+
+
+def one_domain(context, graph_name: str) -> list:
+    """Lease the graph's ROS domain in the launcher, before any process starts, so that every node
+    inherits it (each node would otherwise lease a domain of its own, unable to see the others); a
+    ``ROS_DOMAIN_ID`` the user exported wins, as everywhere in the project."""
+    lease = apply_ros_defaults(context.environment, role='graph')  # launch's environment is os.environ
+    if lease is not None:
+        _leases.append(lease)
+    environment = context.environment
+    _logger.info(f'{graph_name} graph in ROS domain {environment[DOMAIN_VAR]} '
+                 f'({"leased for this launch" if lease else "ROS_DOMAIN_ID as exported"}; '
+                 f'{DISCOVERY_VAR}={environment[DISCOVERY_VAR]})')
+    return []
+
+
+def stop_on_signals(context) -> list:
+    """SIGINT and SIGTERM both stop the graph: SIGINT to every process, SIGTERM after
+    ``SHUTDOWN_TIMEOUT_S``, then SIGKILL, before the launcher exits.
+
+    Jazzy's launch ends at once on SIGTERM (what ``docker stop`` and systemd send) and leaves every
+    process running (ros2/launch#666); on SIGINT with a terminal on stdin it signals no process itself,
+    trusting that the terminal's Ctrl-C reached them all, which a SIGINT sent by ``kill`` or
+    ``docker stop`` does not. So both signals are taken over here; a node that also got the terminal's
+    Ctrl-C just gets a second SIGINT, which our nodes treat as the first. Launch offers no public hook
+    for its signals: this takes the handlers of its running signal manager.
+    """
+    from launch.utilities.signal_management import AsyncSafeSignalManager
+
+    manager = getattr(AsyncSafeSignalManager, '_AsyncSafeSignalManager__current', None)
+    if manager is None:  # not under a running LaunchService (a test evaluating the description)
+        return []
+
+    def stop(signum: int) -> None:
+        if context.is_shutdown:
+            return  # already stopping: the escalation timers run
+        name = signal.Signals(signum).name
+        _logger.warning(f'{name} received: stopping every process (SIGINT, SIGTERM after '
+                        f'{SHUTDOWN_TIMEOUT_S:g} s, then SIGKILL)')
+        context.emit_event_sync(Shutdown(reason=f'{name} received', due_to_sigint=False))
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        manager.handle(signum, stop)
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        # Python handles no SIGTERM by default, so the kernel would end the launcher before the manager
+        # heard it; any Python handler makes the signal reach the manager.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+    return []
 
 
 def substitutions(text: str) -> list:
@@ -75,6 +154,13 @@ def parameter_value(value: ArgValue) -> ParameterValue:
 
 
 class LegionMixin:
+    @staticmethod
+    def session(graph: Graph) -> list[OpaqueFunction]:
+        """In every launch file, before any process: one ROS domain for the graph and the stop signals
+        (see the module docstring)."""
+        return [OpaqueFunction(function=one_domain, args=[graph.name]),
+                OpaqueFunction(function=stop_on_signals)]
+
     @staticmethod
     def arguments(graph: Graph) -> list[DeclareLaunchArgument]:
         return [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
@@ -117,13 +203,14 @@ class LegionMixin:
                     remappings=[(substitutions(a), substitutions(b)) for a, b in spec.remappings],
                     ros_arguments=['--log-level', LaunchConfiguration('log_level')],
                     output='screen', emulate_tty=True, sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
-                    condition=LegionMixin.condition(spec.condition), **restart(spec.essential))
+                    condition=LegionMixin.condition(spec.condition), **exit_rule(spec.name, spec.essential))
 
     @staticmethod
     def process(spec: ProcessSpec) -> ExecuteProcess:
         return ExecuteProcess(cmd=[substitutions(part) for part in spec.cmd], name=spec.name, output='screen',
                               sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
-                              condition=LegionMixin.condition(spec.condition), **restart(spec.essential))
+                              condition=LegionMixin.condition(spec.condition),
+                              **exit_rule(spec.name, spec.essential))
 
     @staticmethod
     def include(spec: IncludeSpec) -> IncludeLaunchDescription:
@@ -135,10 +222,11 @@ class LegionMixin:
 
 
 def launch_description(graph: Graph) -> LaunchDescription:
-    """Every argument, check, include, node and process of ``graph``, in that order."""
+    """Every argument, check, the session, include, node and process of ``graph``, in that order."""
     return LaunchDescription([
         *LegionMixin.arguments(graph),
         *LegionMixin.checks(graph),
+        *LegionMixin.session(graph),
         LogInfo(msg=f'LEGION-ROS {graph.name} graph: {graph.description}'),
         *(LegionMixin.include(spec) for spec in graph.includes),
         *(LegionMixin.node(spec) for spec in graph.nodes),
