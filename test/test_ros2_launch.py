@@ -67,15 +67,16 @@ class Launch:
     STARTED = re.compile(r'\[(\S+)-\d+\]: process started with pid \[(\d+)\]')
 
     def __init__(self, env: dict[str, str], launch_file: str, arguments: dict[str, str],
-                 terminal: bool = False) -> None:
+                 terminal: bool = False, package: str | None = 'legion_bringup') -> None:
         self.lines: list[str] = []
         self.started: list[tuple[str, int]] = []  # (process name, pid), in start order
         terminal_fds = pty.openpty() if terminal else None
         # A terminal on stdin makes launch "interactive" (a user at a shell, `docker run -it`); without
         # one it is what a service manager runs.
         stdin = terminal_fds[1] if terminal_fds else subprocess.DEVNULL
+        command = ['ros2', 'launch', *filter(None, [package, launch_file])]
         self.process = subprocess.Popen(
-            ['ros2', 'launch', 'legion_bringup', launch_file, *(f'{k}:={v}' for k, v in arguments.items())],
+            [*command, *(f'{k}:={v}' for k, v in arguments.items())],
             stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             cwd=ROOT.parent, start_new_session=True)
         self._terminal = terminal_fds
@@ -331,6 +332,8 @@ def test_a_dead_essential_node_ends_the_launch_a_dead_recorder_is_restarted(ros2
     check_graph(launch, 'train', arguments, launch.domain(), tmp_path)
     first = launch.pid('recorder')
     os.kill(first, signal.SIGKILL)
+    launch.wait_for(r'recorder exited with code -9; it is not on the command path: restarting it in 1 s '
+                    r'\(1 of 3\)', 30)
     launch.wait_for(rf'\[recorder-\d+\]: process started with pid \[(?!{first}\])\d+\]', 30)  # a new one
     time.sleep(1.0)
     assert launch.process.poll() is None, launch.output[-6000:]  # the graph went on
@@ -348,3 +351,44 @@ def test_the_launch_description_tests_run_with_the_real_launch_library(ros2_env)
                             env=ros2_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:]
     assert 'skipped' not in result.stdout, result.stdout[-4000:]
+
+
+# Three processes under the launch mixins' exit rule: one essential, two not: one that fails on its
+# configuration (exit code 2, node_base.EXIT_CONFIG), one that always fails otherwise.
+RULE_LAUNCH = """
+from launch import LaunchDescription
+
+from legion_bringup.graph import Graph, ProcessSpec
+from legion_bringup.launch_mixins import LegionMixin
+
+PYTHON = {python!r}
+SPECS = (
+    ProcessSpec('steady', (PYTHON, '-c', 'import signal, sys, time; '
+                           'signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); time.sleep(120)')),
+    ProcessSpec('broken', (PYTHON, '-c', 'import sys; sys.exit(2)'), essential=False),
+    ProcessSpec('flaky', (PYTHON, '-c', 'import sys; sys.exit(1)'), essential=False),
+)
+
+
+def generate_launch_description():
+    graph = Graph('rule', 'the exit rule', (), ())
+    return LaunchDescription([*LegionMixin.session(graph), *(LegionMixin.process(spec) for spec in SPECS)])
+"""
+
+
+def test_a_process_that_is_not_essential_is_restarted_as_by_legion_launch(ros2_env, launches, tmp_path):
+    """The same restarts as legion launch's (test_runner): none after a configuration error,
+    RESTART_LIMIT after any other exit; the graph goes on meanwhile and stops cleanly after."""
+    path = tmp_path / 'rule.launch.py'
+    path.write_text(RULE_LAUNCH.format(python=sys.executable))
+    launch = Launch(ros2_env, str(path), {}, package=None)
+    launches.append(launch)
+    launch.wait_for(r'broken exited with code 2; not restarted \(a configuration error\)', 60)
+    launch.wait_for(r'flaky exited with code 1; not restarted \(restarted 3 times\)', 60)
+    assert launch.process.poll() is None, launch.output[-6000:]  # steady, the essential one, goes on
+    assert [name for name, _ in launch.started].count('broken') == 1
+    assert [name for name, _ in launch.started].count('flaky') == 4
+    assert 'restarting it in 1 s (3 of 3)' in launch.output
+    assert launch.stop(signal.SIGTERM) == 0, launch.output[-6000:]
+    assert f'process has finished cleanly [pid {launch.pid("steady")}]' in launch.output
+    assert not left_running(launch)

@@ -13,17 +13,19 @@ node that exits ends the run with exit code 1 (:func:`exit_rule`).
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from functools import partial
 from typing import List  # noqa: UP035 (see parameter_value)
 
 import launch.logging
-from launch import LaunchDescription, Substitution
+from launch import Action, LaunchDescription, Substitution
 from launch.actions import (
     DeclareLaunchArgument,
     ExecuteProcess,
     IncludeLaunchDescription,
     LogInfo,
     OpaqueFunction,
+    TimerAction,
 )
 from launch.conditions import IfCondition
 from launch.events import Shutdown
@@ -48,6 +50,7 @@ from legion_bringup.graph import (
 )
 from legion_bringup.graph import split_placeholders as _split
 from legion_ros.environment import DISCOVERY_VAR, DOMAIN_VAR, apply_ros_defaults
+from legion_ros.runner import EXIT_NODE_CONFIG
 
 _logger = launch.logging.get_logger('legion')
 # The launcher holds its graph's domain lease until it exits (the lease is an open, locked file).
@@ -67,13 +70,32 @@ def essential_exit(name: str, event, context) -> None:
         'every other node (a dead node on the command path must not leave the rest commanding the arm)')
 
 
-def exit_rule(name: str, essential: bool) -> dict:
-    """What a process's exit means, as in ``legion launch``: an essential one ends the run; one that is
-    not (``NodeSpec.essential=False``, the recorder) is restarted ``RESTART_LIMIT`` times a run,
-    ``RESTART_DELAY_S`` apart (launch's respawn), and then the graph goes on without it."""
+def optional_exit(name: str, restarted: Callable[[int], Action], restarts: int, event, context
+                  ) -> TimerAction | None:
+    """A process that is not essential exited: restart it (a fresh action of the same spec) unless it
+    failed on its configuration (it would fail the same way) or has been restarted ``RESTART_LIMIT``
+    times; the graph goes on either way. Launch's own ``respawn`` cannot tell a configuration error."""
+    if context.is_shutdown:
+        return None
+    code = event.returncode
+    why = ('a configuration error' if code == EXIT_NODE_CONFIG
+           else f'restarted {restarts} times' if restarts >= RESTART_LIMIT else None)
+    if why is not None:
+        _logger.error(f'{name} exited with code {code}; not restarted ({why}); it is not on the command '
+                      'path: the graph goes on without it')
+        return None
+    _logger.warning(f'{name} exited with code {code}; it is not on the command path: restarting it in '
+                    f'{RESTART_DELAY_S:g} s ({restarts + 1} of {RESTART_LIMIT})')
+    return TimerAction(period=RESTART_DELAY_S, actions=[restarted(restarts + 1)])
+
+
+def exit_rule(name: str, essential: bool, restarted: Callable[[int], Action], restarts: int) -> dict:
+    """What a process's exit means, the rule of ``legion launch`` (docs/architecture.md, "Running a
+    graph"): an essential one ends the run; one that is not (``NodeSpec.essential=False``, the recorder)
+    is restarted by ``restarted(restarts + 1)`` (:func:`optional_exit`)."""
     if essential:
         return {'on_exit': partial(essential_exit, name)}
-    return {'respawn': True, 'respawn_delay': RESTART_DELAY_S, 'respawn_max_retries': RESTART_LIMIT}
+    return {'on_exit': partial(optional_exit, name, restarted, restarts)}
 
 
 def one_domain(context, graph_name: str) -> list:
@@ -188,7 +210,8 @@ class LegionMixin:
         return IfCondition(PythonExpression(expression))
 
     @staticmethod
-    def node(spec: NodeSpec) -> Node:
+    def node(spec: NodeSpec, restarts: int = 0) -> Node:
+        """The node of ``spec``; ``restarts``: how often it was restarted already (:func:`exit_rule`)."""
         # A parameter file is one concatenated substitution list (Jazzy's PathJoinSubstitution
         # takes no nested lists, and 'driver_{driver}.yaml' needs one).
         parameters: list = [[FindPackageShare(PACKAGE), '/config/', *substitutions(name)]
@@ -203,14 +226,15 @@ class LegionMixin:
                     remappings=[(substitutions(a), substitutions(b)) for a, b in spec.remappings],
                     ros_arguments=['--log-level', LaunchConfiguration('log_level')],
                     output='screen', emulate_tty=True, sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
-                    condition=LegionMixin.condition(spec.condition), **exit_rule(spec.name, spec.essential))
+                    condition=LegionMixin.condition(spec.condition),
+                    **exit_rule(spec.name, spec.essential, partial(LegionMixin.node, spec), restarts))
 
     @staticmethod
-    def process(spec: ProcessSpec) -> ExecuteProcess:
+    def process(spec: ProcessSpec, restarts: int = 0) -> ExecuteProcess:
+        rule = exit_rule(spec.name, spec.essential, partial(LegionMixin.process, spec), restarts)
         return ExecuteProcess(cmd=[substitutions(part) for part in spec.cmd], name=spec.name, output='screen',
                               sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
-                              condition=LegionMixin.condition(spec.condition),
-                              **exit_rule(spec.name, spec.essential))
+                              condition=LegionMixin.condition(spec.condition), **rule)
 
     @staticmethod
     def include(spec: IncludeSpec) -> IncludeLaunchDescription:
