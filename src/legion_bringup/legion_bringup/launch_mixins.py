@@ -50,9 +50,12 @@ from legion_bringup.graph import (
 )
 from legion_bringup.graph import split_placeholders as _split
 from legion_ros.environment import DISCOVERY_VAR, DOMAIN_VAR, apply_ros_defaults
-from legion_ros.runner import EXIT_NODE_CONFIG
+from legion_ros.runner import EXIT_NODE_CONFIG, KILL_GRACE_S
 
 _logger = launch.logging.get_logger('legion')
+# A stopping process gets SIGINT, SIGTERM after SHUTDOWN_TIMEOUT_S, SIGKILL KILL_GRACE_S later: the
+# escalation of legion launch.
+STOP_TIMEOUTS = {'sigterm_timeout': str(SHUTDOWN_TIMEOUT_S), 'sigkill_timeout': str(KILL_GRACE_S)}
 # The launcher holds its graph's domain lease until it exits (the lease is an open, locked file).
 _leases: list = []
 
@@ -225,7 +228,7 @@ class LegionMixin:
                     namespace=substitutions(spec.namespace), parameters=parameters,
                     remappings=[(substitutions(a), substitutions(b)) for a, b in spec.remappings],
                     ros_arguments=['--log-level', LaunchConfiguration('log_level')],
-                    output='screen', emulate_tty=True, sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
+                    output='screen', emulate_tty=True, **STOP_TIMEOUTS,
                     condition=LegionMixin.condition(spec.condition),
                     **exit_rule(spec.name, spec.essential, partial(LegionMixin.node, spec), restarts))
 
@@ -233,8 +236,7 @@ class LegionMixin:
     def process(spec: ProcessSpec, restarts: int = 0) -> ExecuteProcess:
         rule = exit_rule(spec.name, spec.essential, partial(LegionMixin.process, spec), restarts)
         return ExecuteProcess(cmd=[substitutions(part) for part in spec.cmd], name=spec.name, output='screen',
-                              sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
-                              condition=LegionMixin.condition(spec.condition), **rule)
+                              condition=LegionMixin.condition(spec.condition), **STOP_TIMEOUTS, **rule)
 
     @staticmethod
     def include(spec: IncludeSpec) -> IncludeLaunchDescription:
