@@ -353,6 +353,17 @@ def test_the_launch_description_tests_run_with_the_real_launch_library(ros2_env)
     assert 'skipped' not in result.stdout, result.stdout[-4000:]
 
 
+def test_nodes_do_not_outlive_a_killed_launcher(ros2_env, launches):
+    """SIGKILL (the OOM killer, a crash) gives launch no chance to stop anything: each node stops itself
+    when its launcher dies, as under legion launch (test_runner)."""
+    launch = Launch(ros2_env, 'train.launch.py', {})
+    launches.append(launch)
+    live_graph(launch.domain(), {'/legion/trainer'}, launch)  # up and answering
+    os.kill(launch.process.pid, signal.SIGKILL)
+    launch.process.wait(timeout=10)
+    assert launch.started and not left_running(launch, timeout_s=20), launch.output[-6000:]
+
+
 # Three processes under the launch mixins' exit rule: one essential, two not: one that fails on its
 # configuration (exit code 2, node_base.EXIT_CONFIG), one that always fails otherwise.
 RULE_LAUNCH = """

@@ -12,6 +12,7 @@ node that exits ends the run with exit code 1 (:func:`exit_rule`).
 """
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from functools import partial
@@ -49,7 +50,7 @@ from legion_bringup.graph import (
     ros_yaml,
 )
 from legion_bringup.graph import split_placeholders as _split
-from legion_ros.environment import DISCOVERY_VAR, DOMAIN_VAR, apply_ros_defaults
+from legion_ros.environment import DISCOVERY_VAR, DOMAIN_VAR, LAUNCHER_VAR, apply_ros_defaults
 from legion_ros.runner import EXIT_NODE_CONFIG, KILL_GRACE_S
 
 _logger = launch.logging.get_logger('legion')
@@ -170,6 +171,16 @@ class ConvertedArgument(Substitution):
         return ros_yaml(self.value.convert(context.launch_configurations[self.value.argument]))
 
 
+class LauncherPid(Substitution):
+    """The pid of the process that runs the launch (``LEGION_LAUNCHER_PID`` of every node)."""
+
+    def describe(self) -> str:
+        return 'LauncherPid()'
+
+    def perform(self, context) -> str:
+        return str(os.getpid())
+
+
 def parameter_value(value: ArgValue) -> ParameterValue:
     """The launch_ros parameter of an :class:`ArgValue`, of the type the graph gives it."""
     if value.type is list:
@@ -228,6 +239,7 @@ class LegionMixin:
                     namespace=substitutions(spec.namespace), parameters=parameters,
                     remappings=[(substitutions(a), substitutions(b)) for a, b in spec.remappings],
                     ros_arguments=['--log-level', LaunchConfiguration('log_level')],
+                    additional_env={LAUNCHER_VAR: LauncherPid()},  # a node stops with its launcher
                     output='screen', emulate_tty=True, **STOP_TIMEOUTS,
                     condition=LegionMixin.condition(spec.condition),
                     **exit_rule(spec.name, spec.essential, partial(LegionMixin.node, spec), restarts))
