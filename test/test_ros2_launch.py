@@ -364,8 +364,9 @@ def test_nodes_do_not_outlive_a_killed_launcher(ros2_env, launches):
     assert launch.started and not left_running(launch, timeout_s=20), launch.output[-6000:]
 
 
-# Three processes under the launch mixins' exit rule: one essential, two not: one that fails on its
-# configuration (exit code 2, node_base.EXIT_CONFIG), one that always fails otherwise.
+# Processes under the launch mixins' exit rule: two essential ones, one of which fails to stop cleanly,
+# and two that are not: one fails on its configuration (exit code 2, node_base.EXIT_CONFIG), one always
+# fails otherwise.
 RULE_LAUNCH = """
 from launch import LaunchDescription
 
@@ -376,6 +377,8 @@ PYTHON = {python!r}
 SPECS = (
     ProcessSpec('steady', (PYTHON, '-c', 'import signal, sys, time; '
                            'signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); time.sleep(120)')),
+    ProcessSpec('sloppy', (PYTHON, '-c', 'import signal, sys, time; '
+                           'signal.signal(signal.SIGINT, lambda *_: sys.exit(3)); time.sleep(120)')),
     ProcessSpec('broken', (PYTHON, '-c', 'import sys; sys.exit(2)'), essential=False),
     ProcessSpec('flaky', (PYTHON, '-c', 'import sys; sys.exit(1)'), essential=False),
 )
@@ -387,9 +390,10 @@ def generate_launch_description():
 """
 
 
-def test_a_process_that_is_not_essential_is_restarted_as_by_legion_launch(ros2_env, launches, tmp_path):
+def test_restarts_and_an_unclean_stop_as_under_legion_launch(ros2_env, launches, tmp_path):
     """The same restarts as legion launch's (test_runner): none after a configuration error,
-    RESTART_LIMIT after any other exit; the graph goes on meanwhile and stops cleanly after."""
+    RESTART_LIMIT after any other exit, the graph going on meanwhile; and a process that does not stop
+    cleanly makes the exit code 1."""
     path = tmp_path / 'rule.launch.py'
     path.write_text(RULE_LAUNCH.format(python=sys.executable))
     launch = Launch(ros2_env, str(path), {}, package=None)
@@ -400,6 +404,7 @@ def test_a_process_that_is_not_essential_is_restarted_as_by_legion_launch(ros2_e
     assert [name for name, _ in launch.started].count('broken') == 1
     assert [name for name, _ in launch.started].count('flaky') == 4
     assert 'restarting it in 1 s (3 of 3)' in launch.output
-    assert launch.stop(signal.SIGTERM) == 0, launch.output[-6000:]
+    assert launch.stop(signal.SIGTERM) == 1, launch.output[-6000:]
+    assert 'sloppy did not stop cleanly (exit code 3)' in launch.output
     assert f'process has finished cleanly [pid {launch.pid("steady")}]' in launch.output
     assert not left_running(launch)

@@ -7,8 +7,8 @@ pip-only runner uses the graph descriptions directly.
 
 :meth:`LegionMixin.session` gives ``ros2 launch`` the rules ``legion launch`` (:mod:`legion_ros.runner`)
 keeps, so that a graph behaves the same under both runners (docs/architecture.md, "Running a graph"):
-one ROS domain for the whole graph, SIGINT and SIGTERM both stop every node in order, and an essential
-node that exits ends the run with exit code 1 (:func:`exit_rule`).
+one ROS domain for the whole graph, SIGINT and SIGTERM both stop every node in order, an essential node
+that exits ends the run with exit code 1 and one that is not is restarted (:func:`exit_rule`).
 """
 from __future__ import annotations
 
@@ -61,17 +61,25 @@ STOP_TIMEOUTS = {'sigterm_timeout': str(SHUTDOWN_TIMEOUT_S), 'sigkill_timeout': 
 _leases: list = []
 
 
-class EssentialNodeDiedError(RuntimeError):
-    """Raised inside ``ros2 launch`` when an essential process exits while the graph runs: launch then
-    stops every other process and exits with code 1, as ``legion launch`` does."""
+class RunFailedError(RuntimeError):
+    """Raised inside ``ros2 launch`` so that it exits with code 1, as ``legion launch`` does: when an
+    essential process exits while the graph runs (launch then stops every other process) or a process
+    does not stop cleanly."""
+
+
+def stopped_cleanly(name: str, event) -> None:
+    """While the graph stops: exit code 0, or the SIGINT's own (a process that keeps the default
+    handler), is a clean stop, as in ``legion launch``."""
+    if event.returncode not in (0, -signal.SIGINT):
+        raise RunFailedError(f'{name} did not stop cleanly (exit code {event.returncode})')
 
 
 def essential_exit(name: str, event, context) -> None:
     if context.is_shutdown:
-        return  # the graph is stopping anyway: every process exits now
-    raise EssentialNodeDiedError(
+        return stopped_cleanly(name, event)
+    raise RunFailedError(
         f'essential process {name} exited with code {event.returncode} while the graph ran: stopping '
-        'every other node (a dead node on the command path must not leave the rest commanding the arm)')
+        'every other process (a dead node on the command path must not leave the rest commanding the arm)')
 
 
 def optional_exit(name: str, restarted: Callable[[int], Action], restarts: int, event, context
@@ -80,7 +88,7 @@ def optional_exit(name: str, restarted: Callable[[int], Action], restarts: int, 
     failed on its configuration (it would fail the same way) or has been restarted ``RESTART_LIMIT``
     times; the graph goes on either way. Launch's own ``respawn`` cannot tell a configuration error."""
     if context.is_shutdown:
-        return None
+        return stopped_cleanly(name, event)
     code = event.returncode
     why = ('a configuration error' if code == EXIT_NODE_CONFIG
            else f'restarted {restarts} times' if restarts >= RESTART_LIMIT else None)
