@@ -16,6 +16,8 @@ def generate_launch_description() -> LaunchDescription:
     ld = LaunchDescription()
     for action in LegionMixin.arguments(graph):
         ld.add_action(action)
+    for action in LegionMixin.session(graph):  # one ROS domain, SIGINT/SIGTERM stop every node
+        ld.add_action(action)
     for include in graph.includes:  # the driver's own launch file, only with start_driver:=true
         ld.add_action(LegionMixin.include(include))
     for node in graph.nodes:

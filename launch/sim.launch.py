@@ -19,6 +19,8 @@ def generate_launch_description() -> LaunchDescription:
         ld.add_action(action)
     for check in LegionMixin.checks(graph):  # workcell:= and task:= fit together, before any node starts
         ld.add_action(check)
+    for action in LegionMixin.session(graph):  # one ROS domain, SIGINT/SIGTERM stop every node
+        ld.add_action(action)
     for node in graph.nodes:  # sim_bridge, instruction ... sim2real, recorder (if record:=true)
         ld.add_action(LegionMixin.node(node))
     for process in graph.processes:  # ros2 bag record (record:=true recorder:=rosbag2)

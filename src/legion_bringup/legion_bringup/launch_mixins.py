@@ -4,20 +4,32 @@ In the spirit of lbr_bringup's mixins: each static method returns launch actions
 graph, so ``launch/*.launch.py`` stay short and every launch file declares the same arguments with the
 same defaults, help and ``choices``. Needs ``launch`` and ``launch_ros`` (a ROS 2 install); the
 pip-only runner uses the graph descriptions directly.
+
+:meth:`LegionMixin.session` gives ``ros2 launch`` the rules ``legion launch`` (:mod:`legion_ros.runner`)
+keeps, so that a graph behaves the same under both runners (docs/architecture.md, "Running a graph"):
+one ROS domain for the whole graph, SIGINT and SIGTERM both stop every node in order, an essential node
+that exits ends the run with exit code 1 and one that is not is restarted (:func:`exit_rule`).
 """
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Callable
+from functools import partial
 from typing import List  # noqa: UP035 (see parameter_value)
 
-from launch import LaunchDescription, Substitution
+import launch.logging
+from launch import Action, LaunchDescription, Substitution
 from launch.actions import (
     DeclareLaunchArgument,
     ExecuteProcess,
     IncludeLaunchDescription,
     LogInfo,
     OpaqueFunction,
+    TimerAction,
 )
 from launch.conditions import IfCondition
+from launch.events import Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
@@ -27,6 +39,7 @@ from launch_ros.substitutions import FindPackageShare
 from legion_bringup.graph import (
     PACKAGE,
     RESTART_DELAY_S,
+    RESTART_LIMIT,
     SHUTDOWN_TIMEOUT_S,
     ArgValue,
     Condition,
@@ -37,12 +50,112 @@ from legion_bringup.graph import (
     ros_yaml,
 )
 from legion_bringup.graph import split_placeholders as _split
+from legion_ros.environment import DISCOVERY_VAR, DOMAIN_VAR, LAUNCHER_VAR, apply_ros_defaults
+from legion_ros.runner import EXIT_NODE_CONFIG, KILL_GRACE_S
+
+_logger = launch.logging.get_logger('legion')
+# A stopping process gets SIGINT, SIGTERM after SHUTDOWN_TIMEOUT_S, SIGKILL KILL_GRACE_S later: the
+# escalation of legion launch.
+STOP_TIMEOUTS = {'sigterm_timeout': str(SHUTDOWN_TIMEOUT_S), 'sigkill_timeout': str(KILL_GRACE_S)}
+# The launcher holds its graph's domain lease until it exits (the lease is an open, locked file).
+_leases: list = []
 
 
-def restart(essential: bool) -> dict:
-    """launch's own restart for a process that is not essential (``NodeSpec.essential``); an essential
-    one is not restarted behind the user's back."""
-    return {} if essential else {'respawn': True, 'respawn_delay': RESTART_DELAY_S}
+class RunFailedError(RuntimeError):
+    """Raised inside ``ros2 launch`` so that it exits with code 1, as ``legion launch`` does: when an
+    essential process exits while the graph runs (launch then stops every other process) or a process
+    does not stop cleanly."""
+
+
+def stopped_cleanly(name: str, event) -> None:
+    """While the graph stops: exit code 0, or the SIGINT's own (a process that keeps the default
+    handler), is a clean stop, as in ``legion launch``."""
+    if event.returncode not in (0, -signal.SIGINT):
+        raise RunFailedError(f'{name} did not stop cleanly (exit code {event.returncode})')
+
+
+def essential_exit(name: str, event, context) -> None:
+    if context.is_shutdown:
+        return stopped_cleanly(name, event)
+    raise RunFailedError(
+        f'essential process {name} exited with code {event.returncode} while the graph ran: stopping '
+        'every other process (a dead node on the command path must not leave the rest commanding the arm)')
+
+
+def optional_exit(name: str, restarted: Callable[[int], Action], restarts: int, event, context
+                  ) -> TimerAction | None:
+    """A process that is not essential exited: restart it (a fresh action of the same spec) unless it
+    failed on its configuration (it would fail the same way) or has been restarted ``RESTART_LIMIT``
+    times; the graph goes on either way. Launch's own ``respawn`` cannot tell a configuration error."""
+    if context.is_shutdown:
+        return stopped_cleanly(name, event)
+    code = event.returncode
+    why = ('a configuration error' if code == EXIT_NODE_CONFIG
+           else f'restarted {restarts} times' if restarts >= RESTART_LIMIT else None)
+    if why is not None:
+        _logger.error(f'{name} exited with code {code}; not restarted ({why}); it is not on the command '
+                      'path: the graph goes on without it')
+        return None
+    _logger.warning(f'{name} exited with code {code}; it is not on the command path: restarting it in '
+                    f'{RESTART_DELAY_S:g} s ({restarts + 1} of {RESTART_LIMIT})')
+    return TimerAction(period=RESTART_DELAY_S, actions=[restarted(restarts + 1)])
+
+
+def exit_rule(name: str, essential: bool, restarted: Callable[[int], Action], restarts: int) -> dict:
+    """What a process's exit means, the rule of ``legion launch`` (docs/architecture.md, "Running a
+    graph"): an essential one ends the run; one that is not (``NodeSpec.essential=False``, the recorder)
+    is restarted by ``restarted(restarts + 1)`` (:func:`optional_exit`)."""
+    if essential:
+        return {'on_exit': partial(essential_exit, name)}
+    return {'on_exit': partial(optional_exit, name, restarted, restarts)}
+
+
+def one_domain(context, graph_name: str) -> list:
+    """Lease the graph's ROS domain in the launcher, before any process starts, so that every node
+    inherits it (each node would otherwise lease a domain of its own, unable to see the others); a
+    ``ROS_DOMAIN_ID`` the user exported wins, as everywhere in the project."""
+    lease = apply_ros_defaults(context.environment, role='graph')  # launch's environment is os.environ
+    if lease is not None:
+        _leases.append(lease)
+    environment = context.environment
+    _logger.info(f'{graph_name} graph in ROS domain {environment[DOMAIN_VAR]} '
+                 f'({"leased for this launch" if lease else "ROS_DOMAIN_ID as exported"}; '
+                 f'{DISCOVERY_VAR}={environment[DISCOVERY_VAR]})')
+    return []
+
+
+def stop_on_signals(context) -> list:
+    """SIGINT and SIGTERM both stop the graph: SIGINT to every process, SIGTERM after
+    ``SHUTDOWN_TIMEOUT_S``, then SIGKILL, before the launcher exits.
+
+    Jazzy's launch ends at once on SIGTERM (what ``docker stop`` and systemd send) and leaves every
+    process running (ros2/launch#666); on SIGINT with a terminal on stdin it signals no process itself,
+    trusting that the terminal's Ctrl-C reached them all, which a SIGINT sent by ``kill`` or
+    ``docker stop`` does not. So both signals are taken over here; a node that also got the terminal's
+    Ctrl-C just gets a second SIGINT, which our nodes treat as the first. Launch offers no public hook
+    for its signals: this takes the handlers of its running signal manager.
+    """
+    from launch.utilities.signal_management import AsyncSafeSignalManager
+
+    manager = getattr(AsyncSafeSignalManager, '_AsyncSafeSignalManager__current', None)
+    if manager is None:  # not under a running LaunchService (a test evaluating the description)
+        return []
+
+    def stop(signum: int) -> None:
+        if context.is_shutdown:
+            return  # already stopping: the escalation timers run
+        name = signal.Signals(signum).name
+        _logger.warning(f'{name} received: stopping every process (SIGINT, SIGTERM after '
+                        f'{SHUTDOWN_TIMEOUT_S:g} s, then SIGKILL)')
+        context.emit_event_sync(Shutdown(reason=f'{name} received', due_to_sigint=False))
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        manager.handle(signum, stop)
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        # Python handles no SIGTERM by default, so the kernel would end the launcher before the manager
+        # heard it; any Python handler makes the signal reach the manager.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+    return []
 
 
 def substitutions(text: str) -> list:
@@ -66,6 +179,16 @@ class ConvertedArgument(Substitution):
         return ros_yaml(self.value.convert(context.launch_configurations[self.value.argument]))
 
 
+class LauncherPid(Substitution):
+    """The pid of the process that runs the launch (``LEGION_LAUNCHER_PID`` of every node)."""
+
+    def describe(self) -> str:
+        return 'LauncherPid()'
+
+    def perform(self, context) -> str:
+        return str(os.getpid())
+
+
 def parameter_value(value: ArgValue) -> ParameterValue:
     """The launch_ros parameter of an :class:`ArgValue`, of the type the graph gives it."""
     if value.type is list:
@@ -75,6 +198,13 @@ def parameter_value(value: ArgValue) -> ParameterValue:
 
 
 class LegionMixin:
+    @staticmethod
+    def session(graph: Graph) -> list[OpaqueFunction]:
+        """In every launch file, before any process: one ROS domain for the graph and the stop signals
+        (see the module docstring)."""
+        return [OpaqueFunction(function=one_domain, args=[graph.name]),
+                OpaqueFunction(function=stop_on_signals)]
+
     @staticmethod
     def arguments(graph: Graph) -> list[DeclareLaunchArgument]:
         return [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
@@ -102,7 +232,8 @@ class LegionMixin:
         return IfCondition(PythonExpression(expression))
 
     @staticmethod
-    def node(spec: NodeSpec) -> Node:
+    def node(spec: NodeSpec, restarts: int = 0) -> Node:
+        """The node of ``spec``; ``restarts``: how often it was restarted already (:func:`exit_rule`)."""
         # A parameter file is one concatenated substitution list (Jazzy's PathJoinSubstitution
         # takes no nested lists, and 'driver_{driver}.yaml' needs one).
         parameters: list = [[FindPackageShare(PACKAGE), '/config/', *substitutions(name)]
@@ -116,14 +247,16 @@ class LegionMixin:
                     namespace=substitutions(spec.namespace), parameters=parameters,
                     remappings=[(substitutions(a), substitutions(b)) for a, b in spec.remappings],
                     ros_arguments=['--log-level', LaunchConfiguration('log_level')],
-                    output='screen', emulate_tty=True, sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
-                    condition=LegionMixin.condition(spec.condition), **restart(spec.essential))
+                    additional_env={LAUNCHER_VAR: LauncherPid()},  # a node stops with its launcher
+                    output='screen', emulate_tty=True, **STOP_TIMEOUTS,
+                    condition=LegionMixin.condition(spec.condition),
+                    **exit_rule(spec.name, spec.essential, partial(LegionMixin.node, spec), restarts))
 
     @staticmethod
-    def process(spec: ProcessSpec) -> ExecuteProcess:
+    def process(spec: ProcessSpec, restarts: int = 0) -> ExecuteProcess:
+        rule = exit_rule(spec.name, spec.essential, partial(LegionMixin.process, spec), restarts)
         return ExecuteProcess(cmd=[substitutions(part) for part in spec.cmd], name=spec.name, output='screen',
-                              sigterm_timeout=str(SHUTDOWN_TIMEOUT_S),
-                              condition=LegionMixin.condition(spec.condition), **restart(spec.essential))
+                              condition=LegionMixin.condition(spec.condition), **STOP_TIMEOUTS, **rule)
 
     @staticmethod
     def include(spec: IncludeSpec) -> IncludeLaunchDescription:
@@ -135,10 +268,11 @@ class LegionMixin:
 
 
 def launch_description(graph: Graph) -> LaunchDescription:
-    """Every argument, check, include, node and process of ``graph``, in that order."""
+    """Every argument, check, the session, include, node and process of ``graph``, in that order."""
     return LaunchDescription([
         *LegionMixin.arguments(graph),
         *LegionMixin.checks(graph),
+        *LegionMixin.session(graph),
         LogInfo(msg=f'LEGION-ROS {graph.name} graph: {graph.description}'),
         *(LegionMixin.include(spec) for spec in graph.includes),
         *(LegionMixin.node(spec) for spec in graph.nodes),

@@ -8,6 +8,8 @@ Rules, applied by every ROS process the project starts (nodes, the runner, tests
   domain (an advisory file lock per domain id under the user's runtime directory), so concurrent runs
   and test sessions never see each other. A graph started by ``legion launch`` / ``legion sim`` marks
   its lease as a graph, and client commands (``legion instruct``) join the newest running graph.
+* ``LEGION_LAUNCHER_PID``: set by ``ros2 launch`` (``launch_mixins``) for each node it starts; the node
+  stops when that process dies, even by SIGKILL (``node_base``), as under ``legion launch``.
 
 No rclpy import here: the environment must be settled before ``rclpy.init()``.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 
 DISCOVERY_VAR = 'ROS_AUTOMATIC_DISCOVERY_RANGE'
 DOMAIN_VAR = 'ROS_DOMAIN_ID'
+LAUNCHER_VAR = 'LEGION_LAUNCHER_PID'
 # Fast DDS maps domain d to UDP ports 7400 + 250 d + ...; ids above 101 collide with Linux's
 # ephemeral port range, and 0 is everybody's default.
 DOMAIN_RANGE = range(1, 102)

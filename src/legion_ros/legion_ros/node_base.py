@@ -28,6 +28,7 @@ never uses ``with rclpy.init()`` (it returns None on Jazzy), spins until SIGINT/
 """
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import os
@@ -53,7 +54,7 @@ from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from legion_ros import qos
-from legion_ros.environment import apply_ros_defaults
+from legion_ros.environment import LAUNCHER_VAR, apply_ros_defaults
 
 EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
 SPIN_POLL_S = 0.1  # longest a stop request waits for the spin loop
@@ -140,17 +141,24 @@ def declare_parameters(node: Node, spec: Mapping[str, Param | tuple]) -> Params:
         default = list(param.default) if isinstance(param.default, tuple) else param.default
         where = f'parameter {name!r} of node {node.get_fully_qualified_name()}'
         # rclpy infers BYTE_ARRAY from an empty list and then refuses a string-list override: declare
-        # such parameters by type, and give them the empty default only if nothing overrides it.
+        # such parameters by type, and give them the empty default only if nothing overrides it. A
+        # read-only one takes no value after its declaration: it is declared writable and made read-only
+        # once it has its value (else it stayed uninitialised, and the node's get_parameters service,
+        # `ros2 param dump` with it, failed for every parameter asked together with it).
         empty = isinstance(default, list) and not default
         try:
             if empty:
                 ros_type = Parameter.Type(_TYPES[type_name])
-                node.declare_parameter(name, ros_type, descriptor)
+                writable = copy.copy(descriptor)
+                writable.read_only = False
+                node.declare_parameter(name, ros_type, writable)
                 try:
                     value = node.get_parameter(name).value
                 except ParameterUninitializedException:
                     node.set_parameters([Parameter(name, ros_type, [])])
                     value = []
+                if param.read_only:
+                    node.set_descriptor(name, descriptor)
             else:
                 value = node.declare_parameter(name, default, descriptor).value
         except InvalidParameterTypeException as error:
@@ -244,6 +252,26 @@ class DeferredCollection:
         gc.enable()
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_launcher() -> None:
+    """SIGINT this process when the launcher named by ``LEGION_LAUNCHER_PID`` dies, however it dies
+    (Linux), so that no node goes on commanding the arm without the graph that started it; ``legion
+    launch`` sets the same for its children before they start. Nothing without the variable (a node
+    run by hand or by another launch file)."""
+    launcher = os.environ.get(LAUNCHER_VAR, '')
+    if not launcher.isdigit() or not sys.platform.startswith('linux'):
+        return
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+    if os.getppid() != int(launcher):  # it died before the request: nobody will signal us
+        os.kill(os.getpid(), signal.SIGINT)
+
+
 def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None, *,
               name: str = 'legion', connect: Callable[[list[Node]], Any] | None = None,
               control_loop: bool = False) -> int:
@@ -259,6 +287,7 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop_with_launcher()  # after the handlers: its SIGINT is a stop request like any other
     lease = apply_ros_defaults()  # before rclpy.init: discovery is read when the context starts
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     nodes: list[Node] = []

@@ -15,6 +15,9 @@ ROS 2 install. What a process launcher must do, it does:
   ends the run: when it dies the runner says so and restarts it (``RESTART_LIMIT`` times a run,
   ``RESTART_DELAY_S`` apart); after a configuration error (exit code 2: it would fail the same way) or
   past the limit it reports it lost and the graph goes on without it.
+
+``ros2 launch`` keeps the same rules through :mod:`legion_bringup.launch_mixins` (docs/architecture.md,
+"Running a graph").
 """
 from __future__ import annotations
 

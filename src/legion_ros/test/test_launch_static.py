@@ -145,7 +145,7 @@ def test_launch_file_builds_its_graph_with_the_mixins(name):
     calls = {n.func.id if isinstance(n.func, ast.Name) else n.func.attr
              for n in ast.walk(tree) if isinstance(n, ast.Call)}
     assert f'{name}_graph' in calls, f'{path.name} does not build graph.{name}_graph()'
-    assert {'arguments', 'node'} <= calls
+    assert {'arguments', 'session', 'node'} <= calls  # session: one domain, stop signals (launch_mixins)
     description = graph(name)
     if description.includes:
         assert 'include' in calls

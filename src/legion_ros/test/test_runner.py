@@ -306,3 +306,17 @@ def test_a_non_essential_node_that_cannot_start_is_reported_not_fatal(tmp_path):
     assert proc.returncode == 0, output
     assert '[rec_a] recorder: wrote' in output
     assert 'lost on the way (not essential, the run went on): rec_b exit code 2' in output
+
+
+def test_a_node_whose_launcher_is_gone_stops_at_once(tmp_path):
+    """LEGION_LAUNCHER_PID names a process that is not (or no longer) the node's parent: the launcher
+    died before the node could ask to be signalled on its death, so the node stops by itself, cleanly."""
+    graph = Graph('one', 'one recorder', (Argument('log_level', 'info', 'l'),),
+                  (NodeSpec('recorder', 'rec', parameter_files=('recorder.yaml',),
+                            parameters={'bag_dir': str(tmp_path), 'bag_name': 'orphan'}),))
+    from legion_ros.runner import node_command
+    command = node_command(graph.resolve().nodes[0], tmp_path)
+    proc = subprocess.run(command, env=dict(os.environ, LEGION_LAUNCHER_PID='1'), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / 'orphan' / 'metadata.yaml').is_file()  # it closed its bag
