@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -112,13 +113,18 @@ class IiwaKinematics:
         self.hand = flange + (tcp_offset if tool == 'tcp' else 0.0)  # A6 -> tool point
         self.lower = np.asarray(datasheet.lower, dtype=float) + position_margin
         self.upper = np.asarray(datasheet.upper, dtype=float) - position_margin
-        self.rest = np.asarray(rest_posture, dtype=float)
-        if self.rest.shape != (7,):
-            raise ValueError(f'rest_posture must have 7 joint angles, got shape {self.rest.shape}')
         self._lower = [float(v) for v in self.lower]
         self._upper = [float(v) for v in self.upper]
-        self._rest = [float(v) for v in self.rest]
         self._tool_down_columns = TOOL_DOWN.T.tolist()
+        self.set_rest_posture(rest_posture)
+
+    def set_rest_posture(self, rest_posture: Any) -> None:
+        """The posture the IK's redundancy leans towards (the elbow's swivel), and the restarts around it."""
+        rest = np.asarray(rest_posture, dtype=float)
+        if rest.shape != (7,) or not np.all(np.isfinite(rest)):
+            raise ValueError(f'rest_posture must have 7 finite joint angles, got {rest_posture!r}')
+        self.rest = rest
+        self._rest = [float(v) for v in self.rest]
         #: starting postures tried, in order, when a solve fails: the rest posture, then with A7 set
         #: around its range, then A5, A3, A1 turned (a wrist or upper-arm flip gets a local solver
         #: around a joint limit).

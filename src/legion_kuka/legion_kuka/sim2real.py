@@ -91,6 +91,13 @@ def _clip3(point: list[float], low: list[float], high: list[float]) -> list[floa
     return [lo if v < lo else hi if v > hi else v for v, lo, hi in zip(point, low, high, strict=True)]
 
 
+def station_yaw(task_frame: Any) -> float:
+    """How far (rad) a task frame is turned about the base's vertical axis from the single-task
+    station's (:func:`~legion_kuka.real2sim.default_task_frame`): a workcell station's yaw."""
+    turn = Frame.of(task_frame).rotation @ default_task_frame().rotation.T
+    return math.atan2(float(turn[1, 0]), float(turn[0, 0]))
+
+
 class Sim2Real:
     """Translates policy actions into joint position targets at the controller rate.
 
@@ -179,6 +186,7 @@ class Sim2Real:
         self.max_lead_m = float(max_lead_m)
         self._fixed_rotation = None if tool_rotation is None else Frame(tool_rotation, np.zeros(3)).rotation
         self.tool_rotation: np.ndarray | None = self._fixed_rotation
+        self._station_rest: np.ndarray | None = None  # the kinematics' own rest posture (station ahead)
         self.set_task_frame(task_frame)
         self._hand_target: np.ndarray | None = None
         self._measured_before: list[float] | None = None  # the hand at the previous step (task frame)
@@ -208,6 +216,15 @@ class Sim2Real:
         self.task_frame = Frame.of(task_frame)
         self._base_to_task = self.task_frame.inverse()
         self._hand_target = None
+        # The IK's redundancy leans towards a rest posture given for the single-task station: turn it
+        # with the station about A1, or at a workcell's side station the elbow swings back towards the
+        # front one (joint motions ten times those ahead, for the same hand motion).
+        if callable(getattr(self.kinematics, 'set_rest_posture', None)):
+            if self._station_rest is None:
+                self._station_rest = np.asarray(self.kinematics.rest, dtype=np.float64).copy()
+            rest = self._station_rest.copy()
+            rest[0] += station_yaw(self.task_frame)
+            self.kinematics.set_rest_posture(rest)
 
     # -- state --------------------------------------------------------------------------------------
     def reset(self, joint_positions: Any, now: float = 0.0) -> None:

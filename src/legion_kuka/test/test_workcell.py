@@ -141,3 +141,24 @@ def test_legion_kuka_workcell_reports_each_step(capsys):
     assert all(s['success_rate'] == 1.0 and s['transit_reached'] for s in report['steps'])
     assert report['steps'][1]['transit_s_median'] > report['steps'][0]['transit_s_median']
     assert _workcell(argparse.Namespace(tasks=['reach-v3', 'no-such-task-v3'], seeds=1, json=True)) == 2
+
+
+def test_a_side_station_moves_the_arm_as_the_station_ahead():
+    # What a policy learnt at its task's scene holds at every station: the same actions move the hand
+    # the same way (the elbow's redundancy is kept turned with the station, not pulled back ahead).
+    actions = np.tile([0.3, 0.8, -0.6, 0.0], (12, 1))
+    hands = {}
+    for stations in (['drawer-close-v3'], ['reach-v3', 'drawer-close-v3']):
+        seen, replay = [], iter(actions)
+
+        def policy(obs, seen=seen, replay=replay):
+            seen.append(np.array(obs[:3]))
+            return next(replay, np.zeros(4))
+
+        step = run_sequence([('drawer-close-v3', policy)], seed=0, layout='full39', stations=stations,
+                            max_steps=len(actions))[0]
+        hands[len(stations)] = (np.array(seen), step.episode)
+    (ahead, at_ahead), (side, at_side) = hands[1], hands[2]
+    assert np.linalg.norm(ahead[-1] - ahead[0]) > 0.03  # the hand did move
+    assert np.allclose(side, ahead, atol=1e-4)
+    assert at_side.safety_reasons == at_ahead.safety_reasons
