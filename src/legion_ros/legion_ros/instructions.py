@@ -533,6 +533,7 @@ class IntentMatcher(_Planner):
         if not self.allowed:
             raise ValueError('no allowed tasks: the robot could not do anything')
         self.descriptions = dict(descriptions or {})
+        self.unworded: list[str] = []  # skills the robot has that no paraphrase asks for (set by the caller)
         self._aliases = {_normalise_name(task): task for task in self.tasks}
         self._aliases.update({_normalise_name(_task_words(task)): task for task in self.tasks})
 
