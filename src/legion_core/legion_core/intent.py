@@ -31,7 +31,7 @@ import hashlib
 import itertools
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -416,12 +416,76 @@ def _tune(readings: _Readings, labels: list[Label], config: IntentConfig) -> Thr
     return best[1]
 
 
+class Speller:
+    """Mends typos before a request is read: a word that is neither a word of the sentence model's
+    vocabulary (``known``) nor of the training sentences becomes the training word nearest to it
+    (optimal string alignment distance: a swap of two letters is one edit), if it is 1 edit away (2 for
+    words of 6 letters or more). "opne teh windwo" -> "open the window". The sentence model splits an
+    unknown word into pieces that mean nothing, so without this a misspelt request reads as nonsense.
+    """
+
+    def __init__(self, training_texts: Sequence[str], known: Iterable[str]):
+        counts: dict[str, int] = {}
+        for text in training_texts:
+            for word in _WORD_RE.findall(text.lower()):
+                counts[word] = counts.get(word, 0) + 1
+        dictionary = frozenset(known)
+
+        def typo(word: str) -> bool:  # the training sentences' own typos ("opne") are no targets
+            return word not in dictionary and any(
+                other != word and (other in dictionary or counts[other] > counts[word])
+                and _edits(word, other, 1) <= 1 for other in counts)
+
+        self.vocabulary = {word: count for word, count in counts.items() if not typo(word)}
+        self.known = dictionary | frozenset(self.vocabulary)
+        self._memo: dict[str, str] = {}
+
+    def word(self, word: str) -> str:
+        lower = word.lower()
+        if lower in self.known or len(lower) < 3:
+            return word
+        if lower not in self._memo:
+            limit = 1 if len(lower) < 6 else 2
+            best = (limit + 1, 0, lower)
+            for candidate, count in self.vocabulary.items():
+                if abs(len(candidate) - len(lower)) <= limit:
+                    distance = _edits(lower, candidate, limit)
+                    if distance <= limit and (distance, -count) < best[:2]:
+                        best = (distance, -count, candidate)
+            self._memo[lower] = best[2]
+        return self._memo[lower]
+
+    def __call__(self, text: str) -> str:
+        return _WORD_RE.sub(lambda match: self.word(match[0]), text)
+
+
+_WORD_RE = re.compile(r'[A-Za-z]+')
+
+
+def _edits(a: str, b: str, limit: int) -> int:
+    """Optimal string alignment distance of ``a`` and ``b`` (``limit + 1`` once past ``limit``)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        if min(current) > limit:
+            return limit + 1
+        previous2, previous = previous, current
+    return previous[len(b)]
+
+
 class IntentModel:
     """Fitted two-stage intent model; :meth:`predict` reads requests (see the module docstring)."""
 
     def __init__(self, data: IntentData, embed: Embed, stages: _Stages, thresholds: Thresholds,
-                 config: IntentConfig, cv: dict):
+                 config: IntentConfig, cv: dict, speller: Speller | None = None):
         self.data = data
+        self.speller = speller
         self.tasks = data.tasks
         self.opposites = list(data.opposites)
         self.thresholds = thresholds
@@ -431,12 +495,20 @@ class IntentModel:
         self._stages = stages
 
     @classmethod
-    def fit(cls, data: IntentData, embed: Embed, config: IntentConfig | None = None) -> IntentModel:
+    def fit(cls, data: IntentData, embed: Embed, config: IntentConfig | None = None,
+            known_words: Iterable[str] | None = None) -> IntentModel:
+        """Fit on ``data``; ``known_words`` (the sentence model's vocabulary) turns on the
+        :class:`Speller`, which mends the training sentences' typos as it will mend requests'."""
         config = config or IntentConfig()
         texts, labels = data.sentences()
+        speller = None if known_words is None else Speller(texts, known_words)
+        if speller is not None:
+            texts = [speller(text) for text in texts]
         embeddings = np.asarray(embed(texts), dtype=np.float32)
         with _one_thread():
-            return cls._fit(data, embed, config, texts, labels, embeddings)
+            model = cls._fit(data, embed, config, texts, labels, embeddings)
+        model.speller = speller
+        return model
 
     @classmethod
     def _fit(cls, data: IntentData, embed: Embed, config: IntentConfig, texts: list[str],
@@ -464,17 +536,24 @@ class IntentModel:
         return cls(data, embed, final, thresholds, config, cv)
 
     def predict(self, texts: Sequence[str]) -> list[Intent]:
+        """The reading of each request (its ``text`` as given, typos and all)."""
         texts = list(texts)
         if not texts:
             return []
-        embeddings = np.asarray(self._embed(texts), dtype=np.float32)
+        mended = [self.speller(text) for text in texts] if self.speller is not None else texts
+        embeddings = np.asarray(self._embed(mended), dtype=np.float32)
         with _one_thread():
-            family, opening = self._stages.probabilities(texts, embeddings)
+            family, opening = self._stages.probabilities(mended, embeddings)
         return _decide(_read(self._stages, family, opening), self.thresholds, texts)
+
+    def with_embed(self, embed: Embed) -> IntentModel:
+        """The same fitted model reading through another embedder (e.g. one without a cache)."""
+        return IntentModel(self.data, embed, self._stages, self.thresholds, self.config,
+                           self.cross_validation, self.speller)
 
     def with_thresholds(self, **values: float) -> IntentModel:
         return IntentModel(self.data, self._embed, self._stages, replace(self.thresholds, **values),
-                           self.config, self.cross_validation)
+                           self.config, self.cross_validation, self.speller)
 
 
 def _one_thread():
@@ -507,14 +586,15 @@ _MODELS: dict[tuple, IntentModel] = {}
 
 
 def load_or_fit(embed: Embed, path: str | os.PathLike | None = None, config: IntentConfig | None = None,
-                key: str = '') -> IntentModel:
+                key: str = '', known_words: Iterable[str] | None = None) -> IntentModel:
     """The model fitted on ``path`` (default: the shipped train.yaml), fitted once per process for the
-    same data, config and ``key`` (name the embedder there: e.g. the encoder's model fingerprint)."""
+    same data, config and ``key`` (name the embedder there: e.g. the encoder's model fingerprint).
+    ``known_words``: see :meth:`IntentModel.fit`."""
     data = load_intent_data(path)
     config = config or IntentConfig()
-    cache_key = (data.fingerprint(), config, key or id(embed))
+    cache_key = (data.fingerprint(), config, key or id(embed), known_words is not None)
     model = _MODELS.get(cache_key)
     if model is None:
-        model = _MODELS[cache_key] = IntentModel.fit(data, embed, config)
+        model = _MODELS[cache_key] = IntentModel.fit(data, embed, config, known_words)
     return model
 

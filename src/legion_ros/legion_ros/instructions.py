@@ -306,15 +306,19 @@ def split_steps(text: str) -> list[str]:
         if _STATE_RE.match(step):
             context = f'{context}{step}, '
             continue
-        if steps and not _OBJECT_RE.search(step) and _PRONOUN_RE.search(step):
-            named = _OBJECT_RE.search(steps[-1].rsplit(', ', 1)[-1]) or _OBJECT_RE.search(steps[-1])
-            if named:
-                step = _PRONOUN_RE.sub(f'the {named[1].lower()}', step, count=1)
-        steps.append(context + step)
+        steps.append(context + (_resolve_it(step, steps[-1]) if steps else step))
         context = ''
     if context:
         steps.append(context.rstrip(', '))
     return steps
+
+
+def _resolve_it(step: str, previous: str) -> str:
+    """"close it" after "open the drawer" -> "close the drawer"; a step naming an object is kept."""
+    if _OBJECT_RE.search(step) or not _PRONOUN_RE.search(step):
+        return step
+    named = _OBJECT_RE.search(previous.rsplit(', ', 1)[-1]) or _OBJECT_RE.search(previous)
+    return _PRONOUN_RE.sub(f'the {named[1].lower()}', step, count=1) if named else step
 
 
 @dataclass(frozen=True)
@@ -371,7 +375,10 @@ class _Planner:
         problems = [p for i, m in enumerate(matches) for p in self.problems(m, i)]
         if problems:
             raise InstructionRejectedError(problems)
-        return [PlannedStep(i, m.step, m.task, round(m.score, 4)) for i, m in enumerate(matches)]
+        # One task twice in a row is one step said in two parts ("pick up the puck; then place it at the
+        # goal", "the goal is marked in red; move the hand there"): done once, it is done.
+        kept = [m for i, m in enumerate(matches) if i == 0 or m.task != matches[i - 1].task]
+        return [PlannedStep(i, m.step, m.task, round(m.score, 4)) for i, m in enumerate(kept)]
 
     def _split_conjunctions(self, steps: list[str]) -> list[str]:
         """"open the drawer and press the button": split at a bare "and" only when that helps.
@@ -382,6 +389,7 @@ class _Planner:
         out: list[str] = []
         for step in steps:
             parts = [p for p in (_clean_step(s) for s in re.split(r'\s+and\s+', step)) if p]
+            parts = parts[:1] + [_resolve_it(part, before) for before, part in itertools.pairwise(parts)]
             if len(parts) < 2:
                 out.append(step)
                 continue

@@ -137,7 +137,8 @@ def make_matcher(encoder, descriptions: dict[str, list[str]], tasks: list[str],
 
     allowed = allowed_skills(descriptions, tasks)
     try:
-        model = load_or_fit(encoder.embed, intents_file or None, key=encoder.fingerprint)
+        model = load_or_fit(encoder.embed, intents_file or None, key=encoder.fingerprint,
+                            known_words=encoder.vocabulary())
     except (OSError, ValueError) as error:
         raise NodeConfigError(f'intent model: {error}') from None
     unworded = [task for task in allowed if task not in model.tasks]
@@ -154,8 +155,13 @@ class InstructionNode(Node):
     def __init__(self) -> None:
         super().__init__('instruction')
         self.params = declare_parameters(self, PARAMETERS)
+        import torch
+
         from legion_core.language import LanguageEncoder  # slow import (sentence-transformers)
 
+        # One sentence at a time: a second intra-op thread only spin-waits on shared cores (one step's
+        # embedding took 67-77 ms median with 2 threads beside two training runs, 11-23 ms with 1).
+        torch.set_num_threads(1)
         self.encoder = LanguageEncoder()
         descriptions = load_descriptions(self.params.descriptions_file)
         allowed = allowed_skills(descriptions, self.params.tasks)
