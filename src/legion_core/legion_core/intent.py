@@ -205,6 +205,8 @@ class IntentConfig:
     # Costs the thresholds are tuned to: a wrong task carried out is worse than a refusal.
     cost_wrong: float = 4.0
     cost_refused: float = 1.0
+    cost_unasked: float = 0.5  # an ambiguous request refused without its "did you mean": still safe
+    cost_guessed: float = 1.0  # an ambiguous request carried out as one of the tasks it could mean
     # None: tuned by cross-validation when fitted; a number: used as it is.
     min_confidence: float | None = None
     family_margin: float | None = None
@@ -383,19 +385,22 @@ def _decide(readings: _Readings, thresholds: Thresholds, texts: Sequence[str]) -
 
 
 _GRID_CONFIDENCE = tuple(float(x) for x in np.round(np.arange(0.20, 0.81, 0.05), 2))
-_GRID_MARGIN = tuple(float(x) for x in np.round(np.arange(0.0, 0.51, 0.05), 2))
+_GRID_MARGIN = tuple(float(x) for x in np.round(np.arange(0.0, 0.71, 0.05), 2))
 
 
 def _tune(readings: _Readings, labels: list[Label], config: IntentConfig) -> Thresholds:
     """The thresholds with the least cost on out-of-fold readings (ties: the smallest).
 
-    Cost: ``cost_wrong`` for a task carried out that was not meant (a wrong one, an off-task or an
-    ambiguous request taken as a task), ``cost_refused`` for a meant task refused or an ambiguous
-    request refused with the wrong candidates.
+    Cost: ``cost_wrong`` for a task carried out that was not meant (a wrong one, for an off-task
+    request, or none of an ambiguous request's readings), ``cost_guessed`` for an ambiguous request
+    carried out as one of its readings, ``cost_refused`` for a meant task refused, ``cost_unasked`` for
+    an ambiguous request refused without its candidates.
     """
     is_task = np.array([isinstance(label, str) and label != OFF_TASK for label in labels])
     is_ambiguous = np.array([not isinstance(label, str) for label in labels])
     right = np.array([t == label for t, label in zip(readings.task1, labels, strict=True)])
+    guess = np.array([not isinstance(label, str) and t in label
+                      for t, label in zip(readings.task1, labels, strict=True)])
     right_families = np.array([not isinstance(label, str) and {a, b} <= set(label) for a, b, label in
                                zip(readings.task1, readings.task2, labels, strict=True)])
     right_pair = np.array([not isinstance(label, str) and pair is not None and set(pair) == set(label)
@@ -408,9 +413,11 @@ def _tune(readings: _Readings, labels: list[Label], config: IntentConfig) -> Thr
         off, close, unsure = readings.verdicts(Thresholds(c, m, d))
         accepted = ~off & ~close & ~unsure
         asked = ~off & ((close & right_families) | (~close & unsure & right_pair))
-        wrong = np.sum(accepted & ~right)
-        refused = np.sum(is_task & ~accepted) + np.sum(is_ambiguous & ~accepted & ~asked)
-        key = (float(config.cost_wrong * wrong + config.cost_refused * refused), c + m + d)
+        wrong = np.sum(accepted & ~right & ~guess)
+        cost = (config.cost_wrong * wrong + config.cost_guessed * np.sum(accepted & guess)
+                + config.cost_refused * np.sum(is_task & ~accepted)
+                + config.cost_unasked * np.sum(is_ambiguous & ~accepted & ~asked))
+        key = (float(cost), c + m + d)
         if best is None or key < best[0]:
             best = (key, Thresholds(c, m, d))
     return best[1]
@@ -556,15 +563,21 @@ class IntentModel:
                            self.config, self.cross_validation, self.speller)
 
 
+_CONTROLLER = None
+
+
 def _one_thread():
     """BLAS and OpenMP on one thread: these products are small, and on shared cores a second thread
     spin-waits (the first fit took 13-21 s with scipy's two L-BFGS threads beside two training runs,
-    1.4 s with one)."""
-    import scipy.optimize  # noqa: F401  (load scipy's own BLAS before limiting: it has its own pool)
-    import sklearn.linear_model  # noqa: F401
-    from threadpoolctl import threadpool_limits
+    1.4 s with one). One controller for the process: finding the thread pools costs 5 ms a time."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        import scipy.optimize  # noqa: F401  (load scipy's own BLAS first: it has its own pool)
+        import sklearn.linear_model  # noqa: F401
+        from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(1)
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1)
 
 
 def _summary(intents: list[Intent], labels: list[Label]) -> dict:
