@@ -43,6 +43,7 @@ DEFAULT_TRAIN = DATA_DIR / 'train.yaml'
 DEFAULT_HELD_OUT = DATA_DIR / 'held_out.yaml'
 MIN_SENTENCES = 10  # a task with fewer cannot be learnt (nor cross-validated) reliably
 MAX_CANDIDATES = 4  # "did you mean A, B, C or D"
+MIN_SHARE = 0.25  # a reading offered in "did you mean" has at least this share of the best one's probability
 
 Embed = Callable[[list[str]], np.ndarray]
 
@@ -218,8 +219,9 @@ class Intent:
     """The model's reading of one request.
 
     ``verdict``: ``task`` (``task`` is what it means), ``ambiguous`` (``candidates`` are the readings
-    it could be, most likely first: the families within ``family_margin`` of the best, or the two
-    directions of one pair) or ``off_task`` (no task; ``task`` is the closest one, for messages).
+    it could be, most likely first: the families within ``family_margin`` of the best and at least
+    ``MIN_SHARE`` of its probability, or the two directions of one pair) or ``off_task`` (no task;
+    ``task`` is the closest one, for messages).
     ``confidence``: probability of the reading (family x direction).
     """
 
@@ -374,7 +376,7 @@ def _decide(readings: _Readings, thresholds: Thresholds, texts: Sequence[str]) -
             out.append(Intent(text, 'off_task', task, confidence))
         elif close[i] or unsure[i]:
             if close[i]:
-                floor = readings.p1[i] - thresholds.family_margin
+                floor = max(readings.p1[i] - thresholds.family_margin, MIN_SHARE * readings.p1[i])
                 candidates = [t for p, t in readings.ranked[i] if p > floor]
             else:
                 candidates = readings.pair[i]

@@ -9,7 +9,9 @@ legion10 skills (``--skills`` to change that). A step's *reading* is the task th
   robot has not learnt included: those must be read as themselves, then refused);
 * ``opposite_confusions``: requests read as the opposite of what they mean, per pair;
 * ``reject``: precision and recall of refusing off-task requests, among the off-task requests and
-  the requests for the robot's skills (a refusal is anything not carried out);
+  the requests for the robot's skills (a refusal is anything not carried out: refused as no skill,
+  as ambiguous, or as a task the robot has not learnt); ``read_as_a_task``: off-task requests read
+  as some task all the same (carried out by a robot that has learnt it);
 * ``ambiguous``: requests that could mean two tasks, answered "did you mean" with both;
 * ``sequences``: multi-step instructions planned into exactly their tasks;
 * ``latency_ms``: one step, from text to reading, the sentence embedding computed (not cached);
@@ -170,7 +172,9 @@ def evaluate(matcher, held_out, skills: Sequence[str], misses: bool = False) -> 
         'reject': {'off_task': len(off_read),
                    'precision': round(refused_off / max(refused_off + refused_skill, 1), 4),
                    'recall': round(refused_off / max(len(off_read), 1), 4),
-                   'skill_requests_refused': refused_skill},
+                   'skill_requests_refused': refused_skill,
+                   # for a robot with every skill: off-task requests read as some task
+                   'read_as_a_task': sum(isinstance(r, str) and r not in (OFF, AMBIGUOUS) for r in off_read)},
         'ambiguous': {'n': len(ambiguous), 'asked': sum(ambiguous)},
         'sequences': {'n': len(sequences), 'exact': sum(sequences)},
     }

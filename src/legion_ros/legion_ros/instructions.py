@@ -64,7 +64,7 @@ _HARD_SPLIT_RE = re.compile(r'[\n;]+|(?<=[a-z)])[.!?]+\s+(?=\S)', re.IGNORECASE)
 _LIST_ITEM_RE = re.compile(r'^\s*(?:\(?\d{1,2}[.):]|[-*\u2022]|step\s+\d{1,2}\s*[:.)-]?)\s*', re.IGNORECASE)
 _INLINE_NUMBER_RE = re.compile(r'(?:^|\s)\(?\d{1,2}[.)]\s+(?=[a-z])', re.IGNORECASE)
 _FILLER_RE = re.compile(
-    r'^(?:(?:please|first(?:ly)?|first of all|now|and|then|next|finally|lastly|also|afterwards|'
+    r'^(?:(?:please|first of all|first(?:ly)?|now|and|then|next|finally|lastly|also|afterwards|'
     r'could you|can you|would you|kindly)\b[\s,]*)+', re.IGNORECASE)
 
 
@@ -371,7 +371,7 @@ class _Planner:
         if len(steps) > max_steps:
             raise InstructionRejectedError([_reason(
                 Reason.TOO_MANY_STEPS, f'instruction has {len(steps)} steps, the limit is {max_steps}')])
-        matches = self.match_many(steps)
+        steps, matches = self._join_halves(steps, self.match_many(steps))
         problems = [p for i, m in enumerate(matches) for p in self.problems(m, i)]
         if problems:
             raise InstructionRejectedError(problems)
@@ -379,6 +379,27 @@ class _Planner:
         # goal", "the goal is marked in red; move the hand there"): done once, it is done.
         kept = [m for i, m in enumerate(matches) if i == 0 or m.task != matches[i - 1].task]
         return [PlannedStep(i, m.step, m.task, round(m.score, 4)) for i, m in enumerate(kept)]
+
+    def _join_halves(self, steps: list[str], matches: list) -> tuple[list[str], list]:
+        """A step that cannot be read alone but leans to its neighbour's task is read together with it:
+        "pick up the puck, then place it at the goal" is one pick-place, though "pick up the puck" alone
+        is too unsure. Kept apart when the joined text does not read as that task either."""
+        i = 0
+        while i < len(steps):
+            if not self._accepted(matches[i]) and matches[i].task is not None:
+                for j in (i + 1, i - 1):
+                    if not (0 <= j < len(steps) and self._accepted(matches[j])
+                            and matches[j].task == matches[i].task):
+                        continue
+                    a, b = min(i, j), max(i, j)
+                    (joined,) = self.match_many([f'{steps[a]} and {steps[b]}'])
+                    if self._accepted(joined) and joined.task == matches[j].task:
+                        steps = [*steps[:a], joined.step, *steps[b + 1:]]
+                        matches = [*matches[:a], joined, *matches[b + 1:]]
+                        i = a - 1
+                        break
+            i += 1
+        return steps, matches
 
     def _split_conjunctions(self, steps: list[str]) -> list[str]:
         """"open the drawer and press the button": split at a bare "and" only when that helps.
