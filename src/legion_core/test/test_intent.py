@@ -16,12 +16,12 @@ from legion_core.intent import (
 from legion_core.language import LanguageEncoder
 from legion_core.tasks import LEGION10
 
-# Read as the opposite on the held-out set when it was measured (docs/language.md): "open" names the
-# drawer's state, "in" the wanted direction. Any other confusion fails.
-KNOWN_OPPOSITE_MISSES = {'shove the open drawer in'}
-# Off-task, read as a task when measured: refused by a legion10 robot (not learnt), carried out by one
-# that has learnt faucet-close.
-KNOWN_OFF_TASK_MISSES = {'turn the heater off'}
+# Read as the opposite on the held-out set when it was measured (docs/language.md): none. Any
+# confusion fails.
+KNOWN_OPPOSITE_MISSES: set[str] = set()
+# Off-task, read as a task when measured: refused by a legion10 robot (drawer-open is not learnt),
+# carried out by one that has learnt drawer-open.
+KNOWN_OFF_TASK_MISSES = {'take the drawer apart'}
 
 
 @pytest.fixture(scope='module')

@@ -23,7 +23,7 @@ def matcher():
 def test_held_out_measurements_meet_the_goals(matcher):
     result = evaluate(matcher, load_held_out(), list(LEGION10), misses=True)
     assert result['steps'] >= 140 and result['accuracy'] >= 0.95, result['misses']
-    assert result['opposite_confusions'] <= 1, result['opposite_pairs']  # measured: 1 (docs/language.md)
+    assert result['opposite_confusions'] == 0, result['opposite_pairs']
     assert result['reject']['recall'] == 1.0 and result['reject']['precision'] >= 0.9
     assert result['sequences']['exact'] == result['sequences']['n']
     assert result['ambiguous']['asked'] >= result['ambiguous']['n'] - 1
