@@ -9,7 +9,8 @@ setup(
     packages=find_packages(exclude=['test']),
     # Hydra configs (a link to the workspace's config/train) and the task descriptions travel with
     # the package so that a plain pip install can train.
-    package_data={package_name: ['config/**/*.yaml', 'data/*.yaml', 'data/policies/*/*']},
+    package_data={package_name: ['config/**/*.yaml', 'data/*.yaml', 'data/intents/*.yaml',
+                                 'data/policies/*/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),

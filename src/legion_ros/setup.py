@@ -39,6 +39,7 @@ setup(
         ],
         'legion.benchmarks': [
             'loop = legion_ros.cli:register_bench_loop',
+            'language = legion_ros.cli:register_bench_language',
         ],
         'legion.doctor': [
             'ros = legion_ros.doctor:checks',

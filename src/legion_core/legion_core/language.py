@@ -214,6 +214,15 @@ class LanguageEncoder:
         except OSError:  # a read-only cache must not break embedding
             pass
 
+    def vocabulary(self) -> frozenset[str]:
+        """The whole words (letters only, lower case) of the model's WordPiece vocabulary: words the
+        model knows as such (legion_core.intent mends the others' typos)."""
+        path = self.model_dir / 'vocab.txt'
+        if not path.is_file():
+            return frozenset()
+        words = (line.strip() for line in path.read_text(encoding='utf-8').splitlines())
+        return frozenset(w for w in words if w.isalpha() and w.islower())
+
     # ------------------------------------------------------------------ public API
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """[N, 384] float32 embeddings of ``texts``; cached texts never reach the model again."""

@@ -1,7 +1,8 @@
 """``legion`` sub-commands of the ROS layer (``legion.commands`` / ``legion.benchmarks`` entry points).
 
-``legion launch`` lives here. ``legion sim``, ``legion instruct`` and ``legion bench loop`` are
-registered here but implemented in :mod:`legion_ros.instruct_cli` and :mod:`legion_ros.bench_loop`;
+``legion launch`` lives here. ``legion sim``, ``legion instruct``, ``legion bench loop`` and ``legion
+bench language`` are registered here but implemented in :mod:`legion_ros.instruct_cli`,
+:mod:`legion_ros.bench_loop` and :mod:`legion_ros.bench_language`;
 if such a module is missing or broken, the command still shows in ``legion --help`` and says why it
 cannot run. Nothing here imports rclpy: ``legion --help`` stays instant.
 """
@@ -119,6 +120,11 @@ def register_sim(subparsers: argparse._SubParsersAction) -> None:
 def register_instruct(subparsers: argparse._SubParsersAction) -> None:
     _delegate('legion_ros.instruct_cli', 'register_instruct', 'instruct', subparsers,
               'send an instruction to a running graph')
+
+
+def register_bench_language(subparsers: argparse._SubParsersAction) -> None:
+    _delegate('legion_ros.bench_language', 'register_bench_language', 'language', subparsers,
+              'instructions to skills: held-out accuracy, opposites, refusals')
 
 
 def register_bench_loop(subparsers: argparse._SubParsersAction) -> None:

@@ -361,7 +361,7 @@ def _raise_if_dead(sim: SimGraph) -> None:
         raise RuntimeError('node(s) died: ' + ', '.join(f'{n} (exit {c})' for n, c in dead))
 
 
-def _sim_nodes(args, first_task: str, bag_name: str, params_dir):
+def _sim_nodes(args, first_task: str, bag_name: str, params_dir, skills: list[str] = ()):
     """The resolved sim graph, with this run's parameters on its nodes.
 
     The run's values go into one more parameter file per node, after the graph's own: ``-p`` overrides
@@ -381,7 +381,9 @@ def _sim_nodes(args, first_task: str, bag_name: str, params_dir):
         'real2sim': {'success_source': 'sim', 'require_scene_match': True},
         # Steps are timed on the twin's /clock (its stamps stay on the wall clock, as the nodes' clocks):
         # on a loaded machine the twin runs slower than real time, and so does the arm.
-        'instruction': {'step_timeout_s': float(args.step_timeout), 'step_time_topic': '/clock'},
+        # Instructions may use the policy's skills only; a step meaning another is refused as not learnt.
+        'instruction': {'step_timeout_s': float(args.step_timeout), 'step_time_topic': '/clock',
+                        **({'tasks': list(skills)} if skills else {})},
         'recorder': {'bag_name': bag_name},
         # Object poses at the joint-state rate: an observation mixing fresh joints with object poses up
         # to 50 ms old sends Meta-World's experts (hand "ahead of" the drawer) into the wrong branch.
@@ -408,16 +410,29 @@ def workcell_stations(plan, scene: str) -> tuple[str, ...] | None:
     return tuple(station_order(tasks))
 
 
-def _plan_locally(instruction: str):
-    """Plan as the instruction node will (same descriptions, skills and thresholds), to reject early
+def policy_skills(args) -> list[str]:
+    """The skills the run's policy has learnt: a LEGION checkpoint's tasks; [] (legion10) for the
+    experts, or when the checkpoint cannot be read (that is reported when the graph starts)."""
+    if args.policy != 'legion':
+        return []
+    from legion_ros.nodes.policy import default_checkpoint, load_legion_policy
+
+    path = args.checkpoint or default_checkpoint()
+    if not path:
+        return []
+    try:
+        return list(getattr(load_legion_policy(path), 'tasks', []))
+    except Exception:  # a bad checkpoint: the policy node says why
+        return []
+
+
+def _plan_locally(instruction: str, skills: list[str]):
+    """Plan as the instruction node will (same intent model, the policy's skills), to reject early
     and to know the first scene."""
     from legion_core.language import LanguageEncoder, load_task_descriptions
-    from legion_ros.instructions import SkillMatcher
-    from legion_ros.nodes.instruction import PARAMETERS, allowed_skills
+    from legion_ros.nodes.instruction import PARAMETERS, make_matcher
 
-    descriptions = load_task_descriptions()
-    matcher = SkillMatcher(descriptions, LanguageEncoder().embed, PARAMETERS['threshold'].default,
-                           PARAMETERS['margin'].default, allowed=allowed_skills(descriptions, []))
+    matcher = make_matcher(LanguageEncoder(), load_task_descriptions(), skills)
     return matcher.plan(instruction, PARAMETERS['max_bytes'].default, PARAMETERS['max_steps'].default)
 
 
@@ -524,14 +539,19 @@ def run_sim(args: argparse.Namespace) -> int:
 
     from legion_ros.environment import apply_ros_defaults
     from legion_ros.instructions import InstructionRejectedError
+    from legion_ros.node_base import NodeConfigError
 
     def say(text: str) -> None:
         print(f'[legion sim] {text}', file=sys.stderr, flush=True)
 
     plan = None
+    skills = policy_skills(args)
     if args.instruction is not None:
         try:
-            plan = _plan_locally(args.instruction)
+            plan = _plan_locally(args.instruction, skills)
+        except NodeConfigError as error:
+            print(f'legion sim: {error}', file=sys.stderr)
+            return EXIT_REJECTED
         except InstructionRejectedError as error:
             if args.json:
                 print(json.dumps({'state': 'rejected', 'reasons': error.reasons, 'steps': []}))
@@ -557,7 +577,8 @@ def run_sim(args: argparse.Namespace) -> int:
     if args.step_timeout is None:
         args.step_timeout = 120.0 if stations else 60.0
     try:
-        nodes, values = _sim_nodes(args, first_task, bag_name, Path(args.bag_dir) / f'{bag_name}.params')
+        nodes, values = _sim_nodes(args, first_task, bag_name, Path(args.bag_dir) / f'{bag_name}.params',
+                                   skills)
     except Exception as error:  # GraphError, a bad config directory
         print(f'legion sim: {error}', file=sys.stderr)
         return EXIT_REJECTED

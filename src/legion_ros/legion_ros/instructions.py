@@ -6,9 +6,13 @@ Pure Python (no rclpy): the ``instruction`` node and ``legion sim`` are thin ada
   characters, empty or oversized text.
 * :func:`split_steps` cuts a long-horizon instruction into steps at explicit sequencing cues
   ("then", "after that", ";", numbered lists, new lines, sentences).
-* :class:`SkillMatcher` maps each step to a task by cosine similarity of sentence embeddings against
-  every task's descriptions, with a confidence threshold and a margin over the runner-up task, so
-  paraphrases work while unknown and ambiguous steps are rejected with a reason.
+* :class:`IntentMatcher` maps each step to a task with the intent model of :mod:`legion_core.intent`
+  (fitted on paraphrases, opposites as hard negatives): a task, a refusal (no skill, or one this robot
+  has not learnt), or "did you mean A or B". It is what the instruction node and ``legion sim`` use.
+* :class:`SkillMatcher`, the earlier rule, maps each step to a task by cosine similarity of sentence
+  embeddings against every task's descriptions, with a confidence threshold and a margin over the
+  runner-up task (the trainer node still reads "learn ..." requests with it). It reads opposites as
+  each other (``legion bench language`` measures both).
 * :class:`Sequencer` runs a plan: each step goes queued -> running -> succeeded / failed / skipped /
   cancelled; it advances on a success report or a step timeout and emits JSON-serialisable status.
 * :class:`TwinTime` is the time steps are timed in when a simulator sets the pace: its clock, counted
@@ -37,6 +41,11 @@ MAX_STEPS = 16
 
 # Cues that start a new step. Order matters only for readability; they are joined into one regex.
 _SEQUENCE_CUES = (
+    # "once that is done", "when that's finished", "after this is complete", "once done"
+    r',?\s*\b(?:and\s+)?(?:once|when|after)\s+(?:(?:that|this|it)(?:\s*\'s|\s+is|\s+has\s+been)?\s+)?'
+    r'(?:done|finished|complete|completed|over)\b,?',
+    r',?\s*\b(?:and\s+)?after\s+(?:which|you(?:\s+have|\s*\'ve)\s+done\s+(?:that|this|it))\b,?',
+    r',?\s*\bsubsequently\b,?',
     r',?\s*\band\s+then\b',
     r',?\s*\band\s+after\s+that\b',
     r',?\s*\bafter\s+that\b',
@@ -55,7 +64,7 @@ _HARD_SPLIT_RE = re.compile(r'[\n;]+|(?<=[a-z)])[.!?]+\s+(?=\S)', re.IGNORECASE)
 _LIST_ITEM_RE = re.compile(r'^\s*(?:\(?\d{1,2}[.):]|[-*\u2022]|step\s+\d{1,2}\s*[:.)-]?)\s*', re.IGNORECASE)
 _INLINE_NUMBER_RE = re.compile(r'(?:^|\s)\(?\d{1,2}[.)]\s+(?=[a-z])', re.IGNORECASE)
 _FILLER_RE = re.compile(
-    r'^(?:(?:please|first(?:ly)?|first of all|now|and|then|next|finally|lastly|also|afterwards|'
+    r'^(?:(?:please|first of all|first(?:ly)?|now|and|then|next|finally|lastly|also|afterwards|'
     r'could you|can you|would you|kindly)\b[\s,]*)+', re.IGNORECASE)
 
 
@@ -250,14 +259,66 @@ def _clean_step(step: str) -> str:
     return re.sub(r'\s+', ' ', step).strip(' \t,.:;!?-')
 
 
+# "when you have closed the drawer, open the window": the clause is the first step.
+_DONE_CLAUSE_RE = re.compile(
+    r'^(?:once|when|after)\s+(?:you\s+have|you\s*\'ve|you\s+are\s+done\s+with|you\s+finish(?:ed)?|you)\s+'
+    r'(?P<first>[^,]+?),\s*(?P<second>.+)$', re.IGNORECASE)
+_PARTICIPLES = {'closed': 'close', 'opened': 'open', 'pressed': 'press', 'pushed': 'push', 'pulled': 'pull',
+                'unplugged': 'unplug', 'reached': 'reach', 'turned': 'turn', 'picked': 'pick',
+                'placed': 'place', 'slid': 'slide', 'moved': 'move', 'finished': 'finish'}
+# The things the skills act on: a step that names none of them and says "it" means the previous step's.
+OBJECT_WORDS = ('drawer', 'window', 'door', 'faucet', 'tap', 'peg', 'plug', 'button', 'puck', 'block', 'disc',
+                'cube', 'object', 'goal', 'target')
+_OBJECT_RE = re.compile(rf'\b({"|".join(OBJECT_WORDS)})s?\b', re.IGNORECASE)
+_PRONOUN_RE = re.compile(r'\bit\b', re.IGNORECASE)
+# "the window's open; close it": a statement of how things are, context for the step after it.
+_STATE_RE = re.compile(
+    rf"^(?:the|that|this|my|your)\s+(?:\w+\s+)?(?:{'|'.join(OBJECT_WORDS)})s?\s*(?:'s|\s+is|\s+are)\s+"
+    r"(?:still\s+|now\s+|currently\s+|already\s+)?(?:wide\s+|half\s+|all\s+the\s+way\s+)?"
+    r"(?:open|closed|shut|on|off|out|in|running|sticking\s+out|pulled\s+out|plugged\s+in)$", re.IGNORECASE)
+
+
 def split_steps(text: str) -> list[str]:
-    """Cut an instruction into its steps, in order; fillers ("first", "please") are dropped."""
+    """Cut an instruction into its steps, in order; fillers ("first", "please") are dropped.
+
+    Beyond the cues: "when you have closed the drawer, open the window" is two steps in that order; a
+    statement of how things are ("the window's open; close it") stays with the step after it; and a
+    step that names no object but says "it" ("open the drawer, then close it") means the previous
+    step's object.
+    """
     pieces: list[str] = []
     for chunk in _HARD_SPLIT_RE.split(text):
         # "1. open the drawer 2. press the button" on one line: break before each inline number.
         for item in _INLINE_NUMBER_RE.split(chunk):
-            pieces.extend(_CUE_RE.split(item))
-    return [step for step in (_clean_step(p) for p in pieces) if step]
+            for piece in _CUE_RE.split(item):
+                clause = _DONE_CLAUSE_RE.match(piece.strip())
+                if clause:
+                    first = clause['first'].split(None, 1)
+                    first[0] = _PARTICIPLES.get(first[0].lower(), first[0])
+                    pieces += [' '.join(first), clause['second']]
+                else:
+                    pieces.append(piece)
+    steps: list[str] = []
+    context = ''
+    for step in (_clean_step(p) for p in pieces):
+        if not step:
+            continue
+        if _STATE_RE.match(step):
+            context = f'{context}{step}, '
+            continue
+        steps.append(context + (_resolve_it(step, steps[-1]) if steps else step))
+        context = ''
+    if context:
+        steps.append(context.rstrip(', '))
+    return steps
+
+
+def _resolve_it(step: str, previous: str) -> str:
+    """"close it" after "open the drawer" -> "close the drawer"; a step naming an object is kept."""
+    if _OBJECT_RE.search(step) or not _PRONOUN_RE.search(step):
+        return step
+    named = _OBJECT_RE.search(previous.rsplit(', ', 1)[-1]) or _OBJECT_RE.search(previous)
+    return _PRONOUN_RE.sub(f'the {named[1].lower()}', step, count=1) if named else step
 
 
 @dataclass(frozen=True)
@@ -286,7 +347,84 @@ class PlannedStep:
         return asdict(self)
 
 
-class SkillMatcher:
+class _Planner:
+    """Validate, split and match an instruction; subclasses say how a step is matched
+    (:meth:`match_many`) and what is wrong with a match (:meth:`problems`)."""
+
+    def match_many(self, steps: Sequence[str]) -> list:
+        raise NotImplementedError
+
+    def problems(self, match, index: int) -> list[dict]:
+        raise NotImplementedError
+
+    def _accepted(self, match) -> bool:
+        return not self.problems(match, 0)
+
+    def plan(self, instruction: str | bytes, max_bytes: int = MAX_INSTRUCTION_BYTES,
+             max_steps: int = MAX_STEPS) -> list[PlannedStep]:
+        """Validate, split and match an instruction; :class:`InstructionRejectedError` lists every problem."""
+        text = validate_instruction(instruction, max_bytes)
+        steps = split_steps(text)
+        if not steps:
+            raise InstructionRejectedError([_reason(Reason.EMPTY, 'instruction has no actionable step')])
+        steps = self._split_conjunctions(steps)
+        if len(steps) > max_steps:
+            raise InstructionRejectedError([_reason(
+                Reason.TOO_MANY_STEPS, f'instruction has {len(steps)} steps, the limit is {max_steps}')])
+        steps, matches = self._join_halves(steps, self.match_many(steps))
+        problems = [p for i, m in enumerate(matches) for p in self.problems(m, i)]
+        if problems:
+            raise InstructionRejectedError(problems)
+        # One task twice in a row is one step said in two parts ("pick up the puck; then place it at the
+        # goal", "the goal is marked in red; move the hand there"): done once, it is done.
+        kept = [m for i, m in enumerate(matches) if i == 0 or m.task != matches[i - 1].task]
+        return [PlannedStep(i, m.step, m.task, round(m.score, 4)) for i, m in enumerate(kept)]
+
+    def _join_halves(self, steps: list[str], matches: list) -> tuple[list[str], list]:
+        """A step that cannot be read alone but leans to its neighbour's task is read together with it:
+        "pick up the puck, then place it at the goal" is one pick-place, though "pick up the puck" alone
+        is too unsure. Kept apart when the joined text does not read as that task either."""
+        i = 0
+        while i < len(steps):
+            if not self._accepted(matches[i]) and matches[i].task is not None:
+                for j in (i + 1, i - 1):
+                    if not (0 <= j < len(steps) and self._accepted(matches[j])
+                            and matches[j].task == matches[i].task):
+                        continue
+                    a, b = min(i, j), max(i, j)
+                    (joined,) = self.match_many([f'{steps[a]} and {steps[b]}'])
+                    if self._accepted(joined) and joined.task == matches[j].task:
+                        steps = [*steps[:a], joined.step, *steps[b + 1:]]
+                        matches = [*matches[:a], joined, *matches[b + 1:]]
+                        i = a - 1
+                        break
+            i += 1
+        return steps, matches
+
+    def _split_conjunctions(self, steps: list[str]) -> list[str]:
+        """"open the drawer and press the button": split at a bare "and" only when that helps.
+
+        A bare "and" often joins parts of one skill ("pick and place the puck"), so a step is split
+        there only if every part is a confident match to a different task than its neighbour.
+        """
+        out: list[str] = []
+        for step in steps:
+            parts = [p for p in (_clean_step(s) for s in re.split(r'\s+and\s+', step)) if p]
+            parts = parts[:1] + [_resolve_it(part, before) for before, part in itertools.pairwise(parts)]
+            if len(parts) < 2:
+                out.append(step)
+                continue
+            matches = self.match_many(parts)
+            distinct = all(a.task != b.task for a, b in itertools.pairwise(matches))
+            if distinct and all(self._accepted(m) for m in matches):
+                out.extend(parts)
+            else:
+                out.append(step)
+        return out
+
+
+
+class SkillMatcher(_Planner):
     """Maps step texts to tasks by embedding similarity against each task's descriptions.
 
     ``descriptions``: task name -> natural-language descriptions (e.g.
@@ -390,45 +528,80 @@ class SkillMatcher:
                 f'(it can: {", ".join(self.allowed)})', step=index, text=match.step, task=match.task)]
         return []
 
-    def _accepted(self, match: SkillMatch) -> bool:
-        return not self.problems(match, 0)
+@dataclass(frozen=True)
+class IntentMatch:
+    """What :class:`IntentMatcher` read in one step: ``verdict`` ``task``, ``ambiguous`` (``candidates``,
+    likeliest first) or ``off_task`` (``task`` is then only the closest), and its confidence."""
 
-    def plan(self, instruction: str | bytes, max_bytes: int = MAX_INSTRUCTION_BYTES,
-             max_steps: int = MAX_STEPS) -> list[PlannedStep]:
-        """Validate, split and match an instruction; :class:`InstructionRejectedError` lists every problem."""
-        text = validate_instruction(instruction, max_bytes)
-        steps = split_steps(text)
-        if not steps:
-            raise InstructionRejectedError([_reason(Reason.EMPTY, 'instruction has no actionable step')])
-        steps = self._split_conjunctions(steps)
-        if len(steps) > max_steps:
-            raise InstructionRejectedError([_reason(
-                Reason.TOO_MANY_STEPS, f'instruction has {len(steps)} steps, the limit is {max_steps}')])
-        matches = self.match_many(steps)
-        problems = [p for i, m in enumerate(matches) for p in self.problems(m, i)]
-        if problems:
-            raise InstructionRejectedError(problems)
-        return [PlannedStep(i, m.step, m.task, round(m.score, 4)) for i, m in enumerate(matches)]
+    step: str
+    task: str | None
+    score: float
+    verdict: str
+    candidates: tuple[str, ...] = ()
 
-    def _split_conjunctions(self, steps: list[str]) -> list[str]:
-        """"open the drawer and press the button": split at a bare "and" only when that helps.
 
-        A bare "and" often joins parts of one skill ("pick and place the puck"), so a step is split
-        there only if every part is a confident match to a different task than its neighbour.
-        """
-        out: list[str] = []
-        for step in steps:
-            parts = [p for p in (_clean_step(s) for s in re.split(r'\s+and\s+', step)) if p]
-            if len(parts) < 2:
-                out.append(step)
+class IntentMatcher(_Planner):
+    """Maps step texts to tasks with a fitted :class:`legion_core.intent.IntentModel`.
+
+    The model knows every task it has paraphrases for, the opposites of the skills among them, so that
+    "open the drawer" is read as drawer-open and refused as not learnt instead of landing on the
+    look-alike drawer-close. ``allowed``: the tasks the robot can actually do (e.g. the policy's); each
+    needs paraphrases. ``descriptions``: task -> words for it in messages ("did you mean push the puck to
+    a goal (push-v3) or ..."); default: the task's name.
+    """
+
+    def __init__(self, model, allowed: Sequence[str] | None = None,
+                 descriptions: Mapping[str, str] | None = None):
+        self.model = model
+        self.tasks = list(model.tasks)
+        self.allowed = list(self.tasks) if allowed is None else list(allowed)
+        unknown = [task for task in self.allowed if task not in self.tasks]
+        if unknown:
+            raise ValueError(f'allowed tasks without paraphrases: {", ".join(unknown)} (add sentences for '
+                             f'them to {model.data.source})')
+        if not self.allowed:
+            raise ValueError('no allowed tasks: the robot could not do anything')
+        self.descriptions = dict(descriptions or {})
+        self.unworded: list[str] = []  # skills the robot has that no paraphrase asks for (set by the caller)
+        self._aliases = {_normalise_name(task): task for task in self.tasks}
+        self._aliases.update({_normalise_name(_task_words(task)): task for task in self.tasks})
+
+    def match_many(self, steps: Sequence[str]) -> list[IntentMatch]:
+        steps = list(steps)
+        named = {i: self._aliases.get(_normalise_name(step)) for i, step in enumerate(steps)}
+        read = iter(self.model.predict([s for i, s in enumerate(steps) if named[i] is None]))
+        matches = []
+        for i, step in enumerate(steps):
+            if named[i] is not None:  # the user named the task itself
+                matches.append(IntentMatch(step, named[i], 1.0, 'task'))
                 continue
-            matches = self.match_many(parts)
-            distinct = all(a.task != b.task for a, b in itertools.pairwise(matches))
-            if distinct and all(self._accepted(m) for m in matches):
-                out.extend(parts)
-            else:
-                out.append(step)
-        return out
+            intent = next(read)
+            matches.append(IntentMatch(step, intent.task, float(intent.confidence), intent.verdict,
+                                       tuple(intent.candidates)))
+        return matches
+
+    def _named(self, task: str) -> str:
+        words = self.descriptions.get(task)
+        return f'{task} ({words})' if words else task
+
+    def problems(self, match: IntentMatch, index: int) -> list[dict]:
+        if match.verdict == 'off_task':
+            closest = f' (closest: {match.task}, confidence {match.score:.2f})' if match.task else ''
+            return [_reason(
+                Reason.UNKNOWN_SKILL, f'step {index + 1} "{match.step}": no learned skill matches{closest}',
+                step=index, text=match.step, best=match.task, score=round(match.score, 4))]
+        if match.verdict == 'ambiguous':
+            names = [self._named(task) for task in match.candidates]
+            options = ' or '.join(names) if len(names) < 3 else ', '.join(names[:-1]) + ' or ' + names[-1]
+            return [_reason(
+                Reason.AMBIGUOUS, f'step {index + 1} "{match.step}" is ambiguous: did you mean {options}?',
+                step=index, text=match.step, candidates=list(match.candidates))]
+        if match.task not in self.allowed:
+            return [_reason(
+                Reason.NOT_LEARNED,
+                f'step {index + 1} "{match.step}" means {match.task}, which this robot has not learnt '
+                f'(it can: {", ".join(self.allowed)})', step=index, text=match.step, task=match.task)]
+        return []
 
 
 def _task_words(task: str) -> str:

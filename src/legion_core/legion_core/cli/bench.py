@@ -15,7 +15,7 @@ BENCH_GROUP = 'legion.benchmarks'
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        'bench', help='benchmarks (train, learn, ik, loop) that print JSON',
+        'bench', help='benchmarks (train, learn, solve, ik, loop, language) that print JSON',
         description='Run a benchmark and print one JSON object with its measurements.')
     bench_subparsers = parser.add_subparsers(dest='benchmark', metavar='BENCHMARK')
     register_plugins(bench_subparsers, BENCH_GROUP)

@@ -38,9 +38,9 @@ from legion_ros.instructions import (
     Inbox,
     InstructionRejectedError,
     InstructionRequest,
+    IntentMatcher,
     Reason,
     Sequencer,
-    SkillMatcher,
     TwinTime,
     validate_instruction,
 )
@@ -74,12 +74,10 @@ TOPICS = {
 PARAMETERS = {
     'tasks': Param([], 'skills instructions may use (Meta-World v3 task names); empty: the legion10 '
                    'stream, the tasks of the twin\'s workcell and of the shipped policy', type='string[]'),
-    'descriptions_file': Param('', 'YAML {task: [descriptions]}; empty: legion_core\'s shipped '
-                               'task_descriptions.yaml'),
-    'threshold': Param(0.55, 'lowest cosine similarity between a step and a task description that '
-                       'counts as a match', range=(0.05, 1.0)),
-    'margin': Param(0.04, 'how much the best task must beat the second best; below: ambiguous',
-                    range=(0.0, 0.9)),
+    'descriptions_file': Param('', 'YAML {task: [descriptions]}: the first is the embedding the policy '
+                               'is conditioned on; empty: legion_core\'s shipped task_descriptions.yaml'),
+    'intents_file': Param('', 'YAML paraphrases the intent model is fitted on (legion_core.intent); '
+                          'empty: legion_core\'s shipped data/intents/train.yaml'),
     'max_bytes': Param(MAX_INSTRUCTION_BYTES, 'longest accepted instruction [UTF-8 bytes]',
                        range=(16, 65536)),
     'max_steps': Param(16, 'most steps in one instruction', range=(1, 256)),
@@ -127,19 +125,49 @@ def allowed_skills(descriptions: dict[str, list[str]], tasks: list[str]) -> list
     return list(tasks)
 
 
+def make_matcher(encoder, descriptions: dict[str, list[str]], tasks: list[str],
+                 intents_file: str = '') -> IntentMatcher:
+    """The step matcher of the instruction node (and of ``legion sim``'s early check): the intent
+    model fitted on ``intents_file`` (a few seconds), the skills ``tasks`` (empty: legion10) allowed.
+
+    A skill without paraphrases cannot be asked for in words: it is left out (``matcher.unworded``
+    lists it); none left is a configuration error.
+    """
+    from legion_core.intent import load_or_fit
+
+    allowed = allowed_skills(descriptions, tasks)
+    try:
+        model = load_or_fit(encoder.embed, intents_file or None, key=encoder.fingerprint,
+                            known_words=encoder.vocabulary())
+    except (OSError, ValueError) as error:
+        raise NodeConfigError(f'intent model: {error}') from None
+    unworded = [task for task in allowed if task not in model.tasks]
+    if len(unworded) == len(allowed):
+        raise NodeConfigError(f'no paraphrases for any allowed skill ({", ".join(allowed)}) in '
+                              f'{model.data.source}')
+    matcher = IntentMatcher(model, [task for task in allowed if task in model.tasks],
+                            {task: texts[0] for task, texts in descriptions.items()})
+    matcher.unworded = unworded
+    return matcher
+
+
 class InstructionNode(Node):
     def __init__(self) -> None:
         super().__init__('instruction')
         self.params = declare_parameters(self, PARAMETERS)
+        import torch
+
         from legion_core.language import LanguageEncoder  # slow import (sentence-transformers)
 
+        # One sentence at a time: a second intra-op thread only spin-waits on shared cores (one step's
+        # embedding took 67-77 ms median with 2 threads beside two training runs, 11-23 ms with 1).
+        torch.set_num_threads(1)
         self.encoder = LanguageEncoder()
         descriptions = load_descriptions(self.params.descriptions_file)
         allowed = allowed_skills(descriptions, self.params.tasks)
-        # Every described task takes part in matching, so that a step meaning a task the robot has not
-        # learnt is rejected as such instead of landing on a look-alike (open -> close the drawer).
-        self.matcher = SkillMatcher(descriptions, self.encoder.embed, self.params.threshold,
-                                    self.params.margin, allowed=allowed)
+        # Every task with paraphrases takes part in matching, so that a step meaning a task the robot has
+        # not learnt is rejected as such instead of landing on a look-alike (open -> close the drawer).
+        self.matcher = make_matcher(self.encoder, descriptions, self.params.tasks, self.params.intents_file)
         # The policy was trained on each task's own (canonical) embedding, not on the user's wording.
         self.task_embedding = dict(zip(allowed, np.asarray(
             self.encoder.embed([descriptions[t][0] for t in allowed]), dtype=np.float32), strict=True))
@@ -168,9 +196,13 @@ class InstructionNode(Node):
         self.rejected: dict[str, int] = {}  # per input topic, as every node's status says it
         self._publish_step()
         self._emit([self.sequencer.status('idle')])
-        self.node_status.publish('ready', skills=allowed)
-        self.get_logger().info(f'ready: {len(allowed)} skills, threshold {self.params.threshold}, '
-                               f'margin {self.params.margin}')
+        self.node_status.publish('ready', skills=self.matcher.allowed, unworded=self.matcher.unworded)
+        if self.matcher.unworded:
+            self.get_logger().warning(f'no paraphrases for {self.matcher.unworded}: they cannot be asked for '
+                                      f'in words (add sentences to the intents_file)')
+        thresholds = self.matcher.model.thresholds
+        self.get_logger().info(f'ready: {len(allowed)} skills; intent model on {len(self.matcher.tasks)} '
+                               f'tasks, {thresholds}')
 
     # -- inputs ---------------------------------------------------------------------------------
     def on_instruction(self, raw: bytes) -> None:
