@@ -521,12 +521,7 @@ class SkillMatcher(_Planner):
                 f'{match.runner_up} {match.runner_up_score:.2f} (margin {self.margin:.2f} needed)',
                 step=index, text=match.step, candidates=[match.task, match.runner_up],
                 scores=[round(match.score, 4), round(match.runner_up_score, 4)])]
-        if match.task not in self.allowed:
-            return [_reason(
-                Reason.NOT_LEARNED,
-                f'step {index + 1} "{match.step}" means {match.task}, which this robot has not learnt '
-                f'(it can: {", ".join(self.allowed)})', step=index, text=match.step, task=match.task)]
-        return []
+        return _not_learned(index, match.step, match.task, self.allowed)
 
 @dataclass(frozen=True)
 class IntentMatch:
@@ -596,12 +591,15 @@ class IntentMatcher(_Planner):
             return [_reason(
                 Reason.AMBIGUOUS, f'step {index + 1} "{match.step}" is ambiguous: did you mean {options}?',
                 step=index, text=match.step, candidates=list(match.candidates))]
-        if match.task not in self.allowed:
-            return [_reason(
-                Reason.NOT_LEARNED,
-                f'step {index + 1} "{match.step}" means {match.task}, which this robot has not learnt '
-                f'(it can: {", ".join(self.allowed)})', step=index, text=match.step, task=match.task)]
+        return _not_learned(index, match.step, match.task, self.allowed)
+
+
+def _not_learned(index: int, step: str, task: str, allowed: Sequence[str]) -> list[dict]:
+    """The refusal of a step that means a skill this robot has not learnt (none when it has)."""
+    if task in allowed:
         return []
+    return [_reason(Reason.NOT_LEARNED, f'step {index + 1} "{step}" means {task}, which this robot has not '
+                    f'learnt (it can: {", ".join(allowed)})', step=index, text=step, task=task)]
 
 
 def _task_words(task: str) -> str:
