@@ -177,5 +177,10 @@ def run_job(cfg: Any, run_dir: Path, *, max_env_steps: int | None = None, progre
         trainer.close()
         print(f'legion train: {run_dir} stopped at env step {metrics.get("env_steps")} with a checkpoint; '
               'requeueing', file=sys.stderr, flush=True)
+        # SLURM's requeue signals every process of the job at once, the `scontrol requeue` that asked for
+        # it included; killed before it returns, submitit takes the requeue for failed and reports the
+        # job as such. SIG_IGN is inherited by the child: both live until submitit exits (measured on a
+        # single-node SLURM, where scontrol lost that race).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         notice['requeue']()  # submitit: resubmit with the same arguments, requeue, exit
     return metrics

@@ -547,6 +547,8 @@ class Trainer:
                         return True
                 due = self._crossed(prev_global, p['env_steps'], int(t['checkpoint_every']))
                 if now < steps and (due or self._checkpoint_requested):
+                    if self._checkpoint_requested:
+                        log.warning('checkpoint at env step %d, as requested', p['env_steps'])
                     self._checkpoint_requested = False
                     self.elapsed += time.perf_counter() - last
                     last = time.perf_counter()
