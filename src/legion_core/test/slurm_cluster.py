@@ -5,7 +5,10 @@ configuration, state, spool and logs in a temporary directory, so several cluste
 coexist on a machine. Authentication is ``auth/none`` (no munge daemon); there is no accounting
 database, so ``sacct`` answers that accounting is disabled (submitit then follows its jobs by their result
 files, which it does anyway). Two partitions: ``low`` (the default) whose jobs ``high`` preempts, with
-``PreemptMode=REQUEUE`` and a short grace time, as a cluster with preemptible partitions has them.
+``PreemptMode=REQUEUE``, as a cluster with preemptible partitions has them. Without a grace time (SLURM's
+default GraceTime=0) a preemption happens as soon as the preemptor is submitted: the job gets SIGTERM,
+then SIGKILL after ``KillWait`` (3 s here, 30 s by default), and is requeued. (With a grace time SLURM
+preempts at its next scheduling pass after the grace, which took 10 s and more here.)
 
 Install the packages with ``scripts/install-slurm.sh`` (Debian, as root; CI does this).
 """
@@ -41,7 +44,7 @@ def _free_port() -> int:
 class SingleNodeSlurm:
     """``with SingleNodeSlurm(tmp_path) as cluster:`` a controller and one node with ``cpus`` CPUs."""
 
-    def __init__(self, root: Path, cpus: int = 2, grace_s: int = 3, kill_wait_s: int = 3):
+    def __init__(self, root: Path, cpus: int = 2, grace_s: int = 0, kill_wait_s: int = 3):
         self.root = Path(root)
         self.cpus, self.grace_s, self.kill_wait_s = cpus, grace_s, kill_wait_s
         self.conf = self.root / 'slurm.conf'
