@@ -66,8 +66,9 @@ def prepare_job_dir(run_dir: Path, data: dict[str, Any], hydra_files: tuple[str,
 
     ``data`` is the job's resolved config; the run there must have the same one (``run_dir`` aside: its
     default holds the time). An earlier attempt killed before its first checkpoint has nothing to continue:
-    its files are removed and the run starts afresh. ``hydra_files``: the names Hydra writes there itself
-    (``.hydra`` and the job's log), which are left alone.
+    its run files are removed and the run starts afresh. Other files beside a run (``legion report``'s,
+    a user's notes) stay. ``hydra_files``: the names Hydra writes there itself (``.hydra`` and the job's
+    log).
     """
     from omegaconf import OmegaConf
 
@@ -76,18 +77,13 @@ def prepare_job_dir(run_dir: Path, data: dict[str, Any], hydra_files: tuple[str,
 
     if not run_dir.is_dir():
         return False
-    run_files = _run_files()
     present = sorted(p.name for p in run_dir.iterdir() if p.name not in (HYDRA_DIR, *hydra_files))
-    foreign = [name for name in present if name not in run_files]
-    if foreign:
-        raise SweepJobError(f'sweep job directory {run_dir} holds {", ".join(foreign[:6])}, which no run of '
-                            '`legion train` writes: choose another hydra.sweep.dir')
     if not present:
         return False
     saved_path = run_dir / CONFIG_FILE
     if not saved_path.is_file():
-        raise SweepJobError(f'sweep job directory {run_dir} holds run files ({", ".join(present)}) but no '
-                            f'{CONFIG_FILE}: choose another hydra.sweep.dir')
+        raise SweepJobError(f'sweep job directory {run_dir} holds {", ".join(present[:6])} but no run of '
+                            f'`legion train` (no {CONFIG_FILE}): choose another hydra.sweep.dir')
     saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
     differences = _differences({k: v for k, v in saved.items() if k != 'run_dir'},
                                {k: v for k, v in data.items() if k != 'run_dir'})
@@ -99,7 +95,7 @@ def prepare_job_dir(run_dir: Path, data: dict[str, Any], hydra_files: tuple[str,
         return True
     import shutil
 
-    for name in present:  # an attempt that ended before its first checkpoint: nothing to continue
+    for name in set(present) & set(_run_files()):  # an attempt ended before its first checkpoint
         path = run_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     return False

@@ -74,10 +74,15 @@ def test_a_job_finds_its_own_checkpoint_and_refuses_anything_else(tmp_path):
     other = {**data, 'seed': 7}
     with pytest.raises(SweepJobError, match=r"another configuration \(seed: 0 there, 7 in this job\)"):
         prepare_job_dir(run_dir, other, ('train.log',))
-    (run_dir / 'notes.txt').write_text('mine')
-    with pytest.raises(SweepJobError, match=r'notes\.txt, which no run of `legion train` writes'):
-        prepare_job_dir(run_dir, data, ('train.log',))
-    assert (run_dir / 'notes.txt').exists() and (run_dir / CHECKPOINT_DIR / LAST).exists()
+    # Files beside the run (`legion report RUN_DIR` writes its figures there) stay and do not matter.
+    (run_dir / 'report.md').write_text('mine')
+    assert prepare_job_dir(run_dir, data, ('train.log',)) is True
+    assert (run_dir / 'report.md').exists() and (run_dir / CHECKPOINT_DIR / LAST).exists()
+    # A directory without a run of `legion train` in it is not this job's.
+    (tmp_path / '1').mkdir()
+    (tmp_path / '1' / 'notes.txt').write_text('mine')
+    with pytest.raises(SweepJobError, match=r'holds notes\.txt but no run of `legion train`'):
+        prepare_job_dir(tmp_path / '1', data, ('train.log',))
 
 
 def test_an_attempt_killed_before_its_first_checkpoint_starts_again(tmp_path):
@@ -85,8 +90,9 @@ def test_an_attempt_killed_before_its_first_checkpoint_starts_again(tmp_path):
     trainer = Trainer(data, run_dir, progress=False)
     trainer._write_config()
     (run_dir / 'evals.jsonl').write_text('{"env_steps": 0}\n')
+    (run_dir / 'notes.txt').write_text('mine')
     assert prepare_job_dir(run_dir, data, ('train.log',)) is False
-    assert sorted(p.name for p in run_dir.iterdir()) == ['.hydra', 'train.log']
+    assert sorted(p.name for p in run_dir.iterdir()) == ['.hydra', 'notes.txt', 'train.log']
 
 
 def _stop_at(trainer, env_steps, request):
