@@ -21,6 +21,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
+
 DAEMONS = ('slurmctld', 'slurmd', 'sbatch', 'squeue', 'scancel', 'scontrol', 'sinfo')
 NODE = 'legion0'
 
@@ -140,15 +142,34 @@ PartitionName=high Nodes={NODE} MaxTime=INFINITE State=UP PriorityTier=2 Preempt
             parts.append(f'== {path.name}\n' + '\n'.join(lines))
         return '\n'.join(parts)
 
+    def step_daemons(self) -> list[psutil.Process]:
+        """This cluster's slurmstepd processes (one per job step; they detach from slurmd), known by the
+        files of this cluster they hold open (slurmd's log, the job's output)."""
+        found = []
+        for proc in psutil.process_iter(['name']):
+            try:
+                if proc.info['name'] == 'slurmstepd' and any(
+                        f.path.startswith(str(self.root)) for f in proc.open_files()):
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return found
+
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Cancel every job, wait for them to end, then stop both daemons."""
+        """Cancel every job, wait for them and their step daemons to end, then stop both daemons.
+
+        A slurmstepd whose job was cancelled reports the end to slurmd and slurmctld; with them gone
+        first it waits for them for good (measured), so it is waited for, and killed past the timeout."""
+        deadline = time.monotonic() + timeout_s
         if any(d.poll() is None for d in self._daemons):
             self.run(['scancel', '--full', '--user', str(os.geteuid())], check=False)
-            deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
-                if not self.run(['squeue', '-h', '-o', '%i'], check=False).stdout.strip():
+                if not self.run(['squeue', '-h', '-o', '%i'], check=False).stdout.strip() \
+                        and not self.step_daemons():
                     break
                 time.sleep(0.5)
+        for proc in self.step_daemons():
+            proc.kill()
         for daemon in reversed(self._daemons):
             if daemon.poll() is None:
                 daemon.terminate()
