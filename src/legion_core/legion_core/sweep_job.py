@@ -42,13 +42,6 @@ class SweepJobError(ValueError):
     """The job's directory holds something that is not this job's run."""
 
 
-def _run_files() -> tuple[str, ...]:
-    from legion_core.checkpoint import CHECKPOINT_DIR, POLICY_FILE
-    from legion_core.trainer import CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR
-
-    return (CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR, CHECKPOINT_DIR, POLICY_FILE)
-
-
 def _differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = '') -> list[str]:
     out = []
     for key in sorted(set(saved) | set(wanted)):
@@ -72,7 +65,7 @@ def prepare_job_dir(run_dir: Path, data: dict[str, Any], hydra_files: tuple[str,
     """
     from omegaconf import OmegaConf
 
-    from legion_core.checkpoint import CHECKPOINT_DIR, LAST
+    from legion_core.checkpoint import CHECKPOINT_DIR, LAST, run_files
     from legion_core.trainer import CONFIG_FILE
 
     if not run_dir.is_dir():
@@ -95,7 +88,7 @@ def prepare_job_dir(run_dir: Path, data: dict[str, Any], hydra_files: tuple[str,
         return True
     import shutil
 
-    for name in set(present) & set(_run_files()):  # an attempt ended before its first checkpoint
+    for name in set(present) & set(run_files()):  # an attempt ended before its first checkpoint
         path = run_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     return False

@@ -108,14 +108,6 @@ def _summary(metrics: dict, run_dir: Path) -> str:
                        'dpmm': metrics.get('dpmm')})
 
 
-def _run_files() -> tuple[str, ...]:
-    """What a run of ``legion train`` writes into its directory: all that ``--overwrite`` removes."""
-    from legion_core.checkpoint import CHECKPOINT_DIR, POLICY_FILE
-    from legion_core.trainer import CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR
-
-    return (CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR, CHECKPOINT_DIR, POLICY_FILE)
-
-
 def claim_run_dir(run_dir: Path, overwrite: bool) -> str | None:
     """Make ``run_dir`` ready for a new run, or say why not (nothing is touched then).
 
@@ -134,8 +126,9 @@ def claim_run_dir(run_dir: Path, overwrite: bool) -> str | None:
                 f'{", ..." if len(present) > 6 else ""}): continue that run with '
                 f'`legion train --resume {run_dir}`, start it afresh with --overwrite, '
                 'or choose another run_dir')
-    run_files = _run_files()
-    foreign = [name for name in present if name not in run_files]
+    from legion_core.checkpoint import run_files
+
+    foreign = [name for name in present if name not in run_files()]  # only run files are removed
     if foreign:
         return (f'--overwrite removes only an earlier run\'s files, but {run_dir} also holds '
                 f'{", ".join(foreign[:6])}; choose another run_dir')
