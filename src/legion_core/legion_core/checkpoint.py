@@ -58,6 +58,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def run_files() -> tuple[str, ...]:
+    """The names a run of ``legion train`` writes into its run directory (and all that a fresh start
+    there may remove)."""
+    from legion_core.trainer import CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR
+
+    return (CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR, CHECKPOINT_DIR, POLICY_FILE)
+
+
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, name: str = LAST) -> Path:
     return atomic_save(state, Path(run_dir) / CHECKPOINT_DIR / name)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from legion_core.agent import AgentConfig
 
@@ -39,8 +39,9 @@ class ConfigError(ValueError):
         super().__init__('invalid training configuration:\n' + '\n'.join(f'  - {p}' for p in problems))
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """The resolved training config for Hydra-style ``overrides`` (e.g. ``['preset=tiny', 'seed=3']``)."""
+def compose_config(overrides: list[str] | tuple[str, ...] = (), *, with_hydra: bool = False) -> DictConfig:
+    """The resolved training config for Hydra-style ``overrides`` (e.g. ``['preset=tiny', 'seed=3']``);
+    ``with_hydra`` keeps Hydra's own node (``hydra.launcher`` and the rest)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -49,15 +50,18 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
                                 'config/train); reinstall legion_core')
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base='1.3'):
-        cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides), return_hydra_config=False)
+        cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides), return_hydra_config=with_hydra)
     return cfg
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
-    """A plain, resolved dict of the config (no ``hydra`` node)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop('hydra', None)
-    return data
+    """A plain, resolved dict of the config (no ``hydra`` node: left out before resolving, since parts of
+    it only resolve inside a running Hydra job)."""
+    if 'hydra' in cfg:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            del cfg['hydra']
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def _int(value: Any) -> bool:

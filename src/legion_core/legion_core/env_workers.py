@@ -11,8 +11,10 @@ than in-process), which changes the results in distribution only.
 
 A worker builds its env from the same arguments as the in-process env, so the same seeds and actions
 give the same transitions. It ignores SIGINT (Ctrl-C reaches the whole process group; the trainer
-handles it and writes its checkpoint), ends when its parent goes away (its pipe closes), and a worker
-that dies or fails raises :class:`EnvWorkerError` naming it and its exit code, never a hang.
+handles it and writes its checkpoint) and a scheduler's SIGUSR1 / SIGUSR2 (they reach every process of
+a SLURM job step; the trainer checkpoints and requeues), ends when its parent goes away (its pipe
+closes), and a worker that dies or fails raises :class:`EnvWorkerError` naming it and its exit code,
+never a hang.
 """
 from __future__ import annotations
 
@@ -37,6 +39,10 @@ def _serve(conn: Any, task: str, num_envs: int, env_kwargs: dict[str, Any]) -> N
     """The worker process: build the env, then answer ``(command, argument)`` requests until told to
     close or until the parent's end of the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A scheduler's notices (SIGUSR2 before a time limit or at a preemption, SIGUSR1 on some clusters)
+    # reach every process of a SLURM job step; the trainer's process acts on them (legion_core.sweep_job).
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     from legion_core.envs import TaskVectorEnv
 
     try:

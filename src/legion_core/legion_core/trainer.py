@@ -119,6 +119,10 @@ class Trainer:
         self._eval_envs: dict[int, Any] = {}
         self._writer = None
         self._train_episodes: list[tuple[float, float]] = []
+        # Set by request_checkpoint / request_stop (e.g. from a signal handler), acted on at the next
+        # step boundary, where the state is whole.
+        self._checkpoint_requested = False
+        self._stop_requested = False
 
     # ------------------------------------------------------------------ run directory
     @property
@@ -130,6 +134,15 @@ class Trainer:
             self._writer = SummaryWriter(str(self.run_dir / TB_DIR),
                                          purge_step=self.position['env_steps'] or None)
         return self._writer
+
+    def request_checkpoint(self) -> None:
+        """Write a checkpoint at the next step boundary and go on (safe to call from a signal handler)."""
+        self._checkpoint_requested = True
+
+    def request_stop(self) -> None:
+        """End :meth:`run` at the next step boundary with a checkpoint, as ``max_env_steps`` does (safe to
+        call from a signal handler): what a preempted job does before it is requeued."""
+        self._stop_requested = True
 
     def close(self) -> None:
         """Flush and close the TensorBoard writer (a trainer kept between runs closes it when done)."""
@@ -379,11 +392,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self, max_env_steps: int | None = None, checkpoint_at_stop: bool = True) -> dict[str, Any]:
-        """Train until the stream is done (or ``max_env_steps`` more env steps); returns metrics.json's dict.
+        """Train until the stream is done (or ``max_env_steps`` more env steps, or :meth:`request_stop`);
+        returns metrics.json's dict.
 
-        Stopping early with ``max_env_steps`` leaves a checkpoint (unless ``checkpoint_at_stop`` is
-        False: a caller that keeps this trainer and calls ``run`` again, as ``legion bench solve`` does
-        to interleave two learners); ``resume`` continues from it.
+        Stopping early with ``max_env_steps`` or :meth:`request_stop` leaves a checkpoint (unless
+        ``checkpoint_at_stop`` is False: a caller that keeps this trainer and calls ``run`` again, as
+        ``legion bench solve`` does to interleave two learners); ``resume`` continues from it.
         """
         from tqdm import tqdm
 
@@ -396,7 +410,7 @@ class Trainer:
         self._bar = bar
         try:
             while not self.position['done']:
-                if stop_at is not None and self.position['env_steps'] >= stop_at:
+                if self._stopping(stop_at):
                     if checkpoint_at_stop:
                         self.save_checkpoint()
                     break
@@ -415,6 +429,9 @@ class Trainer:
         if self.position['done']:
             self._write_metrics()
         return self.metrics()
+
+    def _stopping(self, stop_at: int | None) -> bool:
+        return self._stop_requested or (stop_at is not None and self.position['env_steps'] >= stop_at)
 
     def _step_envs(self, envs, obs_list, task_ids_list, deterministic_warmup: bool, n_steps=None,
                    meanwhile=None):
@@ -503,7 +520,7 @@ class Trainer:
                        for env in envs]
         try:
             while p['local_step'] < steps:
-                if stop_at is not None and p['env_steps'] >= stop_at:
+                if self._stopping(stop_at):
                     return False
                 prev, prev_global = p['local_step'], p['env_steps']
 
@@ -528,7 +545,11 @@ class Trainer:
                     rates = self.evaluate_all(phase, final=False)
                     if self._solved(phase, rates):
                         return True
-                if now < steps and self._crossed(prev_global, p['env_steps'], int(t['checkpoint_every'])):
+                due = self._crossed(prev_global, p['env_steps'], int(t['checkpoint_every']))
+                if now < steps and (due or self._checkpoint_requested):
+                    if self._checkpoint_requested:
+                        log.warning('checkpoint at env step %d, as requested', p['env_steps'])
+                    self._checkpoint_requested = False
                     self.elapsed += time.perf_counter() - last
                     last = time.perf_counter()
                     self.save_checkpoint()

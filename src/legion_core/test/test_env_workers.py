@@ -67,6 +67,16 @@ def test_ctrl_c_is_left_to_the_trainer():
         assert worker.step(np.zeros((1, 4)))[0].shape == (1, 39)
 
 
+def test_a_schedulers_notice_signals_are_left_to_the_trainer():
+    # SLURM signals every process of a job step (SIGUSR2 before the time limit or at a preemption).
+    with EnvWorker('reach-v3', 1, **ENV) as worker:
+        worker.reset()
+        for notice in (signal.SIGUSR1, signal.SIGUSR2):
+            os.kill(worker.pid, notice)
+        time.sleep(0.2)
+        assert worker.step(np.zeros((1, 4)))[0].shape == (1, 39)
+
+
 def test_bad_arguments_fail_before_a_process_starts():
     before = len(multiprocessing.active_children())
     with pytest.raises(ValueError, match='layout'):

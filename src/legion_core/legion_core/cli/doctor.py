@@ -54,6 +54,7 @@ def core_checks() -> list[Check]:
         version_check('scikit-learn', purpose='DPMM backend'),
         version_check('bnpy', '0.1.7', 'DPMM backend'),
         version_check('hydra-core', purpose='training configs'),
+        version_check('hydra-submitit-launcher', purpose='sweeps on SLURM: hydra/launcher=slurm'),
         version_check('tensorboard'),
         version_check('sentence-transformers', purpose='language encoder'),
         version_check('stable-baselines3', purpose='benchmark peer'),

@@ -16,13 +16,32 @@ CONFIG_DIR = Path(legion_core.__file__).resolve().parent / 'config'
 EXIT_BAD_CONFIG = 2
 
 
+def launchers() -> list[str]:
+    """The options of ``hydra/launcher`` (where the jobs of a ``-m`` sweep run) on this install: Hydra's
+    ``basic``, ours in config/train/hydra/launcher, and the submitit plugin's own when it is installed."""
+    from importlib.util import find_spec
+
+    ours = sorted(f.stem for f in (CONFIG_DIR / 'hydra' / 'launcher').glob('*.yaml'))
+    plugin = ['submitit_local', 'submitit_slurm'] \
+        if find_spec('hydra_plugins.hydra_submitit_launcher') is not None else []
+    return ['basic', *ours, *plugin]
+
+
 def _groups_epilog() -> str:
     lines = ['config groups (choose with GROUP=OPTION):']
     if CONFIG_DIR.is_dir():
-        for group in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir()):
+        for group in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != 'hydra'):
             options = ', '.join(sorted(f.stem for f in group.glob('*.yaml')))
             lines.append(f'  {group.name:<8} {options}')
     lines += [
+        '',
+        'where the jobs of a -m sweep run (hydra/launcher=OPTION; settings: --cfg hydra/launcher=OPTION):',
+        f'  {", ".join(launchers())}',
+        '  basic (the default): one job after another in this process; local: all jobs at once, each a',
+        '  process on this machine; slurm: each job a SLURM job (time, cpus, mem, partition, gres: keys of',
+        '  hydra.launcher). Under local and slurm a preempted or timed-out job writes a checkpoint, is',
+        '  requeued and continues its own run directory; the same sweep given again with the same',
+        '  hydra.sweep.dir continues its unfinished runs.',
         '',
         'examples:',
         '  legion train preset=tiny                              # a CI-sized run (a few thousand steps)',
@@ -31,6 +50,8 @@ def _groups_epilog() -> str:
         '  legion train train=multitask stream=mt10',
         '  legion train replay=reservoir replay.capacity=200000   # explicit replay policy',
         '  legion train -m seed=0,1,2                            # a Hydra sweep, one run dir per job',
+        "  legion train -m hydra/launcher=slurm hydra.launcher.partition=gpu 'seed=range(10)' \\",
+        '      stream.order=curriculum,reverse,random            # 30 SLURM jobs; legion report SWEEP_DIR',
         '  legion train run_dir=runs/mine preset=tiny            # choose the run directory',
         '  legion train --resume runs/2026-01-01/12-00-00_legion10_seed0',
         '  legion train --resume RUN_DIR --append hammer,shelf-place   # an open-ended stream goes on',
@@ -87,14 +108,6 @@ def _summary(metrics: dict, run_dir: Path) -> str:
                        'dpmm': metrics.get('dpmm')})
 
 
-def _run_files() -> tuple[str, ...]:
-    """What a run of ``legion train`` writes into its directory: all that ``--overwrite`` removes."""
-    from legion_core.checkpoint import CHECKPOINT_DIR, POLICY_FILE
-    from legion_core.trainer import CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR
-
-    return (CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR, CHECKPOINT_DIR, POLICY_FILE)
-
-
 def claim_run_dir(run_dir: Path, overwrite: bool) -> str | None:
     """Make ``run_dir`` ready for a new run, or say why not (nothing is touched then).
 
@@ -113,8 +126,9 @@ def claim_run_dir(run_dir: Path, overwrite: bool) -> str | None:
                 f'{", ..." if len(present) > 6 else ""}): continue that run with '
                 f'`legion train --resume {run_dir}`, start it afresh with --overwrite, '
                 'or choose another run_dir')
-    run_files = _run_files()
-    foreign = [name for name in present if name not in run_files]
+    from legion_core.checkpoint import run_files
+
+    foreign = [name for name in present if name not in run_files()]  # only run files are removed
     if foreign:
         return (f'--overwrite removes only an earlier run\'s files, but {run_dir} also holds '
                 f'{", ".join(foreign[:6])}; choose another run_dir')
@@ -150,8 +164,16 @@ def run(args: argparse.Namespace) -> int:
             return _error(str(error))
         print(_summary(metrics, run_dir))
         return 0
+    chooses_launcher = any(o.lstrip('+~').startswith(('hydra/launcher', 'hydra.launcher'))
+                           for o in args.overrides)
     if args.multirun:
+        if args.cfg:
+            return _error('--cfg prints the config of one run: give it single values and no -m (with '
+                          'hydra/launcher=... it also prints that launcher\'s settings)')
         return _multirun(args)
+    if chooses_launcher and not args.cfg:
+        return _error('hydra/launcher picks where the jobs of a sweep run: add -m (a sweep of one job is '
+                      'fine: legion train -m hydra/launcher=slurm seed=0)')
 
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -160,11 +182,14 @@ def run(args: argparse.Namespace) -> int:
     from legion_core.config import compose_config, to_container, validate
 
     try:
-        cfg = compose_config(args.overrides)
+        cfg = compose_config(args.overrides, with_hydra=chooses_launcher)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         return _error(f'bad override: {error}')
     if args.cfg:
         print(OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
+        if chooses_launcher:
+            launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+            print(OmegaConf.to_yaml(OmegaConf.create({'hydra': {'launcher': launcher}})))
         return 0
     problems = validate(cfg)
     if problems:
@@ -193,14 +218,21 @@ def _multirun(args: argparse.Namespace) -> int:
         from hydra.core.hydra_config import HydraConfig
 
         from legion_core.config import validate
-        from legion_core.trainer import Trainer
+        from legion_core.sweep_job import SweepJobError, run_job
 
         problems = validate(cfg)
         if problems:
             # SystemExit passes through Hydra's job runner, so the sweep stops with code 2.
             sys.exit(_error('invalid configuration:\n' + '\n'.join(f'  - {p}' for p in problems)))
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        metrics = Trainer(cfg, run_dir, progress=progress).run(max_env_steps=max_steps)
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        try:
+            # A job that finds its own checkpoint (requeued after a preemption or its time limit, or the
+            # sweep submitted again into the same hydra.sweep.dir) continues it.
+            metrics = run_job(cfg, run_dir, max_env_steps=max_steps, progress=progress,
+                              hydra_files=(f'{hydra_cfg.job.name}.log',))
+        except SweepJobError as error:
+            sys.exit(_error(str(error)))
         print(_summary(metrics, run_dir))
 
     saved = sys.argv
