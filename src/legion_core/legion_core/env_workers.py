@@ -11,9 +11,9 @@ than in-process), which changes the results in distribution only.
 
 A worker builds its env from the same arguments as the in-process env, so the same seeds and actions
 give the same transitions. It ignores SIGINT (Ctrl-C reaches the whole process group; the trainer
-handles it and writes its checkpoint) and a scheduler's SIGUSR1 / SIGUSR2 (they reach every process of
-a SLURM job step; the trainer checkpoints and requeues), ends when its parent goes away (its pipe
-closes), and a worker that dies or fails raises :class:`EnvWorkerError` naming it and its exit code,
+handles it and writes its checkpoint), SIGTERM and a scheduler's SIGUSR1 / SIGUSR2 (SLURM sends them to
+every process of a job step at a preemption or before a time limit; the trainer checkpoints and goes
+on or requeues), ends when its parent goes away (its pipe closes: a killed trainer leaves no worker), and a worker that dies or fails raises :class:`EnvWorkerError` naming it and its exit code,
 never a hang.
 """
 from __future__ import annotations
@@ -41,8 +41,9 @@ def _serve(conn: Any, task: str, num_envs: int, env_kwargs: dict[str, Any]) -> N
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A scheduler's notices (SIGUSR2 before a time limit or at a preemption, SIGUSR1 on some clusters)
     # reach every process of a SLURM job step; the trainer's process acts on them (legion_core.sweep_job).
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    # SIGTERM too: a preempted job's trainer checkpoints and steps on until SLURM kills and requeues it.
+    for notice in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(notice, signal.SIG_IGN)
     from legion_core.envs import TaskVectorEnv
 
     try:

@@ -71,7 +71,7 @@ def test_a_schedulers_notice_signals_are_left_to_the_trainer():
     # SLURM signals every process of a job step (SIGUSR2 before the time limit or at a preemption).
     with EnvWorker('reach-v3', 1, **ENV) as worker:
         worker.reset()
-        for notice in (signal.SIGUSR1, signal.SIGUSR2):
+        for notice in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
             os.kill(worker.pid, notice)
         time.sleep(0.2)
         assert worker.step(np.zeros((1, 4)))[0].shape == (1, 39)
@@ -98,3 +98,25 @@ def test_training_with_the_env_in_a_worker_leaves_no_process(tmp_path, capsys):
     assert main(['train', '--no-progress', f'run_dir={tmp_path / "bad"}', *SMALL,
                  'train.env_process=yes']) == 2
     assert 'train.env_process must be true or false' in capsys.readouterr().err
+
+
+def test_a_killed_trainer_leaves_no_worker(tmp_path):
+    import subprocess
+    import sys
+
+    script = ("from legion_core.env_workers import EnvWorker\n"
+              f"w = EnvWorker('reach-v3', 1, **{ENV!r})\n"
+              "w.reset()\nprint(w.pid, flush=True)\nimport time\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail('the env worker outlived its killed parent')
