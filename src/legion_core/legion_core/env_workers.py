@@ -13,8 +13,9 @@ A worker builds its env from the same arguments as the in-process env, so the sa
 give the same transitions. It ignores SIGINT (Ctrl-C reaches the whole process group; the trainer
 handles it and writes its checkpoint), SIGTERM and a scheduler's SIGUSR1 / SIGUSR2 (SLURM sends them to
 every process of a job step at a preemption or before a time limit; the trainer checkpoints and goes
-on or requeues), ends when its parent goes away (its pipe closes: a killed trainer leaves no worker), and a worker that dies or fails raises :class:`EnvWorkerError` naming it and its exit code,
-never a hang.
+on or requeues), ends when its parent goes away (its pipe closes: a killed trainer leaves no worker),
+and a worker that dies or fails raises :class:`EnvWorkerError` naming it and its exit code, never a
+hang.
 """
 from __future__ import annotations
 
