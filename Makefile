@@ -29,8 +29,10 @@ demo: setup  ## the main job: the simulated arm carries out a 3-step instruction
 test: setup  ## the full test suite: lint, unit tests, colcon build + test, integration tests
 	@scripts/test.sh
 
-test-fast: setup  ## unit tests only, in this process tree (no colcon)
-	@$(BIN)/python -m pytest -q -m "not slow" src test
+test-fast: setup  ## unit tests only, in this process tree (no colcon), one pytest per package
+	@# (their test modules share basenames such as test_lint.py, which one pytest session cannot import twice)
+	@status=0; for dir in src/*/test test; do $(BIN)/python -m pytest -q -m "not slow" $$dir || status=1; done; \
+	exit $$status
 
 lint: setup  ## ruff over the workspace
 	@$(BIN)/ruff check src test launch scripts
