@@ -61,6 +61,10 @@ RETREAT_RAISE_M = 0.02
 BOX_TOP_CLEARANCE_M = 0.05
 #: A transit ends by holding the start posture for this many control cycles (the arm settles).
 TRANSIT_SETTLE_CYCLES = 50
+#: The gripper command during a transit: open, so that every step starts as the skill was trained (an
+#: episode starts with the fingers open). A drawer-close policy that began half closed from the reach
+#: before it failed 2 of 5 steps it succeeded in alone.
+TRANSIT_GRIPPER = -1.0
 #: A transit that starts this close to its goal in every joint goes straight there (rad).
 ALREADY_THERE_RAD = math.radians(2.0)
 
@@ -489,7 +493,7 @@ def station_start(twin: WorkcellTwin, limits: Any, task: str | None = None) -> n
 def transit(twin: WorkcellTwin, task: str, limits: Any, *, settle_cycles: int = TRANSIT_SETTLE_CYCLES,
             tolerance_rad: float = math.radians(1.0)) -> TransitResult:
     """Move the twin's arm to ``task``'s station start posture (brought inside ``limits``) through a
-    fresh safety filter, then make that station the active one."""
+    fresh safety filter, opening the gripper on the way, then make that station the active one."""
     from legion_kuka.chain import command_through_filter
     from legion_kuka.kinematics import IiwaKinematics
     from legion_kuka.safety import SafetyFilter
@@ -501,6 +505,7 @@ def transit(twin: WorkcellTwin, task: str, limits: Any, *, settle_cycles: int = 
     path = Transit(twin.joint_state().position, goal, limits, tcp, control_period_s=period,
                    lift_to_m=twin.swing_height())
     safety = SafetyFilter(limits, tcp, control_period_s=period, stale_after_s=3 * period)
+    twin.set_gripper(TRANSIT_GRIPPER)
     result = TransitResult(reached=False, cycles=0)
     for target in [*path.targets, *[goal] * settle_cycles]:
         command_through_filter(safety, twin, target, result)

@@ -162,3 +162,19 @@ def test_a_side_station_moves_the_arm_as_the_station_ahead():
     assert np.linalg.norm(ahead[-1] - ahead[0]) > 0.03  # the hand did move
     assert np.allclose(side, ahead, atol=1e-4)
     assert at_side.safety_reasons == at_ahead.safety_reasons
+
+
+def test_every_step_starts_with_the_gripper_open_as_trained():
+    def grip(obs):  # a first step that ends with the fingers closed
+        return np.array([0.0, 0.0, 0.0, 1.0])
+
+    seen = []
+
+    def look(obs):
+        seen.append(float(obs[3]))
+        return np.zeros(4)
+
+    steps = run_sequence([('reach-v3', grip), ('drawer-close-v3', look)], seed=0, layout='full39',
+                         max_steps=10)
+    assert steps[0].episode.steps == 10
+    assert seen[0] > 0.99  # Meta-World's opening: 1 = open

@@ -425,7 +425,7 @@ class Sim2RealNode(Node):
         """Move the arm to a new station's start posture (legion_kuka.workcell.Transit) through a filter
         with the workcell's box; policy actions wait until it is there. False: no path."""
         from legion_kuka.safety import SafetyLimits
-        from legion_kuka.workcell import TRANSIT_SETTLE_CYCLES, Transit
+        from legion_kuka.workcell import TRANSIT_GRIPPER, TRANSIT_SETTLE_CYCLES, Transit
 
         limits = SafetyLimits.from_description(**self._limits_options, workspace=workspace)
         try:
@@ -438,6 +438,7 @@ class Sim2RealNode(Node):
         self.safety.update_joint_state(self.q, self.q_stamp_s)
         self._transit_under_way = (goal, workspace, lift_to_m)
         self.transit_targets = deque([*path.targets, *[goal] * TRANSIT_SETTLE_CYCLES])
+        self.gripper_pub.publish(Float64(data=TRANSIT_GRIPPER))  # each skill starts with the fingers open
         self.holding, self.pending_action = False, False
         self.get_logger().info(f'transit to the next station: {path.duration_s:.1f} s')
         self.publish_status()
