@@ -116,9 +116,18 @@ class IiwaKinematics:
         self._lower = [float(v) for v in self.lower]
         self._upper = [float(v) for v in self.upper]
         self._tool_down_columns = TOOL_DOWN.T.tolist()
-        self.set_rest_posture(rest_posture)
+        self._set_rest_posture(rest_posture)
+        self.station_rest = self.rest.copy()  # the constructor's rest posture (see turn_rest_posture)
 
-    def set_rest_posture(self, rest_posture: Any) -> None:
+    def turn_rest_posture(self, yaw: float) -> None:
+        """Lean the IK's redundancy towards the constructor's rest posture turned by ``yaw`` (rad) about
+        A1: a workcell station turned by ``yaw`` sees the arm as the station ahead does. Absolute, so a
+        kinematics shared by the planners of several stations is right for the last one set."""
+        rest = self.station_rest.copy()
+        rest[0] += float(yaw)
+        self._set_rest_posture(rest)
+
+    def _set_rest_posture(self, rest_posture: Any) -> None:
         """The posture the IK's redundancy leans towards (the elbow's swivel), and the restarts around it."""
         rest = np.asarray(rest_posture, dtype=float)
         if rest.shape != (7,) or not np.all(np.isfinite(rest)):

@@ -186,7 +186,6 @@ class Sim2Real:
         self.max_lead_m = float(max_lead_m)
         self._fixed_rotation = None if tool_rotation is None else Frame(tool_rotation, np.zeros(3)).rotation
         self.tool_rotation: np.ndarray | None = self._fixed_rotation
-        self._station_rest: np.ndarray | None = None  # the kinematics' own rest posture (station ahead)
         self.set_task_frame(task_frame)
         self._hand_target: np.ndarray | None = None
         self._measured_before: list[float] | None = None  # the hand at the previous step (task frame)
@@ -219,12 +218,8 @@ class Sim2Real:
         # The IK's redundancy leans towards a rest posture given for the single-task station: turn it
         # with the station about A1, or at a workcell's side station the elbow swings back towards the
         # front one (joint motions ten times those ahead, for the same hand motion).
-        if callable(getattr(self.kinematics, 'set_rest_posture', None)):
-            if self._station_rest is None:
-                self._station_rest = np.asarray(self.kinematics.rest, dtype=np.float64).copy()
-            rest = self._station_rest.copy()
-            rest[0] += station_yaw(self.task_frame)
-            self.kinematics.set_rest_posture(rest)
+        if callable(getattr(self.kinematics, 'turn_rest_posture', None)):
+            self.kinematics.turn_rest_posture(station_yaw(self.task_frame))
 
     # -- state --------------------------------------------------------------------------------------
     def reset(self, joint_positions: Any, now: float = 0.0) -> None:

@@ -247,3 +247,22 @@ def test_bad_input_gives_a_clear_error():
     big = s2r.plan([5.0, 0, 0, -3.0], HOME)
     assert big.gripper == -1.0
     assert np.allclose(big.hand_target, hand(HOME) + np.array([0.01, 0, 0]), atol=1e-12)
+
+
+def test_the_ik_leans_towards_the_rest_posture_of_the_current_station():
+    # A workcell station turned about A1 sees the arm as the station ahead does; one kinematics shared
+    # by the planners of successive stations (the sim2real node's) follows the current one.
+    from legion_kuka.real2sim import Frame
+    from legion_kuka.sim2real import station_yaw
+
+    left = Frame(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), np.zeros(3)).compose(
+        default_task_frame())
+    assert station_yaw(left) == pytest.approx(math.pi / 2)
+    assert station_yaw(default_task_frame()) == pytest.approx(0.0)
+    shared, fresh = IiwaKinematics(tool='tcp'), IiwaKinematics(tool='tcp')
+    Sim2Real(shared, task_frame=left)
+    assert shared.rest[0] == pytest.approx(fresh.rest[0] + math.pi / 2)
+    assert np.allclose(shared.rest[1:], fresh.rest[1:])
+    Sim2Real(shared, task_frame=default_task_frame())
+    assert np.allclose(shared.rest, fresh.rest)
+    assert np.allclose(shared.restart_postures, fresh.restart_postures)
