@@ -298,7 +298,7 @@ class LegionPolicy:
         return z, cluster
 
 
-SHIPPED_POLICY = Path(__file__).resolve().parent / 'data' / 'policies' / 'kuka_demo3' / 'policy.pt'
+SHIPPED_POLICY = Path(__file__).resolve().parent / 'data' / 'policies' / 'twin_demo3' / 'policy.pt'
 
 
 def default_policy_path() -> Path | None:

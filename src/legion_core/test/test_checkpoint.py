@@ -143,7 +143,8 @@ def test_default_policy_path_is_the_environment_then_the_shipped_policy(tmp_path
 def test_the_shipped_policy_loads_and_acts_on_its_tasks():
     policy = load_policy(ckpt.SHIPPED_POLICY)
     assert policy.tasks == ['reach-v3', 'drawer-close-v3', 'window-close-v3']
-    obs = np.zeros((3, 12), dtype=np.float32)
+    assert policy.env['embodiment'] == 'twin'  # trained through the arm's own chain
+    obs = np.zeros((3, policy.obs_dim), dtype=np.float32)
     for task in policy.tasks:
         actions = policy.act(obs, task)
         assert actions.shape == (3, 4) and np.all(np.abs(actions) <= 1)
