@@ -15,7 +15,12 @@ handles it and writes its checkpoint), SIGTERM and a scheduler's SIGUSR1 / SIGUS
 every process of a job step at a preemption or before a time limit; the trainer checkpoints and goes
 on or requeues), ends when its parent goes away (its pipe closes: a killed trainer leaves no worker),
 and a worker that dies or fails raises :class:`EnvWorkerError` naming it and its exit code, never a
-hang.
+hang. Workers are started with ``spawn`` (no fork of a process holding torch's threads): a script that
+trains with ``train.env_process=true`` needs the ``if __name__ == '__main__':`` guard (``legion train``
+has it).
+
+Measured (`legion train` on `embodiment=twin`, one copy, defaults, the machine otherwise idle, two
+rounds alternating, medians): 14.3 ms a step in-process, 11.4 ms with the env in a worker (1.25x).
 """
 from __future__ import annotations
 
