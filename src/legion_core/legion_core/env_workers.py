@@ -128,32 +128,36 @@ class EnvWorker:
         while not self._conn.poll(_POLL_S):
             waited += _POLL_S
             if not self._process.is_alive():
-                raise EnvWorkerError(f'env worker {self.name!r} (pid {self.pid}) died with exit code '
-                                     f'{self._process.exitcode}')
+                raise self._died()
             if timeout_s is not None and waited >= timeout_s:
                 raise EnvWorkerError(f'env worker {self.name!r} (pid {self.pid}) did not answer within '
                                      f'{timeout_s:.0f} s')
         try:
             status, payload = self._conn.recv()
         except (EOFError, OSError):
-            self._process.join(self.close_timeout_s)
-            raise EnvWorkerError(f'env worker {self.name!r} (pid {self.pid}) died with exit code '
-                                 f'{self._process.exitcode}') from None
+            raise self._died() from None
         if status == 'error':
             raise EnvWorkerError(f'env worker {self.name!r} failed:\n{payload}')
         return payload
 
-    def _call(self, command: str, argument: Any = None) -> Any:
+    def _died(self) -> EnvWorkerError:
+        """The error for a worker whose process is gone (its exit code once it has been reaped)."""
+        self._process.join(self.close_timeout_s)
+        return EnvWorkerError(f'env worker {self.name!r} (pid {self.pid}) died with exit code '
+                              f'{self._process.exitcode}')
+
+    def _send(self, command: str, argument: Any = None) -> None:
         if self._closed:
             raise EnvWorkerError(f'env worker {self.name!r} is closed')
         if self._waiting:
-            raise RuntimeError('a step is in flight: call step_wait() first')
+            raise RuntimeError('a step is already in flight: call step_wait() first')
         try:
             self._conn.send((command, argument))
         except (BrokenPipeError, OSError):
-            self._process.join(self.close_timeout_s)
-            raise EnvWorkerError(f'env worker {self.name!r} (pid {self.pid}) died with exit code '
-                                 f'{self._process.exitcode}') from None
+            raise self._died() from None
+
+    def _call(self, command: str, argument: Any = None) -> Any:
+        self._send(command, argument)
         return self._receive()
 
     def reset(self) -> np.ndarray:
@@ -172,13 +176,7 @@ class EnvWorker:
         if actions.shape != (self.num_envs, self.action_dim):
             raise ValueError(f'expected actions of shape ({self.num_envs}, {self.action_dim}), '
                              f'got {actions.shape}')
-        if self._waiting:
-            raise RuntimeError('a step is already in flight: call step_wait() first')
-        try:
-            self._conn.send(('step', actions))
-        except (BrokenPipeError, OSError):
-            raise EnvWorkerError(f'env worker {self.name!r} (pid {self.pid}) died with exit code '
-                                 f'{self._process.exitcode}') from None
+        self._send('step', actions)
         self._waiting = True
 
     def step_wait(self) -> Step:

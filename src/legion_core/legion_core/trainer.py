@@ -505,7 +505,7 @@ class Trainer:
         p, t, d = self.position, self.cfg['train'], self.cfg['dpmm']
         per_step = sum(env.num_envs for env in envs)
         local_per_step = envs[0].num_envs
-        overlapped = bool(t.get('env_process', False))
+        overlapped = all(hasattr(env, 'step_async') for env in envs)  # workers (train.env_process)
         clock = last = time.perf_counter()
         obs = [env.reset() for env in envs]
         if p['local_step'] == 0 and t['eval_every'] > 0:
