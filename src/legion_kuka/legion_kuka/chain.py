@@ -87,6 +87,9 @@ class EpisodeResult:
     max_hand_speed_m_s: float = 0.0  # measured hand speed, highest over control cycles
     max_joint_speed: np.ndarray = field(default_factory=lambda: np.zeros(7))  # rad/s per joint, measured
     max_tool_tilt_rad: float = 0.0  # largest tool tilt sim2real planned (see legion_kuka.sim2real)
+    # Why the safety filter latched its e-stop (e.g. tracking_error: the arm hit something), empty while
+    # it has not. A latched episode ends there: the real arm would stand until an operator resets it.
+    estop_reasons: tuple[str, ...] = ()
 
 
 def expert_policy(task: str) -> Policy:
@@ -210,7 +213,7 @@ class ChainRunner:
         result = self.begin()
         for _ in range(self.max_steps):
             self.act(self.policy_fn(self.observe()), result)
-            if result.success and self.stop_on_success:
+            if result.estop_reasons or (result.success and self.stop_on_success):
                 break
         return result
 
@@ -233,8 +236,12 @@ class ChainRunner:
     def act(self, action: Any, result: EpisodeResult, measure: bool = True) -> bool:
         """One policy step: ``action`` (Meta-World's 4 values) through sim2real and the safety filter
         to the twin, for the step's control cycles. Updates ``result`` (``measure``: also the hand
-        and joint speeds, one forward kinematics per cycle) and returns whether the task succeeds now."""
+        and joint speeds, one forward kinematics per cycle) and returns whether the task succeeds now.
+        Once the safety filter has latched (``result.estop_reasons``) the arm stands and nothing succeeds
+        any more, as on the real arm until an operator resets the e-stop."""
         twin = self.twin
+        if result.estop_reasons:
+            return False
         action = np.asarray(action, dtype=np.float64)
         state = twin.joint_state()
         plan = self.sim2real.plan(action, state.position, now=twin.time_s)
@@ -254,6 +261,9 @@ class ChainRunner:
                 self._tcp_prev, self._q_prev = tcp, q_now
         result.steps += 1
         result.sim_time_s = twin.time_s - self._start_s
+        if self.safety is not None and self.safety.latched:
+            result.estop_reasons = self.safety.latch_reasons
+            return False
         succeeded = twin.task_success(self.task)
         if succeeded:
             if result.first_success_step is None:

@@ -16,7 +16,10 @@ trained here learns the dynamics it meets on the arm; what it sees is what real2
 the arm (equal to Meta-World's observation, see ``legion_kuka.real2sim``).
 
 Costs: about 3-4 ms per step on this machine's CPU (IK and 40 physics substeps) against 0.3 ms for
-the ``kuka`` env, which is small beside a SAC update. Goals: the seed's variant, or a new one at every
+the ``kuka`` env, which is small beside a SAC update. An episode whose safety filter latches its e-stop
+(a collision: the arm is not where it was sent) ends there, terminated and unsuccessful, as the real arm
+stops until an operator resets it (the drawer policy of ``twin_demo3``, trained before this rule, closed
+the drawer once in ten episodes by hitting it hard enough to latch). Goals: the seed's variant, or a new one at every
 reset with ``goal='random'`` (Meta-World's sampler, as for the other embodiments).
 """
 from __future__ import annotations
@@ -104,6 +107,11 @@ class TwinTaskEnv:
         self._obs = obs
         reward, info = self._mw.evaluate_state(obs, action.astype(np.float32))
         info = dict(info)
+        if self._record.estop_reasons:
+            # The filter latched (the arm hit something, or was pushed): the real arm stands until an
+            # operator resets it, so the episode ends here, a failure: no reward follows.
+            info.update(success=False, estop=list(self._record.estop_reasons))
+            return obs.copy(), float(reward), True, False, info
         info['success'] = bool(info['success'])
         return obs.copy(), float(reward), False, False, info
 

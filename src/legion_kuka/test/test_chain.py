@@ -123,3 +123,22 @@ def test_the_twins_hand_moves_as_the_training_envs_hand_for_the_same_actions():
         errors[response] = np.linalg.norm(np.array(seen) - np.array(trained), axis=1).max()
     assert errors['metaworld'] < 0.003
     assert errors['direct'] > 0.01
+
+
+def test_a_latched_safety_filter_ends_the_episode_unsuccessful():
+    import mujoco
+
+    steps = []
+
+    def policy(obs):
+        steps.append(obs)
+        if len(steps) == 3:  # a collision: A2 knocked 0.3 rad off the commanded path
+            runner.twin.data.qpos[runner.twin._qadr[1]] += 0.3
+            mujoco.mj_forward(runner.twin.model, runner.twin.data)
+        return np.array([0.0, 0.5, 0.0, 0.0])
+
+    runner = ChainRunner(policy, 'reach-v3', seed=0, layout='full39')
+    result = runner.episode()
+    assert result.estop_reasons == ('tracking_error',)
+    assert result.steps == 3 and len(steps) == 3  # the arm stands: no more policy steps
+    assert not result.success

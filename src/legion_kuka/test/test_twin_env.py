@@ -45,6 +45,21 @@ def test_the_safety_filter_bounds_the_arm_in_training():
     assert np.all(np.array(q) >= limits.lower - 1e-3) and np.all(np.array(q) <= limits.upper + 1e-3)
 
 
+def test_an_arm_knocked_off_its_path_ends_the_episode_as_on_the_real_arm():
+    import mujoco
+
+    env = TwinTaskEnv('reach-v3', seed=0)
+    env.reset()
+    _, _, terminated, _, info = env.step(np.array([0.5, 0.0, 0.0, 0.0]))
+    assert not terminated and 'estop' not in info
+    twin = env.twin
+    twin.data.qpos[twin._qadr[1]] += 0.3  # a collision: A2 is far from where the filter sent it
+    mujoco.mj_forward(twin.model, twin.data)
+    _, _, terminated, truncated, info = env.step(np.array([0.5, 0.0, 0.0, 0.0]))
+    assert terminated and not truncated
+    assert info['success'] is False and info['estop'] == ['tracking_error']
+
+
 def test_the_expert_earns_metaworlds_reward_and_success():
     env = TaskVectorEnv('reach-v3', 1, embodiment='twin', layout='full39', seed=0)
     expert = expert_policy('reach-v3')
