@@ -234,3 +234,23 @@ def test_reset_switches_task(twin):
         assert not twin.task_success()  # Meta-World starts the drawer pulled out
     finally:
         twin.reset(task='reach-v3', seed=0)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_an_object_pressed_by_the_arm_moves_with_the_hand_not_faster(seed):
+    # The shipped drawer policy presses the gripper pad onto the open drawer's wall. Without MuJoCo's
+    # noslip solver the pad held the drawer still and then shot it closed (15 cm in one policy step);
+    # the drawer must move with the hand, at most 1 cm a step (plus contact give).
+    from legion_core.checkpoint import SHIPPED_POLICY, load_policy
+    from legion_kuka.chain import ChainRunner
+
+    policy = load_policy(SHIPPED_POLICY)
+    drawer = []
+
+    def act(obs):
+        drawer.append(obs[4:7].copy())
+        return policy.act(np.asarray(obs, np.float32)[None], 'drawer-close-v3')[0]
+
+    result = ChainRunner(act, 'drawer-close-v3', seed=seed, layout=policy.layout).episode()
+    assert np.abs(np.diff(drawer, axis=0)).max() < 0.02
+    assert result.success  # closed by pushing, in about 50 steps
