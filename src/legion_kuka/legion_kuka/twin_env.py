@@ -19,8 +19,8 @@ Costs: about 3-4 ms per step on this machine's CPU (IK and 40 physics substeps) 
 the ``kuka`` env, which is small beside a SAC update. An episode whose safety filter latches its e-stop
 (a collision: the arm is not where it was sent) ends there, terminated and unsuccessful, as the real arm
 stops until an operator resets it (the drawer policy of ``twin_demo3``, trained before this rule, closed
-the drawer once in ten episodes by hitting it hard enough to latch). Goals: the seed's variant, or a new one at every
-reset with ``goal='random'`` (Meta-World's sampler, as for the other embodiments).
+the drawer once in ten episodes by hitting it hard enough to latch). Goals: the seed's variant, or a
+new one at every reset with ``goal='random'`` (Meta-World's sampler, as for the other embodiments).
 """
 from __future__ import annotations
 

@@ -98,8 +98,13 @@ class StatusFollower:
             self.final = event
 
     def ready(self) -> bool:
-        """The instruction node listens."""
-        return self._publisher.get_subscription_count() > 0
+        """The instruction node listens. Its own subscription counts, not any: the recorder subscribes to
+        the topic first (legion sim waits for it), and under load the instruction node took 27 s longer
+        to load its intent model; an instruction sent to the recorder alone was lost and the run hung."""
+        from legion_ros.nodes.instruction import NODE_NAME
+
+        readers = self.node.get_subscriptions_info_by_topic(INSTRUCTION_TOPIC)
+        return any(info.node_name == NODE_NAME for info in readers)
 
     def send(self, instruction: str) -> None:
         from std_msgs.msg import String
@@ -112,8 +117,9 @@ class StatusFollower:
 
 
 def deliver(node, follower: StatusFollower, instruction: str, on_spin=None, attempts: int = 5,
-            confirm_s: float = 3.0) -> None:
-    """Send until the instruction node confirms (its status starts a new sequence).
+            confirm_s: float = 3.0) -> bool:
+    """Send until the instruction node confirms (its status starts a new sequence); False if it never
+    did within ``attempts`` x ``confirm_s``.
 
     Seeing the node's subscription does not mean the node has matched this publisher yet; a sample
     sent in between is lost for a volatile reader, so an unconfirmed instruction is sent again (with
@@ -122,7 +128,13 @@ def deliver(node, follower: StatusFollower, instruction: str, on_spin=None, atte
     for _ in range(attempts):
         follower.send(instruction)
         if spin_until(node, lambda: follower.sequence_id is not None, confirm_s, on_spin):
-            return
+            return True
+    return False
+
+
+def unconfirmed(attempts: int = 5, confirm_s: float = 3.0) -> str:
+    return (f'the instruction node did not take the instruction ({attempts} tries in '
+            f'{attempts * confirm_s:g} s): is it overloaded or stuck? (see its log)')
 
 
 def spin_until(node, predicate, timeout_s: float | None, on_spin=None) -> bool:
@@ -146,7 +158,8 @@ def follow_instruction(node, instruction: str, *, wait_s: float, timeout_s: floa
     if not spin_until(node, follower.ready, wait_s):
         return EXIT_NO_GRAPH, None, (f'no instruction node listens on {INSTRUCTION_TOPIC} after '
                                      f'{wait_s:g} s (is the graph up? `legion sim` or `legion launch sim`)')
-    deliver(node, follower, instruction)
+    if not deliver(node, follower, instruction):
+        return EXIT_NO_GRAPH, None, unconfirmed()
     shown = 0
 
     def stream():
@@ -676,7 +689,8 @@ def _follow_with(node, follower, args, printer, on_spin):
     if not spin_until(node, follower.ready, 120.0, on_spin):
         return EXIT_NO_GRAPH, None, 'the instruction node did not come up within 120 s'
     spin_until(node, lambda: False, 0.3, on_spin)
-    deliver(node, follower, args.instruction, on_spin)
+    if not deliver(node, follower, args.instruction, on_spin):
+        return EXIT_NO_GRAPH, None, unconfirmed()
     shown = 0
 
     def tick():

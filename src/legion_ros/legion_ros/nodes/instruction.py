@@ -63,6 +63,7 @@ STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=32, reliability=R
 INSTRUCTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
 
+NODE_NAME = 'instruction'  # clients wait for this node's own subscription (legion_ros.instruct_cli)
 TOPICS = {
     'instruction': '/legion/instruction',
     'step_success': '/legion/step_success',
@@ -153,7 +154,7 @@ def make_matcher(encoder, descriptions: dict[str, list[str]], tasks: list[str],
 
 class InstructionNode(Node):
     def __init__(self) -> None:
-        super().__init__('instruction')
+        super().__init__(NODE_NAME)
         self.params = declare_parameters(self, PARAMETERS)
         import torch
 
