@@ -105,12 +105,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def intent_matcher(encoder, train: str | None = None, allowed: Sequence[str] | None = None):
-    from legion_core.intent import load_or_fit
     from legion_core.language import load_task_descriptions
-    from legion_ros.instructions import IntentMatcher
+    from legion_ros import instructions
 
-    model = load_or_fit(encoder.embed, train, key=encoder.fingerprint, known_words=encoder.vocabulary())
-    return IntentMatcher(model, allowed, {t: texts[0] for t, texts in load_task_descriptions().items()})
+    return instructions.intent_matcher(encoder, load_task_descriptions(), allowed, train or '')
 
 
 def similarity_matcher(encoder):

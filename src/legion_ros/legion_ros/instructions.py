@@ -535,6 +535,32 @@ class IntentMatch:
     candidates: tuple[str, ...] = ()
 
 
+def intent_matcher(encoder, descriptions: Mapping[str, Sequence[str]], allowed: Sequence[str] | None = None,
+                   intents_file: str = '') -> IntentMatcher:
+    """An :class:`IntentMatcher` for the skills ``allowed`` (None: every task the model knows): the
+    intent model fitted on ``intents_file``
+    (default: the shipped paraphrases; a few seconds, then cached), ``encoder`` a
+    :class:`legion_core.language.LanguageEncoder`. A skill without paraphrases cannot be asked for in
+    words: it is left out (``matcher.unworded`` lists it); ValueError when none is left or the data
+    cannot be read."""
+    from legion_core.intent import load_or_fit
+
+    try:
+        model = load_or_fit(encoder.embed, intents_file or None, key=encoder.fingerprint,
+                            known_words=encoder.vocabulary())
+    except (OSError, ValueError) as error:
+        raise ValueError(f'intent model: {error}') from None
+    allowed = list(model.tasks) if allowed is None else list(allowed)
+    unworded = [task for task in allowed if task not in model.tasks]
+    if len(unworded) == len(allowed):
+        raise ValueError(f'no paraphrases for any allowed skill ({", ".join(allowed)}) in '
+                         f'{model.data.source}')
+    matcher = IntentMatcher(model, [task for task in allowed if task not in unworded],
+                            {task: texts[0] for task, texts in descriptions.items() if texts})
+    matcher.unworded = unworded
+    return matcher
+
+
 class IntentMatcher(_Planner):
     """Maps step texts to tasks with a fitted :class:`legion_core.intent.IntentModel`.
 

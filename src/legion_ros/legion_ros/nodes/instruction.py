@@ -42,6 +42,7 @@ from legion_ros.instructions import (
     Reason,
     Sequencer,
     TwinTime,
+    intent_matcher,
     validate_instruction,
 )
 from legion_ros.node_base import (
@@ -128,28 +129,12 @@ def allowed_skills(descriptions: dict[str, list[str]], tasks: list[str]) -> list
 
 def make_matcher(encoder, descriptions: dict[str, list[str]], tasks: list[str],
                  intents_file: str = '') -> IntentMatcher:
-    """The step matcher of the instruction node (and of ``legion sim``'s early check): the intent
-    model fitted on ``intents_file`` (a few seconds), the skills ``tasks`` (empty: legion10) allowed.
-
-    A skill without paraphrases cannot be asked for in words: it is left out (``matcher.unworded``
-    lists it); none left is a configuration error.
-    """
-    from legion_core.intent import load_or_fit
-
-    allowed = allowed_skills(descriptions, tasks)
+    """The step matcher of the instruction node (and of ``legion sim``'s early check): the skills
+    ``tasks`` (empty: legion10) allowed, see :func:`legion_ros.instructions.intent_matcher`."""
     try:
-        model = load_or_fit(encoder.embed, intents_file or None, key=encoder.fingerprint,
-                            known_words=encoder.vocabulary())
-    except (OSError, ValueError) as error:
-        raise NodeConfigError(f'intent model: {error}') from None
-    unworded = [task for task in allowed if task not in model.tasks]
-    if len(unworded) == len(allowed):
-        raise NodeConfigError(f'no paraphrases for any allowed skill ({", ".join(allowed)}) in '
-                              f'{model.data.source}')
-    matcher = IntentMatcher(model, [task for task in allowed if task in model.tasks],
-                            {task: texts[0] for task, texts in descriptions.items()})
-    matcher.unworded = unworded
-    return matcher
+        return intent_matcher(encoder, descriptions, allowed_skills(descriptions, tasks), intents_file)
+    except ValueError as error:
+        raise NodeConfigError(str(error)) from None
 
 
 class InstructionNode(Node):

@@ -1,8 +1,9 @@
 """``trainer`` node: lifelong LEGION training in simulation as a ROS process.
 
 * sub ``/legion/learn`` (std_msgs/String, raw bytes checked like instructions): a task to learn, by
-  name (``drawer-close`` or ``drawer-close-v3``) or in words ("close the drawer", matched against the
-  task descriptions with the instruction node's threshold and margin). Requests are queued in order.
+  name (``drawer-close`` or ``drawer-close-v3``) or in words ("close the drawer", read by the
+  instruction node's intent model: "pull the drawer out" asks for drawer-open, never drawer-close).
+  Requests are queued in order.
 * pub ``/legion/training_progress`` (String JSON, event history like ``/legion/status``): ``queued``,
   ``rejected``, ``started``, ``progress`` (env steps, phase, latest evaluation), ``phase_done``,
   ``done``, ``failed``.
@@ -29,7 +30,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from std_msgs.msg import String
 
 from legion_ros import qos
-from legion_ros.instructions import InstructionRejectedError, SkillMatcher, validate_instruction
+from legion_ros.instructions import InstructionRejectedError, IntentMatcher, validate_instruction
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
 from legion_ros.provenance import BadMessageError, decode_string
 
@@ -46,8 +47,6 @@ PARAMETERS = {
                        type='string[]'),
     'chunk_steps': Param(0, 'env steps between progress messages; 0: a tenth of a task',
                          range=(0, 10_000_000)),
-    'threshold': Param(0.55, 'description matching: lowest cosine similarity', range=(0.05, 1.0)),
-    'margin': Param(0.04, 'description matching: lead over the second-best task', range=(0.0, 0.9)),
     'max_queue': Param(32, 'most tasks waiting', range=(1, 1000)),
 }
 
@@ -55,6 +54,26 @@ PARAMETERS = {
 def known_tasks() -> list[str]:
     from legion_core.tasks import all_task_names
     return all_task_names()
+
+
+def learn_matcher(tasks: list[str]) -> IntentMatcher:
+    """The intent model over the ``tasks`` the trainer can learn that people can ask for in words."""
+    from legion_core.language import LanguageEncoder, load_task_descriptions
+    from legion_ros.instructions import intent_matcher
+
+    descriptions = load_task_descriptions()
+    return intent_matcher(LanguageEncoder(), descriptions, [t for t in descriptions if t in tasks])
+
+
+def resolve_task(text: str, tasks: list[str], matcher) -> str:
+    """The task a learn request asks for: a task's name (with or without ``-v3``) as is, otherwise
+    the single step ``matcher()`` reads in the words; InstructionRejectedError says why there is none."""
+    name = text.strip().lower()
+    for candidate in (name, f'{name}-v3'):
+        if candidate in tasks:
+            return candidate
+    (step,) = matcher().plan(text, max_steps=1)
+    return step.task
 
 
 class TrainerNode(Node):
@@ -73,7 +92,7 @@ class TrainerNode(Node):
         if errors:
             raise NodeConfigError('training config: ' + '; '.join(errors))
         self.tasks = known_tasks()
-        self._matcher: SkillMatcher | None = None
+        self._matcher: IntentMatcher | None = None
         self.queue: list[str] = []
         self.learned: list[str] = []
         self.training: list[str] | None = None
@@ -92,24 +111,14 @@ class TrainerNode(Node):
                    'learned': list(self.learned), **fields}
         self.progress_pub.publish(String(data=json.dumps(message, default=str)))
 
-    def matcher(self) -> SkillMatcher:
+    def matcher(self) -> IntentMatcher:
         if self._matcher is None:  # the sentence model only once someone describes a task in words
-            from legion_core.language import LanguageEncoder, load_task_descriptions
-
-            descriptions = load_task_descriptions()
-            allowed = [t for t in descriptions if t in self.tasks]
-            self._matcher = SkillMatcher(descriptions, LanguageEncoder().embed, self.params.threshold,
-                                         self.params.margin, allowed=allowed)
+            self._matcher = learn_matcher(self.tasks)
         return self._matcher
 
     def resolve(self, text: str) -> str:
         """A task name for a request; InstructionRejectedError says why there is none."""
-        name = text.strip().lower()
-        for candidate in (name, f'{name}-v3'):
-            if candidate in self.tasks:
-                return candidate
-        (step,) = self.matcher().plan(text, max_steps=1)
-        return step.task
+        return resolve_task(text, self.tasks, self.matcher)
 
     def on_learn(self, raw: bytes) -> None:
         try:
