@@ -81,6 +81,7 @@ class Reason(str, Enum):
     NOT_LEARNED = 'not_learned'
     MALFORMED = 'malformed'
     QUEUE_FULL = 'queue_full'
+    ARM_STOPPED = 'arm_stopped'  # the arm stands in a latched e-stop until an operator resets it
 
 
 class InstructionRejectedError(ValueError):
@@ -781,6 +782,13 @@ class Sequencer:
             return []
         return self._end_current(now, StepState.SKIPPED, 'skipped on request')
 
+    def halt(self, now: float, reason: str) -> list[dict]:
+        """The arm stopped (a latched e-stop): the active step fails with ``reason`` and the rest are
+        cancelled whatever ``stop_on_failure`` says, since nothing moves until an operator resets it."""
+        if self.active is None:
+            return []
+        return self._end_current(now, StepState.FAILED, reason, stop=reason)
+
     def cancel(self, now: float, reason: str = 'cancelled on request') -> list[dict]:
         if self.finished or self.state is SequenceState.IDLE:
             return []
@@ -800,14 +808,18 @@ class Sequencer:
         step.started = now
         return [self.status('step_started')]
 
-    def _end_current(self, now: float, state: StepState, reason: str | None) -> list[dict]:
+    def _end_current(self, now: float, state: StepState, reason: str | None,
+                     stop: str | None = None) -> list[dict]:
+        """End the active step in ``state``; ``stop``: cancel the steps after it for that reason."""
         step = self.steps[self._cursor]
         step.state, step.ended, step.reason = state, now, reason
         events = [self.status(f'step_{state.value}', step=step.index)]
         self._cursor += 1
-        if state is StepState.FAILED and self.stop_on_failure:
+        if stop is None and state is StepState.FAILED and self.stop_on_failure:
+            stop = f'step {step.index + 1} failed'
+        if stop is not None:
             for rest in self.steps[self._cursor:]:
-                rest.state, rest.reason = StepState.CANCELLED, f'step {step.index + 1} failed'
+                rest.state, rest.reason = StepState.CANCELLED, stop
             self._cursor = len(self.steps)
         if self._cursor < len(self.steps):
             return events + self._start_current(now)

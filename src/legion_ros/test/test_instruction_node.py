@@ -111,6 +111,33 @@ def test_timeout_skip_and_cancel(graph):
     assert not probe.trigger('/legion/instruction/cancel').success  # nothing left to cancel
 
 
+def test_an_arm_e_stop_ends_the_instruction_and_refuses_new_ones_until_reset(graph):
+    probe, publisher, node = graph
+    arm = '/legion/sim2real/status'
+
+    def arm_state(state, **fields):
+        probe.publish(String, arm, qos.LATCHED, String(data=json.dumps(
+            {'node': '/legion/sim2real', 'state': state, **fields})))
+
+    since = _send(probe, publisher, 'reach the goal, then close the window')
+    assert probe.wait_for(lambda: probe.json(STEP)[-1]['task'] == 'reach-v3', 5.0)
+    arm_state('estop', reasons=['tracking_error'])  # the filter latched: the arm stands
+    assert probe.wait_for(lambda: _events(probe, since)[-1]['state'] == 'failed', 5.0)
+    final = _events(probe, since)[-1]
+    assert [s['state'] for s in final['steps']] == ['failed', 'cancelled']
+    assert 'e-stop (tracking_error)' in final['steps'][0]['reason']
+    assert probe.wait_for(lambda: probe.json(STEP)[-1]['task'] is None, 5.0)  # the policy stops
+    since = _send(probe, publisher, 'reach the goal')
+    (event,) = _events(probe, since)
+    assert event['state'] == 'rejected' and [r['code'] for r in event['reasons']] == ['arm_stopped']
+    arm_state('holding')  # reset by the operator
+    probe.spin(0.3)
+    since = _send(probe, publisher, 'reach the goal')
+    assert _events(probe, since)[0]['event'] == 'queued'
+    assert probe.trigger('/legion/instruction/cancel').success
+    assert node.poll() is None
+
+
 def test_malformed_success_reports_are_rejected(graph):
     probe, _, node = graph
     for bad in ('not json', '[1, 2]', '{"success": "yes"}', '{"success": true, "index": "0"}'):

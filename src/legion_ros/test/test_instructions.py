@@ -229,6 +229,18 @@ def test_sequencer_stop_on_failure_cancels_the_rest():
     assert [s['state'] for s in events[-1]['steps']] == ['failed', 'cancelled', 'cancelled']
 
 
+def test_sequencer_halt_fails_the_step_and_cancels_the_rest_even_without_stop_on_failure():
+    seq = Sequencer(step_timeout_s=10.0, stop_on_failure=False)
+    seq.load('...', PLAN, now=0.0)
+    seq.report_success(1.0)
+    events = seq.halt(2.0, 'the arm stopped in an e-stop (tracking_error)')
+    assert [e['event'] for e in events] == ['step_failed', 'failed']
+    steps = events[-1]['steps']
+    assert [s['state'] for s in steps] == ['succeeded', 'failed', 'cancelled']
+    assert steps[1]['reason'] == steps[2]['reason'] == 'the arm stopped in an e-stop (tracking_error)'
+    assert seq.finished and seq.halt(3.0, 'again') == []  # nothing runs any more
+
+
 def test_sequencer_skip_cancel_and_preempt():
     seq = Sequencer()
     seq.load('a', PLAN, now=0.0)

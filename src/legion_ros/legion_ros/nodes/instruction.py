@@ -13,6 +13,9 @@ Topics (absolute names, remappable):
   carries its ``real_time_factor``; empty: the node clock (simulated time under use_sim_time).
 * sub ``/legion/step_success`` (std_msgs/String JSON ``{sequence_id, index, task, success}``, from the
   task monitor in ``real2sim``): the active step is done.
+* sub ``/legion/sim2real/status`` (String JSON, latched: sim2real's state): while the arm stands in a
+  latched e-stop (``estop``) the running instruction ends at once, its step failed and the rest
+  cancelled, and new instructions are rejected (``arm_stopped``) until the e-stop is reset.
 * pub ``/legion/active_step`` (String JSON ``{sequence_id, index, task, instruction}``, latched;
   ``task`` is null when nothing runs), ``/legion/active_embedding`` (Float32MultiArray, the task's
   language embedding, latched), ``/legion/status`` (String JSON, latched: queued / running /
@@ -68,6 +71,7 @@ NODE_NAME = 'instruction'  # clients wait for this node's own subscription (legi
 TOPICS = {
     'instruction': '/legion/instruction',
     'step_success': '/legion/step_success',
+    'arm_status': '/legion/sim2real/status',  # the arm side's state: a latched e-stop stops the job
     'active_step': '/legion/active_step',
     'active_embedding': '/legion/active_embedding',
     'status': '/legion/status',
@@ -174,6 +178,8 @@ class InstructionNode(Node):
         self.create_subscription(String, TOPICS['instruction'], self.on_instruction, INSTRUCTION_QOS,
                                  raw=True)
         self.create_subscription(String, TOPICS['step_success'], self.on_step_success, qos.STATE)
+        self.arm_stopped: str | None = None  # why the arm stands in a latched e-stop; None: it may move
+        self.create_subscription(String, TOPICS['arm_status'], self.on_arm_status, qos.LATCHED)
         self.create_service(Trigger, '~/cancel', self.on_cancel)
         self.create_service(Trigger, '~/skip', self.on_skip)
         self.create_timer(0.1, self.on_tick)
@@ -214,6 +220,10 @@ class InstructionNode(Node):
         request = self.inbox.take()
         if request is None:
             return
+        if self.arm_stopped is not None:
+            self._reject(_shown(request.text), [{'code': Reason.ARM_STOPPED.value, 'message':
+                         f'{self.arm_stopped}: reset the e-stop first'}], request.id)
+            return
         try:
             text = validate_instruction(request.text, self.params.max_bytes)
             plan = self.matcher.plan(text, self.params.max_bytes, self.params.max_steps)
@@ -222,6 +232,27 @@ class InstructionNode(Node):
             return
         self.get_logger().info(f'instruction {request.id} "{text}" -> {[p.task for p in plan]}')
         self._emit(self.sequencer.load(text, plan, self.step_now(), request.id))
+
+    def on_arm_status(self, message: String) -> None:
+        """sim2real's state. A latched e-stop ends the running instruction at once, failed, instead of
+        letting each step time out while the arm stands, and refuses new ones until it is reset."""
+        try:
+            status = json.loads(message.data)
+            state = status['state']
+        except (ValueError, KeyError, TypeError):
+            self._count_rejection(TOPICS['arm_status'], 'expected a JSON status with a state')
+            return
+        if state in ('holding', 'commanding', 'transit'):  # (other messages are events, not states)
+            self.arm_stopped = None
+        if state != 'estop':
+            return
+        reasons = status.get('reasons')
+        detail = ', '.join(str(r) for r in reasons) if isinstance(reasons, list) and reasons else ''
+        self.arm_stopped = 'the arm stopped in an e-stop' + (f' ({detail[:200]})' if detail else '')
+        events = self.sequencer.halt(self.step_now(), self.arm_stopped)
+        if events:
+            self.get_logger().error(f'{self.arm_stopped}: instruction {self.sequencer.instruction_id} ended')
+        self._emit(events)
 
     def on_step_success(self, message: String) -> None:
         try:
