@@ -38,6 +38,11 @@ OFFSCREEN_BACKENDS = ('egl', 'osmesa')
 #: Where the camera looks from by default: behind the arm, which faces +y in Meta-World's world frame.
 CAMERA_AZIMUTH_DEG = 90.0
 CAMERA_ELEVATION_DEG = -45.0
+#: Caption colours: plain text, a success, a failure.
+WHITE, GREEN, RED = (255, 255, 255), (120, 235, 120), (255, 120, 110)
+#: One task's scene (azimuth, elevation in degrees; framing margin): from the side, so that the arm
+#: does not hide the object it works on.
+TASK_VIEW = (150.0, -30.0, 1.3)
 #: Fixed geoms larger than this (half-size, m) are furniture (tables, walls) and not framed.
 MAX_FRAMED_FIXED_HALF_M = 0.25
 
@@ -233,7 +238,7 @@ def caption(frame: np.ndarray, lines: Sequence[str], *, corner: str = 'bottom',
     image = Image.alpha_composite(image.convert('RGBA'), overlay)
     draw = ImageDraw.Draw(image)
     for k, line in enumerate(lines):
-        colour = colours[k] if colours is not None and k < len(colours) else (255, 255, 255)
+        colour = colours[k] if colours is not None and k < len(colours) else WHITE
         draw.text((pad + 2, top + pad + k * (size + pad)), line, font=font, fill=colour)
     return np.asarray(image.convert('RGB'))
 

@@ -28,16 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from legion_core.video import GREEN, RED, WHITE
 from legion_kuka.state_log import Scene, StateLog, load_state_log
 
 LEAD_S = 1.0
 TAIL_S = 2.0
 DEFAULT_SIZE = (640, 360)
-#: Views (azimuth, elevation in degrees; framing margin): one task's scene from the side, so that the
-#: arm does not hide the object; a workcell from high behind the arm, every station in sight.
-TASK_VIEW = (150.0, -30.0, 1.3)
+#: The view of a workcell of several stations (azimuth, elevation in degrees; framing margin): from
+#: high behind the arm, every station in sight (one station: legion_core.video.TASK_VIEW, from the side).
 WORKCELL_VIEW = (90.0, -55.0, 1.15)
-GREEN, RED, WHITE = (120, 235, 120), (255, 120, 110), (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,9 @@ class Captions:
 
 
 def _view(scene: Scene) -> tuple[float, float, float]:
-    return WORKCELL_VIEW if scene.workcell else TASK_VIEW
+    from legion_core.video import TASK_VIEW
+
+    return WORKCELL_VIEW if len(scene.tasks) > 1 else TASK_VIEW
 
 
 def render_state_logs(paths: Sequence[str | Path], out: str | Path, *, size: tuple[int, int] = DEFAULT_SIZE,
