@@ -658,6 +658,11 @@ def run_sim(args: argparse.Namespace) -> int:
             if not args.no_record:
                 _wait_for_recorder(node, on_spin)
             code, final, message = _follow_with(node, follower, args, printer, on_spin)
+            if args.video is not None and final is not None:
+                from legion_kuka.video import TAIL_S
+
+                # The video ends TAIL_S after the instruction: the twin records (and notes the end) meanwhile.
+                spin_until(node, lambda: False, TAIL_S + 0.5, on_spin)
         except RuntimeError as error:
             code, message = EXIT_NO_GRAPH, str(error)
         except KeyboardInterrupt:
