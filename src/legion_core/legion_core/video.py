@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 VIDEO_SUFFIXES = ('.mp4', '.gif')
+FILE_MODE = 0o644  # what a plain write would give under the usual umask
 OFFSCREEN_BACKENDS = ('egl', 'osmesa')
 #: Where the camera looks from by default: behind the arm, which faces +y in Meta-World's world frame.
 CAMERA_AZIMUTH_DEG = 90.0
@@ -258,6 +259,7 @@ class VideoWriter:
         self.frames = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f'.{self.path.stem}.', suffix=self.suffix, dir=self.path.parent)
+        os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would keep a video from everyone else
         os.close(fd)
         self._tmp = Path(tmp)
         self._gif: list = []

@@ -169,6 +169,7 @@ def save_state_log(path: str | Path, log: StateLog) -> Path:
         arrays[f'times_{i}'] = segment.times
         arrays[f'qpos_{i}'] = segment.qpos
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    os.fchmod(fd, 0o644)  # as a plain write under the usual umask (mkstemp's 0600 hides it from others)
     try:
         with os.fdopen(fd, 'wb') as f:
             np.savez(f, **arrays)
