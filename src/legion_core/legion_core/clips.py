@@ -8,8 +8,8 @@ Meta-World's Sawyer, the KUKA, the twin), drawn offscreen (:mod:`legion_core.vid
 step, with the task, the step and the success written on them. A clip ends ``AFTER_SUCCESS_STEPS``
 steps after the task first succeeds, or with the episode.
 
-Cost (measured on 2 shared CPU cores, 320x240): about 30-50 ms a frame to draw plus the policy and env
-step, so a 150-step episode takes 5-15 s and its GIF 1-3 MB.
+Cost (measured on 2 shared CPU cores, 320x240, the shipped policy on the twin): 11 s a task, episode
+and drawing; GIFs of 19-83 frames, 0.55-2.3 MB (docs/benchmarks.md).
 """
 from __future__ import annotations
 

@@ -10,11 +10,12 @@ GPU) or ``osmesa`` work. :func:`use_offscreen_gl` sets ``MUJOCO_GL=egl`` and ``P
 when nothing has imported MuJoCo yet and otherwise checks what was chosen, so a process that cannot
 render says so in one sentence instead of failing inside GLFW.
 
-Speed (measured on the 2 shared CPU cores, software EGL, 640x360, the three-station workcell): 720 ms
-a frame as MuJoCo draws it by default, 95 ms with one shadow-casting light instead of the scene's four
-(a workcell brings each station's lights), 67 ms also without 4x multisampling, at no visible cost at
-this size. :class:`OffscreenRenderer` draws that way. It also hides floor planes that lie in the plane
-of an earlier one (each workcell station brings its own floor; coplanar floors flicker).
+Speed (``scripts/bench_render.py``, software EGL on the 2 shared CPU cores, 640x360, the demo's
+three-station workcell): MuJoCo's default drawing costs 810 ms of CPU a frame, mostly shadow maps, one
+per shadow-casting light, and a workcell brings each station's lights; with one shadow-casting light and
+no 4x multisampling, which look the same at this size, 86 ms. :class:`OffscreenRenderer` draws that way.
+It also hides floor planes that lie in the plane of an earlier one (each station brings its own floor;
+coplanar floors flicker).
 
 Files: ``.mp4`` (H.264, yuv420p: plays in browsers and players) through the ffmpeg binary that the
 ``imageio-ffmpeg`` wheel carries, ``.gif`` through Pillow (shows inline in markdown). Both are written
