@@ -17,6 +17,7 @@ log's frames start ``LEAD_S`` before its first step and end ``TAIL_S`` after the
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -102,6 +103,9 @@ class Captions:
                           if d.get('success')}
         self.job = job or {}
         self.job_steps = list(self.job.get('steps') or [])
+        # The last result an earlier log showed (one log per twin process: per-step scenes), until this
+        # log knows one of its own.
+        self.carried: tuple[str, tuple[int, int, int]] | None = None
 
     def _outcome(self, i: int, t: float) -> tuple[str, tuple[int, int, int]] | None:
         """How step note ``i`` ended, as known at ``t``: its success note, or, once the next step
@@ -132,15 +136,26 @@ class Captions:
             first = f'instruction done: {done}/{len(self.job_steps)} steps succeeded'
         else:
             first = 'instruction done'
-        second, colour = f't = {clock_s:5.1f} s', WHITE
-        for i in reversed(active):  # the latest step whose result is known by now
+        result = self.last_result(t)
+        second = f't = {clock_s:5.1f} s' + (f'    {result[0]}' if result else '')
+        return [first, second], [WHITE, result[1] if result else WHITE]
+
+    def last_result(self, t: float = math.inf) -> tuple[str, tuple[int, int, int]] | None:
+        """('step N succeeded', colour) of the latest step whose result is known at ``t``."""
+        for i in reversed([i for i, (when, _) in enumerate(self.steps) if when <= t]):
             step = self.steps[i][1]
             outcome = self._outcome(i, t) if step.get('task') else None
             if outcome is not None:
-                second += f'    step {int(step.get("index") or 0) + 1} {outcome[0]}'
-                colour = outcome[1]
-                break
-        return [first, second], [WHITE, colour]
+                return f'step {int(step.get("index") or 0) + 1} {outcome[0]}', outcome[1]
+        return self.carried
+
+
+def captions_of(logs: Sequence[StateLog], job: dict | None = None) -> list[Captions]:
+    """The captions of each log, each starting from the last result the one before showed."""
+    captions = [Captions(log, job) for log in logs]
+    for before, after in itertools.pairwise(captions):
+        after.carried = before.last_result()
+    return captions
 
 
 def _view(scene: Scene) -> tuple[float, float, float]:
@@ -165,7 +180,7 @@ def render_state_logs(paths: Sequence[str | Path], out: str | Path, *, size: tup
     if not frames:
         raise VideoError('no frame falls inside the job (try without trimming)')
     width, height = size
-    captions = [Captions(log, job) for log in logs]
+    captions = captions_of(logs, job)
     title = (job or {}).get('instruction') or ''
     bar = None
     if progress:

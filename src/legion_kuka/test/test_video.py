@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from legion_core.video import offscreen_problem, read_frames
-from legion_kuka.state_log import Scene, StateRecorder, load_state_log, save_state_log
+from legion_core.video import GREEN, offscreen_problem, read_frames
+from legion_kuka.state_log import Scene, StateLog, StateRecorder, load_state_log, save_state_log
 from legion_kuka.twin import Twin
-from legion_kuka.video import Captions, plan_frames, render_state_logs
+from legion_kuka.video import Captions, captions_of, plan_frames, render_state_logs
 
 SECONDS = 3.0
 EVERY = 4  # control cycles per recorded state: 25 Hz at 100 Hz
@@ -129,6 +129,19 @@ def test_captions_follow_the_steps(recorded):
     done, colours = captions.lines(2.1, 2.1)
     assert done[1].endswith('step 1 succeeded') and colours[1] != colours[0]
     assert captions.lines(2.9, 2.9)[0][0] == 'instruction done: 1/1 steps succeeded'
+
+
+def test_a_later_log_starts_with_the_last_result_of_the_one_before(recorded):
+    """Per-step scenes: one twin process, and log, per step; the next step's log knows only its own."""
+    _, path, _ = recorded
+    first = load_state_log(path)
+    step = {'sequence_id': 1, 'index': 1, 'task': 'push-v3', 'instruction': 'push the puck'}
+    second = StateLog(first.segments, [{'t': 0.0, 'topic': 'active_step', 'data': step}])
+    job = {'steps': [{'success': True}, {'success': False}]}
+    captions = captions_of([first, second], job)
+    lines, colours = captions[1].lines(0.5, 3.5)
+    assert lines == ['step 2/2: push the puck  [push-v3]', 't =   3.5 s    step 1 succeeded']
+    assert colours[1] == GREEN
 
 
 def test_the_log_renders_to_an_mp4_of_the_expected_length(recorded, can_render, tmp_path):
