@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 FORMAT = 'legion-state-log/1'
+#: Notes kept at most (a job has a few per step; a hostile publisher must not fill the memory).
+MAX_NOTES = 10_000
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class StateRecorder:
         self._qpos = np.zeros((0, 0))
         self._rows = 0
         self.notes: list[dict] = []
+        self.max_notes = MAX_NOTES
+        self.dropped_notes = 0
 
     def begin(self, scene: Scene, nq: int) -> None:
         """A new segment (a scene was loaded); the current one, if it holds states, is kept."""
@@ -133,9 +137,15 @@ class StateRecorder:
         self._qpos[self._rows] = qpos
         self._rows += 1
 
-    def note(self, t: float, topic: str, data: Any) -> None:
-        """Something that happened at simulated time ``t`` (an instruction step started, succeeded)."""
+    def note(self, t: float, topic: str, data: Any) -> bool:
+        """Something that happened at simulated time ``t`` (an instruction step started, succeeded);
+        False (and counted in ``dropped_notes``) once ``max_notes`` are kept: a topic flooded with
+        messages must not grow the twin's memory without bound."""
+        if len(self.notes) >= self.max_notes:
+            self.dropped_notes += 1
+            return False
         self.notes.append({'t': float(t), 'topic': str(topic), 'data': data})
+        return True
 
     def _close_segment(self) -> None:
         if self._scene is not None and self._rows:

@@ -91,16 +91,24 @@ def plan_frames(logs: Sequence[StateLog], fps: float, trim: bool = True) -> list
     return frames
 
 
+def step_note(data: Any) -> bool:
+    """A step as the instruction node and the task monitor publish it (``{sequence_id, index, task,
+    ...}``); anything else a topic carried is not shown."""
+    return (isinstance(data, dict) and isinstance(data.get('sequence_id'), int)
+            and (data.get('index') is None or isinstance(data['index'], int))
+            and (data.get('task') is None or isinstance(data['task'], str))
+            and (data.get('instruction') is None or isinstance(data['instruction'], str)))
+
+
 class Captions:
     """What each frame says: the active step of the instruction and the last step's result."""
 
     def __init__(self, log: StateLog, job: dict | None = None) -> None:
         self.steps = [(n['t'], n['data']) for n in log.notes
-                      if n['topic'] == 'active_step' and isinstance(n['data'], dict)]
-        self.successes = {(d.get('sequence_id'), d.get('index')): t for t, d in
-                          ((n['t'], n['data']) for n in log.notes
-                           if n['topic'] == 'step_success' and isinstance(n['data'], dict))
-                          if d.get('success')}
+                      if n['topic'] == 'active_step' and step_note(n['data'])]
+        self.successes = {(d['sequence_id'], d['index']): t for t, d in
+                          ((n['t'], n['data']) for n in log.notes if n['topic'] == 'step_success')
+                          if step_note(d) and d.get('success') is True}
         self.job = job or {}
         self.job_steps = list(self.job.get('steps') or [])
         # The last result an earlier log showed (one log per twin process: per-step scenes), until this
@@ -129,7 +137,7 @@ class Captions:
         if current is None:
             first = 'waiting for the instruction'
         elif current.get('task'):
-            first = (f'step {int(current.get("index") or 0) + 1}{total}: {current.get("instruction", "")}'
+            first = (f'step {(current.get("index") or 0) + 1}{total}: {current.get("instruction") or ""}'
                      f'  [{current["task"]}]')
         elif self.job_steps:
             done = sum(bool(s.get('success')) for s in self.job_steps)
@@ -146,7 +154,7 @@ class Captions:
             step = self.steps[i][1]
             outcome = self._outcome(i, t) if step.get('task') else None
             if outcome is not None:
-                return f'step {int(step.get("index") or 0) + 1} {outcome[0]}', outcome[1]
+                return f'step {(step.get("index") or 0) + 1} {outcome[0]}', outcome[1]
         return self.carried
 
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from legion_core.video import GREEN, offscreen_problem, read_frames
+from legion_core.video import GREEN, WHITE, offscreen_problem, read_frames
 from legion_kuka.state_log import Scene, StateLog, StateRecorder, load_state_log, save_state_log
 from legion_kuka.twin import Twin
 from legion_kuka.video import Captions, captions_of, plan_frames, render_state_logs
@@ -129,6 +129,23 @@ def test_captions_follow_the_steps(recorded):
     done, colours = captions.lines(2.1, 2.1)
     assert done[1].endswith('step 1 succeeded') and colours[1] != colours[0]
     assert captions.lines(2.9, 2.9)[0][0] == 'instruction done: 1/1 steps succeeded'
+
+
+def test_notes_of_another_shape_are_not_shown_and_notes_are_bounded(recorded):
+    """The notes come from topics anyone can publish on: what is not a step is kept but never shown,
+    and a flood of them does not grow the twin's memory."""
+    _, path, _ = recorded
+    log = load_state_log(path)
+    odd = [{'t': 0.2, 'topic': 'active_step', 'data': data} for data in (
+        'not json', {'sequence_id': 'x', 'index': 0, 'task': 'reach-v3'}, {'sequence_id': 1, 'index': [0]},
+        {'sequence_id': 1, 'index': 0, 'task': 7}, [1, 2])]
+    odd.append({'t': 0.3, 'topic': 'step_success', 'data': {'sequence_id': 1, 'index': 0, 'success': 'yes'}})
+    captions = Captions(StateLog(log.segments, odd))
+    assert captions.lines(0.9, 0.9) == (['waiting for the instruction', 't =   0.9 s'], [WHITE, WHITE])
+    recorder = StateRecorder()
+    recorder.max_notes = 3
+    kept = [recorder.note(k * 0.01, 'active_step', {}) for k in range(5)]
+    assert kept == [True, True, True, False, False] and recorder.dropped_notes == 2
 
 
 def test_a_later_log_starts_with_the_last_result_of_the_one_before(recorded):

@@ -740,7 +740,10 @@ def render_video(path: str, size: tuple[int, int], state_log_dir, result: dict, 
     if process.returncode != 0 or not process.stdout.strip():
         say(f'no video: rendering failed (exit {process.returncode}, see above)')
         return {'video': None, 'video_error': f'rendering failed with exit code {process.returncode}'}
-    made = json.loads(process.stdout.strip().splitlines()[-1])
+    try:
+        made = json.loads(process.stdout.strip().splitlines()[-1])
+    except ValueError:
+        return {'video': None, 'video_error': f'the renderer answered {process.stdout[-200:]!r}'}
     return {'video': made['video'], 'video_render': made}
 
 

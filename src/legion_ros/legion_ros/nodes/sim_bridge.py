@@ -71,6 +71,7 @@ ARM_DOF = 7
 STATION_TOPIC = '/legion/station'
 # What the state log notes beside the states (the instruction node's and the task monitor's topics).
 NOTED_TOPICS = {'active_step': '/legion/active_step', 'step_success': '/legion/step_success'}
+MAX_NOTE_BYTES = 4096
 REPORT_EVERY = 100  # control cycles between status updates with the real-time factor
 
 PARAMETERS = {
@@ -288,6 +289,8 @@ class SimBridge(Node):
         self._record_state()
 
     def on_noted(self, name: str, message: String) -> None:
+        if len(message.data) > MAX_NOTE_BYTES:  # a step is a few hundred bytes; nothing else is shown
+            return
         try:
             data = json.loads(message.data)
         except ValueError:
