@@ -266,8 +266,9 @@ Video (--video FILE.mp4 or .gif, off by default): the twin records its scene and
 the graph has stopped, a separate process rebuilds the scene and draws it offscreen (MuJoCo with
 software EGL: no GPU, no display), one frame per 40 ms of twin time, with the active step and each
 step's result on the frames, from just before the first step to just after the last. It takes
-0.1-0.15 s a frame on two CPU cores (640x360): 5.3 minutes for the 3-step demo job (87 s of twin
-time, 1.2 MB). The state logs stay beside the bag (<bag>.states/): `legion kuka video` draws them again.
+0.1-0.15 s a frame on two CPU cores (640x360): 5-10 minutes for the 3-step demo job (87-173 s of
+twin time, 1.2-1.9 MB). The state logs stay beside the bag (<bag>.states/): `legion kuka video` draws
+them again.
 """
 
 
