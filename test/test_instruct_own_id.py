@@ -22,7 +22,7 @@ from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
 
 from legion_ros.instructions import InstructionRequest, PlannedStep, Sequencer
-from legion_ros.nodes.instruction import INSTRUCTION_QOS, STATUS_QOS, TOPICS
+from legion_ros.nodes.instruction import INSTRUCTION_QOS, NODE_NAME, STATUS_QOS, TOPICS
 
 pytestmark = pytest.mark.ros
 
@@ -31,7 +31,8 @@ class StandIn:
     def __init__(self) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.node = rclpy.create_node('instruction_stand_in', context=self.context)
+        # The instruction node's name: the client waits for that node, not for any subscriber.
+        self.node = rclpy.create_node(NODE_NAME, context=self.context)
         self.status = self.node.create_publisher(String, TOPICS['status'], STATUS_QOS)
         self.node.create_subscription(String, TOPICS['instruction'], self.on_instruction, INSTRUCTION_QOS)
         self.sequencer = Sequencer(step_timeout_s=0.5)

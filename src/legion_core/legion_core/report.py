@@ -37,7 +37,9 @@ trained when the evaluation ran, ``success`` the fraction of successful evaluati
 ``return`` their mean return. It may be empty (no periodic evaluation).
 
 ``write_report(run_dir, out_dir)`` writes ``success_matrix.png``, ``learning_curves.png`` and
-``report.md`` into ``out_dir`` (default: ``run_dir``).
+``report.md`` into ``out_dir`` (default: ``run_dir``); with ``clips=True`` also one GIF per task of one
+deterministic evaluation episode of the run's policy (``clips/<task>.gif``, :mod:`legion_core.clips`),
+shown in the report.
 """
 from __future__ import annotations
 
@@ -248,7 +250,20 @@ def summary_numbers(metrics: dict[str, Any], evals: Sequence[dict[str, Any]]) ->
     return {key: metrics[key] if metrics.get(key) is not None else computed.get(key) for key in SUMMARY_KEYS}
 
 
-def markdown_report(metrics: dict[str, Any], evals: Sequence[dict[str, Any]], run_dir: Path) -> str:
+def _clip_lines(clips: Sequence[dict[str, Any]], out: Path) -> list[str]:
+    lines = ['## Evaluation clips', '', 'One deterministic episode per task with the run\'s policy and its '
+             'training settings (`legion report --clips`).', '']
+    for clip in clips:
+        ended = (f'succeeded at step {clip["success_step"]}' if clip['success']
+                 else f'no success in {clip["steps"]} steps')
+        path = Path(clip['clip'])
+        link = path.relative_to(out).as_posix() if path.is_relative_to(out) else path.as_posix()
+        lines += [f'**{clip["task"]}**: {ended}', '', f'![{clip["task"]}]({link})', '']
+    return lines
+
+
+def markdown_report(metrics: dict[str, Any], evals: Sequence[dict[str, Any]], run_dir: Path,
+                    clips: Sequence[dict[str, Any]] = (), out_dir: Path | None = None) -> str:
     tasks, matrix = metrics['tasks'], metrics['success_matrix']
     summary = summary_numbers(metrics, evals)
     lines = [f'# LEGION run report: `{run_dir.name}`', '']
@@ -287,14 +302,18 @@ def markdown_report(metrics: dict[str, Any], evals: Sequence[dict[str, Any]], ru
         lines.append('')
     lines += ['## Figures', '', '![success matrix](success_matrix.png)', '',
               '![learning curves](learning_curves.png)', '']
+    if clips:
+        lines += _clip_lines(clips, Path(out_dir) if out_dir is not None else run_dir)
     config = metrics.get('config')
     if config:
         lines += ['## Configuration', '', '```json', json.dumps(config, indent=2, sort_keys=True), '```', '']
     return '\n'.join(lines)
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Read ``run_dir``'s metrics.json and evals.jsonl and write the report files into ``out_dir``."""
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, clips: bool = False,
+                 progress: bool = False) -> dict[str, Path]:
+    """Read ``run_dir``'s metrics.json and evals.jsonl and write the report files into ``out_dir``;
+    ``clips``: also one evaluation clip per task (needs the run's policy, offscreen OpenGL)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f'{run_dir}: not a directory (expected a run directory with {METRICS_FILE} and '
@@ -312,5 +331,14 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
     plot_success_matrix(metrics['success_matrix'], metrics['tasks'], paths['success_matrix'],
                         title=f'success matrix (final {_fmt(final)})', multitask=metrics['multitask'])
     plot_learning_curves(evals, metrics['tasks'], paths['learning_curves'])
-    paths['report'].write_text(markdown_report(metrics, evals, run_dir))
+    made = []
+    if clips:
+        from legion_core.clips import write_clips
+
+        try:
+            made = write_clips(run_dir, out, progress=progress)
+        except (FileNotFoundError, ValueError) as error:  # no checkpoint or policy in the run directory
+            raise ReportError(f'{run_dir}: no evaluation clips: {error}') from error
+        paths.update({f'clip {c["task"]}': Path(c['clip']) for c in made})
+    paths['report'].write_text(markdown_report(metrics, evals, run_dir, made, out))
     return paths

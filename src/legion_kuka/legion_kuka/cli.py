@@ -50,7 +50,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     workcell.set_defaults(handler=_workcell)
 
     _register_experts(kuka_sub)
+    _register_video(kuka_sub)
     parser.set_defaults(handler=lambda _args: parser.print_help() or 2)
+
+
+def _register_video(kuka_sub) -> None:
+    from legion_kuka import video  # numpy only until it renders
+
+    parser = kuka_sub.add_parser(
+        'video', help='render the twin\'s state logs into an MP4 or GIF (what `legion sim --video` does)',
+        description='Rebuild the twin\'s scene of each state log (written by the sim_bridge with its '
+                    'state_log parameter, e.g. under runs/bags/<run>.states/ by `legion sim --video`), put '
+                    'it at each recorded state and draw it offscreen (MuJoCo with EGL, no GPU or display '
+                    'needed), one frame per 1/fps of the twin\'s time, with the instruction\'s active step '
+                    'and each step\'s result written on the frames.',
+        epilog='example: legion kuka video runs/bags/sim_20261205_101500_000000.states/*.npz -o job.mp4')
+    video.add_arguments(parser)
+    parser.set_defaults(handler=video.run)
 
 
 def _workcell(args: argparse.Namespace) -> int:

@@ -368,6 +368,23 @@ class Twin:
                           effort=self.data.qfrc_applied[dadr].copy(),
                           stamp_s=self.time_s)
 
+    def scene_state(self) -> np.ndarray:
+        """Every joint position of the scene (MuJoCo's qpos: arm, fingers, objects), a copy: with the
+        scene's identity, all it takes to draw this moment again (:mod:`legion_kuka.state_log`)."""
+        return self.data.qpos.copy()
+
+    def show_state(self, qpos: Any) -> None:
+        """Put the scene at a recorded :meth:`scene_state`, at rest, with everything derived from it up
+        to date (bodies, sites, the active station's view): for drawing, not for stepping on from."""
+        qpos = np.asarray(qpos, dtype=np.float64)
+        if qpos.shape != (self.model.nq,):
+            raise ValueError(f'expected {self.model.nq} joint positions for this scene, got shape '
+                             f'{qpos.shape}')
+        self.data.qpos[:] = qpos
+        self.data.qvel[:] = 0.0
+        self._stale = True
+        self._refresh()
+
     def gripper_opening(self) -> float:
         """Meta-World's normalised finger distance in [0, 1] (the 4th observation value)."""
         self._refresh()

@@ -23,6 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         'directory of runs (a sweep)')
     parser.add_argument('--out', metavar='DIR', default=None,
                         help='where to write the report files (default: RUN_DIR)')
+    parser.add_argument('--clips', action='store_true',
+                        help='also run one deterministic evaluation episode per task with the run\'s policy '
+                             'and its training settings and show each as a GIF in the report '
+                             '(clips/<task>.gif; MuJoCo draws offscreen, no GPU or display needed; 5-15 s a '
+                             'task on 2 cores). Off by default; one run directory only')
     parser.set_defaults(handler=run)
 
 
@@ -31,12 +36,18 @@ def run(args: argparse.Namespace) -> int:
 
     from legion_core.report import METRICS_FILE, ReportError, write_report  # matplotlib only when run
     from legion_core.sweep_report import find_runs, write_sweep_report
+    from legion_core.video import VideoError, use_offscreen_gl
 
     try:
         source = Path(args.run_dir)
         sweep = source.is_dir() and not (source / METRICS_FILE).exists() and find_runs(source)
-        paths = write_sweep_report(source, args.out) if sweep else write_report(source, args.out)
-    except ReportError as error:
+        if sweep and args.clips:
+            raise ReportError(f'{source}: --clips needs one run directory, not a sweep')
+        if args.clips:
+            use_offscreen_gl()  # before anything imports MuJoCo
+        paths = write_sweep_report(source, args.out) if sweep else write_report(
+            source, args.out, clips=args.clips, progress=args.clips)
+    except (ReportError, VideoError) as error:
         print(f'legion report: {error}', file=sys.stderr)
         return 2
     for path in paths.values():

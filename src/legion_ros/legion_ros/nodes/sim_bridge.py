@@ -26,6 +26,11 @@ and what only a simulator offers:
   the topics above report, and ``/legion/station`` (std_msgs/String JSON, latched) describes it (task
   frame, hand box, start posture, the workcell's box and swing height): sim2real moves the arm there
   (a transit through its safety filter) and real2sim switches to its frame;
+* with ``state_log`` (a path; empty: off): the scene and all its joint positions at ``state_log_rate_hz``
+  in simulated time, and the instruction's ``/legion/active_step`` and ``/legion/step_success`` as
+  timestamped notes, kept in memory (a row copy, microseconds) and written atomically when the node
+  stops or loads another scene (:mod:`legion_kuka.state_log`): what ``legion kuka video`` draws a video
+  of after the run, in another process, so the control loop never waits for a frame;
 * parameters ``task`` and ``seed`` may be set at run time (``ros2 param set``): the twin loads that
   scene; every other parameter is read-only;
 * services ``~/reset`` (Trigger: the task's initial state), ``~/reset_home`` (Trigger: the same
@@ -64,6 +69,9 @@ from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declar
 
 ARM_DOF = 7
 STATION_TOPIC = '/legion/station'
+# What the state log notes beside the states (the instruction node's and the task monitor's topics).
+NOTED_TOPICS = {'active_step': '/legion/active_step', 'step_success': '/legion/step_success'}
+MAX_NOTE_BYTES = 4096
 REPORT_EVERY = 100  # control cycles between status updates with the real-time factor
 
 PARAMETERS = {
@@ -100,6 +108,11 @@ PARAMETERS = {
     'gripper_opening_topic': Param('/legion/gripper_opening', 'std_msgs/Float64 measured finger opening in '
                                    '[0 closed, 1 open] (Meta-World\'s normalised finger distance)',
                                    read_only=True),
+    'state_log': Param('', 'record the scene and its joint positions into this file (.npz, written when the '
+                       'node stops or changes scene) for a video after the run (legion kuka video); empty: '
+                       'off', read_only=True),
+    'state_log_rate_hz': Param(25.0, 'rate of the state log in simulated time (a video\'s frame rate) [Hz]',
+                               range=(1.0, 1000.0), read_only=True),
     'start_inside_margin_deg': Param(5.0, 'on a scene load or ~/reset, an arm closer than this to a '
                                      'datasheet joint limit starts from the nearest tool-down posture 1 deg '
                                      'inside (an operator jogging it in for the safety filter; keep it equal '
@@ -216,6 +229,15 @@ class SimBridge(Node):
         self._names: list[str] = []
         self.publish_state(with_poses=True)
         self.publish_station()
+        self.state_log = None
+        if p.state_log:
+            from legion_kuka.state_log import StateRecorder
+
+            self.state_log = StateRecorder(every=max(1, round(p.control_rate_hz / p.state_log_rate_hz)))
+            self._begin_state_segment()
+            for name, topic in NOTED_TOPICS.items():
+                self.create_subscription(String, topic, lambda m, name=name: self.on_noted(name, m),
+                                         qos.LATCHED if name == 'active_step' else qos.STATE)
         self.timer = self.create_timer(self.period_s, self.on_timer)
         self.add_on_set_parameters_callback(self.on_set_parameters)
         self.report('ready')
@@ -248,10 +270,49 @@ class SimBridge(Node):
     def on_timer(self) -> None:
         if self.twin.tick():
             self.sim_time_ns += round(self.period_s * 1e9)
+            self._record_state()
         self._cycle += 1
         self.publish_state(with_poses=self._cycle % self._poses_every == 0)
         if self._cycle % REPORT_EVERY == 0:
             self.report_rate()
+
+    # -- state log --------------------------------------------------------------------------------
+    def _record_state(self) -> None:
+        # Every `every`-th cycle of simulated time, so that the log's rate holds however the twin is paced.
+        if self.state_log is not None and self.state_log.due(round(self.sim_time_ns * 1e-9 / self.period_s)):
+            self.state_log.record(self.sim_time_ns * 1e-9, self.twin.scene_state())
+
+    def _begin_state_segment(self) -> None:
+        from legion_kuka.state_log import Scene
+
+        self.state_log.begin(Scene.of(self.twin), self.twin.model.nq)
+        self._record_state()
+
+    def on_noted(self, name: str, message: String) -> None:
+        if len(message.data) > MAX_NOTE_BYTES:  # a step is a few hundred bytes; nothing else is shown
+            return
+        try:
+            data = json.loads(message.data)
+        except ValueError:
+            data = message.data  # kept as it came: the video shows no step for it
+        self.state_log.note(self.sim_time_ns * 1e-9, name, data)
+
+    def save_state_log(self) -> None:
+        """Write the state log (atomically); a failure is logged, never raised: the twin goes on."""
+        if self.state_log is None:
+            return
+        from legion_kuka.state_log import save_state_log
+
+        try:
+            path = save_state_log(self.params.state_log, self.state_log.snapshot())
+        except Exception as error:  # a full disk or a bad path must not stop the twin
+            self.get_logger().error(f'cannot write the state log {self.params.state_log}: '
+                                    f'{type(error).__name__}: {error}')
+            return
+        self.get_logger().info(f'state log: {self.state_log.rows} states in {path}')
+
+    def close(self) -> None:
+        self.save_state_log()
 
     def report_rate(self) -> None:
         """Status with the real-time factor: below 1 the machine cannot step the twin at the controller
@@ -374,6 +435,9 @@ class SimBridge(Node):
             self.get_logger().warning(reason)
             return SetParametersResult(successful=False, reason=reason)
         self._start_inside()
+        if self.state_log is not None:
+            self._begin_state_segment()
+            self.save_state_log()  # what the scene before recorded is safe on disk
         self.publish_state(with_poses=True)
         self.publish_station()
         self.report('scene')
