@@ -61,7 +61,10 @@ def metaworld_quat(task: str | None, quat_wxyz: Any) -> np.ndarray:
     ``METAWORLD_WXYZ_TASKS``); unknown tasks and None take scipy's convention, the more common one."""
     q = _finite_vector(quat_wxyz, 4, 'quaternion')
     if task in METAWORLD_WXYZ_TASKS:
-        return q if q[0] >= 0 else -q  # MuJoCo's body quaternions of these scenes keep w >= 0
+        # MuJoCo's body quaternions of these scenes keep w >= 0; at w = 0 (a half turn) q and -q both
+        # would, so the first non-zero component decides: one answer for the one rotation.
+        lead = next((v for v in q.tolist() if v != 0.0), 0.0)
+        return q if lead > 0 else -q
     from scipy.spatial.transform import Rotation
 
     # scipy's own matrix -> quaternion, so that its sign choice is reproduced exactly.

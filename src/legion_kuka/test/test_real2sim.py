@@ -222,3 +222,9 @@ def test_policy_step_frames_stack_the_frame_of_the_previous_policy_step():
     assert np.array_equal(frames.observe(first)[18:36], first[:18])
     with pytest.raises(ValueError, match='39-d'):
         frames.observe(np.zeros(12))
+
+
+@pytest.mark.parametrize('quat', [(0.0, 0.0, 0.0, 1.0), (0.0, -0.6, 0.8, 0.0), (-0.0, 0.0, -1.0, 0.0)])
+def test_a_half_turn_is_written_one_way_whatever_its_sign(quat):
+    quat, task = np.asarray(quat), 'peg-unplug-side-v3'  # a task whose observation writes w, x, y, z
+    assert np.array_equal(metaworld_quat(task, quat), metaworld_quat(task, -quat))
