@@ -29,6 +29,12 @@ joint states, a cycle id (an increasing integer per control cycle, e.g. the join
 
 Every call returns a :class:`Commands`: the joint positions and/or gripper command to send now, and
 :class:`Event` s for the caller's status and log.
+
+:class:`~legion_kuka.chain.ChainRunner` (and so ``env.embodiment=twin``) does not go through it: the
+chain is synchronous, a whole planned step with each target on its own twin cycle after the joint
+state of that cycle, while here a target is chosen by the clock (``Sim2Real.next_target``) and an
+action's first target goes out before its cycle's next joint state. Mapped onto the commander the chain
+would send other targets (an extra one at each step's first cycle), and a training run depends on it.
 """
 from __future__ import annotations
 
