@@ -346,3 +346,15 @@ def test_every_command_is_within_the_filters_limits_and_one_per_cycle(operations
         check(out)
         arm.take(out)
     assert math.isfinite(c.sent)
+
+
+def test_a_tasks_hand_box_is_meta_worlds_read_once_and_not_to_be_changed():
+    from legion_kuka.commander import task_hand_box
+
+    low, high = task_hand_box('drawer-close-v3')
+    assert np.array_equal(low, DRAWER_BOX[0]) and np.array_equal(high, DRAWER_BOX[1])
+    assert task_hand_box('drawer-close-v3')[0] is low  # cached: no second Meta-World env
+    with pytest.raises(ValueError):
+        low[0] = 0.0
+    with pytest.raises(Exception):  # noqa: B017 (whatever Meta-World raises for it)
+        task_hand_box('no-such-task-v3')
