@@ -275,6 +275,17 @@ def test_the_clock_going_back_starts_over_from_rest_instead_of_refusing_every_sa
     assert arm.cycle().position is not None
 
 
+
+def test_after_a_hold_only_a_new_action_moves_the_arm_even_if_the_clock_went_back():
+    # The hold came from the clock (stale actions); the clock then went back behind the last action
+    # (a restarted sim) with no joint state in between to notice: the old plan does not resume.
+    c = commander(action_timeout_s=0.3)
+    arm = Arm(c)
+    arm.cycle()
+    arm.act([1.0, 0.0, 0.0, 0.0], dt=0.005)
+    assert kinds(c.watchdog(arm.t + 1.0)) == ['holding']
+    assert arm.cycle(t=arm.t + 0.001).position is None
+
 # -- every command inside the filter's bounds, whatever comes in --------------------------------------
 finite = st.floats(-3.0, 3.0, allow_nan=False)
 operation = st.one_of(

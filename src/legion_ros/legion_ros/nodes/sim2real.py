@@ -169,13 +169,8 @@ class Sim2RealNode(Node):
         self.create_timer(1.0, self.publish_status)
         self.publish_status()
 
-    @property
-    def q(self) -> np.ndarray | None:  # the measured joints
-        return self.commander.q
-
-    @property
-    def translator(self):
-        return self.commander.translator
+    q = property(lambda self: self.commander.q, doc='the measured joints')
+    translator = property(lambda self: self.commander.translator)
 
     def publish_status(self, state: str | None = None, **extra) -> None:
         c = self.commander
@@ -189,11 +184,15 @@ class Sim2RealNode(Node):
         self.get_logger().warning(f'rejected {topic}: {reason}', throttle_duration_sec=2.0)
 
     def emit(self, commands) -> None:
-        """Send what the commander decided (the arm's command before the gripper's), then report."""
+        """Send what the commander decided (an action's arm command before its gripper's; a transit's
+        fingers open before its first target), then report."""
+        gripper_first = any(event.kind == 'transit' for event in commands.events)
+        if gripper_first and commands.gripper is not None:
+            self.gripper_pub.publish(Float64(data=float(commands.gripper)))
         if commands.position is not None:
             self.command_pub.publish(array_message(commands.position, 'joint_positions', self.source_ns,
                                                    double=True))
-        if commands.gripper is not None:
+        if not gripper_first and commands.gripper is not None:
             self.gripper_pub.publish(Float64(data=float(commands.gripper)))
         log = self.get_logger()
         for event in commands.events:
