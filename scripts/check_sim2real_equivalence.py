@@ -41,9 +41,19 @@ class Clock:
 CLOCK = Clock()
 
 
+LOG_SITES: dict = {}
+
+
 class Log:
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
+    """rclpy's logger rule: one severity per call site (else ValueError)."""
+
+    def __getattr__(self, severity):
+        def log(*args, **kwargs):
+            caller = sys._getframe(1)
+            site = (caller.f_code.co_filename, caller.f_lineno)
+            if LOG_SITES.setdefault(site, severity) != severity:
+                raise ValueError('Logger severity cannot be changed between calls.')
+        return log
 
 
 class StubNode:

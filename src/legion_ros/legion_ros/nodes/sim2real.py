@@ -200,13 +200,14 @@ class Sim2RealNode(Node):
                 self.reject(TOPICS['action'], event.text)
             elif event.kind == 'fault':
                 self.status.publish('fault', reason=event.text)
-            elif event.kind == 'filter_estop':  # e.g. the arm is not where it was sent
-                log.error(event.text)
-                self.publish_status('estop', reasons=list(event.reasons))
-            else:  # estop, holding, transit, at_station: a change of state
-                (log.error if event.kind == 'estop' else log.warning if event.kind == 'holding'
-                 else log.info)(event.text)
-                self.publish_status()
+            else:  # a change of state (rclpy refuses two severities from one call site: a line each)
+                if event.kind in ('estop', 'filter_estop'):
+                    log.error(event.text)
+                elif event.kind == 'holding':
+                    log.warning(event.text)
+                else:
+                    log.info(event.text)
+                self.publish_status(**({'reasons': list(event.reasons)} if event.reasons else {}))
 
     # -- inputs -----------------------------------------------------------------------------------
     def on_joint_state(self, message: JointState) -> None:
