@@ -18,12 +18,13 @@ cluster ids); ``load_policy`` gives a ``LegionPolicy`` (used by the ROS nodes an
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from legion_core.atomic_file import atomic_replace
 
 CHECKPOINT_FORMAT = 'legion-checkpoint/1'
 POLICY_FORMAT = 'legion-policy/1'
@@ -32,29 +33,14 @@ LAST = 'last.pt'
 POLICY_FILE = 'policy.pt'
 
 
-def _atomic_replace(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to ``path`` atomically."""
-    _atomic_replace(Path(path), lambda f: torch.save(obj, f))
+    atomic_replace(Path(path), lambda f: torch.save(obj, f))
     return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    _atomic_replace(Path(path), lambda f: f.write(text.encode()))
+    atomic_replace(Path(path), lambda f: f.write(text.encode()))
     return Path(path)
 
 

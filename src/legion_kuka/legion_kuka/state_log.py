@@ -21,13 +21,13 @@ a process that loads another scene starts a new one; simulated time runs on acro
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from legion_core.atomic_file import atomic_replace
 
 FORMAT = 'legion-state-log/1'
 #: Notes kept at most (a job has a few per step; a hostile publisher must not fill the memory).
@@ -178,18 +178,8 @@ def save_state_log(path: str | Path, log: StateLog) -> Path:
     for i, segment in enumerate(log.segments):
         arrays[f'times_{i}'] = segment.times
         arrays[f'qpos_{i}'] = segment.qpos
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.fchmod(fd, 0o644)  # as a plain write under the usual umask (mkstemp's 0600 hides it from others)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # 0644: readable by others, as a plain write under the usual umask would be.
+    return atomic_replace(path, lambda f: np.savez(f, **arrays), mode=0o644)
 
 
 def load_state_log(path: str | Path) -> StateLog:

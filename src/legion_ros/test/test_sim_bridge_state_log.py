@@ -55,8 +55,15 @@ def test_the_state_log_covers_the_simulated_time_scene_by_scene(tmp_path):
         assert pause.wait_for_service(timeout_sec=10)
         future = pause.call_async(SetBool.Request(data=True))
         assert probe.wait_for(future.done, 10) and future.result().success
-        probe.spin(0.3)
-        end_s = sim_time_s(probe.messages['/clock'][-1])
+        # The paused twin's time: once the clock read stops advancing for a second (a loaded probe lags
+        # behind the twin by more than a short spin).
+        end_s = None
+        for _ in range(30):
+            probe.spin(1.0)
+            latest = sim_time_s(probe.messages['/clock'][-1])
+            if latest == end_s:
+                break
+            end_s = latest
     finally:
         probe.close()
         code = stop_node(node, timeout_s=30)
