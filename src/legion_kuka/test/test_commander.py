@@ -320,13 +320,16 @@ def test_every_command_is_within_the_filters_limits_and_one_per_cycle(operations
         assert c.cycle not in commanded or c.cycle is None
         commanded.add(c.cycle)
 
+    def next_cycle():
+        arm.stamp, arm.t = arm.stamp + PERIOD_NS, arm.t + 0.01
+        out = c.joint_state(arm.q, arm.stamp, arm.t)
+        check(out)
+        arm.take(out)
+
     for kind, value in operations:
         if kind == 'cycles':
             for _ in range(value):
-                arm.stamp, arm.t = arm.stamp + PERIOD_NS, arm.t + 0.01
-                out = c.joint_state(arm.q, arm.stamp, arm.t)
-                check(out)
-                arm.take(out)
+                next_cycle()
             continue
         if kind == 'cycle':
             arm.stamp, arm.t = arm.stamp + value * PERIOD_NS, arm.t + 0.01
@@ -336,10 +339,7 @@ def test_every_command_is_within_the_filters_limits_and_one_per_cycle(operations
             check(out)
             arm.take(out)
             for _ in range(10):
-                arm.stamp, arm.t = arm.stamp + PERIOD_NS, arm.t + 0.01
-                out = c.joint_state(arm.q, arm.stamp, arm.t)
-                check(out)
-                arm.take(out)
+                next_cycle()
             continue
         elif kind == 'watchdog':
             out = c.watchdog(arm.t + value)

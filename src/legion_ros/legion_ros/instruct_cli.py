@@ -116,8 +116,11 @@ class StatusFollower:
         self._publisher.publish(String(data=request.to_json()))
 
 
-def deliver(node, follower: StatusFollower, instruction: str, on_spin=None, attempts: int = 5,
-            confirm_s: float = 3.0) -> bool:
+DELIVER_ATTEMPTS, CONFIRM_S = 5, 3.0  # sends of an unconfirmed instruction, and the wait after each
+
+
+def deliver(node, follower: StatusFollower, instruction: str, on_spin=None, attempts: int = DELIVER_ATTEMPTS,
+            confirm_s: float = CONFIRM_S) -> bool:
     """Send until the instruction node confirms (its status starts a new sequence); False if it never
     did within ``attempts`` x ``confirm_s``.
 
@@ -132,7 +135,7 @@ def deliver(node, follower: StatusFollower, instruction: str, on_spin=None, atte
     return False
 
 
-def unconfirmed(attempts: int = 5, confirm_s: float = 3.0) -> str:
+def unconfirmed(attempts: int = DELIVER_ATTEMPTS, confirm_s: float = CONFIRM_S) -> str:
     return (f'the instruction node did not take the instruction ({attempts} tries in '
             f'{attempts * confirm_s:g} s): is it overloaded or stuck? (see its log)')
 

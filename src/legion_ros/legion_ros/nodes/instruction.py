@@ -35,6 +35,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
+from legion_kuka.commander import ArmState
 from legion_ros import qos
 from legion_ros.instructions import (
     MAX_INSTRUCTION_BYTES,
@@ -242,9 +243,9 @@ class InstructionNode(Node):
         except (ValueError, KeyError, TypeError):
             self._count_rejection(TOPICS['arm_status'], 'expected a JSON status with a state')
             return
-        if state in ('holding', 'commanding', 'transit'):  # (other messages are events, not states)
-            self.arm_stopped = None
-        if state != 'estop':
+        if state != ArmState.ESTOP:
+            if state in {arm.value for arm in ArmState}:  # (other messages are events, not states)
+                self.arm_stopped = None
             return
         reasons = status.get('reasons')
         detail = ', '.join(str(r) for r in reasons) if isinstance(reasons, list) and reasons else ''
