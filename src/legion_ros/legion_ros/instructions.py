@@ -36,6 +36,8 @@ from enum import Enum
 
 import numpy as np
 
+from legion_ros.interfaces import SequenceState, StepState
+
 MAX_INSTRUCTION_BYTES = 2048
 MAX_STEPS = 16
 
@@ -640,25 +642,6 @@ def _normalise_name(text: str) -> str:
 
 # ----------------------------------------------------------------------------------------------------
 # Sequencer
-
-
-class StepState(str, Enum):
-    QUEUED = 'queued'
-    RUNNING = 'running'
-    SUCCEEDED = 'succeeded'
-    FAILED = 'failed'
-    SKIPPED = 'skipped'
-    CANCELLED = 'cancelled'
-
-
-class SequenceState(str, Enum):
-    IDLE = 'idle'
-    QUEUED = 'queued'
-    RUNNING = 'running'
-    SUCCEEDED = 'succeeded'
-    FAILED = 'failed'
-    REJECTED = 'rejected'
-    CANCELLED = 'cancelled'
 
 
 TERMINAL = {SequenceState.SUCCEEDED, SequenceState.FAILED, SequenceState.REJECTED,
