@@ -352,8 +352,8 @@ def _check(value: Any, hint: Any, path: tuple, name: str, expected: str = '') ->
         if not isinstance(value, dict):
             raise bad(f'must be a JSON object, got {_shown(value)}')
         hints = _hints(hint)
-        for key in sorted(hint.__required_keys__):
-            if key not in value:
+        for key in hints:  # in the schema's order
+            if key not in value and key in hint.__required_keys__:
                 raise BadMessageError(f'{name}: missing key {_where((*path, key))}')
         for key, item in value.items():
             if key in hints:
@@ -551,17 +551,19 @@ def shape(schema: Any) -> str:
 
 def markdown_tables() -> str:
     """The wire contract as the two markdown tables of docs/architecture.md (a test keeps them equal)."""
-    rows = ['| name | type | JSON | what |', '|---|---|---|---|']
+    def row(*cells: str) -> str:
+        return '| ' + ' | '.join(cells) + ' |'
+
+    rows = [row('name', 'type', 'JSON', 'what'), row('---', '---', '---', '---')]
     for topic in TOPICS:
-        rows.append(f'| `{topic.name}` | {topic.type.replace("/msg/", "/")} | '
-                    f'{f"`{topic.json.name}`" if topic.json else ""} | {topic.about} |')
+        rows.append(row(f'`{topic.name}`', topic.type.replace('/msg/', '/'),
+                        f'`{topic.json.name}`' if topic.json else '-', topic.about))
     for service in SERVICES:
-        rows.append(f'| `{service.name}` | {service.type.replace("/srv/", "/")} (service) | | '
-                    f'{service.about} |')
-    rows += ['', '| JSON | keys (`?`: may be missing; other keys are kept) |', '|---|---|']
-    codecs = dict.fromkeys(topic.json for topic in TOPICS if topic.json is not None)
-    for codec in codecs:
-        rows.append(f'| `{codec.name}` | `{shape(codec.schema)}` |')
+        rows.append(row(f'`{service.name}`', service.type.replace('/srv/', '/') + ' (service)', '-',
+                        service.about))
+    rows += ['', row('JSON', 'keys (`?`: may be missing; other keys are kept)'), row('---', '---')]
+    for codec in dict.fromkeys(topic.json for topic in TOPICS if topic.json is not None):
+        rows.append(row(f'`{codec.name}`', f'`{shape(codec.schema)}`'))
     return '\n'.join(rows)
 
 
