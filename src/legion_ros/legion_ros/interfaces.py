@@ -209,11 +209,12 @@ class RunInfo(TypedDict):
 
 class NodeStatus(TypedDict):
     """``<node>/status`` of every node (``node_base.StatusPublisher``): a short ``state`` word and
-    whatever fields the node adds (sim_bridge its ``task``, the recorder its ``topics``, ...)."""
+    whatever fields the node adds (sim_bridge its ``task``, the recorder its ``topics``, ...). The
+    publisher always writes ``node`` and ``stamp``; readers need only ``state``."""
 
-    node: str
     state: str
-    stamp: float                                             # node clock [s]
+    node: NotRequired[str]
+    stamp: NotRequired[float]                                # node clock [s]
 
 
 ObjectNames = list[str]  # /legion/object_names: the names of the PoseArray's poses, in its order

@@ -61,7 +61,7 @@ EXAMPLES = {
     interfaces.NODE_STATUS_JSON: [
         {'node': '/legion/sim2real', 'state': 'estop', 'stamp': 3.25, 'reasons': ['joint_limit'],
          'rejected': {'/legion/action': 2}},
-        {'node': '/legion/recorder', 'state': 'recording', 'stamp': 0.0}],
+        {'state': 'recording'}],
 }
 
 
