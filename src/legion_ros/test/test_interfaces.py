@@ -252,6 +252,28 @@ def test_graph_names_are_spelt_only_in_interfaces():
     assert not found, 'use legion_ros.interfaces:\n' + '\n'.join(found)
 
 
+def test_publishers_and_subscriptions_use_each_topics_type():
+    """``create_publisher(String, ACTIVE_STEP.name, ...)``: the class is the one interfaces names."""
+    checked, wrong = 0, []
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ('create_publisher', 'create_subscription')
+                    and len(node.args) >= 2):
+                continue
+            cls, name = node.args[:2]
+            if not (isinstance(cls, ast.Name) and isinstance(name, ast.Attribute) and name.attr == 'name'
+                    and isinstance(name.value, ast.Name)):
+                continue
+            topic = getattr(interfaces, name.value.id, None)
+            if isinstance(topic, interfaces.Topic):
+                checked += 1
+                if topic.type.rsplit('/', 1)[-1] != cls.id:
+                    wrong.append(f'{path.relative_to(ROOT)}:{node.lineno}: {cls.id} on {topic.name}')
+    assert checked > 30, checked
+    assert not wrong, wrong
+
+
 def test_config_names_are_those_of_interfaces():
     """Parameter files may set a topic parameter to a graph name: one that interfaces knows."""
     config = ROOT / 'config'
