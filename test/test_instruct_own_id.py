@@ -22,7 +22,8 @@ from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
 
 from legion_ros.instructions import InstructionRequest, PlannedStep, Sequencer
-from legion_ros.nodes.instruction import INSTRUCTION_QOS, NODE_NAME, STATUS_QOS, TOPICS
+from legion_ros.interfaces import INSTRUCTION, STATUS
+from legion_ros.nodes.instruction import INSTRUCTION_QOS, NODE_NAME, STATUS_QOS
 
 pytestmark = pytest.mark.ros
 
@@ -33,8 +34,8 @@ class StandIn:
         rclpy.init(context=self.context)
         # The instruction node's name: the client waits for that node, not for any subscriber.
         self.node = rclpy.create_node(NODE_NAME, context=self.context)
-        self.status = self.node.create_publisher(String, TOPICS['status'], STATUS_QOS)
-        self.node.create_subscription(String, TOPICS['instruction'], self.on_instruction, INSTRUCTION_QOS)
+        self.status = self.node.create_publisher(String, STATUS.name, STATUS_QOS)
+        self.node.create_subscription(String, INSTRUCTION.name, self.on_instruction, INSTRUCTION_QOS)
         self.sequencer = Sequencer(step_timeout_s=0.5)
         self.received: list[InstructionRequest] = []
         # Someone else's instruction already succeeded: it is in the latched history.

@@ -4,7 +4,8 @@
 (:mod:`legion_bringup.launch_mixins`), and ``legion launch`` (:mod:`legion_ros.runner`) starts the
 very same nodes as processes with the very same parameter files, inline parameters (a file keyed by
 the node's full name, as launch_ros writes it), remappings and log level on machines without
-``launch``. This module imports neither ``launch`` nor ``rclpy``.
+``launch``. This module imports neither ``launch`` nor ``rclpy`` (:mod:`legion_ros.interfaces`, the names
+of the wire, is plain Python).
 
 Values that depend on launch arguments are written two ways:
 
@@ -23,6 +24,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from legion_ros import interfaces
+from legion_ros.interfaces import NAMESPACE
 
 PACKAGE = 'legion_bringup'
 NODE_PACKAGE = 'legion_ros'
@@ -107,7 +111,7 @@ class NodeSpec:
 
     executable: str
     name: str
-    namespace: str = '/legion'
+    namespace: str = NAMESPACE  # the names in legion_ros.interfaces resolve in it
     parameter_files: tuple[str, ...] = ()            # file names in config/, placeholders allowed
     parameters: Mapping[str, Any] = field(default_factory=dict)  # inline overrides, after the files
     remappings: tuple[tuple[str, str], ...] = ()
@@ -502,8 +506,9 @@ TRAIN_CONFIGS = ('legion', 'tiny', 'original', 'bench_learn')  # legion: config/
 def train_graph() -> Graph:
     recorder, bag = recording()
     return Graph(
-        'train', 'lifelong LEGION training as a node: tasks requested on /legion/learn, progress on '
-        '/legion/training_progress, each learnt policy announced on /legion/checkpoint',
+        'train', f'lifelong LEGION training as a node: tasks requested on {interfaces.LEARN.name}, progress '
+        f'on {interfaces.TRAINING_PROGRESS.name}, each learnt policy announced on '
+        f'{interfaces.CHECKPOINT.name}',
         arguments=(Argument('run_dir', 'runs/ros_train', 'directory of the training runs (checkpoints, '
                             'policy.pt)'),
                    Argument('train_config', 'legion', 'training configuration: legion (config/train as is) '

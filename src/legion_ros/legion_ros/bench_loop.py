@@ -148,6 +148,15 @@ class LoopDriver:
 
         from legion_kuka.description import HOME
         from legion_ros import qos
+        from legion_ros.interfaces import (
+            ACTION,
+            ACTIVE_STEP,
+            OBJECT_NAMES,
+            OBJECT_POSES,
+            OBSERVATION,
+            OBSERVATION_FULL,
+            ActiveStep,
+        )
 
         self.node, self.period_ns = node, round(1e9 / rate_hz)
         self.q = np.asarray(HOME, dtype=np.float64)
@@ -159,21 +168,21 @@ class LoopDriver:
         self.lateness_ns: list[int] = []  # how late this process published each joint state
         self._JointState, self._String = JointState, String
         self.js_pub = node.create_publisher(JointState, '/lbr/joint_states', qos.STATE)
-        self.poses_pub = node.create_publisher(PoseArray, '/legion/object_poses', qos.STATE)
-        names_pub = node.create_publisher(String, '/legion/object_names', qos.LATCHED)
-        step_pub = node.create_publisher(String, '/legion/active_step', qos.LATCHED)
+        self.poses_pub = node.create_publisher(PoseArray, OBJECT_POSES.name, qos.STATE)
+        names_pub = node.create_publisher(String, OBJECT_NAMES.name, qos.LATCHED)
+        step_pub = node.create_publisher(String, ACTIVE_STEP.name, qos.LATCHED)
         node.create_subscription(Float64MultiArray, '/lbr/forward_position_controller/commands',
                                  self.on_command, qos.COMMAND)
         # Where the time goes: arrival of each intermediate message, by the same source stamp.
         self.hops: dict[str, dict[int, int]] = {'observation': {}, 'action': {}}
-        obs_topic = '/legion/observation_full' if policy_type == 'expert' else '/legion/observation'
-        node.create_subscription(Float32MultiArray, obs_topic,
+        observation = OBSERVATION_FULL if policy_type == 'expert' else OBSERVATION
+        node.create_subscription(Float32MultiArray, observation.name,
                                  lambda m, i: self._hop('observation', m, i), qos.SENSOR)
-        node.create_subscription(Float32MultiArray, '/legion/action', lambda m, i: self._hop('action', m, i),
+        node.create_subscription(Float32MultiArray, ACTION.name, lambda m, i: self._hop('action', m, i),
                                  qos.COMMAND)
-        names_pub.publish(String(data=json.dumps(['object_1', 'goal'])))
-        step_pub.publish(String(data=json.dumps({'sequence_id': 1, 'index': 0, 'task': task,
-                                                 'instruction': 'benchmark'})))
+        names_pub.publish(String(data=OBJECT_NAMES.encode(['object_1', 'goal'])))
+        step_pub.publish(String(data=ACTIVE_STEP.encode(ActiveStep(sequence_id=1, index=0, task=task,
+                                                                   instruction='benchmark'))))
         # A goal far from the hand keeps the policy moving the arm for the whole run.
         self.poses = PoseArray()
         self.poses.header.frame_id = 'lbr_link_0'
@@ -341,9 +350,10 @@ def run_bench_loop(args: argparse.Namespace) -> int:
 def _floor_node():
     """The ``--floor`` process as a graph node the runner can start (``floor_main`` of this module)."""
     from legion_bringup.graph import ResolvedNode
+    from legion_ros.interfaces import NAMESPACE
 
     return ResolvedNode(name='bench_loop_floor', package='legion_ros', executable='bench_loop_floor',
-                        namespace='/legion', parameter_files=(), parameters={}, remappings=())
+                        namespace=NAMESPACE, parameter_files=(), parameters={}, remappings=())
 
 
 def _cycle(executor, driver) -> None:

@@ -15,11 +15,21 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from legion_ros.interfaces import (
+    ACTIVE_STEP,
+    CANCEL,
+    INSTRUCTION,
+    RECORDER_STATUS,
+    RESET_ESTOP,
+    SIM2REAL_STATUS,
+    SIM_BRIDGE_STATUS,
+    SIM_SET_PARAMETERS,
+    STATUS,
+    BadMessageError,
+)
+
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_REJECTED, EXIT_NO_GRAPH = 0, 1, 2, 3
 TERMINAL = ('succeeded', 'failed', 'rejected', 'cancelled')
-INSTRUCTION_TOPIC = '/legion/instruction'
-STATUS_TOPIC = '/legion/status'
-CANCEL_SERVICE = '/legion/instruction/cancel'
 
 
 def exit_code(state: str) -> int:
@@ -77,21 +87,21 @@ class StatusFollower:
         from legion_ros import qos
 
         # Latched: a recorder that discovers the topic after the one message still records it.
-        self._publisher = self.node.create_publisher(String, INSTRUCTION_TOPIC, qos.LATCHED)
+        self._publisher = self.node.create_publisher(String, INSTRUCTION.name, qos.LATCHED)
         from legion_ros.nodes.instruction import STATUS_QOS
 
-        self.node.create_subscription(String, STATUS_TOPIC, self._on_status, STATUS_QOS)
+        self.node.create_subscription(String, STATUS.name, self._on_status, STATUS_QOS)
 
     def _on_status(self, message) -> None:
         try:
-            event = json.loads(message.data)
-        except ValueError:
+            event = STATUS.decode(message.data)
+        except BadMessageError:
             return
-        if not isinstance(event, dict) or event.get('instruction_id') != self.instruction_id:
+        if event['instruction_id'] != self.instruction_id:
             return
         if self.final is not None:
             return
-        if self.sequence_id is None and isinstance(event.get('sequence_id'), int):
+        if self.sequence_id is None:
             self.sequence_id = event['sequence_id']
         self.events.append(event)
         if event.get('state') in TERMINAL:
@@ -103,7 +113,7 @@ class StatusFollower:
         to load its intent model; an instruction sent to the recorder alone was lost and the run hung."""
         from legion_ros.nodes.instruction import NODE_NAME
 
-        readers = self.node.get_subscriptions_info_by_topic(INSTRUCTION_TOPIC)
+        readers = self.node.get_subscriptions_info_by_topic(INSTRUCTION.name)
         return any(info.node_name == NODE_NAME for info in readers)
 
     def send(self, instruction: str) -> None:
@@ -159,7 +169,7 @@ def follow_instruction(node, instruction: str, *, wait_s: float, timeout_s: floa
     """Send ``instruction`` and stream its events; returns (exit code, final event, message)."""
     follower = StatusFollower(node)
     if not spin_until(node, follower.ready, wait_s):
-        return EXIT_NO_GRAPH, None, (f'no instruction node listens on {INSTRUCTION_TOPIC} after '
+        return EXIT_NO_GRAPH, None, (f'no instruction node listens on {INSTRUCTION.name} after '
                                      f'{wait_s:g} s (is the graph up? `legion sim` or `legion launch sim`)')
     if not deliver(node, follower, instruction):
         return EXIT_NO_GRAPH, None, unconfirmed()
@@ -182,7 +192,7 @@ def follow_instruction(node, instruction: str, *, wait_s: float, timeout_s: floa
 def cancel_running(node, timeout_s: float = 2.0) -> bool:
     from std_srvs.srv import Trigger
 
-    client = node.create_client(Trigger, CANCEL_SERVICE)
+    client = node.create_client(Trigger, CANCEL.name)
     if not client.wait_for_service(timeout_sec=timeout_s):
         return False
     future = client.call_async(Trigger.Request())
@@ -495,31 +505,31 @@ class SceneFollower:
         self.sim2real_state: str | None = None
         self.resync_until = 0.0
         self._reset_future = None
-        self._client = node.create_client(Trigger, '/legion/sim2real/reset_estop')
+        self._client = node.create_client(Trigger, RESET_ESTOP.name)
         self._request = Trigger.Request
-        node.create_subscription(String, '/legion/active_step', self._on_step, qos.LATCHED)
-        node.create_subscription(String, '/legion/sim_bridge/status', self._on_bridge, qos.LATCHED)
-        node.create_subscription(String, '/legion/sim2real/status', self._on_sim2real, qos.LATCHED)
+        node.create_subscription(String, ACTIVE_STEP.name, self._on_step, qos.LATCHED)
+        node.create_subscription(String, SIM_BRIDGE_STATUS.name, self._on_bridge, qos.LATCHED)
+        node.create_subscription(String, SIM2REAL_STATUS.name, self._on_sim2real, qos.LATCHED)
 
     def _on_bridge(self, message) -> None:
         try:
-            task = json.loads(message.data).get('task')
-        except (ValueError, AttributeError):
+            task = SIM_BRIDGE_STATUS.decode(message.data).get('task')
+        except BadMessageError:
             return
         self.bridge_task = task if isinstance(task, str) else self.bridge_task
 
     def _on_sim2real(self, message) -> None:
         try:
-            self.sim2real_state = json.loads(message.data).get('state')
-        except (ValueError, AttributeError):
+            self.sim2real_state = SIM2REAL_STATUS.decode(message.data)['state']
+        except BadMessageError:
             return
 
     def _on_step(self, message) -> None:
         try:
-            task = json.loads(message.data).get('task')
-        except (ValueError, AttributeError):
+            task = ACTIVE_STEP.decode(message.data)['task']
+        except BadMessageError:
             return
-        if isinstance(task, str) and task != self.sim.scene_task:
+        if task is not None and task != self.sim.scene_task:
             self.pending = task
 
     def _select_station(self, task: str) -> None:
@@ -527,7 +537,7 @@ class SceneFollower:
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
 
-        client = self.node.create_client(SetParameters, '/legion/sim_bridge/set_parameters')
+        client = self.node.create_client(SetParameters, SIM_SET_PARAMETERS.name)
         try:
             if not client.wait_for_service(timeout_sec=10.0):
                 self.say(f'warning: the twin offers no parameter service; {task} not selected')
@@ -761,14 +771,16 @@ def _wait_for_recorder(node, on_spin, timeout_s: float = 60.0) -> bool:
     topics: set[str] = set()
 
     def on_status(message) -> None:
-        import contextlib
+        try:
+            recorded = RECORDER_STATUS.decode(message.data).get('topics')
+        except BadMessageError:
+            return
+        if isinstance(recorded, list):
+            topics.update(topic for topic in recorded if isinstance(topic, str))
 
-        with contextlib.suppress(ValueError, AttributeError, TypeError):
-            topics.update(json.loads(message.data).get('topics') or [])
-
-    subscription = node.create_subscription(String, '/legion/recorder/status', on_status, qos.LATCHED)
+    subscription = node.create_subscription(String, RECORDER_STATUS.name, on_status, qos.LATCHED)
     try:
-        return spin_until(node, lambda: INSTRUCTION_TOPIC in topics, timeout_s, on_spin)
+        return spin_until(node, lambda: INSTRUCTION.name in topics, timeout_s, on_spin)
     finally:
         node.destroy_subscription(subscription)
 

@@ -14,7 +14,8 @@ Pure Python (no rclpy): the ``instruction`` node and ``legion sim`` are thin ada
   runner-up task (the trainer node still reads "learn ..." requests with it). It reads opposites as
   each other (``legion bench language`` measures both).
 * :class:`Sequencer` runs a plan: each step goes queued -> running -> succeeded / failed / skipped /
-  cancelled; it advances on a success report or a step timeout and emits JSON-serialisable status.
+  cancelled; it advances on a success report or a step timeout and emits status events
+  (:class:`legion_ros.interfaces.InstructionStatus`, whose enums it uses).
 * :class:`TwinTime` is the time steps are timed in when a simulator sets the pace: its clock, counted
   forward only, with the real-time factor.
 * :class:`InstructionRequest` is the one shape of a message on ``/legion/instruction`` (plain text, or
@@ -35,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 import numpy as np
+
+from legion_ros.interfaces import SequenceState, StepState
 
 MAX_INSTRUCTION_BYTES = 2048
 MAX_STEPS = 16
@@ -640,25 +643,6 @@ def _normalise_name(text: str) -> str:
 
 # ----------------------------------------------------------------------------------------------------
 # Sequencer
-
-
-class StepState(str, Enum):
-    QUEUED = 'queued'
-    RUNNING = 'running'
-    SUCCEEDED = 'succeeded'
-    FAILED = 'failed'
-    SKIPPED = 'skipped'
-    CANCELLED = 'cancelled'
-
-
-class SequenceState(str, Enum):
-    IDLE = 'idle'
-    QUEUED = 'queued'
-    RUNNING = 'running'
-    SUCCEEDED = 'succeeded'
-    FAILED = 'failed'
-    REJECTED = 'rejected'
-    CANCELLED = 'cancelled'
 
 
 TERMINAL = {SequenceState.SUCCEEDED, SequenceState.FAILED, SequenceState.REJECTED,

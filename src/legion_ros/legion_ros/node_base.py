@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import json
 import os
 import signal
 import sys
@@ -55,6 +54,7 @@ from std_msgs.msg import String
 
 from legion_ros import qos
 from legion_ros.environment import LAUNCHER_VAR, apply_ros_defaults
+from legion_ros.interfaces import NODE_STATUS_JSON, NodeStatus
 
 EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
 SPIN_POLL_S = 0.1  # longest a stop request waits for the spin loop
@@ -184,7 +184,8 @@ class StatusPublisher:
     """A node's state as JSON on a latched ``std_msgs/String`` topic (default ``~/status``).
 
     Every message carries ``node``, ``state`` (a short word such as ``ready``, ``running``,
-    ``fault``), ``stamp`` (node clock, seconds) and any extra fields; late subscribers get the last one.
+    ``fault``), ``stamp`` (node clock, seconds) and any extra fields (``interfaces.NodeStatus``); late
+    subscribers get the last one.
     """
 
     def __init__(self, node: Node, topic: str = '~/status') -> None:
@@ -194,16 +195,10 @@ class StatusPublisher:
 
     def publish(self, state: str, **fields: Any) -> dict[str, Any]:
         stamp = clock_s(self._node)
-        message = {'node': self._node.get_fully_qualified_name(), 'state': state, 'stamp': stamp, **fields}
+        message = NodeStatus(node=self._node.get_fully_qualified_name(), state=state, stamp=stamp, **fields)
         self.last = message
-        self._publisher.publish(String(data=json.dumps(message, default=_jsonable)))
+        self._publisher.publish(String(data=NODE_STATUS_JSON.encode(message)))
         return message
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, 'tolist'):  # numpy arrays and scalars
-        return value.tolist()
-    return str(value)
 
 
 def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **node_kwargs: Any) -> int:

@@ -19,11 +19,8 @@ import struct
 import numpy as np
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
+from legion_ros.interfaces import BadMessageError  # (its home: interfaces; importers of it here keep working)
 from legion_ros.node_base import Param
-
-
-class BadMessageError(ValueError):
-    """An input message that a node must not act on; the text says why."""
 
 
 def stamp_ns(stamp) -> int:

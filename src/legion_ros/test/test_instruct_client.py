@@ -9,7 +9,8 @@ from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
 
 from legion_ros import qos
-from legion_ros.instruct_cli import INSTRUCTION_TOPIC, StatusFollower, deliver
+from legion_ros.instruct_cli import StatusFollower, deliver
+from legion_ros.interfaces import INSTRUCTION
 from legion_ros.nodes.instruction import INSTRUCTION_QOS, NODE_NAME
 
 pytestmark = pytest.mark.ros
@@ -39,13 +40,13 @@ def test_the_client_waits_for_the_instruction_node_not_for_the_recorder(executor
     # The recorder subscribes to the instruction topic (to keep it in the bag) long before a loaded
     # instruction node has built its intent model: an instruction sent then reaches only the recorder.
     recorder = rclpy.create_node('recorder', namespace='/legion')
-    recorder.create_subscription(String, INSTRUCTION_TOPIC, lambda _m: None, qos.LATCHED)
+    recorder.create_subscription(String, INSTRUCTION.name, lambda _m: None, qos.LATCHED)
     for node in (client, recorder):
         executor.add_node(node)
-    assert spin(executor, lambda: client.get_subscriptions_info_by_topic(INSTRUCTION_TOPIC), 10.0)
+    assert spin(executor, lambda: client.get_subscriptions_info_by_topic(INSTRUCTION.name), 10.0)
     assert not follower.ready()
     instruction = rclpy.create_node(NODE_NAME, namespace='/legion')
-    instruction.create_subscription(String, INSTRUCTION_TOPIC, lambda _m: None, INSTRUCTION_QOS)
+    instruction.create_subscription(String, INSTRUCTION.name, lambda _m: None, INSTRUCTION_QOS)
     executor.add_node(instruction)
     assert spin(executor, follower.ready, 10.0)
 

@@ -26,7 +26,6 @@ All matching and sequencing logic is in :mod:`legion_ros.instructions`; this is 
 """
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -49,6 +48,15 @@ from legion_ros.instructions import (
     intent_matcher,
     validate_instruction,
 )
+from legion_ros.interfaces import (
+    ACTIVE_EMBEDDING,
+    ACTIVE_STEP,
+    INSTRUCTION,
+    SIM2REAL_STATUS,
+    STATUS,
+    STEP_SUCCESS,
+    ActiveStep,
+)
 from legion_ros.node_base import (
     NodeConfigError,
     Param,
@@ -69,14 +77,7 @@ INSTRUCTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=Reliabi
                              durability=DurabilityPolicy.VOLATILE)
 
 NODE_NAME = 'instruction'  # clients wait for this node's own subscription (legion_ros.instruct_cli)
-TOPICS = {
-    'instruction': '/legion/instruction',
-    'step_success': '/legion/step_success',
-    'arm_status': '/legion/sim2real/status',  # the arm side's state: a latched e-stop stops the job
-    'active_step': '/legion/active_step',
-    'active_embedding': '/legion/active_embedding',
-    'status': '/legion/status',
-}
+ARM_STATUS = SIM2REAL_STATUS  # the arm side's state: a latched e-stop stops the job
 
 PARAMETERS = {
     'tasks': Param([], 'skills instructions may use (Meta-World v3 task names); empty: the legion10 '
@@ -165,9 +166,9 @@ class InstructionNode(Node):
         self.sequencer = Sequencer(self.params.step_timeout_s, self.params.stop_on_failure)
         self.node_status = StatusPublisher(self)
 
-        self.status_pub = self.create_publisher(String, TOPICS['status'], STATUS_QOS)
-        self.step_pub = self.create_publisher(String, TOPICS['active_step'], qos.LATCHED)
-        self.embedding_pub = self.create_publisher(Float32MultiArray, TOPICS['active_embedding'], qos.LATCHED)
+        self.status_pub = self.create_publisher(String, STATUS.name, STATUS_QOS)
+        self.step_pub = self.create_publisher(String, ACTIVE_STEP.name, qos.LATCHED)
+        self.embedding_pub = self.create_publisher(Float32MultiArray, ACTIVE_EMBEDDING.name, qos.LATCHED)
         self.twin_time = None
         if self.params.step_time_topic:
             from rosgraph_msgs.msg import Clock
@@ -176,11 +177,10 @@ class InstructionNode(Node):
             self.create_subscription(Clock, self.params.step_time_topic, self.on_twin_clock, qos.SENSOR)
         self.inbox = Inbox(self.params.max_pending)
         self.duplicates = 0
-        self.create_subscription(String, TOPICS['instruction'], self.on_instruction, INSTRUCTION_QOS,
-                                 raw=True)
-        self.create_subscription(String, TOPICS['step_success'], self.on_step_success, qos.STATE)
+        self.create_subscription(String, INSTRUCTION.name, self.on_instruction, INSTRUCTION_QOS, raw=True)
+        self.create_subscription(String, STEP_SUCCESS.name, self.on_step_success, qos.STATE)
         self.arm_stopped: str | None = None  # why the arm stands in a latched e-stop; None: it may move
-        self.create_subscription(String, TOPICS['arm_status'], self.on_arm_status, qos.LATCHED)
+        self.create_subscription(String, ARM_STATUS.name, self.on_arm_status, qos.LATCHED)
         self.create_service(Trigger, '~/cancel', self.on_cancel)
         self.create_service(Trigger, '~/skip', self.on_skip)
         self.create_timer(0.1, self.on_tick)
@@ -238,11 +238,11 @@ class InstructionNode(Node):
         """sim2real's state. A latched e-stop ends the running instruction at once, failed, instead of
         letting each step time out while the arm stands, and refuses new ones until it is reset."""
         try:
-            status = json.loads(message.data)
-            state = status['state']
-        except (ValueError, KeyError, TypeError):
-            self._count_rejection(TOPICS['arm_status'], 'expected a JSON status with a state')
+            status = ARM_STATUS.decode(message.data)
+        except BadMessageError as error:
+            self._count_rejection(ARM_STATUS.name, str(error))
             return
+        state = status['state']
         if state != ArmState.ESTOP:
             if state in {arm.value for arm in ArmState}:  # (other messages are events, not states)
                 self.arm_stopped = None
@@ -257,19 +257,14 @@ class InstructionNode(Node):
 
     def on_step_success(self, message: String) -> None:
         try:
-            report = json.loads(message.data)
-            if not isinstance(report, dict) or not isinstance(report.get('success'), bool):
-                raise ValueError('expected a JSON object with a boolean "success"')
-            sequence_id, index, task = report.get('sequence_id'), report.get('index'), report.get('task')
-            if not all(v is None or isinstance(v, t) for v, t in
-                       ((sequence_id, int), (index, int), (task, str))):
-                raise ValueError('sequence_id and index must be integers, task a string')
-        except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
-            self._count_rejection(TOPICS['step_success'], f'malformed step_success: {error}')
+            report = STEP_SUCCESS.decode(message.data)
+        except BadMessageError as error:
+            self._count_rejection(STEP_SUCCESS.name, f'malformed step_success: {error}')
             self.get_logger().warning(f'ignored malformed step_success ({error})', throttle_duration_sec=2.0)
             return
         if report['success']:
-            self._emit(self.sequencer.report_success(self.step_now(), task, index, sequence_id))
+            self._emit(self.sequencer.report_success(self.step_now(), report.get('task'), report.get('index'),
+                                                     report.get('sequence_id')))
 
     def on_cancel(self, _request, response):
         events = self.sequencer.cancel(self.step_now())
@@ -304,7 +299,7 @@ class InstructionNode(Node):
                                  rejected=dict(self.rejected))
 
     def _reject(self, text: str, reasons: list[dict], instruction_id: str | None = None) -> None:
-        self._count_rejection(TOPICS['instruction'], '; '.join(r['message'] for r in reasons))
+        self._count_rejection(INSTRUCTION.name, '; '.join(r['message'] for r in reasons))
         self.get_logger().warning(f'instruction {instruction_id} rejected: '
                                   + '; '.join(r['message'] for r in reasons), throttle_duration_sec=1.0)
         self._emit(self.sequencer.reject(text, reasons, instruction_id))
@@ -316,7 +311,7 @@ class InstructionNode(Node):
             if self.twin_time is not None:  # how fast the twin runs: below 1, steps take longer in wall time
                 event['step_clock'] = self.params.step_time_topic
                 event['real_time_factor'] = None if factor is None else round(factor, 3)
-            self.status_pub.publish(String(data=json.dumps(event)))
+            self.status_pub.publish(String(data=STATUS.encode(event)))
         if events:
             self._publish_step()
 
@@ -327,16 +322,15 @@ class InstructionNode(Node):
             return
         self._active_key = key
         if active is None:
-            self.step_pub.publish(String(data=json.dumps({
-                'sequence_id': self.sequencer.sequence_id, 'index': None, 'task': None,
-                'instruction': None})))
+            self.step_pub.publish(String(data=ACTIVE_STEP.encode(ActiveStep(
+                sequence_id=self.sequencer.sequence_id, index=None, task=None, instruction=None))))
             return
         # Embedding first: a reader that acts on the step finds the matching embedding already there.
         self.embedding_pub.publish(array_message(self.task_embedding[active.task],
                                                  f'embedding:{active.task}'))
-        self.step_pub.publish(String(data=json.dumps({
-            'sequence_id': self.sequencer.sequence_id, 'index': active.index, 'task': active.task,
-            'instruction': active.instruction})))
+        self.step_pub.publish(String(data=ACTIVE_STEP.encode(ActiveStep(
+            sequence_id=self.sequencer.sequence_id, index=active.index, task=active.task,
+            instruction=active.instruction))))
 
 
 def main(args=None) -> int:

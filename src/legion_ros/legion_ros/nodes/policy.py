@@ -21,7 +21,6 @@ then holds the arm.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -35,16 +34,11 @@ from std_srvs.srv import Trigger
 
 from legion_kuka.real2sim import PolicyStepFrames
 from legion_ros import qos
+from legion_ros.interfaces import ACTION, ACTIVE_STEP, CHECKPOINT, OBSERVATION, OBSERVATION_FULL
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
 from legion_ros.provenance import BadMessageError, array_message, read_array, source_of
 
-TOPICS = {
-    'observation': '/legion/observation',
-    'observation_full': '/legion/observation_full',
-    'active_step': '/legion/active_step',
-    'checkpoint': '/legion/checkpoint',
-    'action': '/legion/action',
-}
+OBSERVATIONS = {12: OBSERVATION, 39: OBSERVATION_FULL}  # by length: LEGION's layout, Meta-World's
 
 PARAMETERS = {
     'policy_type': Param('legion', 'legion: the actor of `checkpoint`; expert: Meta-World\'s scripted '
@@ -60,7 +54,7 @@ PARAMETERS = {
     'observation_timeout_s': Param(0.5, 'do not act on an observation older than this [s]',
                                    range=(0.01, 60.0)),
     'watch_checkpoint': Param(True, 'reload when the checkpoint file changes on disk'),
-    'follow_trainer': Param(True, 'load every checkpoint announced on /legion/checkpoint'),
+    'follow_trainer': Param(True, f'load every checkpoint announced on {CHECKPOINT.name}'),
     'device': Param('cpu', 'torch device of the LEGION actor'),
 }
 
@@ -109,14 +103,13 @@ class PolicyNode(Node):
         self.actions = 0
         self._problem = None
 
-        self.action_pub = self.create_publisher(Float32MultiArray, TOPICS['action'], qos.COMMAND)
-        self.create_subscription(Float32MultiArray, TOPICS['observation'],
-                                 lambda m: self.on_observation(m, 12), qos.SENSOR)
-        self.create_subscription(Float32MultiArray, TOPICS['observation_full'],
-                                 lambda m: self.on_observation(m, 39), qos.SENSOR)
-        self.create_subscription(String, TOPICS['active_step'], self.on_active_step, qos.LATCHED)
+        self.action_pub = self.create_publisher(Float32MultiArray, ACTION.name, qos.COMMAND)
+        for size, topic in OBSERVATIONS.items():
+            self.create_subscription(Float32MultiArray, topic.name,
+                                     lambda m, size=size: self.on_observation(m, size), qos.SENSOR)
+        self.create_subscription(String, ACTIVE_STEP.name, self.on_active_step, qos.LATCHED)
         if self.params.follow_trainer:
-            self.create_subscription(String, TOPICS['checkpoint'], self.on_checkpoint_announced, qos.LATCHED)
+            self.create_subscription(String, CHECKPOINT.name, self.on_checkpoint_announced, qos.LATCHED)
         self.create_service(Trigger, '~/reload', self.on_reload)
         self.add_post_set_parameters_callback(self.on_parameters_set)
         self._timer = None
@@ -130,7 +123,7 @@ class PolicyNode(Node):
                 self.load(path, background=False)
             else:
                 self.status.publish('waiting', reason='no checkpoint: set the checkpoint parameter, call '
-                                    '~/reload after writing one, or publish a path on /legion/checkpoint')
+                                    f'~/reload after writing one, or publish a path on {CHECKPOINT.name}')
         else:
             self.status.publish('ready', policy_type='expert')
 
@@ -218,11 +211,9 @@ class PolicyNode(Node):
     # -- inputs -----------------------------------------------------------------------------------
     def on_active_step(self, message: String) -> None:
         try:
-            step = json.loads(message.data)
-            if not isinstance(step, dict) or not (step.get('task') is None or isinstance(step['task'], str)):
-                raise ValueError('expected a JSON object with "task" a string or null')
-        except ValueError as error:
-            self.status.publish('input_rejected', topic=TOPICS['active_step'], reason=str(error))
+            step = ACTIVE_STEP.decode(message.data)
+        except BadMessageError as error:
+            self.status.publish('input_rejected', topic=ACTIVE_STEP.name, reason=str(error))
             return
         keys = ('task', 'sequence_id', 'index')
         if [step.get(k) for k in keys] != [(self.step or {}).get(k) for k in keys]:
@@ -246,8 +237,7 @@ class PolicyNode(Node):
         try:
             data = read_array(message, size, f'observation ({size})')
         except BadMessageError as error:
-            topic = TOPICS['observation' if size == 12 else 'observation_full']
-            self.status.publish('input_rejected', topic=topic, reason=str(error))
+            self.status.publish('input_rejected', topic=OBSERVATIONS[size].name, reason=str(error))
             return
         self._obs[size] = (data, source_of(message), time.monotonic())
         if self.params.trigger == 'observation' and size == self.observation_size():

@@ -28,7 +28,6 @@ dropped with a reason on ``~/status``; no observation is built from it.
 from __future__ import annotations
 
 import functools
-import json
 import math
 
 import numpy as np
@@ -38,6 +37,19 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, String
 
 from legion_ros import qos
+from legion_ros.interfaces import (
+    ACTIVE_STEP,
+    GRIPPER_OPENING,
+    OBJECT_NAMES,
+    OBJECT_POSES,
+    OBSERVATION,
+    OBSERVATION_FULL,
+    SIM_BRIDGE_STATUS,
+    SIM_TASK_SUCCESS,
+    STATION,
+    STEP_SUCCESS,
+    StepSuccess,
+)
 from legion_ros.node_base import (
     NodeConfigError,
     Param,
@@ -56,13 +68,6 @@ from legion_ros.provenance import (
 from legion_ros.task_monitor import CRITERIA, TaskMonitor
 
 ARM_DOF = 7
-TOPICS = {
-    'active_step': '/legion/active_step',
-    'station': '/legion/station',
-    'observation': '/legion/observation',
-    'observation_full': '/legion/observation_full',
-    'step_success': '/legion/step_success',
-}
 
 PARAMETERS = {
     'driver.name': Param('lbr', 'driver profile', choices=('lbr', 'iiwa_ros2')),
@@ -71,18 +76,18 @@ PARAMETERS = {
     'driver.joint_states_topic': Param('/lbr/joint_states', 'sensor_msgs/JointState topic of the driver'),
     'driver.gripper_topic': Param('/lbr/gripper/command', 'std_msgs/Float64 gripper command [-1 open, +1 '
                                   'closed] (used to estimate the opening when it is not measured)'),
-    'objects_topic': Param('/legion/object_poses', 'geometry_msgs/PoseArray of objects and goal, base frame'),
-    'object_names_topic': Param('/legion/object_names', 'std_msgs/String JSON list naming the poses'),
-    'gripper_opening_topic': Param('/legion/gripper_opening', 'std_msgs/Float64 measured opening in [0, 1]'),
+    'objects_topic': Param(OBJECT_POSES.name, 'geometry_msgs/PoseArray of objects and goal, base frame'),
+    'object_names_topic': Param(OBJECT_NAMES.name, 'std_msgs/String JSON list naming the poses'),
+    'gripper_opening_topic': Param(GRIPPER_OPENING.name, 'std_msgs/Float64 measured opening in [0, 1]'),
     'task_frame': Param([], 'pose of the task frame in the robot base frame: x y z qw qx qy qz; empty: '
-                        'the single-task placement (overridden by /legion/station)', type='double[]'),
+                        f'the single-task placement (overridden by {STATION.name})', type='double[]'),
     'objects_timeout_s': Param(1.0, 'no observation while the object poses are older than this [s]',
                                range=(0.01, 60.0)),
     'success_source': Param('auto', 'task monitor: sim (the twin\'s task_success), observation '
                             '(Meta-World\'s criterion on the observation) or auto (sim when it describes '
                             'the active task)', choices=('auto', 'sim', 'observation')),
-    'sim_success_topic': Param('/legion/sim_bridge/task_success', 'std_msgs/Bool ground truth of the twin'),
-    'sim_status_topic': Param('/legion/sim_bridge/status', 'the twin\'s latched status (its scene\'s task)'),
+    'sim_success_topic': Param(SIM_TASK_SUCCESS.name, 'std_msgs/Bool ground truth of the twin'),
+    'sim_status_topic': Param(SIM_BRIDGE_STATUS.name, 'the twin\'s latched status (its scene\'s task)'),
     'require_scene_match': Param(False, 'simulation only: publish no observation while the twin\'s scene '
                                  '(sim_status_topic) is not the active step\'s task, e.g. while it reloads'),
     'hand_offset_m': Param(-1.0, 'flange -> the point the policy calls the hand, along the tool axis '
@@ -138,16 +143,16 @@ class Real2SimNode(Node):
         self.rejected: dict[str, int] = {}
         self.observations = 0
 
-        self.obs_pub = self.create_publisher(Float32MultiArray, TOPICS['observation'], qos.STATE)
-        self.obs_full_pub = self.create_publisher(Float32MultiArray, TOPICS['observation_full'], qos.STATE)
-        self.success_pub = self.create_publisher(String, TOPICS['step_success'], qos.STATE)
+        self.obs_pub = self.create_publisher(Float32MultiArray, OBSERVATION.name, qos.STATE)
+        self.obs_full_pub = self.create_publisher(Float32MultiArray, OBSERVATION_FULL.name, qos.STATE)
+        self.success_pub = self.create_publisher(String, STEP_SUCCESS.name, qos.STATE)
         self.create_subscription(JointState, p['driver.joint_states_topic'], self.on_joint_state, qos.SENSOR)
         self.create_subscription(PoseArray, p.objects_topic, self.on_objects, qos.SENSOR)
         self.create_subscription(String, p.object_names_topic, self.on_object_names, qos.LATCHED)
         self.create_subscription(Float64, p.gripper_opening_topic, self.on_gripper_opening, qos.SENSOR)
         self.create_subscription(Float64, p['driver.gripper_topic'], self.on_gripper_command, qos.COMMAND)
-        self.create_subscription(String, TOPICS['active_step'], self.on_active_step, qos.LATCHED)
-        self.create_subscription(String, TOPICS['station'], self.on_station, qos.LATCHED)
+        self.create_subscription(String, ACTIVE_STEP.name, self.on_active_step, qos.LATCHED)
+        self.create_subscription(String, STATION.name, self.on_station, qos.LATCHED)
         self.sim_success: bool | None = None
         if p.success_source != 'observation':
             self.create_subscription(Bool, p.sim_success_topic, self.on_sim_success, qos.SENSOR)
@@ -171,10 +176,8 @@ class Real2SimNode(Node):
     # -- inputs -----------------------------------------------------------------------------------
     def on_object_names(self, message: String) -> None:
         try:
-            names = json.loads(message.data)
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise ValueError('expected a JSON list of strings')
-        except ValueError as error:
+            names = OBJECT_NAMES.decode(message.data)
+        except BadMessageError as error:
             self.reject(self.params.object_names_topic, str(error))
             return
         self.object_names = names
@@ -212,14 +215,12 @@ class Real2SimNode(Node):
 
     def on_active_step(self, message: String) -> None:
         try:
-            step = json.loads(message.data)
-            if not isinstance(step, dict):
-                raise ValueError('expected a JSON object')
-        except ValueError as error:
-            self.reject(TOPICS['active_step'], str(error))
+            step = ACTIVE_STEP.decode(message.data)
+        except BadMessageError as error:
+            self.reject(ACTIVE_STEP.name, str(error))
             return
-        task = step.get('task')
-        if not isinstance(task, str):
+        task = step['task']
+        if task is None:
             self.step = None
             self.monitor.stop()
             return
@@ -229,21 +230,21 @@ class Real2SimNode(Node):
 
     def on_station(self, message: String) -> None:
         try:
-            station = json.loads(message.data)
+            station = STATION.decode(message.data)
             frame = station['frame']
             pose = (np.asarray(frame['position'], dtype=float),
                     np.asarray(frame['quaternion_wxyz'], dtype=float))
             self.real2sim.set_task_frame(pose)
-        except (ValueError, KeyError, TypeError) as error:
-            self.reject(TOPICS['station'], f'bad station description: {error}')
+        except ValueError as error:  # BadMessageError, or a pose Frame.of refuses (a zero quaternion)
+            self.reject(STATION.name, f'bad station description: {error}')
             return
         self.scene_task = station.get('task', self.scene_task)
         self.real2sim.task = self.scene_task  # how Meta-World writes this task's quaternions
 
     def on_sim_status(self, message: String) -> None:
         try:
-            task = json.loads(message.data).get('task')
-        except (ValueError, AttributeError):
+            task = SIM_BRIDGE_STATUS.decode(message.data).get('task')
+        except BadMessageError:
             return
         if isinstance(task, str):
             self.scene_task = self.real2sim.task = task
@@ -300,11 +301,11 @@ class Real2SimNode(Node):
 
     def _report_success(self, source: str) -> None:
         step = self.step
-        report = {'sequence_id': step.get('sequence_id'), 'index': step.get('index'), 'task': step['task'],
-                  'success': True, 'source': source}
+        report = StepSuccess(sequence_id=step.get('sequence_id'), index=step.get('index'), task=step['task'],
+                             success=True, source=source)
         if source == 'observation' and self.monitor.last_distance is not None:
             report['distance'] = round(self.monitor.last_distance, 5)
-        self.success_pub.publish(String(data=json.dumps(report)))
+        self.success_pub.publish(String(data=STEP_SUCCESS.encode(report)))
         self.get_logger().info(f'step {step.get("index")} ({step["task"]}) succeeded ({source})')
 
 

@@ -47,10 +47,10 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from std_msgs.msg import String
 
 from legion_ros import qos
+from legion_ros.interfaces import INSTRUCTION, RUN_INFO, RunInfo
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
 from legion_ros.provenance import decode_string
 
-RUN_INFO_TOPIC = '/legion/run_info'
 # Copies of one message through several subscriptions arrive within moments of each other.
 RECENT_MESSAGES = 4096
 _INFINITE_NS = 2**63 - 1 - 1_000_000_000  # rmw durations at or above this mean 'infinite'
@@ -60,7 +60,7 @@ PARAMETERS = {
     'bag_name': Param('', 'bag directory name; empty: legion_<UTC date>_<time>'),
     'discovery_period_s': Param(0.5, 'how often new topics are looked for [s]', range=(0.05, 60.0)),
     'exclude_regex': Param('', 'topics matching this regular expression are not recorded'),
-    'metadata_topics': Param(['/legion/instruction'], 'std_msgs/String topics whose newest message goes '
+    'metadata_topics': Param([INSTRUCTION.name], 'std_msgs/String topics whose newest message goes '
                              'into metadata.yaml custom_data'),
 }
 
@@ -116,14 +116,12 @@ class Recorder(Node):
         self.counts: dict[str, int] = {}
         self.undecodable: dict[str, int] = {}
         self.metadata: dict[str, str] = {}
-        self.run_info = {
-            'bag': str(self.path), 'started_utc': started.isoformat(), 'host': socket.gethostname(),
-            'ros_domain_id': os.environ.get('ROS_DOMAIN_ID', ''), 'pid': os.getpid(),
-            'python': sys.version.split()[0],
-        }
+        self.run_info = RunInfo(
+            bag=str(self.path), started_utc=started.isoformat(), host=socket.gethostname(),
+            ros_domain_id=os.environ.get('ROS_DOMAIN_ID', ''), pid=os.getpid(), python=sys.version.split()[0])
         self.status = StatusPublisher(self)
-        self._run_info_publisher = self.create_publisher(String, RUN_INFO_TOPIC, qos.LATCHED)
-        self._run_info_publisher.publish(String(data=json.dumps(self.run_info)))
+        self._run_info_publisher = self.create_publisher(String, RUN_INFO.name, qos.LATCHED)
+        self._run_info_publisher.publish(String(data=RUN_INFO.encode(self.run_info)))
         self._discover()
         self._timer = self.create_timer(self.params.discovery_period_s, self._discover)
         self.get_logger().info(f'recording to {self.path}')

@@ -31,8 +31,6 @@ env step: the same finger travel per policy step as in training), goes out on ``
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -42,6 +40,7 @@ from std_srvs.srv import Trigger
 from legion_kuka.commander import ArmCommander, CommanderConfig, Station, task_hand_box
 from legion_kuka.sim2real import HAND_RESPONSES
 from legion_ros import qos
+from legion_ros.interfaces import ACTION, ACTIVE_STEP, ESTOP, STATION
 from legion_ros.node_base import (
     NodeConfigError,
     Param,
@@ -61,8 +60,6 @@ from legion_ros.provenance import (
 )
 
 ARM_DOF = 7
-TOPICS = {'action': '/legion/action', 'estop': '/legion/estop', 'active_step': '/legion/active_step',
-          'station': '/legion/station'}
 
 PARAMETERS = {
     'driver.name': Param('lbr', 'driver profile', choices=('lbr', 'iiwa_ros2')),
@@ -100,12 +97,12 @@ PARAMETERS = {
     'stamp_window_s': STAMP_WINDOW_PARAM,
     'send_on_action': Param(True, 'send a new action\'s first target at once instead of at the next cycle'),
     'task_frame': Param([], 'pose of the task frame in the robot base frame: x y z qw qx qy qz; empty: '
-                        'the single-task placement (overridden by /legion/station)', type='double[]'),
+                        f'the single-task placement (overridden by {STATION.name})', type='double[]'),
 }
 
 
 RESET_ANSWERS = {None: 'e-stop reset; holding until the next action',
-                 'estop_requested': 'the e-stop is still engaged on /legion/estop: publish false first',
+                 'estop_requested': f'the e-stop is still engaged on {ESTOP.name}: publish false first',
                  'no_fresh_joint_state': 'no fresh joint state: the e-stop stays latched until the arm '
                                          'reports again'}
 
@@ -157,10 +154,10 @@ class Sim2RealNode(Node):
         self.command_pub = self.create_publisher(Float64MultiArray, p['driver.command_topic'], qos.COMMAND)
         self.gripper_pub = self.create_publisher(Float64, p['driver.gripper_topic'], qos.COMMAND)
         self.create_subscription(JointState, p['driver.joint_states_topic'], self.on_joint_state, qos.SENSOR)
-        self.create_subscription(Float32MultiArray, TOPICS['action'], self.on_action, qos.COMMAND)
-        self.create_subscription(Bool, TOPICS['estop'], self.on_estop, qos.LATCHED)
-        self.create_subscription(String, TOPICS['active_step'], self.on_active_step, qos.LATCHED)
-        self.create_subscription(String, TOPICS['station'], self.on_station, qos.LATCHED)
+        self.create_subscription(Float32MultiArray, ACTION.name, self.on_action, qos.COMMAND)
+        self.create_subscription(Bool, ESTOP.name, self.on_estop, qos.LATCHED)
+        self.create_subscription(String, ACTIVE_STEP.name, self.on_active_step, qos.LATCHED)
+        self.create_subscription(String, STATION.name, self.on_station, qos.LATCHED)
         self.create_service(Trigger, '~/reset_estop', self.on_reset_estop)
         # Streaming already stops per cycle on stale actions; this timer only makes the hold visible (status),
         # so it need not wake the executor every control cycle.
@@ -197,7 +194,7 @@ class Sim2RealNode(Node):
         log = self.get_logger()
         for event in commands.events:
             if event.kind == 'rejected':
-                self.reject(TOPICS['action'], event.text)
+                self.reject(ACTION.name, event.text)
             elif event.kind == 'fault':
                 self.status.publish('fault', reason=event.text)
             else:  # a change of state (rclpy refuses two severities from one call site: a line each)
@@ -227,7 +224,7 @@ class Sim2RealNode(Node):
         try:
             action = read_array(message, 4, 'action')
         except BadMessageError as error:
-            self.reject(TOPICS['action'], str(error))
+            self.reject(ACTION.name, str(error))
             return
         if not self.commander.takes_actions:  # (e-stop, transit: not there yet) the streaming step's
             return  # provenance stays
@@ -256,13 +253,13 @@ class Sim2RealNode(Node):
 
     def on_active_step(self, message: String) -> None:
         try:
-            task = json.loads(message.data).get('task')
-        except (ValueError, AttributeError):
+            task = ACTIVE_STEP.decode(message.data)['task']
+        except BadMessageError as error:
             self.emit(self.commander.new_step())
-            self.reject(TOPICS['active_step'], 'expected a JSON object')
+            self.reject(ACTIVE_STEP.name, str(error))
             return
         box = None
-        if isinstance(task, str) and self.params.hand_box == 'task':
+        if task is not None and self.params.hand_box == 'task':
             try:
                 box = task_hand_box(task)
             except Exception as error:  # an unknown task: keep the previous box, say why
@@ -274,10 +271,10 @@ class Sim2RealNode(Node):
 
     def on_station(self, message: String) -> None:
         try:
-            station = Station.from_message(json.loads(message.data))
+            station = Station.from_message(STATION.decode(message.data))
             commands = self.commander.station(station)
-        except (ValueError, KeyError, TypeError) as error:
-            self.reject(TOPICS['station'], f'bad station description: {error}')
+        except (ValueError, KeyError, TypeError) as error:  # BadMessageError, or a station the arm cannot use
+            self.reject(STATION.name, f'bad station description: {error}')
             return
         self.emit(commands)
 

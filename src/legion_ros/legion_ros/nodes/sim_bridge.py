@@ -51,7 +51,6 @@ the same step through the pure chain does (:func:`start_inside_limits`).
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -65,12 +64,22 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
 from legion_ros import qos
+from legion_ros.interfaces import (
+    ACTIVE_STEP,
+    GRIPPER_OPENING,
+    OBJECT_NAMES,
+    OBJECT_POSES,
+    STATION,
+    STEP_SUCCESS,
+    BadMessageError,
+    Frame,
+    Station,
+)
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
 
 ARM_DOF = 7
-STATION_TOPIC = '/legion/station'
 # What the state log notes beside the states (the instruction node's and the task monitor's topics).
-NOTED_TOPICS = {'active_step': '/legion/active_step', 'step_success': '/legion/step_success'}
+NOTED_TOPICS = {'active_step': ACTIVE_STEP, 'step_success': STEP_SUCCESS}
 MAX_NOTE_BYTES = 4096
 REPORT_EVERY = 100  # control cycles between status updates with the real-time factor
 
@@ -101,11 +110,11 @@ PARAMETERS = {
     'start_paused': Param(False, 'start paused (advance with ~/step or ~/set_pause false)', read_only=True),
     'object_poses_rate_hz': Param(20.0, 'rate of object poses and task success [Hz]', range=(0.1, 1000.0),
                                   read_only=True),
-    'object_poses_topic': Param('/legion/object_poses', 'geometry_msgs/PoseArray of objects and goal',
+    'object_poses_topic': Param(OBJECT_POSES.name, 'geometry_msgs/PoseArray of objects and goal',
                                 read_only=True),
-    'object_names_topic': Param('/legion/object_names', 'std_msgs/String JSON names, PoseArray order',
+    'object_names_topic': Param(OBJECT_NAMES.name, 'std_msgs/String JSON names, PoseArray order',
                                 read_only=True),
-    'gripper_opening_topic': Param('/legion/gripper_opening', 'std_msgs/Float64 measured finger opening in '
+    'gripper_opening_topic': Param(GRIPPER_OPENING.name, 'std_msgs/Float64 measured finger opening in '
                                    '[0 closed, 1 open] (Meta-World\'s normalised finger distance)',
                                    read_only=True),
     'state_log': Param('', 'record the scene and its joint positions into this file (.npz, written when the '
@@ -141,8 +150,8 @@ def start_limits(margin_rad: float):
     return SafetyLimits.from_description(position_margin=float(margin_rad), workspace=None)
 
 
-def station_description(twin, limits) -> dict:
-    """What sim2real and real2sim need of a workcell's active station (the ``STATION_TOPIC`` message):
+def station_description(twin, limits) -> Station:
+    """What sim2real and real2sim need of a workcell's active station (the ``interfaces.STATION`` message):
     its task frame and hand box, where its task starts the arm (inside ``limits``, :func:`start_limits`),
     and for the transit there the workcell's tcp box and swing height."""
     from legion_kuka.workcell import station_start, workcell_workspace
@@ -150,12 +159,11 @@ def station_description(twin, limits) -> dict:
     frame = twin.station_frame()
     low, high = workcell_workspace(twin)
     start = station_start(twin, limits)
-    return {'task': twin.task, 'stations': list(twin.tasks),
-            'frame': {'position': frame.translation.tolist(), 'quaternion_wxyz': frame.quat.tolist()},
-            'hand_low': twin.hand_low.tolist(), 'hand_high': twin.hand_high.tolist(),
-            'start_posture': start.tolist(),
-            'workspace_low': low.tolist(), 'workspace_high': high.tolist(),
-            'lift_to_m': twin.swing_height()}
+    return Station(task=twin.task, stations=list(twin.tasks),
+                   frame=Frame(position=frame.translation.tolist(), quaternion_wxyz=frame.quat.tolist()),
+                   hand_low=twin.hand_low.tolist(), hand_high=twin.hand_high.tolist(),
+                   start_posture=start.tolist(), workspace_low=low.tolist(), workspace_high=high.tolist(),
+                   lift_to_m=twin.swing_height())
 
 
 def start_inside_limits(twin, limits) -> bool:
@@ -215,7 +223,7 @@ class SimBridge(Node):
         self.names_pub = self.create_publisher(String, p.object_names_topic, qos.LATCHED)
         self.success_pub = self.create_publisher(Bool, '~/task_success', qos.STATE)
         self.opening_pub = self.create_publisher(Float64, p.gripper_opening_topic, qos.STATE)
-        self.station_pub = (self.create_publisher(String, STATION_TOPIC, qos.LATCHED) if p.workcell
+        self.station_pub = (self.create_publisher(String, STATION.name, qos.LATCHED) if p.workcell
                             else None)
         self.create_subscription(Float64MultiArray, p['driver.command_topic'], self.on_command, qos.COMMAND)
         self.create_subscription(Float64, p['driver.gripper_topic'], self.on_gripper, qos.COMMAND)
@@ -236,7 +244,7 @@ class SimBridge(Node):
             self.state_log = StateRecorder(every=max(1, round(p.control_rate_hz / p.state_log_rate_hz)))
             self._begin_state_segment()
             for name, topic in NOTED_TOPICS.items():
-                self.create_subscription(String, topic, lambda m, name=name: self.on_noted(name, m),
+                self.create_subscription(String, topic.name, lambda m, name=name: self.on_noted(name, m),
                                          qos.LATCHED if name == 'active_step' else qos.STATE)
         self.timer = self.create_timer(self.period_s, self.on_timer)
         self.add_on_set_parameters_callback(self.on_set_parameters)
@@ -256,9 +264,9 @@ class SimBridge(Node):
                 f'them instead (deg: {", ".join(f"{math.degrees(v):.1f}" for v in q)})')
 
     def publish_station(self) -> None:
-        """Workcell: the active station, latched, for real2sim and sim2real (see STATION_TOPIC)."""
+        """Workcell: the active station, latched, for real2sim and sim2real (``interfaces.STATION``)."""
         if self.station_pub is not None:
-            self.station_pub.publish(String(data=json.dumps(station_description(self.twin, self.limits))))
+            self.station_pub.publish(String(data=STATION.encode(station_description(self.twin, self.limits))))
 
     # -- status -----------------------------------------------------------------------------------
     def report(self, event: str, **fields) -> None:
@@ -292,8 +300,8 @@ class SimBridge(Node):
         if len(message.data) > MAX_NOTE_BYTES:  # a step is a few hundred bytes; nothing else is shown
             return
         try:
-            data = json.loads(message.data)
-        except ValueError:
+            data = NOTED_TOPICS[name].decode(message.data)
+        except BadMessageError:
             data = message.data  # kept as it came: the video shows no step for it
         self.state_log.note(self.sim_time_ns * 1e-9, name, data)
 
@@ -355,7 +363,7 @@ class SimBridge(Node):
             array.poses.append(pose)
         if names != self._names:
             self._names = names
-            self.names_pub.publish(String(data=json.dumps(names)))
+            self.names_pub.publish(String(data=OBJECT_NAMES.encode(names)))
         self.poses_pub.publish(array)
         self.success_pub.publish(Bool(data=self.twin.task_success()))
 

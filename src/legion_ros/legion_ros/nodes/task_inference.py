@@ -24,25 +24,17 @@ from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, Int32, String
 
 from legion_ros import qos
+from legion_ros.interfaces import ACTIVE_EMBEDDING, CHECKPOINT, CLUSTER, LATENT
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
-from legion_ros.nodes.policy import default_checkpoint, layout_size, load_legion_policy
+from legion_ros.nodes.policy import OBSERVATIONS, default_checkpoint, layout_size, load_legion_policy
 from legion_ros.provenance import BadMessageError, array_message, read_array, source_of
-
-TOPICS = {
-    'observation': '/legion/observation',
-    'observation_full': '/legion/observation_full',
-    'active_embedding': '/legion/active_embedding',
-    'checkpoint': '/legion/checkpoint',
-    'latent': '/legion/latent',
-    'cluster': '/legion/cluster',
-}
 
 PARAMETERS = {
     'checkpoint': Param('', 'LEGION policy artefact (file or run directory); empty: the shipped default'),
     'max_rate_hz': Param(20.0, 'most latents per second (observations in between are skipped)',
                          range=(0.1, 1000.0)),
     'embedding_size': Param(384, 'length of a task embedding (all-MiniLM-L6-v2: 384)', range=(1, 4096)),
-    'follow_trainer': Param(True, 'load every checkpoint announced on /legion/checkpoint'),
+    'follow_trainer': Param(True, f'load every checkpoint announced on {CHECKPOINT.name}'),
     'device': Param('cpu', 'torch device of the VAE encoder'),
 }
 
@@ -55,25 +47,23 @@ class TaskInferenceNode(Node):
         self.policy = None
         self.embedding: np.ndarray | None = None
         self._last = 0.0
-        self.latent_pub = self.create_publisher(Float32MultiArray, TOPICS['latent'], qos.STATE)
-        self.cluster_pub = self.create_publisher(Int32, TOPICS['cluster'], qos.STATE)
+        self.latent_pub = self.create_publisher(Float32MultiArray, LATENT.name, qos.STATE)
+        self.cluster_pub = self.create_publisher(Int32, CLUSTER.name, qos.STATE)
         # Both layouts: the loaded policy decides which one it encodes (12 or Meta-World's 39).
-        self.create_subscription(Float32MultiArray, TOPICS['observation'],
-                                 lambda m: self.on_observation(m, 12), qos.SENSOR)
-        self.create_subscription(Float32MultiArray, TOPICS['observation_full'],
-                                 lambda m: self.on_observation(m, 39), qos.SENSOR)
-        self.create_subscription(Float32MultiArray, TOPICS['active_embedding'], self.on_embedding,
-                                 qos.LATCHED)
+        for size, topic in OBSERVATIONS.items():
+            self.create_subscription(Float32MultiArray, topic.name,
+                                     lambda m, size=size: self.on_observation(m, size), qos.SENSOR)
+        self.create_subscription(Float32MultiArray, ACTIVE_EMBEDDING.name, self.on_embedding, qos.LATCHED)
         if self.params.follow_trainer:
-            self.create_subscription(String, TOPICS['checkpoint'], self.on_checkpoint, qos.LATCHED)
+            self.create_subscription(String, CHECKPOINT.name, self.on_checkpoint, qos.LATCHED)
         path = self.params.checkpoint or default_checkpoint()
         if path:
             if not Path(path).exists():
                 raise NodeConfigError(f'checkpoint {path} does not exist')
             self.load(path)
         else:
-            self.status.publish('waiting', reason='no checkpoint yet (parameter checkpoint or '
-                                '/legion/checkpoint)')
+            self.status.publish('waiting', reason=f'no checkpoint yet (parameter checkpoint or '
+                                f'{CHECKPOINT.name})')
 
     def load(self, path: str) -> None:
         try:
@@ -93,7 +83,7 @@ class TaskInferenceNode(Node):
             self.embedding = read_array(message, self.params.embedding_size, 'active embedding')
         except BadMessageError as error:
             self.embedding = None  # do not keep inferring with the previous step's embedding
-            self.status.publish('input_rejected', topic=TOPICS['active_embedding'], reason=str(error))
+            self.status.publish('input_rejected', topic=ACTIVE_EMBEDDING.name, reason=str(error))
 
     def observation_size(self) -> int | None:
         """The observation length the loaded policy encodes (None before one is loaded)."""
@@ -103,8 +93,7 @@ class TaskInferenceNode(Node):
         try:  # validated before the rate limit: every malformed message is reported
             obs = read_array(message, size, f'observation ({size})')
         except BadMessageError as error:
-            topic = TOPICS['observation' if size == 12 else 'observation_full']
-            self.status.publish('input_rejected', topic=topic, reason=str(error))
+            self.status.publish('input_rejected', topic=OBSERVATIONS[size].name, reason=str(error))
             return
         now = time.monotonic()
         if size != self.observation_size() or self.embedding is None \

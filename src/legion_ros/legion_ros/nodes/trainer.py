@@ -19,7 +19,6 @@ trains wait for the next one.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 import traceback
@@ -31,11 +30,10 @@ from std_msgs.msg import String
 
 from legion_ros import qos
 from legion_ros.instructions import InstructionRejectedError, IntentMatcher, validate_instruction
+from legion_ros.interfaces import CHECKPOINT, LEARN, TRAINING_PROGRESS, TrainingProgress
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
 from legion_ros.provenance import BadMessageError, decode_string
 
-TOPICS = {'learn': '/legion/learn', 'progress': '/legion/training_progress',
-          'checkpoint': '/legion/checkpoint'}
 PROGRESS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=32, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -98,18 +96,18 @@ class TrainerNode(Node):
         self.training: list[str] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.progress_pub = self.create_publisher(String, TOPICS['progress'], PROGRESS_QOS)
-        self.checkpoint_pub = self.create_publisher(String, TOPICS['checkpoint'], qos.LATCHED)
-        self.create_subscription(String, TOPICS['learn'], self.on_learn, qos.STATE, raw=True)
+        self.progress_pub = self.create_publisher(String, TRAINING_PROGRESS.name, PROGRESS_QOS)
+        self.checkpoint_pub = self.create_publisher(String, CHECKPOINT.name, qos.LATCHED)
+        self.create_subscription(String, LEARN.name, self.on_learn, qos.STATE, raw=True)
         self._worker = threading.Thread(target=self._work, name='lifelong-trainer', daemon=True)
         self._worker.start()
         self.status.publish('ready', overrides=self.overrides, run_dir=self.params.run_dir)
 
     # -- requests ---------------------------------------------------------------------------------
     def emit(self, event: str, **fields) -> None:
-        message = {'event': event, 'stamp': time.time(), 'queue': list(self.queue),
-                   'learned': list(self.learned), **fields}
-        self.progress_pub.publish(String(data=json.dumps(message, default=str)))
+        message = TrainingProgress(event=event, stamp=time.time(), queue=list(self.queue),
+                                   learned=list(self.learned), **fields)
+        self.progress_pub.publish(String(data=TRAINING_PROGRESS.encode(message)))
 
     def matcher(self) -> IntentMatcher:
         if self._matcher is None:  # the sentence model only once someone describes a task in words
