@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from legion_core.config_section import ConfigSection
 from legion_core.networks import BODIES, VAE, Actor, TwinCritic, init_weights
 
 METRIC_NAMES = ('critic_loss', 'actor_loss', 'alpha_loss', 'entropy', 'q_mean', 'target_mean')
@@ -33,13 +34,17 @@ VAE_METRIC_NAMES = ('vae_loss', 'dyn_loss', 'sem_loss', 'kl_loss')
 
 
 @dataclass
-class AgentConfig:
-    """Everything that shapes the agent. Defaults are the reference values (legion-original.md §2.9)."""
+class AgentConfig(ConfigSection):
+    """Everything that shapes the agent (the ``agent`` group of the training config). Defaults are the
+    reference values (legion-original.md §2.9); config/train/agent/legion.yaml holds our recipe, only
+    where it departs from them."""
+
+    GROUP: ClassVar[str] = 'agent'
 
     latent_dim: int = 10
     vae_hidden: int = 400
     vae_layers: int = 3
-    logvar_clamp: list[float] | None = None
+    logvar_clamp: list[float] | None = None  # None (original) or [low, high] bounds on the encoder's log σ²
     actor_hidden: int = 300
     actor_layers: int = 3
     critic_hidden: int = 300
@@ -82,14 +87,6 @@ class AgentConfig:
                'eval_z': ('mean', 'sample'), 'dpmm_fit_z': ('sample', 'mean'),
                'optimizer': ('fused', 'foreach', 'plain'), 'actor_body': BODIES, 'critic_body': BODIES}
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> AgentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f'unknown agent setting(s) {unknown}; known: {sorted(known)}')
-        return cls(**values)
-
     def problems(self) -> list[str]:
         """What is wrong with this configuration, as sentences (empty if nothing)."""
         out = []
@@ -122,9 +119,6 @@ class AgentConfig:
                                               or not self.logvar_clamp[0] < self.logvar_clamp[1]):
             out.append(f'agent.logvar_clamp must be null or [low, high], got {self.logvar_clamp}')
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _adam(params, lr: float, impl: str, device: torch.device, weight_decay: float = 0.0) -> torch.optim.Adam:

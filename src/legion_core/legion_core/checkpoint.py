@@ -123,10 +123,11 @@ def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | 
 
 
 def _config_tasks(cfg: dict[str, Any]) -> list[str]:
+    from legion_core.config import StreamConfig
     from legion_core.tasks import resolve_stream
 
-    stream = cfg['stream']
-    return resolve_stream(stream['tasks'], order=stream.get('order', 'curriculum'), seed=int(cfg['seed']))
+    stream = StreamConfig.from_dict(cfg['stream'])
+    return resolve_stream(stream.tasks, order=stream.order, seed=int(cfg['seed']))
 
 
 def _appended(cfg: dict[str, Any], done: list[str], embeddings, extra: list[str]):
@@ -135,10 +136,11 @@ def _appended(cfg: dict[str, Any], done: list[str], embeddings, extra: list[str]
     kept as they are and rows for the new tasks computed."""
     import numpy as np
 
+    from legion_core.config import TrainConfig
     from legion_core.tasks import normalise_task_name
     from legion_core.trainer import task_embeddings
 
-    if cfg['train']['mode'] != 'lifelong':
+    if TrainConfig.from_dict(cfg['train']).mode != 'lifelong':
         raise ValueError('only a lifelong run can take more tasks (multitask trains one fixed set)')
     listed = _config_tasks(cfg)
     if listed[:len(done)] != done:

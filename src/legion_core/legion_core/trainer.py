@@ -30,8 +30,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from legion_core import checkpoint as ckpt
-from legion_core.agent import AgentConfig, LegionAgent
-from legion_core.config import check, resolve_device, to_container
+from legion_core.agent import LegionAgent
+from legion_core.config import LanguageConfig, check, resolve_device, to_container
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def task_embeddings(tasks: list[str], language_cfg: dict[str, Any]) -> np.ndarray:
+def task_embeddings(tasks: list[str], language: LanguageConfig | dict[str, Any]) -> np.ndarray:
     """The language table [T, E] for ``tasks``: computed once per run (cached on disk by the encoder)."""
     from legion_core.language import LanguageEncoder
 
-    encoder = LanguageEncoder(model_dir=language_cfg.get('model_dir'),
-                              cache_dir=language_cfg.get('cache_dir'),
-                              normalize=bool(language_cfg.get('normalize', True)))
+    if not isinstance(language, LanguageConfig):
+        language = LanguageConfig.from_dict(language)
+    encoder = LanguageEncoder(model_dir=language.model_dir, cache_dir=language.cache_dir,
+                              normalize=language.normalize)
     return np.asarray(encoder.task_embeddings(tasks), dtype=np.float32)
 
 
 class Trainer:
-    """Owns the agent, replay buffer, envs and run directory of one training run."""
+    """Owns the agent, replay buffer, envs and run directory of one training run.
+
+    ``cfg`` is kept as the plain dict it came as (what config.yaml, metrics.json and checkpoints hold);
+    ``config`` is its typed reading (:class:`legion_core.config.RunConfig`), which the loop reads.
+    """
 
     def __init__(self, cfg: DictConfig | dict, run_dir: str | Path, *, progress: bool = True,
                  embeddings: np.ndarray | None = None):
@@ -79,38 +84,35 @@ class Trainer:
         from legion_core.tasks import resolve_stream
 
         self.cfg = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-        check(self.cfg)
-        c = self.cfg
+        self.config = c = check(self.cfg)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
-        self.seed = int(c['seed'])
+        self.seed = c.seed
         seed_everything(self.seed)
-        self.mode = c['train']['mode']
-        self.tasks = resolve_stream(c['stream']['tasks'], order=c['stream']['order'], seed=self.seed)
-        self.device = resolve_device(str(c['device']))
-        env = c['env']
-        self.env_kwargs = {'embodiment': env['embodiment'], 'layout': env['layout'],
-                           'episode_length': env['episode_length'], 'goal': env['goal'], 'seed': self.seed}
-        self.reward_scale = float(env.get('reward_scale', 1.0))
-        self.obs_dim, self.action_dim = LAYOUTS[env['layout']], ACTION_DIM
+        self.mode = c.train.mode
+        self.tasks = resolve_stream(c.stream.tasks, order=c.stream.order, seed=self.seed)
+        self.device = resolve_device(c.device)
+        env = c.env
+        self.env_kwargs = {'embodiment': env.embodiment, 'layout': env.layout,
+                           'episode_length': env.episode_length, 'goal': env.goal, 'seed': self.seed}
+        self.reward_scale = float(env.reward_scale)
+        self.obs_dim, self.action_dim = LAYOUTS[env.layout], ACTION_DIM
         if embeddings is None:
-            embeddings = task_embeddings(self.tasks, c.get('language', {}))
-        self.agent_config = AgentConfig.from_dict(c['agent'])
-        dpmm = make_dpmm(c['dpmm']['backend'], **c['dpmm'].get('options', {}))
+            embeddings = task_embeddings(self.tasks, c.language)
+        self.agent_config = c.agent
+        dpmm = make_dpmm(c.dpmm.backend, **c.dpmm.options)
         self.agent = LegionAgent(self.obs_dim, self.action_dim, embeddings, self.agent_config, dpmm=dpmm,
                                  device=self.device)
-        r = c['replay']
-        self.replay = ReplayBuffer(r['capacity'], self.obs_dim, self.action_dim, len(self.tasks),
-                                   device=self.device, policy=r['policy'], task_quota=r.get('task_quota'),
+        self.replay = ReplayBuffer(c.replay.capacity, self.obs_dim, self.action_dim, len(self.tasks),
+                                   device=self.device, policy=c.replay.policy, task_quota=c.replay.task_quota,
                                    seed=self.seed)
         self.success = SuccessMatrix(self.tasks, num_phases=len(self.tasks) if self.mode == 'lifelong' else 1)
         self.num_phases = self.success.num_phases
         self.rng = np.random.default_rng(self.seed)  # warm-up actions
-        t = c['train']
         self.position: dict[str, Any] = {
             'phase': 0, 'local_step': 0, 'env_steps': 0, 'update_debt': 0.0,
-            'warmup_end': int(t['warmup_steps']), 'burst_done': False, 'dpmm_fits': 0, 'evals_lines': 0,
+            'warmup_end': c.train.warmup_steps, 'burst_done': False, 'dpmm_fits': 0, 'evals_lines': 0,
             'done': False, **_advance_position(),
         }
         self.dpmm_log: list[dict[str, Any]] = []
@@ -192,7 +194,7 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state_dict(self, include_replay: bool | None = None) -> dict[str, Any]:
         if include_replay is None:
-            include_replay = self.cfg['train']['checkpoint_replay'] == 'full'
+            include_replay = self.config.train.checkpoint_replay == 'full'
         state = {
             'format': ckpt.CHECKPOINT_FORMAT,
             'config': self.cfg,
@@ -229,8 +231,7 @@ class Trainer:
         else:
             # No replay in the checkpoint: the buffer restarts empty, so the current task repeats its
             # random warm-up (and burst) before updating again.
-            t = self.cfg['train']
-            self.position['warmup_end'] = self.position['local_step'] + int(t['warmup_steps'])
+            self.position['warmup_end'] = self.position['local_step'] + self.config.train.warmup_steps
             self.position['burst_done'] = False
         matrix = np.asarray(state['success_matrix'], dtype=float)
         for j, row in enumerate(matrix):
@@ -262,7 +263,7 @@ class Trainer:
     def save_checkpoint(self, phase_end: int | None = None) -> Path:
         self._write_metrics()
         path = ckpt.save_checkpoint(self.state_dict(), self.run_dir)
-        if phase_end is not None and self.cfg['train'].get('keep_phase_checkpoints', True):
+        if phase_end is not None and self.config.train.keep_phase_checkpoints:
             ckpt.save_checkpoint(self.state_dict(include_replay=False), self.run_dir,
                                  name=f'phase_{phase_end}.pt')
         return path
@@ -272,8 +273,8 @@ class Trainer:
         from legion_core.envs import TaskVectorEnv
 
         if j not in self._eval_envs:
-            t = self.cfg['train']
-            self._eval_envs[j] = TaskVectorEnv(self.tasks[j], min(t['eval_envs'], t['eval_episodes']),
+            t = self.config.train
+            self._eval_envs[j] = TaskVectorEnv(self.tasks[j], min(t.eval_envs, t.eval_episodes),
                                                reward_scale=self.reward_scale, autoreset=False,
                                                copy_seed=self.seed + EVAL_SEED_OFFSET, **self.env_kwargs)
         return self._eval_envs[j]
@@ -282,7 +283,7 @@ class Trainer:
         """Deterministic evaluation on every task of the stream; returns the success rates."""
         from legion_core.envs import evaluate
 
-        episodes = int(self.cfg['train']['eval_episodes'])
+        episodes = self.config.train.eval_episodes
         rows, rates = [], []
         for j, task in enumerate(self.tasks):
             result = evaluate(lambda obs, j=j: self.agent.act(obs, j, deterministic=True), task, episodes,
@@ -302,7 +303,7 @@ class Trainer:
         return rates
 
     def fit_dpmm(self) -> int:
-        batch = self.replay.sample(int(self.cfg['dpmm']['batch']))
+        batch = self.replay.sample(self.config.dpmm.batch)
         k = self.agent.fit_dpmm(batch['obs'], batch['task'], seed=self.seed + self.position['dpmm_fits'])
         self.position['dpmm_fits'] += 1
         self.writer.add_scalar('dpmm/num_components', k, self.position['env_steps'])
@@ -315,7 +316,7 @@ class Trainer:
         entry: dict[str, Any] = {'phase': phase, 'num_components': None, 'purity': None}
         dpmm = self.agent.dpmm
         if dpmm is not None and dpmm.fitted and len(self.replay):
-            batch = self.replay.sample(int(self.cfg['dpmm']['purity_batch']))
+            batch = self.replay.sample(self.config.dpmm.purity_batch)
             z = self.agent.encode(batch['obs'], batch['task'], use='mean').cpu().numpy()
             labels = dpmm.predict(z.astype(np.float64))
             entry['num_components'] = int(dpmm.num_components)
@@ -330,16 +331,16 @@ class Trainer:
         one-off burst when warm-up ends (the original's 1,500 updates at step 1,500), so a phase does
         ``updates_per_step`` x its transitions updates in all.
         """
-        p, t = self.position, self.cfg['train']
+        p, t = self.position, self.config.train
         batch_size = self.agent_config.batch_size
         after = min(local_per_step, p['local_step'] - p['warmup_end'])
         if after < 0 or len(self.replay) < batch_size:
             return
         n = 0
-        if t['warmup_burst'] and not p['burst_done']:
-            n = round(int(t['warmup_steps']) * transitions / local_per_step * float(t['updates_per_step']))
+        if t.warmup_burst and not p['burst_done']:
+            n = round(t.warmup_steps * transitions / local_per_step * float(t.updates_per_step))
         p['burst_done'] = True
-        p['update_debt'] += transitions * after / local_per_step * float(t['updates_per_step'])
+        p['update_debt'] += transitions * after / local_per_step * float(t.updates_per_step)
         owed = int(p['update_debt'])
         p['update_debt'] -= owed
         for _ in range(n + owed):
@@ -375,12 +376,12 @@ class Trainer:
         self.writer.add_scalar('perf/updates_per_s', updates_per_s, step)
 
     def _switch_resets(self) -> None:
-        t = self.cfg['train']
-        if t['reset_optimizers']:
+        t = self.config.train
+        if t.reset_optimizers:
             self.agent.reset_optimizers()
-        if t['reset_critics']:
+        if t.reset_critics:
             self.agent.reset_critics()
-        if t['reset_vae']:
+        if t.reset_vae:
             self.agent.reset_vae()
 
     @staticmethod
@@ -402,8 +403,7 @@ class Trainer:
         from tqdm import tqdm
 
         self._write_config()
-        t = self.cfg['train']
-        total = len(self.tasks) * int(t['steps_per_task'])
+        total = len(self.tasks) * self.config.train.steps_per_task
         stop_at = None if max_env_steps is None else self.position['env_steps'] + int(max_env_steps)
         bar = tqdm(total=total, initial=self.position['env_steps'], unit='step', dynamic_ncols=True,
                    disable=not self.progress, desc=self.mode)
@@ -463,7 +463,7 @@ class Trainer:
     def _make_env(self, task: str, num_envs: int):
         """The training copies of ``task``: in this process, or (``train.env_process``) in a worker
         process whose stepping overlaps the updates (:mod:`legion_core.env_workers`)."""
-        if self.cfg['train'].get('env_process', False):
+        if self.config.train.env_process:
             from legion_core.env_workers import EnvWorker
 
             return EnvWorker(task, num_envs, reward_scale=self.reward_scale, **self.env_kwargs)
@@ -473,8 +473,8 @@ class Trainer:
 
     def _run_phase(self, stop_at: int | None) -> None:
         """Lifelong: train the current phase's task to the end of the phase (or ``stop_at``)."""
-        p, t = self.position, self.cfg['train']
-        k, n = p['phase'], int(t['num_envs'])
+        p = self.position
+        k, n = p['phase'], self.config.train.num_envs
         self._bar.set_postfix_str(f'phase {k + 1}/{len(self.tasks)} {self.tasks[k]}')
         env = self._make_env(self.tasks[k], n)
         if not self._collect([env], [np.full(n, k, dtype=np.int64)], k, stop_at):
@@ -483,7 +483,7 @@ class Trainer:
 
     def _run_multitask(self, stop_at: int | None) -> None:
         """Multi-task: every task of the stream stepped together in one phase."""
-        n = int(self.cfg['train']['num_envs'])
+        n = self.config.train.num_envs
         envs = []
         try:
             for task in self.tasks:
@@ -502,13 +502,13 @@ class Trainer:
 
         Local steps count per task (each env copy's steps), env steps count every transition.
         """
-        p, t, d = self.position, self.cfg['train'], self.cfg['dpmm']
+        p, t, d = self.position, self.config.train, self.config.dpmm
         per_step = sum(env.num_envs for env in envs)
         local_per_step = envs[0].num_envs
         overlapped = all(hasattr(env, 'step_async') for env in envs)  # workers (train.env_process)
         clock = last = time.perf_counter()
         obs = [env.reset() for env in envs]
-        if p['local_step'] == 0 and t['eval_every'] > 0:
+        if p['local_step'] == 0 and t.eval_every > 0:
             self.evaluate_all(phase, final=False)
         steps0, updates0 = p['env_steps'], self.agent.num_updates
         steps = self.phase_budget()
@@ -535,17 +535,17 @@ class Trainer:
                     advance()
                 self._bar.update(per_step)
                 now = p['local_step']
-                if self._crossed(prev, now, int(d['every']), int(d['start'])):
+                if self._crossed(prev, now, d.every, d.start):
                     self.fit_dpmm()
-                if self._crossed(prev_global, p['env_steps'], int(t['log_every'])):
+                if self._crossed(prev_global, p['env_steps'], t.log_every):
                     wall = time.perf_counter() - clock
                     self._log_training((p['env_steps'] - steps0) / wall,
                                        (self.agent.num_updates - updates0) / wall)
-                if now < steps and self._crossed(prev, now, int(t['eval_every'])):
+                if now < steps and self._crossed(prev, now, t.eval_every):
                     rates = self.evaluate_all(phase, final=False)
                     if self._solved(phase, rates):
                         return True
-                due = self._crossed(prev_global, p['env_steps'], int(t['checkpoint_every']))
+                due = self._crossed(prev_global, p['env_steps'], t.checkpoint_every)
                 if now < steps and (due or self._checkpoint_requested):
                     if self._checkpoint_requested:
                         log.warning('checkpoint at env step %d, as requested', p['env_steps'])
@@ -568,17 +568,17 @@ class Trainer:
     def phase_budget(self) -> int:
         """Local steps the current phase may take: its own, plus what earlier phases saved by ending
         early (``train.advance_on_success`` in lifelong mode)."""
-        return int(self.cfg['train']['steps_per_task']) + int(self.position['carry'])
+        return self.config.train.steps_per_task + int(self.position['carry'])
 
     def _solved(self, phase: int, rates: list[float]) -> bool:
         """Whether the current task is learnt: ``train.advance_on_success`` (a success rate) reached on
         ``train.advance_evals`` consecutive evaluations of held-out episodes. Lifelong mode only."""
-        t, p = self.cfg['train'], self.position
-        threshold = t.get('advance_on_success')
+        t, p = self.config.train, self.position
+        threshold = t.advance_on_success
         if threshold is None or self.mode != 'lifelong':
             return False
         p['solved_streak'] = p['solved_streak'] + 1 if rates[phase] >= float(threshold) else 0
-        if p['solved_streak'] < int(t['advance_evals']):
+        if p['solved_streak'] < t.advance_evals:
             return False
         log.info('%s solved at local step %d (success >= %s at %d evaluations in a row): next task',
                  self.tasks[phase], p['local_step'], threshold, p['solved_streak'])
@@ -587,7 +587,7 @@ class Trainer:
     def _finish_phase(self, phase: int, last: bool) -> None:
         """Final evaluation (the success-matrix row), DPMM summary, switch resets, checkpoint."""
         started = time.perf_counter()
-        p, t = self.position, self.cfg['train']
+        p = self.position
         self.evaluate_all(phase, final=True)
         self.dpmm_log.append(self.dpmm_summary(phase))
         # A phase that ended early hands its unused steps to the next one.
@@ -598,7 +598,7 @@ class Trainer:
         p['solved_streak'] = 0
         p['phase'] = phase + 1
         p['local_step'] = 0
-        p['warmup_end'] = int(t['warmup_steps'])
+        p['warmup_end'] = self.config.train.warmup_steps
         p['burst_done'] = False
         p['done'] = last
         if not last:

@@ -198,12 +198,13 @@ def solve_task(task: str, seed: int, cfg: dict[str, Any], args: argparse.Namespa
     """Both sides on one task and seed, interleaved one evaluation interval at a time."""
     from legion_core.trainer import EVAL_SEED_OFFSET
 
-    env = cfg['env']
-    env_kwargs = {'embodiment': env['embodiment'], 'layout': env['layout'],
-                  'episode_length': env['episode_length'], 'goal': env['goal'], 'seed': seed}
-    learners: dict[str, Any] = {'ours': Ours(cfg, work_dir / f'{task}_seed{seed}', args.progress)}
-    if not args.no_peer:
-        learners['peer'] = Peer(task, env_kwargs, int(cfg['train']['warmup_steps']), args.budget,
+    ours = Ours(cfg, work_dir / f'{task}_seed{seed}', args.progress)
+    learners: dict[str, Any] = {'ours': ours}
+    if not args.no_peer:  # the peer meets the same envs and warm-up
+        env, warmup = ours.trainer.config.env, ours.trainer.config.train.warmup_steps
+        env_kwargs = {'embodiment': env.embodiment, 'layout': env.layout,
+                      'episode_length': env.episode_length, 'goal': env.goal, 'seed': seed}
+        learners['peer'] = Peer(task, env_kwargs, warmup, args.budget,
                                 args.eval_episodes, seed + EVAL_SEED_OFFSET)
     clocks = {side: Clock(args.threshold, args.consecutive) for side in learners}
     # Both sides evaluate at step 0 too (inside their first turn).

@@ -211,16 +211,20 @@ def run(args: argparse.Namespace) -> int:
 def _multirun(args: argparse.Namespace) -> int:
     import hydra
 
+    # Importing it puts the groups' defaults into Hydra's ConfigStore, which config.yaml names.
+    from legion_core import config as training_config
+
     max_steps, progress = args.max_steps, not args.no_progress
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name='config', version_base='1.3')
     def app(cfg) -> None:
+        # training_config is in this function's closure on purpose: a submitit job unpickles the
+        # function, which imports the module, before Hydra composes the job's config in that process.
         from hydra.core.hydra_config import HydraConfig
 
-        from legion_core.config import validate
         from legion_core.sweep_job import SweepJobError, run_job
 
-        problems = validate(cfg)
+        problems = training_config.validate(cfg)
         if problems:
             # SystemExit passes through Hydra's job runner, so the sweep stops with code 2.
             sys.exit(_error('invalid configuration:\n' + '\n'.join(f'  - {p}' for p in problems)))

@@ -182,7 +182,7 @@ class TrainerNode(Node):
 
         trainer, run_dir = self._trainer(batch)
         stream = trainer.tasks
-        steps = int(trainer.cfg['train']['steps_per_task'])
+        steps = trainer.config.train.steps_per_task
         phase = int(trainer.position['phase'])
         total = trainer.position['env_steps'] + steps * (len(stream) - phase)
         chunk = int(self.params.chunk_steps) or max(1, steps // 10)
