@@ -3,12 +3,12 @@
 Bring the driver up first, in T1, with its own launch file (docs/real-robot.md), e.g.
   ros2 launch lbr_bringup hardware.launch.py model:=iiwa7 ctrl:=forward_position_controller
 or let this file include it with start_driver:=true. The LEGION nodes only ever command the arm
-through sim2real's safety filter. The graph is legion_bringup.graph.real_graph().
+through sim2real's safety filter. The graph is legion_ros.graph.real_graph().
 """
 from launch import LaunchDescription
 
-from legion_bringup.graph import real_graph
 from legion_bringup.launch_mixins import LegionMixin
+from legion_ros.graph import real_graph
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -1,12 +1,12 @@
 """Lifelong LEGION training as a node: ros2 launch legion_bringup train.launch.py [run_dir:=...]
 
 Progress and checkpoints are published on topics, so a training run can be watched and recorded
-like any other graph. The graph is legion_bringup.graph.train_graph().
+like any other graph. The graph is legion_ros.graph.train_graph().
 """
 from launch import LaunchDescription
 
-from legion_bringup.graph import train_graph
 from legion_bringup.launch_mixins import LegionMixin
+from legion_ros.graph import train_graph
 
 
 def generate_launch_description() -> LaunchDescription:

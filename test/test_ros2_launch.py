@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from legion_bringup.graph import graph
 from legion_ros.environment import DOMAIN_VAR, lease_dir
+from legion_ros.graph import graph
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -375,7 +375,7 @@ def test_nodes_do_not_outlive_a_killed_launcher(ros2_env, launches):
 RULE_LAUNCH = """
 from launch import LaunchDescription
 
-from legion_bringup.graph import Graph, ProcessSpec
+from legion_ros.graph import Graph, ProcessSpec
 from legion_bringup.launch_mixins import LegionMixin
 
 PYTHON = {python!r}

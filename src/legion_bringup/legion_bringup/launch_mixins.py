@@ -1,4 +1,4 @@
-"""Launch mixins: :mod:`legion_bringup.graph` descriptions turned into ROS 2 launch actions.
+"""Launch mixins: :mod:`legion_ros.graph` descriptions turned into ROS 2 launch actions.
 
 In the spirit of lbr_bringup's mixins: each static method returns launch actions for one part of a
 graph, so ``launch/*.launch.py`` stay short and every launch file declares the same arguments with the
@@ -36,8 +36,9 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-from legion_bringup.graph import (
-    PACKAGE,
+from legion_ros.environment import DISCOVERY_VAR, DOMAIN_VAR, LAUNCHER_VAR, apply_ros_defaults
+from legion_ros.graph import (
+    CONFIG_PACKAGE,
     RESTART_DELAY_S,
     RESTART_LIMIT,
     SHUTDOWN_TIMEOUT_S,
@@ -49,8 +50,7 @@ from legion_bringup.graph import (
     ProcessSpec,
     ros_yaml,
 )
-from legion_bringup.graph import split_placeholders as _split
-from legion_ros.environment import DISCOVERY_VAR, DOMAIN_VAR, LAUNCHER_VAR, apply_ros_defaults
+from legion_ros.graph import split_placeholders as _split
 from legion_ros.runner import EXIT_NODE_CONFIG, KILL_GRACE_S
 
 _logger = launch.logging.get_logger('legion')
@@ -236,7 +236,7 @@ class LegionMixin:
         """The node of ``spec``; ``restarts``: how often it was restarted already (:func:`exit_rule`)."""
         # A parameter file is one concatenated substitution list (Jazzy's PathJoinSubstitution
         # takes no nested lists, and 'driver_{driver}.yaml' needs one).
-        parameters: list = [[FindPackageShare(PACKAGE), '/config/', *substitutions(name)]
+        parameters: list = [[FindPackageShare(CONFIG_PACKAGE), '/config/', *substitutions(name)]
                             for name in spec.parameter_files]
         inline = {key: parameter_value(value) if isinstance(value, ArgValue) else value
                   for key, value in spec.parameters.items()}

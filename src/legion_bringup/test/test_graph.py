@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from legion_bringup.graph import (
+from legion_ros.graph import (
     Argument,
     ArgValue,
     Graph,

@@ -7,6 +7,11 @@ the node's full name, as launch_ros writes it), remappings and log level on mach
 ``launch``. This module imports neither ``launch`` nor ``rclpy`` (:mod:`legion_ros.interfaces`, the names
 of the wire, is plain Python).
 
+It lives in legion_ros, the package whose executables it lists, so that both runners import it from
+below: legion_bringup (the mixins, the launch files) imports it, nothing here imports legion_bringup.
+The parameter files stay legion_bringup's data (``config/``, installed into its share): they are found
+by path, never imported (:func:`config_directory`), and ``resolve`` takes a ``config_dir`` to use others.
+
 Values that depend on launch arguments are written two ways:
 
 * strings with ``{argument}`` placeholders (namespaces, parameter file names, remappings, commands);
@@ -28,7 +33,8 @@ from typing import Any
 from legion_ros import interfaces
 from legion_ros.interfaces import NAMESPACE
 
-PACKAGE = 'legion_bringup'
+# The package whose share holds config/ (data looked up by name; legion_ros imports nothing of it).
+CONFIG_PACKAGE = 'legion_bringup'
 NODE_PACKAGE = 'legion_ros'
 CONFIG_ENV = 'LEGION_CONFIG_DIR'
 # Seconds a node gets between SIGINT and SIGTERM, in launch files and in the runner alike: nodes that
@@ -347,18 +353,19 @@ def config_directory() -> Path:
     """Where the node parameter files are: $LEGION_CONFIG_DIR, the installed share, or the source tree."""
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
-    source = Path(__file__).resolve().parents[1] / 'config'  # src/legion_bringup/config -> ../../config
+    # A source checkout: src/legion_ros/legion_ros/graph.py -> src/legion_bringup/config (-> ../../config).
+    source = Path(__file__).resolve().parents[2] / CONFIG_PACKAGE / 'config'
     if source.is_dir():
         return source
     try:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
         try:
-            return Path(get_package_share_directory(PACKAGE)) / 'config'
+            return Path(get_package_share_directory(CONFIG_PACKAGE)) / 'config'
         except (PackageNotFoundError, LookupError, ValueError):
             pass
     except ImportError:
         pass
-    raise GraphError(f'cannot find the {PACKAGE} config directory; set {CONFIG_ENV}')
+    raise GraphError(f'cannot find the {CONFIG_PACKAGE} config directory; set {CONFIG_ENV}')
 
 
 # ----------------------------------------------------------------------------------------------------
