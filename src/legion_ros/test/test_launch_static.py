@@ -187,14 +187,19 @@ def test_inline_parameter_values_survive_with_their_types(tmp_path):
 
 
 def test_launch_arguments_beat_the_node_parameter_files(tmp_path):
-    """task:=push-v3 reaches the twin although config/sim_bridge.yaml sets task, as under ros2 launch."""
-    (bridge,) = [n for n in graph('sim').resolve({'task': 'push-v3'}).nodes if n.name == 'sim_bridge']
-    file_value = yaml.safe_load((CONFIG_DIR / 'sim_bridge.yaml').read_text())
-    assert file_value['/**/sim_bridge']['ros__parameters']['task'] == 'reach-v3'
+    """task:=push-v3 reaches the twin although its parameter file sets task, as under ros2 launch."""
+    import shutil
+
+    config = tmp_path / 'config'
+    shutil.copytree(CONFIG_DIR, config, ignore=shutil.ignore_patterns('train'))
+    (config / 'sim_bridge.yaml').write_text(
+        '/**/sim_bridge:\n  ros__parameters: {task: reach-v3, control_rate_hz: 50.0}\n')
+    (bridge,) = [n for n in graph('sim').resolve({'task': 'push-v3'}, config_dir=config).nodes
+                 if n.name == 'sim_bridge']
     got = read_back(bridge, tmp_path)
     assert got['task'] == 'push-v3'
     assert got['driver.joint_states_topic'] == '/lbr/joint_states'  # the driver profile still applies
-    assert got['control_rate_hz'] == 100.0  # and the node's own file
+    assert got['control_rate_hz'] == 50.0  # and the node's own file
 
 
 def test_workcell_argument_reaches_the_twin_as_a_string_list(tmp_path):
