@@ -17,7 +17,7 @@ def generate_launch_description() -> LaunchDescription:
     ld = LaunchDescription()
     for action in LegionMixin.arguments(graph):
         ld.add_action(action)
-    for check in LegionMixin.checks(graph):  # workcell:= and task:= fit together, before any node starts
+    for check in LegionMixin.checks(graph):  # workcell:= with task:=, coupled parameters: before any node
         ld.add_action(check)
     for action in LegionMixin.session(graph):  # one ROS domain, SIGINT/SIGTERM stop every node
         ld.add_action(action)

@@ -14,6 +14,8 @@ def generate_launch_description() -> LaunchDescription:
     ld = LaunchDescription()
     for action in LegionMixin.arguments(graph):
         ld.add_action(action)
+    for check in LegionMixin.checks(graph):  # arguments and coupled parameters, before any node starts
+        ld.add_action(check)
     for action in LegionMixin.session(graph):  # one ROS domain, SIGINT/SIGTERM stop every node
         ld.add_action(action)
     for node in graph.nodes:

@@ -16,6 +16,7 @@ import os
 import signal
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import List  # noqa: UP035 (see parameter_value)
 
 import launch.logging
@@ -48,6 +49,7 @@ from legion_ros.graph import (
     IncludeSpec,
     NodeSpec,
     ProcessSpec,
+    config_directory,
     ros_yaml,
 )
 from legion_ros.graph import split_placeholders as _split
@@ -158,6 +160,17 @@ def stop_on_signals(context) -> list:
     return []
 
 
+def config_share() -> Path:
+    """The config/ that :meth:`LegionMixin.node` passes (FindPackageShare); the graph's own lookup where
+    the package is not installed (a test evaluating a launch description from the source tree)."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+    try:
+        return Path(get_package_share_directory(CONFIG_PACKAGE)) / 'config'
+    except PackageNotFoundError:
+        return config_directory()
+
+
 def substitutions(text: str) -> list:
     """``'driver_{driver}.yaml'`` -> ``['driver_', LaunchConfiguration('driver'), '.yaml']``."""
     return [LaunchConfiguration(value) if kind == 'arg' else value for kind, value in _split(text)] or ['']
@@ -213,13 +226,15 @@ class LegionMixin:
 
     @staticmethod
     def checks(graph: Graph) -> list[OpaqueFunction]:
-        """The graph's checks of its argument values, run before any node starts (launch stops with
-        the GraphError's message, as ``legion launch`` does)."""
-        def run(context, check):
-            check({a.name: context.launch_configurations[a.name] for a in graph.arguments})
+        """The graph's checks, run before any node starts, as ``legion launch`` runs them: its argument
+        values (``Graph.checks``) and the parameters two nodes must agree on (``Graph.couplings``) in the
+        parameter files this launch passes. Launch stops with the GraphError's message."""
+        def run(context):
+            graph.resolve({a.name: context.launch_configurations[a.name] for a in graph.arguments},
+                          config_dir=config_share())
             return []
 
-        return [OpaqueFunction(function=run, args=[check]) for check in graph.checks]
+        return [OpaqueFunction(function=run)]
 
     @staticmethod
     def condition(condition: Condition | None) -> IfCondition | None:

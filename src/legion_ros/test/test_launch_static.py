@@ -151,7 +151,7 @@ def test_launch_file_builds_its_graph_with_the_mixins(name):
         assert 'include' in calls
     if description.processes:
         assert 'process' in calls
-    if description.checks:  # workcell:= with task:= (sim): checked before any node starts
+    if description.checks or description.couplings:  # workcell:= with task:=, coupled parameters
         assert 'checks' in calls
 
 
@@ -193,13 +193,13 @@ def test_launch_arguments_beat_the_node_parameter_files(tmp_path):
     config = tmp_path / 'config'
     shutil.copytree(CONFIG_DIR, config, ignore=shutil.ignore_patterns('train'))
     (config / 'sim_bridge.yaml').write_text(
-        '/**/sim_bridge:\n  ros__parameters: {task: reach-v3, control_rate_hz: 50.0}\n')
+        '/**/sim_bridge:\n  ros__parameters: {task: reach-v3, object_poses_rate_hz: 10.0}\n')
     (bridge,) = [n for n in graph('sim').resolve({'task': 'push-v3'}, config_dir=config).nodes
                  if n.name == 'sim_bridge']
     got = read_back(bridge, tmp_path)
     assert got['task'] == 'push-v3'
     assert got['driver.joint_states_topic'] == '/lbr/joint_states'  # the driver profile still applies
-    assert got['control_rate_hz'] == 50.0  # and the node's own file
+    assert got['object_poses_rate_hz'] == 10.0  # and the node's own file
 
 
 def test_workcell_argument_reaches_the_twin_as_a_string_list(tmp_path):
