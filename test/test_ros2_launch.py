@@ -424,8 +424,9 @@ from legion_ros.graph import real_graph
 
 graph = real_graph()
 # The policy node at 5 Hz while sim2real keeps its default 10 Hz: a graph that must not start.
-graph = replace(graph, nodes=tuple(replace(node, parameters={**node.parameters, 'rate_hz': 5.0})
-                                   if node.name in ('decision_path', 'policy') else node for node in graph.nodes))
+graph = replace(graph, nodes=tuple(
+    replace(node, parameters={**node.parameters, 'rate_hz': 5.0}) if node.name in ('decision_path', 'policy')
+    else node for node in graph.nodes))
 
 
 def generate_launch_description():
