@@ -3,13 +3,13 @@
 The twin (sim_bridge) publishes the chosen driver's joint_states and takes its position commands, so
 the LEGION nodes run unchanged against it; workcell:=reach-v3,push-v3 task:=push-v3 puts both tasks'
 stations around the arm, push-v3's active. `ros2 launch legion_bringup sim.launch.py --show-args`
-lists every argument; the graph itself is legion_bringup.graph.sim_graph(), which `legion launch sim`
+lists every argument; the graph itself is legion_ros.graph.sim_graph(), which `legion launch sim`
 runs without ROS 2 launch installed.
 """
 from launch import LaunchDescription
 
-from legion_bringup.graph import sim_graph
 from legion_bringup.launch_mixins import LegionMixin
+from legion_ros.graph import sim_graph
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -17,7 +17,7 @@ def generate_launch_description() -> LaunchDescription:
     ld = LaunchDescription()
     for action in LegionMixin.arguments(graph):
         ld.add_action(action)
-    for check in LegionMixin.checks(graph):  # workcell:= and task:= fit together, before any node starts
+    for check in LegionMixin.checks(graph):  # workcell:= with task:=, coupled parameters: before any node
         ld.add_action(check)
     for action in LegionMixin.session(graph):  # one ROS domain, SIGINT/SIGTERM stop every node
         ld.add_action(action)

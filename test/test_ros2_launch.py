@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from legion_bringup.graph import graph
 from legion_ros.environment import DOMAIN_VAR, lease_dir
+from legion_ros.graph import graph
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -375,7 +375,7 @@ def test_nodes_do_not_outlive_a_killed_launcher(ros2_env, launches):
 RULE_LAUNCH = """
 from launch import LaunchDescription
 
-from legion_bringup.graph import Graph, ProcessSpec
+from legion_ros.graph import Graph, ProcessSpec
 from legion_bringup.launch_mixins import LegionMixin
 
 PYTHON = {python!r}
@@ -412,3 +412,34 @@ def test_restarts_and_an_unclean_stop_as_under_legion_launch(ros2_env, launches,
     assert 'sloppy did not stop cleanly (exit code 3)' in launch.output
     assert f'process has finished cleanly [pid {launch.pid("steady")}]' in launch.output
     assert not left_running(launch)
+
+
+COUPLED_LAUNCH = """
+from dataclasses import replace
+
+from launch import LaunchDescription
+
+from legion_bringup.launch_mixins import LegionMixin
+from legion_ros.graph import real_graph
+
+graph = real_graph()
+# The policy node at 5 Hz while sim2real keeps its default 10 Hz: a graph that must not start.
+graph = replace(graph, nodes=tuple(
+    replace(node, parameters={**node.parameters, 'rate_hz': 5.0}) if node.name in ('decision_path', 'policy')
+    else node for node in graph.nodes))
+
+
+def generate_launch_description():
+    return LaunchDescription([*LegionMixin.arguments(graph), *LegionMixin.checks(graph),
+                              *LegionMixin.session(graph), *(LegionMixin.node(node) for node in graph.nodes)])
+"""
+
+
+def test_coupled_parameters_that_disagree_stop_the_launch_before_any_node(ros2_env, launches, tmp_path):
+    """The graph's couplings hold under ros2 launch as under legion launch (test_graph)."""
+    path = tmp_path / 'coupled.launch.py'
+    path.write_text(COUPLED_LAUNCH)
+    launch = launches.start(ros2_env, str(path), {}, package=None)
+    assert launch.stop() != 0, launch.output[-6000:]
+    assert 'policy rate_hz is 5.0' in launch.output and 'sim2real policy_rate_hz is 10.0' in launch.output
+    assert not launch.started, launch.output[-6000:]

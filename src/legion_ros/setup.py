@@ -16,7 +16,7 @@ setup(
     zip_safe=False,
     maintainer='LEGION-ROS developers',
     maintainer_email='legion-ros@users.noreply.github.com',
-    description='Thin rclpy nodes and the graph runner of LEGION-ROS.',
+    description='Thin rclpy nodes, the graph descriptions and the graph runner of LEGION-ROS.',
     license='MIT',
     entry_points={
         # Installed into lib/legion_ros by setup.cfg, where `ros2 run` and launch_ros look.

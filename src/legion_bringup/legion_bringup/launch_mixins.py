@@ -1,4 +1,4 @@
-"""Launch mixins: :mod:`legion_bringup.graph` descriptions turned into ROS 2 launch actions.
+"""Launch mixins: :mod:`legion_ros.graph` descriptions turned into ROS 2 launch actions.
 
 In the spirit of lbr_bringup's mixins: each static method returns launch actions for one part of a
 graph, so ``launch/*.launch.py`` stay short and every launch file declares the same arguments with the
@@ -16,6 +16,7 @@ import os
 import signal
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import List  # noqa: UP035 (see parameter_value)
 
 import launch.logging
@@ -36,8 +37,9 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-from legion_bringup.graph import (
-    PACKAGE,
+from legion_ros.environment import DISCOVERY_VAR, DOMAIN_VAR, LAUNCHER_VAR, apply_ros_defaults
+from legion_ros.graph import (
+    CONFIG_PACKAGE,
     RESTART_DELAY_S,
     RESTART_LIMIT,
     SHUTDOWN_TIMEOUT_S,
@@ -47,10 +49,10 @@ from legion_bringup.graph import (
     IncludeSpec,
     NodeSpec,
     ProcessSpec,
+    config_directory,
     ros_yaml,
 )
-from legion_bringup.graph import split_placeholders as _split
-from legion_ros.environment import DISCOVERY_VAR, DOMAIN_VAR, LAUNCHER_VAR, apply_ros_defaults
+from legion_ros.graph import split_placeholders as _split
 from legion_ros.runner import EXIT_NODE_CONFIG, KILL_GRACE_S
 
 _logger = launch.logging.get_logger('legion')
@@ -158,6 +160,17 @@ def stop_on_signals(context) -> list:
     return []
 
 
+def config_share() -> Path:
+    """The config/ that :meth:`LegionMixin.node` passes (FindPackageShare); the graph's own lookup where
+    the package is not installed (a test evaluating a launch description from the source tree)."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+    try:
+        return Path(get_package_share_directory(CONFIG_PACKAGE)) / 'config'
+    except PackageNotFoundError:
+        return config_directory()
+
+
 def substitutions(text: str) -> list:
     """``'driver_{driver}.yaml'`` -> ``['driver_', LaunchConfiguration('driver'), '.yaml']``."""
     return [LaunchConfiguration(value) if kind == 'arg' else value for kind, value in _split(text)] or ['']
@@ -213,13 +226,15 @@ class LegionMixin:
 
     @staticmethod
     def checks(graph: Graph) -> list[OpaqueFunction]:
-        """The graph's checks of its argument values, run before any node starts (launch stops with
-        the GraphError's message, as ``legion launch`` does)."""
-        def run(context, check):
-            check({a.name: context.launch_configurations[a.name] for a in graph.arguments})
+        """The graph's checks, run before any node starts, as ``legion launch`` runs them: its argument
+        values (``Graph.checks``) and the parameters two nodes must agree on (``Graph.couplings``) in the
+        parameter files this launch passes. Launch stops with the GraphError's message."""
+        def run(context):
+            graph.resolve({a.name: context.launch_configurations[a.name] for a in graph.arguments},
+                          config_dir=config_share())
             return []
 
-        return [OpaqueFunction(function=run, args=[check]) for check in graph.checks]
+        return [OpaqueFunction(function=run)]
 
     @staticmethod
     def condition(condition: Condition | None) -> IfCondition | None:
@@ -236,7 +251,7 @@ class LegionMixin:
         """The node of ``spec``; ``restarts``: how often it was restarted already (:func:`exit_rule`)."""
         # A parameter file is one concatenated substitution list (Jazzy's PathJoinSubstitution
         # takes no nested lists, and 'driver_{driver}.yaml' needs one).
-        parameters: list = [[FindPackageShare(PACKAGE), '/config/', *substitutions(name)]
+        parameters: list = [[FindPackageShare(CONFIG_PACKAGE), '/config/', *substitutions(name)]
                             for name in spec.parameter_files]
         inline = {key: parameter_value(value) if isinstance(value, ArgValue) else value
                   for key, value in spec.parameters.items()}

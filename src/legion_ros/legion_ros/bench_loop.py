@@ -76,7 +76,7 @@ def register_bench_loop(subparsers: argparse._SubParsersAction) -> None:
 
 def _nodes(args, policy_type: str, params_dir: Path):
     """The decision-path nodes of the sim graph, configured for one action per control cycle."""
-    from legion_bringup.graph import graph
+    from legion_ros.graph import graph
 
     resolved = graph('sim').resolve({'use_sim_time': 'false', 'record': 'false',
                                      'checkpoint': args.checkpoint,
@@ -270,8 +270,8 @@ def run_bench_loop(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from legion_bringup.graph import ResolvedGraph
     from legion_ros.environment import apply_ros_defaults
+    from legion_ros.graph import ResolvedGraph
     from legion_ros.runner import Runner
 
     if not args.rate > 0 or not args.duration > 0:
@@ -349,7 +349,7 @@ def run_bench_loop(args: argparse.Namespace) -> int:
 
 def _floor_node():
     """The ``--floor`` process as a graph node the runner can start (``floor_main`` of this module)."""
-    from legion_bringup.graph import ResolvedNode
+    from legion_ros.graph import ResolvedNode
     from legion_ros.interfaces import NAMESPACE
 
     return ResolvedNode(name='bench_loop_floor', package='legion_ros', executable='bench_loop_floor',

@@ -59,7 +59,7 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 
 def launch_command(args: argparse.Namespace) -> int:
-    from legion_bringup.graph import GraphError, graph, parse_assignments
+    from legion_ros.graph import GraphError, graph, parse_assignments
 
     description = graph(args.graph)
     if args.show_args:

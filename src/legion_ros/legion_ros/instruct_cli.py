@@ -354,7 +354,7 @@ class SimGraph:
         self.rest_runner.start()
 
     def _graph(self, nodes):
-        from legion_bringup.graph import ResolvedGraph
+        from legion_ros.graph import ResolvedGraph
         return ResolvedGraph('sim', self.values, tuple(nodes), ())
 
     def load_scene(self, task: str) -> None:
@@ -364,7 +364,7 @@ class SimGraph:
 
         import yaml
 
-        from legion_bringup.graph import graph
+        from legion_ros.graph import graph
         from legion_ros.runner import Runner
 
         if self.bridge_runner is not None:
@@ -416,7 +416,7 @@ def _sim_nodes(args, first_task: str, bag_name: str, params_dir, skills: list[st
     """
     from pathlib import Path
 
-    from legion_bringup.graph import graph
+    from legion_ros.graph import graph
 
     resolved = graph('sim').resolve({
         'driver': args.driver, 'checkpoint': args.checkpoint, 'task': first_task,

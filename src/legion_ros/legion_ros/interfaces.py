@@ -23,7 +23,7 @@ node's rule: log it, count it on its ``~/status`` (``input_rejected``) and drop 
 Encoding does not check: producers are checked by the tests (a producer's slip must never stop a
 node); :meth:`JsonMessage.encode` writes what it is given, numpy values as lists.
 
-Plain Python: no rclpy, so that ``legion_bringup.graph``, the tests and tools can import it anywhere.
+Plain Python: no rclpy, so that ``legion_ros.graph``, the tests and tools can import it anywhere.
 ``python -m legion_ros.interfaces`` prints the wire-contract table of docs/architecture.md.
 """
 # (no `from __future__ import annotations`: TypedDict reads NotRequired from evaluated annotations)

@@ -1,6 +1,6 @@
 """The pip-only graph runner behind ``legion launch sim|real|train [name:=value ...]``.
 
-It starts every node of a :mod:`legion_bringup.graph` description as its own process with exactly
+It starts every node of a :mod:`legion_ros.graph` description as its own process with exactly
 the ``--ros-args`` that ``ros2 launch`` would give it, so a PyPI-only install runs the same graph as a
 ROS 2 install. What a process launcher must do, it does:
 
@@ -38,7 +38,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TextIO
 
-from legion_bringup.graph import (
+from legion_ros.environment import apply_ros_defaults
+from legion_ros.graph import (
     RESTART_DELAY_S,
     RESTART_LIMIT,
     SHUTDOWN_TIMEOUT_S,
@@ -46,7 +47,6 @@ from legion_bringup.graph import (
     ResolvedGraph,
     ResolvedNode,
 )
-from legion_ros.environment import apply_ros_defaults
 
 EXIT_NODE_DIED = 1
 EXIT_BAD_ARGUMENTS = 2

@@ -17,7 +17,7 @@ from collections import defaultdict
 import rclpy
 from rclpy.node import Node
 
-from legion_bringup.graph import ros_yaml
+from legion_ros.graph import ros_yaml
 
 
 def start_node(module: str, parameters: dict | None = None, name: str | None = None,

@@ -110,7 +110,7 @@ def test_decision_path_process_runs_the_three_nodes_and_commands_the_arm():
 
 
 def test_the_graph_hosts_what_the_decision_path_process_runs_in_its_order():
-    from legion_bringup.graph import graph
+    from legion_ros.graph import graph
     from legion_ros.nodes.decision_path import HOSTED
 
     for name in ('sim', 'real'):

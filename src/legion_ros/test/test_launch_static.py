@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from legion_bringup.graph import GRAPHS, ArgValue, config_directory, fill, graph
+from legion_ros.graph import GRAPHS, ArgValue, config_directory, fill, graph
 from legion_ros.runner import console_scripts
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -151,7 +151,7 @@ def test_launch_file_builds_its_graph_with_the_mixins(name):
         assert 'include' in calls
     if description.processes:
         assert 'process' in calls
-    if description.checks:  # workcell:= with task:= (sim): checked before any node starts
+    if description.checks or description.couplings:  # workcell:= with task:=, coupled parameters
         assert 'checks' in calls
 
 
@@ -174,7 +174,7 @@ def read_back(node_spec, parameters_dir):
 
 
 def test_inline_parameter_values_survive_with_their_types(tmp_path):
-    from legion_bringup.graph import ResolvedNode
+    from legion_ros.graph import ResolvedNode
     values = {'text': 'reach-v3', 'path': 'runs/bags', 'empty': '', 'spaced': 'open the door',
               'looks_bool': 'true', 'looks_number': '1.5', 'quote': "it's", 'real': 20.0, 'whole': 3,
               'flag': False, 'names': ['lbr_A1', 'lbr_A2'], 'reals': [0.5, -1.0]}
@@ -187,14 +187,19 @@ def test_inline_parameter_values_survive_with_their_types(tmp_path):
 
 
 def test_launch_arguments_beat_the_node_parameter_files(tmp_path):
-    """task:=push-v3 reaches the twin although config/sim_bridge.yaml sets task, as under ros2 launch."""
-    (bridge,) = [n for n in graph('sim').resolve({'task': 'push-v3'}).nodes if n.name == 'sim_bridge']
-    file_value = yaml.safe_load((CONFIG_DIR / 'sim_bridge.yaml').read_text())
-    assert file_value['/**/sim_bridge']['ros__parameters']['task'] == 'reach-v3'
+    """task:=push-v3 reaches the twin although its parameter file sets task, as under ros2 launch."""
+    import shutil
+
+    config = tmp_path / 'config'
+    shutil.copytree(CONFIG_DIR, config, ignore=shutil.ignore_patterns('train'))
+    (config / 'sim_bridge.yaml').write_text(
+        '/**/sim_bridge:\n  ros__parameters: {task: reach-v3, object_poses_rate_hz: 10.0}\n')
+    (bridge,) = [n for n in graph('sim').resolve({'task': 'push-v3'}, config_dir=config).nodes
+                 if n.name == 'sim_bridge']
     got = read_back(bridge, tmp_path)
     assert got['task'] == 'push-v3'
     assert got['driver.joint_states_topic'] == '/lbr/joint_states'  # the driver profile still applies
-    assert got['control_rate_hz'] == 100.0  # and the node's own file
+    assert got['object_poses_rate_hz'] == 10.0  # and the node's own file
 
 
 def test_workcell_argument_reaches_the_twin_as_a_string_list(tmp_path):
@@ -212,7 +217,7 @@ def test_workcell_argument_reaches_the_twin_as_a_string_list(tmp_path):
 
 def test_workcell_limit_is_legion_kukas():
     workcell = pytest.importorskip('legion_kuka.workcell')
-    from legion_bringup.graph import WORKCELL_MAX_STATIONS
+    from legion_ros.graph import WORKCELL_MAX_STATIONS
     assert workcell.MAX_STATIONS == WORKCELL_MAX_STATIONS
 
 
@@ -276,7 +281,7 @@ def test_ros2_launch_passes_the_workcell_as_legion_launch_does():
     evaluated = sim_launch_parameters({'workcell': 'reach-v3, push-v3', 'task': 'push-v3'})
     assert list(evaluated['workcell']) == ['reach-v3', 'push-v3'] and evaluated['task'] == 'push-v3'
     assert list(sim_launch_parameters({})['workcell']) == []
-    from legion_bringup.graph import GraphError
+    from legion_ros.graph import GraphError
     with pytest.raises(GraphError, match='task:=reach-v3 is not one of the stations'):
         sim_launch_parameters({'workcell': 'push-v3,drawer-close-v3'})
     with pytest.raises(GraphError, match='empty item'):
@@ -307,7 +312,7 @@ def test_rcl_loads_every_config_file_as_written():
 
 
 def test_train_choices_name_existing_hydra_configs():
-    from legion_bringup.graph import TRAIN_CONFIGS
+    from legion_ros.graph import TRAIN_CONFIGS
     train = ROOT / 'config' / 'train'
     assert (train / 'config.yaml').is_file()
     for name in TRAIN_CONFIGS:

@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from legion_bringup.graph import Argument, ArgValue, Graph, NodeSpec
+from legion_ros.graph import Argument, ArgValue, Graph, NodeSpec
 from legion_ros.runner import node_command
 
 pytestmark = pytest.mark.ros

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from legion_bringup.graph import Argument, ArgValue, Graph, GraphError, NodeSpec, graph, when
+from legion_ros.graph import Argument, ArgValue, Graph, GraphError, NodeSpec, graph, when
 from legion_ros.runner import Child, Runner
 
 pytestmark = pytest.mark.ros
@@ -27,7 +27,7 @@ LEGION = [sys.executable, '-m', 'legion_core.cli.main']
 # that the test can signal the runner as a user's Ctrl-C would.
 GRAPH_SCRIPT = textwrap.dedent('''
     import sys
-    from legion_bringup.graph import Argument, ArgValue, Graph, NodeSpec, when
+    from legion_ros.graph import Argument, ArgValue, Graph, NodeSpec, when
     from legion_ros.runner import run_graph
     files = ('recorder.yaml',)
     bags = ArgValue('bag_dir')
@@ -244,7 +244,7 @@ def test_legion_launch_sim_brings_up_and_stops_the_whole_graph(tmp_path):
 # broken=true rec_b cannot start at all (a configuration error).
 OPTIONAL_GRAPH_SCRIPT = textwrap.dedent('''
     import sys
-    from legion_bringup.graph import Argument, ArgValue, Graph, NodeSpec, when
+    from legion_ros.graph import Argument, ArgValue, Graph, NodeSpec, when
     from legion_ros.runner import run_graph
     files = ('recorder.yaml',)
     bags = ArgValue('bag_dir')

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from legion_bringup.graph import graph
+from legion_ros.graph import graph
 from legion_ros.runner import node_command
 
 pytestmark = pytest.mark.ros

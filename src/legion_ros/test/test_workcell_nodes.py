@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from decision_graph import Probe
 
-from legion_bringup.graph import graph
+from legion_ros.graph import graph
 from legion_ros.runner import node_command
 
 pytestmark = pytest.mark.ros

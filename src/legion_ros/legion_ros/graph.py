@@ -7,6 +7,11 @@ the node's full name, as launch_ros writes it), remappings and log level on mach
 ``launch``. This module imports neither ``launch`` nor ``rclpy`` (:mod:`legion_ros.interfaces`, the names
 of the wire, is plain Python).
 
+It lives in legion_ros, the package whose executables it lists, so that both runners import it from
+below: legion_bringup (the mixins, the launch files) imports it, nothing here imports legion_bringup.
+The parameter files stay legion_bringup's data (``config/``, installed into its share): they are found
+by path, never imported (:func:`config_directory`), and ``resolve`` takes a ``config_dir`` to use others.
+
 Values that depend on launch arguments are written two ways:
 
 * strings with ``{argument}`` placeholders (namespaces, parameter file names, remappings, commands);
@@ -28,7 +33,8 @@ from typing import Any
 from legion_ros import interfaces
 from legion_ros.interfaces import NAMESPACE
 
-PACKAGE = 'legion_bringup'
+# The package whose share holds config/ (data looked up by name; legion_ros imports nothing of it).
+CONFIG_PACKAGE = 'legion_bringup'
 NODE_PACKAGE = 'legion_ros'
 CONFIG_ENV = 'LEGION_CONFIG_DIR'
 # Seconds a node gets between SIGINT and SIGTERM, in launch files and in the runner alike: nodes that
@@ -152,6 +158,8 @@ class Graph:
     includes: tuple[IncludeSpec, ...] = ()
     # Each gets every argument's value and raises GraphError for a combination that cannot work.
     checks: tuple[Callable[[Mapping[str, str]], None], ...] = ()
+    # Parameters of two nodes that must be equal; checked on the resolved graph (files, arguments, defaults).
+    couplings: tuple[Coupling, ...] = ()
 
     def argument(self, name: str) -> Argument:
         for argument in self.arguments:
@@ -215,7 +223,75 @@ class Graph:
         includes = tuple(f'{include.package}/{include.launch_file}' for include in self.includes
                          if include.condition is None or include.condition.holds(values))
         optional = tuple(process.name for process in started if not process.essential)
+        for coupling in self.couplings:
+            coupling.check(nodes)
         return ResolvedGraph(self.name, values, tuple(nodes), processes, includes, optional)
+
+
+@dataclass(frozen=True)
+class Coupling:
+    """Two parameters, ``(node, parameter)`` each, that must hold the same value whenever both nodes run:
+    a mismatch is a :class:`GraphError` naming both, before any node starts, under either runner."""
+
+    first: tuple[str, str]
+    second: tuple[str, str]
+    why: str
+
+    def check(self, nodes: tuple[ResolvedNode, ...]) -> None:
+        found = [effective_parameter(nodes, node, name) for node, name in (self.first, self.second)]
+        if None in found:
+            return  # one of the two nodes does not run in this graph
+        (first, first_from), (second, second_from) = found
+        if first != second:
+            raise GraphError(f'{self.first[0]} {self.first[1]} is {first!r} ({first_from}) but '
+                             f'{self.second[0]} {self.second[1]} is {second!r} ({second_from}); they must be '
+                             f'equal: {self.why}')
+
+
+def _sections_for(table: Any, node: str) -> list[Mapping[str, Any]]:
+    """The ``ros__parameters`` of a parameter file that reach ``node`` (``/**``, ``/**/node``, ``node``,
+    ``/legion/node``), in file order; rcl lets a later entry win."""
+    sections = []
+    for key, body in (table or {}).items():
+        if str(key).rstrip('/').split('/')[-1] in (node, '**', '*') and isinstance(body, Mapping):
+            sections.append(body.get('ros__parameters') or {})
+    return sections
+
+
+def _lookup(section: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    """``driver.controller_rate_hz`` in a nested or flat (``'driver.x': ...``) section."""
+    if dotted in section:
+        return True, section[dotted]
+    head, dot, rest = dotted.partition('.')
+    if dot and isinstance(section.get(head), Mapping):
+        return _lookup(section[head], rest)
+    return False, None
+
+
+def effective_parameter(nodes: tuple[ResolvedNode, ...], node: str, name: str) -> tuple[Any, str] | None:
+    """The value ``node`` starts with and where it comes from: the inline parameters (launch arguments),
+    else the last parameter file that sets it, else the default in ``legion_ros.nodes.<node>``; ``None``
+    when no process of ``nodes`` runs ``node``."""
+    import yaml
+
+    process = next((resolved for resolved in nodes if node in resolved.hosted), None)
+    if process is None:
+        return None
+    if name in process.parameters:
+        return process.parameters[name], 'set by the graph from a launch argument'
+    found = None
+    for path in process.parameter_files:
+        for section in _sections_for(yaml.safe_load(Path(path).read_text(encoding='utf-8')), node):
+            present, value = _lookup(section, name)
+            if present:
+                found = value, f'config/{Path(path).name}'
+    if found is not None:
+        return found
+    import importlib
+
+    # Lazily: node modules import rclpy, which this module must not need to be imported itself.
+    spec = importlib.import_module(f'{NODE_PACKAGE}.nodes.{node}').PARAMETERS[name]
+    return spec.default, f'the default in {NODE_PACKAGE}/nodes/{node}.py'
 
 
 @dataclass(frozen=True)
@@ -347,18 +423,19 @@ def config_directory() -> Path:
     """Where the node parameter files are: $LEGION_CONFIG_DIR, the installed share, or the source tree."""
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
-    source = Path(__file__).resolve().parents[1] / 'config'  # src/legion_bringup/config -> ../../config
+    # A source checkout: src/legion_ros/legion_ros/graph.py -> src/legion_bringup/config (-> ../../config).
+    source = Path(__file__).resolve().parents[2] / CONFIG_PACKAGE / 'config'
     if source.is_dir():
         return source
     try:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
         try:
-            return Path(get_package_share_directory(PACKAGE)) / 'config'
+            return Path(get_package_share_directory(CONFIG_PACKAGE)) / 'config'
         except (PackageNotFoundError, LookupError, ValueError):
             pass
     except ImportError:
         pass
-    raise GraphError(f'cannot find the {PACKAGE} config directory; set {CONFIG_ENV}')
+    raise GraphError(f'cannot find the {CONFIG_PACKAGE} config directory; set {CONFIG_ENV}')
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -434,6 +511,19 @@ def recording(extra_args: tuple[str, ...] = ()) -> tuple[NodeSpec, ProcessSpec]:
     return node, process
 
 
+# Parameters documented as "must equal" in two nodes, checked by every graph that runs both.
+POLICY_RATE = Coupling(('policy', 'rate_hz'), ('sim2real', 'policy_rate_hz'),
+                       'sim2real spreads each action over the cycles of one policy step; at another rate '
+                       'than the policy\'s the arm moves faster or slower than the policy was trained for')
+TWIN_MARGIN = Coupling(('sim_bridge', 'start_inside_margin_deg'), ('sim2real', 'position_margin_deg'),
+                       'the twin starts the arm inside the safety filter\'s joint limits; with a smaller '
+                       'margin than the filter\'s, sim2real holds every command of a scene that starts '
+                       'near a limit')
+TWIN_RATE = Coupling(('sim_bridge', 'control_rate_hz'), ('sim2real', 'driver.controller_rate_hz'),
+                     'the twin plays the driver\'s controller, one cycle per joint state; sim2real times '
+                     'each policy step in those cycles')
+
+
 def legion_nodes() -> tuple[NodeSpec, ...]:
     """The learning side, identical for sim and real: language -> task -> policy -> arm."""
     sim_time = {'use_sim_time': ArgValue('use_sim_time', bool)}
@@ -473,6 +563,7 @@ def sim_graph() -> Graph:
                *legion_nodes(), recorder),
         processes=(bag,),
         checks=(check_workcell,),
+        couplings=(POLICY_RATE, TWIN_MARGIN, TWIN_RATE),
     )
 
 
@@ -487,6 +578,7 @@ def real_graph() -> Graph:
                    COMPOSITION, RECORD, RECORDER, BAG_DIR, LOG_LEVEL),
         nodes=(*legion_nodes(), recorder),
         processes=(bag,),
+        couplings=(POLICY_RATE,),
         includes=(
             IncludeSpec('lbr_bringup', 'hardware.launch.py',
                         {'model': '{model}', 'ctrl': 'forward_position_controller'},

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from legion_bringup.graph import (
+from legion_ros.graph import (
+    GRAPHS,
     Argument,
     ArgValue,
     Graph,
@@ -186,3 +187,62 @@ def test_graph_checks_see_every_argument():
     checked = Graph('g', 'g', (Argument('a', 'x', 'a'), Argument('b', 'y', 'b')), (), checks=(seen.append,))
     checked.resolve({'b': 'z'})
     assert seen == [{'a': 'x', 'b': 'z'}]
+
+
+def config_copy(tmp_path: Path, **files: str) -> Path:
+    """The shipped config/ with some node files replaced (``policy='...'`` -> policy.yaml)."""
+    import shutil
+
+    from legion_ros.graph import config_directory
+
+    config = tmp_path / 'config'
+    shutil.copytree(config_directory(), config, ignore=shutil.ignore_patterns('train'))
+    for name, text in files.items():
+        (config / f'{name}.yaml').write_text(text)
+    return config
+
+
+@pytest.mark.parametrize('name', ['sim', 'real'])
+@pytest.mark.parametrize('composition', ['true', 'false'])
+def test_a_policy_rate_that_sim2real_does_not_share_is_refused(tmp_path, name, composition):
+    config = config_copy(tmp_path, policy='/**/policy:\n  ros__parameters: {rate_hz: 5.0}\n')
+    with pytest.raises(GraphError) as error:
+        graph(name).resolve({'composition': composition}, config_dir=config)
+    message = str(error.value)
+    assert 'policy rate_hz is 5.0 (config/policy.yaml)' in message
+    assert 'sim2real policy_rate_hz is 10.0 (the default in legion_ros/nodes/sim2real.py)' in message
+    # Changed on both sides, the graph starts: the rule is equality, not the default.
+    config = config_copy(tmp_path / 'both', policy='/**/policy:\n  ros__parameters: {rate_hz: 5.0}\n',
+                         sim2real='/**/sim2real:\n  ros__parameters: {policy_rate_hz: 5.0}\n')
+    graph(name).resolve({'composition': composition}, config_dir=config)
+
+
+def test_the_twin_must_start_the_arm_inside_sim2reals_margin(tmp_path):
+    config = config_copy(tmp_path, sim2real='/**/sim2real:\n  ros__parameters: {position_margin_deg: 8.0}\n')
+    with pytest.raises(GraphError, match=r'sim_bridge start_inside_margin_deg is 5\.0 .* sim2real '
+                                         r'position_margin_deg is 8\.0 \(config/sim2real\.yaml\)'):
+        graph('sim').resolve(config_dir=config)
+    graph('real').resolve(config_dir=config)  # no twin on the real arm: nothing to agree with
+
+
+def test_the_twin_must_run_at_the_driver_profiles_controller_rate(tmp_path):
+    profile = (config_copy(tmp_path) / 'driver_iiwa_ros2.yaml').read_text()
+    config = config_copy(tmp_path / 'slow', driver_iiwa_ros2=profile.replace('controller_rate_hz: 100.0',
+                                                                              'controller_rate_hz: 50.0'))
+    graph('sim').resolve(config_dir=config)  # the lbr profile still agrees
+    with pytest.raises(GraphError, match=r'sim_bridge control_rate_hz is 100\.0 .* sim2real driver\.'
+                                         r'controller_rate_hz is 50\.0 \(config/driver_iiwa_ros2\.yaml\)'):
+        graph('sim').resolve({'driver': 'iiwa_ros2'}, config_dir=config)
+
+
+def test_the_shipped_graphs_keep_every_coupling(tmp_path):
+    from legion_ros.graph import effective_parameter
+
+    for name in GRAPHS:
+        for values in ({}, {'composition': 'false'}) if name != 'train' else ({},):
+            nodes = graph(name).resolve(values).nodes
+            for coupling in graph(name).couplings:
+                first, second = (effective_parameter(nodes, *side)
+                                 for side in (coupling.first, coupling.second))
+                assert first is not None and second is not None, (name, coupling)
+                assert first[0] == second[0]
