@@ -8,7 +8,8 @@ Two sources of truth:
   (hand, object and goal positions in the task frame, :data:`CRITERIA`), since nothing else knows.
 
 :class:`TaskMonitor` debounces either source (success must hold for ``hold`` consecutive samples, so
-one noisy object pose cannot finish a step) and reports each step's success once.
+one noisy object pose cannot finish a step) and reports each step's success once. :class:`StepJudge`
+picks the source for the active step and writes its ``/legion/step_success`` report.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from legion_ros.interfaces import StepSuccess
 
 # Positions inside Meta-World's 39-d observation (sawyer_xyz_env._get_obs): hand 0:3, gripper 3,
 # first object 4:7, goal 36:39 (visible when the env is fully observable, as LEGION's are).
@@ -118,3 +121,58 @@ class TaskMonitor:
             return False
         success, self.last_distance = observation_success(self.task, obs39)
         return self.update(success)
+
+
+class StepJudge:
+    """The active step's success, judged once, from the twin's ground truth or from the observation.
+
+    ``source``: ``sim``, ``observation`` or ``auto`` (the twin while its scene is the active step's task
+    and it has said anything, else the observation, for the tasks in :data:`CRITERIA`). :meth:`sim` and
+    :meth:`observation` return the report to publish, once per step.
+    """
+
+    def __init__(self, source: str = 'auto', hold: int = 3) -> None:
+        if source not in ('auto', 'sim', 'observation'):
+            raise ValueError(f'success source must be auto, sim or observation, got {source!r}')
+        self.source = source
+        self.monitor = TaskMonitor(hold=hold)
+        self.step: dict | None = None
+        self.sim_success: bool | None = None
+
+    def start(self, step: dict | None) -> None:
+        """The active step (``task``, ``sequence_id``, ``index``), or None when no step is active."""
+        if step is None or step.get('task') is None:
+            self.step = None
+            self.monitor.stop()
+            return
+        self.step = step
+        self.monitor.start(step['task'], (step.get('sequence_id'), step.get('index')))
+
+    def sim(self, success: bool, scene_task: str | None) -> StepSuccess | None:
+        """One sample of the twin's ``task_success``; it describes ``scene_task`` (None: unknown)."""
+        self.sim_success = bool(success)
+        if self._by_sim(scene_task) and self.monitor.update(self.sim_success):
+            return self._report('sim')
+        return None
+
+    def observation(self, obs39, scene_task: str | None) -> StepSuccess | None:
+        """One observation; judged by Meta-World's criterion unless the twin judges this step."""
+        if self.step is None or self.step['task'] not in CRITERIA:
+            return None
+        if self.source == 'sim' or (self.source == 'auto' and self._by_sim(scene_task)):
+            return None
+        return self._report('observation') if self.monitor.update_observation(obs39) else None
+
+    def _by_sim(self, scene_task: str | None) -> bool:
+        """Whether the twin's ground truth judges the active step (it only knows its scene's task)."""
+        if self.step is None or self.source == 'observation':
+            return False
+        return self.sim_success is not None and scene_task in (None, self.step['task'])
+
+    def _report(self, source: str) -> StepSuccess:
+        step = self.step
+        report = StepSuccess(sequence_id=step.get('sequence_id'), index=step.get('index'), task=step['task'],
+                             success=True, source=source)
+        if source == 'observation' and self.monitor.last_distance is not None:
+            report['distance'] = round(self.monitor.last_distance, 5)
+        return report

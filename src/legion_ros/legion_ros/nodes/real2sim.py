@@ -21,14 +21,14 @@ Topics (absolute names, remappable; the driver's come from ``config/driver_<driv
   (``sim_success_topic``) when it describes the active task, else from Meta-World's criterion on the
   observation.
 
+A thin adapter: :class:`legion_kuka.observer.Observer` assembles the observation and
+:class:`legion_ros.task_monitor.StepJudge` judges the step (both pure, tested without ROS).
+
 Malformed input (wrong sizes, NaN/inf, unknown or missing joint names, stamps going backwards or
 outside ``stamp_window_s`` of this node's clock, see :class:`legion_ros.provenance.StampWindow`) is
 dropped with a reason on ``~/status``; no observation is built from it.
 """
 from __future__ import annotations
-
-import functools
-import math
 
 import numpy as np
 from geometry_msgs.msg import PoseArray
@@ -36,6 +36,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, String
 
+# hand_offset is also sim2real's (imported from here): one hand point for the observation and the command.
+from legion_kuka.observer import Observer, StaleObjectsError, hand_offset
 from legion_ros import qos
 from legion_ros.interfaces import (
     ACTIVE_STEP,
@@ -65,7 +67,7 @@ from legion_ros.provenance import (
     array_message,
     read_joint_positions,
 )
-from legion_ros.task_monitor import CRITERIA, TaskMonitor
+from legion_ros.task_monitor import StepJudge
 
 ARM_DOF = 7
 
@@ -98,47 +100,27 @@ PARAMETERS = {
 }
 
 
-def hand_offset(value: float) -> float:
-    """``value`` if given, else the hand offset of the iiwa in the KUKA Meta-World scenes (the same
-    arm and gripper in every task)."""
-    return float(value) if value >= 0 else _scene_hand_offset()
-
-
-@functools.cache  # real2sim and sim2real in one decision_path process: build the scene once
-def _scene_hand_offset() -> float:
-    from legion_kuka.metaworld_kuka import kuka_env_class
-
-    env = kuka_env_class('reach-v3')()
-    try:
-        return float(env._kuka_hand_offset)
-    finally:
-        env.close()
-
-
 class Real2SimNode(Node):
+    """Thin adapter: decodes the inputs for :class:`legion_kuka.observer.Observer` (the observation) and
+    :class:`legion_ros.task_monitor.StepJudge` (the step's success), publishes what they produce."""
+
     def __init__(self) -> None:
         super().__init__('real2sim')
         self.params = p = declare_parameters(self, PARAMETERS)
         from legion_kuka import description
         from legion_kuka.kinematics import IiwaKinematics
-        from legion_kuka.real2sim import GripperEstimate, Real2Sim
+        from legion_kuka.real2sim import Real2Sim
 
         self.joint_names = list(p['driver.joint_names']) or description.joint_names(p['driver.name'])
         if len(self.joint_names) != ARM_DOF or len(set(self.joint_names)) != ARM_DOF:
             raise NodeConfigError(f'driver.joint_names must name {ARM_DOF} distinct joints, '
                                   f'got {self.joint_names}')
         # The observation's hand is the point Meta-World calls the hand, not the gripper tcp.
-        self.real2sim = Real2Sim(IiwaKinematics(tool='tcp', tcp_offset=hand_offset(p.hand_offset_m)),
-                                 layout='full39', task_frame=self._frame_parameter(p.task_frame))
+        real2sim = Real2Sim(IiwaKinematics(tool='tcp', tcp_offset=hand_offset(p.hand_offset_m)),
+                            layout='full39', task_frame=self._frame_parameter(p.task_frame))
+        self.observer = Observer(real2sim, p.objects_timeout_s, p.require_scene_match)
+        self.judge = StepJudge(p.success_source, p.success_hold)
         self.status = StatusPublisher(self)
-        self.monitor = TaskMonitor(hold=p.success_hold)
-        self.step: dict | None = None
-        self.scene_task: str | None = None
-        self.object_names: list[str] = []
-        self.objects: dict[str, np.ndarray] | None = None
-        self.objects_ns: int | None = None          # receive time (node clock) of the poses
-        self.gripper_opening: float | None = None
-        self.gripper_estimate = GripperEstimate()     # without a measured opening; Meta-World starts open
         self.stamps = StampWindow(p.stamp_window_s)
         self.rejected: dict[str, int] = {}
         self.observations = 0
@@ -153,13 +135,11 @@ class Real2SimNode(Node):
         self.create_subscription(Float64, p['driver.gripper_topic'], self.on_gripper_command, qos.COMMAND)
         self.create_subscription(String, ACTIVE_STEP.name, self.on_active_step, qos.LATCHED)
         self.create_subscription(String, STATION.name, self.on_station, qos.LATCHED)
-        self.sim_success: bool | None = None
         if p.success_source != 'observation':
             self.create_subscription(Bool, p.sim_success_topic, self.on_sim_success, qos.SENSOR)
             self.create_subscription(String, p.sim_status_topic, self.on_sim_status, qos.LATCHED)
         self.status.publish('ready', joints=self.joint_names)
 
-    # -- helpers ----------------------------------------------------------------------------------
     @staticmethod
     def _frame_parameter(values):
         if not values:
@@ -176,42 +156,27 @@ class Real2SimNode(Node):
     # -- inputs -----------------------------------------------------------------------------------
     def on_object_names(self, message: String) -> None:
         try:
-            names = OBJECT_NAMES.decode(message.data)
+            self.observer.set_object_names(OBJECT_NAMES.decode(message.data))
         except BadMessageError as error:
             self.reject(self.params.object_names_topic, str(error))
-            return
-        self.object_names = names
 
     def on_objects(self, message: PoseArray) -> None:
-        topic = self.params.objects_topic
-        if not self.object_names:
-            return  # the (latched) names have not arrived yet: nothing to pair the poses with
-        if len(message.poses) != len(self.object_names):
-            self.reject(topic, f'{len(message.poses)} poses for {len(self.object_names)} names '
-                        f'{self.object_names}')
-            return
-        objects = {}
-        for name, pose in zip(self.object_names, message.poses, strict=True):
-            position = np.array([pose.position.x, pose.position.y, pose.position.z])
-            quat = np.array([pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z])
-            if not (np.all(np.isfinite(position)) and np.all(np.isfinite(quat))):
-                self.reject(topic, f'pose of {name} contains NaN or inf')
-                return
-            # Articulated objects (window, drawer handles) have no orientation in Meta-World's
-            # observation: a zero quaternion means "position only", not a rotation.
-            objects[name] = (position, quat) if np.linalg.norm(quat) > 1e-9 else position
-        self.objects = objects
-        self.objects_ns = self.get_clock().now().nanoseconds
+        poses = [((m.position.x, m.position.y, m.position.z),
+                  (m.orientation.w, m.orientation.x, m.orientation.y, m.orientation.z))
+                 for m in message.poses]
+        try:
+            self.observer.set_objects(poses, clock_s(self))
+        except ValueError as error:
+            self.reject(self.params.objects_topic, str(error))
 
     def on_gripper_opening(self, message: Float64) -> None:
-        if not (math.isfinite(message.data) and -0.05 <= message.data <= 1.05):
-            self.reject(self.params.gripper_opening_topic, f'opening {message.data} is not in [0, 1]')
-            return
-        self.gripper_opening = min(1.0, max(0.0, float(message.data)))
+        try:
+            self.observer.measured_opening(message.data)
+        except ValueError as error:
+            self.reject(self.params.gripper_opening_topic, str(error))
 
     def on_gripper_command(self, message: Float64) -> None:
-        if math.isfinite(message.data):
-            self.gripper_estimate.command(float(message.data), clock_s(self))
+        self.observer.commanded_gripper(message.data, clock_s(self))
 
     def on_active_step(self, message: String) -> None:
         try:
@@ -219,27 +184,14 @@ class Real2SimNode(Node):
         except BadMessageError as error:
             self.reject(ACTIVE_STEP.name, str(error))
             return
-        task = step['task']
-        if task is None:
-            self.step = None
-            self.monitor.stop()
-            return
-        self.step = step
-        self.monitor.start(task, (step.get('sequence_id'), step.get('index')))
-        self.real2sim.reset()
+        self.judge.start(step)
+        self.observer.start_step(step['task'])
 
     def on_station(self, message: String) -> None:
         try:
-            station = STATION.decode(message.data)
-            frame = station['frame']
-            pose = (np.asarray(frame['position'], dtype=float),
-                    np.asarray(frame['quaternion_wxyz'], dtype=float))
-            self.real2sim.set_task_frame(pose)
+            self.observer.set_station(STATION.decode(message.data))
         except ValueError as error:  # BadMessageError, or a pose Frame.of refuses (a zero quaternion)
             self.reject(STATION.name, f'bad station description: {error}')
-            return
-        self.scene_task = station.get('task', self.scene_task)
-        self.real2sim.task = self.scene_task  # how Meta-World writes this task's quaternions
 
     def on_sim_status(self, message: String) -> None:
         try:
@@ -247,24 +199,10 @@ class Real2SimNode(Node):
         except BadMessageError:
             return
         if isinstance(task, str):
-            self.scene_task = self.real2sim.task = task
+            self.observer.set_scene_task(task)
 
     def on_sim_success(self, message: Bool) -> None:
-        self.sim_success = bool(message.data)
-        if self._judge_by_sim() and self.monitor.update(self.sim_success):
-            self._report_success('sim')
-
-    def _judge_by_sim(self) -> bool:
-        """Whether the twin's ground truth judges the active step (it only knows its scene's task)."""
-        if self.step is None or self.params.success_source == 'observation':
-            return False
-        return self.sim_success is not None and self.scene_task in (None, self.step['task'])
-
-    def _judge_by_observation(self) -> bool:
-        if self.step is None or self.step['task'] not in CRITERIA:
-            return False
-        source = self.params.success_source
-        return source == 'observation' or (source == 'auto' and not self._judge_by_sim())
+        self._report(self.judge.sim(message.data, self.observer.scene_task))
 
     def on_joint_state(self, message: JointState) -> None:
         topic = self.params['driver.joint_states_topic']
@@ -274,39 +212,27 @@ class Real2SimNode(Node):
         except BadMessageError as error:
             self.reject(topic, str(error))
             return
-        if self.objects is None:
-            return  # nothing to observe yet: the policy gets no observation, the arm holds
-        if self.params.require_scene_match and self.step is not None and self.scene_task != self.step['task']:
-            return  # the twin still shows another task's scene: observing it would mislead the policy
-        age_s = (self.get_clock().now().nanoseconds - self.objects_ns) * 1e-9
-        if age_s > self.params.objects_timeout_s:
-            self.status.publish('stale_objects', age_s=round(age_s, 3))
-            return
-        opening = (self.gripper_opening if self.gripper_opening is not None
-                   else self.gripper_estimate.opening(clock_s(self)))
-        objects = [self.objects[k] for k in ('object_1', 'object_2') if k in self.objects]
-        goal = self.objects.get('goal')
-        goal = goal[0] if isinstance(goal, tuple) else goal
         try:
-            obs39 = self.real2sim.observation(q, opening, objects, goal)
+            observed = self.observer.observe(q, clock_s(self))
+        except StaleObjectsError as stale:
+            self.status.publish('stale_objects', age_s=round(stale.age_s, 3))
+            return
         except ValueError as error:
             self.reject(topic, f'cannot build the observation: {error}')
             return
-        obs12 = self.real2sim.legion12_from_full39(obs39)
+        if observed is None:
+            return  # nothing to observe yet, or another task's scene: no observation, the arm holds
+        obs39, obs12 = observed
         self.obs_full_pub.publish(array_message(obs39, 'observation_full', stamp))
         self.obs_pub.publish(array_message(obs12, 'observation', stamp))
         self.observations += 1
-        if self._judge_by_observation() and self.monitor.update_observation(obs39):
-            self._report_success('observation')
+        self._report(self.judge.observation(obs39, self.observer.scene_task))
 
-    def _report_success(self, source: str) -> None:
-        step = self.step
-        report = StepSuccess(sequence_id=step.get('sequence_id'), index=step.get('index'), task=step['task'],
-                             success=True, source=source)
-        if source == 'observation' and self.monitor.last_distance is not None:
-            report['distance'] = round(self.monitor.last_distance, 5)
-        self.success_pub.publish(String(data=STEP_SUCCESS.encode(report)))
-        self.get_logger().info(f'step {step.get("index")} ({step["task"]}) succeeded ({source})')
+    def _report(self, report: StepSuccess | None) -> None:
+        if report is not None:
+            self.success_pub.publish(String(data=STEP_SUCCESS.encode(report)))
+            self.get_logger().info(f'step {report["index"]} ({report["task"]}) succeeded '
+                                   f'({report["source"]})')
 
 
 def main(args=None) -> int:
