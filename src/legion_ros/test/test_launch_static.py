@@ -13,6 +13,7 @@ import yaml
 
 from legion_ros.graph import GRAPHS, ArgValue, config_directory, fill, graph
 from legion_ros.runner import console_scripts
+from legion_ros.testing import flatten
 
 ROOT = Path(__file__).resolve().parents[3]
 LAUNCH_DIR = ROOT / 'launch'
@@ -24,16 +25,6 @@ def all_argument_values(description):
     with_choices = [a for a in description.arguments if a.choices]
     for values in itertools.product(*(a.choices for a in with_choices)):
         yield dict(zip((a.name for a in with_choices), values, strict=True))
-
-
-def flatten(table: dict, prefix: str = '') -> dict:
-    flat = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f'{prefix}{key}.'))
-        else:
-            flat[f'{prefix}{key}'] = value
-    return flat
 
 
 def check_ros_params_file(path: Path) -> dict:

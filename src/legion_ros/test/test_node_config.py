@@ -13,19 +13,10 @@ import pytest
 import yaml
 
 from legion_ros.graph import GRAPHS, config_directory, graph
+from legion_ros.testing import flatten
 
 CONFIG_DIR = config_directory()
 PROFILE_ONLY = {'driver.namespace'}  # read by people and tools, declared by no node
-
-
-def flatten(table: dict, prefix: str = '') -> dict:
-    flat = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f'{prefix}{key}.'))
-        else:
-            flat[f'{prefix}{key}'] = value
-    return flat
 
 
 def declared(node: str) -> dict:
