@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from legion_kuka.description import HOME, IIWA7, joint_names
+from legion_kuka.frames import Frame, default_task_frame, quat_to_matrix
 from legion_kuka.kinematics import IiwaKinematics
 from legion_kuka.metaworld_kuka import make_kuka_env
-from legion_kuka.real2sim import Frame, Real2Sim, default_task_frame, quat_to_matrix
+from legion_kuka.real2sim import Real2Sim
 from legion_kuka.twin import Twin
 
 KIN = IiwaKinematics(tool='tcp')
