@@ -22,7 +22,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 
 from legion_kuka.description import HOME, joint_names
-from legion_kuka.real2sim import default_task_frame
+from legion_kuka.frames import default_task_frame
 from legion_ros.node_base import Params
 from legion_ros.provenance import array_message
 

@@ -65,7 +65,7 @@ def test_trainer_learns_a_described_task_and_the_policy_follows(tmp_path):
         probe.publish(String, '/legion/active_step', qos.LATCHED, String(data=json.dumps(
             {'sequence_id': 1, 'index': 0, 'task': 'reach-v3', 'instruction': 'reach'})))
         obs = probe.publisher(Float32MultiArray, '/legion/observation', qos.STATE)
-        from legion_core.checkpoint import load_policy
+        from legion_core.policy import load_policy
         expected = load_policy(path).act(np.zeros((1, 12), dtype=np.float32) + 0.1, 'reach-v3')[0]
         for k in range(200):
             obs.publish(array_message(np.full(12, 0.1), 'observation', k))

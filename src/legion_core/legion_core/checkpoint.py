@@ -1,4 +1,4 @@
-"""Checkpoints, resume, and the deployable policy artefact.
+"""Training checkpoints on disk: their format, atomic writing and reading.
 
 Training checkpoints (``<run_dir>/checkpoints/last.pt``, ``phase_<k>.pt``) are written atomically:
 to a temporary file in the same directory, flushed to disk, then ``os.replace``d over the old one, so
@@ -7,21 +7,16 @@ They hold the agent (networks, target, optimizers, log α, DPMM), the replay buf
 checkpoint_replay: full``) or not (``none``), the RNG states (python, numpy, torch, warm-up), the
 trainer position (phase, local step, env steps, schedules) and the success matrix so far.
 
-``resume(run_dir)`` rebuilds the trainer from ``config.yaml`` and ``last.pt`` and continues at the same
-phase and step. The envs restart their episodes (MuJoCo state is not saved): a checkpoint taken at a
-phase end resumes exactly, one taken mid-phase resumes with fresh episodes.
-
-``export_policy`` writes ``policy.pt`` with only what inference needs (VAE encoder, actor, the task
-names, descriptions and language embeddings, the observation layout, the config and the DPMM for
-cluster ids); ``load_policy`` gives a ``LegionPolicy`` (used by the ROS nodes and ``legion eval``).
+This module only reads and writes files and imports nothing above it: the trainer builds and restores
+the state (``legion_core.trainer.resume_trainer`` continues a run from ``last.pt``), and
+:mod:`legion_core.policy` turns a checkpoint into the inference artefact ``policy.pt``, whose format tag
+and file name are here because ``load_checkpoint`` reads both kinds of file.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from legion_core.atomic_file import atomic_replace
@@ -42,14 +37,6 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     atomic_replace(Path(path), lambda f: f.write(text.encode()))
     return Path(path)
-
-
-def run_files() -> tuple[str, ...]:
-    """The names a run of ``legion train`` writes into its run directory (and all that a fresh start
-    there may remove)."""
-    from legion_core.trainer import CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR
-
-    return (CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR, CHECKPOINT_DIR, POLICY_FILE)
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, name: str = LAST) -> Path:
@@ -78,242 +65,3 @@ def load_checkpoint(source: str | Path, map_location: str | torch.device = 'cpu'
     if not isinstance(state, dict) or state.get('format') not in (CHECKPOINT_FORMAT, POLICY_FORMAT):
         raise ValueError(f'{path} is not a LEGION checkpoint or policy')
     return state
-
-
-def resume(run_dir: str | Path, *, progress: bool = True, max_env_steps: int | None = None,
-           device: str | None = None, append_tasks: list[str] | None = None) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` from its last checkpoint; returns the final metrics."""
-    trainer = resume_trainer(run_dir, progress=progress, device=device, append_tasks=append_tasks)
-    return trainer.run(max_env_steps=max_env_steps)
-
-
-def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | None = None,
-                   append_tasks: list[str] | None = None):
-    """A ``Trainer`` restored from ``run_dir`` (config.yaml + checkpoints/last.pt), ready to ``run``.
-
-    ``append_tasks`` makes the stream open-ended: the tasks are added after the run's own (lifelong
-    runs, finished or not), and the learnt agent (networks, replay, DPMM, temperatures, teacher) goes
-    on with them instead of training the earlier tasks again. config.yaml is rewritten with the longer
-    stream first, so a later plain resume continues the same way.
-    """
-    from omegaconf import OmegaConf
-
-    from legion_core.trainer import CONFIG_FILE, Trainer
-
-    run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f'{run_dir} has no {CONFIG_FILE}: not a run directory of `legion train`')
-    state = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST) \
-        if (run_dir / CHECKPOINT_DIR / LAST).is_file() else None
-    if state is None:
-        raise FileNotFoundError(f'{run_dir} has no {CHECKPOINT_DIR}/{LAST}: nothing to resume')
-    cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
-    if device is not None:
-        cfg['device'] = device
-    embeddings = state['agent']['task_embeddings'].numpy()
-    if append_tasks:
-        cfg, embeddings = _appended(cfg, list(state['tasks']), embeddings, append_tasks)
-        atomic_write_text(config_path, OmegaConf.to_yaml(OmegaConf.create(cfg)))
-    elif len(embeddings) < len(_config_tasks(cfg)):  # appended, killed before the next checkpoint
-        cfg, embeddings = _appended(cfg, list(state['tasks']), embeddings, [])
-    trainer = Trainer(cfg, run_dir, progress=progress, embeddings=embeddings)
-    trainer.load_state_dict(state)
-    return trainer
-
-
-def _config_tasks(cfg: dict[str, Any]) -> list[str]:
-    from legion_core.config import StreamConfig
-    from legion_core.tasks import resolve_stream
-
-    stream = StreamConfig.from_dict(cfg['stream'])
-    return resolve_stream(stream.tasks, order=stream.order, seed=int(cfg['seed']))
-
-
-def _appended(cfg: dict[str, Any], done: list[str], embeddings, extra: list[str]):
-    """The config and language table of the stream ``done`` + ``extra`` (and whatever config.yaml
-    already lists after ``done``): resolved task names in curriculum order, the saved table's rows
-    kept as they are and rows for the new tasks computed."""
-    import numpy as np
-
-    from legion_core.config import TrainConfig
-    from legion_core.tasks import normalise_task_name
-    from legion_core.trainer import task_embeddings
-
-    if TrainConfig.from_dict(cfg['train']).mode != 'lifelong':
-        raise ValueError('only a lifelong run can take more tasks (multitask trains one fixed set)')
-    listed = _config_tasks(cfg)
-    if listed[:len(done)] != done:
-        raise ValueError(f'config.yaml lists {listed}, the checkpoint was trained on {done}')
-    tasks = listed + [normalise_task_name(t) for t in extra]
-    repeated = sorted({t for t in tasks if tasks.count(t) > 1})
-    if repeated:
-        raise ValueError(f'{", ".join(repeated)} already in the stream {listed}; a task appears once')
-    cfg = {**cfg, 'stream': {**cfg['stream'], 'tasks': tasks, 'order': 'curriculum'}}
-    new = task_embeddings(tasks[len(done):], cfg.get('language', {}))
-    return cfg, np.concatenate([embeddings, new.astype(embeddings.dtype)])
-
-
-# ---------------------------------------------------------------------------------------- deployment
-
-def _descriptions(tasks: list[str]) -> list[str]:
-    try:
-        from legion_core.language import load_task_descriptions
-
-        table = load_task_descriptions()
-    except Exception:  # descriptions are informative only; a policy without them still acts
-        return ['' for _ in tasks]
-    out = []
-    for task in tasks:
-        entry = table.get(task, table.get(task.removesuffix('-v3'), '')) if isinstance(table, dict) else ''
-        if isinstance(entry, (list, tuple)):
-            entry = entry[0] if entry else ''
-        elif isinstance(entry, dict):
-            entry = entry.get('description', next(iter(entry.values()), ''))
-        out.append(str(entry))
-    return out
-
-
-def export_policy(source: str | Path, out: str | Path | None = None) -> Path:
-    """Write the inference-only artefact of a run directory or checkpoint; returns its path.
-
-    Default destination: ``<run_dir>/policy.pt`` (``source`` a run dir) or next to the checkpoint.
-    """
-    source = Path(source)
-    state = load_checkpoint(source)
-    if state['format'] == POLICY_FORMAT:
-        raise ValueError(f'{source} is already an exported policy')
-    agent, cfg = state['agent'], state['config']
-    vae = agent['vae']
-    policy = {
-        'format': POLICY_FORMAT,
-        'tasks': list(state['tasks']),
-        'descriptions': _descriptions(list(state['tasks'])),
-        'task_embeddings': agent['task_embeddings'],
-        'dims': agent['dims'],
-        'agent_config': agent['config'],
-        'encoder': {k.removeprefix('encoder.'): v for k, v in vae.items() if k.startswith('encoder.')},
-        'actor': agent['actor'],
-        'dpmm': agent.get('dpmm'),
-        'env': cfg['env'],
-        'config': cfg,
-        'trained': {'phase': state['position']['phase'], 'env_steps': state['position']['env_steps'],
-                    'success_matrix': np.asarray(state['success_matrix']).tolist()},
-    }
-    if out is None:
-        out = (source if source.is_dir() else source.parent.parent if source.parent.name == CHECKPOINT_DIR
-               else source.parent) / POLICY_FILE
-    return atomic_save(policy, out)
-
-
-class LegionPolicy:
-    """A trained LEGION policy for inference: encoder + actor + language table (+ DPMM for clusters)."""
-
-    def __init__(self, state: dict[str, Any], device: str | torch.device = 'cpu'):
-        from legion_core.agent import AgentConfig
-        from legion_core.networks import Actor, VAEEncoder
-
-        self.device = torch.device(device)
-        self.config = AgentConfig.from_dict(state['agent_config'])
-        self.tasks: list[str] = list(state['tasks'])
-        self.descriptions: list[str] = list(state.get('descriptions') or [''] * len(self.tasks))
-        self.task_embeddings = torch.as_tensor(state['task_embeddings'], dtype=torch.float32,
-                                               device=self.device)
-        self.obs_dim, self.action_dim = int(state['dims']['obs_dim']), int(state['dims']['action_dim'])
-        self.env = dict(state['env'])
-        self.layout = self.env['layout']
-        self.metadata = state.get('trained', {})
-        c = self.config
-        self.encoder = VAEEncoder(self.obs_dim, self.task_embeddings.shape[1], c.latent_dim, c.vae_hidden,
-                                  c.vae_layers, c.logvar_clamp).to(self.device)
-        self.encoder.load_state_dict(state['encoder'])
-        self.actor = Actor(self.obs_dim, c.latent_dim, self.action_dim, c.actor_hidden, c.actor_layers,
-                           c.log_std_bounds, c.actor_body).to(self.device)
-        self.actor.load_state_dict(state['actor'])
-        self.encoder.eval()
-        self.actor.eval()
-        self.dpmm = None
-        if state.get('dpmm') is not None:
-            from legion_core.dpmm import load_dpmm
-
-            self.dpmm = load_dpmm(state['dpmm'])
-
-    def task_index(self, task: str) -> int:
-        name = task if task in self.tasks else f'{task}-v3'
-        if name not in self.tasks:
-            raise ValueError(f'unknown task {task!r}; this policy knows {self.tasks}')
-        return self.tasks.index(name)
-
-    def embedding(self, task: str | np.ndarray | torch.Tensor) -> torch.Tensor:
-        """[E] language embedding of a known task name, or a given embedding (e.g. of an instruction)."""
-        if isinstance(task, str):
-            return self.task_embeddings[self.task_index(task)]
-        emb = torch.as_tensor(np.asarray(task) if not torch.is_tensor(task) else task, dtype=torch.float32,
-                              device=self.device).reshape(-1)
-        if emb.shape[0] != self.task_embeddings.shape[1]:
-            raise ValueError(f'embedding has {emb.shape[0]} dims, the policy expects '
-                             f'{self.task_embeddings.shape[1]}')
-        return emb
-
-    def _obs(self, obs) -> tuple[torch.Tensor, bool]:
-        s = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
-        single = s.ndim == 1
-        s = s.reshape(-1, s.shape[-1])
-        if s.shape[1] != self.obs_dim:
-            raise ValueError(f'observations have {s.shape[1]} values, the policy expects {self.obs_dim} '
-                             f'(layout {self.layout!r})')
-        return s, single
-
-    @torch.no_grad()
-    def act(self, obs, task: str | np.ndarray | torch.Tensor, deterministic: bool = True) -> np.ndarray:
-        """Actions [N, 4] in [-1, 1] for observations [N, D] (or [4] for one [D] observation)."""
-        s, single = self._obs(obs)
-        emb = self.embedding(task).expand(s.shape[0], -1)
-        mu, logvar = self.encoder(s, emb)
-        sample_z = not deterministic or self.config.eval_z == 'sample'
-        z = self.encoder.sample(mu, logvar) if sample_z else mu
-        action = self.actor.mean_action(s, z) if deterministic else self.actor.sample(s, z)[0]
-        out = action.cpu().numpy()
-        return out[0] if single else out
-
-    @torch.no_grad()
-    def latent(self, obs, emb) -> tuple[np.ndarray, np.ndarray]:
-        """(z = μ [N, d], DPMM cluster [N]; -1 where the policy has no fitted DPMM)."""
-        s, _single = self._obs(obs)
-        mu, _ = self.encoder(s, self.embedding(emb).expand(s.shape[0], -1))
-        z = mu.cpu().numpy()
-        cluster = self.dpmm.predict(z.astype(np.float64)) if self.dpmm is not None else np.full(len(z), -1)
-        return z, cluster
-
-
-SHIPPED_POLICY = Path(__file__).resolve().parent / 'data' / 'policies' / 'twin_demo3' / 'policy.pt'
-
-
-def default_policy_path() -> Path | None:
-    """The policy to load when none is named: ``$LEGION_POLICY`` if it points at a file, else the
-    policy shipped with the package (trained by ``legion train``; its command and metrics lie beside
-    it), else None."""
-    value = os.environ.get('LEGION_POLICY', '').strip()
-    if value and Path(value).expanduser().exists():
-        return Path(value).expanduser()
-    return SHIPPED_POLICY if SHIPPED_POLICY.is_file() else None
-
-
-def load_policy(path: str | Path, device: str | torch.device = 'cpu') -> LegionPolicy:
-    """A ``LegionPolicy`` from ``policy.pt``, a training checkpoint, or a run directory."""
-    return policy_from_state(load_checkpoint(path, map_location=device), device)
-
-
-def policy_from_state(state: dict[str, Any], device: str | torch.device = 'cpu') -> LegionPolicy:
-    """A ``LegionPolicy`` from an already loaded policy or training checkpoint."""
-    if state['format'] == CHECKPOINT_FORMAT:
-        agent = state['agent']
-        state = {'tasks': state['tasks'], 'descriptions': _descriptions(list(state['tasks'])),
-                 'task_embeddings': agent['task_embeddings'], 'dims': agent['dims'],
-                 'agent_config': agent['config'],
-                 'encoder': {k.removeprefix('encoder.'): v for k, v in agent['vae'].items()
-                             if k.startswith('encoder.')},
-                 'actor': agent['actor'], 'dpmm': agent.get('dpmm'), 'env': state['config']['env'],
-                 'trained': {'phase': state['position']['phase'],
-                             'env_steps': state['position']['env_steps']}}
-    return LegionPolicy(state, device)

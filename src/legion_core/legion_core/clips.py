@@ -82,7 +82,8 @@ def write_clips(source: str | Path, out_dir: str | Path, *, tasks: list[str] | N
                 size: tuple[int, int] = CLIP_SIZE, progress: bool = False) -> list[dict[str, Any]]:
     """One clip per task of the policy in ``source`` (a run directory, checkpoint or policy.pt) into
     ``out_dir/clips/<task>.gif``, with the settings the policy was trained with."""
-    from legion_core.checkpoint import load_checkpoint, policy_from_state
+    from legion_core.checkpoint import load_checkpoint
+    from legion_core.policy import policy_from_state
     from legion_core.video import use_offscreen_gl
 
     use_offscreen_gl()  # before the envs import MuJoCo

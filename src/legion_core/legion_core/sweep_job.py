@@ -65,8 +65,8 @@ def prepare_job_dir(run_dir: Path, data: dict[str, Any], hydra_files: tuple[str,
     """
     from omegaconf import OmegaConf
 
-    from legion_core.checkpoint import CHECKPOINT_DIR, LAST, run_files
-    from legion_core.trainer import CONFIG_FILE
+    from legion_core.checkpoint import CHECKPOINT_DIR, LAST
+    from legion_core.trainer import CONFIG_FILE, run_files
 
     if not run_dir.is_dir():
         return False
@@ -148,9 +148,8 @@ def run_job(cfg: Any, run_dir: Path, *, max_env_steps: int | None = None, progre
 
     In a submitit job whose notice signal arrived, the trainer stops with a checkpoint and submitit
     requeues the job (this call then does not return: submitit exits the process)."""
-    from legion_core.checkpoint import resume_trainer
     from legion_core.config import to_container
-    from legion_core.trainer import Trainer
+    from legion_core.trainer import Trainer, resume_trainer
 
     data = to_container(cfg) if not isinstance(cfg, dict) else cfg
     if prepare_job_dir(run_dir, data, hydra_files):

@@ -15,6 +15,11 @@ actions (``warmup_steps``), then ``updates_per_step`` updates per collected tran
 of ``warmup_steps`` updates when warm-up ends, as the original), the DPMM refitted at local step
 ``dpmm.start`` and every ``dpmm.every``, every task of the stream evaluated every ``eval_every`` env
 steps and at the end of the phase (the success-matrix row), and the configured resets at a switch.
+
+``resume(run_dir)`` (``resume_trainer`` for the trainer itself) rebuilds the trainer from
+``config.yaml`` and ``checkpoints/last.pt`` and continues at the same phase and step. The envs restart
+their episodes (MuJoCo state is not saved): a checkpoint taken at a phase end resumes exactly, one taken
+mid-phase resumes with fresh episodes. :mod:`legion_core.checkpoint` only reads and writes the files.
 """
 from __future__ import annotations
 
@@ -66,6 +71,12 @@ def task_embeddings(tasks: list[str], language: LanguageConfig | dict[str, Any])
     encoder = LanguageEncoder(model_dir=language.model_dir, cache_dir=language.cache_dir,
                               normalize=language.normalize)
     return np.asarray(encoder.task_embeddings(tasks), dtype=np.float32)
+
+
+def run_files() -> tuple[str, ...]:
+    """The names a run of ``legion train`` writes into its run directory (and all that a fresh start
+    there may remove)."""
+    return (CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR, ckpt.CHECKPOINT_DIR, ckpt.POLICY_FILE)
 
 
 class Trainer:
@@ -615,3 +626,70 @@ def train(cfg: DictConfig | dict, run_dir: str | Path | None = None, *, progress
     data = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
     trainer = Trainer(data, run_dir or data['run_dir'], progress=progress)
     return trainer.run(max_env_steps=max_env_steps)
+
+
+def resume(run_dir: str | Path, *, progress: bool = True, max_env_steps: int | None = None,
+           device: str | None = None, append_tasks: list[str] | None = None) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from its last checkpoint; returns the final metrics."""
+    trainer = resume_trainer(run_dir, progress=progress, device=device, append_tasks=append_tasks)
+    return trainer.run(max_env_steps=max_env_steps)
+
+
+def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | None = None,
+                   append_tasks: list[str] | None = None):
+    """A ``Trainer`` restored from ``run_dir`` (config.yaml + checkpoints/last.pt), ready to ``run``.
+
+    ``append_tasks`` makes the stream open-ended: the tasks are added after the run's own (lifelong
+    runs, finished or not), and the learnt agent (networks, replay, DPMM, temperatures, teacher) goes
+    on with them instead of training the earlier tasks again. config.yaml is rewritten with the longer
+    stream first, so a later plain resume continues the same way.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f'{run_dir} has no {CONFIG_FILE}: not a run directory of `legion train`')
+    state = ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST) \
+        if (run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST).is_file() else None
+    if state is None:
+        raise FileNotFoundError(f'{run_dir} has no {ckpt.CHECKPOINT_DIR}/{ckpt.LAST}: nothing to resume')
+    cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+    if device is not None:
+        cfg['device'] = device
+    embeddings = state['agent']['task_embeddings'].numpy()
+    if append_tasks:
+        cfg, embeddings = _appended(cfg, list(state['tasks']), embeddings, append_tasks)
+        ckpt.atomic_write_text(config_path, OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    elif len(embeddings) < len(_config_tasks(cfg)):  # appended, killed before the next checkpoint
+        cfg, embeddings = _appended(cfg, list(state['tasks']), embeddings, [])
+    trainer = Trainer(cfg, run_dir, progress=progress, embeddings=embeddings)
+    trainer.load_state_dict(state)
+    return trainer
+
+
+def _config_tasks(cfg: dict[str, Any]) -> list[str]:
+    from legion_core.config import StreamConfig
+    from legion_core.tasks import resolve_stream
+
+    stream = StreamConfig.from_dict(cfg['stream'])
+    return resolve_stream(stream.tasks, order=stream.order, seed=int(cfg['seed']))
+
+
+def _appended(cfg: dict[str, Any], done: list[str], embeddings, extra: list[str]):
+    """The config and language table of the stream ``done`` + ``extra`` (and whatever config.yaml
+    already lists after ``done``): resolved task names in curriculum order, the saved table's rows
+    kept as they are and rows for the new tasks computed."""
+    from legion_core.config import TrainConfig
+    from legion_core.tasks import normalise_task_name
+
+    if TrainConfig.from_dict(cfg['train']).mode != 'lifelong':
+        raise ValueError('only a lifelong run can take more tasks (multitask trains one fixed set)')
+    listed = _config_tasks(cfg)
+    if listed[:len(done)] != done:
+        raise ValueError(f'config.yaml lists {listed}, the checkpoint was trained on {done}')
+    tasks = listed + [normalise_task_name(t) for t in extra]
+    repeated = sorted({t for t in tasks if tasks.count(t) > 1})
+    if repeated:
+        raise ValueError(f'{", ".join(repeated)} already in the stream {listed}; a task appears once')
+    cfg = {**cfg, 'stream': {**cfg['stream'], 'tasks': tasks, 'order': 'curriculum'}}
+    new = task_embeddings(tasks[len(done):], cfg.get('language', {}))
+    return cfg, np.concatenate([embeddings, new.astype(embeddings.dtype)])

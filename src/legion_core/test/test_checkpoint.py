@@ -1,4 +1,4 @@
-"""Atomic checkpoints, exact resume, and the exported policy."""
+"""Atomic checkpoints and exact resume."""
 import json
 
 import numpy as np
@@ -7,8 +7,8 @@ import torch
 from test_trainer import small_config
 
 from legion_core import checkpoint as ckpt
-from legion_core.checkpoint import atomic_save, export_policy, load_policy, resume_trainer
-from legion_core.trainer import Trainer
+from legion_core.checkpoint import atomic_save
+from legion_core.trainer import Trainer, resume_trainer
 
 torch.set_num_threads(1)
 
@@ -97,56 +97,3 @@ def test_checkpoint_without_replay_rewarms(tmp_path):
     updates = resumed.agent.num_updates
     resumed.run(max_env_steps=40)
     assert resumed.agent.num_updates == updates  # still warming up: no updates on an empty buffer
-
-
-def test_exported_policy_acts_like_the_agent(tmp_path):
-    cfg = small_config('train.eval_every=0', 'train.steps_per_task=120')
-    trainer = Trainer(cfg, tmp_path, progress=False)
-    trainer.run(max_env_steps=120)
-    path = export_policy(tmp_path)
-    assert path == tmp_path / 'policy.pt'
-    state = torch.load(path, weights_only=False)
-    assert 'critic' not in state and 'replay' not in state  # inference only
-    policy = load_policy(path)
-    assert policy.tasks == ['reach-v3', 'push-v3'] and policy.layout == 'legion12'
-    assert all(isinstance(d, str) and d for d in policy.descriptions)
-    obs = np.random.default_rng(1).normal(size=(3, 12)).astype(np.float32)
-    expected = trainer.agent.act(obs, 1, deterministic=True)
-    assert np.allclose(policy.act(obs, 'push-v3'), expected, atol=1e-6)
-    assert np.allclose(policy.act(obs, 'push'), expected, atol=1e-6)
-    assert np.allclose(policy.act(obs, policy.task_embeddings[1].numpy()), expected, atol=1e-6)
-    assert policy.act(obs[0], 'reach-v3').shape == (4,)
-    z, cluster = policy.latent(obs, 'reach-v3')
-    assert z.shape == (3, 10) and cluster.shape == (3,) and cluster.min() >= 0
-    with pytest.raises(ValueError, match='unknown task'):
-        policy.act(obs, 'door-open-v3')
-    with pytest.raises(ValueError, match='expects 12'):
-        policy.act(np.zeros((2, 39)), 'reach-v3')
-    # A training checkpoint loads the same way.
-    from_ckpt = load_policy(tmp_path / 'checkpoints' / 'last.pt')
-    assert np.allclose(from_ckpt.act(obs, 'push-v3'), expected, atol=1e-6)
-
-
-def test_default_policy_path_is_the_environment_then_the_shipped_policy(tmp_path, monkeypatch):
-    monkeypatch.delenv('LEGION_POLICY', raising=False)
-    assert ckpt.default_policy_path() == ckpt.SHIPPED_POLICY
-    monkeypatch.setenv('LEGION_POLICY', str(tmp_path / 'missing.pt'))
-    assert ckpt.default_policy_path() == ckpt.SHIPPED_POLICY
-    (tmp_path / 'policy.pt').write_bytes(b'x')
-    monkeypatch.setenv('LEGION_POLICY', str(tmp_path / 'policy.pt'))
-    assert ckpt.default_policy_path() == tmp_path / 'policy.pt'
-    monkeypatch.setattr(ckpt, 'SHIPPED_POLICY', tmp_path / 'not-shipped.pt')
-    monkeypatch.delenv('LEGION_POLICY')
-    assert ckpt.default_policy_path() is None
-
-
-def test_the_shipped_policy_loads_and_acts_on_its_tasks():
-    policy = load_policy(ckpt.SHIPPED_POLICY)
-    assert policy.tasks == ['reach-v3', 'drawer-close-v3', 'window-close-v3']
-    assert policy.env['embodiment'] == 'twin'  # trained through the arm's own chain
-    obs = np.zeros((3, policy.obs_dim), dtype=np.float32)
-    for task in policy.tasks:
-        actions = policy.act(obs, task)
-        assert actions.shape == (3, 4) and np.all(np.abs(actions) <= 1)
-    beside = ckpt.SHIPPED_POLICY.parent
-    assert (beside / 'metrics.json').is_file() and 'legion train' in (beside / 'README.md').read_text()

@@ -190,8 +190,7 @@ def test_a_run_config_written_before_the_typed_groups_loads_and_validates():
 
 
 def test_an_older_run_without_the_later_keys_resumes_as_it_ran(tmp_path):
-    from legion_core.checkpoint import resume_trainer
-    from legion_core.trainer import CONFIG_FILE, Trainer
+    from legion_core.trainer import CONFIG_FILE, Trainer, resume_trainer
 
     cfg = small_config('train.steps_per_task=100', 'train.eval_every=0', 'train.checkpoint_every=0')
     for key in ('advance_on_success', 'advance_evals', 'env_process', 'keep_phase_checkpoints'):

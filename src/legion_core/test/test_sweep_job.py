@@ -110,7 +110,7 @@ def _stop_at(trainer, env_steps, request):
 
 
 def test_a_requested_stop_ends_the_run_with_a_checkpoint_at_the_next_step(tmp_path):
-    from legion_core.checkpoint import resume
+    from legion_core.trainer import resume
 
     data = small_config('train.checkpoint_every=100000')
     trainer = Trainer(data, tmp_path, progress=False)

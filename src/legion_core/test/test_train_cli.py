@@ -94,7 +94,7 @@ def test_multirun_sweep_writes_one_run_per_job(tmp_path):
 
 
 def test_a_finished_stream_goes_on_with_appended_tasks(tmp_path, capsys):
-    from legion_core.checkpoint import resume_trainer
+    from legion_core.trainer import resume_trainer
 
     run = tmp_path / 'run'
     small = [o for o in SMALL if not o.startswith('train.steps_per_task')]

@@ -85,7 +85,7 @@ def test_multitask_mode_steps_all_tasks_together(tmp_path):
 
 
 def test_distill_remembers_the_finished_tasks_at_each_switch(tmp_path):
-    from legion_core.checkpoint import resume_trainer
+    from legion_core.trainer import resume_trainer
 
     cfg = small_config('stream.tasks=[reach-v3,push-v3,drawer-close-v3]', 'agent.distill=1.0',
                        'train.steps_per_task=100', 'train.eval_every=0')
@@ -112,7 +112,7 @@ class _SolvesEachTaskAtOnce(Trainer):
 
 
 def test_advance_on_success_ends_a_phase_early_and_hands_its_steps_on(tmp_path):
-    from legion_core.checkpoint import resume_trainer
+    from legion_core.trainer import resume_trainer
 
     cfg = small_config('train.advance_on_success=0.9', 'train.advance_evals=2', 'train.eval_every=50',
                        'train.steps_per_task=300', 'train.num_envs=1', 'train.checkpoint_every=0')

@@ -43,7 +43,7 @@ def expert_for(task: str):
 
 
 def load_legion_policy(path: str, device: str = 'cpu'):
-    from legion_core.checkpoint import load_policy
+    from legion_core.policy import load_policy
     try:
         return load_policy(path, device=device)
     except TypeError:  # an artefact loader without a device argument
@@ -53,7 +53,7 @@ def load_legion_policy(path: str, device: str = 'cpu'):
 def default_checkpoint() -> str:
     """The shipped policy artefact, if legion_core ships one ('' otherwise)."""
     try:
-        from legion_core.checkpoint import default_policy_path
+        from legion_core.policy import default_policy_path
     except ImportError:
         return ''
     path = default_policy_path()

@@ -237,7 +237,7 @@ class ArmCommander:
 
     def task_workspace(self, hand_box) -> tuple[np.ndarray, np.ndarray]:
         """The tcp box for a hand box (task frame), as legion_kuka's chain derives it."""
-        from legion_kuka.real2sim import Frame, default_task_frame
+        from legion_kuka.frames import Frame, default_task_frame
         from legion_kuka.safety import hand_box_workspace
 
         frame = default_task_frame() if self.task_frame is None else Frame.of(self.task_frame)

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from legion_kuka.real2sim import Frame, _finite_vector, default_task_frame, quat_to_matrix
+from legion_kuka.frames import Frame, _finite_vector, default_task_frame, quat_to_matrix
 
 METAWORLD_STEP_S = 0.0125  # frame_skip 5 x 2.5 ms: one Meta-World env step
 METAWORLD_ACTION_SCALE = 0.01  # metres of hand motion per unit action and env step
@@ -93,7 +93,7 @@ def _clip3(point: list[float], low: list[float], high: list[float]) -> list[floa
 
 def station_yaw(task_frame: Any) -> float:
     """How far (rad) a task frame is turned about the base's vertical axis from the single-task
-    station's (:func:`~legion_kuka.real2sim.default_task_frame`): a workcell station's yaw."""
+    station's (:func:`~legion_kuka.frames.default_task_frame`): a workcell station's yaw."""
     turn = Frame.of(task_frame).rotation @ default_task_frame().rotation.T
     return math.atan2(float(turn[1, 0]), float(turn[0, 0]))
 
@@ -106,7 +106,7 @@ class Sim2Real:
             IKResult(q, success, position_error, iterations)`` of the tool centre point, robot base
             frame (:class:`legion_kuka.kinematics.IiwaKinematics`); the tool tilt (below) also passes
             ``restarts=0`` to ``ik``.
-        task_frame: pose of the task frame in the robot base frame (see :mod:`legion_kuka.real2sim`);
+        task_frame: pose of the task frame in the robot base frame (see :mod:`legion_kuka.frames`);
             None: the single-task placement ``METAWORLD_BASE_POSE``.
         speed_scale: real speed / Meta-World speed; sets ``policy_rate_hz = 80 Hz * speed_scale``.
             Give either this or ``policy_rate_hz``.

@@ -40,7 +40,8 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from legion_kuka.real2sim import Frame, _finite_vector, quat_from_metaworld, quat_to_matrix
+from legion_kuka.frames import Frame, _finite_vector, quat_to_matrix
+from legion_kuka.real2sim import quat_from_metaworld
 
 ARM_DOF = 7
 

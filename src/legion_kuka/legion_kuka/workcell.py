@@ -43,8 +43,8 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from legion_kuka.frames import Frame
 from legion_kuka.metaworld_kuka import ROBOT_QPOS
-from legion_kuka.real2sim import Frame
 from legion_kuka.twin import ARM_DOF, Twin, metaworld_task_env
 
 #: Angle between neighbouring stations about the A1 axis, and their order: ahead, left, right.

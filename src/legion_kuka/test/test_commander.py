@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from legion_kuka.commander import ArmCommander, ArmState, CommanderConfig, Station
 from legion_kuka.description import HOME
-from legion_kuka.real2sim import default_task_frame
+from legion_kuka.frames import default_task_frame
 from legion_kuka.workcell import TRANSIT_GRIPPER
 
 PERIOD_NS = 10_000_000

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from legion_kuka.description import HOME
+from legion_kuka.frames import default_task_frame
 from legion_kuka.kinematics import IiwaKinematics
-from legion_kuka.real2sim import default_task_frame
 from legion_kuka.sim2real import Sim2Real
 
 KIN = IiwaKinematics(tool='tcp')
@@ -252,7 +252,7 @@ def test_bad_input_gives_a_clear_error():
 def test_the_ik_leans_towards_the_rest_posture_of_the_current_station():
     # A workcell station turned about A1 sees the arm as the station ahead does; one kinematics shared
     # by the planners of successive stations (the sim2real node's) follows the current one.
-    from legion_kuka.real2sim import Frame
+    from legion_kuka.frames import Frame
     from legion_kuka.sim2real import station_yaw
 
     left = Frame(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), np.zeros(3)).compose(

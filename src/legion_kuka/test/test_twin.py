@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from legion_kuka.description import HOME, IIWA7, joint_names
+from legion_kuka.frames import Frame, default_task_frame, quat_to_matrix
 from legion_kuka.kinematics import IiwaKinematics
 from legion_kuka.metaworld_kuka import make_kuka_env
-from legion_kuka.real2sim import Frame, Real2Sim, default_task_frame, quat_to_matrix
+from legion_kuka.real2sim import Real2Sim
 from legion_kuka.twin import Twin
 
 KIN = IiwaKinematics(tool='tcp')
@@ -241,7 +242,7 @@ def test_an_object_pressed_by_the_arm_moves_with_the_hand_not_faster(seed):
     # The shipped drawer policy presses the gripper pad onto the open drawer's wall. Without MuJoCo's
     # noslip solver the pad held the drawer still and then shot it closed (15 cm in one policy step);
     # the drawer must move with the hand, at most 1 cm a step (plus contact give).
-    from legion_core.checkpoint import SHIPPED_POLICY, load_policy
+    from legion_core.policy import SHIPPED_POLICY, load_policy
     from legion_kuka.chain import ChainRunner
 
     policy = load_policy(SHIPPED_POLICY)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from legion_kuka.chain import expert_policy, posture_inside_limits
+from legion_kuka.frames import Frame
 from legion_kuka.kinematics import IiwaKinematics
-from legion_kuka.real2sim import Frame
 from legion_kuka.safety import SafetyLimits
 from legion_kuka.twin import Twin
 from legion_kuka.workcell import (

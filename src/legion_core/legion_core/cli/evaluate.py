@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         print(f'legion eval: --episodes must be >= 1, got {args.episodes}', file=sys.stderr)
         return 2
-    from legion_core.checkpoint import load_checkpoint, policy_from_state
+    from legion_core.checkpoint import load_checkpoint
     from legion_core.envs import evaluate
+    from legion_core.policy import policy_from_state
 
     try:
         state = load_checkpoint(args.checkpoint)

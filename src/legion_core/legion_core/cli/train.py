@@ -126,7 +126,7 @@ def claim_run_dir(run_dir: Path, overwrite: bool) -> str | None:
                 f'{", ..." if len(present) > 6 else ""}): continue that run with '
                 f'`legion train --resume {run_dir}`, start it afresh with --overwrite, '
                 'or choose another run_dir')
-    from legion_core.checkpoint import run_files
+    from legion_core.trainer import run_files
 
     foreign = [name for name in present if name not in run_files()]  # only run files are removed
     if foreign:
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         if args.overrides or args.multirun:
             return _error('--resume continues a run with its saved config.yaml; it takes no overrides '
                           'and no -m')
-        from legion_core.checkpoint import resume
+        from legion_core.trainer import resume
 
         run_dir = Path(args.resume)
         append = [t for t in (args.append or '').split(',') if t.strip()]

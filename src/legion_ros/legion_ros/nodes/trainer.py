@@ -167,9 +167,8 @@ class TrainerNode(Node):
     def _trainer(self, batch: list[str]):
         """The stream's trainer: a new run for the first batch, the same run with ``batch`` appended
         after (whatever an earlier batch left unfinished comes first)."""
-        from legion_core.checkpoint import resume_trainer
         from legion_core.config import compose_config, to_container
-        from legion_core.trainer import Trainer
+        from legion_core.trainer import Trainer, resume_trainer
 
         run_dir = Path(self.params.run_dir) / 'run_1'
         if (run_dir / 'checkpoints' / 'last.pt').is_file():
@@ -178,7 +177,7 @@ class TrainerNode(Node):
         return Trainer(cfg, run_dir, progress=False), run_dir
 
     def _train(self, batch: list[str]) -> None:
-        from legion_core.checkpoint import export_policy
+        from legion_core.policy import export_policy
 
         trainer, run_dir = self._trainer(batch)
         stream = trainer.tasks

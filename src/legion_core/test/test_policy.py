@@ -1,0 +1,65 @@
+"""The exported policy artefact: written from a run, loaded from it or from a checkpoint, and the
+shipped one."""
+import numpy as np
+import pytest
+import torch
+from test_trainer import small_config
+
+from legion_core import policy as policy_module
+from legion_core.policy import export_policy, load_policy
+from legion_core.trainer import Trainer
+
+torch.set_num_threads(1)
+
+
+def test_exported_policy_acts_like_the_agent(tmp_path):
+    cfg = small_config('train.eval_every=0', 'train.steps_per_task=120')
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.run(max_env_steps=120)
+    path = export_policy(tmp_path)
+    assert path == tmp_path / 'policy.pt'
+    state = torch.load(path, weights_only=False)
+    assert 'critic' not in state and 'replay' not in state  # inference only
+    policy = load_policy(path)
+    assert policy.tasks == ['reach-v3', 'push-v3'] and policy.layout == 'legion12'
+    assert all(isinstance(d, str) and d for d in policy.descriptions)
+    obs = np.random.default_rng(1).normal(size=(3, 12)).astype(np.float32)
+    expected = trainer.agent.act(obs, 1, deterministic=True)
+    assert np.allclose(policy.act(obs, 'push-v3'), expected, atol=1e-6)
+    assert np.allclose(policy.act(obs, 'push'), expected, atol=1e-6)
+    assert np.allclose(policy.act(obs, policy.task_embeddings[1].numpy()), expected, atol=1e-6)
+    assert policy.act(obs[0], 'reach-v3').shape == (4,)
+    z, cluster = policy.latent(obs, 'reach-v3')
+    assert z.shape == (3, 10) and cluster.shape == (3,) and cluster.min() >= 0
+    with pytest.raises(ValueError, match='unknown task'):
+        policy.act(obs, 'door-open-v3')
+    with pytest.raises(ValueError, match='expects 12'):
+        policy.act(np.zeros((2, 39)), 'reach-v3')
+    # A training checkpoint loads the same way.
+    from_ckpt = load_policy(tmp_path / 'checkpoints' / 'last.pt')
+    assert np.allclose(from_ckpt.act(obs, 'push-v3'), expected, atol=1e-6)
+
+
+def test_default_policy_path_is_the_environment_then_the_shipped_policy(tmp_path, monkeypatch):
+    monkeypatch.delenv('LEGION_POLICY', raising=False)
+    assert policy_module.default_policy_path() == policy_module.SHIPPED_POLICY
+    monkeypatch.setenv('LEGION_POLICY', str(tmp_path / 'missing.pt'))
+    assert policy_module.default_policy_path() == policy_module.SHIPPED_POLICY
+    (tmp_path / 'policy.pt').write_bytes(b'x')
+    monkeypatch.setenv('LEGION_POLICY', str(tmp_path / 'policy.pt'))
+    assert policy_module.default_policy_path() == tmp_path / 'policy.pt'
+    monkeypatch.setattr(policy_module, 'SHIPPED_POLICY', tmp_path / 'not-shipped.pt')
+    monkeypatch.delenv('LEGION_POLICY')
+    assert policy_module.default_policy_path() is None
+
+
+def test_the_shipped_policy_loads_and_acts_on_its_tasks():
+    policy = load_policy(policy_module.SHIPPED_POLICY)
+    assert policy.tasks == ['reach-v3', 'drawer-close-v3', 'window-close-v3']
+    assert policy.env['embodiment'] == 'twin'  # trained through the arm's own chain
+    obs = np.zeros((3, policy.obs_dim), dtype=np.float32)
+    for task in policy.tasks:
+        actions = policy.act(obs, task)
+        assert actions.shape == (3, 4) and np.all(np.abs(actions) <= 1)
+    beside = policy_module.SHIPPED_POLICY.parent
+    assert (beside / 'metrics.json').is_file() and 'legion train' in (beside / 'README.md').read_text()
