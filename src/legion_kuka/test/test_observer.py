@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from legion_kuka.description import HOME
+from legion_kuka.frames import default_task_frame
 from legion_kuka.kinematics import IiwaKinematics
 from legion_kuka.observer import Observer, StaleObjectsError
-from legion_kuka.real2sim import Real2Sim, default_task_frame
+from legion_kuka.real2sim import Real2Sim
 
 HAND_OFFSET = 0.075  # the KUKA Meta-World scenes' hand point (legion_kuka.observer.hand_offset)
 PUCK, GOAL = (0.0, 0.6, 0.02), (0.1, 0.8, 0.2)  # task frame
