@@ -354,6 +354,7 @@ operation = st.one_of(
     st.tuples(st.just('reset'), st.just(0)),
     st.tuples(st.just('step'), st.booleans()),
     st.tuples(st.just('wait'), st.floats(0.0, 0.5)),  # a late joint state or action
+    st.tuples(st.just('scene'), st.floats(-0.3, 0.3)),  # the twin announces a posture and jumps there
 )
 
 
@@ -407,6 +408,16 @@ def test_every_command_is_within_the_filters_limits_and_one_per_cycle(operations
             continue
         elif kind == 'step':
             out = c.new_step(DRAWER_BOX if value else None)
+        elif kind == 'scene':
+            # (inside the filter's limits, as sim_bridge starts every scene: start_inside_margin_deg)
+            posture = np.clip(np.asarray(HOME, dtype=float) + value, limits.lower + 0.01, limits.upper - 0.01)
+            estopped = c.state is ArmState.ESTOP
+            out = c.scene(posture)
+            check(out)
+            arm.q = posture
+            next_cycle()
+            assert (c.state is ArmState.ESTOP) == estopped  # an announced jump neither latches nor releases
+            continue
         else:
             arm.t += value
             continue

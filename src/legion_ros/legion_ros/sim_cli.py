@@ -308,7 +308,8 @@ def _sim_nodes(args, first_task: str, bag_name: str, params_dir, skills: list[st
 
     resolved = graph('sim').resolve({
         'driver': args.driver, 'checkpoint': args.checkpoint, 'task': first_task,
-        # Wall-clock time: the twin is restarted per scene, and a restarted /clock would run backwards.
+        # Wall-clock time for the nodes; steps are timed on the twin's /clock (instruction, below). (The
+        # twin was once restarted per scene, whose /clock then ran backwards; it now keeps one process.)
         'use_sim_time': 'false', 'record': 'false' if args.no_record else 'true', 'recorder': 'legion',
         'bag_dir': args.bag_dir})
     extra = {
