@@ -154,7 +154,8 @@ def sim_graph(tmp_path_factory):
     """`legion sim --policy expert`'s graph, one workcell station (reach), recording."""
     import rclpy
 
-    from legion_ros.instruct_cli import SceneFollower, SimGraph, _sim_nodes, spin_until
+    from legion_ros.instruct_cli import spin_until
+    from legion_ros.sim_cli import SceneFollower, SimGraph, _sim_nodes
 
     tmp = tmp_path_factory.mktemp('fuzz')
     args = argparse.Namespace(driver='lbr', checkpoint='', no_record=False, bag_dir=str(tmp),
@@ -166,7 +167,7 @@ def sim_graph(tmp_path_factory):
     node = rclpy.create_node('fuzz_probe')
     scenes = SceneFollower(node, sim, lambda text: None)
     try:
-        sim.load_scene('reach-v3')
+        sim.start_twin('reach-v3')
         up = spin_until(node, lambda: scenes.bridge_task == 'reach-v3', 120.0)
         assert up, (tmp / 'nodes.log').read_text()
         sim.start_rest()

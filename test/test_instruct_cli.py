@@ -87,3 +87,23 @@ def test_no_graph_exits_3(tmp_path):
     out, err = cli.communicate(timeout=60)
     assert cli.returncode == 3, (out, err)
     assert 'no running LEGION graph' in err
+
+
+def test_no_client_resets_the_estop():
+    """Only an operator resets sim2real's e-stop (docs/real-robot.md): neither command holds a client of
+    the reset service, nor names it (legion sim once reset it after each scene change)."""
+    import ast
+    import inspect
+
+    from legion_ros import instruct_cli, sim_cli
+    from legion_ros.interfaces import RESET_ESTOP
+
+    for module in (instruct_cli, sim_cli):
+        tree = ast.parse(inspect.getsource(module))
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | \
+            {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} | \
+            {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        strings = [n.value for n in ast.walk(tree)
+                   if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        assert 'RESET_ESTOP' not in names, module.__name__
+        assert not any(RESET_ESTOP.name in s or 'reset_estop' in s for s in strings), module.__name__

@@ -26,6 +26,11 @@ joint states, a cycle id (an increasing integer per control cycle, e.g. the join
   filter's box. A station with a start posture is reached first by a :class:`~legion_kuka.workcell.
   Transit` (fingers opened, the workcell's box), one target per cycle; actions are ignored until it
   is there, then the filter takes the station's own box.
+- :meth:`ArmCommander.scene`: a simulator announces that it places the arm at a posture (a new scene:
+  the twin jumps, no arm moves like that). The first joint state at that posture (within
+  :data:`SCENE_POSTURE_TOLERANCE_RAD`) re-anchors instead of counting as a tracking error: the filter
+  starts from rest there, the commander holds until the next action. Any other joint state is checked
+  as always (a collision still latches), and an announcement never releases a latched e-stop.
 
 Every call returns a :class:`Commands`: the joint positions and/or gripper command to send now, and
 :class:`Event` s for the caller's status and log.
@@ -50,6 +55,10 @@ import numpy as np
 from legion_kuka.sim2real import Sim2Real
 
 ARM_DOF = 7
+#: How close a joint state must be to an announced scene posture to be that scene's jump (rad): the
+#: twin publishes the posture it was reset to, so only float noise and a cycle of sag separate them;
+#: the filter's tracking limit (0.2 rad) is 20 times wider.
+SCENE_POSTURE_TOLERANCE_RAD = 0.01
 
 
 class ArmState(str, Enum):
@@ -64,7 +73,7 @@ class Event:
     """Something the caller reports. ``kind``: ``estop`` (requested), ``filter_estop`` (the filter
     latched itself; ``reasons``), ``holding`` (stale actions), ``transit`` (started; ``duration_s``),
     ``at_station``, ``fault`` (no task box / no transit path), ``rejected`` (an action that cannot be
-    translated)."""
+    translated), ``scene`` (a posture announced), ``rescene`` (the arm reported it: re-anchored)."""
 
     kind: str
     text: str
@@ -193,6 +202,8 @@ class ArmCommander:
         self._transit_targets: deque[np.ndarray] = deque()
         self._pending_transit: Station | None = None  # waiting for a joint state / the e-stop reset
         self._transit_under_way: Station | None = None
+        self._announced_posture: np.ndarray | None = None  # a scene's jump, expected on a joint state
+        self.scenes = 0  # announced jumps taken as re-anchors (status)
         self.sent = 0
         self.refused: dict[str, int] = {}
 
@@ -260,6 +271,9 @@ class ArmCommander:
             if self._state is ArmState.COMMANDING:
                 self._state = ArmState.HOLDING
         self._q_time = now
+        if self._announced_posture is not None and self._state is not ArmState.ESTOP \
+                and np.max(np.abs(self.q - self._announced_posture)) <= SCENE_POSTURE_TOLERANCE_RAD:
+            self._take_scene_jump(now, out)
         self.safety.update_joint_state(self.q, now)
         if self.safety.latched and self._state is not ArmState.ESTOP:  # the arm is not where it was sent
             self._latched_by_filter(out)
@@ -324,6 +338,7 @@ class ArmCommander:
         if self._transit_targets:  # an e-stop cut a transit short: plan it again from where the arm is
             self._transit_targets, self._pending_transit = deque(), self._transit_under_way
         self._commanded = None
+        self._announced_posture = None  # a scene announced after the latch: the reset starts over anyway
         if self._pending_workspace is not None:  # a new task's box waited for the reset
             self._rebuild_filter(self._pending_workspace)
         self._state, self.anchored = ArmState.HOLDING, False
@@ -351,6 +366,33 @@ class ArmCommander:
         out = Commands()
         self._apply_station(out)
         return out
+
+    def scene(self, posture: Any) -> Commands:
+        """A simulator will place (or has just placed) the arm at ``posture`` (7 joints, rad): see module.
+        Raises ValueError, changing nothing, for a posture that is not 7 finite numbers."""
+        self._announced_posture = read_finite(posture, ARM_DOF, 'posture')
+        out = Commands()
+        out.events.append(Event('scene', 'a new scene: the arm is expected at its start posture'))
+        if self.q is not None and self._state is not ArmState.ESTOP and \
+                np.max(np.abs(self.q - self._announced_posture)) <= SCENE_POSTURE_TOLERANCE_RAD:
+            # The jump's joint state came first: the filter may have seen no command since, so check
+            # now; one that already latched stays latched (the operator's reset, as for any latch).
+            self._take_scene_jump(self._q_time, out)
+            self.safety.update_joint_state(self.q, self._q_time)
+        return out
+
+    def _take_scene_jump(self, now: float, out: Commands) -> None:
+        """The arm stands at the announced posture: start over from rest there (not a tracking error),
+        holding until the next action; a transit under way is planned again from there."""
+        self._announced_posture = None
+        self.safety.reset(now)  # not latched here: forgets the last command, the jump is no tracking error
+        if self._transit_targets:
+            self._transit_targets, self._pending_transit = deque(), self._transit_under_way
+        self._commanded, self._pending_action = None, False
+        self._state, self.anchored = ArmState.HOLDING, False
+        self.scenes += 1
+        out.events.append(Event('rescene', 'the arm is at the new scene\'s start: holding until the next '
+                                'action'))
 
     # -- stations and transits --------------------------------------------------------------------
     def _apply_station(self, out: Commands) -> None:

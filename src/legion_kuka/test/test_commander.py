@@ -157,6 +157,62 @@ def test_the_filter_latches_when_the_arm_is_not_where_it_was_sent():
     assert c.reset_estop(arm.t) is None  # nobody requested it: a fresh joint state is enough
 
 
+
+# -- scenes: a simulator's announced jump ----------------------------------------------------------------
+def test_an_announced_scene_jump_re_anchors_instead_of_latching():
+    c = commander()
+    arm = Arm(c)
+    arm.cycle()
+    arm.act([1.0, 0.0, 0.0, 0.0])
+    arm.cycles(3)
+    posture = np.array(HOME) + 0.3  # the next scene's start: far beyond the tracking limit
+    assert kinds(c.scene(posture)) == ['scene']
+    arm.q = posture + 0.001  # the twin reloaded (a cycle of sag)
+    out = arm.cycle()
+    assert kinds(out) == ['rescene'] and out.position is None
+    assert c.state is ArmState.HOLDING and not c.safety.latched and c.scenes == 1
+    assert arm.act([0.0, 1.0, 0.0, 0.0]).position is not None  # the next action starts from there
+    assert np.max(np.abs(arm.q - posture)) < 0.05
+    for _ in range(5):  # and streams without a tracking error
+        assert 'filter_estop' not in kinds(arm.cycle())
+
+
+def test_a_collision_still_latches_with_a_scene_announced():
+    c = commander()
+    arm = Arm(c)
+    arm.cycle()
+    arm.act([1.0, 0.0, 0.0, 0.0])
+    c.scene(np.array(HOME) + 0.3)
+    arm.q = arm.q - 0.3  # not the announced posture: hit something
+    out = arm.cycle()
+    assert kinds(out) == ['filter_estop'] and c.state is ArmState.ESTOP
+    arm.q = np.array(HOME) + 0.3  # the announced posture now does not release the latch
+    assert arm.cycle().position is None and c.state is ArmState.ESTOP and c.safety.latched
+    c.scene(arm.q)
+    assert c.state is ArmState.ESTOP and c.safety.latched and c.scenes == 0
+
+
+def test_a_scene_announced_after_its_jump_latched_waits_for_the_operator():
+    c = commander()
+    arm = Arm(c)
+    arm.cycle()
+    arm.act([1.0, 0.0, 0.0, 0.0])
+    arm.q = np.array(HOME) + 0.3
+    assert kinds(arm.cycle()) == ['filter_estop']
+    assert kinds(c.scene(arm.q)) == ['scene'] and c.state is ArmState.ESTOP
+    arm.cycle()
+    assert c.reset_estop(arm.t) is None and c.state is ArmState.HOLDING
+
+
+def test_a_scene_at_the_arms_posture_before_any_command_just_holds():
+    c = commander()
+    arm = Arm(c)
+    arm.cycle()
+    assert kinds(c.scene(arm.q)) == ['scene', 'rescene'] and c.state is ArmState.HOLDING
+    with pytest.raises(ValueError):
+        c.scene([0.0] * 6)
+    assert arm.act([1.0, 0.0, 0.0, 0.0]).position is not None
+
 # -- task boxes, stations, transits -------------------------------------------------------------------
 def test_a_task_box_bounds_the_filter_and_waits_for_a_reset_while_estopped():
     c = commander()
@@ -298,6 +354,7 @@ operation = st.one_of(
     st.tuples(st.just('reset'), st.just(0)),
     st.tuples(st.just('step'), st.booleans()),
     st.tuples(st.just('wait'), st.floats(0.0, 0.5)),  # a late joint state or action
+    st.tuples(st.just('scene'), st.floats(-0.3, 0.3)),  # the twin announces a posture and jumps there
 )
 
 
@@ -351,6 +408,16 @@ def test_every_command_is_within_the_filters_limits_and_one_per_cycle(operations
             continue
         elif kind == 'step':
             out = c.new_step(DRAWER_BOX if value else None)
+        elif kind == 'scene':
+            # (inside the filter's limits, as sim_bridge starts every scene: start_inside_margin_deg)
+            posture = np.clip(np.asarray(HOME, dtype=float) + value, limits.lower + 0.01, limits.upper - 0.01)
+            estopped = c.state is ArmState.ESTOP
+            out = c.scene(posture)
+            check(out)
+            arm.q = posture
+            next_cycle()
+            assert (c.state is ArmState.ESTOP) == estopped  # an announced jump neither latches nor releases
+            continue
         else:
             arm.t += value
             continue

@@ -1,8 +1,8 @@
 """``legion`` sub-commands of the ROS layer (``legion.commands`` / ``legion.benchmarks`` entry points).
 
 ``legion launch`` lives here. ``legion sim``, ``legion instruct``, ``legion bench loop`` and ``legion
-bench language`` are registered here but implemented in :mod:`legion_ros.instruct_cli`,
-:mod:`legion_ros.bench_loop` and :mod:`legion_ros.bench_language`;
+bench language`` are registered here but implemented in :mod:`legion_ros.sim_cli`,
+:mod:`legion_ros.instruct_cli`, :mod:`legion_ros.bench_loop` and :mod:`legion_ros.bench_language`;
 if such a module is missing or broken, the command still shows in ``legion --help`` and says why it
 cannot run. Nothing here imports rclpy: ``legion --help`` stays instant.
 """
@@ -113,7 +113,7 @@ def _delegate(module_name: str, function: str, command: str, subparsers, help_te
 
 
 def register_sim(subparsers: argparse._SubParsersAction) -> None:
-    _delegate('legion_ros.instruct_cli', 'register_sim', 'sim', subparsers,
+    _delegate('legion_ros.sim_cli', 'register_sim', 'sim', subparsers,
               'run language instructions on the simulated arm')
 
 

@@ -141,6 +141,17 @@ class Station(TypedDict):
     lift_to_m: NotRequired[float]
 
 
+class Scene(TypedDict):
+    """``/legion/scene``: the twin (re)loaded a scene and placed the arm at ``posture``, a jump no real
+    arm makes. Published (latched) before the joint states of the new scene, so that sim2real
+    re-anchors there instead of seeing a tracking error (``legion_kuka.commander.ArmCommander.scene``);
+    a joint state anywhere else is checked as always. On a real arm nothing publishes it."""
+
+    task: str
+    seed: int
+    posture: Annotated[list[float], Length(7)]               # [rad], A1 first
+
+
 class Problem(TypedDict):
     """Why something was rejected, failed or cancelled: a stable ``code`` and a sentence."""
 
@@ -413,6 +424,7 @@ def _hints(schema: type) -> dict[str, Any]:
 ACTIVE_STEP_JSON = JsonMessage(ActiveStep)
 STEP_SUCCESS_JSON = JsonMessage(StepSuccess)
 STATION_JSON = JsonMessage(Station)
+SCENE_JSON = JsonMessage(Scene)
 # An instruction may be 64 KiB (the node's max_bytes at most), and each event echoes it and its steps.
 INSTRUCTION_STATUS_JSON = JsonMessage(InstructionStatus, max_bytes=1024 * 1024)
 TRAINING_PROGRESS_JSON = JsonMessage(TrainingProgress)
@@ -482,6 +494,8 @@ ACTION = Topic(f'{NAMESPACE}/action', FLOAT32_ARRAY, 'policy: dx, dy, dz, grippe
 ESTOP = Topic(f'{NAMESPACE}/estop', BOOL, 'true stops every command until reset (latched)')
 STATION = Topic(f'{NAMESPACE}/station', STRING, 'sim_bridge (workcell): the active station (latched)',
                 STATION_JSON)
+SCENE = Topic(f'{NAMESPACE}/scene', STRING, 'sim_bridge: a scene (re)load, the arm placed at its start '
+              'posture (latched)', SCENE_JSON)
 # The scene, as the twin or perception sees it (defaults of the nodes' *_topic parameters)
 OBJECT_POSES = Topic(f'{NAMESPACE}/object_poses', POSE_ARRAY, 'objects, then the goal, robot base frame')
 OBJECT_NAMES = Topic(f'{NAMESPACE}/object_names', STRING, 'names of the poses, in order (latched)',
@@ -506,8 +520,8 @@ RECORDER_STATUS = Topic(node_name('recorder', 'status'), STRING, 'the recorder\'
                         '(latched)', NODE_STATUS_JSON)
 
 TOPICS = (INSTRUCTION, STATUS, ACTIVE_STEP, ACTIVE_EMBEDDING, STEP_SUCCESS, OBSERVATION, OBSERVATION_FULL,
-          ACTION, ESTOP, STATION, OBJECT_POSES, OBJECT_NAMES, GRIPPER_OPENING, SIM_TASK_SUCCESS, LATENT,
-          CLUSTER, CHECKPOINT, LEARN, TRAINING_PROGRESS, RUN_INFO, SIM2REAL_STATUS, SIM_BRIDGE_STATUS,
+          ACTION, ESTOP, STATION, SCENE, OBJECT_POSES, OBJECT_NAMES, GRIPPER_OPENING, SIM_TASK_SUCCESS,
+          LATENT, CLUSTER, CHECKPOINT, LEARN, TRAINING_PROGRESS, RUN_INFO, SIM2REAL_STATUS, SIM_BRIDGE_STATUS,
           RECORDER_STATUS)
 
 

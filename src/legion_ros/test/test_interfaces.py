@@ -40,6 +40,8 @@ EXAMPLES = {
          'hand_low': [-0.5, 0.4, 0.05], 'hand_high': [0.5, 1.0, 0.5], 'start_posture': [0.0] * 7,
          'workspace_low': [-1, -1, 0], 'workspace_high': [1, 1, 1.2], 'lift_to_m': 0.4},
         {'frame': {'position': [0, 0, 0], 'quaternion_wxyz': [1, 0, 0, 0]}}],
+    interfaces.SCENE_JSON: [
+        {'task': 'drawer-close-v3', 'seed': 0, 'posture': [0.0, 0.5, 0.0, -1.2, 0.0, 1.0, 0.0]}],
     interfaces.INSTRUCTION_STATUS_JSON: [
         {'sequence_id': 2, 'instruction_id': 'cli-1', 'event': 'step_succeeded', 'state': 'running',
          'instruction': 'reach the goal', 'active_index': None, 'steps': [STEP],
@@ -132,6 +134,7 @@ MALFORMED = [
      '"sequence_id" must be an integer'),
     (interfaces.STEP_SUCCESS_JSON, '{"success": "yes"}', '"success" must be true or false'),
     (interfaces.STATION_JSON, '{"frame": 3}', '"frame" must be a JSON object'),
+    (interfaces.SCENE_JSON, '{"task": "reach-v3", "seed": 0, "posture": [0, 0, 0]}', '"posture"'),
     (interfaces.STATION_JSON, '{"frame": {"position": [0, 0], "quaternion_wxyz": [1, 0, 0, 0]}}',
      '"frame.position" must have 3 items'),
     (interfaces.OBJECT_NAMES_JSON, '["object_1", 2]', '"[1]" must be a string'),

@@ -38,7 +38,7 @@ def test_twin_time_counts_forward_only_and_measures_the_rate():
 
 def _sim_step_parameters() -> dict:
     """The instruction node's parameters as `legion sim` sets them."""
-    from legion_ros.instruct_cli import _sim_nodes
+    from legion_ros.sim_cli import _sim_nodes
 
     args = argparse.Namespace(driver='lbr', checkpoint='', no_record=True, bag_dir='/tmp', policy='expert',
                               step_timeout=2.0, seed=0)

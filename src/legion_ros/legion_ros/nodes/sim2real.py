@@ -25,6 +25,10 @@ Workcell: a ``/legion/station`` message with a ``start_posture`` (from sim_bridg
 arm to that station first: a :class:`legion_kuka.workcell.Transit` (lift, swing about A1, down) streamed
 one target per cycle through a filter with the workcell's box; actions are ignored until it is there
 (status ``transit``), then the filter takes the station's own box.
+Scenes: a ``/legion/scene`` message (sim_bridge, at each scene (re)load) announces the posture the twin
+puts the arm at; the joint state there re-anchors the filter (holding until the next action) instead
+of latching the e-stop on the jump. Only an operator resets the e-stop: no LEGION program calls
+``~/reset_estop`` (the status counts the requests, ``estop_resets``).
 Gripper: the action's 4th value, time-scaled like the arm (times ``policy_rate_hz`` x 12.5 ms, Meta-World's
 env step: the same finger travel per policy step as in training), goes out on ``driver.gripper_topic``
 (std_msgs/Float64, [-1, 1]).
@@ -40,7 +44,7 @@ from std_srvs.srv import Trigger
 from legion_kuka.commander import ArmCommander, CommanderConfig, Station, task_hand_box
 from legion_kuka.sim2real import HAND_RESPONSES
 from legion_ros import qos
-from legion_ros.interfaces import ACTION, ACTIVE_STEP, ESTOP, STATION
+from legion_ros.interfaces import ACTION, ACTIVE_STEP, ESTOP, SCENE, STATION
 from legion_ros.node_base import (
     NodeConfigError,
     Param,
@@ -150,9 +154,13 @@ class Sim2RealNode(Node):
         self.stamps = StampWindow(p.stamp_window_s)
         self.source_ns: int | None = None  # source stamp of the current policy step (provenance)
         self.rejected: dict[str, int] = {}
+        self.estop_resets = 0  # ~/reset_estop requests served (an operator's; shown on the status)
 
         self.command_pub = self.create_publisher(Float64MultiArray, p['driver.command_topic'], qos.COMMAND)
         self.gripper_pub = self.create_publisher(Float64, p['driver.gripper_topic'], qos.COMMAND)
+        # Before the joint states: when both wait, the executor takes subscriptions in creation order, and
+        # a scene's announcement must come before the joint state of its jump.
+        self.create_subscription(String, SCENE.name, self.on_scene, qos.LATCHED)
         self.create_subscription(JointState, p['driver.joint_states_topic'], self.on_joint_state, qos.SENSOR)
         self.create_subscription(Float32MultiArray, ACTION.name, self.on_action, qos.COMMAND)
         self.create_subscription(Bool, ESTOP.name, self.on_estop, qos.LATCHED)
@@ -173,7 +181,7 @@ class Sim2RealNode(Node):
         c = self.commander
         self.status.publish(state or c.state.value, commands_sent=c.sent, refused=dict(c.refused),
                             rejected=dict(self.rejected), joint_state=c.q is not None, workspace=c.workspace,
-                            **extra)
+                            scenes=c.scenes, estop_resets=self.estop_resets, **extra)
 
     def reject(self, topic: str, reason: str) -> None:
         self.rejected[topic] = self.rejected.get(topic, 0) + 1
@@ -244,6 +252,7 @@ class Sim2RealNode(Node):
         self.emit(self.commander.estop(bool(message.data)))
 
     def on_reset_estop(self, _request, response):
+        self.estop_resets += 1
         refused = self.commander.reset_estop(clock_s(self))
         response.success, response.message = refused is None, RESET_ANSWERS[refused]
         if refused is None:
@@ -268,6 +277,14 @@ class Sim2RealNode(Node):
             self.emit(self.commander.new_step(box))
         except ValueError as error:
             self.status.publish('fault', reason=f'hand box of {task}: {error}')
+
+    def on_scene(self, message: String) -> None:
+        try:
+            commands = self.commander.scene(SCENE.decode(message.data)['posture'])
+        except ValueError as error:  # BadMessageError
+            self.reject(SCENE.name, f'bad scene: {error}')
+            return
+        self.emit(commands)
 
     def on_station(self, message: String) -> None:
         try:

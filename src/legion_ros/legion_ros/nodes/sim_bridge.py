@@ -26,6 +26,10 @@ and what only a simulator offers:
   the topics above report, and ``/legion/station`` (std_msgs/String JSON, latched) describes it (task
   frame, hand box, start posture, the workcell's box and swing height): sim2real moves the arm there
   (a transit through its safety filter) and real2sim switches to its frame;
+* ``/legion/scene`` (std_msgs/String JSON, latched) at every scene (re)load and ``~/reset``, before the
+  first joint state of the new scene: the task, seed and the posture the arm jumped to, which no real
+  arm does. sim2real re-anchors its safety filter there instead of latching its e-stop on the jump
+  (:meth:`legion_kuka.commander.ArmCommander.scene`); nothing else resets it;
 * with ``state_log`` (a path; empty: off): the scene and all its joint positions at ``state_log_rate_hz``
   in simulated time, and the instruction's ``/legion/active_step`` and ``/legion/step_success`` as
   timestamped notes, kept in memory (a row copy, microseconds) and written atomically when the node
@@ -69,10 +73,12 @@ from legion_ros.interfaces import (
     GRIPPER_OPENING,
     OBJECT_NAMES,
     OBJECT_POSES,
+    SCENE,
     STATION,
     STEP_SUCCESS,
     BadMessageError,
     Frame,
+    Scene,
     Station,
 )
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
@@ -225,6 +231,7 @@ class SimBridge(Node):
         self.opening_pub = self.create_publisher(Float64, p.gripper_opening_topic, qos.STATE)
         self.station_pub = (self.create_publisher(String, STATION.name, qos.LATCHED) if p.workcell
                             else None)
+        self.scene_pub = self.create_publisher(String, SCENE.name, qos.LATCHED)
         self.create_subscription(Float64MultiArray, p['driver.command_topic'], self.on_command, qos.COMMAND)
         self.create_subscription(Float64, p['driver.gripper_topic'], self.on_gripper, qos.COMMAND)
         self.create_service(Trigger, '~/reset', self.on_reset)
@@ -235,6 +242,7 @@ class SimBridge(Node):
         self._cycle = 0
         self._rate_mark: tuple[int, int] | None = None
         self._names: list[str] = []
+        self.publish_scene()
         self.publish_state(with_poses=True)
         self.publish_station()
         self.state_log = None
@@ -262,6 +270,13 @@ class SimBridge(Node):
                 f'{self.twin.task} starts the arm outside the joint limits less '
                 f'{self.params.start_inside_margin_deg:g} deg: starting from the nearest posture inside '
                 f'them instead (deg: {", ".join(f"{math.degrees(v):.1f}" for v in q)})')
+
+    def publish_scene(self) -> None:
+        """The arm was placed at a scene's start (``interfaces.SCENE``): announced before the joint
+        states that show the jump, so that sim2real expects it."""
+        posture = self.twin.joint_state().position
+        self.scene_pub.publish(String(data=SCENE.encode(Scene(task=self.twin.task, seed=int(self.twin.seed),
+                                                              posture=posture.tolist()))))
 
     def publish_station(self) -> None:
         """Workcell: the active station, latched, for real2sim and sim2real (``interfaces.STATION``)."""
@@ -405,6 +420,7 @@ class SimBridge(Node):
         # A reset also re-asserts the latched descriptions: one a hostile publisher replaced on
         # object_names_topic or /legion/station would otherwise stand until the scene changes.
         self._names = []
+        self.publish_scene()
         self.publish_state(with_poses=True)
         self.publish_station()
         response.success = True
@@ -446,6 +462,7 @@ class SimBridge(Node):
         if self.state_log is not None:
             self._begin_state_segment()
             self.save_state_log()  # what the scene before recorded is safe on disk
+        self.publish_scene()
         self.publish_state(with_poses=True)
         self.publish_station()
         self.report('scene')
