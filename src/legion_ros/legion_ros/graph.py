@@ -524,9 +524,11 @@ TWIN_RATE = Coupling(('sim_bridge', 'control_rate_hz'), ('sim2real', 'driver.con
                      'each policy step in those cycles')
 
 
-def legion_nodes() -> tuple[NodeSpec, ...]:
-    """The learning side, identical for sim and real: language -> task -> policy -> arm."""
+def legion_nodes(simulated: bool = False) -> tuple[NodeSpec, ...]:
+    """The learning side, identical for sim and real: language -> task -> policy -> arm; on a simulator
+    sim2real also follows the twin's scene announcements (``accept_scenes``)."""
     sim_time = {'use_sim_time': ArgValue('use_sim_time', bool)}
+    scenes = {'accept_scenes': True} if simulated else {}
     driver = ('driver_{driver}.yaml',)
     separate = when(composition='false')
     return (
@@ -535,14 +537,14 @@ def legion_nodes() -> tuple[NodeSpec, ...]:
                  parameters={**sim_time, 'checkpoint': ArgValue('checkpoint')}),
         NodeSpec('decision_path', 'decision_path',
                  parameter_files=(*driver, 'sim2real.yaml', 'real2sim.yaml', 'policy.yaml'),
-                 parameters={**sim_time, 'checkpoint': ArgValue('checkpoint')},
+                 parameters={**sim_time, **scenes, 'checkpoint': ArgValue('checkpoint')},
                  condition=when(composition='true'), hosts=('sim2real', 'real2sim', 'policy')),
         NodeSpec('policy', 'policy', parameter_files=(*driver, 'policy.yaml'),
                  parameters={**sim_time, 'checkpoint': ArgValue('checkpoint')}, condition=separate),
         NodeSpec('real2sim', 'real2sim', parameter_files=(*driver, 'real2sim.yaml'), parameters=sim_time,
                  condition=separate),
-        NodeSpec('sim2real', 'sim2real', parameter_files=(*driver, 'sim2real.yaml'), parameters=sim_time,
-                 condition=separate),
+        NodeSpec('sim2real', 'sim2real', parameter_files=(*driver, 'sim2real.yaml'),
+                 parameters={**sim_time, **scenes}, condition=separate),
     )
 
 
@@ -560,7 +562,7 @@ def sim_graph() -> Graph:
                                     'model': ArgValue('model'),
                                     'publish_clock': ArgValue('use_sim_time', bool),
                                     'use_sim_time': False}),
-               *legion_nodes(), recorder),
+               *legion_nodes(simulated=True), recorder),
         processes=(bag,),
         checks=(check_workcell,),
         couplings=(POLICY_RATE, TWIN_MARGIN, TWIN_RATE),

@@ -25,10 +25,12 @@ Workcell: a ``/legion/station`` message with a ``start_posture`` (from sim_bridg
 arm to that station first: a :class:`legion_kuka.workcell.Transit` (lift, swing about A1, down) streamed
 one target per cycle through a filter with the workcell's box; actions are ignored until it is there
 (status ``transit``), then the filter takes the station's own box.
-Scenes: a ``/legion/scene`` message (sim_bridge, at each scene (re)load) announces the posture the twin
-puts the arm at; the joint state there re-anchors the filter (holding until the next action) instead
-of latching the e-stop on the jump. Only an operator resets the e-stop: no LEGION program calls
-``~/reset_estop`` (the status counts the requests, ``estop_resets``).
+Scenes (``accept_scenes``, set by the sim graph only): a ``/legion/scene`` message (sim_bridge, at each
+scene (re)load) announces the posture the twin puts the arm at; the joint state there re-anchors the
+filter (holding until the next action) instead of latching the e-stop on the jump. On the real arm
+nothing may move it but the arm itself, so there sim2real does not listen to that topic. Only an
+operator resets the e-stop: no LEGION program calls ``~/reset_estop`` (the status counts the requests,
+``estop_resets``).
 Gripper: the action's 4th value, time-scaled like the arm (times ``policy_rate_hz`` x 12.5 ms, Meta-World's
 env step: the same finger travel per policy step as in training), goes out on ``driver.gripper_topic``
 (std_msgs/Float64, [-1, 1]).
@@ -100,6 +102,9 @@ PARAMETERS = {
                            'learnt) or direct (reached within the step)', choices=HAND_RESPONSES),
     'stamp_window_s': STAMP_WINDOW_PARAM,
     'send_on_action': Param(True, 'send a new action\'s first target at once instead of at the next cycle'),
+    'accept_scenes': Param(False, f'follow a simulator\'s scene announcements ({SCENE.name}): re-anchor at '
+                           'the announced start posture instead of latching on the jump; the sim graph sets '
+                           'it, a real arm\'s graph never does'),
     'task_frame': Param([], 'pose of the task frame in the robot base frame: x y z qw qx qy qz; empty: '
                         f'the single-task placement (overridden by {STATION.name})', type='double[]'),
 }
@@ -158,9 +163,10 @@ class Sim2RealNode(Node):
 
         self.command_pub = self.create_publisher(Float64MultiArray, p['driver.command_topic'], qos.COMMAND)
         self.gripper_pub = self.create_publisher(Float64, p['driver.gripper_topic'], qos.COMMAND)
-        # Before the joint states: when both wait, the executor takes subscriptions in creation order, and
-        # a scene's announcement must come before the joint state of its jump.
-        self.create_subscription(String, SCENE.name, self.on_scene, qos.LATCHED)
+        if p.accept_scenes:
+            # Before the joint states: when both wait, the executor takes subscriptions in creation order,
+            # and a scene's announcement must come before the joint state of its jump.
+            self.create_subscription(String, SCENE.name, self.on_scene, qos.LATCHED)
         self.create_subscription(JointState, p['driver.joint_states_topic'], self.on_joint_state, qos.SENSOR)
         self.create_subscription(Float32MultiArray, ACTION.name, self.on_action, qos.COMMAND)
         self.create_subscription(Bool, ESTOP.name, self.on_estop, qos.LATCHED)
