@@ -490,6 +490,8 @@ STEP_SUCCESS = Topic(f'{NAMESPACE}/step_success', STRING, 'real2sim\'s task moni
 OBSERVATION = Topic(f'{NAMESPACE}/observation', FLOAT32_ARRAY, 'real2sim: 12 values (LEGION\'s layout)')
 OBSERVATION_FULL = Topic(f'{NAMESPACE}/observation_full', FLOAT32_ARRAY,
                          'real2sim: 39 values (Meta-World\'s layout)')
+#: The observation topics by length: real2sim publishes both, a policy reads the one its layout needs.
+OBSERVATIONS = {12: OBSERVATION, 39: OBSERVATION_FULL}
 ACTION = Topic(f'{NAMESPACE}/action', FLOAT32_ARRAY, 'policy: dx, dy, dz, gripper in [-1, 1]')
 ESTOP = Topic(f'{NAMESPACE}/estop', BOOL, 'true stops every command until reset (latched)')
 STATION = Topic(f'{NAMESPACE}/station', STRING, 'sim_bridge (workcell): the active station (latched)',

@@ -183,7 +183,7 @@ def _check_arguments(args: argparse.Namespace):
                 print('rejected: ' + '; '.join(r['message'] for r in error.reasons), file=sys.stderr)
             return EXIT_REJECTED
     if args.policy == 'legion' and not args.checkpoint:
-        from legion_ros.nodes.policy import default_checkpoint
+        from legion_kuka.acting import default_checkpoint
         if not default_checkpoint():
             print('legion sim: no LEGION checkpoint given and none is shipped; pass --checkpoint PATH '
                   '(a policy.pt or run directory) or use --policy expert', file=sys.stderr)
@@ -274,7 +274,7 @@ def policy_skills(args) -> list[str]:
     experts, or when the checkpoint cannot be read (that is reported when the graph starts)."""
     if args.policy != 'legion':
         return []
-    from legion_ros.nodes.policy import default_checkpoint, load_legion_policy
+    from legion_kuka.acting import default_checkpoint, load_legion_policy
 
     path = args.checkpoint or default_checkpoint()
     if not path:

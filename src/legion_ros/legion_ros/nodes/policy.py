@@ -31,7 +31,6 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
-# default_checkpoint, layout_size and load_legion_policy are also task_inference's and the CLI's.
 from legion_kuka.acting import (
     PolicyRunner,
     default_checkpoint,
@@ -40,11 +39,9 @@ from legion_kuka.acting import (
     load_legion_policy,
 )
 from legion_ros import qos
-from legion_ros.interfaces import ACTION, ACTIVE_STEP, CHECKPOINT, OBSERVATION, OBSERVATION_FULL
+from legion_ros.interfaces import ACTION, ACTIVE_STEP, CHECKPOINT, OBSERVATIONS
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
 from legion_ros.provenance import BadMessageError, array_message, read_array, source_of
-
-OBSERVATIONS = {12: OBSERVATION, 39: OBSERVATION_FULL}  # by length: LEGION's layout, Meta-World's
 
 PARAMETERS = {
     'policy_type': Param('legion', 'legion: the actor of `checkpoint`; expert: Meta-World\'s scripted '

@@ -126,7 +126,7 @@ def task_frame(p) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def commander_config(p) -> CommanderConfig:
-    from legion_ros.nodes.real2sim import hand_offset
+    from legion_kuka.observer import hand_offset
 
     return CommanderConfig(
         controller_rate_hz=p['driver.controller_rate_hz'], policy_rate_hz=p.policy_rate_hz,

@@ -23,10 +23,10 @@ import numpy as np
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, Int32, String
 
+from legion_kuka.acting import default_checkpoint, layout_size, load_legion_policy
 from legion_ros import qos
-from legion_ros.interfaces import ACTIVE_EMBEDDING, CHECKPOINT, CLUSTER, LATENT
+from legion_ros.interfaces import ACTIVE_EMBEDDING, CHECKPOINT, CLUSTER, LATENT, OBSERVATIONS
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
-from legion_ros.nodes.policy import OBSERVATIONS, default_checkpoint, layout_size, load_legion_policy
 from legion_ros.provenance import BadMessageError, array_message, read_array, source_of
 
 PARAMETERS = {
