@@ -41,15 +41,6 @@ class ExpertRun:
         return self.steps / self.step_seconds if self.step_seconds > 0 else float('nan')
 
 
-def expert_policy(task_name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Meta-World's scripted expert for ``task_name`` as ``obs39 -> action``."""
-    from metaworld.policies import ENV_POLICY_MAP
-
-    if task_name not in ENV_POLICY_MAP:
-        raise ValueError(f'Meta-World has no scripted expert for {task_name!r}')
-    return ENV_POLICY_MAP[task_name]().get_action
-
-
 def make_arm_env(arm: str, task_name: str):
     """An env of ``task_name`` on ``arm`` ('sawyer': Meta-World's own class; 'kuka': ours), task unset."""
     if arm == 'sawyer':
@@ -93,6 +84,7 @@ def expert_table(tasks: Sequence[str], episodes: int = 10, seed: int = 0, max_st
     """``{task: {arm: ExpertRun}}`` over ``episodes`` goal variants (seeds ``seed .. seed+episodes-1``)."""
     from tqdm import tqdm
 
+    from legion_kuka.chain import expert_policy
     from legion_kuka.metaworld_kuka import goal_variant
 
     results: dict[str, dict[str, ExpertRun]] = {}

@@ -7,13 +7,14 @@ import pytest
 
 from legion_core.cli.main import main as legion
 from legion_kuka import experts_cli
+from legion_kuka.chain import expert_policy
 from legion_kuka.metaworld_kuka import KUKA_TASKS
 
 
 def test_run_expert_counts_successes_and_steps():
     variants = metaworld.MT1('reach-v3', seed=0).train_tasks[:2]
     env = experts_cli.make_arm_env('kuka', 'reach-v3')
-    run = experts_cli.run_expert(env, experts_cli.expert_policy('reach-v3'), variants, max_steps=150)
+    run = experts_cli.run_expert(env, expert_policy('reach-v3'), variants, max_steps=150)
     assert run.successes == [True, True]
     assert all(0 < step < 150 for step in run.first_success_step)
     # Episodes stop at their first success: the step count is exactly the steps taken.
@@ -24,7 +25,7 @@ def test_run_expert_counts_successes_and_steps():
 def test_too_few_steps_fail():
     variants = metaworld.MT1('reach-v3', seed=0).train_tasks[:1]
     env = experts_cli.make_arm_env('sawyer', 'reach-v3')
-    run = experts_cli.run_expert(env, experts_cli.expert_policy('reach-v3'), variants, max_steps=3)
+    run = experts_cli.run_expert(env, expert_policy('reach-v3'), variants, max_steps=3)
     assert run.successes == [False] and run.first_success_step == [None] and run.steps == 3
 
 

@@ -6,7 +6,7 @@ import pytest
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
 from legion_kuka import metaworld_kuka as mk
-from legion_kuka.experts_cli import expert_policy
+from legion_kuka.chain import expert_policy
 
 TASKS = list(mk.KUKA_TASKS)
 
