@@ -32,7 +32,7 @@ def test_an_arm_outside_the_limits_starts_inside_them_as_the_chain_does(task):
     from legion_kuka.description import IIWA7
     from legion_kuka.safety import SafetyLimits
     from legion_kuka.twin import Twin
-    from legion_ros.nodes.sim_bridge import start_inside_limits, start_limits
+    from legion_kuka.twin_driver import start_inside_limits, start_limits
 
     limits = SafetyLimits.from_description(position_margin=MARGIN, workspace=None)
     twin = Twin(task, seed=1)
@@ -65,7 +65,7 @@ def test_an_arm_outside_the_limits_starts_inside_them_as_the_chain_does(task):
 
 def test_a_scene_inside_the_limits_is_left_as_it_is():
     from legion_kuka.twin import Twin
-    from legion_ros.nodes.sim_bridge import start_inside_limits, start_limits
+    from legion_kuka.twin_driver import start_inside_limits, start_limits
 
     twin = Twin('push-v3', seed=1)
     before = twin.joint_state().position

@@ -22,7 +22,8 @@ Topics (absolute names, remappable):
   succeeded / failed / rejected / cancelled, each step's state and the reasons).
 * services ``~/cancel`` and ``~/skip`` (std_srvs/Trigger).
 
-All matching and sequencing logic is in :mod:`legion_ros.instructions`; this is the ROS adapter.
+All matching and sequencing logic is in :mod:`legion_ros.instructions`, the decisions between messages in
+:class:`legion_ros.instruction_desk.InstructionDesk`; this is the ROS adapter.
 """
 from __future__ import annotations
 
@@ -34,20 +35,9 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
-from legion_kuka.commander import ArmState
 from legion_ros import qos
-from legion_ros.instructions import (
-    MAX_INSTRUCTION_BYTES,
-    Inbox,
-    InstructionRejectedError,
-    InstructionRequest,
-    IntentMatcher,
-    Reason,
-    Sequencer,
-    TwinTime,
-    intent_matcher,
-    validate_instruction,
-)
+from legion_ros.instruction_desk import InstructionDesk
+from legion_ros.instructions import MAX_INSTRUCTION_BYTES, IntentMatcher, Sequencer, intent_matcher
 from legion_ros.interfaces import (
     ACTIVE_EMBEDDING,
     ACTIVE_STEP,
@@ -101,11 +91,6 @@ PARAMETERS = {
 PLAN_PERIOD_S = 0.01  # how often the inbox is looked at: one instruction planned per look
 
 
-def _shown(text: str | bytes) -> str:
-    """At most 200 characters of an instruction, for a status event."""
-    return text[:200].decode('utf-8', errors='replace') if isinstance(text, bytes) else text[:200]
-
-
 def load_descriptions(path: str) -> dict[str, list[str]]:
     if not path:
         from legion_core.language import load_task_descriptions
@@ -144,9 +129,11 @@ def make_matcher(encoder, descriptions: dict[str, list[str]], tasks: list[str],
 
 
 class InstructionNode(Node):
+    """The ROS face of an :class:`~legion_ros.instruction_desk.InstructionDesk`."""
+
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
-        self.params = declare_parameters(self, PARAMETERS)
+        self.params = p = declare_parameters(self, PARAMETERS)
         import torch
 
         from legion_core.language import LanguageEncoder  # slow import (sentence-transformers)
@@ -155,38 +142,36 @@ class InstructionNode(Node):
         # embedding took 67-77 ms median with 2 threads beside two training runs, 11-23 ms with 1).
         torch.set_num_threads(1)
         self.encoder = LanguageEncoder()
-        descriptions = load_descriptions(self.params.descriptions_file)
-        allowed = allowed_skills(descriptions, self.params.tasks)
+        descriptions = load_descriptions(p.descriptions_file)
+        allowed = allowed_skills(descriptions, p.tasks)
         # Every task with paraphrases takes part in matching, so that a step meaning a task the robot has
         # not learnt is rejected as such instead of landing on a look-alike (open -> close the drawer).
-        self.matcher = make_matcher(self.encoder, descriptions, self.params.tasks, self.params.intents_file)
+        self.matcher = make_matcher(self.encoder, descriptions, p.tasks, p.intents_file)
         # The policy was trained on each task's own (canonical) embedding, not on the user's wording.
         self.task_embedding = dict(zip(allowed, np.asarray(
             self.encoder.embed([descriptions[t][0] for t in allowed]), dtype=np.float32), strict=True))
-        self.sequencer = Sequencer(self.params.step_timeout_s, self.params.stop_on_failure)
+        self.sequencer = Sequencer(p.step_timeout_s, p.stop_on_failure)
         self.node_status = StatusPublisher(self)
+        self.desk = InstructionDesk(
+            self.matcher, self.sequencer, max_bytes=p.max_bytes, max_steps=p.max_steps,
+            max_pending=p.max_pending, step_clock=p.step_time_topic, logger=self.get_logger(),
+            warn=lambda text: self.get_logger().warning(text, throttle_duration_sec=1.0),
+            notify=self.node_status.publish)
 
         self.status_pub = self.create_publisher(String, STATUS.name, STATUS_QOS)
         self.step_pub = self.create_publisher(String, ACTIVE_STEP.name, qos.LATCHED)
         self.embedding_pub = self.create_publisher(Float32MultiArray, ACTIVE_EMBEDDING.name, qos.LATCHED)
-        self.twin_time = None
-        if self.params.step_time_topic:
+        if p.step_time_topic:
             from rosgraph_msgs.msg import Clock
 
-            self.twin_time = TwinTime()
-            self.create_subscription(Clock, self.params.step_time_topic, self.on_twin_clock, qos.SENSOR)
-        self.inbox = Inbox(self.params.max_pending)
-        self.duplicates = 0
+            self.create_subscription(Clock, p.step_time_topic, self.on_twin_clock, qos.SENSOR)
         self.create_subscription(String, INSTRUCTION.name, self.on_instruction, INSTRUCTION_QOS, raw=True)
         self.create_subscription(String, STEP_SUCCESS.name, self.on_step_success, qos.STATE)
-        self.arm_stopped: str | None = None  # why the arm stands in a latched e-stop; None: it may move
         self.create_subscription(String, ARM_STATUS.name, self.on_arm_status, qos.LATCHED)
-        self.create_service(Trigger, '~/cancel', self.on_cancel)
-        self.create_service(Trigger, '~/skip', self.on_skip)
-        self.create_timer(0.1, self.on_tick)
-        self.create_timer(PLAN_PERIOD_S, self.on_pending)
-        self._active_key = None
-        self.rejected: dict[str, int] = {}  # per input topic, as every node's status says it
+        self.create_service(Trigger, '~/cancel', lambda _q, r: self._answer(r, *self.desk.cancel(self.now())))
+        self.create_service(Trigger, '~/skip', lambda _q, r: self._answer(r, *self.desk.skip(self.now())))
+        self.create_timer(0.1, lambda: self._emit(self.sequencer.tick(self.now())))
+        self.create_timer(PLAN_PERIOD_S, lambda: self._emit(self.desk.plan_next(self.now())))
         self._publish_step()
         self._emit([self.sequencer.status('idle')])
         self.node_status.publish('ready', skills=self.matcher.allowed, unworded=self.matcher.unworded)
@@ -197,140 +182,64 @@ class InstructionNode(Node):
         self.get_logger().info(f'ready: {len(allowed)} skills; intent model on {len(self.matcher.tasks)} '
                                f'tasks, {thresholds}')
 
+    def now(self) -> float:
+        return self.desk.now(clock_s(self))
+
     # -- inputs ---------------------------------------------------------------------------------
     def on_instruction(self, raw: bytes) -> None:
-        """Take the message into the inbox at once (cheap); planning happens in :meth:`on_pending`."""
+        """Take the message into the inbox at once (cheap); planning happens on the plan timer."""
         try:
-            request = InstructionRequest.from_payload(decode_string(raw))
+            payload = decode_string(raw)
         except BadMessageError as error:
-            self._reject('<unreadable>', [{'code': Reason.MALFORMED.value, 'message': str(error)}])
+            self._emit(self.desk.malformed(str(error)))
             return
-        except InstructionRejectedError as error:
-            self._reject('<unreadable>', error.reasons, error.instruction_id)
-            return
-        verdict, request = self.inbox.offer(request)
-        if verdict == 'duplicate':  # a client resending an instruction it is not sure arrived
-            self.duplicates += 1
-        elif verdict == 'full':
-            self._reject(_shown(request.text), [{
-                'code': Reason.QUEUE_FULL.value,
-                'message': f'{len(self.inbox)} instructions are already waiting (max_pending '
-                           f'{self.params.max_pending}); send it again later'}], request.id)
-
-    def on_pending(self) -> None:
-        request = self.inbox.take()
-        if request is None:
-            return
-        if self.arm_stopped is not None:
-            self._reject(_shown(request.text), [{'code': Reason.ARM_STOPPED.value, 'message':
-                         f'{self.arm_stopped}: reset the e-stop first'}], request.id)
-            return
-        try:
-            text = validate_instruction(request.text, self.params.max_bytes)
-            plan = self.matcher.plan(text, self.params.max_bytes, self.params.max_steps)
-        except InstructionRejectedError as error:
-            self._reject(_shown(request.text), error.reasons, request.id)
-            return
-        self.get_logger().info(f'instruction {request.id} "{text}" -> {[p.task for p in plan]}')
-        self._emit(self.sequencer.load(text, plan, self.step_now(), request.id))
+        self._emit(self.desk.receive(payload))
 
     def on_arm_status(self, message: String) -> None:
-        """sim2real's state. A latched e-stop ends the running instruction at once, failed, instead of
-        letting each step time out while the arm stands, and refuses new ones until it is reset."""
         try:
             status = ARM_STATUS.decode(message.data)
         except BadMessageError as error:
-            self._count_rejection(ARM_STATUS.name, str(error))
+            self.desk.bad_input(ARM_STATUS.name, str(error))
             return
-        state = status['state']
-        if state != ArmState.ESTOP:
-            if state in {arm.value for arm in ArmState}:  # (other messages are events, not states)
-                self.arm_stopped = None
-            return
-        reasons = status.get('reasons')
-        detail = ', '.join(str(r) for r in reasons) if isinstance(reasons, list) and reasons else ''
-        self.arm_stopped = 'the arm stopped in an e-stop' + (f' ({detail[:200]})' if detail else '')
-        events = self.sequencer.halt(self.step_now(), self.arm_stopped)
-        if events:
-            self.get_logger().error(f'{self.arm_stopped}: instruction {self.sequencer.instruction_id} ended')
-        self._emit(events)
+        self._emit(self.desk.arm_status(status, self.now()))
 
     def on_step_success(self, message: String) -> None:
         try:
             report = STEP_SUCCESS.decode(message.data)
         except BadMessageError as error:
-            self._count_rejection(STEP_SUCCESS.name, f'malformed step_success: {error}')
+            self.desk.bad_input(STEP_SUCCESS.name, f'malformed step_success: {error}')
             self.get_logger().warning(f'ignored malformed step_success ({error})', throttle_duration_sec=2.0)
             return
-        if report['success']:
-            self._emit(self.sequencer.report_success(self.step_now(), report.get('task'), report.get('index'),
-                                                     report.get('sequence_id')))
+        self._emit(self.desk.step_success(report, self.now()))
 
-    def on_cancel(self, _request, response):
-        events = self.sequencer.cancel(self.step_now())
+    def _answer(self, response, events: list[dict], message: str):
         self._emit(events)
         response.success = bool(events)
-        response.message = 'cancelled' if events else 'nothing is running'
+        response.message = message
         return response
-
-    def on_skip(self, _request, response):
-        active = self.sequencer.active
-        events = self.sequencer.skip(self.step_now())
-        self._emit(events)
-        response.success = bool(events)
-        response.message = (f'skipped step {active.index + 1} ({active.task})' if events
-                            else 'nothing is running')
-        return response
-
-    def on_tick(self) -> None:
-        self._emit(self.sequencer.tick(self.step_now()))
 
     def on_twin_clock(self, message) -> None:
-        self.twin_time.update(message.clock.sec + message.clock.nanosec * 1e-9, time.monotonic())
-
-    def step_now(self) -> float:
-        """The time steps are timed in: the twin's (step_time_topic) or the node clock."""
-        return self.twin_time.elapsed_s if self.twin_time is not None else clock_s(self)
+        self.desk.twin_time.update(message.clock.sec + message.clock.nanosec * 1e-9, time.monotonic())
 
     # -- outputs --------------------------------------------------------------------------------
-    def _count_rejection(self, topic: str, reason: str) -> None:
-        self.rejected[topic] = self.rejected.get(topic, 0) + 1
-        self.node_status.publish('input_rejected', topic=topic, reason=reason[:300],
-                                 rejected=dict(self.rejected))
-
-    def _reject(self, text: str, reasons: list[dict], instruction_id: str | None = None) -> None:
-        self._count_rejection(INSTRUCTION.name, '; '.join(r['message'] for r in reasons))
-        self.get_logger().warning(f'instruction {instruction_id} rejected: '
-                                  + '; '.join(r['message'] for r in reasons), throttle_duration_sec=1.0)
-        self._emit(self.sequencer.reject(text, reasons, instruction_id))
-
     def _emit(self, events: list[dict]) -> None:
-        factor = None if self.twin_time is None else self.twin_time.real_time_factor(time.monotonic())
-        for event in events:
-            event['stamp'] = clock_s(self)
-            if self.twin_time is not None:  # how fast the twin runs: below 1, steps take longer in wall time
-                event['step_clock'] = self.params.step_time_topic
-                event['real_time_factor'] = None if factor is None else round(factor, 3)
+        for event in self.desk.stamped(events, clock_s(self), time.monotonic()):
             self.status_pub.publish(String(data=STATUS.encode(event)))
         if events:
             self._publish_step()
 
     def _publish_step(self) -> None:
-        active = self.sequencer.active
-        key = None if active is None else (self.sequencer.sequence_id, active.index)
-        if key == self._active_key and key is not None:
+        changed, active = self.desk.active_step()
+        if not changed:
             return
-        self._active_key = key
-        if active is None:
-            self.step_pub.publish(String(data=ACTIVE_STEP.encode(ActiveStep(
-                sequence_id=self.sequencer.sequence_id, index=None, task=None, instruction=None))))
-            return
-        # Embedding first: a reader that acts on the step finds the matching embedding already there.
-        self.embedding_pub.publish(array_message(self.task_embedding[active.task],
-                                                 f'embedding:{active.task}'))
+        if active is not None:
+            # Embedding first: a reader that acts on the step finds the matching embedding already there.
+            self.embedding_pub.publish(array_message(self.task_embedding[active.task],
+                                                     f'embedding:{active.task}'))
         self.step_pub.publish(String(data=ACTIVE_STEP.encode(ActiveStep(
-            sequence_id=self.sequencer.sequence_id, index=active.index, task=active.task,
-            instruction=active.instruction))))
+            sequence_id=self.sequencer.sequence_id, index=None if active is None else active.index,
+            task=None if active is None else active.task,
+            instruction=None if active is None else active.instruction))))
 
 
 def main(args=None) -> int:

@@ -51,14 +51,14 @@ step cannot succeed. On the real arm an operator jogs it in first; the twin does
 scene (re)load and ``~/reset``: with ``start_inside_margin_deg`` > 0 an arm outside the limits shrunk by
 that margin starts from the nearest reachable tool-down posture 1 deg inside them, exactly as
 :class:`legion_kuka.chain.ChainRunner` starts its episodes, so a step through the graph starts where
-the same step through the pure chain does (:func:`start_inside_limits`).
+the same step through the pure chain does (:func:`legion_kuka.twin_driver.start_inside_limits`).
 """
 from __future__ import annotations
 
 import math
 import sys
-import time
 
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, PoseArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
@@ -67,6 +67,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
+from legion_kuka.twin_driver import ARM_DOF, TwinDriver, build_twin
 from legion_ros import qos
 from legion_ros.interfaces import (
     ACTIVE_STEP,
@@ -83,11 +84,9 @@ from legion_ros.interfaces import (
 )
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
 
-ARM_DOF = 7
 # What the state log notes beside the states (the instruction node's and the task monitor's topics).
 NOTED_TOPICS = {'active_step': ACTIVE_STEP, 'step_success': STEP_SUCCESS}
 MAX_NOTE_BYTES = 4096
-REPORT_EVERY = 100  # control cycles between status updates with the real-time factor
 
 PARAMETERS = {
     'driver.name': Param('lbr', 'driver profile mirrored by the twin', choices=('lbr', 'iiwa_ros2'),
@@ -137,29 +136,11 @@ PARAMETERS = {
 }
 
 
-def command_problem(values, expected: int = ARM_DOF) -> str | None:
-    """Why a joint command must not be applied, or ``None`` when it is fine."""
-    if len(values) != expected:
-        return f'expected {expected} joint positions, got {len(values)}'
-    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-    if bad:
-        return f'non-finite joint positions at indices {bad}: {[values[i] for i in bad]}'
-    return None
-
-
-def start_limits(margin_rad: float):
-    """The joint limits a twin's arm starts inside: the datasheet's shrunk by ``margin_rad`` (sim2real's
-    safety filter's position limits; no tcp box). One :class:`~legion_kuka.safety.SafetyLimits` serves
-    every scene load, reset and station change (the margin is read-only)."""
-    from legion_kuka.safety import SafetyLimits
-
-    return SafetyLimits.from_description(position_margin=float(margin_rad), workspace=None)
-
-
 def station_description(twin, limits) -> Station:
     """What sim2real and real2sim need of a workcell's active station (the ``interfaces.STATION`` message):
-    its task frame and hand box, where its task starts the arm (inside ``limits``, :func:`start_limits`),
-    and for the transit there the workcell's tcp box and swing height."""
+    its task frame and hand box, where its task starts the arm (inside ``limits``,
+    :func:`legion_kuka.twin_driver.start_limits`), and for the transit there the workcell's tcp box and
+    swing height."""
     from legion_kuka.workcell import station_start, workcell_workspace
 
     frame = twin.station_frame()
@@ -172,55 +153,47 @@ def station_description(twin, limits) -> Station:
                    lift_to_m=twin.swing_height())
 
 
-def start_inside_limits(twin, limits) -> bool:
-    """Move a freshly reset twin's arm inside ``limits`` (:func:`start_limits`; None: leave it as the
-    scene put it) if it stands outside them, to the posture the pure chain starts its episodes from
-    (:func:`legion_kuka.chain.posture_inside_limits`); True if it moved."""
-    from legion_kuka.chain import posture_inside_limits
+def pose_array(objects, stamp, frame_id: str) -> PoseArray:
+    """The objects' and the goal's poses (:class:`legion_kuka.twin_driver.Objects`) as one message."""
+    array = PoseArray()
+    array.header.stamp = stamp
+    array.header.frame_id = frame_id
+    for position, quat_wxyz in objects.poses:
+        pose = Pose()
+        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
+        w, x, y, z = (float(v) for v in quat_wxyz)
+        pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
+        array.poses.append(pose)
+    return array
 
-    if limits is None:
-        return False
-    posture = posture_inside_limits(twin, limits)
-    if posture is None:
-        return False
-    twin.reset(posture=posture)
-    return True
+
+def sim_stamp(sim_time_ns: int) -> Time:
+    return Time(sec=sim_time_ns // 1_000_000_000, nanosec=sim_time_ns % 1_000_000_000)
 
 
 class SimBridge(Node):
+    """The ROS face of a :class:`~legion_kuka.twin_driver.TwinDriver`: parameters, topics, services."""
+
     def __init__(self) -> None:
         super().__init__('sim_bridge')
         self.params = p = declare_parameters(self, PARAMETERS)
         if p['driver.joint_names'] and len(p['driver.joint_names']) != ARM_DOF:
             raise NodeConfigError(f'driver.joint_names must name {ARM_DOF} joints, '
                                   f'got {p["driver.joint_names"]}')
-        if p.workcell and p.task not in p.workcell:
-            raise NodeConfigError(f'task {p.task!r} is not one of the workcell\'s stations {p.workcell}: '
-                                  'task (task:=) picks the active station, one of workcell (workcell:=)')
-        from legion_kuka.twin import Twin  # MuJoCo + Meta-World: heavy, only once parameters are fine
-
         try:
-            if p.workcell:
-                from legion_kuka.workcell import WorkcellTwin
-                self.twin = WorkcellTwin(p.workcell, p.task, seed=p.seed, profile=p['driver.name'],
-                                         control_rate_hz=p.control_rate_hz)
-            else:
-                self.twin = Twin(p.task, seed=p.seed, profile=p['driver.name'],
-                                 control_rate_hz=p.control_rate_hz)
-        except (ValueError, KeyError) as error:
-            what = f'the workcell {p.workcell}' if p.workcell else f'the twin for task {p.task!r}'
-            raise NodeConfigError(f'cannot build {what}: {error}') from None
-        margin_rad = math.radians(p.start_inside_margin_deg)
-        self.limits = start_limits(margin_rad)  # where each scene starts the arm, the station's start too
-        self._jog_limits = self.limits if margin_rad > 0 else None  # 0: the scene's posture as is
-        self._start_inside()
-        self.joint_names = list(p['driver.joint_names']) or list(self.twin.joint_names)
-        self.period_s = self.twin.control_period_s
-        self.sim_time_ns = 0  # /clock: advances with the twin, never jumps back on reset
-        self.rejected = 0
-        self.last_rejection: str | None = None
+            twin = build_twin(p.task, seed=p.seed, workcell=p.workcell, profile=p['driver.name'],
+                              control_rate_hz=p.control_rate_hz)
+        except ValueError as error:
+            raise NodeConfigError(str(error)) from None
+        self.driver = TwinDriver(
+            twin, start_margin_rad=math.radians(p.start_inside_margin_deg),
+            poses_every=round(p.control_rate_hz / p.object_poses_rate_hz),
+            state_log_every=round(p.control_rate_hz / p.state_log_rate_hz) if p.state_log else None,
+            state_log_path=p.state_log, logger=self.get_logger())
+        self.twin = twin
+        self.joint_names = list(p['driver.joint_names']) or list(twin.joint_names)
         if p.start_paused:
-            self.twin.pause()
+            twin.pause()
 
         self.status = StatusPublisher(self)
         self.joint_state_pub = self.create_publisher(JointState, p['driver.joint_states_topic'], qos.STATE)
@@ -234,82 +207,42 @@ class SimBridge(Node):
         self.scene_pub = self.create_publisher(String, SCENE.name, qos.LATCHED)
         self.create_subscription(Float64MultiArray, p['driver.command_topic'], self.on_command, qos.COMMAND)
         self.create_subscription(Float64, p['driver.gripper_topic'], self.on_gripper, qos.COMMAND)
-        self.create_service(Trigger, '~/reset', self.on_reset)
-        self.create_service(Trigger, '~/reset_home', self.on_reset_home)
+        self.create_service(Trigger, '~/reset', lambda _q, r: self._reset(r, None))
+        self.create_service(Trigger, '~/reset_home', lambda _q, r: self._reset(r, 'home'))
         self.create_service(SetBool, '~/set_pause', self.on_set_pause)
         self.create_service(Trigger, '~/step', self.on_step)
-        self._poses_every = max(1, round(p.control_rate_hz / p.object_poses_rate_hz))
-        self._cycle = 0
-        self._rate_mark: tuple[int, int] | None = None
-        self._names: list[str] = []
         self.publish_scene()
-        self.publish_state(with_poses=True)
-        self.publish_station()
-        self.state_log = None
-        if p.state_log:
-            from legion_kuka.state_log import StateRecorder
-
-            self.state_log = StateRecorder(every=max(1, round(p.control_rate_hz / p.state_log_rate_hz)))
-            self._begin_state_segment()
+        if self.driver.state_log is not None:
             for name, topic in NOTED_TOPICS.items():
                 self.create_subscription(String, topic.name, lambda m, name=name: self.on_noted(name, m),
                                          qos.LATCHED if name == 'active_step' else qos.STATE)
-        self.timer = self.create_timer(self.period_s, self.on_timer)
+        self.timer = self.create_timer(twin.control_period_s, self.on_timer)
         self.add_on_set_parameters_callback(self.on_set_parameters)
         self.report('ready')
         self.get_logger().info(
             f'twin of {p.task} (seed {p.seed}) as driver {p["driver.name"]}: '
-            f'{p["driver.joint_states_topic"]} <- {p["driver.command_topic"]} at {1 / self.period_s:.0f} Hz'
-            + (' (paused)' if self.twin.paused else ''))
+            f'{p["driver.joint_states_topic"]} <- {p["driver.command_topic"]} at '
+            f'{1 / twin.control_period_s:.0f} Hz' + (' (paused)' if twin.paused else ''))
 
-    def _start_inside(self) -> None:
-        """After a reset to a task's initial state: jog the arm inside the safety limits if needed."""
-        if start_inside_limits(self.twin, self._jog_limits):
-            q = self.twin.joint_state().position
-            self.get_logger().info(
-                f'{self.twin.task} starts the arm outside the joint limits less '
-                f'{self.params.start_inside_margin_deg:g} deg: starting from the nearest posture inside '
-                f'them instead (deg: {", ".join(f"{math.degrees(v):.1f}" for v in q)})')
-
-    def publish_scene(self) -> None:
-        """The arm was placed at a scene's start (``interfaces.SCENE``): announced before the joint
-        states that show the jump, so that sim2real expects it."""
-        posture = self.twin.joint_state().position
-        self.scene_pub.publish(String(data=SCENE.encode(Scene(task=self.twin.task, seed=int(self.twin.seed),
-                                                              posture=posture.tolist()))))
-
-    def publish_station(self) -> None:
-        """Workcell: the active station, latched, for real2sim and sim2real (``interfaces.STATION``)."""
+    def publish_scene(self, scene: bool = True) -> None:
+        """A scene's start (``interfaces.SCENE``) before the joint states that show the jump, so that
+        sim2real expects it (``scene`` False: a station change, no jump); then the state and the station."""
+        if scene:
+            self.scene_pub.publish(String(data=SCENE.encode(Scene(**self.driver.scene()))))
+        self.publish_state(with_poses=True)
         if self.station_pub is not None:
-            self.station_pub.publish(String(data=STATION.encode(station_description(self.twin, self.limits))))
+            station = station_description(self.twin, self.driver.limits)
+            self.station_pub.publish(String(data=STATION.encode(station)))
 
-    # -- status -----------------------------------------------------------------------------------
     def report(self, event: str, **fields) -> None:
-        self.status.publish('paused' if self.twin.paused else 'running', event=event, task=self.twin.task,
-                            seed=self.twin.seed, sim_time_s=self.sim_time_ns * 1e-9,
-                            rejected_commands=self.rejected, last_rejection=self.last_rejection, **fields)
+        state, status = self.driver.status()
+        self.status.publish(state, event=event, **status, **fields)
 
-    # -- stepping ---------------------------------------------------------------------------------
     def on_timer(self) -> None:
-        if self.twin.tick():
-            self.sim_time_ns += round(self.period_s * 1e9)
-            self._record_state()
-        self._cycle += 1
-        self.publish_state(with_poses=self._cycle % self._poses_every == 0)
-        if self._cycle % REPORT_EVERY == 0:
-            self.report_rate()
-
-    # -- state log --------------------------------------------------------------------------------
-    def _record_state(self) -> None:
-        # Every `every`-th cycle of simulated time, so that the log's rate holds however the twin is paced.
-        if self.state_log is not None and self.state_log.due(round(self.sim_time_ns * 1e-9 / self.period_s)):
-            self.state_log.record(self.sim_time_ns * 1e-9, self.twin.scene_state())
-
-    def _begin_state_segment(self) -> None:
-        from legion_kuka.state_log import Scene
-
-        self.state_log.begin(Scene.of(self.twin), self.twin.model.nq)
-        self._record_state()
+        with_poses, real_time_factor = self.driver.tick()
+        self.publish_state(with_poses=with_poses)
+        if real_time_factor is not None:
+            self.report('tick', real_time_factor=real_time_factor)
 
     def on_noted(self, name: str, message: String) -> None:
         if len(message.data) > MAX_NOTE_BYTES:  # a step is a few hundred bytes; nothing else is shown
@@ -318,39 +251,17 @@ class SimBridge(Node):
             data = NOTED_TOPICS[name].decode(message.data)
         except BadMessageError:
             data = message.data  # kept as it came: the video shows no step for it
-        self.state_log.note(self.sim_time_ns * 1e-9, name, data)
-
-    def save_state_log(self) -> None:
-        """Write the state log (atomically); a failure is logged, never raised: the twin goes on."""
-        if self.state_log is None:
-            return
-        from legion_kuka.state_log import save_state_log
-
-        try:
-            path = save_state_log(self.params.state_log, self.state_log.snapshot())
-        except Exception as error:  # a full disk or a bad path must not stop the twin
-            self.get_logger().error(f'cannot write the state log {self.params.state_log}: '
-                                    f'{type(error).__name__}: {error}')
-            return
-        self.get_logger().info(f'state log: {self.state_log.rows} states in {path}')
+        self.driver.note(name, data)
 
     def close(self) -> None:
-        self.save_state_log()
-
-    def report_rate(self) -> None:
-        """Status with the real-time factor: below 1 the machine cannot step the twin at the controller
-        rate, and everything downstream sees a slow arm."""
-        wall_ns = time.monotonic_ns()
-        sim_ns = self.sim_time_ns
-        if self._rate_mark is not None and wall_ns > self._rate_mark[0]:
-            factor = (sim_ns - self._rate_mark[1]) / (wall_ns - self._rate_mark[0])
-            self.report('tick', real_time_factor=round(factor, 3))
-        self._rate_mark = (wall_ns, sim_ns)
+        self.driver.save_state_log()
 
     def publish_state(self, with_poses: bool) -> None:
-        stamp = self._stamp()
+        sim_time = sim_stamp(self.driver.sim_time_ns)
+        sim_stamps = self.clock_pub is not None and self.params.sim_time_stamps
+        stamp = sim_time if sim_stamps else self.get_clock().now().to_msg()
         if self.clock_pub is not None:
-            self.clock_pub.publish(Clock(clock=stamp if self.params.sim_time_stamps else self._sim_stamp()))
+            self.clock_pub.publish(Clock(clock=sim_time))
         state = self.twin.joint_state()
         message = JointState(name=self.joint_names, position=state.position.tolist(),
                              velocity=state.velocity.tolist(), effort=state.effort.tolist())
@@ -361,134 +272,54 @@ class SimBridge(Node):
             self.publish_objects(stamp)
 
     def publish_objects(self, stamp) -> None:
-        poses = self.twin.object_poses()
-        names = [*poses, 'goal']
-        array = PoseArray()
-        array.header.stamp = stamp
-        array.header.frame_id = self.params['driver.base_frame']
-        for name in names:
-            if name == 'goal':
-                position, quat_wxyz = self.twin.goal_position(), (1.0, 0.0, 0.0, 0.0)
-            else:
-                position, quat_wxyz = poses[name]
-            pose = Pose()
-            pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
-            w, x, y, z = (float(v) for v in quat_wxyz)
-            pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
-            array.poses.append(pose)
-        if names != self._names:
-            self._names = names
-            self.names_pub.publish(String(data=OBJECT_NAMES.encode(names)))
-        self.poses_pub.publish(array)
-        self.success_pub.publish(Bool(data=self.twin.task_success()))
-
-    def _sim_stamp(self):
-        from builtin_interfaces.msg import Time
-        return Time(sec=self.sim_time_ns // 1_000_000_000, nanosec=self.sim_time_ns % 1_000_000_000)
-
-    def _stamp(self):
-        if self.clock_pub is None or not self.params.sim_time_stamps:
-            return self.get_clock().now().to_msg()
-        return self._sim_stamp()
-
-    # -- commands ---------------------------------------------------------------------------------
-    def reject(self, what: str, reason: str) -> None:
-        self.rejected += 1
-        self.last_rejection = f'{what}: {reason}'
-        self.get_logger().warning(f'rejected {what} ({reason}); holding the previous target')
-        self.report('rejected_command')
+        objects = self.driver.objects()
+        if objects.names_changed:
+            self.names_pub.publish(String(data=OBJECT_NAMES.encode(objects.names)))
+        self.poses_pub.publish(pose_array(objects, stamp, self.params['driver.base_frame']))
+        self.success_pub.publish(Bool(data=objects.success))
 
     def on_command(self, message: Float64MultiArray) -> None:
-        values = list(message.data)
-        problem = command_problem(values)
-        if problem is not None:
-            self.reject('joint command', problem)
-            return
-        self.twin.set_joint_targets(values)
+        if not self.driver.command(message.data):
+            self.report('rejected_command')
 
     def on_gripper(self, message: Float64) -> None:
-        if not math.isfinite(message.data):
-            self.reject('gripper command', f'non-finite value {message.data}')
-            return
-        self.twin.set_gripper(message.data)
+        if not self.driver.gripper(message.data):
+            self.report('rejected_command')
 
-    # -- services ---------------------------------------------------------------------------------
     def _reset(self, response, keyframe: str | None):
-        self.twin.reset(keyframe=keyframe)
-        if keyframe is None:
-            self._start_inside()
-        # A reset also re-asserts the latched descriptions: one a hostile publisher replaced on
-        # object_names_topic or /legion/station would otherwise stand until the scene changes.
-        self._names = []
+        response.message = self.driver.reset(keyframe)
         self.publish_scene()
-        self.publish_state(with_poses=True)
-        self.publish_station()
         response.success = True
-        response.message = f'reset {self.twin.task} seed {self.twin.seed}' + (
-            f' to {keyframe}' if keyframe else '')
         self.report('reset', keyframe=keyframe)
         return response
-
-    def on_reset(self, _request, response):
-        return self._reset(response, None)
-
-    def on_reset_home(self, _request, response):
-        return self._reset(response, 'home')
 
     def on_set_parameters(self, parameters) -> SetParametersResult:
         """A new ``task`` or ``seed`` loads that scene (its initial state), or is refused with why."""
         changes = {p.name: p.value for p in parameters if p.name in ('task', 'seed')}
         if not changes:
             return SetParametersResult(successful=True)
-        task, seed = changes.get('task', self.twin.task), changes.get('seed', self.twin.seed)
-        if self.params.workcell and seed == self.twin.seed:
-            # Another station of the same workcell: nothing moves, the arm goes there by transit.
-            try:
-                self.twin.select(task)
-            except ValueError as error:
-                return SetParametersResult(successful=False, reason=str(error))
-            self.publish_state(with_poses=True)
-            self.publish_station()
-            self.report('station')
-            self.get_logger().info(f'station {task} active')
-            return SetParametersResult(successful=True)
         try:
-            self.twin.reset(task=task, seed=seed)
-        except Exception as error:  # unknown task, scene that does not build: keep the current one
-            reason = f'cannot load {task!r} seed {seed}: {type(error).__name__}: {error}'
-            self.get_logger().warning(reason)
-            return SetParametersResult(successful=False, reason=reason)
-        self._start_inside()
-        if self.state_log is not None:
-            self._begin_state_segment()
-            self.save_state_log()  # what the scene before recorded is safe on disk
-        self.publish_scene()
-        self.publish_state(with_poses=True)
-        self.publish_station()
-        self.report('scene')
-        self.get_logger().info(f'scene {task} (seed {seed}) loaded')
+            event = self.driver.load(changes.get('task', self.twin.task), changes.get('seed', self.twin.seed),
+                                     workcell=bool(self.params.workcell))
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        self.publish_scene(scene=event == 'scene')
+        self.report(event)
         return SetParametersResult(successful=True)
 
     def on_set_pause(self, request, response):
-        if request.data:
-            self.twin.pause()
-        else:
-            self.twin.resume()
+        (self.twin.pause if request.data else self.twin.resume)()
         response.success = True
         response.message = 'paused' if request.data else 'running'
         self.report('pause' if request.data else 'resume')
         return response
 
     def on_step(self, _request, response):
-        if not self.twin.paused:
-            response.success = False
-            response.message = 'not paused: ~/step advances one cycle only while paused (~/set_pause true)'
-            return response
-        self.twin.step(1)
-        self.sim_time_ns += round(self.period_s * 1e9)
-        self.publish_state(with_poses=True)
-        response.success = True
-        response.message = f'stepped to {self.sim_time_ns * 1e-9:.3f} s'
+        problem = self.driver.step()
+        if problem is None:
+            self.publish_state(with_poses=True)
+        response.success = problem is None
+        response.message = problem or f'stepped to {self.driver.sim_time_s:.3f} s'
         return response
 
 

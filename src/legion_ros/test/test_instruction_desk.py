@@ -1,0 +1,115 @@
+"""The instruction node's decisions (legion_ros.instruction_desk), without ROS: instructions in, status
+events and the active step out."""
+from __future__ import annotations
+
+import json
+
+from legion_ros.instruction_desk import InstructionDesk
+from legion_ros.instructions import InstructionRejectedError, PlannedStep, Sequencer
+from legion_ros.interfaces import INSTRUCTION
+
+SKILLS = {'reach': 'reach-v3', 'push': 'push-v3', 'open the drawer': 'drawer-open-v3'}
+
+
+class WordPlanner:
+    """Steps split at ' then ', each matched by its words (the matchers are tested in test_instructions)."""
+
+    def plan(self, text, max_bytes, max_steps):
+        steps = text.split(' then ')
+        unknown = [s for s in steps if s not in SKILLS]
+        if unknown:
+            raise InstructionRejectedError([{'code': 'no_match', 'message': f'no skill for {unknown}'}])
+        return [PlannedStep(i, s, SKILLS[s], 1.0) for i, s in enumerate(steps)]
+
+
+def desk(**kwargs):
+    notes = []
+    made = InstructionDesk(WordPlanner(), Sequencer(step_timeout_s=5.0), max_bytes=256, max_steps=4,
+                           max_pending=kwargs.pop('max_pending', 4),
+                           notify=lambda state, **fields: notes.append((state, fields)), **kwargs)
+    return made, notes
+
+
+def planned(d, text, now=0.0, ident=None):
+    payload = json.dumps({'id': ident, 'text': text}) if ident else text
+    assert d.receive(payload.encode()) == []
+    return d.plan_next(now)
+
+
+def test_an_instruction_in_words_becomes_a_sequence_run_step_by_step():
+    d, _ = desk()
+    events = planned(d, 'reach then push', ident='job-1')
+    assert [e['event'] for e in events] == ['queued', 'step_started']
+    assert events[-1]['instruction_id'] == 'job-1'
+    assert [s['task'] for s in events[-1]['steps']] == ['reach-v3', 'push-v3']
+    assert d.active_step() == (True, d.sequencer.active) and d.sequencer.active.task == 'reach-v3'
+    assert d.active_step()[0] is False  # unchanged: not published again
+    report = {'success': True, 'task': 'reach-v3', 'index': 0, 'sequence_id': d.sequencer.sequence_id}
+    assert d.step_success({**report, 'success': False}, 1.0) == []
+    d.step_success(report, 1.0)
+    assert d.sequencer.active.task == 'push-v3' and d.active_step()[0]
+    events = d.step_success({**report, 'task': 'push-v3', 'index': 1}, 2.0)
+    assert events[-1]['event'] == 'succeeded'
+    assert d.active_step() == (True, None)
+
+
+def test_words_no_skill_matches_are_rejected_and_counted():
+    d, notes = desk()
+    events = planned(d, 'dance', ident='job-2')
+    assert [(e['event'], e['instruction_id']) for e in events] == [('rejected', 'job-2')]
+    assert notes[-1][1]['rejected'] == {INSTRUCTION.name: 1}
+    assert d.plan_next(0.0) == []  # nothing waiting
+
+
+def test_a_latched_estop_halts_the_running_instruction_and_refuses_new_ones_until_cleared():
+    d, _ = desk()
+    planned(d, 'reach then push')
+    events = d.arm_status({'state': 'estop', 'reasons': ['joint_jump']}, 1.0)
+    assert events[-1]['state'] == 'failed' and 'e-stop (joint_jump)' in events[-1]['reasons'][-1]['message']
+    assert d.sequencer.active is None
+    events = planned(d, 'reach', now=2.0)
+    assert events[-1]['event'] == 'rejected' and events[-1]['reasons'][0]['code'] == 'arm_stopped'
+    d.arm_status({'state': 'tick'}, 3.0)  # an event, not a state: the e-stop still stands
+    assert d.arm_stopped is not None
+    d.arm_status({'state': 'holding'}, 3.0)
+    assert d.arm_stopped is None
+    assert planned(d, 'reach', now=4.0)[-1]['event'] == 'step_started'
+
+
+def test_bad_messages_are_rejected_with_a_reason_never_planned():
+    d, notes = desk(max_pending=1)
+    events = d.receive(b'{"id": "x", "text": 3}')
+    assert events[-1]['event'] == 'rejected' and events[-1]['reasons'][0]['code'] == 'malformed'
+    assert d.malformed('truncated std_msgs/String message')[-1]['reasons'][0]['code'] == 'malformed'
+    d.bad_input('/legion/step_success', 'malformed step_success: no')
+    assert notes[-1][1]['rejected'] == {INSTRUCTION.name: 2, '/legion/step_success': 1}
+    assert d.receive(b'reach') == []
+    assert d.receive(b'push')[-1]['reasons'][0]['code'] == 'queue_full'  # max_pending 1
+    assert d.plan_next(0.0)[-1]['event'] == 'step_started'  # the waiting one
+    assert d.receive(b'{"id": "a", "text": "reach"}') == []
+    assert d.receive(b'{"id": "a", "text": "reach"}') == [] and d.duplicates == 1  # a resend: taken once
+    assert d.plan_next(1.0)[-1]['instruction_id'] == 'a' and d.plan_next(1.0) == []
+
+
+def test_cancel_and_skip_say_whether_anything_was_running_and_a_step_times_out():
+    d, _ = desk()
+    assert d.cancel(0.0) == ([], 'nothing is running')
+    planned(d, 'reach then push then reach')
+    events, message = d.skip(1.0)
+    assert message == 'skipped step 1 (reach-v3)' and d.sequencer.active.task == 'push-v3'
+    assert events
+    assert d.sequencer.tick(7.0)[0]['steps'][1]['state'] == 'failed'  # 5 s timeout on push
+    events, message = d.cancel(8.0)
+    assert message == 'cancelled' and events[-1]['event'] == 'cancelled'
+
+
+def test_with_a_step_clock_events_carry_it_and_steps_are_timed_in_twin_time():
+    d, _ = desk(step_clock='/clock')
+    d.twin_time.update(10.0, 100.0)
+    d.twin_time.update(10.5, 101.0)
+    assert d.now(999.0) == d.twin_time.elapsed_s
+    (event,) = d.stamped([{'event': 'x'}], 42.0, 101.0)
+    assert event['stamp'] == 42.0 and event['step_clock'] == '/clock'
+    assert 'real_time_factor' in event
+    plain, _ = desk()
+    assert plain.now(7.0) == 7.0 and plain.stamped([{}], 1.0, 1.0) == [{'stamp': 1.0}]
