@@ -42,20 +42,10 @@ def expert_for(task: str):
         raise KeyError(f'Meta-World has no scripted expert for {task!r}') from None
 
 
-def load_legion_policy(path: str, device: str = 'cpu'):
-    from legion_core.policy import load_policy
-    try:
-        return load_policy(path, device=device)
-    except TypeError:  # an artefact loader without a device argument
-        return load_policy(path)
-
-
 def default_checkpoint() -> str:
     """The shipped policy artefact, if legion_core ships one ('' otherwise)."""
-    try:
-        from legion_core.policy import default_policy_path
-    except ImportError:
-        return ''
+    from legion_core.policy import default_policy_path
+
     path = default_policy_path()
     return str(path) if path else ''
 

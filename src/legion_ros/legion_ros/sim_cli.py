@@ -274,13 +274,14 @@ def policy_skills(args) -> list[str]:
     experts, or when the checkpoint cannot be read (that is reported when the graph starts)."""
     if args.policy != 'legion':
         return []
-    from legion_kuka.acting import default_checkpoint, load_legion_policy
+    from legion_core.policy import load_policy
+    from legion_kuka.acting import default_checkpoint
 
     path = args.checkpoint or default_checkpoint()
     if not path:
         return []
     try:
-        return list(getattr(load_legion_policy(path), 'tasks', []))
+        return list(getattr(load_policy(path), 'tasks', []))
     except Exception:  # a bad checkpoint: the policy node says why
         return []
 

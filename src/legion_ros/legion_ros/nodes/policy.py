@@ -36,7 +36,6 @@ from legion_kuka.acting import (
     default_checkpoint,
     file_stamp,
     layout_size,  # noqa: F401
-    load_legion_policy,
 )
 from legion_ros import qos
 from legion_ros.interfaces import ACTION, ACTIVE_STEP, CHECKPOINT, OBSERVATIONS
@@ -107,9 +106,11 @@ class PolicyNode(Node):
             return
 
         def work():
+            from legion_core.policy import load_policy  # torch: only when a LEGION policy is loaded
+
             started = time.monotonic()
             try:
-                policy = load_legion_policy(path, self.params.device)
+                policy = load_policy(path, device=self.params.device)
             except Exception as error:  # a bad file must not take the running policy down
                 runner.loaded(None, path, None)
                 self.status.publish('fault', reason=f'cannot load {path}: {type(error).__name__}: {error}',

@@ -23,7 +23,7 @@ import numpy as np
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, Int32, String
 
-from legion_kuka.acting import default_checkpoint, layout_size, load_legion_policy
+from legion_kuka.acting import default_checkpoint, layout_size
 from legion_ros import qos
 from legion_ros.interfaces import ACTIVE_EMBEDDING, CHECKPOINT, CLUSTER, LATENT, OBSERVATIONS
 from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
@@ -66,8 +66,10 @@ class TaskInferenceNode(Node):
                                 f'{CHECKPOINT.name})')
 
     def load(self, path: str) -> None:
+        from legion_core.policy import load_policy  # torch: at load, not at import
+
         try:
-            self.policy = load_legion_policy(path, self.params.device)
+            self.policy = load_policy(path, device=self.params.device)
         except Exception as error:  # keep the previous artefact on a bad file
             self.status.publish('fault', reason=f'cannot load {path}: {type(error).__name__}: {error}')
             self.get_logger().error(f'cannot load {path}: {error}')
