@@ -495,3 +495,16 @@ def test_a_tasks_hand_box_is_meta_worlds_read_once_and_not_to_be_changed():
         low[0] = 0.0
     with pytest.raises(Exception):  # noqa: B017 (whatever Meta-World raises for it)
         task_hand_box('no-such-task-v3')
+
+
+def test_a_step_takes_its_tasks_hand_box_and_an_unknown_task_keeps_the_previous_one():
+    from legion_kuka.commander import task_hand_box
+
+    c = commander()
+    assert kinds(c.step('drawer-close-v3')) == []
+    assert c.hand_box is task_hand_box('drawer-close-v3')
+    out = c.step('no-such-task-v3')
+    assert kinds(out) == ['fault'] and 'no-such-task-v3' in out.events[0].text
+    assert c.hand_box is task_hand_box('drawer-close-v3') and not c.anchored  # a new step all the same
+    kept = commander(task_hand_box=False)
+    assert kinds(kept.step('drawer-close-v3')) == [] and kept.hand_box is None  # Meta-World's default box
