@@ -42,7 +42,7 @@ class Driver:
         self.commands: list[np.ndarray] = []
         self.gripper: list[float] = []
         self.status: list[dict] = []
-        every = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)  # every command, not the newest
+        every = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)  # every command
         self.node.create_subscription(Float64MultiArray, COMMANDS, self._on_command, every)
         self.node.create_subscription(Float64, GRIPPER, lambda m: self.gripper.append(m.data), every)
         self.node.create_subscription(String, f'{namespace}/sim2real/status',
