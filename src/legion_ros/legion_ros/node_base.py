@@ -262,16 +262,17 @@ class ManagedNode(LifecycleNode):
 
     @_logged
     def on_configure(self, state) -> TransitionCallbackReturn:
-        before = self.entities()
+        before, error = self.entities(), None
         try:
             self.configure()
-        except (NodeConfigError, ValueError) as error:  # parameters, or settings the node's classes refuse
+        except (NodeConfigError, ValueError) as caught:  # parameters, or settings the node's classes refuse
+            error = caught
+        finally:  # whatever happened, what it created so far goes again on failure (or on_error)
             self._made = [entity for entity in self.entities() if entity not in before]
-            self.config_error = f'cannot configure: {error}'
+        self.config_error = None if error is None else f'cannot configure: {error}'
+        if error is not None:
             self.get_logger().error(self.config_error)
             return self._rest(UNCONFIGURED, FAILURE)
-        self._made = [entity for entity in self.entities() if entity not in before]
-        self.config_error = None
         return self._rest(INACTIVE, SUCCESS)
 
     @_logged

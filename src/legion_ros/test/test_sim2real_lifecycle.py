@@ -197,3 +197,32 @@ def test_an_unknown_hand_response_fails_configure():
         node.destroy_node()
     finally:
         rclpy.try_shutdown()
+
+
+def test_a_crash_while_configuring_leaves_nothing_behind_and_the_node_can_be_configured_again(context):
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from std_msgs.msg import Float64
+
+    from legion_ros.node_base import ManagedNode
+
+    class Flaky(ManagedNode):
+        crash = True
+
+        def configure(self) -> None:
+            self.create_lifecycle_publisher(Float64, '/flaky/command', 1)
+            if self.crash:
+                raise RuntimeError('the hardware answered nonsense')
+
+    node = Flaky('flaky')
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.ERROR  # logged, then on_error
+        assert node.lifecycle == 'unconfigured'
+        assert not [p for p in node.publishers if p.topic_name == '/flaky/command']  # destroyed
+        node.crash = False
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.lifecycle == 'inactive'
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS and node.lifecycle == 'active'
+        node.close()  # as run_node does at process stop: the shutdown transition
+        assert node.lifecycle == 'finalized' and not [p for p in node.publishers
+                                                      if p.topic_name == '/flaky/command']
+    finally:
+        node.destroy_node()
