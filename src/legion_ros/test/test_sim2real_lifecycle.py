@@ -136,8 +136,9 @@ def test_commands_reach_the_driver_only_while_the_node_is_active(context):
         assert driver.transition('activate') and driver.state() == 'active'
         arm, fingers = driver.drive(1.0)
         assert arm > 50 and fingers >= 5  # one command per control cycle while actions come
-        assert driver.status[-1]['lifecycle'] == 'active'  # (its state: the arm's, holding after the actions)
-        assert driver.status[-1]['state'] == 'holding' and driver.status[-1]['commands_sent'] >= arm
+        # Active, its state is the arm's: holding once the actions stop (the watchdog, action_timeout_s).
+        assert driver.spin_until(lambda: driver.status[-1]['state'] == 'holding', 3), driver.status[-1]
+        assert driver.status[-1]['lifecycle'] == 'active' and driver.status[-1]['commands_sent'] >= arm
 
         assert driver.transition('deactivate') and driver.state() == 'inactive'
         assert driver.drive(1.5) == (0, 0)  # the policy goes on; nothing reaches the driver
