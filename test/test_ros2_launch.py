@@ -212,10 +212,12 @@ def plain(value):
     return list(value) if not isinstance(value, str) and hasattr(value, '__len__') else value
 
 
-def live_graph(domain: int, expected: set[str], launch: Launch) -> dict[str, dict]:
+def live_graph(domain: int, expected: set[str], launch: Launch) -> tuple[dict[str, dict], dict[str, str]]:
     """Join ``domain``, wait until every node in ``expected`` is discoverable there, and read each one's
-    parameters through its parameter services: fully qualified name -> {parameter: value}."""
+    parameters through its parameter services: fully qualified name -> {parameter: value}; and the
+    lifecycle state of each managed node among them (its ``get_state`` service): name -> label."""
     import rclpy
+    from lifecycle_msgs.srv import GetState
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import parameter_value_to_python
     from rclpy.parameter_client import AsyncParameterClient
@@ -250,8 +252,16 @@ def live_graph(domain: int, expected: set[str], launch: Launch) -> dict[str, dic
             assert len(values) == len(names), f'{name}: get_parameters({names}) answered {values}'
             live[name] = {key: plain(parameter_value_to_python(value))
                           for key, value in zip(names, values, strict=True)}
+        services = {service for service, _ in probe.get_service_names_and_types()}
+        states = {}
+        for name in sorted(expected):
+            if f'{name}/get_state' in services:
+                client = probe.create_client(GetState, f'{name}/get_state')
+                assert client.wait_for_service(timeout_sec=60), f'{name}: no get_state service'
+                answer = result(client.call_async(GetState.Request()), f'{name} get_state')
+                states[name] = answer.current_state.label
         probe.destroy_node()
-        return live
+        return live, states
     finally:
         rclpy.try_shutdown(context=context)
 
@@ -271,8 +281,11 @@ def assert_parameters_equal_legion_launch(live: dict[str, dict], expected: dict[
 def check_graph(launch: Launch, name: str, arguments: dict[str, str], domain: int, tmp_path: Path
                 ) -> dict[str, dict]:
     expected = legion_launch_parameters(name, arguments, tmp_path)
-    live = live_graph(domain, set(expected), launch)
+    live, states = live_graph(domain, set(expected), launch)
     assert_parameters_equal_legion_launch(live, expected)
+    # The managed node that commands the driver comes up active with nobody to configure it (autostart).
+    assert ('/legion/sim2real' in states) == ('/legion/sim2real' in expected), states
+    assert all(state == 'active' for state in states.values()), states
     return live
 
 

@@ -26,6 +26,12 @@ joint states, a cycle id (an increasing integer per control cycle, e.g. the join
   filter's box. A station with a start posture is reached first by a :class:`~legion_kuka.workcell.
   Transit` (fingers opened, the workcell's box), one target per cycle; actions are ignored until it
   is there, then the filter takes the station's own box.
+- :meth:`ArmCommander.deactivate` / :meth:`ArmCommander.activate`: a managed node leaving and entering
+  ``active``. Inactive, nothing is commanded: the arm holds (a position controller keeps the last
+  command), actions are dropped, a transit cut short is planned again from where the arm is once
+  active; joint states, e-stop, scenes and stations are still followed (a tracking error latches as
+  always). Active again, the filter starts from rest at the measured joints (a latched e-stop stays
+  latched) and the commander holds until the next action, anchored at the measured hand.
 - :meth:`ArmCommander.scene`: a simulator announces that it places the arm at a posture (a new scene:
   the twin jumps, no arm moves like that). The first joint state at that posture (within
   :data:`SCENE_POSTURE_TOLERANCE_RAD`) re-anchors instead of counting as a tracking error: the filter
@@ -89,6 +95,15 @@ class Commands:
     gripper: float | None = None
     events: list[Event] = field(default_factory=list)
 
+    def in_order(self) -> list[tuple[str, Any]]:
+        """``('position' | 'gripper', value)`` in the order to send them: an action's arm command before
+        its gripper's, a transit's fingers opened before its first target."""
+        sends = [] if self.position is None else [('position', self.position)]
+        if self.gripper is not None:
+            transit = any(event.kind == 'transit' for event in self.events)
+            sends.insert(0 if transit else len(sends), ('gripper', float(self.gripper)))
+        return sends
+
 
 @dataclass(frozen=True)
 class CommanderConfig:
@@ -103,6 +118,7 @@ class CommanderConfig:
     hand_offset_m: float = 0.0  # flange -> the policy's hand point along the tool axis
     hand_response: str = 'metaworld'
     task_workspace: bool = True  # the filter's box from the hand box; False: the default cell box
+    task_hand_box: bool = True  # a step's hand box is its task's (step()); False: Meta-World's default
     send_on_action: bool = True
 
 
@@ -173,10 +189,13 @@ class ArmCommander:
     the single-task placement. Raises ValueError for settings the translator refuses.
     """
 
-    def __init__(self, config: CommanderConfig = CommanderConfig(), task_frame: Any = None) -> None:
+    def __init__(self, config: CommanderConfig = CommanderConfig(), task_frame: Any = None,
+                 active: bool = True) -> None:
         from legion_kuka.kinematics import IiwaKinematics
         from legion_kuka.safety import planning_kinematics
 
+        if config.task_hand_box:
+            import legion_kuka.metaworld_kuka  # noqa: F401  (slow first import: here, not at the first step)
         self.config = config
         self.period_s = 1.0 / config.controller_rate_hz
         self.kinematics = IiwaKinematics(tool='tcp')  # the safety filter's box bounds the gripper's tcp
@@ -195,6 +214,7 @@ class ArmCommander:
         self.cycle: int | None = None  # id of the newest control cycle
         self._commanded: int | None = None  # the cycle that got a command
         self._state = ArmState.HOLDING
+        self.active = active  # False: nothing is commanded (see deactivate)
         self.estop_requested = False
         self.anchored = False  # translator anchored at the measured hand
         self._pending_action = False  # an action whose first target is not out yet
@@ -213,8 +233,13 @@ class ArmCommander:
 
     @property
     def takes_actions(self) -> bool:
-        """Whether an action would be acted on now (a joint state known, no e-stop, no transit)."""
-        return self._state not in (ArmState.ESTOP, ArmState.TRANSIT) and self.q is not None
+        """Whether an action would be acted on now (active, a joint state known, no e-stop, no transit)."""
+        return self.active and self._state not in (ArmState.ESTOP, ArmState.TRANSIT) and self.q is not None
+
+    def report(self) -> dict[str, Any]:
+        """What a status shows of the commander besides its state."""
+        return {'commands_sent': self.sent, 'refused': dict(self.refused), 'joint_state': self.q is not None,
+                'workspace': self.workspace, 'scenes': self.scenes}
 
     # -- builders ---------------------------------------------------------------------------------
     def _limits(self, workspace=None):
@@ -344,6 +369,40 @@ class ArmCommander:
         self._state, self.anchored = ArmState.HOLDING, False
         return None
 
+    def deactivate(self) -> Commands:
+        """Command nothing from now on (see module): holding; a transit cut short waits for activate()."""
+        self.active = False
+        if self._transit_targets:
+            self._transit_targets, self._pending_transit = deque(), self._transit_under_way
+        self._pending_action = self.anchored = False
+        if self._state is not ArmState.ESTOP:
+            self._state = ArmState.HOLDING
+        return Commands(events=[Event('inactive', 'inactive: no commands; the controller holds the last')])
+
+    def activate(self, now: float) -> Commands:
+        """Commands may flow again (see module); holding until the next action."""
+        self.active, self.anchored = True, False
+        if not self.safety.latched:  # the motion before the pause is history: start from rest
+            self.safety.reset(now)
+            self._commanded = None
+        return Commands(events=[Event('active', 'active: holding until the next action')])
+
+    def step(self, task: str | None) -> Commands:
+        """A new step of ``task`` (None: none known): :meth:`new_step` with the task's hand box
+        (``task_hand_box``). A task without a box, or one the translator refuses, keeps the previous box
+        (a ``fault`` event says why)."""
+        out, box = Commands(), None
+        if task is not None and self.config.task_hand_box:
+            try:
+                box = task_hand_box(task)
+            except Exception as error:  # an unknown task (Meta-World's own error)
+                out.events.append(Event('fault', f'no hand box for {task}: {error}'))
+        try:
+            out.events += self.new_step(box).events
+        except ValueError as error:
+            out.events.append(Event('fault', f'hand box of {task}: {error}'))
+        return out
+
     def new_step(self, hand_box: tuple | None = None) -> Commands:
         """A new step starts from where the arm is, not from the previous step's hand target;
         ``hand_box``: its task's hand box (task frame), None: keep the current one."""
@@ -398,7 +457,8 @@ class ArmCommander:
     def _apply_station(self, out: Commands) -> None:
         """Move to the new station if a transit is asked for and possible now (joint state known, no
         e-stop: else it waits for them); otherwise guard with the station's own box."""
-        if self._pending_transit is not None and self.q is not None and self._state is not ArmState.ESTOP:
+        if self._pending_transit is not None and self.q is not None and self._state is not ArmState.ESTOP \
+                and self.active:
             station, self._pending_transit = self._pending_transit, None
             if self._start_transit(station, out):
                 return
@@ -441,7 +501,7 @@ class ArmCommander:
     def _on_cycle(self, now: float, out: Commands) -> None:
         """Stream the interpolation of the current policy step (or a transit, or the pending action's
         first target): at most one command per cycle."""
-        if self._state is ArmState.ESTOP or self.q is None:
+        if self._state is ArmState.ESTOP or self.q is None or not self.active:
             return
         done = self._commanded is not None and self._commanded >= self.cycle
         if self._state is ArmState.TRANSIT:

@@ -157,6 +157,15 @@ def joint_names(profile: str = 'lbr') -> list[str]:
     return list(JOINT_NAME_PROFILES[profile])
 
 
+def driver_joint_names(names, profile: str = 'lbr') -> list[str]:
+    """The arm's joint names as a driver is configured (``driver.joint_names``, ``driver.name``): ``names``
+    if given, else the profile's. Raises ValueError unless they are seven distinct names."""
+    names = list(names) or joint_names(profile)
+    if len(names) != 7 or len(set(names)) != 7:
+        raise ValueError(f'driver.joint_names must name 7 distinct joints, got {names}')
+    return names
+
+
 def rename(name: str, profile: str) -> str:
     """Map one name of the shipped (lbr) URDF to ``profile``'s name."""
     _check_profile(profile)

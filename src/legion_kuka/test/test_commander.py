@@ -298,6 +298,65 @@ def test_an_estop_cuts_a_transit_short_and_the_reset_plans_it_again_from_where_t
     assert np.allclose(arm.q, target.start_posture, atol=1e-3)
 
 
+# -- active and inactive (the sim2real node's lifecycle) ----------------------------------------------
+def test_an_inactive_commander_commands_nothing_and_resumes_from_rest_once_active():
+    c = ArmCommander(CommanderConfig(hand_offset_m=HAND_OFFSET), active=False)
+    arm = Arm(c)
+    arm.cycle()
+    assert not c.takes_actions and arm.act([1.0, 0.0, 0.0, 1.0]).gripper is None  # dropped, fingers too
+    assert all(out.position is None for out in arm.cycles(20)) and c.sent == 0
+    assert kinds(c.activate(arm.t)) == ['active'] and c.state is ArmState.HOLDING
+    assert arm.act([1.0, 0.0, 0.0, 0.0]).position is not None and c.state is ArmState.COMMANDING
+    assert kinds(c.deactivate()) == ['inactive'] and c.state is ArmState.HOLDING
+    sent = c.sent
+    assert arm.act([1.0, 0.0, 0.0, 0.0]).position is None  # the policy goes on: nothing leaves
+    assert all(out.position is None for out in arm.cycles(20)) and c.sent == sent
+    c.activate(arm.t)
+    assert all(out.position is None for out in arm.cycles(5))  # holding until the next action
+    arm.act([1.0, 0.0, 0.0, 0.0])
+    assert c.state is ArmState.COMMANDING and c.sent == sent + 1
+
+
+def test_deactivating_cuts_a_transit_short_and_activating_plans_it_again_from_where_the_arm_is():
+    c = commander()
+    arm = Arm(c)
+    arm.cycle()
+    target = station()
+    c.station(target)
+    arm.cycles(50)
+    c.deactivate()
+    assert c.state is ArmState.HOLDING and all(out.position is None for out in arm.cycles(10))
+    c.activate(arm.t)
+    out = arm.cycle()
+    assert 'transit' in kinds(out) and out.position is not None and c.state is ArmState.TRANSIT
+    while c.state is ArmState.TRANSIT:
+        arm.cycle()
+    assert np.allclose(arm.q, target.start_posture, atol=1e-3)
+
+
+def test_activating_never_releases_a_latched_estop():
+    c = commander()
+    arm = Arm(c)
+    arm.cycle()
+    c.deactivate()
+    c.estop(True)  # an e-stop while inactive latches as always
+    c.estop(False)
+    c.activate(arm.t)
+    assert c.state is ArmState.ESTOP and c.safety.latched and not c.takes_actions
+    arm.cycle()
+    assert c.reset_estop(arm.t) is None and arm.act([1.0, 0.0, 0.0, 0.0]).position is not None
+
+
+def test_commands_go_out_in_the_order_the_driver_needs():
+    from legion_kuka.commander import Commands, Event
+
+    q = np.zeros(7)
+    assert Commands(position=q, gripper=0.5).in_order() == [('position', q), ('gripper', 0.5)]
+    transit = Commands(position=q, gripper=-1.0, events=[Event('transit', '')])
+    assert transit.in_order() == [('gripper', -1.0), ('position', q)]  # fingers open before moving
+    assert Commands().in_order() == []
+
+
 def test_a_station_the_translator_refuses_changes_nothing():
     c = commander()
     frame = default_task_frame()
@@ -436,3 +495,16 @@ def test_a_tasks_hand_box_is_meta_worlds_read_once_and_not_to_be_changed():
         low[0] = 0.0
     with pytest.raises(Exception):  # noqa: B017 (whatever Meta-World raises for it)
         task_hand_box('no-such-task-v3')
+
+
+def test_a_step_takes_its_tasks_hand_box_and_an_unknown_task_keeps_the_previous_one():
+    from legion_kuka.commander import task_hand_box
+
+    c = commander()
+    assert kinds(c.step('drawer-close-v3')) == []
+    assert c.hand_box is task_hand_box('drawer-close-v3')
+    out = c.step('no-such-task-v3')
+    assert kinds(out) == ['fault'] and 'no-such-task-v3' in out.events[0].text
+    assert c.hand_box is task_hand_box('drawer-close-v3') and not c.anchored  # a new step all the same
+    kept = commander(task_hand_box=False)
+    assert kinds(kept.step('drawer-close-v3')) == [] and kept.hand_box is None  # Meta-World's default box

@@ -17,7 +17,9 @@ exist, unchanged:
 
 Each node keeps its name, parameters, services and status topic: a composed graph looks the same
 from outside as one process per node. The nodes must be single-threaded (they are called from each
-other's callbacks).
+other's callbacks). The links are made once, from the subscriptions and publishers that exist then; each
+node gets ``intra_process`` (this object), so that a managed node refuses a cleanup, which would destroy
+them (``node_base.ManagedNode``).
 """
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ class IntraProcess:
 
     def __init__(self, nodes: Iterable[Node]) -> None:
         self.nodes = list(nodes)
+        for node in self.nodes:
+            node.intra_process = self
         self.local_topics: dict[str, list[str]] = {}   # topic -> hosted subscribers (node names)
         self.shared_topics: dict[str, list[str]] = {}  # external topic -> hosted subscribers, in order
         subscriptions: dict[tuple[str, type], list[tuple[Node, Subscription]]] = {}

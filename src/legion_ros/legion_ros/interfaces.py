@@ -538,7 +538,12 @@ RESET_ESTOP = Service(node_name('sim2real', 'reset_estop'), TRIGGER,
                       're-enable commands once /legion/estop is false')
 SIM_SET_PARAMETERS = Service(node_name('sim_bridge', 'set_parameters'), 'rcl_interfaces/srv/SetParameters',
                              'the twin\'s `task` (a workcell\'s station) and `seed`')
-SERVICES = (CANCEL, SKIP, RESET_ESTOP, SIM_SET_PARAMETERS)
+SIM2REAL_CHANGE_STATE = Service(node_name('sim2real', 'change_state'), 'lifecycle_msgs/srv/ChangeState',
+                                'sim2real\'s lifecycle: `ros2 lifecycle set /legion/sim2real deactivate` '
+                                'stops its commands, `activate` resumes')
+SIM2REAL_GET_STATE = Service(node_name('sim2real', 'get_state'), 'lifecycle_msgs/srv/GetState',
+                             'sim2real\'s lifecycle state (unconfigured, inactive, active, finalized)')
+SERVICES = (CANCEL, SKIP, RESET_ESTOP, SIM2REAL_CHANGE_STATE, SIM2REAL_GET_STATE, SIM_SET_PARAMETERS)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ never uses ``with rclpy.init()`` (it returns None on Jazzy), spins until SIGINT/
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import os
 import signal
@@ -47,6 +48,7 @@ from rclpy.exceptions import (
     ParameterUninitializedException,
 )
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
@@ -121,7 +123,8 @@ def declare_parameters(node: Node, spec: Mapping[str, Param | tuple]) -> Params:
 
     Values come from parameter files / ``-p`` overrides when given, else the defaults. A wrong type
     (``rate_hz: 20`` for a double), a value outside ``range`` or ``choices`` raises
-    :class:`NodeConfigError` naming the node, the parameter and the expected form.
+    :class:`NodeConfigError` naming the node, the parameter and the expected form. A parameter declared
+    already (a managed node configured again after a cleanup) is read as it is now and checked again.
     """
     values = Params()
     for name, entry in spec.items():
@@ -147,7 +150,9 @@ def declare_parameters(node: Node, spec: Mapping[str, Param | tuple]) -> Params:
         # `ros2 param dump` with it, failed for every parameter asked together with it).
         empty = isinstance(default, list) and not default
         try:
-            if empty:
+            if node.has_parameter(name):  # an operator may have set it since (`ros2 param set`)
+                value = node.get_parameter(name).value
+            elif empty:
                 ros_type = Parameter.Type(_TYPES[type_name])
                 writable = copy.copy(descriptor)
                 writable.read_only = False
@@ -199,6 +204,144 @@ class StatusPublisher:
         self.last = message
         self._publisher.publish(String(data=NODE_STATUS_JSON.encode(message)))
         return message
+
+
+#: The states a managed node rests in (ROS 2 design "Managed nodes"; what `ros2 lifecycle get` prints).
+UNCONFIGURED, INACTIVE, ACTIVE, FINALIZED = 'unconfigured', 'inactive', 'active', 'finalized'
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+
+
+def _logged(transition: Callable) -> Callable:
+    """rclpy turns an exception in a transition into ERROR (then ``on_error``) without a word: log it."""
+    @functools.wraps(transition)
+    def run(self, state):
+        try:
+            return transition(self, state)
+        except Exception:
+            self.get_logger().error(f'{transition.__name__} failed:\n{traceback.format_exc()}')
+            raise
+    return run
+
+
+class ManagedNode(LifecycleNode):
+    """A managed (lifecycle) node, as a driver-facing node should be: nothing it publishes on its lifecycle
+    publishers leaves it unless it is active (ros2/demos ``lifecycle_py``).
+
+    A subclass implements ``configure()``: read its parameters, create its lifecycle publishers,
+    subscriptions and timers, raise :class:`NodeConfigError` (or ValueError) for a bad configuration; and
+    may implement ``activate()``, ``deactivate()`` (called once its lifecycle publishers are off),
+    ``release()`` (drop what is not a ROS entity) and ``publish_status()`` (called at every change). Here:
+
+    * a failed configuration returns FAILURE: the reason is logged and kept (``config_error``) and the
+      node stays unconfigured, the process up (a person or a lifecycle manager may configure it again,
+      after ``ros2 param set`` if need be: :func:`declare_parameters` reads a declared parameter anew);
+    * every publisher, subscription and timer ``configure()`` created is destroyed on cleanup, shutdown
+      and error; what the constructor created (status, services) lives as long as the node;
+    * :meth:`start` (end of the subclass's constructor) configures and activates it when asked
+      (``autostart``): both runners bring it up with no lifecycle manager;
+    * ``close()`` (run_node, at process stop) takes it through the shutdown transition;
+    * ``lifecycle`` is the state it rests in;
+    * hosted in one process with direct hand-offs (:class:`legion_ros.composition.IntraProcess`), it
+      refuses a cleanup: the hand-offs hold on to its subscriptions and callbacks (deactivate and activate
+      work as anywhere).
+    """
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.lifecycle = UNCONFIGURED
+        self.config_error: str | None = None
+        self._made: list = []
+
+    def start(self, autostart: bool) -> None:
+        if autostart and self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
+        self.publish_status()
+
+    def entities(self) -> set:
+        return {*self.publishers, *self.subscriptions, *self.timers}
+
+    @_logged
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        before, error = self.entities(), None
+        try:
+            self.configure()
+        except (NodeConfigError, ValueError) as caught:  # parameters, or settings the node's classes refuse
+            error = caught
+        finally:  # whatever happened, what it created so far goes again on failure (or on_error)
+            self._made = [entity for entity in self.entities() if entity not in before]
+        self.config_error = None if error is None else f'cannot configure: {error}'
+        if error is not None:
+            self.get_logger().error(self.config_error)
+            return self._rest(UNCONFIGURED, FAILURE)
+        return self._rest(INACTIVE, SUCCESS)
+
+    @_logged
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self.lifecycle = ACTIVE
+        self.activate()
+        return super().on_activate(state)  # the lifecycle publishers start publishing
+
+    @_logged
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        result = super().on_deactivate(state)  # the lifecycle publishers first: nothing leaves from here
+        self.lifecycle = INACTIVE
+        self.deactivate()
+        return result
+
+    @_logged
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        if getattr(self, 'intra_process', None) is not None:  # legion_ros.composition.IntraProcess
+            self.get_logger().error('cleanup refused: hosted with direct hand-offs, which are bound to this '
+                                    'node\'s subscriptions at start (another node may take its input through '
+                                    'them); stop the graph to change the parameters')
+            return FAILURE
+        return self._rest(UNCONFIGURED, SUCCESS)
+
+    @_logged
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        if self.lifecycle == ACTIVE:  # from active the state machine goes straight to shutting down
+            self.on_deactivate(state)
+        return self._rest(FINALIZED, SUCCESS)
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self.get_logger().error(f'a transition from {state.label} failed (above): released, unconfigured')
+        return self._rest(UNCONFIGURED, SUCCESS)
+
+    def _rest(self, lifecycle: str, result: TransitionCallbackReturn) -> TransitionCallbackReturn:
+        if lifecycle in (UNCONFIGURED, FINALIZED):
+            for entity in self._made:
+                if isinstance(entity, LifecyclePublisher):
+                    self.destroy_lifecycle_publisher(entity)
+                elif entity in set(self.timers):
+                    self.destroy_timer(entity)
+                elif entity in set(self.subscriptions):
+                    self.destroy_subscription(entity)
+                else:
+                    self.destroy_publisher(entity)
+            self._made = []
+            self.release()
+        self.lifecycle = lifecycle
+        self.publish_status()
+        return result
+
+    def close(self) -> None:
+        if self.lifecycle != FINALIZED:
+            self.trigger_shutdown()
+
+    def configure(self) -> None:
+        raise NotImplementedError
+
+    def activate(self) -> None:
+        pass
+
+    def deactivate(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def publish_status(self) -> None:
+        pass
 
 
 def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **node_kwargs: Any) -> int:

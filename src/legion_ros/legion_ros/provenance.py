@@ -144,3 +144,10 @@ class StampWindow:
 
     def reset(self) -> None:
         self.previous_ns = None
+
+    def believe(self, source: int | None, newest: int | None) -> int | None:
+        """A message's source stamp [ns] if believable, else None: one more than the window ahead of the
+        newest joint state seen (a hostile label) would mark every later cycle as already commanded."""
+        if source is not None and newest is not None and source - newest > self.window_ns:
+            return None
+        return source

@@ -226,10 +226,15 @@ def test_legion_launch_sim_brings_up_and_stops_the_whole_graph(tmp_path):
     proc = subprocess.Popen([*LEGION, 'launch', 'sim', 'record:=true', f'bag_dir:={tmp_path}'],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: dict[str, dict] = {}
-    topics = {f'/legion/{name}/status': (lambda status, n=name: seen.setdefault(n, status)) for name in names}
-    output = watch_latched_then_interrupt(proc, topics, lambda: len(seen) == len(names), timeout_s=150,
-                                          settle_s=2.0)
+    topics = {f'/legion/{name}/status': (lambda status, n=name: seen.__setitem__(n, status))  # the newest
+              for name in names}
+
+    def up() -> bool:  # sim2real, a managed node, active with nobody to activate it (autostart)
+        return len(seen) == len(names) and seen['sim2real'].get('lifecycle') == 'active'
+
+    output = watch_latched_then_interrupt(proc, topics, up, timeout_s=150, settle_s=2.0)
     assert set(seen) == set(names), f'no status from {set(names) - set(seen)}:\n{output[-4000:]}'
+    assert seen['sim2real']['lifecycle'] == 'active', seen['sim2real']
     assert proc.returncode == 0, output
     assert 'all nodes stopped cleanly' in output
     from rosbags.rosbag2 import Reader

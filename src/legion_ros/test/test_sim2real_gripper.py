@@ -142,15 +142,3 @@ def test_the_hand_response_parameter_reaches_the_translator(response):
         node.destroy_node()
     finally:
         rclpy.try_shutdown()
-
-
-def test_an_unknown_hand_response_is_refused():
-    rclpy.init(args=['--ros-args', '-p', 'hand_response:=instant'])
-    try:
-        from legion_ros.node_base import NodeConfigError
-        from legion_ros.nodes.sim2real import Sim2RealNode
-
-        with pytest.raises(NodeConfigError, match='hand_response'):
-            Sim2RealNode()
-    finally:
-        rclpy.try_shutdown()

@@ -69,8 +69,6 @@ from legion_ros.provenance import (
 )
 from legion_ros.task_monitor import StepJudge
 
-ARM_DOF = 7
-
 PARAMETERS = {
     'driver.name': Param('lbr', 'driver profile', choices=('lbr', 'iiwa_ros2')),
     'driver.joint_names': Param([], 'the 7 arm joint names, A1 first; empty: the profile\'s names',
@@ -111,10 +109,10 @@ class Real2SimNode(Node):
         from legion_kuka.kinematics import IiwaKinematics
         from legion_kuka.real2sim import Real2Sim
 
-        self.joint_names = list(p['driver.joint_names']) or description.joint_names(p['driver.name'])
-        if len(self.joint_names) != ARM_DOF or len(set(self.joint_names)) != ARM_DOF:
-            raise NodeConfigError(f'driver.joint_names must name {ARM_DOF} distinct joints, '
-                                  f'got {self.joint_names}')
+        try:
+            self.joint_names = description.driver_joint_names(p['driver.joint_names'], p['driver.name'])
+        except ValueError as error:
+            raise NodeConfigError(str(error)) from None
         # The observation's hand is the point Meta-World calls the hand, not the gripper tcp.
         real2sim = Real2Sim(IiwaKinematics(tool='tcp', tcp_offset=hand_offset(p.hand_offset_m)),
                             layout='full39', task_frame=self._frame_parameter(p.task_frame))

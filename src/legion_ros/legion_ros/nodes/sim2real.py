@@ -3,6 +3,19 @@
 A thin adapter: parameters, subscriptions, message decoding, publishing and status over
 :class:`legion_kuka.commander.ArmCommander`, which decides every command (pure, tested without ROS).
 
+A managed (lifecycle) node, the only one that commands the driver: no command leaves it unless it is
+``active``. ``on_configure`` reads the parameters, builds the commander and creates the driver
+publishers (lifecycle publishers) and the subscriptions; a bad parameter fails it with the reason in the
+log and on the status, and the process stays up, unconfigured. ``inactive``: the arm holds (the
+controller keeps the last command), actions are dropped, joint states, e-stop, scenes and stations are
+still followed; a transit cut short goes on from where the arm is once active. ``on_activate``: holding
+until the next action, which anchors at the measured hand. ``on_cleanup`` / ``on_shutdown`` release the
+commander and what ``on_configure`` created. With ``autostart`` (the default) the node configures and
+activates itself at start, as a lifecycle manager would, under both runners; the standard services
+(``~/change_state``, ``~/get_state``: ``ros2 lifecycle set /legion/sim2real deactivate``) take it back.
+Stopping the process runs the shutdown transition. ``~/status`` and ``~/reset_estop`` work in every
+state (:mod:`legion_ros.sim2real_status`; unconfigured, a reset is refused: there is nothing to reset).
+
 Chain per policy action: :class:`legion_kuka.sim2real.Sim2Real` (task-frame hand target, IK, time
 scaling, interpolation over the control cycles of one policy step) -> :class:`legion_kuka.safety.
 SafetyFilter` (joint limits with margin, velocity/acceleration limits, workspace, fresh joint state,
@@ -38,16 +51,17 @@ env step: the same finger travel per policy step as in training), goes out on ``
 from __future__ import annotations
 
 import numpy as np
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from legion_kuka.commander import ArmCommander, CommanderConfig, Station, task_hand_box
+from legion_kuka.commander import ArmCommander, CommanderConfig, Station
 from legion_kuka.sim2real import HAND_RESPONSES
 from legion_ros import qos
 from legion_ros.interfaces import ACTION, ACTIVE_STEP, ESTOP, SCENE, STATION
 from legion_ros.node_base import (
+    UNCONFIGURED,
+    ManagedNode,
     NodeConfigError,
     Param,
     StatusPublisher,
@@ -64,10 +78,11 @@ from legion_ros.provenance import (
     read_joint_positions,
     source_of,
 )
-
-ARM_DOF = 7
+from legion_ros.sim2real_status import Sim2RealStatus
 
 PARAMETERS = {
+    'autostart': Param(True, 'configure and activate at start, as a lifecycle manager would; false: stay '
+                       'unconfigured until `ros2 lifecycle set` (read once, at start)'),
     'driver.name': Param('lbr', 'driver profile', choices=('lbr', 'iiwa_ros2')),
     'driver.joint_names': Param([], 'the 7 arm joint names, A1 first; empty: the profile\'s names',
                                 type='string[]'),
@@ -111,6 +126,7 @@ PARAMETERS = {
 
 
 RESET_ANSWERS = {None: 'e-stop reset; holding until the next action',
+                 UNCONFIGURED: 'unconfigured: nothing to reset (configure sim2real first)',
                  'estop_requested': f'the e-stop is still engaged on {ESTOP.name}: publish false first',
                  'no_fresh_joint_state': 'no fresh joint state: the e-stop stays latched until the arm '
                                          'reports again'}
@@ -133,36 +149,38 @@ def commander_config(p) -> CommanderConfig:
         action_timeout_s=p.action_timeout_s, joint_state_timeout_s=p.joint_state_timeout_s,
         velocity_scale=p.velocity_scale, position_margin_rad=np.radians(p.position_margin_deg),
         hand_offset_m=hand_offset(p.hand_offset_m), hand_response=p.hand_response,
-        task_workspace=p.workspace == 'task', send_on_action=p.send_on_action)
+        task_workspace=p.workspace == 'task', task_hand_box=p.hand_box == 'task',
+        send_on_action=p.send_on_action)
 
 
-class Sim2RealNode(Node):
-    """Parameters, subscriptions, message decoding and publishing over :class:`legion_kuka.commander.
-    ArmCommander`, which decides every command."""
+class Sim2RealNode(ManagedNode):
+    """A managed node (see module): parameters, subscriptions, decoding and publishing over
+    :class:`legion_kuka.commander.ArmCommander`, which decides every command."""
 
     def __init__(self) -> None:
         super().__init__('sim2real')
+        self.commander: ArmCommander | None = None
+        self.report = Sim2RealStatus()
+        self.status = StatusPublisher(self)  # a plain publisher: the status goes out in every state
+        self.create_service(Trigger, '~/reset_estop', self.on_reset_estop)
+        self.create_timer(1.0, self.publish_status)
+        self.start(declare_parameters(self, {'autostart': PARAMETERS['autostart']}).autostart)
+
+    q = property(lambda self: self.commander.q, doc='the measured joints')
+    translator = property(lambda self: self.commander.translator)
+
+    # -- lifecycle (legion_ros.node_base.ManagedNode) -----------------------------------------------
+    def configure(self) -> None:
         self.params = p = declare_parameters(self, PARAMETERS)
         from legion_kuka import description
 
-        self.joint_names = list(p['driver.joint_names']) or description.joint_names(p['driver.name'])
-        if len(self.joint_names) != ARM_DOF or len(set(self.joint_names)) != ARM_DOF:
-            raise NodeConfigError(f'driver.joint_names must name {ARM_DOF} distinct joints, '
-                                  f'got {self.joint_names}')
-        if p.hand_box == 'task':
-            import legion_kuka.metaworld_kuka  # noqa: F401  (slow first import: at start, not mid-run)
-        try:
-            self.commander = ArmCommander(commander_config(p), task_frame=task_frame(p))
-        except ValueError as error:
-            raise NodeConfigError(str(error)) from None
-        self.status = StatusPublisher(self)
+        self.joint_names = description.driver_joint_names(p['driver.joint_names'], p['driver.name'])
+        self.commander = ArmCommander(commander_config(p), task_frame=task_frame(p), active=False)
         self.stamps = StampWindow(p.stamp_window_s)
         self.source_ns: int | None = None  # source stamp of the current policy step (provenance)
-        self.rejected: dict[str, int] = {}
-        self.estop_resets = 0  # ~/reset_estop requests served (an operator's; shown on the status)
-
-        self.command_pub = self.create_publisher(Float64MultiArray, p['driver.command_topic'], qos.COMMAND)
-        self.gripper_pub = self.create_publisher(Float64, p['driver.gripper_topic'], qos.COMMAND)
+        self.command_pub = self.create_lifecycle_publisher(Float64MultiArray, p['driver.command_topic'],
+                                                           qos.COMMAND)
+        self.gripper_pub = self.create_lifecycle_publisher(Float64, p['driver.gripper_topic'], qos.COMMAND)
         if p.accept_scenes:
             # Before the joint states: when both wait, the executor takes subscriptions in creation order,
             # and a scene's announcement must come before the joint state of its jump.
@@ -172,39 +190,37 @@ class Sim2RealNode(Node):
         self.create_subscription(Bool, ESTOP.name, self.on_estop, qos.LATCHED)
         self.create_subscription(String, ACTIVE_STEP.name, self.on_active_step, qos.LATCHED)
         self.create_subscription(String, STATION.name, self.on_station, qos.LATCHED)
-        self.create_service(Trigger, '~/reset_estop', self.on_reset_estop)
         # Streaming already stops per cycle on stale actions; this timer only makes the hold visible (status),
         # so it need not wake the executor every control cycle.
         self.create_timer(min(p.action_timeout_s / 3.0, 0.1),
                           lambda: self.emit(self.commander.watchdog(clock_s(self))))
-        self.create_timer(1.0, self.publish_status)
-        self.publish_status()
 
-    q = property(lambda self: self.commander.q, doc='the measured joints')
-    translator = property(lambda self: self.commander.translator)
+    def activate(self) -> None:
+        self.emit(self.commander.activate(clock_s(self)))
 
-    def publish_status(self, state: str | None = None, **extra) -> None:
-        c = self.commander
-        self.status.publish(state or c.state.value, commands_sent=c.sent, refused=dict(c.refused),
-                            rejected=dict(self.rejected), joint_state=c.q is not None, workspace=c.workspace,
-                            scenes=c.scenes, estop_resets=self.estop_resets, **extra)
+    def deactivate(self) -> None:
+        self.emit(self.commander.deactivate())
+
+    def release(self) -> None:
+        self.commander = None
+
+    # -- output -----------------------------------------------------------------------------------
+    def publish_status(self, **extra) -> None:
+        fields = self.report.fields(self.lifecycle, self.commander, self.config_error)
+        self.status.publish(fields.pop('state'), **fields, **extra)
 
     def reject(self, topic: str, reason: str) -> None:
-        self.rejected[topic] = self.rejected.get(topic, 0) + 1
-        self.status.publish('input_rejected', topic=topic, reason=reason, rejected=dict(self.rejected))
+        self.status.publish('input_rejected', topic=topic, reason=reason, rejected=self.report.reject(topic))
         self.get_logger().warning(f'rejected {topic}: {reason}', throttle_duration_sec=2.0)
 
     def emit(self, commands) -> None:
-        """Send what the commander decided (an action's arm command before its gripper's; a transit's
-        fingers open before its first target), then report."""
-        gripper_first = any(event.kind == 'transit' for event in commands.events)
-        if gripper_first and commands.gripper is not None:
-            self.gripper_pub.publish(Float64(data=float(commands.gripper)))
-        if commands.position is not None:
-            self.command_pub.publish(array_message(commands.position, 'joint_positions', self.source_ns,
-                                                   double=True))
-        if not gripper_first and commands.gripper is not None:
-            self.gripper_pub.publish(Float64(data=float(commands.gripper)))
+        """Send what the commander decided, in its order (the lifecycle publishers drop it unless active),
+        then report."""
+        for kind, value in commands.in_order():
+            if kind == 'gripper':
+                self.gripper_pub.publish(Float64(data=value))
+            else:
+                self.command_pub.publish(array_message(value, 'joint_positions', self.source_ns, double=True))
         log = self.get_logger()
         for event in commands.events:
             if event.kind == 'rejected':
@@ -222,16 +238,14 @@ class Sim2RealNode(Node):
 
     # -- inputs -----------------------------------------------------------------------------------
     def on_joint_state(self, message: JointState) -> None:
-        topic = self.params['driver.joint_states_topic']
         try:
             q, stamp = read_joint_positions(message, self.joint_names)
             now_ns = self.get_clock().now().nanoseconds
             self.stamps.check(stamp, now_ns)
         except BadMessageError as error:
-            self.reject(topic, str(error))
+            self.reject(self.params['driver.joint_states_topic'], str(error))
             return
-        # The joint state's stamp is the control cycle's id; the filter's freshness check runs on this
-        # node's clock: the sample is fresh when it arrives.
+        # The stamp is the control cycle's id; the filter's freshness check runs on this node's clock.
         self.emit(self.commander.joint_state(q, stamp, now_ns * 1e-9))
 
     def on_action(self, message: Float32MultiArray) -> None:
@@ -240,16 +254,12 @@ class Sim2RealNode(Node):
         except BadMessageError as error:
             self.reject(ACTION.name, str(error))
             return
-        if not self.commander.takes_actions:  # (e-stop, transit: not there yet) the streaming step's
-            return  # provenance stays
-        # The action's cycle is the joint state it was computed from (this node may not have seen that
-        # sample yet). A source stamp is only believed inside the stamp window of the newest joint state:
-        # one far ahead (a hostile label) would otherwise mark every later cycle as already commanded.
-        source_ns, newest = source_of(message), self.commander.cycle
-        if source_ns is not None and newest is not None and source_ns - newest > self.stamps.window_ns:
-            source_ns = None
-        previous, self.source_ns = self.source_ns, source_ns
-        commands = self.commander.action(action, clock_s(self), cycle=source_ns)
+        if not self.commander.takes_actions:  # (inactive, e-stop, transit) the streaming step's provenance
+            return  # stays
+        # The action's cycle is the joint state it was computed from (this node may not have seen it yet).
+        previous, self.source_ns = self.source_ns, self.stamps.believe(source_of(message),
+                                                                       self.commander.cycle)
+        commands = self.commander.action(action, clock_s(self), cycle=self.source_ns)
         if any(event.kind == 'rejected' for event in commands.events):  # not translated: the streaming
             self.source_ns = previous  # step keeps its provenance
         self.emit(commands)
@@ -258,8 +268,8 @@ class Sim2RealNode(Node):
         self.emit(self.commander.estop(bool(message.data)))
 
     def on_reset_estop(self, _request, response):
-        self.estop_resets += 1
-        refused = self.commander.reset_estop(clock_s(self))
+        self.report.estop_resets += 1
+        refused = UNCONFIGURED if self.commander is None else self.commander.reset_estop(clock_s(self))
         response.success, response.message = refused is None, RESET_ANSWERS[refused]
         if refused is None:
             self.stamps.reset()  # a reset also forgets the joint states' stamp order
@@ -273,16 +283,7 @@ class Sim2RealNode(Node):
             self.emit(self.commander.new_step())
             self.reject(ACTIVE_STEP.name, str(error))
             return
-        box = None
-        if task is not None and self.params.hand_box == 'task':
-            try:
-                box = task_hand_box(task)
-            except Exception as error:  # an unknown task: keep the previous box, say why
-                self.status.publish('fault', reason=f'no hand box for {task}: {error}')
-        try:
-            self.emit(self.commander.new_step(box))
-        except ValueError as error:
-            self.status.publish('fault', reason=f'hand box of {task}: {error}')
+        self.emit(self.commander.step(task))
 
     def on_scene(self, message: String) -> None:
         try:
