@@ -238,7 +238,8 @@ class ManagedNode(LifecycleNode):
     * every publisher, subscription and timer ``configure()`` created is destroyed on cleanup, shutdown
       and error; what the constructor created (status, services) lives as long as the node;
     * :meth:`start` (end of the subclass's constructor) configures and activates it when asked
-      (``autostart``): both runners bring it up with no lifecycle manager;
+      (``autostart``): both runners bring it up with no lifecycle manager, and a bad configuration then
+      ends the process (exit code 2) as any node's bad parameter does;
     * ``close()`` (run_node, at process stop) takes it through the shutdown transition;
     * ``lifecycle`` is the state it rests in;
     * hosted in one process with direct hand-offs (:class:`legion_ros.composition.IntraProcess`), it
@@ -253,7 +254,13 @@ class ManagedNode(LifecycleNode):
         self._made: list = []
 
     def start(self, autostart: bool) -> None:
-        if autostart and self.trigger_configure() == SUCCESS:
+        """Configure and activate when ``autostart``: a configuration that fails then ends the process with
+        its reason (:class:`NodeConfigError`), as any node's bad parameter does, so a launch with a wrong
+        argument stops at once instead of running a graph that can never move the arm. Brought up by a
+        person or a lifecycle manager (``autostart`` false), a failed configure leaves the process up."""
+        if autostart:
+            if self.trigger_configure() != SUCCESS:
+                raise NodeConfigError(self.config_error or 'configure failed')
             self.trigger_activate()
         self.publish_status()
 

@@ -156,15 +156,29 @@ def test_commands_reach_the_driver_only_while_the_node_is_active(context):
         node.destroy_node()
 
 
+def test_a_bad_configuration_at_start_ends_the_process_with_its_reason():
+    # As the graphs start it (autostart): a launch with a wrong argument stops, saying why.
+    process = start_node('sim2real', {'hand_response': 'instant'})
+    try:
+        code = process.wait(timeout=60)
+    finally:
+        stop_node(process)
+    output = output_of(process)
+    assert code == 2, output  # EXIT_CONFIG: the runners stop the graph and report it
+    assert 'cannot configure' in output and 'hand_response' in output and 'instant' in output
+
+
 def test_a_bad_configuration_fails_configure_with_its_reason_and_the_process_stays_up():
-    # As the graphs start it (autostart): configuring fails, the node stays unconfigured and says why.
+    # Brought up by an operator (autostart off): configuring fails, the node stays unconfigured, says why.
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
 
-    process = start_node('sim2real', {'hand_response': 'instant'})
+    process = start_node('sim2real', {'hand_response': 'instant', 'autostart': False})
     rclpy.init()
     driver = Driver(namespace='/legion')
     try:
+        assert driver.spin_until(lambda: driver.change.service_is_ready(), 60), output_of(process)
+        assert not driver.transition('configure')
         assert driver.spin_until(lambda: any(s.get('reason') for s in driver.status), 60), output_of(process)
         status = driver.status[-1]
         assert status['state'] == 'unconfigured' and status['lifecycle'] == 'unconfigured'
@@ -187,11 +201,14 @@ def test_a_bad_configuration_fails_configure_with_its_reason_and_the_process_sta
 
 
 def test_an_unknown_hand_response_fails_configure():
-    rclpy.init(args=['--ros-args', '-p', 'hand_response:=instant'])
+    rclpy.init(args=['--ros-args', '-p', 'hand_response:=instant', '-p', 'autostart:=false'])
     try:
+        from rclpy.lifecycle import TransitionCallbackReturn
+
         from legion_ros.nodes.sim2real import Sim2RealNode
 
-        node = Sim2RealNode()  # autostart: configure fails, the node stays
+        node = Sim2RealNode()
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert node.lifecycle == 'unconfigured' and node.commander is None
         assert 'hand_response' in node.config_error
         assert node.status.last['state'] == 'unconfigured' and 'instant' in node.status.last['reason']
