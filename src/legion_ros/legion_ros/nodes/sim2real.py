@@ -9,8 +9,8 @@ publishers (lifecycle publishers) and the subscriptions; a bad parameter fails i
 log and on the status, and the node stays unconfigured (at an ``autostart``, the process then ends
 with exit code 2 as for any node's bad parameter; otherwise it stays up for another ``configure``).
 ``inactive``: the arm holds (the controller keeps the last command), actions are dropped, joint
-states, e-stop, scenes and stations are still followed; a transit cut short goes on from where the arm is once active. ``on_activate``: holding
-until the next action, which anchors at the measured hand. ``on_cleanup`` / ``on_shutdown`` release the
+states, e-stop, scenes and stations are still followed; a transit cut short goes on from where the
+arm is once active. ``on_activate``: holding until the next action, which anchors at the measured hand. ``on_cleanup`` / ``on_shutdown`` release the
 commander and what ``on_configure`` created. With ``autostart`` (the default) the node configures and
 activates itself at start, as a lifecycle manager would, under both runners; the standard services
 (``~/change_state``, ``~/get_state``: ``ros2 lifecycle set /legion/sim2real deactivate``) take it back.
