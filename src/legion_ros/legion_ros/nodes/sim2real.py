@@ -4,18 +4,18 @@ A thin adapter: parameters, subscriptions, message decoding, publishing and stat
 :class:`legion_kuka.commander.ArmCommander`, which decides every command (pure, tested without ROS).
 
 A managed (lifecycle) node, the only one that commands the driver: no command leaves it unless it is
-``active``. ``on_configure`` reads the parameters, builds the commander and creates the driver
-publishers (lifecycle publishers) and the subscriptions; a bad parameter fails it with the reason in the
-log and on the status, and the node stays unconfigured (at an ``autostart``, the process then ends
-with exit code 2 as for any node's bad parameter; otherwise it stays up for another ``configure``).
-``inactive``: the arm holds (the controller keeps the last command), actions are dropped, joint
-states, e-stop, scenes and stations are still followed; a transit cut short goes on from where the
-arm is once active. ``on_activate``: holding until the next action, which anchors at the measured hand. ``on_cleanup`` / ``on_shutdown`` release the
-commander and what ``on_configure`` created. With ``autostart`` (the default) the node configures and
-activates itself at start, as a lifecycle manager would, under both runners; the standard services
-(``~/change_state``, ``~/get_state``: ``ros2 lifecycle set /legion/sim2real deactivate``) take it back.
-Stopping the process runs the shutdown transition. ``~/status`` and ``~/reset_estop`` work in every
-state (:mod:`legion_ros.sim2real_status`; unconfigured, a reset is refused: there is nothing to reset).
+``active``. ``on_configure`` reads the parameters, builds the commander and creates the driver publishers
+(lifecycle publishers) and the subscriptions; a bad parameter fails it with the reason in the log and on the
+status, and the node stays unconfigured (at an ``autostart``, the process then ends with exit code 2 as for
+any node's bad parameter; otherwise it stays up for another ``configure``). ``inactive``: the arm holds (the
+controller keeps the last command), actions are dropped, joint states, e-stop, scenes and stations are still
+followed; a transit cut short goes on from where the arm is once active. ``on_activate``: holding until the
+next action, which anchors at the measured hand. ``on_cleanup`` / ``on_shutdown`` release the commander and
+what ``on_configure`` created. With ``autostart`` (the default) the node configures and activates itself at
+start, as a lifecycle manager would, under both runners; the standard services (``~/change_state``,
+``~/get_state``: ``ros2 lifecycle set /legion/sim2real deactivate``) take it back. Stopping the process runs
+the shutdown transition. ``~/status`` and ``~/reset_estop`` work in every state
+(:mod:`legion_ros.sim2real_status`; unconfigured, a reset is refused: there is nothing to reset).
 
 Chain per policy action: :class:`legion_kuka.sim2real.Sim2Real` (task-frame hand target, IK, time
 scaling, interpolation over the control cycles of one policy step) -> :class:`legion_kuka.safety.
