@@ -165,6 +165,7 @@ class EnvPool:
         self.rows = split_copies(self.num_envs, int(workers))
         self.name = name or f'{self.task} x{self.num_envs}'
         self.obs_dim, self.action_dim = LAYOUTS[layout], ACTION_DIM
+        self.autoreset = bool(env_kwargs.get('autoreset', True))
         seed = env_kwargs.get('seed', 0)
         copy_seed = env_kwargs.pop('copy_seed', None)
         self.seeds = copy_seeds(seed if copy_seed is None else copy_seed, self.num_envs)
@@ -184,10 +185,15 @@ class EnvPool:
                     target=_serve, args=(child, self._buffer, rows, self.num_envs, self.seeds, task,
                                          dict(env_kwargs)),
                     name=f'legion-env {self.name} {w + 1}/{len(self.rows)}', daemon=True)
-                self._conns.append(conn)
+                try:
+                    process.start()
+                except BaseException:
+                    conn.close()
+                    raise
+                finally:
+                    child.close()
+                self._conns.append(conn)  # only started ones: close() joins every process listed
                 self._processes.append(process)
-                process.start()
-                child.close()
             self._gather(range(self.workers), timeout_s=start_timeout_s)
         except BaseException:
             self.close()
