@@ -186,9 +186,11 @@ class TrainConfig(ConfigSection):
     mode: str = 'lifelong'              # lifelong | multitask
     steps_per_task: int = 300_000       # env steps per task (summed over env copies); the original 1,000,000
     num_envs: int = 1                   # copies of the current task stepped together (batched actions)
-    # true: step the training copies in a worker process, overlapping the updates (pays where a step
-    # is costly: embodiment=twin; legion_core.env_workers)
-    env_process: bool = False
+    # Processes that step the training copies, overlapping the updates (legion_core.env_workers): 0 in
+    # the learner's process; W >= 1 splits the num_envs copies over W workers (pays where a step is
+    # costly: embodiment=twin). At most num_envs.
+    env_workers: int = 0
+    env_process: bool = False           # the earlier spelling of env_workers: 1 (true: at least one worker)
     warmup_steps: int = 1500            # random-action steps at the start of every task
     warmup_burst: bool = True           # at the end of warm-up do warmup_steps updates at once (original)
     updates_per_step: float = 1.0       # gradient updates per collected transition
@@ -209,11 +211,22 @@ class TrainConfig(ConfigSection):
     advance_on_success: float | None = 0.9
     advance_evals: int = 2
 
+    def worker_count(self) -> int:
+        """The env worker processes per trained task: ``env_workers``, at least 1 with ``env_process``
+        (what runs written before ``env_workers`` existed set)."""
+        return max(int(self.env_workers), int(bool(self.env_process)))
+
     def problems(self) -> list[str]:
         out = []
         if self.mode not in MODES:
             out.append(f'train.mode must be one of {list(MODES)}, got {self.mode!r}')
         _positive(out, 'train', self, 'steps_per_task', 'num_envs', 'eval_episodes', 'eval_envs', 'log_every')
+        workers = self.env_workers
+        if not _int(workers) or workers < 0:
+            out.append(f'train.env_workers must be an integer >= 0, got {workers!r}')
+        elif _int(self.num_envs) and self.num_envs >= 1 and self.worker_count() > self.num_envs:
+            out.append(f'train.env_workers ({workers}) must be at most train.num_envs ({self.num_envs}): '
+                       'each worker steps at least one copy')
         for name in ('warmup_steps', 'eval_every', 'checkpoint_every'):
             value = getattr(self, name)
             if not _int(value) or value < 0:

@@ -1,31 +1,43 @@
-"""Env copies stepped in a worker process, so that the learner's updates and the simulation overlap.
+"""Env copies stepped in worker processes, so that the learner's updates and the simulation overlap.
 
 SAC on one CPU core alternates two costs per env step: the simulation (0.3 ms for Meta-World's KUKA env,
 about 4 ms for the twin embodiment, which runs sim2real, the safety filter and the joint servo) and the
-gradient update (about 10 ms at the default sizes). :class:`EnvWorker` runs a
-:class:`~legion_core.envs.TaskVectorEnv` in its own process: the trainer sends the actions
-(:meth:`EnvWorker.step_async`), does its updates, and then collects the transition
-(:meth:`EnvWorker.step_wait`), so a step costs about the larger of the two on two cores instead of
-their sum. The updates of a step then see the replay up to the previous transition (one step later
-than in-process), which changes the results in distribution only.
+gradient update (about 10 ms at the default sizes). :class:`EnvPool` runs the N copies of a
+:class:`~legion_core.envs.TaskVectorEnv` split over W worker processes (``train.env_workers``): the
+trainer writes the actions (:meth:`EnvPool.step_async`), does its updates, and then collects the
+transition (:meth:`EnvPool.step_wait`), so a step costs about the larger of the two instead of their
+sum, and with W > 1 the copies also step in parallel with each other. The updates of a step then see
+the replay up to the previous transition (one step later than in-process), which changes the results in
+distribution only.
 
-A worker builds its env from the same arguments as the in-process env, so the same seeds and actions
-give the same transitions. It ignores SIGINT (Ctrl-C reaches the whole process group; the trainer
-handles it and writes its checkpoint), SIGTERM and a scheduler's SIGUSR1 / SIGUSR2 (SLURM sends them to
-every process of a job step at a preemption or before a time limit; the trainer checkpoints and goes
-on or requeues), ends when its parent goes away (its pipe closes: a killed trainer leaves no worker),
-and a worker that dies or fails raises :class:`EnvWorkerError` naming it and its exit code, never a
-hang. Workers are started with ``spawn`` (no fork of a process holding torch's threads): a script that
-trains with ``train.env_process=true`` needs the ``if __name__ == '__main__':`` guard (``legion train``
+Data path: actions, observations, rewards, flags and the episode statistics live in one block of
+shared memory (a ``multiprocessing`` heap block, unlinked from the file system as soon as it exists,
+so even a killed trainer leaves no segment behind); each worker reads and writes its own rows. The
+pipes carry only the commands and one short reply each (``ok`` or an error's traceback), which also
+orders the memory accesses of both sides.
+
+Worker w steps copies ``[a_w, b_w)`` (contiguous, sizes differing by at most one) with the seeds those
+copies have in the whole env, so the same seeds and actions give the same transitions whatever W is
+(including W = 0, the env in the learner's process). A worker ignores SIGINT (Ctrl-C reaches the whole
+process group; the trainer handles it and writes its checkpoint), SIGTERM and a scheduler's SIGUSR1 /
+SIGUSR2 (SLURM sends them to every process of a job step at a preemption or before a time limit; the
+trainer checkpoints and goes on or requeues), and ends when its parent goes away (its pipe closes: a
+killed trainer leaves no worker). A worker that dies raises :class:`EnvWorkerError` naming it (index,
+its copies, pid, exit code) as soon as the parent waits on it, never a hang (the parent waits on the
+processes' sentinels as well as on the pipes); an exception in a worker's env comes back with its
+traceback. Workers are started with ``spawn`` (no fork of a process holding torch's threads): a script
+that trains with ``train.env_workers`` needs the ``if __name__ == '__main__':`` guard (``legion train``
 has it).
 
-Measured (`legion train` on `embodiment=twin`, one copy, defaults, the machine otherwise idle, two
-rounds alternating, medians): 14.3 ms a step in-process, 11.4 ms with the env in a worker (1.25x).
+Measured: docs/benchmarks.md (``Env stepping in worker processes``).
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import multiprocessing.connection
 import signal
+import time
 import traceback
 from typing import Any
 
@@ -33,17 +45,58 @@ import numpy as np
 
 #: What a vector step returns: (obs, reward, terminated, truncated, info), as TaskVectorEnv.step.
 Step = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]
-#: How often the parent checks that a silent worker is still alive (s); a reply ends the wait at once.
-_POLL_S = 0.5
+#: The shared arrays, per copy: name -> (dtype, shape after the copy axis). ``obs`` and ``final_obs``
+#: take the layout's width (``None`` here).
+_FIELDS: dict[str, tuple[str, tuple]] = {
+    'actions': ('float64', (4,)), 'obs': ('float32', (None,)), 'final_obs': ('float32', (None,)),
+    'reward': ('float64', ()), 'episode_return': ('float64', ()), 'episode_length': ('int64', ()),
+    'terminated': ('bool', ()), 'truncated': ('bool', ()), 'success': ('bool', ()),
+    'episode_success': ('bool', ()), 'active': ('bool', ()),
+}
+_INFO = ('success', 'final_obs', 'episode_success', 'episode_return', 'episode_length')
 
 
 class EnvWorkerError(RuntimeError):
-    """An env worker died, or its env raised (the worker's traceback is in the message)."""
+    """An env worker died, did not answer, or its env raised (the worker's traceback is in the message)."""
 
 
-def _serve(conn: Any, task: str, num_envs: int, env_kwargs: dict[str, Any]) -> None:
-    """The worker process: build the env, then answer ``(command, argument)`` requests until told to
-    close or until the parent's end of the pipe closes."""
+def split_copies(num_envs: int, workers: int) -> list[tuple[int, int]]:
+    """The copies ``[a, b)`` of each of ``workers`` workers: contiguous, sizes differing by at most one."""
+    if not 1 <= workers <= num_envs:
+        raise ValueError(f'cannot split {num_envs} env copies over {workers} workers (1 to {num_envs})')
+    base, extra = divmod(num_envs, workers)
+    bounds, start = [], 0
+    for w in range(workers):
+        stop = start + base + (w < extra)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def _views(buffer: Any, num_envs: int, obs_dim: int) -> dict[str, np.ndarray]:
+    """Numpy views of the shared block, the same layout in the parent and every worker."""
+    out, offset = {}, 0
+    for name, (dtype, tail) in _FIELDS.items():
+        shape = (num_envs, *(obs_dim if d is None else d for d in tail))
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape))
+        out[name] = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)
+        offset += -(-count * dtype.itemsize // 8) * 8  # keep every array 8-byte aligned
+    return out
+
+
+def _block_size(num_envs: int, obs_dim: int) -> int:
+    size = 0
+    for dtype, tail in _FIELDS.values():
+        count = num_envs * int(np.prod([obs_dim if d is None else d for d in tail]))
+        size += -(-count * np.dtype(dtype).itemsize // 8) * 8
+    return size
+
+
+def _serve(conn: Any, buffer: Any, rows: tuple[int, int], num_envs: int, seeds: list[int], task: str,
+           env_kwargs: dict[str, Any]) -> None:
+    """A worker process: build its copies, then answer commands until told to close or until the
+    parent's end of the pipe closes. Results go into its rows of the shared block."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A scheduler's notices (SIGUSR2 before a time limit or at a preemption, SIGUSR1 on some clusters)
     # reach every process of a SLURM job step; the trainer's process acts on them (legion_core.sweep_job).
@@ -52,164 +105,239 @@ def _serve(conn: Any, task: str, num_envs: int, env_kwargs: dict[str, Any]) -> N
         signal.signal(notice, signal.SIG_IGN)
     from legion_core.envs import TaskVectorEnv
 
+    a, b = rows
     try:
-        env = TaskVectorEnv(task, num_envs, **env_kwargs)
+        env = TaskVectorEnv(task, b - a, seeds=seeds[a:b], **env_kwargs)
+        mine = {name: view[a:b] for name, view in _views(buffer, num_envs, env.obs_dim).items()}
     except BaseException:
         conn.send(('error', traceback.format_exc()))
         return
-    conn.send(('ok', {'obs_dim': env.obs_dim, 'action_dim': env.action_dim, 'seeds': env.seeds}))
+    conn.send(('ok', None))
     while True:
         try:
-            command, argument = conn.recv()
+            command = conn.recv()
         except (EOFError, OSError):  # the parent is gone
             break
         try:
             if command == 'step':
-                reply = env.step(argument)
+                obs, reward, terminated, truncated, info = env.step(mine['actions'])
+                mine['obs'][:], mine['reward'][:] = obs, reward
+                mine['terminated'][:], mine['truncated'][:] = terminated, truncated
+                for name in _INFO:
+                    mine[name][:] = info[name]
             elif command == 'reset':
-                reply = env.reset()
+                mine['obs'][:] = env.reset()
             elif command == 'reseed':
-                reply = env.reseed()
-            elif command == 'active':
-                reply = env.active.copy()
+                env.reseed()
             elif command == 'close':
                 env.close()
                 conn.send(('ok', None))
                 break
             else:
                 raise ValueError(f'unknown env worker command {command!r}')
+            mine['active'][:] = env.active
         except Exception:
             conn.send(('error', traceback.format_exc()))
             continue
-        conn.send(('ok', reply))
+        conn.send(('ok', None))
     conn.close()
 
 
-class EnvWorker:
-    """A :class:`~legion_core.envs.TaskVectorEnv` (same arguments) stepped in its own process.
-
-    ``step(actions)`` works as the in-process env's; :meth:`step_async` and :meth:`step_wait` split it
-    so the caller can work while the env steps. Close it (or use it as a context manager): the process
-    is joined, and killed if it does not end within ``close_timeout_s``.
+class EnvPool:
+    """The copies of a :class:`~legion_core.envs.TaskVectorEnv` (same arguments) split over ``workers``
+    processes, with its API: ``reset``, ``step``, ``reseed``, ``active``, ``close``, ``num_envs``,
+    ``seeds``, and :meth:`step_async` / :meth:`step_wait`, which split ``step`` so that the caller can
+    work while the copies step. Close it (or use it as a context manager): each process is asked to
+    close its env and joined, and killed if it does not end within ``close_timeout_s``.
     """
 
-    def __init__(self, task: str, num_envs: int, *, name: str | None = None, start_timeout_s: float = 300.0,
-                 close_timeout_s: float = 5.0, **env_kwargs: Any) -> None:
-        from legion_core.envs import ACTION_DIM, LAYOUTS, _check_common
+    def __init__(self, task: str, num_envs: int, *, workers: int = 1, name: str | None = None,
+                 start_timeout_s: float = 300.0, close_timeout_s: float = 5.0, **env_kwargs: Any) -> None:
+        from legion_core.envs import ACTION_DIM, LAYOUTS, _check_common, copy_seeds
 
+        if int(num_envs) != num_envs or num_envs < 1:
+            raise ValueError(f'num_envs must be a positive integer, got {num_envs!r}')
         layout = env_kwargs.get('layout', 'legion12')
         # The same argument checks as in-process, here, before a process starts.
         self.task = _check_common(task, env_kwargs.get('embodiment', 'sawyer'), layout,
                                   env_kwargs.get('episode_length', 150), env_kwargs.get('goal', 'fixed'))
         self.num_envs = int(num_envs)
+        self.rows = split_copies(self.num_envs, int(workers))
         self.name = name or f'{self.task} x{self.num_envs}'
         self.obs_dim, self.action_dim = LAYOUTS[layout], ACTION_DIM
+        self.autoreset = bool(env_kwargs.get('autoreset', True))
+        seed = env_kwargs.get('seed', 0)
+        copy_seed = env_kwargs.pop('copy_seed', None)
+        self.seeds = copy_seeds(seed if copy_seed is None else copy_seed, self.num_envs)
         self.close_timeout_s = float(close_timeout_s)
         self._waiting = False
-        context = multiprocessing.get_context('spawn')  # no fork of a process holding torch's threads
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, task, self.num_envs, dict(env_kwargs)),
-                                        name=f'legion-env {self.name}', daemon=True)
-        self._process.start()
-        child.close()
         self._closed = False
+        context = multiprocessing.get_context('spawn')  # no fork of a process holding torch's threads
+        # One block for all workers; RawArray: no lock (each row has one writer, the pipes order access).
+        self._buffer = context.RawArray('b', _block_size(self.num_envs, self.obs_dim))
+        self._shared = _views(self._buffer, self.num_envs, self.obs_dim)
+        self._conns: list[Any] = []
+        self._processes: list[Any] = []
         try:
-            self.seeds = self._receive(timeout_s=start_timeout_s)['seeds']
+            for w, rows in enumerate(self.rows):
+                conn, child = context.Pipe()
+                process = context.Process(
+                    target=_serve, args=(child, self._buffer, rows, self.num_envs, self.seeds, task,
+                                         dict(env_kwargs)),
+                    name=f'legion-env {self.name} {w + 1}/{len(self.rows)}', daemon=True)
+                try:
+                    process.start()
+                except BaseException:
+                    conn.close()
+                    raise
+                finally:
+                    child.close()
+                self._conns.append(conn)  # only started ones: close() joins every process listed
+                self._processes.append(process)
+            self._gather(range(self.workers), timeout_s=start_timeout_s)
         except BaseException:
             self.close()
             raise
 
     @property
-    def pid(self) -> int | None:
-        return self._process.pid
+    def workers(self) -> int:
+        return len(self.rows)
 
-    def _receive(self, timeout_s: float | None = None) -> Any:
-        waited = 0.0
-        while not self._conn.poll(_POLL_S):
-            waited += _POLL_S
-            if not self._process.is_alive():
-                raise self._died()
-            if timeout_s is not None and waited >= timeout_s:
-                raise EnvWorkerError(f'env worker {self.name!r} (pid {self.pid}) did not answer within '
-                                     f'{timeout_s:.0f} s')
-        try:
-            status, payload = self._conn.recv()
-        except (EOFError, OSError):
-            raise self._died() from None
-        if status == 'error':
-            raise EnvWorkerError(f'env worker {self.name!r} failed:\n{payload}')
-        return payload
+    @property
+    def pids(self) -> list[int | None]:
+        return [process.pid for process in self._processes]
 
-    def _died(self) -> EnvWorkerError:
-        """The error for a worker whose process is gone (its exit code once it has been reaped)."""
-        self._process.join(self.close_timeout_s)
-        return EnvWorkerError(f'env worker {self.name!r} (pid {self.pid}) died with exit code '
-                              f'{self._process.exitcode}')
+    def worker_name(self, w: int) -> str:
+        """How errors name worker ``w``: its place, its env, its copies and its pid."""
+        a, b = self.rows[w]
+        return (f'env worker {w + 1}/{self.workers} of {self.name!r} (copies {a}-{b - 1}, '
+                f'pid {self._processes[w].pid})')
 
-    def _send(self, command: str, argument: Any = None) -> None:
+    def _died(self, w: int) -> str:
+        process = self._processes[w]
+        process.join(self.close_timeout_s)  # reaped: its exit code is known
+        return f'{self.worker_name(w)} died with exit code {process.exitcode}'
+
+    def _gather(self, workers: Any, timeout_s: float | None = None) -> None:
+        """Wait for one reply from each of ``workers``, or its death; then raise the first problem.
+
+        Every worker is waited for (a failed step leaves the others' replies read, so the pool stays in
+        step), each on its pipe and on its process's sentinel, so a dead worker ends the wait at once.
+        """
+        pending = {w for w in workers}
+        problems: dict[int, str] = {}  # by worker, reported in worker order
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while pending:
+            waitables = {self._conns[w]: w for w in pending}
+            waitables.update({self._processes[w].sentinel: w for w in pending})
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            ready = multiprocessing.connection.wait(list(waitables), timeout=left)
+            if not ready:
+                for w in pending:
+                    problems[w] = f'{self.worker_name(w)} did not answer within {timeout_s:.0f} s'
+                break
+            for w in {waitables[r] for r in ready}:
+                conn = self._conns[w]
+                try:
+                    # A worker that exited after its reply still has the reply in the pipe.
+                    status, payload = conn.recv() if conn.poll() else ('died', None)
+                except (EOFError, OSError):
+                    status, payload = 'died', None
+                pending.discard(w)
+                if status == 'died':
+                    problems[w] = self._died(w)
+                elif status == 'error':
+                    problems[w] = f'{self.worker_name(w)} failed:\n{payload}'
+        if problems:
+            raise EnvWorkerError('\n'.join(problems[w] for w in sorted(problems)))
+
+    def _send(self, command: str) -> None:
         if self._closed:
-            raise EnvWorkerError(f'env worker {self.name!r} is closed')
+            raise EnvWorkerError(f'the env workers of {self.name!r} are closed')
         if self._waiting:
             raise RuntimeError('a step is already in flight: call step_wait() first')
+        sent = []
         try:
-            self._conn.send((command, argument))
+            for w, conn in enumerate(self._conns):
+                conn.send(command)
+                sent.append(w)
         except (BrokenPipeError, OSError):
-            raise self._died() from None
+            problems = [self._died(len(sent))]
+            try:
+                self._gather(sent)  # the replies of those that got it, so the pool stays in step
+            except EnvWorkerError as error:
+                problems.append(str(error))
+            raise EnvWorkerError('\n'.join(problems)) from None
 
-    def _call(self, command: str, argument: Any = None) -> Any:
-        self._send(command, argument)
-        return self._receive()
+    def _call(self, command: str) -> None:
+        self._send(command)
+        self._gather(range(self.workers))
 
     def reset(self) -> np.ndarray:
-        return self._call('reset')
+        self._call('reset')
+        return self._shared['obs'].copy()
 
     def reseed(self) -> None:
         self._call('reseed')
 
     @property
     def active(self) -> np.ndarray:
-        return self._call('active')
+        """Which copies are running (as of the last reset or collected step)."""
+        return self._shared['active'].copy()
 
     def step_async(self, actions: Any) -> None:
-        """Send the actions; the worker steps while the caller goes on. :meth:`step_wait` collects."""
+        """Hand the actions to the workers; they step while the caller goes on. :meth:`step_wait` collects."""
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, self.action_dim):
             raise ValueError(f'expected actions of shape ({self.num_envs}, {self.action_dim}), '
                              f'got {actions.shape}')
-        self._send('step', actions)
+        if self._waiting:
+            raise RuntimeError('a step is already in flight: call step_wait() first')
+        self._shared['actions'][:] = actions
+        self._send('step')
         self._waiting = True
 
     def step_wait(self) -> Step:
         if not self._waiting:
             raise RuntimeError('no step in flight: call step_async(actions) first')
         self._waiting = False
-        return self._receive()
+        self._gather(range(self.workers))
+        # Copies: the caller keeps these while the next step overwrites the shared block.
+        shared = self._shared
+        info = {name: shared[name].copy() for name in _INFO}
+        return (shared['obs'].copy(), shared['reward'].copy(), shared['terminated'].copy(),
+                shared['truncated'].copy(), info)
 
     def step(self, actions: Any) -> Step:
         self.step_async(actions)
         return self.step_wait()
 
     def close(self) -> None:
-        """End the worker (idempotent): ask it to close its env, then join; kill it if it hangs."""
+        """End the workers (idempotent): ask each to close its env, then join; kill one that hangs."""
         if self._closed:
             return
         self._closed = True
-        if self._process.is_alive():
-            try:
-                if self._waiting:
-                    self._receive(timeout_s=self.close_timeout_s)
-                self._conn.send(('close', None))
-                self._receive(timeout_s=self.close_timeout_s)
-            except (EnvWorkerError, BrokenPipeError, OSError):
-                pass
+        alive = [w for w, process in enumerate(self._processes) if process.is_alive()]
+        # Whatever goes wrong here (a worker dead or hung), every process is joined or killed below.
+        if self._waiting:
+            with contextlib.suppress(EnvWorkerError):
+                self._gather(alive, timeout_s=self.close_timeout_s)
         self._waiting = False
-        self._process.join(self.close_timeout_s)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-        self._conn.close()
+        for w in alive:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._conns[w].send('close')
+        with contextlib.suppress(EnvWorkerError):
+            self._gather([w for w in alive if self._processes[w].is_alive()], timeout_s=self.close_timeout_s)
+        deadline = time.monotonic() + self.close_timeout_s
+        for process in self._processes:
+            process.join(max(deadline - time.monotonic(), 0.0))
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for conn in self._conns:
+            conn.close()
 
-    def __enter__(self) -> EnvWorker:
+    def __enter__(self) -> EnvPool:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -220,4 +348,15 @@ class EnvWorker:
             self.close()
 
     def __repr__(self) -> str:
-        return f'EnvWorker({self.name!r}, pid={self.pid})'
+        return f'EnvPool({self.name!r}, workers={self.workers}, pids={self.pids})'
+
+
+class EnvWorker(EnvPool):
+    """All copies in one worker process (``train.env_workers=1``, formerly ``train.env_process``)."""
+
+    def __init__(self, task: str, num_envs: int, **kwargs: Any) -> None:
+        super().__init__(task, num_envs, workers=1, **kwargs)
+
+    @property
+    def pid(self) -> int | None:
+        return self._processes[0].pid

@@ -28,7 +28,9 @@ Copies (``TaskVectorEnv``)
     the original's single env); because Meta-World is deterministic, copies then differ only through
     the actions they receive. Under ``goal='random'`` each copy draws its own goals; ``copy_seed``
     (default: the seed) seeds the copies apart from the goal variant, so that the trainer's evaluation
-    copies draw goals its training copies never see (held-out episodes).
+    copies draw goals its training copies never see (held-out episodes). A copy's transitions depend
+    only on the seed, its copy seed and its actions, so the copies can be split over worker processes
+    (``legion_core.env_workers``) without changing them.
 
 Rewards
     Meta-World v3's shaped rewards (each step in [0, 10]), times ``reward_scale`` (default 1). The
@@ -286,9 +288,11 @@ class TaskVectorEnv:
     def __init__(self, task: str, num_envs: int, *, embodiment: str = BUILTIN_EMBODIMENT,
                  layout: str = 'legion12', episode_length: int = 150, goal: str = 'fixed', seed: int = 0,
                  reward_scale: float = 1.0, autoreset: bool = True, fast_observation: bool = True,
-                 copy_seed: int | None = None):
+                 copy_seed: int | None = None, seeds: list[int] | None = None):
         if int(num_envs) != num_envs or num_envs < 1:
             raise ValueError(f'num_envs must be a positive integer, got {num_envs!r}')
+        if seeds is not None and len(seeds) != num_envs:
+            raise ValueError(f'seeds must give one seed per copy ({num_envs}), got {len(seeds)}')
         self.task = _check_common(task, embodiment, layout, episode_length, goal)
         self.num_envs = int(num_envs)
         self.embodiment, self.layout, self.goal, self.seed = embodiment, layout, goal, int(seed)
@@ -298,8 +302,10 @@ class TaskVectorEnv:
         self.obs_dim = LAYOUTS[layout]
         self.action_dim = ACTION_DIM
         # The copies' own generators (goals under goal='random'): from ``copy_seed`` when given, so that
-        # evaluation copies can draw goals that training copies of the same run never see.
-        self.seeds = copy_seeds(self.seed if copy_seed is None else copy_seed, self.num_envs)
+        # evaluation copies can draw goals that training copies of the same run never see. ``seeds``
+        # (explicit, one per copy) lets a worker build its share of a larger env's copies exactly.
+        self.seeds = [int(s) for s in seeds] if seeds is not None else \
+            copy_seeds(self.seed if copy_seed is None else copy_seed, self.num_envs)
         self.envs = [_build_env(self.task, embodiment, self.episode_length, goal, self.seed, s,
                                 fast_observation) for s in self.seeds]
         self._index = None if layout == 'full39' else LEGION12_INDEX

@@ -472,12 +472,13 @@ class Trainer:
         return new_obs
 
     def _make_env(self, task: str, num_envs: int):
-        """The training copies of ``task``: in this process, or (``train.env_process``) in a worker
-        process whose stepping overlaps the updates (:mod:`legion_core.env_workers`)."""
-        if self.config.train.env_process:
-            from legion_core.env_workers import EnvWorker
+        """The training copies of ``task``: in this process, or (``train.env_workers`` W >= 1) split over
+        W worker processes whose stepping overlaps the updates (:mod:`legion_core.env_workers`)."""
+        workers = self.config.train.worker_count()
+        if workers:
+            from legion_core.env_workers import EnvPool
 
-            return EnvWorker(task, num_envs, reward_scale=self.reward_scale, **self.env_kwargs)
+            return EnvPool(task, num_envs, workers=workers, reward_scale=self.reward_scale, **self.env_kwargs)
         from legion_core.envs import TaskVectorEnv
 
         return TaskVectorEnv(task, num_envs, reward_scale=self.reward_scale, **self.env_kwargs)
@@ -516,7 +517,7 @@ class Trainer:
         p, t, d = self.position, self.config.train, self.config.dpmm
         per_step = sum(env.num_envs for env in envs)
         local_per_step = envs[0].num_envs
-        overlapped = all(hasattr(env, 'step_async') for env in envs)  # workers (train.env_process)
+        overlapped = all(hasattr(env, 'step_async') for env in envs)  # workers (train.env_workers)
         clock = last = time.perf_counter()
         obs = [env.reset() for env in envs]
         if p['local_step'] == 0 and t.eval_every > 0:

@@ -27,10 +27,25 @@ def test_bench_train_reports_ours_and_the_peer(capsys):
     assert at['peer']['net_arch'] == '256 x 256' and at['ours']['cpu_updates_per_s'] > 0
     assert at['ratio_vs_peer_cpu_time'] == pytest.approx(
         at['ours']['cpu_updates_per_s'] / at['peer']['cpu_updates_per_s'])
+    assert (result['env_workers'], result['num_envs'], result['embodiment']) == (0, 1, 'sawyer')
+
+
+def test_bench_train_steps_our_copies_in_env_workers(capsys):
+    code = main(['bench', 'train', '--steps', '4', '--warmup', '32', '--batch-size', '32', '--repeats', '1',
+                 '--env-workers', '2', '--no-peer', '--no-defaults'])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result['env_workers'], result['num_envs']) == (2, 2)
+    # One update per env step: 4 env steps are 2 vector steps of 2 copies, each followed by 2 updates.
+    assert result['updates_per_s'] == pytest.approx(result['env_steps_per_s'])
+    assert [run['env_steps_per_s'] > 0 for run in result['runs']['ours']] == [True]
 
 
 @pytest.mark.parametrize(('args', 'message'), [
     (['--steps', '0'], '--steps must be >= 1'),
+    (['--env-workers', '3', '--num-envs', '2'], '--env-workers (3) must be between 0 and --num-envs (2)'),
+    (['--env-workers', '-1'], '--env-workers (-1) must be between 0 and --num-envs (1)'),
+    (['--embodiment', 'robot'], "unknown embodiment 'robot'; available: sawyer"),
     (['--warmup', '10', '--batch-size', '64'], '--warmup (10) must be >= --batch-size (64)'),
     (['--task', 'reachh'], "unknown Meta-World task 'reachh'"),
 ])

@@ -47,6 +47,7 @@ def test_from_dict_names_unknown_keys_and_the_known_ones(group):
     ('dpmm', 'every', '100', "dpmm.every must be an integer, got '100'"),
     ('train', 'num_envs', 'two', "train.num_envs must be an integer, got 'two'"),
     ('train', 'env_process', 'yes', "train.env_process must be true or false, got 'yes'"),
+    ('train', 'env_workers', True, 'train.env_workers must be an integer, got True'),
     ('train', 'advance_on_success', 'high', "train.advance_on_success must be a number or null, got 'high'"),
     ('language', 'normalize', 1, 'language.normalize must be true or false, got 1'),
     ('agent', 'latent_dim', '10', "agent.latent_dim must be an integer, got '10'"),
@@ -184,16 +185,19 @@ def test_a_run_config_written_before_the_typed_groups_loads_and_validates():
         assert len(problems) == 1 and problems[0].startswith("env.embodiment 'twin' is not installed")
         data['env']['embodiment'] = 'sawyer'
     typed = check(data)
+    later = {'train': {'env_workers': 0}}  # keys added since that run: their defaults
     for group in GROUPS:
-        assert getattr(typed, group).to_dict() == data[group]
+        assert getattr(typed, group).to_dict() == {**later.get(group, {}), **data[group]}
     assert typed.train.env_process is True and typed.agent.distill == 1.0
+    assert typed.train.worker_count() == 1  # env_process: true, the earlier spelling of one worker
 
 
 def test_an_older_run_without_the_later_keys_resumes_as_it_ran(tmp_path):
     from legion_core.trainer import CONFIG_FILE, Trainer, resume_trainer
 
     cfg = small_config('train.steps_per_task=100', 'train.eval_every=0', 'train.checkpoint_every=0')
-    for key in ('advance_on_success', 'advance_evals', 'env_process', 'keep_phase_checkpoints'):
+    for key in ('advance_on_success', 'advance_evals', 'env_process', 'env_workers',
+                'keep_phase_checkpoints'):
         del cfg['train'][key]
     del cfg['env']['reward_scale'], cfg['language']
     Trainer(cfg, tmp_path, progress=False).run(max_env_steps=60)
@@ -201,7 +205,7 @@ def test_an_older_run_without_the_later_keys_resumes_as_it_ran(tmp_path):
     assert 'advance_on_success' not in written and 'language' not in written  # as the older code wrote it
 
     resumed = resume_trainer(tmp_path, progress=False)
-    assert resumed.config.train.advance_on_success is None and not resumed.config.train.env_process
+    assert resumed.config.train.advance_on_success is None and resumed.config.train.worker_count() == 0
     assert resumed.config.language.normalize and resumed.config.env.reward_scale == 1.0
     metrics = resumed.run()
     assert metrics['complete'] and metrics['env_steps'] == 200

@@ -6,6 +6,11 @@ Ours additionally runs the LEGION VAE encoder (3 x 400) on s and s' in every upd
 every 50 updates: the comparison is LEGION's full update against plain SAC. Repeats alternate between
 the two sides (side by side, so that machine noise hits both) and the medians are reported.
 
+``--env-workers W`` steps our ``--num-envs`` copies (default: W, at least 1) in W worker processes
+(legion_core.env_workers, as ``train.env_workers``), the env step overlapping the updates as in
+``legion train``; actions for all copies come from one batched forward pass and each vector step is
+followed by one update per copy. The peer keeps its one in-process env.
+
 The matrix-product floor, in the same run: the multiply-adds of one update of each side, counted from
 its nn.Linear layers and the passes its update runs (legion_core.flops), and the fp32 GEMM rate this
 CPU sustains at the update's shapes with the same thread count (measured between the repeats). Their
@@ -38,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--threads', type=int, default=1, help='torch intra-op threads for both (default 1)')
     parser.add_argument('--batch-size', type=int, default=512, help='batch size for both (default 512)')
     parser.add_argument('--device', default='cpu', help='torch device for both (default cpu)')
+    parser.add_argument('--embodiment', default='sawyer',
+                        help='embodiment of both sides\' env: sawyer (default), kuka, twin')
+    parser.add_argument('--env-workers', type=int, default=0,
+                        help='our env copies in this many worker processes (0, the default: in-process)')
+    parser.add_argument('--num-envs', type=int, default=None,
+                        help='our env copies stepped together (default: --env-workers, at least 1)')
     parser.add_argument('--optimizer', default='fused', choices=('fused', 'foreach', 'plain'),
                         help='our Adam implementation (default fused)')
     parser.add_argument('--compile', action='store_true', help='torch.compile our networks')
@@ -77,7 +88,8 @@ def _peer_model(args, seed: int):
 
     from legion_core.envs import make_gymnasium_env
 
-    env = make_gymnasium_env(args.task, episode_length=150, seed=seed, layout=args.layout)
+    env = make_gymnasium_env(args.task, episode_length=150, seed=seed, layout=args.layout,
+                             embodiment=args.embodiment)
     sizes = {} if args.peer_defaults else {'policy_kwargs': {'net_arch': [300, 300, 300, 300]},
                                            'batch_size': args.batch_size}
     return SAC('MlpPolicy', env, learning_starts=args.warmup, train_freq=1, gradient_steps=1,
@@ -103,34 +115,57 @@ def measure_ours(args, seed: int) -> dict[str, float]:
     from legion_core.replay import ReplayBuffer
 
     agent = _our_agent(args, seed)
-    env = TaskVectorEnv(args.task, 1, seed=seed, layout=args.layout)
-    replay = ReplayBuffer(args.warmup + args.steps + 1, LAYOUTS[args.layout], 4, 1, device=args.device,
-                          seed=seed)
-    rng = np.random.default_rng(seed)
-    obs = env.reset()
-    task = np.zeros(1, dtype=np.int64)
+    n = args.num_envs
+    kwargs = {'seed': seed, 'layout': args.layout, 'embodiment': args.embodiment}
+    if args.env_workers:
+        from legion_core.env_workers import EnvPool
 
-    def step(action):
+        env = EnvPool(args.task, n, workers=args.env_workers, **kwargs)
+    else:
+        env = TaskVectorEnv(args.task, n, **kwargs)
+    vector_steps = -(-args.steps // n)  # the measured env steps, rounded up to whole vector steps
+    replay = ReplayBuffer(args.warmup + vector_steps * n + n, LAYOUTS[args.layout], 4, 1,
+                          device=args.device, seed=seed)
+    rng = np.random.default_rng(seed)
+    task = np.zeros(n, dtype=np.int64)
+    batch = agent.config.batch_size
+
+    def learn():
+        for _ in range(n):  # one update per env step, as legion train's default
+            agent.update(replay.sample(batch))
+
+    def step(action, updates):
+        # In workers the copies step while this process updates (legion train's overlap); the
+        # updates then see the replay up to the previous transition.
         nonlocal obs
-        next_obs, reward, terminated, _truncated, info = env.step(action)
+        if args.env_workers:
+            env.step_async(action)
+            updates()
+            next_obs, reward, terminated, _truncated, info = env.step_wait()
+        else:
+            next_obs, reward, terminated, _truncated, info = env.step(action)
+            updates()
         replay.add(obs, action, reward, info['final_obs'], terminated.astype(np.float32), task)
         obs = next_obs
 
-    for _ in range(args.warmup):
-        step(rng.uniform(-1, 1, (1, 4)).astype(np.float32))
-    batch = agent.config.batch_size
-    for _ in range(5):  # first calls allocate / compile: not part of the steady state
-        agent.update(replay.sample(batch))
-    if args.device.startswith('cuda'):
-        torch.cuda.synchronize()
-    start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        step(agent.act(obs, 0, deterministic=False))
-        agent.update(replay.sample(batch))
-    agent.pop_metrics()  # the one host sync, as in training
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {'env_steps_per_s': args.steps / wall, 'updates_per_s': args.steps / wall,
-            'cpu_updates_per_s': args.steps / cpu}
+    try:
+        obs = env.reset()
+        for _ in range(-(-args.warmup // n)):
+            step(rng.uniform(-1, 1, (n, 4)).astype(np.float32), lambda: None)
+        for _ in range(5):  # first calls allocate / compile: not part of the steady state
+            agent.update(replay.sample(batch))
+        if args.device.startswith('cuda'):
+            torch.cuda.synchronize()
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(vector_steps):
+            step(agent.act(obs, task, deterministic=False), learn)  # all copies in one forward pass
+        agent.pop_metrics()  # the one host sync, as in training
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        env.close()
+    steps = vector_steps * n
+    # cpu: this process's CPU time (the learner's); the workers' is not in it.
+    return {'env_steps_per_s': steps / wall, 'updates_per_s': steps / wall, 'cpu_updates_per_s': steps / cpu}
 
 
 def measure_peer(args, seed: int) -> dict[str, float]:
@@ -151,20 +186,30 @@ def measure_peer(args, seed: int) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ('steps', 'warmup', 'repeats', 'threads', 'batch_size'):
+    if args.num_envs is None:
+        args.num_envs = max(args.env_workers, 1)
+    for name in ('steps', 'warmup', 'repeats', 'threads', 'batch_size', 'num_envs'):
         if getattr(args, name) < 1:
             print(f'legion bench train: --{name.replace("_", "-")} must be >= 1', file=sys.stderr)
             return 2
+    if not 0 <= args.env_workers <= args.num_envs:
+        print(f'legion bench train: --env-workers ({args.env_workers}) must be between 0 and --num-envs '
+              f'({args.num_envs})', file=sys.stderr)
+        return 2
     if args.warmup < args.batch_size:
         print(f'legion bench train: --warmup ({args.warmup}) must be >= --batch-size ({args.batch_size})',
               file=sys.stderr)
         return 2
     import torch
 
+    from legion_core.envs import available_embodiments
     from legion_core.tasks import normalise_task_name
 
     try:
         args.task = normalise_task_name(args.task)
+        if args.embodiment not in available_embodiments():
+            raise ValueError(f'unknown embodiment {args.embodiment!r}; available: '
+                             f'{", ".join(available_embodiments())}')
     except ValueError as error:
         print(f'legion bench train: {error}', file=sys.stderr)
         return 2
@@ -181,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         else f'{args.device} ({torch.cuda.get_device_name(0)})',
         'task': args.task, 'threads': args.threads, 'batch_size': args.batch_size, 'steps': args.steps,
         'repeats': args.repeats, 'optimizer': args.optimizer, 'compile': args.compile,
+        'embodiment': args.embodiment, 'num_envs': args.num_envs, 'env_workers': args.env_workers,
         'env_steps_per_s': statistics.median(r['env_steps_per_s'] for r in ours),
         'updates_per_s': statistics.median(r['updates_per_s'] for r in ours),
         'cpu_updates_per_s': statistics.median(r['cpu_updates_per_s'] for r in ours),
