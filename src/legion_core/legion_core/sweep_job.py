@@ -53,6 +53,23 @@ def _differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = ''
     return out
 
 
+def _filled(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every typed group as the code reads it: a key added after the run was written takes
+    the value it had there (its default, or ``ABSENT``'s), so a job requeued across an upgrade that only
+    added keys still finds its own run."""
+    from legion_core.config import GROUPS
+    from legion_core.config_section import ConfigError
+
+    out = dict(config)
+    for group, cls in GROUPS.items():
+        if isinstance(out.get(group), dict):
+            try:
+                out[group] = cls.from_dict(out[group]).to_dict()
+            except ConfigError:
+                pass  # compared as written: the difference names the key
+    return out
+
+
 def prepare_job_dir(run_dir: Path, data: dict[str, Any], hydra_files: tuple[str, ...] = ()) -> bool:
     """Whether the job continues a run in ``run_dir`` (True) or starts one (False); raises
     :class:`SweepJobError` when the directory holds anything else.
@@ -78,8 +95,8 @@ def prepare_job_dir(run_dir: Path, data: dict[str, Any], hydra_files: tuple[str,
         raise SweepJobError(f'sweep job directory {run_dir} holds {", ".join(present[:6])} but no run of '
                             f'`legion train` (no {CONFIG_FILE}): choose another hydra.sweep.dir')
     saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
-    differences = _differences({k: v for k, v in saved.items() if k != 'run_dir'},
-                               {k: v for k, v in data.items() if k != 'run_dir'})
+    differences = _differences({k: v for k, v in _filled(saved).items() if k != 'run_dir'},
+                               {k: v for k, v in _filled(data).items() if k != 'run_dir'})
     if differences:
         raise SweepJobError(f'sweep job directory {run_dir} holds a run of another configuration ('
                             + '; '.join(differences[:4]) + ('; ...' if len(differences) > 4 else '')

@@ -85,6 +85,23 @@ def test_a_job_finds_its_own_checkpoint_and_refuses_anything_else(tmp_path):
         prepare_job_dir(tmp_path / '1', data, ('train.log',))
 
 
+def test_a_job_requeued_across_an_upgrade_that_added_keys_continues_its_run(tmp_path):
+    from omegaconf import OmegaConf
+
+    from legion_core.trainer import CONFIG_FILE
+
+    run_dir, data = _job_dir(tmp_path)
+    Trainer({**data, 'run_dir': str(run_dir)}, run_dir, progress=False).run(max_env_steps=20)
+    # As written before train.env_workers existed (env_process: true then meant one worker).
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE))
+    del saved['train']['env_workers']
+    OmegaConf.save(OmegaConf.create(saved), run_dir / CONFIG_FILE)
+    assert prepare_job_dir(run_dir, data, ('train.log',)) is True
+    # A key that differs from what the old run had is still another configuration.
+    with pytest.raises(SweepJobError, match=r'train\.env_workers: 0 there, 1 in this job'):
+        prepare_job_dir(run_dir, {**data, 'train': {**data['train'], 'env_workers': 1}}, ('train.log',))
+
+
 def test_an_attempt_killed_before_its_first_checkpoint_starts_again(tmp_path):
     run_dir, data = _job_dir(tmp_path)
     trainer = Trainer(data, run_dir, progress=False)
