@@ -6,7 +6,8 @@ from legion_kuka.job import WorkcellPlan, plan_workcells, station_object
 from legion_kuka.twin_driver import TwinDriver, build_twin
 from legion_kuka.workcell import MAX_STATIONS, WorkcellTwin, station_order
 
-SIX = ('reach-v3', 'push-v3', 'faucet-open-v3', 'drawer-close-v3', 'button-press-topdown-v3', 'window-open-v3')
+SIX = ('reach-v3', 'push-v3', 'faucet-open-v3', 'drawer-close-v3', 'button-press-topdown-v3',
+       'window-open-v3')
 
 
 def test_window_open_and_close_work_on_one_object_and_other_tasks_on_their_own():
