@@ -15,8 +15,8 @@ changes workcell it keeps, per object, where Meta-World placed it (the task's ra
 goal positions) and every joint of its station (slides, hinges, free bodies; in the station's own frame).
 A later workcell whose station has that object places it the same way and puts those joints back, so
 the window that window-open left open is the one window-close starts from, and a station that comes back
-is as its last step left it. Only the arm jumps at a change of workcell (to the next step's start, as
-with one scene per step), which the twin announces.
+is as its last step left it, at rest. Only the arm jumps at a change of workcell (to the next step's
+start, as with one scene per step), which the twin announces.
 
 Why not more stations in one scene: six tasks at 90 deg need more than A1's 340 deg, and at the 68 deg
 that would fit, neighbouring stations' objects (+-35 deg each) overlap; a ring is no answer either,
@@ -79,12 +79,11 @@ def plan_workcells(tasks: Sequence[str], object_of: Callable[[str], str] = stati
 @dataclass(frozen=True)
 class ObjectState:
     """An object's state as its station last held it (station frame): what carries it into a later
-    workcell. ``rand_vec`` is Meta-World's placement of the task's objects and goal; ``qpos`` and
-    ``qvel`` the station's joints in order (a free joint: 7 and 6 values)."""
+    workcell. ``rand_vec`` is Meta-World's placement of the task's objects and goal; ``qpos`` the
+    station's joints in order (a free joint: 7 values)."""
 
     object: str
     task: str
     rand_vec: np.ndarray | None
     joint_types: tuple[int, ...]
     qpos: np.ndarray
-    qvel: np.ndarray

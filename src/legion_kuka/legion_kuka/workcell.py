@@ -232,8 +232,7 @@ class _Station:
             object=self.object, task=self.task,
             rand_vec=None if rand_vec is None else np.array(rand_vec, dtype=np.float64),
             joint_types=tuple(int(self.mw.model.jnt_type[j]) for j, *_ in self.joints),
-            qpos=np.concatenate([data.qpos[q] for q, _ in slices] or [np.zeros(0)]),
-            qvel=np.concatenate([data.qvel[v] for _, v in slices] or [np.zeros(0)]))
+            qpos=np.concatenate([data.qpos[q] for q, _ in slices] or [np.zeros(0)]))
 
     def place_like(self, state) -> None:
         """Before the shadow's reset: Meta-World places the objects (and goal) as ``state``'s were."""
@@ -249,11 +248,11 @@ class _Station:
         if types != state.joint_types:
             raise ValueError(f'{self.task}: the joints of {self.object} differ from those carried from '
                              f'{state.task}')
-        data, qa, va = self.mw.data, 0, 0
+        data, start = self.mw.data, 0
         for q, v in self._joint_slices():
-            nq, nv = q.stop - q.start, v.stop - v.start
-            data.qpos[q], data.qvel[v] = state.qpos[qa:qa + nq], state.qvel[va:va + nv]
-            qa, va = qa + nq, va + nv
+            data.qpos[q] = state.qpos[start:start + q.stop - q.start]
+            data.qvel[v] = 0.0  # a new scene starts at rest (the arm jumps to its start too)
+            start += q.stop - q.start
         mujoco.mj_forward(self.mw.model, data)
 
     def push(self, cell_model, cell_data) -> None:
@@ -654,25 +653,40 @@ def run_sequence(steps: Sequence[tuple[str, Callable[[np.ndarray], Any]]], *, se
     (:func:`transit`), then run the policy from there through the chain (:class:`~legion_kuka.chain.
     ChainRunner`: real2sim, sim2real, the safety filter with the station's box) for up to ``max_steps``
     policy steps. The stations are ``stations`` or :func:`station_order` of the steps' tasks, reset once
-    for ``seed``: what one step moves stays moved for the next.
+    for ``seed``: what one step moves stays moved for the next. Without ``stations``, a job one
+    workcell does not hold runs as a sequence of workcells (:mod:`legion_kuka.job`), every object
+    carried from one to the next; at a change of workcell the arm starts at the step's start (the
+    transit there is then a few cycles of settling).
     """
     from legion_kuka.chain import ChainRunner, posture_inside_limits
+    from legion_kuka.job import plan_workcells
     from legion_kuka.safety import SafetyLimits
 
     if not steps:
         raise ValueError('a sequence needs at least one step')
-    tasks = list(stations) if stations is not None else station_order([task for task, _ in steps])
-    twin = WorkcellTwin(tasks, task=steps[0][0], seed=seed)
-    limits = SafetyLimits.from_description(workspace=workcell_workspace(twin))
-    inside = posture_inside_limits(twin, limits)
-    if inside is not None:  # as the chain starts a single task: an operator jogs the arm in
-        twin.reset(posture=inside)
+    job = [task for task, _ in steps]
+    if stations is None and len(plan_workcells(job)) > 1:
+        twin = WorkcellTwin(task=job[0], job=job, seed=seed)
+    else:
+        twin = WorkcellTwin(list(stations) if stations is not None else station_order(job), task=job[0],
+                            seed=seed)
+
+    def jog_in():  # as the chain starts a single task: an operator jogs the arm in
+        limits = SafetyLimits.from_description(workspace=workcell_workspace(twin))
+        inside = posture_inside_limits(twin, limits)
+        if inside is not None:
+            twin.reset(posture=inside)
+        return limits
+
+    limits = jog_in()
     results = []
     indexed = list(enumerate(steps))
     if progress:
         from tqdm import tqdm
         indexed = tqdm(indexed, desc='workcell sequence', unit='step')
     for _, (task, policy) in indexed:
+        if twin.plan is not None and twin.enter(task) == 'scene':
+            limits = jog_in()  # the next workcell, its own box
         moved = transit(twin, task, limits)
         runner = ChainRunner(policy, task, seed=seed, layout=layout, max_steps=max_steps, twin=twin,
                              reset_twin=False)
