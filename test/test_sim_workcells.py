@@ -1,6 +1,6 @@
 """`legion sim` with an opposite pair on one object (open the window, then close it) on the twin with
 Meta-World's experts: the job runs as a sequence of workcells (legion_kuka.job), and window-close
-starts from the window window-open left, where it stood (not from window-close's own start: fully open,
+starts from the window window-open left, where it stood (not where window-close's own start puts it,
 elsewhere on the table). Both steps succeed; the change of workcell is announced and nothing latches.
 """
 from __future__ import annotations
@@ -54,8 +54,13 @@ def test_window_close_starts_from_the_window_window_open_left(run):
     before = [p for t, p in handle if t < scenes[-1]]
     start, left = before[0], before[-1]  # the window as window-open found and left it ...
     found = next(p for t, p in handle if t > scenes[-1])  # ... and as window-close found it
-    assert np.linalg.norm(left - start) > 0.1, 'window-open did not move the handle'
-    assert np.linalg.norm(found - left) < 0.005, (left, found)
+    slide = left - start
+    assert np.linalg.norm(slide) > 0.1, 'window-open did not move the handle'
+    # The window stands where window-open left it: across its slide the handle has not moved (window-close's
+    # own placement for seed 1 is 9.5 cm off). Along the slide the two tasks report different points of
+    # the handle (5 cm apart); the slide's carry-over is checked without ROS (test_job.py).
+    across = (found - left) - (found - left) @ slide / (slide @ slide) * slide
+    assert np.linalg.norm(across) < 0.005, (left, found)
     statuses = [json.loads(m.data) for topic, _, m in recorded if topic == '/legion/sim2real/status']
     assert not [s for s in statuses if s['state'] == 'estop']
     assert max(s.get('estop_resets', 0) for s in statuses) == 0
