@@ -303,10 +303,11 @@ class WorkcellTwin(Twin):
 
         self.plan = plan_workcells(list(job)) if job else None
         self.workcell_index = 0  # which of the plan's workcells the scene is
-        # Per object (legion_kuka.job.station_object): its state when it last left the scene, and
-        # what the next scene build puts back (taken once: a later reset is the workcell's own).
+        # Per object (legion_kuka.job.station_object): its state when it last left the scene, and the
+        # states the current workcell was entered with: its initial state, for every reset of it (the
+        # jog of the arm inside the limits is one).
         self._carried: dict[str, Any] = {}
-        self._carry_next: dict[str, Any] = {}
+        self._entered_with: dict[str, Any] = {}
         if self.plan is not None:
             if tasks and tuple(tasks) != self.plan[0].stations:
                 raise ValueError(f'with a job the stations are its first workcell\'s '
@@ -411,10 +412,11 @@ class WorkcellTwin(Twin):
     # -- reset -------------------------------------------------------------------------------------
     def _reset_scene(self, task: str, seed: int) -> None:
         if not self._stations or seed != self.seed:
+            if self._stations:  # another seed: another job, nothing carried
+                self._carried, self._entered_with = {}, {}
             self._load(task, seed)
-        carry, self._carry_next = self._carry_next, {}
         for station in self._stations.values():
-            state = carry.get(station.object)
+            state = self._entered_with.get(station.object)
             if state is not None:  # placed as where it was last (Meta-World's random vector)
                 station.place_like(state)
             station.env.reset()  # Meta-World places the station's objects and goal for the seed
@@ -481,7 +483,7 @@ class WorkcellTwin(Twin):
         self.tasks = self.plan[index].stations
         self.yaws = station_yaws(len(self.tasks), self._spacing_deg)
         self._cell_built, self._stations = False, {}
-        self._carry_next = dict(self._carried)
+        self._entered_with = dict(self._carried)
         self.reset(task=task, seed=self.seed)
         return 'scene'
 
