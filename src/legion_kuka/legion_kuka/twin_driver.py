@@ -9,8 +9,9 @@ The node (``legion_ros.nodes.sim_bridge``) declares parameters, decodes commands
 * where a scene starts the arm: inside the safety filter's limits, as an operator would jog it in
   (:func:`start_inside_limits`);
 * what a ``task`` / ``seed`` change does: in a workcell with the same seed, another station becomes
-  active and nothing moves (the arm gets there by sim2real's transit); otherwise the twin loads that
-  scene, or keeps the current one and says why not;
+  active and nothing moves (the arm gets there by sim2real's transit); in a job of several workcells
+  (:mod:`legion_kuka.job`), a task of the next workcell loads that workcell with every object's state
+  carried over; otherwise the twin loads that scene, or keeps the current one and says why not;
 * the state log (:mod:`legion_kuka.state_log`): the scene's positions every ``state_log_every`` cycles of
   simulated time, notes beside them, and a new segment per scene, the one before written to disk;
 * the real-time factor reported every ``report_every`` cycles.
@@ -61,12 +62,25 @@ def start_inside_limits(twin, limits) -> bool:
     return True
 
 
-def build_twin(task: str, *, seed: int = 0, workcell=(), profile: str = 'lbr',
+def build_twin(task: str, *, seed: int = 0, workcell=(), job=(), profile: str = 'lbr',
                control_rate_hz: float = 100.0):
     """A :class:`~legion_kuka.twin.Twin` of ``task``, or with ``workcell`` a
-    :class:`~legion_kuka.workcell.WorkcellTwin` whose active station is ``task``; ``ValueError`` says
-    why not (a task that is not one of the stations, a scene that does not build)."""
-    workcell = list(workcell)
+    :class:`~legion_kuka.workcell.WorkcellTwin` whose active station is ``task``, or with ``job`` (the
+    tasks of a job's steps) one that runs the job's workcells, starting with the first step's;
+    ``ValueError`` says why not (a task that is not one of the stations, a scene that does not build)."""
+    workcell, job = list(workcell), list(job)
+    if job:
+        if workcell:
+            raise ValueError('give a workcell or a job, not both (a job plans its own workcells)')
+        if task != job[0]:
+            raise ValueError(f'a job\'s twin starts at its first step\'s task {job[0]!r}, not {task!r}')
+        from legion_kuka.workcell import WorkcellTwin
+
+        try:
+            return WorkcellTwin(task=task, job=job, seed=seed, profile=profile,
+                                control_rate_hz=control_rate_hz)
+        except (ValueError, KeyError) as error:
+            raise ValueError(f'cannot build the workcells of the job {job}: {error}') from None
     if workcell and task not in workcell:
         raise ValueError(f'task {task!r} is not one of the workcell\'s stations {workcell}: '
                          'task (task:=) picks the active station, one of workcell (workcell:=)')
@@ -204,22 +218,29 @@ class TwinDriver:
 
     def load(self, task: str, seed: int, workcell: bool = False) -> str:
         """Switch to ``task`` / ``seed``: ``'station'`` (another station of the same workcell, nothing
-        moves) or ``'scene'`` (the twin loaded it); ``ValueError``: the current scene is kept."""
+        moves) or ``'scene'`` (the twin loaded it: a job's next workcell, its objects as they were left,
+        or the task's scene); ``ValueError``: the current scene is kept."""
         if workcell and seed == self.twin.seed:
-            self.twin.select(task)  # ValueError for a task that is not a station
-            self.log.info(f'station {task} active')
-            return 'station'
+            # ValueError for a task that is not a station (of any of a job's workcells)
+            if self.twin.enter(task) == 'station':
+                self.log.info(f'station {task} active')
+                return 'station'
+            self.log.info(f'workcell {list(self.twin.tasks)} loaded for {task}, objects as they were left')
+            return self._scene_loaded()
         try:
             self.twin.reset(task=task, seed=seed)
         except Exception as error:  # unknown task, scene that does not build: keep the current one
             reason = f'cannot load {task!r} seed {seed}: {type(error).__name__}: {error}'
             self.log.warning(reason)
             raise ValueError(reason) from None
+        self.log.info(f'scene {task} (seed {seed}) loaded')
+        return self._scene_loaded()
+
+    def _scene_loaded(self) -> str:
         self.start_inside()
         if self.state_log is not None:
             self._begin_state_segment()
             self.save_state_log()  # what the scene before recorded is safe on disk
-        self.log.info(f'scene {task} (seed {seed}) loaded')
         return 'scene'
 
     def objects(self) -> Objects:

@@ -135,6 +135,9 @@ class _Station:
                  first_body: int) -> None:
         self.index, self.task, self.yaw = index, task, float(yaw)
         self.env, self.mw = env, metaworld_task_env(env, task)
+        from legion_kuka.job import station_object
+
+        self.object = station_object(task)
         self.place = _about_a1(yaw)  # station frame -> workcell (Meta-World world) frame
         self.start_q: np.ndarray | None = None
         from legion_kuka.metaworld_kuka import NON_TASK_BODIES
@@ -212,6 +215,46 @@ class _Station:
                 dst_data.qpos[qb] = src_data.qpos[qa]
                 dst_data.qvel[vb] = src_data.qvel[va]
 
+    def _joint_slices(self):
+        model = self.mw.model
+        for j, _, free in self.joints:
+            qa, va = model.jnt_qposadr[j], model.jnt_dofadr[j]
+            yield (slice(qa, qa + 7), slice(va, va + 6)) if free else (slice(qa, qa + 1), slice(va, va + 1))
+
+    def state(self):
+        """The station's object as the shadow holds it (pull first): :class:`legion_kuka.job.ObjectState`."""
+        from legion_kuka.job import ObjectState
+
+        data = self.mw.data
+        slices = list(self._joint_slices())
+        rand_vec = getattr(self.mw, '_last_rand_vec', None)
+        return ObjectState(
+            object=self.object, task=self.task,
+            rand_vec=None if rand_vec is None else np.array(rand_vec, dtype=np.float64),
+            joint_types=tuple(int(self.mw.model.jnt_type[j]) for j, *_ in self.joints),
+            qpos=np.concatenate([data.qpos[q] for q, _ in slices] or [np.zeros(0)]))
+
+    def place_like(self, state) -> None:
+        """Before the shadow's reset: Meta-World places the objects (and goal) as ``state``'s were."""
+        current = getattr(self.mw, '_last_rand_vec', None)
+        # Both tasks read the vector the same way where the scene is the same file and it has the same
+        # size (window-open's and window-close's: the window's position).
+        if state.rand_vec is not None and current is not None and np.shape(current) == state.rand_vec.shape:
+            self.mw._last_rand_vec = state.rand_vec.copy()
+
+    def restore(self, state) -> None:
+        """After the shadow's reset: the station's joints as ``state`` holds them."""
+        types = tuple(int(self.mw.model.jnt_type[j]) for j, *_ in self.joints)
+        if types != state.joint_types:
+            raise ValueError(f'{self.task}: the joints of {self.object} differ from those carried from '
+                             f'{state.task}')
+        data, start = self.mw.data, 0
+        for q, v in self._joint_slices():
+            data.qpos[q] = state.qpos[start:start + q.stop - q.start]
+            data.qvel[v] = 0.0  # a new scene starts at rest (the arm jumps to its start too)
+            start += q.stop - q.start
+        mujoco.mj_forward(self.mw.model, data)
+
     def push(self, cell_model, cell_data) -> None:
         """The shadow's freshly reset station -> the workcell (objects, goal, Meta-World's placements)."""
         self._transfer(self.place, self.mw.model, self.mw.data, cell_model, cell_data, False, layout=True)
@@ -238,17 +281,39 @@ class WorkcellTwin(Twin):
     gets there by joint commands (:func:`transit`). :meth:`reset` resets every station to its task's
     initial state for the seed and puts the arm at the active station's start posture.
 
+    With ``job`` (the tasks of a job's steps, in order, any number) the twin runs the job's sequence of
+    workcells (:func:`legion_kuka.job.plan_workcells`), starting with the first; :meth:`enter` moves
+    on to the next, every object's state carried (:mod:`legion_kuka.job`).
+
     Args:
-        tasks: the stations' tasks, distinct, in station order (ahead, left, right).
+        tasks: the stations' tasks, distinct, in station order (ahead, left, right); with ``job``: empty
+            or the first workcell's.
         task: the station active after the first reset (default: the first).
+        job: the tasks of a job's steps, in order.
         spacing_deg: angle between stations about A1.
         Other arguments: as :class:`~legion_kuka.twin.Twin`.
     """
 
-    def __init__(self, tasks: Sequence[str], task: str | None = None, *, seed: int = 0,
+    def __init__(self, tasks: Sequence[str] = (), task: str | None = None, *, seed: int = 0,
+                 job: Sequence[str] | None = None,
                  spacing_deg: float = STATION_SPACING_DEG, profile: str = 'lbr',
                  control_rate_hz: float = 100.0, bandwidth_hz: float = 20.0, damping_ratio: float = 1.0,
                  stiffness: Any = None, env_factory: Callable[[str, int], Any] | None = None) -> None:
+        from legion_kuka.job import plan_workcells
+
+        self.plan = plan_workcells(list(job)) if job else None
+        self.workcell_index = 0  # which of the plan's workcells the scene is
+        # Per object (legion_kuka.job.station_object): its state when it last left the scene, and the
+        # states the current workcell was entered with: its initial state, for every reset of it (the
+        # jog of the arm inside the limits is one).
+        self._carried: dict[str, Any] = {}
+        self._entered_with: dict[str, Any] = {}
+        if self.plan is not None:
+            if tasks and tuple(tasks) != self.plan[0].stations:
+                raise ValueError(f'with a job the stations are its first workcell\'s '
+                                 f'{list(self.plan[0].stations)}, got {list(tasks)}')
+            tasks = self.plan[0].stations
+        self._spacing_deg = spacing_deg
         tasks = list(tasks)
         if len(set(tasks)) != len(tasks):
             raise ValueError(f'workcell stations must be distinct tasks, got {tasks}')
@@ -347,9 +412,16 @@ class WorkcellTwin(Twin):
     # -- reset -------------------------------------------------------------------------------------
     def _reset_scene(self, task: str, seed: int) -> None:
         if not self._stations or seed != self.seed:
+            if self._stations:  # another seed: another job, nothing carried
+                self._carried, self._entered_with = {}, {}
             self._load(task, seed)
         for station in self._stations.values():
+            state = self._entered_with.get(station.object)
+            if state is not None:  # placed as where it was last (Meta-World's random vector)
+                station.place_like(state)
             station.env.reset()  # Meta-World places the station's objects and goal for the seed
+            if state is not None:
+                station.restore(state)  # its joints as it was last left
             station.push(self.model, self.data)
         self._activate(task)
         active = self._stations[task]
@@ -376,6 +448,44 @@ class WorkcellTwin(Twin):
         obs = np.concatenate([current, current, np.asarray(mw._get_pos_goal(), dtype=np.float64)])
         _, info = mw.evaluate_state(obs, self._last_action.astype(np.float32))
         return bool(info['success'])
+
+
+    # -- jobs of several workcells ----------------------------------------------------------------
+    def object_states(self) -> dict[str, Any]:
+        """Every station's object as the scene holds it now (:class:`legion_kuka.job.ObjectState`, by
+        object)."""
+        mujoco.mj_forward(self.model, self.data)
+        states = {}
+        for station in self._stations.values():
+            station.pull(self.model, self.data)
+            states[station.object] = station.state()
+        self._stale = True  # the active station's shadow is refreshed on its next read
+        return states
+
+    def enter(self, task: str) -> str:
+        """Make ``task`` the active station: ``'station'`` where it is one of this workcell's (nothing
+        moves; the arm gets there by a transit), else, in a job, ``'scene'``: the next workcell of the
+        plan with that station is built, every object's state carried into it (:mod:`legion_kuka.job`),
+        and the arm stands at ``task``'s start. ``ValueError``: no workcell of the job has it."""
+        if task in self._stations:
+            self.select(task)
+            return 'station'
+        if self.plan is None:
+            self._station(task)  # raises: not a station
+        anywhere = [k for k, plan in enumerate(self.plan) if task in plan.stations]
+        following = [k for k in anywhere if k > self.workcell_index]  # steps run in order
+        if not (following or anywhere):
+            raise ValueError(f'no workcell of the job has a station {task!r}; its steps: '
+                             f'{", ".join(t for plan in self.plan for t in plan.stations)}')
+        self._carried.update(self.object_states())
+        index = (following or anywhere)[0]
+        self.workcell_index = index
+        self.tasks = self.plan[index].stations
+        self.yaws = station_yaws(len(self.tasks), self._spacing_deg)
+        self._cell_built, self._stations = False, {}
+        self._entered_with = dict(self._carried)
+        self.reset(task=task, seed=self.seed)
+        return 'scene'
 
 
 # --------------------------------------------------------------------------------------------------
@@ -545,25 +655,40 @@ def run_sequence(steps: Sequence[tuple[str, Callable[[np.ndarray], Any]]], *, se
     (:func:`transit`), then run the policy from there through the chain (:class:`~legion_kuka.chain.
     ChainRunner`: real2sim, sim2real, the safety filter with the station's box) for up to ``max_steps``
     policy steps. The stations are ``stations`` or :func:`station_order` of the steps' tasks, reset once
-    for ``seed``: what one step moves stays moved for the next.
+    for ``seed``: what one step moves stays moved for the next. Without ``stations``, a job one
+    workcell does not hold runs as a sequence of workcells (:mod:`legion_kuka.job`), every object
+    carried from one to the next; at a change of workcell the arm starts at the step's start (the
+    transit there is then a few cycles of settling).
     """
     from legion_kuka.chain import ChainRunner, posture_inside_limits
+    from legion_kuka.job import plan_workcells
     from legion_kuka.safety import SafetyLimits
 
     if not steps:
         raise ValueError('a sequence needs at least one step')
-    tasks = list(stations) if stations is not None else station_order([task for task, _ in steps])
-    twin = WorkcellTwin(tasks, task=steps[0][0], seed=seed)
-    limits = SafetyLimits.from_description(workspace=workcell_workspace(twin))
-    inside = posture_inside_limits(twin, limits)
-    if inside is not None:  # as the chain starts a single task: an operator jogs the arm in
-        twin.reset(posture=inside)
+    job = [task for task, _ in steps]
+    if stations is None and len(plan_workcells(job)) > 1:
+        twin = WorkcellTwin(task=job[0], job=job, seed=seed)
+    else:
+        twin = WorkcellTwin(list(stations) if stations is not None else station_order(job), task=job[0],
+                            seed=seed)
+
+    def jog_in():  # as the chain starts a single task: an operator jogs the arm in
+        limits = SafetyLimits.from_description(workspace=workcell_workspace(twin))
+        inside = posture_inside_limits(twin, limits)
+        if inside is not None:
+            twin.reset(posture=inside)
+        return limits
+
+    limits = jog_in()
     results = []
     indexed = list(enumerate(steps))
     if progress:
         from tqdm import tqdm
         indexed = tqdm(indexed, desc='workcell sequence', unit='step')
     for _, (task, policy) in indexed:
+        if twin.plan is not None and twin.enter(task) == 'scene':
+            limits = jog_in()  # the next workcell, its own box
         moved = transit(twin, task, limits)
         runner = ChainRunner(policy, task, seed=seed, layout=layout, max_steps=max_steps, twin=twin,
                              reset_twin=False)

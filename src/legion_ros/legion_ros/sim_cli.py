@@ -51,12 +51,16 @@ examples:
   legion sim --policy expert          bring the graph up and wait for `legion instruct` (Ctrl-C ends)
   legion sim --seed 1 -i "reach the goal, then close the drawer" --video job.mp4
 
-Scenes (--scene): `workcell` (the default for up to 3 distinct tasks) puts every task of the
+Scenes (--scene): `workcell` (the default where one workcell holds the job) puts every task of the
 instruction around the arm at once, one station per task (legion_kuka.workcell; seed --seed): what
 a step moves stays moved, and the arm travels from station to station by joint motions through the
-safety filter (back, up, swing, down: about 25-40 s at the default 10 % joint speed). `per-step`
-loads each step's own task scene into the twin instead; the twin announces the arm's jump to the new
-scene's start and sim2real's safety filter starts over there.
+safety filter (back, up, swing, down: about 25-40 s at the default 10 % joint speed). `workcells`
+(the default otherwise: more than 3 distinct tasks, or two tasks on one object such as window-open and
+window-close) runs the job as a sequence of such workcells (legion_kuka.job): a step that does not fit
+the current one loads the next with every object's state carried over (the window a step opened is the
+one the next closes), and the arm jumps to that step's start. `per-step` loads each step's own task
+scene into the twin instead, nothing carried over. A jump is announced by the twin, and sim2real's
+safety filter starts over there.
 
 Video (--video FILE.mp4 or .gif, off by default): the twin records its scene and joint positions at
 25 Hz of its own time while the job runs (a row copy every 4th control cycle, nothing drawn); after
@@ -88,10 +92,11 @@ def register_sim(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--seed', type=int, default=0, help='goal variant of every step\'s scene (default 0)')
     parser.add_argument('--driver', choices=('lbr', 'iiwa_ros2'), default='lbr',
                         help='driver interface the twin speaks (default lbr)')
-    parser.add_argument('--scene', choices=('auto', 'workcell', 'per-step'), default='auto',
+    parser.add_argument('--scene', choices=('auto', 'workcell', 'workcells', 'per-step'), default='auto',
                         help='workcell: all the instruction\'s tasks around the arm at once (up to 3); '
+                             'workcells: a sequence of workcells, every object\'s state carried over; '
                              'per-step: the twin reloads each step\'s task scene; auto (default): workcell '
-                             'when it fits')
+                             'when one holds the job, else workcells')
     parser.add_argument('--step-timeout', type=float, default=None, metavar='S',
                         help='a step that has not succeeded after S seconds of the twin\'s time fails '
                              '(default 60, in a workcell 120: the move to the station counts)')
@@ -118,7 +123,7 @@ def run_sim(args: argparse.Namespace) -> int:
     checked = _check_arguments(args)
     if isinstance(checked, int):
         return checked
-    plan, skills, stations, video_size = checked
+    plan, skills, stations, job, video_size = checked
     bag_name = 'sim_' + datetime.now(timezone.utc).strftime('%Y%m%d_%H%M%S_%f')
     bag_dir = Path(args.bag_dir)
     log_path = bag_dir / f'{bag_name}.log'
@@ -131,12 +136,12 @@ def run_sim(args: argparse.Namespace) -> int:
         return EXIT_REJECTED
     started = time.monotonic()
     with open(log_path, 'w', encoding='utf-8') as log:
-        sim = SimGraph(nodes, values, log, int(args.seed), stations,
+        sim = SimGraph(nodes, values, log, int(args.seed), stations, job=job,
                        state_log_dir=bag_dir / f'{bag_name}.states' if args.video else None)
         code, final, message, stop_code = _run_graph(sim, args, first_task, log_path)
     bag_path = bag_dir / bag_name
     result = _sim_result(final, args, plan, bag_path if not args.no_record and bag_path.exists() else None,
-                         time.monotonic() - started, log_path, stations)
+                         time.monotonic() - started, log_path, stations, job)
     if message:
         result['error'] = message
         say(message + f' (see {log_path})')
@@ -155,8 +160,8 @@ def say(text: str) -> None:
 
 
 def _check_arguments(args: argparse.Namespace):
-    """Everything that can be refused before a process starts: (plan, skills, stations, video size), or
-    the exit code after saying why."""
+    """Everything that can be refused before a process starts: (plan, skills, stations, job, video
+    size), or the exit code after saying why."""
     from legion_ros.instructions import InstructionRejectedError
     from legion_ros.node_base import NodeConfigError
 
@@ -193,9 +198,13 @@ def _check_arguments(args: argparse.Namespace):
         print('legion sim: --scene workcell needs an instruction of 1 to 3 distinct tasks (a workcell '
               'holds 3 stations); use --scene per-step', file=sys.stderr)
         return EXIT_REJECTED
+    job = job_tasks(plan, args.scene)
+    if args.scene == 'workcells' and not job:
+        print('legion sim: --scene workcells needs an instruction', file=sys.stderr)
+        return EXIT_REJECTED
     if args.step_timeout is None:
-        args.step_timeout = 120.0 if stations else 60.0
-    return plan, skills, stations, video_size
+        args.step_timeout = 120.0 if stations or job else 60.0
+    return plan, skills, stations, job, video_size
 
 
 def _run_graph(sim: SimGraph, args, first_task: str, log_path) -> tuple[int, dict | None, str, int]:
@@ -290,12 +299,25 @@ def workcell_stations(plan, scene: str) -> tuple[str, ...] | None:
     scene per step, or None when a workcell was asked for and the tasks do not fit."""
     from legion_kuka.workcell import MAX_STATIONS, station_order
 
-    if scene == 'per-step':
+    if scene in ('per-step', 'workcells'):
         return ()
     tasks = [p.task for p in plan or []]
     if not tasks or len(set(tasks)) > MAX_STATIONS:  # (without an instruction the tasks are not known)
         return None if scene == 'workcell' else ()
+    if scene == 'auto' and job_tasks(plan, scene):
+        return ()
     return tuple(station_order(tasks))
+
+
+def job_tasks(plan, scene: str) -> tuple[str, ...]:
+    """The tasks of the steps when the job runs as a sequence of workcells (--scene workcells, or auto
+    where one workcell does not hold it: :func:`legion_kuka.job.plan_workcells`), else ()."""
+    from legion_kuka.job import plan_workcells
+
+    tasks = tuple(p.task for p in plan or [])
+    if not tasks or scene not in ('auto', 'workcells'):
+        return ()
+    return tasks if scene == 'workcells' or len(plan_workcells(tasks)) > 1 else ()
 
 def _sim_nodes(args, first_task: str, bag_name: str, params_dir, skills: list[str] = ()):
     """The resolved sim graph, with this run's parameters on its nodes.
@@ -342,6 +364,7 @@ class SimGraph:
     output: object
     seed: int
     stations: tuple[str, ...] = ()  # a workcell's tasks (station order); empty: one scene per step
+    job: tuple[str, ...] = ()  # the steps' tasks where the job runs as a sequence of workcells
     bridge_runner: object = None
     rest_runner: object = None
     scene_task: str | None = None  # the scene (a workcell: the station) the twin was last asked for
@@ -366,6 +389,8 @@ class SimGraph:
         (resolved,) = [n for n in graph('sim').resolve(arguments).nodes if n.executable == 'sim_bridge']
         values = {'task': resolved.parameters['task'], 'workcell': resolved.parameters['workcell'],
                   'seed': self.seed}
+        if self.job:  # the twin plans the job's workcells itself (legion_kuka.job)
+            values['job'] = list(self.job)
         if self.state_log_dir is not None:  # one log, one segment per scene (legion_kuka.state_log)
             values['state_log'] = str(Path(self.state_log_dir) / 'twin.npz')
         scene.write_text(yaml.safe_dump({'/**/sim_bridge': {'ros__parameters': values}}), encoding='utf-8')
@@ -445,7 +470,10 @@ class SceneFollower:
             return
         task, self.pending = self.pending, None
         station = task in self.sim.stations
-        self.say(f'station {task}: moving the arm there' if station else f'loading the scene of {task}')
+        if self.sim.job:  # another station of this workcell, or the next workcell
+            self.say(f'{task}: its station, or the next workcell with every object as it was left')
+        else:
+            self.say(f'station {task}: moving the arm there' if station else f'loading the scene of {task}')
         if not self._set_twin_task(task, 30.0 if station else 120.0):
             return
         self.sim.scene_task = task
@@ -493,14 +521,15 @@ def _wait_for_recorder(node, on_spin, timeout_s: float = 60.0) -> bool:
     finally:
         node.destroy_subscription(subscription)
 
-def _sim_result(final, args, plan, bag, elapsed_s: float, log_path, stations=()) -> dict:
+def _sim_result(final, args, plan, bag, elapsed_s: float, log_path, stations=(), job=()) -> dict:
     steps = (final or {}).get('steps') or [
         {'instruction': p.instruction, 'task': p.task, 'state': 'not_run', 'duration_s': None}
         for p in plan or []]
     return {
         'instruction': args.instruction,
         'policy': args.policy, 'checkpoint': args.checkpoint or None, 'seed': args.seed,
-        'scene': 'workcell' if stations else 'per-step', 'stations': list(stations),
+        'scene': 'workcell' if stations else 'workcells' if job else 'per-step', 'stations': list(stations),
+        'workcells': [list(w.stations) for w in _plan_workcells(job)],
         'steps': [{'instruction': s['instruction'], 'skill': s['task'], 'success': s['state'] == 'succeeded',
                    'state': s['state'], 'duration_s': s['duration_s']} for s in steps],
         'success': bool(final) and final.get('state') == 'succeeded',
@@ -509,6 +538,11 @@ def _sim_result(final, args, plan, bag, elapsed_s: float, log_path, stations=())
         # Step durations are in the twin's time; below 1 the machine could not keep it at real time.
         'real_time_factor': (final or {}).get('real_time_factor'),
     }
+
+def _plan_workcells(job):
+    from legion_kuka.job import plan_workcells
+    return plan_workcells(job) if job else []
+
 
 def print_result(result: dict, as_json: bool) -> None:
     if as_json:

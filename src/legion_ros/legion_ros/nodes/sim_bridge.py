@@ -26,6 +26,10 @@ and what only a simulator offers:
   the topics above report, and ``/legion/station`` (std_msgs/String JSON, latched) describes it (task
   frame, hand box, start posture, the workcell's box and swing height): sim2real moves the arm there
   (a transit through its safety filter) and real2sim switches to its frame;
+* with ``job`` (the tasks of a job's steps, any number; instead of ``workcell``): the job's sequence of
+  workcells (:mod:`legion_kuka.job`), starting with the first; a ``task`` of the next workcell loads it
+  with every object's state carried over (the window a step opened is the one the next step closes),
+  announced on ``/legion/scene`` like any scene load;
 * ``/legion/scene`` (std_msgs/String JSON, latched) at every scene (re)load and ``~/reset``, before the
   first joint state of the new scene: the task, seed and the posture the arm jumped to, which no real
   arm does. sim2real re-anchors its safety filter there instead of latching its e-stop on the jump
@@ -105,6 +109,9 @@ PARAMETERS = {
                   'workcell: the active station; the arm gets there by sim2real\'s transit)'),
     'workcell': Param([], 'tasks of a workcell of up to 3 stations around the arm (ahead, left, right), all '
                       'in one scene; empty: one task\'s scene', type='string[]', read_only=True),
+    'job': Param([], 'tasks of a job\'s steps in order (any number): the twin runs its sequence of workcells '
+                 '(legion_kuka.job), each object\'s state carried from one to the next; empty: off',
+                 type='string[]', read_only=True),
     'seed': Param(0, 'goal variant of the task (object and goal placement)', range=(0, 2**31 - 1)),
     'model': Param('iiwa7', 'robot model', choices=('iiwa7',), read_only=True),
     'control_rate_hz': Param(100.0, 'controller rate: one twin control cycle per period [Hz]',
@@ -181,7 +188,7 @@ class SimBridge(Node):
             raise NodeConfigError(f'driver.joint_names must name {ARM_DOF} joints, '
                                   f'got {p["driver.joint_names"]}')
         try:
-            twin = build_twin(p.task, seed=p.seed, workcell=p.workcell, profile=p['driver.name'],
+            twin = build_twin(p.task, seed=p.seed, workcell=p.workcell, job=p.job, profile=p['driver.name'],
                               control_rate_hz=p.control_rate_hz)
         except ValueError as error:
             raise NodeConfigError(str(error)) from None
@@ -202,8 +209,8 @@ class SimBridge(Node):
         self.names_pub = self.create_publisher(String, p.object_names_topic, qos.LATCHED)
         self.success_pub = self.create_publisher(Bool, '~/task_success', qos.STATE)
         self.opening_pub = self.create_publisher(Float64, p.gripper_opening_topic, qos.STATE)
-        self.station_pub = (self.create_publisher(String, STATION.name, qos.LATCHED) if p.workcell
-                            else None)
+        self.station_pub = (self.create_publisher(String, STATION.name, qos.LATCHED)
+                            if p.workcell or p.job else None)
         self.scene_pub = self.create_publisher(String, SCENE.name, qos.LATCHED)
         self.create_subscription(Float64MultiArray, p['driver.command_topic'], self.on_command, qos.COMMAND)
         self.create_subscription(Float64, p['driver.gripper_topic'], self.on_gripper, qos.COMMAND)
@@ -300,7 +307,7 @@ class SimBridge(Node):
             return SetParametersResult(successful=True)
         try:
             event = self.driver.load(changes.get('task', self.twin.task), changes.get('seed', self.twin.seed),
-                                     workcell=bool(self.params.workcell))
+                                     workcell=bool(self.params.workcell or self.params.job))
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         self.publish_scene(scene=event == 'scene')
