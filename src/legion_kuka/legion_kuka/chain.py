@@ -92,10 +92,15 @@ class EpisodeResult:
     estop_reasons: tuple[str, ...] = ()
 
 
-def expert_policy(task: str) -> Policy:
-    """Meta-World's scripted expert of ``task`` as ``obs39 -> action``."""
+def expert_policy(task: str, gripper_approaches: bool = False) -> Policy:
+    """Meta-World's scripted expert of ``task`` as ``obs39 -> action``; with ``gripper_approaches`` the
+    approach written for the KUKA's gripper where there is one (:mod:`legion_kuka.approaches`)."""
     from metaworld.policies import ENV_POLICY_MAP
 
+    from legion_kuka.approaches import APPROACHES
+
+    if gripper_approaches and task in APPROACHES:
+        return APPROACHES[task]()
     if task not in ENV_POLICY_MAP:
         raise ValueError(f'Meta-World has no scripted expert for {task!r}')
     expert = ENV_POLICY_MAP[task]()
