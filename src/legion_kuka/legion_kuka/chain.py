@@ -311,13 +311,16 @@ def command_through_filter(safety: Any, twin: Twin, target: np.ndarray, result: 
 
 def run_expert_through_twin(task: str, episodes: int = 10, seed: int = 0, max_steps: int = 150, *,
                             policy_rate_hz: float = 10.0, progress: bool = False,
-                            runner_kwargs: dict[str, Any] | None = None) -> float:
-    """Success rate of Meta-World's scripted expert of ``task`` through the whole chain on the twin.
+                            runner_kwargs: dict[str, Any] | None = None,
+                            gripper_approaches: bool = True) -> float:
+    """Success rate of Meta-World's scripted expert of ``task`` (or, with ``gripper_approaches``, the
+    approach written for this gripper where there is one) through the whole chain on the twin.
 
     Episode i uses the goal variant of ``seed + i`` (like the expert on the simulated KUKA env with the
     same seeds); the expert reads the 39-d observation that real2sim reconstructs from the twin's state.
     """
-    runner = ChainRunner(expert_policy(task), task, seed=seed, layout='full39', max_steps=max_steps,
+    runner = ChainRunner(expert_policy(task, gripper_approaches), task, seed=seed, layout='full39',
+                         max_steps=max_steps,
                          policy_rate_hz=policy_rate_hz, **(runner_kwargs or {}))
     results = runner.run(episodes, progress=progress)
     return float(np.mean([r.success for r in results]))

@@ -142,3 +142,11 @@ def test_a_latched_safety_filter_ends_the_episode_unsuccessful():
     assert result.estop_reasons == ('tracking_error',)
     assert result.steps == 3 and len(steps) == 3  # the arm stands: no more policy steps
     assert not result.success
+
+
+@pytest.mark.slow
+def test_the_peg_unplug_side_approach_for_this_gripper_unplugs_through_the_twin():
+    # Meta-World's expert lands the pads on top of the plug (0/10 through the twin, docs/experts.md); the
+    # approach of legion_kuka.approaches aligns, comes down open, grips with the default force and pulls:
+    # 10/10 over seeds 0-9.
+    assert run_expert_through_twin('peg-unplug-side-v3', episodes=3, seed=0) == 1.0
