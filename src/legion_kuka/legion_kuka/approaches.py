@@ -10,10 +10,11 @@ only the observation, so it runs on the KUKA env, through the chain on the twin 
   it comes down 4 cm off the plug, aims the hand 3.5 cm above the plug's axis and 2 cm behind its end.
   With this gripper the pads (80 mm apart open) then land on top of the plug's 76 mm wide body, and
   the palm (5 mm above the hand point, 14 cm across) would sit below the body's top. This approach
-  aligns the open fingers over the body's centre to a few millimetres, comes down with the fingers
-  open until the palm is just above the body (the pads then cover its upper 4.5 cm), closes and
-  waits until the opening settles (the grip force is the gripper command's, 40 N by default), and
-  only then pulls the plug out along its axis at constant height.
+  aligns the open fingers over the body's centre to 2 mm, comes down with the fingers open until the
+  palm is 2 cm above the body (the pads then cover its upper 3 cm; a pad rubbing down the body's
+  side drags the plug down in its soft socket, the deeper the more), closes and waits until the
+  opening settles (the grip force is the gripper's default, 100 N), and only then pulls the plug out
+  along its axis at constant height, slowly enough that the plug follows the grip.
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-#: The plug's body (a 76 mm cube) from the observed plug point (Meta-World's ``pegEnd`` site, the tip of
-#: the plug's end sphere): its centre lies 15 mm back along the plug's axis (-x), its top 35 mm above.
+#: The plug's body (a box 76 mm across, 70 mm tall) from the observed plug point (Meta-World's
+#: ``pegEnd`` site): its centre lies 15 mm back along the plug's axis (-x), its top 35 mm above.
 PLUG_BODY_FROM_END = np.array([-0.015, 0.0, 0.0])
 PLUG_BODY_TOP = 0.035
-#: The hand point at the grasp: its palm (5 mm above it) 5 mm above the body's top.
+#: The hand point at the grasp above the body's top: the palm (5 mm above the hand) 2 cm above it.
 GRASP_HAND_ABOVE_TOP = 0.015
 #: Height above the grasp at which the hand travels over the plug.
 CLEARANCE = 0.08

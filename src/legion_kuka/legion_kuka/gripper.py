@@ -18,7 +18,7 @@ fingers move towards it at ``FINGER_KP / FINGER_DAMPING`` = 0.4 m/s per metre it
 - speed: Meta-World's finger speed for the value at mid-stroke, ``2 * 0.4 /s * |effort - 0.02 m|`` of
   the opening, clipped to the gripper's speed range: sim2real's time scaling carries over, the fingers
   travel about as far per policy step as in training (the twin's fingers, closing at sim2real's 0.125
-  from open, stay within 1 mm of the former twin's);
+  from open, stay within 3 mm of the former twin's);
 - force: ``GRIPPER.grip_force`` (100 N) unless given: the grip no longer weakens with the speed.
 """
 from __future__ import annotations
