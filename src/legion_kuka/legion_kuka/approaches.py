@@ -1,10 +1,13 @@
 """Scripted approaches written for the KUKA's gripper, where Meta-World's expert (written for the
 Sawyer's slim hand and its strong, slow finger servo) only grazes.
 
-Each is a policy ``obs39 -> action[4]`` like Meta-World's experts (``metaworld.policies``) and reads
-only the observation, so it runs on the KUKA env, through the chain on the twin and on the real arm.
-:func:`legion_kuka.chain.expert_policy` hands them out in place of Meta-World's expert where
-``gripper_approaches`` is asked for (the twin column of ``legion kuka experts``).
+Each is a policy ``obs39 -> action[4]`` like Meta-World's experts (``metaworld.policies``) that reads
+only the observation, written for the chain (real2sim, sim2real at 10 Hz, the gripper of
+:mod:`legion_kuka.gripper`): through the twin and on the real arm. Its waits and pull speed count
+policy steps of 0.1 s; in Meta-World's envs (12.5 ms steps, their own finger servo) it does not work
+(peg-unplug-side: 0/10 in the KUKA env and on the Sawyer). :func:`legion_kuka.chain.expert_policy`
+hands them out in place of Meta-World's expert where ``gripper_approaches`` is asked for (the twin
+column of ``legion kuka experts``).
 
 - **peg-unplug-side** (:func:`peg_unplug_side`). Meta-World's expert starts to close the fingers while
   it comes down 4 cm off the plug, aims the hand 3.5 cm above the plug's axis and 2 cm behind its end.
