@@ -37,6 +37,7 @@ around the arm in one scene, with the same interface (``task`` arguments name a 
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -281,8 +282,8 @@ class Twin:
         if task is None:
             raise ValueError('a task is needed for the first reset')
         self._gripper = -1.0
-        self._gripper_command = command_from_effort(self._gripper)
         self._reset_scene(task, seed)
+        self._set_gripper_command(command_from_effort(self._gripper))
         if keyframe == 'home':
             from legion_kuka.description import HOME
             self.data.qpos[self._qadr] = HOME
@@ -324,14 +325,19 @@ class Twin:
         topic's float), mapped by :func:`legion_kuka.gripper.command_from_effort`."""
         value = float(_finite_vector([command], 1, 'gripper command')[0])
         self._gripper = float(np.clip(value, -1.0, 1.0))
-        self._gripper_command = command_from_effort(self._gripper)
+        self._set_gripper_command(command_from_effort(self._gripper))
         self._last_action[3] = self._gripper
+
+    def _set_gripper_command(self, command: GripperCommand) -> None:
+        self._gripper_command = command
+        if self._finger_act is not None:  # the grip force: the finger servos' force limit
+            self.model.actuator_forcerange[self._finger_act] = (-command.force_n, command.force_n)
 
     def set_gripper_command(self, command: GripperCommand) -> None:
         """Target opening, speed and grip force (:class:`legion_kuka.gripper.GripperCommand`)."""
         if not isinstance(command, GripperCommand):
             raise TypeError(f'expected a GripperCommand, got {type(command).__name__}')
-        self._gripper_command = command
+        self._set_gripper_command(command)
         self._gripper = effort_of(command)
         self._last_action[3] = self._gripper
 
@@ -405,23 +411,26 @@ class Twin:
             return
         command = self._gripper_command
         step = command.opening_m - self._finger_reference
+        if step == 0.0 and self._finger_rate == 0.0:
+            return  # at rest at the target: the controls stand
         # A trapezoidal profile: up to the commanded speed, braking in time to stop at the target.
-        wanted = np.sign(step) * min(command.speed_m_s, np.sqrt(2.0 * FINGER_ACCELERATION * abs(step)),
-                                     abs(step) / dt)
+        wanted = math.copysign(min(command.speed_m_s, math.sqrt(2.0 * FINGER_ACCELERATION * abs(step)),
+                                   abs(step) / dt), step)
         change = FINGER_ACCELERATION * dt
-        rate = float(np.clip(wanted, self._finger_rate - change, self._finger_rate + change))
-        if abs(rate * dt) > abs(step):  # arrive, not overshoot
+        rate = min(max(wanted, self._finger_rate - change), self._finger_rate + change)
+        if abs(rate * dt) >= abs(step):  # arrive, not overshoot
             rate = step / dt
-        self._finger_rate = rate
-        self._finger_reference += rate * dt
+            self._finger_reference, self._finger_rate = command.opening_m, 0.0
+        else:
+            self._finger_reference += rate * dt
+            self._finger_rate = rate
         kp, kv = self._finger_gains
         # Per finger: closing = (max_opening - opening) / 2, velocity -rate / 2; the control is the
         # reference plus kv/kp times its velocity, so the servo tracks the moving reference without lag.
-        closing = (GRIPPER.max_opening - self._finger_reference) / 2.0
+        closing = (GRIPPER.max_opening - self._finger_reference) / 2.0 - kv / kp * rate / 2.0
         ctrl = self.data.ctrl
         for act, sign in zip(self._finger_act, self._finger_sign, strict=True):
-            ctrl[act] = sign * (closing - kv / kp * rate / 2.0)
-        self.model.actuator_forcerange[self._finger_act] = (-command.force_n, command.force_n)
+            ctrl[act] = sign * closing
 
     def _advance(self, cycles: int) -> None:
         model, data = self.model, self.data
