@@ -89,8 +89,8 @@ def test_bad_arguments_are_refused():
                                   'window-open-v3', 'window-close-v3', 'drawer-close-v3'])
 def test_experts_solve_legion10_tasks_through_the_twin(task):
     # Measured with the default chain (10 Hz, stiff arm, default safety limits), seeds 0-4: these
-    # 5/5 (and reach, above); peg-unplug-side 2/5, door-open 0/5 (see legion_kuka.chain's module
-    # docstring).
+    # 5/5 (and reach, above); door-open 0/5 (see legion_kuka.chain's module docstring); peg-unplug-side
+    # with this gripper's approach below.
     assert run_expert_through_twin(task, episodes=3, seed=0) >= 2 / 3
 
 
