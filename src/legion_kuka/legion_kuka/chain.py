@@ -45,11 +45,11 @@ window-open, window-close 5/5; peg-unplug-side 2/5; door-open 0/5 (the KUKA env 
   the arm jams and the filter's tracking-error e-stop latches. Not the filter's doing: without it,
   with joint impedance (60-300 N m/rad) or with sim2real's hand lead at 2-20 cm it is 0/3-0/5 too;
   what would help is another approach path, i.e. another policy.
-- peg-unplug-side: the gripper body touches the plug at the expert's grasp height and pushes it down
-  in its socket (in the KUKA env too, which succeeds after a re-grasp). Through the twin the plug
-  leaves the socket downwards and falls out of the weak grip (sim2real's time-scaled gripper command
-  squeezes with about 5 N instead of 40, see there), or, with a full-force grip (tried: the unscaled
-  command with the finger damping raised instead), is levered out under the gripper: 0/5 that way.
+- peg-unplug-side (Meta-World's expert 0/10 through the twin since 2026-12-05): the expert closes the
+  fingers while coming down and its pads land on top of the plug, about as wide as the open fingers.
+  The approach written for this gripper (:mod:`legion_kuka.approaches`, what ``legion kuka experts
+  --through-twin`` runs for it) aligns, comes down open, grips with the gripper's default force
+  (:mod:`legion_kuka.gripper`) and pulls: 10/10 over seeds 0-9 (docs/experts.md).
 - drawer-close (fixed, 0/3 before the tool tilt): the expert lowers the hand 0.40 m from the base
   axis, where the upright tool needs A4 at about 118 deg, beyond the filter's 115 deg (5 deg margin).
   The tool tilts by up to 10 deg on about 20 of the episode's ~95 steps.
@@ -92,10 +92,15 @@ class EpisodeResult:
     estop_reasons: tuple[str, ...] = ()
 
 
-def expert_policy(task: str) -> Policy:
-    """Meta-World's scripted expert of ``task`` as ``obs39 -> action``."""
+def expert_policy(task: str, gripper_approaches: bool = False) -> Policy:
+    """Meta-World's scripted expert of ``task`` as ``obs39 -> action``; with ``gripper_approaches`` the
+    approach written for the KUKA's gripper where there is one (:mod:`legion_kuka.approaches`)."""
     from metaworld.policies import ENV_POLICY_MAP
 
+    from legion_kuka.approaches import APPROACHES
+
+    if gripper_approaches and task in APPROACHES:
+        return APPROACHES[task]()
     if task not in ENV_POLICY_MAP:
         raise ValueError(f'Meta-World has no scripted expert for {task!r}')
     expert = ENV_POLICY_MAP[task]()
@@ -306,13 +311,16 @@ def command_through_filter(safety: Any, twin: Twin, target: np.ndarray, result: 
 
 def run_expert_through_twin(task: str, episodes: int = 10, seed: int = 0, max_steps: int = 150, *,
                             policy_rate_hz: float = 10.0, progress: bool = False,
-                            runner_kwargs: dict[str, Any] | None = None) -> float:
-    """Success rate of Meta-World's scripted expert of ``task`` through the whole chain on the twin.
+                            runner_kwargs: dict[str, Any] | None = None,
+                            gripper_approaches: bool = True) -> float:
+    """Success rate of Meta-World's scripted expert of ``task`` (or, with ``gripper_approaches``, the
+    approach written for this gripper where there is one) through the whole chain on the twin.
 
     Episode i uses the goal variant of ``seed + i`` (like the expert on the simulated KUKA env with the
     same seeds); the expert reads the 39-d observation that real2sim reconstructs from the twin's state.
     """
-    runner = ChainRunner(expert_policy(task), task, seed=seed, layout='full39', max_steps=max_steps,
+    runner = ChainRunner(expert_policy(task, gripper_approaches), task, seed=seed, layout='full39',
+                         max_steps=max_steps,
                          policy_rate_hz=policy_rate_hz, **(runner_kwargs or {}))
     results = runner.run(episodes, progress=progress)
     return float(np.mean([r.success for r in results]))

@@ -71,7 +71,18 @@ class GripperSpec:
 
     finger_stroke: float = 0.040  # m per finger; 0 = closed, both fingers open = 2 * stroke
     tcp_offset: float = 0.105  # flange face -> tool centre point, along the tool z axis
-    finger_effort: float = 40.0  # N
+    finger_effort: float = 40.0  # N, the URDF's finger effort limit (this description's own servo)
+    # The gripper command (legion_kuka.gripper, the twin's fingers): speed of the opening and grip force
+    # as a Robotiq 2F-85 takes them (the original LEGION's gripper: 20-150 mm/s, 20-235 N), and the
+    # grip force of a command that names none. legion_kuka.gripper clips commands to these.
+    speed_range: tuple[float, float] = (0.020, 0.150)  # m/s
+    force_range: tuple[float, float] = (20.0, 235.0)  # N
+    grip_force: float = 100.0  # N
+
+    @property
+    def max_opening(self) -> float:
+        """Distance between the pads, fully open (m)."""
+        return 2.0 * self.finger_stroke
 
 
 GRIPPER = GripperSpec()

@@ -16,11 +16,11 @@ far target (the action, beyond the finger stroke) through heavy damping, so they
 proportional to the action; a policy step 1/speed_scale times longer would let them travel that much
 further per step (closing before the hand has descended, for instance). ``gripper_command`` is
 therefore the action times ``speed_scale``: the same finger travel per policy step as in training,
-for the twin's gripper and for a real gripper driven the same way. The price: a position servo also
-squeezes a held object with a force proportional to how far its target lies beyond the fingers
-(Meta-World: 400 N/m), so the scaled command grips more weakly (the peg-unplug-side expert's 0.1: about
-5 N instead of 40). Measured through the twin: the full command with the finger damping raised instead
-(same speed, full force) does not help peg-unplug-side (0/5 against 2/5) and costs pick-place 2/5.
+for the twin's gripper and for a real gripper driven the same way. The gripper turns that value into
+an opening, a speed and a grip force (:func:`legion_kuka.gripper.command_from_effort`): the speed
+follows the value, the grip force is the gripper's default whatever the value (before 2026-12-05 the
+twin's fingers were Meta-World's position servos, whose squeeze shrank with the scaled value: about
+5 N instead of 40 at the peg-unplug-side expert's 0.1).
 
 The tool orientation is fixed (Meta-World's hand never turns), with one exception: a hand position that the
 arm cannot reach with the upright tool inside its joint limits is solved again with the tool tilted,

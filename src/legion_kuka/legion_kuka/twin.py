@@ -21,6 +21,11 @@ How it is built (design):
   motors' reflected inertia, ``c`` the Coriolis and gravity torques that MuJoCo's ``gravcomp`` does
   not already cancel; the torque is clipped to the iiwa's limits. A control cycle spans
   ``control_period_s / timestep`` physics steps (4 at 100 Hz).
+- The gripper takes a target opening, speed and grip force (:mod:`legion_kuka.gripper`): each finger
+  is a position servo whose reference moves towards the target at the commanded speed and whose force
+  is limited to the commanded grip force, so an object that stops the fingers is squeezed with it.
+  ``set_gripper(value)`` maps the driver topic's single float through
+  :func:`legion_kuka.gripper.command_from_effort`.
 - Reset: Meta-World's own ``reset()`` places objects and goal (with the weld on, as in training), then
   the weld is switched off and the servo targets are set to where the arm is.
 - Observation and success: :meth:`Twin.metaworld_observation` is the env's own 39-d observation
@@ -32,6 +37,7 @@ around the arm in one scene, with the same interface (``task`` arguments name a 
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +46,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from legion_kuka.description import GRIPPER
 from legion_kuka.frames import Frame, _finite_vector, quat_to_matrix
+from legion_kuka.gripper import GripperCommand, command_from_effort, effort_of
 from legion_kuka.real2sim import quat_from_metaworld
 
 ARM_DOF = 7
@@ -73,6 +81,23 @@ def _default_env_factory() -> Callable[[str, int], Any]:
 
 #: Iterations of MuJoCo's noslip solver on the twin (0 in Meta-World's scenes), see Twin._adopt.
 NOSLIP_ITERATIONS = 10
+#: Scenes that keep Meta-World's soft friction (no noslip): peg-unplug-side's plug sits in its socket with
+#: a 16 mm interference fit (its 60 mm head in a 44 mm hole, ~2,600 N of contact force), which only the
+#: soft contacts' creep lets go: with noslip a 200 N pull moves it 0 mm in 0.5 s, without 16 mm.
+SOFT_FRICTION_TASKS = ('peg-unplug-side-v3',)
+#: The twin's finger servo (see Twin._adopt): each finger's moving mass (kg, the finger body plus its
+#: reflected drive inertia; Meta-World's 100 kg armature made its fingers as slow as its damping) and the
+#: servo's natural frequency (Hz, critically damped; stiff enough that a finger stopped 8 mm short of
+#: its target pushes with the largest grip force, 235 N).
+FINGER_MASS_KG = 0.5
+FINGER_BANDWIDTH_HZ = 40.0
+#: How fast the finger reference (the opening) gets up to the commanded speed and back to rest (m/s²).
+#: Meta-World's fingers reach their speed with a time constant of 0.1 s (armature / damping), which
+#: costs them about 1 cm of travel at 0.1 m/s; this acceleration costs the same.
+FINGER_ACCELERATION = 0.5
+#: The finger actuators of the scene, Meta-World's names and order (ctrl = (a, -a)), and which way each
+#: finger's joint closes.
+FINGER_ACTUATORS = (('r_close', 1.0), ('l_close', -1.0))
 
 
 class Twin:
@@ -160,7 +185,10 @@ class Twin:
         # trained here closed it that way). The noslip solver removes the slip: the drawer then moves
         # with the hand (at most 4 mm a policy step) and the same policy pushes it closed in 45-52
         # steps; Meta-World's experts through the chain and the cost of a step are unchanged.
-        model.opt.noslip_iterations = max(int(model.opt.noslip_iterations), NOSLIP_ITERATIONS)
+        tasks = getattr(self, 'tasks', None) or (task,)  # a workcell's stations, or this task
+        if not any(t in SOFT_FRICTION_TASKS for t in tasks):
+            model.opt.noslip_iterations = max(int(model.opt.noslip_iterations), NOSLIP_ITERATIONS)
+        self._adopt_fingers(model)
         self._accel = np.zeros(model.nv)
         self._mass_times = np.zeros(model.nv)
         self._substeps = max(1, round(1.0 / (self.control_rate_hz * model.opt.timestep)))
@@ -169,6 +197,34 @@ class Twin:
         # inverse (object poses are reported in the base frame, like perception on the real arm).
         self._base_body = int(model.body_parentid[model.jnt_bodyid[0]])
         self.hand_offset = self._hand_offset(model)
+
+    def _adopt_fingers(self, model: Any) -> None:
+        """Make the scene's finger actuators (Meta-World's position servos, kp 400 N/m towards a far
+        target through heavy damping, whose force grew with their speed) the gripper of
+        :mod:`legion_kuka.gripper`: light fingers, a stiff critically damped servo per finger, its force
+        limited to the command's grip force. A scene without them has no gripper."""
+        names = [model.actuator(i).name for i in range(model.nu)]
+        if not all(name in names for name, _ in FINGER_ACTUATORS):
+            self._finger_act = None
+            return
+        self._finger_act = [names.index(name) for name, _ in FINGER_ACTUATORS]
+        self._finger_sign = [sign for _, sign in FINGER_ACTUATORS]
+        joints = model.actuator_trnid[self._finger_act, 0]
+        self._finger_qadr = model.jnt_qposadr[joints].copy()
+        dofs = model.jnt_dofadr[joints]
+        bodies = model.jnt_bodyid[joints]
+        model.dof_armature[dofs] = np.maximum(FINGER_MASS_KG - model.body_subtreemass[bodies], 0.0)
+        omega = 2.0 * np.pi * FINGER_BANDWIDTH_HZ
+        kp, kv = FINGER_MASS_KG * omega ** 2, 2.0 * FINGER_MASS_KG * omega
+        self._finger_gains = (kp, kv)
+        # The servo's damping as joint damping, which MuJoCo's Euler integrator treats implicitly (stable
+        # at this stiffness); it acts only while a finger moves, so a held grip's force is the actuator's.
+        model.dof_damping[dofs] = kv
+        act = self._finger_act
+        model.actuator_gainprm[act, 0] = kp
+        model.actuator_biasprm[act, :3] = (0.0, -kp, 0.0)
+        model.actuator_forcelimited[act] = 1
+        model.actuator_ctrllimited[act] = 0
 
     @staticmethod
     def _hand_offset(model: Any) -> float:
@@ -227,6 +283,7 @@ class Twin:
             raise ValueError('a task is needed for the first reset')
         self._gripper = -1.0
         self._reset_scene(task, seed)
+        self._set_gripper_command(command_from_effort(self._gripper))
         if keyframe == 'home':
             from legion_kuka.description import HOME
             self.data.qpos[self._qadr] = HOME
@@ -239,6 +296,8 @@ class Twin:
         self._target = self.data.qpos[self._qadr].copy()
         self._reference = self._target.copy()
         self.data.qfrc_applied[self._dadr] = 0.0
+        self._finger_reference = self._finger_opening()
+        self._finger_rate = 0.0
         mujoco.mj_forward(self.model, self.data)
         self._time0 = float(self.data.time)
         self._previous_frame = None
@@ -262,10 +321,30 @@ class Twin:
         return self._target.copy()
 
     def set_gripper(self, command: float) -> None:
-        """Gripper command in [-1, 1]: -1 fully open, +1 closed (Meta-World's 4th action)."""
+        """Gripper command in [-1, 1]: -1 fully open, +1 closed (Meta-World's 4th action, the driver
+        topic's float), mapped by :func:`legion_kuka.gripper.command_from_effort`."""
         value = float(_finite_vector([command], 1, 'gripper command')[0])
         self._gripper = float(np.clip(value, -1.0, 1.0))
+        self._set_gripper_command(command_from_effort(self._gripper))
         self._last_action[3] = self._gripper
+
+    def _set_gripper_command(self, command: GripperCommand) -> None:
+        self._gripper_command = command
+        if self._finger_act is not None:  # the grip force: the finger servos' force limit
+            self.model.actuator_forcerange[self._finger_act] = (-command.force_n, command.force_n)
+
+    def set_gripper_command(self, command: GripperCommand) -> None:
+        """Target opening, speed and grip force (:class:`legion_kuka.gripper.GripperCommand`)."""
+        if not isinstance(command, GripperCommand):
+            raise TypeError(f'expected a GripperCommand, got {type(command).__name__}')
+        self._set_gripper_command(command)
+        self._gripper = effort_of(command)
+        self._last_action[3] = self._gripper
+
+    @property
+    def gripper_command(self) -> GripperCommand:
+        """The gripper command being executed."""
+        return self._gripper_command
 
     @property
     def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
@@ -317,14 +396,45 @@ class Twin:
             done += self.tick()
         return done
 
-    def _apply_gripper(self) -> None:
-        # Meta-World's gripper convention: two actuators receive (a, -a).
-        self.data.ctrl[:2] = (self._gripper, -self._gripper)
+    def _finger_opening(self) -> float:
+        """Distance between the pads (m) from the finger joints (0 without fingers)."""
+        if self._finger_act is None:
+            return 0.0
+        closing = sum(sign * self.data.qpos[adr] for adr, sign in zip(self._finger_qadr, self._finger_sign,
+                                                                        strict=True))
+        return float(GRIPPER.max_opening - closing)
+
+    def _gripper_substep(self, dt: float) -> None:
+        """Move the finger reference one physics step towards the commanded opening at the commanded
+        speed; each finger's servo tracks it with at most the commanded force."""
+        if self._finger_act is None:
+            return
+        command = self._gripper_command
+        step = command.opening_m - self._finger_reference
+        if step == 0.0 and self._finger_rate == 0.0:
+            return  # at rest at the target: the controls stand
+        # A trapezoidal profile: up to the commanded speed, braking in time to stop at the target.
+        wanted = math.copysign(min(command.speed_m_s, math.sqrt(2.0 * FINGER_ACCELERATION * abs(step)),
+                                   abs(step) / dt), step)
+        change = FINGER_ACCELERATION * dt
+        rate = min(max(wanted, self._finger_rate - change), self._finger_rate + change)
+        if abs(rate * dt) >= abs(step):  # arrive, not overshoot
+            rate = step / dt
+            self._finger_reference, self._finger_rate = command.opening_m, 0.0
+        else:
+            self._finger_reference += rate * dt
+            self._finger_rate = rate
+        kp, kv = self._finger_gains
+        # Per finger: closing = (max_opening - opening) / 2, velocity -rate / 2; the control is the
+        # reference plus kv/kp times its velocity, so the servo tracks the moving reference without lag.
+        closing = (GRIPPER.max_opening - self._finger_reference) / 2.0 - kv / kp * rate / 2.0
+        ctrl = self.data.ctrl
+        for act, sign in zip(self._finger_act, self._finger_sign, strict=True):
+            ctrl[act] = sign * closing
 
     def _advance(self, cycles: int) -> None:
         model, data = self.model, self.data
         dadr, qadr = self._dadr, self._qadr
-        self._apply_gripper()
         n = self._substeps
         kp, kv = self._omega ** 2, 2.0 * self._zeta * self._omega
         stiffness = self.stiffness
@@ -336,6 +446,7 @@ class Twin:
             start = self._reference
             for i in range(1, n + 1):
                 reference = start + velocity * (i * dt)
+                self._gripper_substep(dt)
                 mujoco.mj_step1(model, data)  # mass matrix and bias forces of this state
                 error, rate = reference - data.qpos[qadr], velocity - data.qvel[dadr]
                 if stiffness is None:

@@ -1,0 +1,180 @@
+"""The gripper command (opening, speed, grip force) and the twin's fingers that execute it."""
+import math
+
+import mujoco
+import numpy as np
+import pytest
+
+from legion_kuka.description import GRIPPER
+from legion_kuka.gripper import GripperCommand, command_from_effort, effort_of, gripper_command
+from legion_kuka.twin import Twin
+
+
+@pytest.fixture(scope='module')
+def twin():
+    return Twin('pick-place-v3', seed=0)
+
+
+@pytest.fixture
+def fresh(twin):
+    twin.reset(seed=0)
+    return twin
+
+
+def pad_forces(twin, body):
+    """Normal contact force of each pad on ``body`` (N)."""
+    model, data = twin.model, twin.data
+    pads = {model.geom(f'{side}pad_geom').id: side for side in ('right', 'left')}
+    forces, wrench = {'right': 0.0, 'left': 0.0}, np.zeros(6)
+    for i in range(data.ncon):
+        contact = data.contact[i]
+        pair = {contact.geom1, contact.geom2}
+        pad = pair & pads.keys()
+        if pad and body in (model.geom_bodyid[contact.geom1], model.geom_bodyid[contact.geom2]):
+            mujoco.mj_contactForce(model, data, i, wrench)
+            forces[pads[pad.pop()]] += wrench[0]
+    return forces
+
+
+def puck_between_the_pads(twin):
+    """The pick-place puck (40 mm across) held still between the open pads, gravity off, so that only the
+    fingers press on it."""
+    model, data = twin.model, twin.data
+    puck = model.body('obj').id
+    joint = model.body_jntadr[puck]
+    middle = (data.geom('rightpad_geom').xpos + data.geom('leftpad_geom').xpos) / 2.0
+    data.qpos[model.jnt_qposadr[joint]:model.jnt_qposadr[joint] + 3] = middle
+    data.qvel[model.jnt_dofadr[joint]:model.jnt_dofadr[joint] + 6] = 0.0
+    return puck
+
+
+@pytest.mark.parametrize('force', [20.0, 40.0, 100.0, 235.0])
+def test_the_fingers_squeeze_a_held_object_with_the_commanded_force(fresh, force):
+    puck = puck_between_the_pads(fresh)
+    gravity = fresh.model.opt.gravity.copy()
+    fresh.model.opt.gravity[:] = 0.0
+    try:
+        fresh.set_gripper_command(gripper_command(0.0, 0.15, force))
+        fresh.step(60)
+        forces = pad_forces(fresh, puck)
+    finally:
+        fresh.model.opt.gravity[:] = gravity
+    assert forces['right'] == pytest.approx(force, rel=0.01)
+    assert forces['left'] == pytest.approx(force, rel=0.01)
+    # Stopped by the 40 mm puck, not at the commanded (closed) opening.
+    assert 0.6 < fresh.gripper_opening() < 0.7
+
+
+def test_the_fingers_hold_the_puck_against_gravity(fresh):
+    puck = puck_between_the_pads(fresh)
+    fresh.set_gripper_command(gripper_command(0.0, 0.15, GRIPPER.grip_force))
+    fresh.step(100)
+    held = fresh.data.xpos[puck].copy()
+    fresh.step(100)
+    assert np.linalg.norm(fresh.data.xpos[puck] - held) < 1e-3
+
+
+@pytest.mark.parametrize('speed', [0.02, 0.05, 0.15])
+def test_the_opening_moves_at_the_commanded_speed(fresh, speed):
+    from legion_kuka.twin import FINGER_ACCELERATION
+
+    assert fresh.gripper_command.opening_m == GRIPPER.max_opening  # a reset opens the gripper
+    fresh.set_gripper_command(gripper_command(0.0, speed))
+
+    def cycles_until_closed_by(distance):  # from rest: up to speed, then at speed
+        return round((distance / speed + speed / (2.0 * FINGER_ACCELERATION)) * fresh.control_rate_hz)
+
+    # Between 30 and 45 mm closed (the observation reads 1.0 for the first 2 cm; braking starts later).
+    fresh.step(cycles_until_closed_by(0.030))
+    first = fresh.gripper_opening() * 0.1  # the observation divides the finger distance by 0.1 m
+    cycles = cycles_until_closed_by(0.045) - cycles_until_closed_by(0.030)
+    fresh.step(cycles)
+    second = fresh.gripper_opening() * 0.1
+    assert (first - second) * fresh.control_rate_hz / cycles == pytest.approx(speed, rel=0.03)
+
+
+def test_the_fingers_stop_at_the_commanded_opening(fresh):
+    fresh.set_gripper_command(gripper_command(0.03, 0.15))
+    fresh.step(100)
+    fresh.set_gripper_command(gripper_command(GRIPPER.max_opening, 0.15))
+    fresh.step(100)
+    assert fresh.gripper_opening() == 1.0  # open again
+    fresh.set_gripper_command(gripper_command(0.05, 0.15))
+    fresh.step(100)
+    half = fresh.gripper_opening()
+    fresh.set_gripper_command(gripper_command(0.03, 0.15))
+    fresh.step(100)
+    # 20 mm less opening is 20 mm less finger distance, 0.2 in the observation's units.
+    assert half - fresh.gripper_opening() == pytest.approx(0.2, abs=0.005)
+
+
+def test_the_speed_and_force_are_clipped_to_the_grippers_limits_and_nan_is_refused():
+    command = gripper_command(0.2, 1.0, 1000.0)
+    assert (command.opening_m, command.speed_m_s, command.force_n) == (
+        GRIPPER.max_opening, GRIPPER.speed_range[1], GRIPPER.force_range[1])
+    command = gripper_command(-0.1, 0.0, 0.0)
+    assert (command.opening_m, command.speed_m_s, command.force_n) == (
+        0.0, GRIPPER.speed_range[0], GRIPPER.force_range[0])
+    with pytest.raises(ValueError, match='outside'):
+        gripper_command(0.2, clip=False)
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match='finite'):
+            gripper_command(0.04, bad)
+        with pytest.raises(ValueError, match='finite'):
+            command_from_effort(bad)
+    with pytest.raises(ValueError, match='number'):
+        gripper_command('open')
+    with pytest.raises(ValueError, match='outside'):
+        GripperCommand(0.04, 0.1, 500.0)
+    with pytest.raises(ValueError, match='finite'):
+        GripperCommand(math.nan, 0.1, 40.0)
+
+
+def test_the_twin_refuses_what_is_not_a_command(fresh):
+    with pytest.raises(TypeError, match='GripperCommand'):
+        fresh.set_gripper_command((0.0, 0.1, 40.0))
+    with pytest.raises(ValueError, match='gripper command'):
+        fresh.set_gripper(math.nan)
+
+
+def test_the_policy_channel_maps_to_meta_worlds_finger_target_with_the_default_force():
+    stroke = GRIPPER.finger_stroke
+    # Open: any value <= 0; closed: beyond the stroke (Meta-World's servo target, metres per finger).
+    assert command_from_effort(-1.0).opening_m == command_from_effort(0.0).opening_m == GRIPPER.max_opening
+    assert command_from_effort(1.0).opening_m == command_from_effort(stroke).opening_m == 0.0
+    assert command_from_effort(stroke / 4).opening_m == pytest.approx(GRIPPER.max_opening - stroke / 2)
+    # Speed: Meta-World's finger speed at mid-stroke (0.4 /s per metre of target ahead, two fingers).
+    assert command_from_effort(0.125).speed_m_s == pytest.approx(0.8 * (0.125 - stroke / 2))
+    assert command_from_effort(-0.125).speed_m_s == pytest.approx(0.8 * (0.125 + stroke / 2))
+    assert command_from_effort(1.0).speed_m_s == GRIPPER.speed_range[1]
+    assert command_from_effort(0.01).speed_m_s == GRIPPER.speed_range[0]
+    # Force: the default, whatever the value; both may be named.
+    assert {command_from_effort(e).force_n for e in (-1.0, 0.01, 0.125, 1.0)} == {GRIPPER.grip_force}
+    named = command_from_effort(1.0, speed_m_s=0.05, force_n=60.0)
+    assert (named.speed_m_s, named.force_n) == (0.05, 60.0)
+    assert command_from_effort(5.0) == command_from_effort(1.0)  # beyond [-1, 1]: clipped
+    assert effort_of(command_from_effort(0.02)) == pytest.approx(0.02)
+    assert effort_of(command_from_effort(-0.5)) == -1.0
+
+
+def test_set_gripper_executes_the_mapped_command(fresh):
+    fresh.set_gripper(0.125)
+    assert fresh.gripper_command == command_from_effort(0.125)
+    fresh.step(150)
+    assert fresh.gripper_opening() == pytest.approx(0.25, abs=0.01)  # closed
+
+
+def test_the_plug_slides_out_of_its_socket_under_a_pull():
+    # peg-unplug-side's plug sits in its socket with an interference fit that only soft contacts let go:
+    # the twin keeps Meta-World's friction there (no noslip), so a pull moves it as in training.
+    twin = Twin('peg-unplug-side-v3', seed=0)
+    assert twin.model.opt.noslip_iterations == 0
+    plug = twin.model.body('plug').id
+    start = twin.data.xpos[plug].copy()
+    twin.step(300)
+    rest = twin.data.xpos[plug].copy()
+    assert np.linalg.norm(rest - start) < 2e-3  # left alone it settles (1 mm) and stays
+    twin.data.xfrc_applied[plug, 0] = 100.0
+    twin.step(50)
+    assert twin.data.xpos[plug][0] - rest[0] > 0.005  # pulled, it slides out (8 mm in 0.5 s)
+    assert Twin('drawer-close-v3', seed=0).model.opt.noslip_iterations > 0
