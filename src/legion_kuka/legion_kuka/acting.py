@@ -33,13 +33,16 @@ from legion_kuka.real2sim import PolicyStepFrames
 STEP_KEYS = ('task', 'sequence_id', 'index')  # what makes a step another step
 
 
-def expert_for(task: str):
-    """Meta-World's scripted policy for ``task`` (a ``get_action(obs39)`` object)."""
-    from metaworld.policies import ENV_POLICY_MAP
+def expert_for(task: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The scripted policy ``obs39 -> action`` for ``task`` on this arm: the approach written for the
+    KUKA's gripper where there is one, else Meta-World's expert (:func:`legion_kuka.chain.expert_policy`,
+    the one home of that choice; imported here lazily, since it brings the twin's MuJoCo)."""
+    from legion_kuka.chain import expert_policy
+
     try:
-        return ENV_POLICY_MAP[task]()
-    except KeyError:
-        raise KeyError(f'Meta-World has no scripted expert for {task!r}') from None
+        return expert_policy(task, gripper_approaches=True)
+    except ValueError as error:
+        raise KeyError(str(error)) from None
 
 
 def default_checkpoint() -> str:
@@ -145,8 +148,8 @@ class PolicyRunner:
         self.step = step if step.get('task') else None
         self._problem = None
         task = self.step and self.step['task']
-        if task is not None and self.policy_type == 'expert' and task not in self.experts:
-            try:  # build the expert now, not in the first control cycle of the step
+        if task is not None and self.policy_type == 'expert':
+            try:  # a fresh one (an approach keeps its phase), now, not in the first control cycle of the step
                 self.experts[task] = self.make_expert(task)
             except KeyError as error:
                 return self._new_problem(str(error.args[0]))
@@ -179,7 +182,7 @@ class PolicyRunner:
         if self.policy_type == 'expert':
             if task not in self.experts:
                 self.experts[task] = self.make_expert(task)
-            return self.experts[task].get_action(obs)
+            return self.experts[task](obs)
         policy = self.policy
         if policy is None:
             raise KeyError('no policy loaded yet')

@@ -128,7 +128,7 @@ def test_experts_are_built_at_the_step_and_unknown_tasks_refused():
         if task == 'nope-v3':
             raise KeyError(f'Meta-World has no scripted expert for {task!r}')
         built.append(task)
-        return type('Expert', (), {'get_action': staticmethod(lambda obs: np.full(4, 0.25))})()
+        return lambda obs: np.full(4, 0.25)
 
     runner = PolicyRunner('expert', make_expert=make_expert)
     assert runner.observation_size() == 39
@@ -138,6 +138,20 @@ def test_experts_are_built_at_the_step_and_unknown_tasks_refused():
     assert 'no scripted expert' in runner.start_step({**STEP, 'task': 'nope-v3'})
     runner.observe(39, np.zeros(39), None, 0.0)
     assert runner.act(0.0).action is None
+
+
+def test_the_expert_of_a_task_is_this_grippers_approach_where_there_is_one():
+    from legion_kuka.acting import expert_for
+    from legion_kuka.approaches import APPROACHES
+
+    obs = np.zeros(39)
+    obs[4:7] = (0.0, 0.6, 0.1)
+    approach = expert_for('peg-unplug-side-v3')
+    assert approach.__qualname__.startswith(APPROACHES['peg-unplug-side-v3'].__name__)
+    assert np.asarray(approach(obs)).shape == (4,)
+    assert np.asarray(expert_for('reach-v3')(obs)).shape == (4,)  # Meta-World's
+    with pytest.raises(KeyError, match='no scripted expert'):
+        expert_for('nope-v3')
 
 
 def test_a_rewritten_checkpoint_is_noticed_once(tmp_path):
