@@ -191,7 +191,7 @@ def door_open() -> Callable[[np.ndarray], np.ndarray]:
             target[2] = DOOR_TRAVEL_Z
             hinge = handle[:2] - _turned(DOOR_HANDLE_FROM_HINGE, angle)
             behind = np.array([math.sin(angle), math.cos(angle)])
-            rear_behind_panel = float((hand[:2] + (0.0, PAD_Y) - hinge) @ behind)
+            rear_behind_panel = float((hand[:2] + np.array([0.0, PAD_Y]) - hinge) @ behind)
             if hand[2] < DOOR_LIFT_Z or (hand[2] < PANEL_CLEAR_Z and rear_behind_panel > -0.04):
                 target[:2] = hand[:2]  # the front pad would push the bar, the rear pad the panel
             if rear_behind_panel > PUSH_BEHIND - 0.003:  # behind the panel: down and push
