@@ -95,9 +95,10 @@ def peg_unplug_side() -> Callable[[np.ndarray], np.ndarray]:
 DOOR_HANDLE_FROM_HINGE = np.array([0.3757, -0.1071])
 DOOR_HANDLE_AXIS_YAW = -0.4302  # rad, atan2(-0.417, 0.909)
 DOOR_BAR_AXIS_Y = -0.120  # the handle bar's axis, 12 cm in front of the panel's plane (hinge y)
-#: Where along the door (from the hinge) the rear pad hooks the bar: beyond the panel's edge (0.365 m),
-#: short of the bar's free end (0.456 m).
-DOOR_HOOK_ALONG = 0.42
+#: Where along the door (from the hinge) the rear pad hooks the bar: near its root (the arm to the panel
+#: ends at 0.338 m), where the bar's y falls least as the door turns, so the pull gets furthest inside
+#: the hand box (0.42 m, near the free end: the pull ended at 33-39 deg, 158-178 steps to success).
+DOOR_HOOK_ALONG = 0.36
 #: Where along the panel (from the hinge; its edge is at 0.365 m) the rear pad pushes its back (m).
 DOOR_PUSH_ALONG = 0.30
 #: The pads' centres are 46 mm either side of the hand along world y and span 45 mm below to 5 mm
@@ -110,9 +111,10 @@ PUSH_BEHIND, PUSH_Z = 0.025, 0.295
 #: Hooking, the rear pad is 36 mm behind the bar's axis (bar radius 23 mm), the hand 28 mm above it (the
 #: housing clear of the bar's top, the pads on either side of the bar).
 HOOK_BEHIND, HOOK_Z = 0.036, 0.178
-#: The pull ends where the hand would leave Meta-World's hand box (y >= 0.40) or at this angle.
+#: The pull ends where the hand would leave Meta-World's hand box (y >= 0.40) or at this angle: further,
+#: the turned bar comes to lie across the open pads and jams between them (seed 0 at 47 deg).
 HOOK_HAND_MIN_Y = 0.405
-HOOK_MAX_ANGLE = math.radians(45.0)
+HOOK_MAX_ANGLE = math.radians(30.0)
 DOOR_SHUT = math.radians(3.0)
 DOOR_LIFT_Z = 0.23  # the pads 1 cm over the bar's top: the hand may move across
 DOOR_TRAVEL_Z = 0.335  # the pads 1.5 cm over the panel's top
@@ -175,8 +177,8 @@ def door_open() -> Callable[[np.ndarray], np.ndarray]:
         if phase == 'over_hook':  # above the hook with the door as it is now (no lead)
             target, gain = door_hook_hand(handle, angle, 0.0), np.array([GAIN, DOOR_GAIN, GAIN])
             target[2] += 0.03
-            # across the bar (y) the pad must be close; along it (x) the free part is 9 cm long
-            if abs(target[0] - hand[0]) < 0.015 and abs(target[1] - hand[1]) < 0.004:
+            # across the bar (y) the pad must be close; along it (x) the bar's root arm is 1 cm away
+            if abs(target[0] - hand[0]) < 0.008 and abs(target[1] - hand[1]) < 0.004:
                 phase = 'down_hook'
         elif phase == 'down_hook':  # the pads straddle the bar: an overshoot down does no harm
             target = door_hook_hand(handle, angle, 0.0)
@@ -197,7 +199,7 @@ def door_open() -> Callable[[np.ndarray], np.ndarray]:
             if rear_behind_panel > PUSH_BEHIND - 0.003:  # behind the panel: down and push
                 phase = 'push'
         if phase == 'push':  # the pads down beside the panel first, then after the door
-            low = hand[2] < PUSH_Z + 0.015
+            low = hand[2] < PUSH_Z + 0.025
             target = door_push_hand(handle, angle, DOOR_LEAD if low else 0.0)
         move = np.clip(gain * (target - hand), -1.0, 1.0)
         return np.concatenate([move, [-1.0]]).astype(np.float32)

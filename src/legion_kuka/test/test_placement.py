@@ -78,8 +78,8 @@ def test_a_workcell_station_keeps_its_tasks_placement_relative_to_the_base():
 
 def _door_paths(seeds):
     """Where the door-open approach holds the hand (world) with the door at rest: the hook on the bar
-    while the door opens 0-35 deg (the pull ends there, at the hand box's edge), the push on the panel's
-    back 35-85 deg (success needs about 79 deg), for each goal variant."""
+    while the door opens 0-30 deg (where the pull ends), the push on the panel's back 30-85 deg
+    (success needs about 79 deg), for each goal variant."""
     from legion_kuka.approaches import door_hook_hand, door_push_hand
     from legion_kuka.twin import Twin
 
@@ -90,7 +90,7 @@ def _door_paths(seeds):
         mujoco.mj_kinematics(twin.model, twin.data)
         hinge = twin.data.joint('doorjoint').xanchor.copy()
         arm = twin.data.geom('handle').xpos.copy() - hinge
-        for degrees, target in ((range(0, 36, 5), door_hook_hand), (range(35, 86, 5), door_push_hand)):
+        for degrees, target in ((range(0, 31, 5), door_hook_hand), (range(30, 86, 5), door_push_hand)):
             for angle in np.radians(degrees):  # the door opens towards negative joint angles
                 c, s = math.cos(-angle), math.sin(-angle)
                 handle = hinge + np.array([c * arm[0] - s * arm[1], s * arm[0] + c * arm[1], arm[2]])
