@@ -109,7 +109,7 @@ METAWORLD_BASE_POSE = (0.0, 0.1, 0.0, math.pi / 2)
 #: door-open: the opening door brings its handle within 0.23-0.47 m of the shared placement's base
 #: axis, where the tool-down iiwa needs A4 beyond the safety filter's 115 deg (docs/experts.md). 0.4 m
 #: to the side (+x) and 0.1 m back, where :func:`legion_kuka.approaches.door_open` holds the hand (door
-#: 0-85 deg, the goal variants' extremes) is reached tool down without tilt, |A4| <= 109 deg.
+#: 0-85 deg, the goal variants' extremes) is reached tool down without tilt, |A4| <= 98 deg.
 TASK_BASE_POSES: dict[str, tuple[float, float, float, float]] = {
     'door-open-v3': (0.4, 0.0, 0.0, math.pi / 2),
 }
