@@ -21,6 +21,7 @@ column of ``legion kuka experts``).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -88,7 +89,126 @@ def peg_unplug_side() -> Callable[[np.ndarray], np.ndarray]:
     return act
 
 
+#: door-open's door, from Meta-World's scene (the handle is the observed object): the handle's centre
+#: relative to the hinge with the door shut (m, world axes), and the yaw of the handle geom's third axis
+#: then (it turns with the door).
+DOOR_HANDLE_FROM_HINGE = np.array([0.3757, -0.1071])
+DOOR_HANDLE_AXIS_YAW = -0.4302  # rad, atan2(-0.417, 0.909)
+DOOR_BAR_AXIS_Y = -0.120  # the handle bar's axis, 12 cm in front of the panel's plane (hinge y)
+#: Where along the door (from the hinge) the rear pad hooks the bar: near its root (the arm to the panel
+#: ends at 0.338 m), where the bar's y falls least as the door turns, so the pull gets furthest inside
+#: the hand box (0.42 m, near the free end: the pull ended at 33-39 deg, 158-178 steps to success).
+DOOR_HOOK_ALONG = 0.36
+#: Where along the panel (from the hinge; its edge is at 0.365 m) the rear pad pushes its back (m).
+DOOR_PUSH_ALONG = 0.30
+#: The pads' centres are 46 mm either side of the hand along world y and span 45 mm below to 5 mm
+#: above it; the housing (14 cm along y) starts 5 mm above the hand. Pushing, the hand is at 0.28 m: the
+#: housing passes over the panel's top (0.273 m), the pads' lower 4 cm reach down beside the panel, the
+#: rear pad 25 mm behind the panel's plane (the panel is 20 mm thick), the front pad in front of it (and
+#: beyond its edge where the door's turn brings it into the panel's plane).
+PAD_Y = 0.046
+PUSH_BEHIND, PUSH_Z = 0.025, 0.295
+#: Hooking, the rear pad is 36 mm behind the bar's axis (bar radius 23 mm), the hand 28 mm above it (the
+#: housing clear of the bar's top, the pads on either side of the bar).
+HOOK_BEHIND, HOOK_Z = 0.036, 0.178
+#: The pull ends where the hand would leave Meta-World's hand box (y >= 0.40) or at this angle: further,
+#: the turned bar comes to lie across the open pads and jams between them (seed 0 at 47 deg).
+HOOK_HAND_MIN_Y = 0.405
+HOOK_MAX_ANGLE = math.radians(30.0)
+DOOR_SHUT = math.radians(3.0)
+DOOR_LIFT_Z = 0.23  # the pads 1 cm over the bar's top: the hand may move across
+DOOR_TRAVEL_Z = 0.335  # the pads 1.5 cm over the panel's top
+PANEL_CLEAR_Z = 0.322  # the hand above which the pads pass over the panel
+#: How far ahead of the door the hand is sent along the arc (rad): it pushes the door on.
+DOOR_LEAD = math.radians(10.0)
+#: Gain while aiming: the hand trails its target by 2.7 steps, so a high one overshoots the panel.
+DOOR_GAIN = 10.0
+
+
+def _door_angle(quat_xyzw: np.ndarray) -> float:
+    """How far the door is open (rad, >= 0) from the handle's orientation (scipy's x, y, z, w)."""
+    x, y, z, w = quat_xyzw
+    axis = (2 * (x * z + w * y), 2 * (y * z - w * x))  # the handle geom's third axis, horizontal
+    return DOOR_HANDLE_AXIS_YAW - math.atan2(axis[1], axis[0])
+
+
+def _turned(vector, angle: float) -> np.ndarray:
+    """A horizontal door-frame vector with the door open by ``angle`` (the door turns clockwise)."""
+    c, s = math.cos(-angle), math.sin(-angle)
+    return np.array([c * vector[0] - s * vector[1], s * vector[0] + c * vector[1]])
+
+
+def door_push_hand(handle: np.ndarray, angle: float, lead: float = DOOR_LEAD) -> np.ndarray:
+    """The hand's push target (world) with the door open by ``angle`` and the hand ``lead`` ahead."""
+    hinge = np.asarray(handle, dtype=np.float64)[:2] - _turned(DOOR_HANDLE_FROM_HINGE, angle)
+    ahead = angle + lead
+    behind = np.array([math.sin(ahead), math.cos(ahead)])  # the panel's back side
+    rear_pad = hinge + _turned((DOOR_PUSH_ALONG, 0.0), ahead) + PUSH_BEHIND * behind
+    return np.array([rear_pad[0], rear_pad[1] - PAD_Y, PUSH_Z])
+
+
+def door_hook_hand(handle: np.ndarray, angle: float, lead: float = DOOR_LEAD) -> np.ndarray:
+    """The hand's target (world) with the rear pad behind the handle bar, ``lead`` ahead of the door."""
+    hinge = np.asarray(handle, dtype=np.float64)[:2] - _turned(DOOR_HANDLE_FROM_HINGE, angle)
+    ahead = angle + lead
+    behind = np.array([math.sin(ahead), math.cos(ahead)])
+    rear_pad = hinge + _turned((DOOR_HOOK_ALONG, DOOR_BAR_AXIS_Y), ahead) + HOOK_BEHIND * behind
+    return np.array([rear_pad[0], rear_pad[1] - PAD_Y, HOOK_Z])
+
+
+def door_open() -> Callable[[np.ndarray], np.ndarray]:
+    """Open the door with this gripper (see the module): pull the handle bar with the rear pad as far as
+    the hand box allows, then, over the panel's top, push the panel's back with the rear pad, each time
+    following the door's arc about its hinge."""
+    phase = 'over_hook'
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        nonlocal phase
+        obs = np.asarray(obs, dtype=np.float64)
+        hand, handle = obs[:3], obs[4:7]
+        angle = _door_angle(obs[7:11])
+        gain = GAIN
+        # A shut door with the hand away from the bar: a new episode (one policy may run several), or
+        # the bar lost before the pull is done: aim at the hook again.
+        hook = door_hook_hand(handle, angle, 0.0)
+        if (phase in ('over_push', 'push') and angle < DOOR_SHUT) or (
+                phase in ('down_hook', 'pull') and np.linalg.norm(hook[:2] - hand[:2]) > 0.03):
+            phase = 'over_hook'
+        if phase == 'over_hook':  # above the hook with the door as it is now (no lead)
+            target, gain = door_hook_hand(handle, angle, 0.0), np.array([GAIN, DOOR_GAIN, GAIN])
+            target[2] += 0.03
+            # across the bar (y) the pad must be close; along it (x) the bar's root arm is 1 cm away
+            if abs(target[0] - hand[0]) < 0.008 and abs(target[1] - hand[1]) < 0.004:
+                phase = 'down_hook'
+        elif phase == 'down_hook':  # the pads straddle the bar: an overshoot down does no harm
+            target = door_hook_hand(handle, angle, 0.0)
+            if abs(target[2] - hand[2]) < 0.006:
+                phase = 'pull'
+        elif phase == 'pull':
+            target = door_hook_hand(handle, angle)
+            if target[1] < HOOK_HAND_MIN_Y or angle > HOOK_MAX_ANGLE:
+                phase = 'over_push'
+        if phase == 'over_push':  # up, and across to behind the panel once the pads clear what they pass
+            target = door_push_hand(handle, angle, 0.0)
+            target[2] = DOOR_TRAVEL_Z
+            hinge = handle[:2] - _turned(DOOR_HANDLE_FROM_HINGE, angle)
+            behind = np.array([math.sin(angle), math.cos(angle)])
+            rear_behind_panel = float((hand[:2] + np.array([0.0, PAD_Y]) - hinge) @ behind)
+            if hand[2] < DOOR_LIFT_Z or (hand[2] < PANEL_CLEAR_Z and rear_behind_panel > -0.04):
+                target[:2] = hand[:2]  # the front pad would push the bar, the rear pad the panel
+            if rear_behind_panel > PUSH_BEHIND - 0.003:  # behind the panel: down and push
+                phase = 'push'
+        if phase == 'push':  # the pads down beside the panel first, then after the door
+            low = hand[2] < PUSH_Z + 0.025
+            target = door_push_hand(handle, angle, DOOR_LEAD if low else 0.0)
+        move = np.clip(gain * (target - hand), -1.0, 1.0)
+        return np.concatenate([move, [-1.0]]).astype(np.float32)
+
+    return act
+
+
 #: Tasks with an approach for this gripper, and its factory.
 APPROACHES: dict[str, Callable[[], Callable[[np.ndarray], np.ndarray]]] = {
     'peg-unplug-side-v3': peg_unplug_side,
+    'door-open-v3': door_open,
 }

@@ -103,6 +103,22 @@ HOME = (0.0, 0.5083, 0.0, -1.7649, 0.0, 0.8684, -1.5708)
 #: top corner of the box would be out of reach with the tool pointing down.
 METAWORLD_BASE_POSE = (0.0, 0.1, 0.0, math.pi / 2)
 
+#: Tasks whose base stands elsewhere (station placement); every other task uses
+#: :data:`METAWORLD_BASE_POSE`. Read it through :func:`base_pose`. The yaw stays that of
+#: METAWORLD_BASE_POSE, so the tool-down hand has Meta-World's orientation in every scene.
+#: door-open: the opening door brings its handle within 0.23-0.47 m of the shared placement's base
+#: axis, where the tool-down iiwa needs A4 beyond the safety filter's 115 deg (docs/experts.md). 0.4 m
+#: to the side (+x) and 0.1 m back, where :func:`legion_kuka.approaches.door_open` holds the hand (door
+#: 0-85 deg, the goal variants' extremes) is reached tool down without tilt, |A4| <= 98 deg.
+TASK_BASE_POSES: dict[str, tuple[float, float, float, float]] = {
+    'door-open-v3': (0.4, 0.0, 0.0, math.pi / 2),
+}
+
+
+def base_pose(task: str | None = None) -> tuple[float, float, float, float]:
+    """Where the iiwa base stands in ``task``'s Meta-World world frame: (x, y, z, yaw)."""
+    return TASK_BASE_POSES.get(task, METAWORLD_BASE_POSE)
+
 #: Meta-World's default hand (mocap) box in its world frame (sawyer_xyz_env.py hand_low / hand_high).
 METAWORLD_HAND_LOW = (-0.2, 0.55, 0.05)
 METAWORLD_HAND_HIGH = (0.2, 0.75, 0.3)

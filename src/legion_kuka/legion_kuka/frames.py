@@ -163,9 +163,10 @@ class Frame:
         return np.array([v * scale for v in out])
 
 
-def default_task_frame() -> Frame:
+def default_task_frame(task: str | None = None) -> Frame:
     """The single-task station: Meta-World's world frame seen from the robot base, i.e. the inverse of
-    the base's placement ``METAWORLD_BASE_POSE`` in Meta-World's world."""
-    from legion_kuka.description import METAWORLD_BASE_POSE
+    the base's placement in ``task``'s world (:func:`legion_kuka.description.base_pose`; None or a
+    task without its own placement: ``METAWORLD_BASE_POSE``)."""
+    from legion_kuka.description import base_pose
 
-    return Frame.of(METAWORLD_BASE_POSE).inverse()
+    return Frame.of(base_pose(task)).inverse()

@@ -219,16 +219,17 @@ def station_spec(task_name: str):
     return spec
 
 
-def kuka_scene_spec(task_name: str):
-    """The ``mujoco.MjSpec`` of Meta-World's ``task_name`` scene with the iiwa instead of the Sawyer."""
+def kuka_scene_spec(task_name: str, base_pose=None):
+    """The ``mujoco.MjSpec`` of Meta-World's ``task_name`` scene with the iiwa instead of the Sawyer,
+    its base at ``base_pose`` (x, y, z, yaw; None: the task's, :func:`legion_kuka.description.base_pose`)."""
     import mujoco
 
-    from legion_kuka.description import METAWORLD_BASE_POSE
+    from legion_kuka.description import base_pose as task_base_pose
 
     spec = _scene_without_sawyer(task_name)
     base = spec.body('base')
     arm, _ = _arm_with_metaworld_gripper()
-    x, y, z, yaw = METAWORLD_BASE_POSE
+    x, y, z, yaw = task_base_pose(task_name) if base_pose is None else base_pose
     frame = base.add_frame(pos=[x, y, z], quat=[math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
     frame.attach_body(arm.body('lbr_link_0'), '', '')
     for joint in ('r_close', 'l_close'):  # Meta-World's order: do_simulation([a, -a])
@@ -245,11 +246,11 @@ def kuka_scene_spec(task_name: str):
     return spec
 
 
-def world_to_base(points: np.ndarray) -> np.ndarray:
-    """Meta-World world coordinates -> iiwa base frame coordinates (rows are points)."""
-    from legion_kuka.description import METAWORLD_BASE_POSE
+def world_to_base(points: np.ndarray, task: str | None = None) -> np.ndarray:
+    """Meta-World world coordinates of ``task``'s scene -> iiwa base frame coordinates (rows are points)."""
+    from legion_kuka.description import base_pose
 
-    x, y, z, yaw = METAWORLD_BASE_POSE
+    x, y, z, yaw = base_pose(task)
     c, s = math.cos(yaw), math.sin(yaw)
     d = np.asarray(points, dtype=float) - np.array([x, y, z])
     return np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1], d[..., 2]], axis=-1)
@@ -262,29 +263,31 @@ def _hand_kinematics(hand_offset: float):
     return planning_kinematics(SafetyLimits.from_description(), hand_offset)  # the scene arm's ranges
 
 
-def _hand_rotation_in_base() -> np.ndarray:
+def _hand_rotation_in_base(task: str | None = None) -> np.ndarray:
     """Gripper (tool) frame columns in the base frame when the hand has Meta-World's orientation."""
-    from legion_kuka.description import METAWORLD_BASE_POSE
+    from legion_kuka.description import base_pose
 
-    yaw = METAWORLD_BASE_POSE[3]
+    yaw = base_pose(task)[3]
     gripper_world = _HAND_IN_WORLD @ _HAND_IN_GRIPPER.T
     c, s = math.cos(yaw), math.sin(yaw)
     world_to_base_rot = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
     return world_to_base_rot @ gripper_world
 
 
-def base_to_world(points: np.ndarray) -> np.ndarray:
-    """iiwa base frame coordinates -> Meta-World world coordinates (the inverse of :func:`world_to_base`)."""
-    from legion_kuka.description import METAWORLD_BASE_POSE
+def base_to_world(points: np.ndarray, task: str | None = None) -> np.ndarray:
+    """iiwa base frame coordinates -> Meta-World world coordinates of ``task``'s scene (the inverse of
+    :func:`world_to_base`)."""
+    from legion_kuka.description import base_pose
 
-    x, y, z, yaw = METAWORLD_BASE_POSE
+    x, y, z, yaw = base_pose(task)
     c, s = math.cos(yaw), math.sin(yaw)
     p = np.asarray(points, dtype=float)
     return np.stack([c * p[..., 0] - s * p[..., 1] + x, s * p[..., 0] + c * p[..., 1] + y, p[..., 2] + z],
                     axis=-1)
 
 
-def arm_start(hand_pos, hand_offset: float, q_init=None) -> tuple[np.ndarray, np.ndarray, bool]:
+def arm_start(hand_pos, hand_offset: float, q_init=None,
+              task: str | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
     """Where the arm starts an episode whose hand Meta-World puts at ``hand_pos`` (world), tool down,
     within the scene arm's ranges: ``(q, hand, reached)``.
 
@@ -297,18 +300,19 @@ def arm_start(hand_pos, hand_offset: float, q_init=None) -> tuple[np.ndarray, np
     from legion_kuka.kinematics import nearest_reachable_posture
 
     kin = _hand_kinematics(round(float(hand_offset), 6))
-    target = world_to_base(np.asarray(hand_pos, dtype=float))
+    target = world_to_base(np.asarray(hand_pos, dtype=float), task)
     q0 = np.array(HOME if q_init is None else q_init, dtype=float)
-    q, point, found = nearest_reachable_posture(kin, target, _hand_rotation_in_base(), q0)
+    q, point, found = nearest_reachable_posture(kin, target, _hand_rotation_in_base(task), q0)
     if found and np.array_equal(point, target):  # its first try is hand_pos itself
         return q, np.asarray(hand_pos, dtype=float), True
-    return q, base_to_world(point), False
+    return q, base_to_world(point, task), False
 
 
-def arm_posture_for_hand(hand_pos, hand_offset: float, q_init=None) -> tuple[np.ndarray, bool]:
-    """iiwa joint angles (A1..A7) that put Meta-World's ``hand`` at ``hand_pos`` (world), tool down:
-    ``(q, reached)`` of :func:`arm_start`."""
-    q, _, reached = arm_start(hand_pos, hand_offset, q_init)
+def arm_posture_for_hand(hand_pos, hand_offset: float, q_init=None,
+                         task: str | None = None) -> tuple[np.ndarray, bool]:
+    """iiwa joint angles (A1..A7) that put Meta-World's ``hand`` at ``hand_pos`` (world of ``task``'s
+    scene), tool down: ``(q, reached)`` of :func:`arm_start`."""
+    q, _, reached = arm_start(hand_pos, hand_offset, q_init, task)
     return q, reached
 
 
@@ -319,7 +323,7 @@ def _compiled(task_name: str):
     spec = kuka_scene_spec(task_name)
     model = spec.compile()
     hand_offset = _hand_offset(model)
-    q, reached = arm_posture_for_hand(_DEFAULT_HAND_POS, hand_offset)
+    q, reached = arm_posture_for_hand(_DEFAULT_HAND_POS, hand_offset, task=task_name)
     if not reached:
         raise RuntimeError(f'iiwa cannot reach Meta-World\'s initial hand position {_DEFAULT_HAND_POS}')
     # The elbow spring's rest posture: the hand at its usual start. (qpos0 must stay zero: MuJoCo
@@ -385,7 +389,8 @@ class KukaMixin:
         # Put the arm where the hand will be, then let Meta-World's settling steps run as usual.
         key = tuple(np.round(np.asarray(self.hand_init_pos, dtype=float), 6))
         if key not in self._kuka_postures:
-            q, hand, _ = arm_start(key, self._kuka_hand_offset, q_init=self.model.qpos_spring[:7])
+            q, hand, _ = arm_start(key, self._kuka_hand_offset, q_init=self.model.qpos_spring[:7],
+                                   task=self._kuka_task_name)
             self._kuka_postures[key] = (q, hand)
         q, hand = self._kuka_postures[key]
         self.data.qpos[:7] = q

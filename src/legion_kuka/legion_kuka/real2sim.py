@@ -156,7 +156,7 @@ class Real2Sim:
     ``kinematics`` is anything with ``fk(q) -> (position, rotation)`` of the tool centre point in the
     robot base frame (:class:`legion_kuka.kinematics.IiwaKinematics`). ``task_frame`` is the pose of
     the station's task frame (its Meta-World world frame) in the robot base frame; if omitted, the
-    single-task placement of :data:`legion_kuka.kinematics.METAWORLD_BASE_POSE` is used.
+    single-task placement of ``task`` (:func:`legion_kuka.description.base_pose`) is used.
     """
 
     def __init__(self, kinematics: Any, layout: str = 'legion12', task_frame: Any = None,
@@ -178,7 +178,7 @@ class Real2Sim:
     def set_task_frame(self, task_frame: Any) -> None:
         """Switch to another station (a workcell has one task frame per task)."""
         if task_frame is None:
-            task_frame = default_task_frame()
+            task_frame = default_task_frame(self.task)
         self.task_frame = Frame.of(task_frame)
         self._base_to_task = self.task_frame.inverse()
         self._previous = None

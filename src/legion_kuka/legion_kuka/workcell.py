@@ -99,6 +99,16 @@ def _about_a1(yaw: float) -> Frame:
     return Frame(rotation, axis - rotation @ axis)
 
 
+def station_place(task: str, yaw: float) -> Frame:
+    """Where ``task``'s station sits in the workcell (whose base stands at ``METAWORLD_BASE_POSE``):
+    its scene moved so that the base stands where the task places it
+    (:func:`legion_kuka.description.base_pose`), then turned by ``yaw`` about A1."""
+    from legion_kuka.description import METAWORLD_BASE_POSE, base_pose
+
+    own = Frame.of(METAWORLD_BASE_POSE).compose(Frame.of(base_pose(task)).inverse())
+    return _about_a1(yaw).compose(own)
+
+
 def station_prefix(index: int) -> str:
     """Name prefix of station ``index``'s elements in the workcell model (``station0/obj``)."""
     return f'station{index}/'
@@ -106,9 +116,11 @@ def station_prefix(index: int) -> str:
 
 def workcell_spec(tasks: Sequence[str], yaws: Sequence[float]):
     """The workcell's ``mujoco.MjSpec``: the iiwa of the KUKA scenes and each task's station."""
+    from legion_kuka.description import METAWORLD_BASE_POSE
     from legion_kuka.metaworld_kuka import kuka_scene_spec, station_spec
 
-    spec = kuka_scene_spec(tasks[0])  # the arm, its gripper actuators, floor, lights
+    # the arm, its gripper actuators, floor, lights; the base where the stations expect it
+    spec = kuka_scene_spec(tasks[0], base_pose=METAWORLD_BASE_POSE)
     # Keep only the arm's mount: the first task's own part comes back as station 0, and the mocap
     # handle (with its weld) has no use where nothing but the joints moves the arm.
     for body in list(spec.worldbody.bodies):
@@ -117,7 +129,7 @@ def workcell_spec(tasks: Sequence[str], yaws: Sequence[float]):
     for site in list(spec.worldbody.sites):
         site.delete()
     for index, (task, yaw) in enumerate(zip(tasks, yaws, strict=True)):
-        place = _about_a1(yaw)
+        place = station_place(task, yaw)
         frame = spec.worldbody.add_frame(pos=list(place.translation), quat=list(place.quat))
         spec.attach(station_spec(task), prefix=station_prefix(index), frame=frame)
     return spec
@@ -138,7 +150,7 @@ class _Station:
         from legion_kuka.job import station_object
 
         self.object = station_object(task)
-        self.place = _about_a1(yaw)  # station frame -> workcell (Meta-World world) frame
+        self.place = station_place(task, yaw)  # station frame -> workcell (Meta-World world) frame
         self.start_q: np.ndarray | None = None
         from legion_kuka.metaworld_kuka import NON_TASK_BODIES
 
