@@ -249,26 +249,34 @@ def test_ctrl_c_stops_training_with_a_checkpoint_and_leaves_no_process(tmp_path)
     from test_trainer import SMALL
 
     run_dir = tmp_path / 'run'
-    command = [sys.executable, '-m', 'legion_core.cli.main', 'train', '--no-progress', f'run_dir={run_dir}',
-               *SMALL, 'train.steps_per_task=100000', 'train.eval_every=0', 'train.checkpoint_every=0',
-               'train.env_workers=2']
-    trainer = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    # -X faulthandler: a trainer that does not stop is made to print where every thread stands (SIGABRT).
+    command = [sys.executable, '-X', 'faulthandler', '-m', 'legion_core.cli.main', 'train', '--no-progress',
+               f'run_dir={run_dir}', *SMALL, 'train.steps_per_task=100000', 'train.eval_every=0',
+               'train.checkpoint_every=0', 'train.env_workers=2']
+    # Its log goes to a file: a pipe nobody reads while it runs would fill and block the trainer's writes.
+    log = tmp_path / 'train.log'
+    with open(log, 'w') as stderr:
+        trainer = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 120
         workers: list[int] = []
         while len(workers) < 2 and time.monotonic() < deadline and trainer.poll() is None:
             time.sleep(0.2)
             workers = [pid for pid in _descendants(trainer.pid) if _is_env_worker(pid)]
-        assert len(workers) == 2, trainer.stderr.read() if trainer.poll() is not None else 'no two workers'
+        assert len(workers) == 2, log.read_text() if trainer.poll() is not None else 'no two workers'
         everything = _descendants(trainer.pid)
         time.sleep(3.0)  # stepping and updating
         os.killpg(trainer.pid, signal.SIGINT)
-        code = trainer.wait(60)
+        try:
+            code = trainer.wait(120)
+        except subprocess.TimeoutExpired:
+            trainer.send_signal(signal.SIGABRT)
+            trainer.wait(30)
+            pytest.fail(f'the trainer did not stop on Ctrl-C; where it stood:\n{log.read_text()}')
     finally:
         if trainer.poll() is None:
             os.killpg(trainer.pid, signal.SIGKILL)
-    assert code == 130, trainer.stderr.read()
+    assert code == 130, log.read_text()
     assert (run_dir / 'checkpoints' / 'last.pt').is_file()
     assert _wait_gone(everything) == []
 
