@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from legion_kuka.workcell import MAX_STATIONS, station_order
+from legion_kuka.stations import MAX_STATIONS, station_order
 
 
 @cache

@@ -45,11 +45,11 @@ import numpy as np
 
 from legion_kuka.frames import Frame
 from legion_kuka.metaworld_kuka import ROBOT_QPOS
+from legion_kuka.stations import MAX_STATIONS, station_order
 from legion_kuka.twin import ARM_DOF, Twin, metaworld_task_env
 
 #: Angle between neighbouring stations about the A1 axis, and their order: ahead, left, right.
 STATION_SPACING_DEG = 90.0
-MAX_STATIONS = 3
 #: While swinging between stations the tcp passes this far above the tallest object of the workcell
 #: (m; the fingers and the palm around the tcp reach about 5 cm out from it).
 TRANSIT_CLEARANCE_M = 0.08
@@ -77,16 +77,6 @@ def station_yaws(count: int, spacing_deg: float = STATION_SPACING_DEG) -> list[f
         raise ValueError(f'station spacing must be in (0, 170] deg, got {spacing_deg}')
     s = math.radians(spacing_deg)
     return [0.0, s, -s][:count]
-
-
-def station_order(tasks: Sequence[str]) -> list[str]:
-    """Stations for a job that visits ``tasks`` in this order: the distinct tasks placed so that
-    consecutive ones are neighbours (three: the second ahead, the first left, the third right), so
-    every move between them is one quarter turn of A1, never a half turn."""
-    distinct = list(dict.fromkeys(tasks))
-    if not 1 <= len(distinct) <= MAX_STATIONS:
-        raise ValueError(f'a workcell holds 1 to {MAX_STATIONS} distinct tasks, got {len(distinct)}')
-    return [distinct[1], distinct[0], distinct[2]] if len(distinct) == 3 else distinct
 
 
 def _about_a1(yaw: float) -> Frame:
