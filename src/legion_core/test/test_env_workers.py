@@ -125,19 +125,22 @@ def test_a_worker_that_dies_is_named_and_never_hangs():
 @pytest.mark.parametrize('in_flight', [False, True])
 def test_a_pool_worker_that_dies_is_named_and_never_hangs(in_flight):
     pool = EnvPool('reach-v3', 4, workers=2, name='reach copies', **ENV)
-    pool.reset()
-    victim = pool.pids[1]
-    if in_flight:  # killed while the caller does its updates
-        pool.step_async(np.zeros((4, 4)))
-    os.kill(victim, signal.SIGKILL)
-    started = time.monotonic()
-    with pytest.raises(EnvWorkerError) as error:
-        pool.step_wait() if in_flight else pool.step(np.zeros((4, 4)))
-    assert time.monotonic() - started < 5.0
-    assert str(error.value) == (f"env worker 2/2 of 'reach copies' (copies 2-3, pid {victim}) died with "
-                                f"exit code -9")
-    survivor = pool.pids[0]
-    pool.close()
+    try:
+        pool.reset()
+        victim, survivor = pool.pids[1], pool.pids[0]
+        if in_flight:  # killed while the caller does its updates
+            pool.step_async(np.zeros((4, 4)))
+        os.kill(victim, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(EnvWorkerError) as error:
+            if in_flight:
+                pool.step_wait()  # the victim may have answered this step before the kill reached it:
+            pool.step(np.zeros((4, 4)))  # then the next call finds it dead
+        assert time.monotonic() - started < 5.0
+        assert str(error.value) == (f"env worker 2/2 of 'reach copies' (copies 2-3, pid {victim}) died with "
+                                    f"exit code -9")
+    finally:
+        pool.close()
     assert _wait_gone([survivor, victim]) == []
 
 
@@ -256,7 +259,11 @@ def test_ctrl_c_stops_training_with_a_checkpoint_and_leaves_no_process(tmp_path)
     # Its log goes to a file: a pipe nobody reads while it runs would fill and block the trainer's writes.
     log = tmp_path / 'train.log'
     with open(log, 'w') as stderr:
-        trainer = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
+        # A terminal's Ctrl-C: SIGINT at its default, even where this test runs with it ignored (a shell
+        # without job control ignores it for background commands, and Python then raises no
+        # KeyboardInterrupt: the trainer would rightly go on).
+        trainer = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         workers: list[int] = []
