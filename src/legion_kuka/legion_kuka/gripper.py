@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from legion_kuka.description import GRIPPER
 from legion_kuka.metaworld_kuka import FINGER_DAMPING, FINGER_KP
@@ -66,29 +67,29 @@ def gripper_command(opening_m: float, speed_m_s: float | None = None, force_n: f
     limits = {'opening_m': (0.0, GRIPPER.max_opening), 'speed_m_s': GRIPPER.speed_range,
               'force_n': GRIPPER.force_range}
     for name, value in values.items():
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f'gripper {name} must be a number, got {value!r}') from None
-        if not math.isfinite(value):
-            raise ValueError(f'gripper {name} must be finite, got {value}')
+        value = _finite(name, value)
         if clip:
             value = min(max(value, limits[name][0]), limits[name][1])
         values[name] = value
     return GripperCommand(**values)
 
 
+def _finite(name: str, value: Any) -> float:
+    """``value`` as a float; a ValueError naming the gripper's ``name`` if it is no number or not finite."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'gripper {name} must be a number, got {value!r}') from None
+    if not math.isfinite(value):
+        raise ValueError(f'gripper {name} must be finite, got {value}')
+    return value
+
+
 def command_from_effort(effort: float, *, speed_m_s: float | None = None,
                         force_n: float | None = None) -> GripperCommand:
     """The command for Meta-World's gripper value ``effort`` in [-1 open, +1 close] (see the module);
     ``speed_m_s`` / ``force_n`` replace the derived speed / the default force."""
-    try:
-        effort = float(effort)
-    except (TypeError, ValueError):
-        raise ValueError(f'gripper effort must be a number, got {effort!r}') from None
-    if not math.isfinite(effort):
-        raise ValueError(f'gripper effort must be finite, got {effort}')
-    effort = min(max(effort, -1.0), 1.0)
+    effort = min(max(_finite('effort', effort), -1.0), 1.0)
     closing = min(max(effort, 0.0), GRIPPER.finger_stroke)
     if speed_m_s is None:  # Meta-World's finger speed for this target, at mid-stroke
         speed_m_s = 2.0 * METAWORLD_FINGER_RATE * abs(effort - GRIPPER.finger_stroke / 2.0)
