@@ -15,7 +15,8 @@ Pure Python (no rclpy): the ``instruction`` node and ``legion sim`` are thin ada
   each other (``legion bench language`` measures both).
 * :class:`Sequencer` runs a plan: each step goes queued -> running -> succeeded / failed / skipped /
   cancelled; it advances on a success report or a step timeout and emits status events
-  (:class:`legion_ros.interfaces.InstructionStatus`, whose enums it uses).
+  (:class:`legion_ros.interfaces.InstructionStatus`, whose enums it uses). A step's clock pauses while
+  the arm is held from outside it (sim2real not active: ``pause`` / ``resume``).
 * :class:`TwinTime` is the time steps are timed in when a simulator sets the pace: its clock, counted
   forward only, with the real-time factor.
 * :class:`InstructionRequest` is the one shape of a message on ``/legion/instruction`` (plain text, or
