@@ -70,7 +70,8 @@ class InstructionDesk:
         self.arm_stopped: str | None = None  # why the arm stands in a latched e-stop; None: it may move
         self.sim2real: str | None = None     # sim2real's lifecycle state; None: not heard (nothing waits)
         self.sim2real_unconfigured_s = sim2real_unconfigured_s
-        self._unconfigured_since: float | None = None  # node clock: a step waits on an unconfigured sim2real
+        # (sequence id, node clock): since when that instruction's step waits on an unconfigured sim2real
+        self._unconfigured_since: tuple[int, float] | None = None
         self.rejected: dict[str, int] = {}   # per input topic, as every node's status says it
         self._active_key = None
 
@@ -180,14 +181,16 @@ class InstructionDesk:
 
     def tick(self, node_clock_s: float) -> list[dict]:
         """Time passes: a step times out on its own clock, and an instruction that has waited
-        ``sim2real_unconfigured_s`` (node clock) for an unconfigured sim2real fails."""
+        ``sim2real_unconfigured_s`` (node clock) for an unconfigured sim2real fails (each instruction
+        waits that long: one that preempts another starts its own wait)."""
         now = self.now(node_clock_s)
         events = self.sequencer.tick(now)
+        sequence = self.sequencer.sequence_id
         if self.sim2real != UNCONFIGURED or self.sequencer.active is None:
             self._unconfigured_since = None
-        elif self._unconfigured_since is None:
-            self._unconfigured_since = node_clock_s
-        elif node_clock_s - self._unconfigured_since >= self.sim2real_unconfigured_s:
+        elif self._unconfigured_since is None or self._unconfigured_since[0] != sequence:
+            self._unconfigured_since = (sequence, node_clock_s)
+        elif node_clock_s - self._unconfigured_since[1] >= self.sim2real_unconfigured_s:
             self._unconfigured_since = None
             events += self._halt(now, f'sim2real stayed unconfigured for {self.sim2real_unconfigured_s:g} s: '
                                  f'nothing commands the arm (`{_SET} configure`, then `activate`)')

@@ -167,12 +167,17 @@ def test_an_instruction_fails_when_sim2real_stays_unconfigured():
     events = d.tick(32.0)  # node clock: 30 s since it was seen unconfigured with a step waiting
     assert events[-1]['state'] == 'failed'
     assert 'sim2real stayed unconfigured for 30 s' in events[-1]['steps'][0]['reason']
-    # Configured and activated in time, the step goes on.
     planned(d, 'reach', now=40.0)
     assert d.tick(40.0) == [] and d.tick(60.0) == []
-    d.arm_status(sim2real('inactive'), 61.0)
-    assert d.tick(100.0) == []  # inactive: no bound (the operator may cancel)
-    assert d.arm_status(sim2real('active'), 101.0)[-1]['event'] == 'step_resumed'
+    planned(d, 'push', now=60.0)  # preempts: the new instruction gets its own 30 s
+    assert d.tick(60.0) == [] and d.tick(89.9) == []
+    assert d.tick(90.0)[-1]['steps'][0]['task'] == 'push-v3'
+    # Configured and activated in time, the step goes on.
+    planned(d, 'reach', now=100.0)
+    assert d.tick(100.0) == [] and d.tick(120.0) == []
+    d.arm_status(sim2real('inactive'), 121.0)
+    assert d.tick(200.0) == []  # inactive: no bound (the operator may cancel)
+    assert d.arm_status(sim2real('active'), 201.0)[-1]['event'] == 'step_resumed'
 
 
 def test_without_sim2real_status_or_without_its_lifecycle_nothing_waits():
