@@ -47,10 +47,14 @@ def describe_event(event: dict) -> str:
             return kind
         step = steps[index]
         line = f'step {index + 1}/{len(steps)} {step["task"]}: {step["state"]}'
+        if kind == 'step_resumed':
+            line += f', going on (sim2real active again; paused {step.get("paused_s", 0.0):.1f} s so far)'
         if step.get('duration_s') is not None:
             line += f' after {step["duration_s"]:.2f} s'
         if step.get('reason'):
             line += f' ({step["reason"]})'
+        if event.get('waiting'):  # the step's clock is paused: say why
+            line += f' - {event["waiting"].get("message", "waiting")}'
         return line
     if state in TERMINAL:
         done = sum(s['state'] == 'succeeded' for s in steps)

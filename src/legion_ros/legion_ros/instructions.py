@@ -15,7 +15,8 @@ Pure Python (no rclpy): the ``instruction`` node and ``legion sim`` are thin ada
   each other (``legion bench language`` measures both).
 * :class:`Sequencer` runs a plan: each step goes queued -> running -> succeeded / failed / skipped /
   cancelled; it advances on a success report or a step timeout and emits status events
-  (:class:`legion_ros.interfaces.InstructionStatus`, whose enums it uses).
+  (:class:`legion_ros.interfaces.InstructionStatus`, whose enums it uses). A step's clock pauses while
+  the arm is held from outside it (sim2real not active: ``pause`` / ``resume``).
 * :class:`TwinTime` is the time steps are timed in when a simulator sets the pace: its clock, counted
   forward only, with the real-time factor.
 * :class:`InstructionRequest` is the one shape of a message on ``/legion/instruction`` (plain text, or
@@ -85,6 +86,7 @@ class Reason(str, Enum):
     MALFORMED = 'malformed'
     QUEUE_FULL = 'queue_full'
     ARM_STOPPED = 'arm_stopped'  # the arm stands in a latched e-stop until an operator resets it
+    ARM_UNAVAILABLE = 'arm_unavailable'  # sim2real is finalized: nothing commands the arm
 
 
 class InstructionRejectedError(ValueError):
@@ -659,17 +661,30 @@ class StepRecord:
     started: float | None = None
     ended: float | None = None
     reason: str | None = None
+    paused_s: float = 0.0  # how long its clock stood still, pauses that ended
+    paused_at: float | None = None  # its clock stands still since then
 
     @property
     def duration_s(self) -> float | None:
+        """The step's own time, from start to end less its pauses."""
         if self.started is None:
             return None
-        return None if self.ended is None else round(self.ended - self.started, 4)
+        return None if self.ended is None else round(self.ended - self.started - self.paused_s, 4)
+
+    def elapsed_s(self, now: float) -> float:
+        """The step's own time at ``now``: since it started, less its pauses (the one under way too)."""
+        held = self.paused_s + (0.0 if self.paused_at is None else now - self.paused_at)
+        return now - (self.started if self.started is not None else now) - held
+
+    def unpause(self, now: float) -> None:
+        if self.paused_at is not None:
+            self.paused_s += max(0.0, now - self.paused_at)
+            self.paused_at = None
 
     def to_dict(self) -> dict:
         return {'index': self.index, 'instruction': self.instruction, 'task': self.task,
                 'score': self.score, 'state': self.state.value, 'duration_s': self.duration_s,
-                'reason': self.reason}
+                'reason': self.reason, 'paused_s': round(self.paused_s, 4)}
 
 
 @dataclass
@@ -679,6 +694,11 @@ class Sequencer:
     Time is passed in (``now``, seconds) so the machine is deterministic under test and runs on ROS
     time in the node. A step that is running for longer than ``step_timeout_s`` fails and the next
     one starts (later steps may still succeed); with ``stop_on_failure`` the sequence ends instead.
+
+    :meth:`pause` stops the active step's clock while the arm cannot move for a reason outside the step
+    (sim2real not active: ``waiting`` says why, on every event until :meth:`resume`); a step that starts
+    meanwhile starts paused. A paused step does not time out, but a success report, skip, cancel or
+    halt still ends it; its ``duration_s`` leaves the pauses out (``paused_s``).
     """
 
     step_timeout_s: float = 60.0
@@ -689,6 +709,7 @@ class Sequencer:
     state: SequenceState = SequenceState.IDLE
     steps: list[StepRecord] = field(default_factory=list)
     reasons: list[dict] = field(default_factory=list)
+    waiting: dict | None = None  # why the active step's clock stands still (interfaces.Waiting)
     _cursor: int = 0
 
     def __post_init__(self):
@@ -712,7 +733,10 @@ class Sequencer:
             'sequence_id': self.sequence_id, 'instruction_id': self.instruction_id, 'event': event,
             'state': self.state.value, 'instruction': self.instruction,
             'active_index': None if active is None else active.index,
-            'steps': [s.to_dict() for s in self.steps], 'reasons': list(self.reasons), **extra}
+            'steps': [s.to_dict() for s in self.steps], 'reasons': list(self.reasons),
+            **({'waiting': dict(self.waiting)} if active is not None and active.paused_at is not None
+               and self.waiting is not None else {}),
+            **extra}
 
     # -- commands ------------------------------------------------------------------------------
     def load(self, instruction: str, plan: Sequence[PlannedStep], now: float,
@@ -755,11 +779,34 @@ class Sequencer:
         return self._end_current(now, StepState.SUCCEEDED, None)
 
     def tick(self, now: float) -> list[dict]:
-        """Time passes: fail the active step if it ran out of time."""
+        """Time passes: fail the active step if it ran out of time (a paused one does not)."""
         active = self.active
-        if active is None or active.started is None or now - active.started < self.step_timeout_s:
+        if active is None or active.started is None or active.paused_at is not None \
+                or active.elapsed_s(now) < self.step_timeout_s:
             return []
-        return self._end_current(now, StepState.FAILED, f'timed out after {self.step_timeout_s:g} s')
+        held = f' (and {active.paused_s:.1f} s paused)' if active.paused_s > 0 else ''
+        return self._end_current(now, StepState.FAILED, f'timed out after {self.step_timeout_s:g} s{held}')
+
+    def pause(self, now: float, waiting: dict) -> list[dict]:
+        """Stop the active step's clock (``waiting``: why, an ``interfaces.Waiting``) until :meth:`resume`;
+        steps that start meanwhile start paused. An event when the active step's clock stops, and again
+        when the reason changes (sim2real inactive, then unconfigured)."""
+        changed, self.waiting = waiting != self.waiting, dict(waiting)
+        active = self.active
+        if active is None or (active.paused_at is not None and not changed):
+            return []
+        if active.paused_at is None:
+            active.paused_at = now
+        return [self.status('step_paused', step=active.index)]
+
+    def resume(self, now: float) -> list[dict]:
+        """The active step's clock goes on from where it stopped; an event if it was paused."""
+        self.waiting = None
+        active = self.active
+        if active is None or active.paused_at is None:
+            return []
+        active.unpause(now)
+        return [self.status('step_resumed', step=active.index)]
 
     def skip(self, now: float) -> list[dict]:
         if self.active is None:
@@ -778,6 +825,7 @@ class Sequencer:
             return []
         for step in self.steps[self._cursor:]:
             if step.state is StepState.RUNNING:
+                step.unpause(now)
                 step.ended = now
             step.state = StepState.CANCELLED
             step.reason = reason
@@ -790,12 +838,14 @@ class Sequencer:
         step = self.steps[self._cursor]
         step.state = StepState.RUNNING
         step.started = now
+        step.paused_at = now if self.waiting is not None else None
         return [self.status('step_started')]
 
     def _end_current(self, now: float, state: StepState, reason: str | None,
                      stop: str | None = None) -> list[dict]:
         """End the active step in ``state``; ``stop``: cancel the steps after it for that reason."""
         step = self.steps[self._cursor]
+        step.unpause(now)
         step.state, step.ended, step.reason = state, now, reason
         events = [self.status(f'step_{state.value}', step=step.index)]
         self._cursor += 1

@@ -80,8 +80,14 @@ class SequenceState(str, Enum):
 
 # What happened, per status event of /legion/status: a sequence's state change, or a step's
 # (``step_<state>``, with ``step`` its index).
+# ``step_paused`` / ``step_resumed``: the active step's clock stopped / goes on (sim2real not active /
+# active again).
 InstructionEvent = Literal['idle', 'queued', 'step_started', 'step_succeeded', 'step_failed', 'step_skipped',
-                           'succeeded', 'failed', 'cancelled', 'rejected']
+                           'step_paused', 'step_resumed', 'succeeded', 'failed', 'cancelled', 'rejected']
+#: The states a managed (lifecycle) node rests in (ROS 2 design "Managed nodes"; what ``ros2 lifecycle get``
+#: prints): sim2real's ``lifecycle`` on its status.
+Lifecycle = Literal['unconfigured', 'inactive', 'active', 'finalized']
+LIFECYCLE_STATES: tuple[str, ...] = get_args(Lifecycle)
 TrainingEvent = Literal['queued', 'rejected', 'started', 'progress', 'phase_done', 'done', 'failed']
 
 
@@ -165,8 +171,17 @@ class StepStatus(TypedDict):
     task: str
     score: float
     state: StepState
-    duration_s: float | None
+    duration_s: float | None                                 # the step's own time: pauses left out
     reason: str | None
+    paused_s: NotRequired[float]                             # time its clock stood still (ended pauses)
+
+
+class Waiting(TypedDict):
+    """Why the active step's clock stands still: sim2real is not ``active`` (``sim2real``: its state)."""
+
+    code: Literal['sim2real_inactive', 'sim2real_unconfigured']
+    message: str
+    sim2real: Lifecycle
 
 
 class InstructionStatus(TypedDict):
@@ -184,6 +199,7 @@ class InstructionStatus(TypedDict):
     stamp: NotRequired[float]                                # node clock [s]
     step_clock: NotRequired[str]                             # steps timed on this Clock topic
     real_time_factor: NotRequired[float | None]              # of that clock, null until measured
+    waiting: NotRequired[Waiting]                            # a step runs, its clock paused: why
 
 
 class TrainingProgress(TypedDict):
@@ -226,6 +242,14 @@ class NodeStatus(TypedDict):
     state: str
     node: NotRequired[str]
     stamp: NotRequired[float]                                # node clock [s]
+
+
+class ManagedNodeStatus(NodeStatus):
+    """``~/status`` of a managed node (sim2real, :mod:`legion_ros.sim2real_status`): a state message carries
+    its ``lifecycle`` state; an event (``input_rejected``, ``fault``) may not."""
+
+    lifecycle: NotRequired[Lifecycle]
+    reason: NotRequired[str]                                 # why configuring failed
 
 
 ObjectNames = list[str]  # /legion/object_names: the names of the PoseArray's poses, in its order
@@ -430,6 +454,7 @@ INSTRUCTION_STATUS_JSON = JsonMessage(InstructionStatus, max_bytes=1024 * 1024)
 TRAINING_PROGRESS_JSON = JsonMessage(TrainingProgress)
 RUN_INFO_JSON = JsonMessage(RunInfo)
 NODE_STATUS_JSON = JsonMessage(NodeStatus)
+MANAGED_NODE_STATUS_JSON = JsonMessage(ManagedNodeStatus)
 OBJECT_NAMES_JSON = JsonMessage(ObjectNames, 'ObjectNames')
 
 
@@ -514,8 +539,9 @@ TRAINING_PROGRESS = Topic(f'{NAMESPACE}/training_progress', STRING, 'the trainer
                           'local, 32 deep)', TRAINING_PROGRESS_JSON)
 RUN_INFO = Topic(f'{NAMESPACE}/run_info', STRING, 'the recorder\'s run (latched)', RUN_INFO_JSON)
 # Node states read by other processes (every node has one: node_status)
-SIM2REAL_STATUS = Topic(node_name('sim2real', 'status'), STRING, 'sim2real\'s state; `estop` stops the '
-                        'instruction (latched)', NODE_STATUS_JSON)
+SIM2REAL_STATUS = Topic(node_name('sim2real', 'status'), STRING, 'sim2real\'s state and `lifecycle`; '
+                        '`estop` stops the instruction, not `active` pauses its step (latched)',
+                        MANAGED_NODE_STATUS_JSON)
 SIM_BRIDGE_STATUS = Topic(node_name('sim_bridge', 'status'), STRING, 'the twin\'s state and scene `task` '
                           '(latched)', NODE_STATUS_JSON)
 RECORDER_STATUS = Topic(node_name('recorder', 'status'), STRING, 'the recorder\'s state and `topics` '

@@ -56,7 +56,7 @@ from std_msgs.msg import String
 
 from legion_ros import qos
 from legion_ros.environment import LAUNCHER_VAR, apply_ros_defaults
-from legion_ros.interfaces import NODE_STATUS_JSON, NodeStatus
+from legion_ros.interfaces import LIFECYCLE_STATES, NODE_STATUS_JSON, NodeStatus
 
 EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
 SPIN_POLL_S = 0.1  # longest a stop request waits for the spin loop
@@ -207,7 +207,7 @@ class StatusPublisher:
 
 
 #: The states a managed node rests in (ROS 2 design "Managed nodes"; what `ros2 lifecycle get` prints).
-UNCONFIGURED, INACTIVE, ACTIVE, FINALIZED = 'unconfigured', 'inactive', 'active', 'finalized'
+UNCONFIGURED, INACTIVE, ACTIVE, FINALIZED = LIFECYCLE_STATES
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 

@@ -113,3 +113,99 @@ def test_with_a_step_clock_events_carry_it_and_steps_are_timed_in_twin_time():
     assert 'real_time_factor' in event
     plain, _ = desk()
     assert plain.now(7.0) == 7.0 and plain.stamped([{}], 1.0, 1.0) == [{'stamp': 1.0}]
+
+
+def sim2real(lifecycle, state=None):
+    """sim2real's status in ``lifecycle`` (state: the arm's while active, else the lifecycle's)."""
+    return {'node': '/legion/sim2real', 'state': state or ('holding' if lifecycle == 'active' else lifecycle),
+            'lifecycle': lifecycle}
+
+
+def test_while_sim2real_is_inactive_the_step_waits_with_its_clock_paused_then_goes_on():
+    """Issue #13: `ros2 lifecycle set /legion/sim2real deactivate` held the arm, and the step failed on
+    its timeout as if the arm had been working on it."""
+    d, _ = desk()
+    assert d.arm_status(sim2real('active'), 0.0) == []
+    planned(d, 'reach then push', now=0.0)
+    (event,) = d.arm_status(sim2real('inactive'), 1.0)
+    assert event['event'] == 'step_paused' and event['state'] == 'running'
+    assert event['waiting']['code'] == 'sim2real_inactive' and event['waiting']['sim2real'] == 'inactive'
+    assert 'waiting for sim2real to be active (it is inactive)' in event['waiting']['message']
+    assert 'ros2 lifecycle set /legion/sim2real activate' in event['waiting']['message']
+    assert d.arm_status(sim2real('inactive'), 2.0) == []  # sim2real repeats its status every second
+    assert d.tick(600.0) == []  # an operator's ten minutes: no timeout
+    assert d.arm_stopped is None and planned(d, 'push', now=601.0)[-1]['waiting']['sim2real'] == 'inactive'
+    (event,) = d.arm_status(sim2real('active'), 610.0)
+    assert event['event'] == 'step_resumed' and 'waiting' not in event
+    assert d.tick(613.9) == []  # the step had 5 s, and used 4 s of them before
+    assert d.tick(615.0)[-1]['state'] == 'failed'
+
+
+def test_sim2real_finalized_ends_the_instruction_and_refuses_new_ones_until_it_is_back():
+    d, _ = desk()
+    planned(d, 'reach then push', now=0.0)
+    d.arm_status(sim2real('inactive'), 1.0)
+    events = d.arm_status(sim2real('finalized'), 2.0)
+    assert [e['event'] for e in events] == ['step_failed', 'failed']
+    assert [s['state'] for s in events[-1]['steps']] == ['failed', 'cancelled']
+    assert 'sim2real is finalized' in events[-1]['reasons'][0]['message']
+    assert all('waiting' not in e for e in events)
+    (event,) = planned(d, 'reach', now=3.0)
+    assert event['state'] == 'rejected' and event['reasons'][0]['code'] == 'arm_unavailable'
+    d.arm_status(sim2real('active'), 4.0)  # sim2real started again
+    assert planned(d, 'reach', now=5.0)[-1]['event'] == 'step_started'
+
+
+def test_an_instruction_fails_when_sim2real_stays_unconfigured():
+    d, _ = desk(sim2real_unconfigured_s=30.0)
+    planned(d, 'reach then push', now=0.0)
+    d.arm_status(sim2real('inactive'), 1.0)
+    (event,) = d.arm_status(sim2real('unconfigured'), 2.0)  # cleanup: the reason changes, said again
+    assert event['event'] == 'step_paused' and event['waiting']['code'] == 'sim2real_unconfigured'
+    assert 'fails if sim2real stays unconfigured for 30 s' in event['waiting']['message']
+    assert d.tick(2.0) == [] and d.tick(31.9) == []
+    events = d.tick(32.0)  # node clock: 30 s since it was seen unconfigured with a step waiting
+    assert events[-1]['state'] == 'failed'
+    assert 'sim2real stayed unconfigured for 30 s' in events[-1]['steps'][0]['reason']
+    planned(d, 'reach', now=40.0)
+    assert d.tick(40.0) == [] and d.tick(60.0) == []
+    planned(d, 'push', now=60.0)  # preempts: the new instruction gets its own 30 s
+    assert d.tick(60.0) == [] and d.tick(89.9) == []
+    assert d.tick(90.0)[-1]['steps'][0]['task'] == 'push-v3'
+    # Configured and activated in time, the step goes on.
+    planned(d, 'reach', now=100.0)
+    assert d.tick(100.0) == [] and d.tick(120.0) == []
+    d.arm_status(sim2real('inactive'), 121.0)
+    assert d.tick(200.0) == []  # inactive: no bound (the operator may cancel)
+    assert d.arm_status(sim2real('active'), 201.0)[-1]['event'] == 'step_resumed'
+
+
+def test_without_sim2real_status_or_without_its_lifecycle_nothing_waits():
+    d, _ = desk()
+    planned(d, 'reach', now=0.0)
+    assert d.arm_status({'state': 'input_rejected', 'topic': '/legion/action'}, 1.0) == []  # an event
+    assert d.arm_status({'state': 'holding'}, 1.0) == [] and d.sim2real is None
+    assert d.tick(5.0)[-1]['state'] == 'failed'  # times out as before
+
+
+def test_an_estop_while_inactive_halts_and_its_reset_while_inactive_clears_it():
+    d, _ = desk()
+    planned(d, 'reach', now=0.0)
+    events = d.arm_status(sim2real('inactive', state='estop'), 1.0)
+    assert events[-1]['state'] == 'failed' and d.arm_stopped is not None
+    d.arm_status(sim2real('inactive'), 2.0)  # reset while inactive: the status reads its lifecycle again
+    assert d.arm_stopped is None
+    assert planned(d, 'reach', now=3.0)[-1]['waiting']['sim2real'] == 'inactive'
+
+
+def test_legion_instruct_prints_the_wait_plainly():
+    from legion_ros.instruct_cli import describe_event
+
+    d, _ = desk()
+    planned(d, 'reach', now=0.0)
+    (paused,) = d.arm_status(sim2real('inactive'), 1.0)
+    line = describe_event(paused)
+    assert line.startswith('step 1/1 reach-v3: running - waiting for sim2real to be active (it is inactive)')
+    (resumed,) = d.arm_status(sim2real('active'), 4.0)
+    assert describe_event(resumed) == ('step 1/1 reach-v3: running, going on (sim2real active again; paused '
+                                       '3.0 s so far)')

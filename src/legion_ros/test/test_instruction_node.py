@@ -138,6 +138,53 @@ def test_an_arm_e_stop_ends_the_instruction_and_refuses_new_ones_until_reset(gra
     assert node.poll() is None
 
 
+def test_while_sim2real_is_not_active_the_step_waits_and_finalized_ends_it(graph):
+    """Issue #13 follow-up: `ros2 lifecycle set /legion/sim2real deactivate` holds the arm; the step
+    waits with its clock paused (the fixture's step_timeout_s is 2 s) instead of timing out, and goes
+    on once sim2real is active again. Each step here starts while sim2real is already inactive, so no
+    timing of this loaded machine decides the outcome (the pause mid-step: test_instruction_desk)."""
+    probe, publisher, node = graph
+
+    def sim2real(lifecycle):
+        probe.publish(String, '/legion/sim2real/status', qos.LATCHED, String(data=json.dumps(
+            {'node': '/legion/sim2real', 'state': 'holding' if lifecycle == 'active' else lifecycle,
+             'lifecycle': lifecycle})))
+        probe.spin(0.3)
+
+    def waited(kind, since):
+        return probe.wait_for(lambda: any(e['event'] == kind for e in _events(probe, since)), 10.0)
+
+    sim2real('inactive')
+    since = _send(probe, publisher, 'reach the goal, then close the window')
+    assert probe.wait_for(lambda: len(_events(probe, since)) >= 2, 5.0)
+    started = _events(probe, since)[1]
+    assert started['event'] == 'step_started' and started['waiting']['sim2real'] == 'inactive'
+    assert 'waiting for sim2real to be active (it is inactive)' in started['waiting']['message']
+    probe.spin(3.0)  # past the 2 s timeout: nothing fails while the arm is held
+    assert [e['event'] for e in _events(probe, since)] == ['queued', 'step_started']
+    sim2real('finalized')  # sim2real's process stops: the instruction ends with that reason
+    assert probe.wait_for(lambda: _events(probe, since)[-1]['state'] == 'failed', 5.0)
+    final = _events(probe, since)[-1]
+    assert [s['state'] for s in final['steps']] == ['failed', 'cancelled']
+    assert 'sim2real is finalized' in final['steps'][0]['reason']
+    since = _send(probe, publisher, 'reach the goal')
+    (event,) = _events(probe, since)
+    assert event['state'] == 'rejected' and [r['code'] for r in event['reasons']] == ['arm_unavailable']
+
+    sim2real('inactive')  # sim2real up again, not yet active
+    since = _send(probe, publisher, 'reach the goal')
+    assert waited('step_started', since)
+    assert _events(probe, since)[-1]['waiting']['code'] == 'sim2real_inactive'
+    probe.spin(2.5)
+    assert not any(e['event'] == 'step_failed' for e in _events(probe, since))
+    sim2real('active')
+    assert waited('step_resumed', since)
+    assert waited('step_failed', since)  # its own 2 s, counted from the resume
+    failed = next(e for e in _events(probe, since) if e['event'] == 'step_failed')['steps'][0]
+    assert failed['reason'].startswith('timed out after 2 s (and ') and failed['paused_s'] >= 2.5
+    assert node.poll() is None
+
+
 def test_malformed_success_reports_are_rejected(graph):
     probe, _, node = graph
     for bad in ('not json', '[1, 2]', '{"success": "yes"}', '{"success": true, "index": "0"}'):

@@ -266,6 +266,61 @@ def test_sequencer_reject_leaves_running_sequence_alone():
     assert seq.active.index == 0 and seq.state.value == 'running'
 
 
+WAITING = {'code': 'sim2real_inactive', 'message': 'waiting for sim2real to be active (it is inactive)',
+           'sim2real': 'inactive'}
+
+
+def test_a_paused_step_does_not_time_out_and_goes_on_with_the_time_it_had_left():
+    seq = Sequencer(step_timeout_s=5.0)
+    seq.load('...', PLAN, now=0.0)
+    (event,) = seq.pause(2.0, WAITING)
+    assert event['event'] == 'step_paused' and event['step'] == 0 and event['waiting'] == WAITING
+    assert event['steps'][0]['state'] == 'running'  # still the active step: it goes on later
+    assert seq.pause(3.0, WAITING) == []  # the same reason again (sim2real's status at 1 Hz): no event
+    assert seq.tick(100.0) == []  # held for 98 s: no timeout
+    (event,) = seq.resume(102.0)
+    assert event['event'] == 'step_resumed' and 'waiting' not in event
+    assert event['steps'][0]['paused_s'] == 100.0
+    assert seq.resume(103.0) == [] and seq.tick(104.9) == []  # 2 s before the pause + 2.9 s after it
+    events = seq.tick(105.0)
+    assert events[0]['event'] == 'step_failed'
+    assert events[0]['steps'][0]['reason'] == 'timed out after 5 s (and 100.0 s paused)'
+    assert events[0]['steps'][0]['duration_s'] == 5.0  # the step's own time; the pause apart
+    assert 'waiting' not in events[-1]  # step 2 started with the arm free: its clock runs
+    assert seq.active.paused_at is None
+
+
+def test_a_step_that_starts_while_paused_starts_paused_and_a_paused_step_may_still_end():
+    seq = Sequencer(step_timeout_s=5.0)
+    seq.load('...', PLAN, now=0.0)
+    seq.pause(1.0, WAITING)
+    events = seq.report_success(2.0)  # the monitor saw it done just as the arm was held: it counts
+    assert [e['event'] for e in events] == ['step_succeeded', 'step_started']
+    assert 'waiting' not in events[0] and events[0]['steps'][0]['duration_s'] == 1.0
+    assert events[1]['waiting'] == WAITING and seq.active.paused_at == 2.0
+    assert seq.tick(50.0) == []
+    unconfigured = {**WAITING, 'code': 'sim2real_unconfigured', 'sim2real': 'unconfigured'}
+    (event,) = seq.pause(51.0, unconfigured)  # another reason: said again, the clock still stands
+    assert event['event'] == 'step_paused' and event['waiting']['sim2real'] == 'unconfigured'
+    assert seq.active.paused_at == 2.0
+    events = seq.cancel(60.0)
+    assert events[-1]['steps'][1]['state'] == 'cancelled' and events[-1]['steps'][1]['paused_s'] == 58.0
+    seq.load('again', PLAN[:1], now=61.0)  # still waiting: the new instruction's step starts paused
+    assert seq.active.paused_at == 61.0 and seq.tick(99.0) == []
+    seq.resume(70.0)
+    assert seq.tick(74.9) == [] and seq.tick(75.0)[0]['event'] == 'step_failed'
+
+
+def test_a_halt_ends_a_paused_step_without_a_pause_left_open():
+    seq = Sequencer(step_timeout_s=5.0)
+    seq.load('...', PLAN, now=0.0)
+    seq.pause(1.0, WAITING)
+    events = seq.halt(4.0, 'sim2real is finalized')
+    assert [e['event'] for e in events] == ['step_failed', 'failed']
+    assert events[-1]['steps'][0]['paused_s'] == 3.0 and events[-1]['steps'][0]['duration_s'] == 1.0
+    assert all('waiting' not in e for e in events)
+
+
 def test_sequencer_validates_timeout():
     with pytest.raises(ValueError, match='step_timeout_s'):
         Sequencer(step_timeout_s=0)

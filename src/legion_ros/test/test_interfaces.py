@@ -48,7 +48,11 @@ EXAMPLES = {
          'reasons': [{'code': 'failed', 'message': 'step 1 failed', 'extra': [1, 2]}], 'step': 0,
          'stamp': 12.5, 'step_clock': '/clock', 'real_time_factor': None},
         {'sequence_id': 0, 'instruction_id': None, 'event': 'idle', 'state': 'idle', 'instruction': '',
-         'active_index': None, 'steps': [], 'reasons': []}],
+         'active_index': None, 'steps': [], 'reasons': []},
+        {'sequence_id': 3, 'instruction_id': 'cli-2', 'event': 'step_paused', 'state': 'running',
+         'instruction': 'reach the goal', 'active_index': 0, 'steps': [{**STEP, 'paused_s': 1.5}],
+         'reasons': [], 'step': 0, 'waiting': {'code': 'sim2real_inactive', 'sim2real': 'inactive',
+                                               'message': 'waiting for sim2real to be active'}}],
     interfaces.OBJECT_NAMES_JSON: [['object_1', 'goal'], []],
     interfaces.TRAINING_PROGRESS_JSON: [
         {'event': 'phase_done', 'stamp': 1.7e9, 'queue': ['push-v3'], 'learned': ['reach-v3'],
@@ -61,9 +65,12 @@ EXAMPLES = {
         {'bag': 'runs/bags/x', 'started_utc': '2026-01-01T00:00:00+00:00', 'host': 'h', 'ros_domain_id': '',
          'pid': 4, 'python': '3.11.7'}],
     interfaces.NODE_STATUS_JSON: [
-        {'node': '/legion/sim2real', 'state': 'estop', 'stamp': 3.25, 'reasons': ['joint_limit'],
-         'rejected': {'/legion/action': 2}},
+        {'node': '/legion/sim_bridge', 'state': 'running', 'stamp': 3.25, 'task': 'reach-v3'},
         {'state': 'recording'}],
+    interfaces.MANAGED_NODE_STATUS_JSON: [
+        {'node': '/legion/sim2real', 'state': 'estop', 'stamp': 3.25, 'reasons': ['joint_limit'],
+         'rejected': {'/legion/action': 2}, 'lifecycle': 'inactive', 'reason': 'cannot configure: x'},
+        {'state': 'input_rejected'}],
 }
 
 
@@ -102,6 +109,8 @@ def test_the_sequencers_events_are_instruction_status():
     events += sequencer.skip(0.6)
     events += sequencer.tick(5.0)          # the last step times out: the sequence fails
     events += sequencer.load('again', plan[:1], 6.0)
+    events += sequencer.pause(6.1, {'code': 'sim2real_inactive', 'sim2real': 'inactive', 'message': 'wait'})
+    events += sequencer.resume(6.2)
     events += sequencer.halt(6.5, 'the arm stopped in an e-stop')
     events += sequencer.load('and again', plan[:1], 7.0)
     events += sequencer.cancel(7.5)
@@ -111,7 +120,7 @@ def test_the_sequencers_events_are_instruction_status():
         decoded = interfaces.STATUS.decode(interfaces.STATUS.encode({**event, 'stamp': 1.0}))
         kinds.add(decoded['event'])
     assert kinds == {'idle', 'queued', 'step_started', 'step_succeeded', 'step_skipped', 'step_failed',
-                     'failed', 'cancelled', 'rejected'}
+                     'step_paused', 'step_resumed', 'failed', 'cancelled', 'rejected'}
 
 
 # -- malformed messages: one error, naming the field --------------------------------------------------
@@ -147,6 +156,8 @@ MALFORMED = [
     (interfaces.NODE_STATUS_JSON, '{"node": "n", "state": "s", "stamp": 0, "counts": {"a": [-Infinity]}}',
      '"counts.a[0]" must be a finite number'),  # undeclared keys are passed on: held to the same rule
     (interfaces.STEP_SUCCESS_JSON, '{"success": true, "source": "guess"}', '"source" is "guess", not one of'),
+    (interfaces.SIM2REAL_STATUS.json, '{"state": "holding", "lifecycle": "sleeping"}',
+     '"lifecycle" is "sleeping", not one of'),
     (interfaces.STATUS.json, json.dumps({**EXAMPLES[interfaces.INSTRUCTION_STATUS_JSON][1], 'state': 'done'}),
      '"state" is "done", not one of'),
     (interfaces.TRAINING_PROGRESS_JSON, '{"event": "paused", "stamp": 0, "queue": [], "learned": []}',

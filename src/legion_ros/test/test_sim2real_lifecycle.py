@@ -6,12 +6,13 @@ node through its states with the standard lifecycle services, as `ros2 lifecycle
 """
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 import pytest
 from decision_graph import output_of, start_node, stop_node
+
+from legion_ros.interfaces import SIM2REAL_STATUS
 
 pytestmark = pytest.mark.ros
 
@@ -46,7 +47,9 @@ class Driver:
         self.node.create_subscription(Float64MultiArray, COMMANDS, self._on_command, every)
         self.node.create_subscription(Float64, GRIPPER, lambda m: self.gripper.append(m.data), every)
         self.node.create_subscription(String, f'{namespace}/sim2real/status',
-                                      lambda m: self.status.append(json.loads(m.data)), qos.LATCHED)
+                                      # checked as the instruction node reads it (its lifecycle)
+                                      lambda m: self.status.append(SIM2REAL_STATUS.decode(m.data)),
+                                      qos.LATCHED)
         self.joints = self.node.create_publisher(JointState, '/lbr/joint_states', qos.SENSOR)
         self.actions = self.node.create_publisher(Float32MultiArray, '/legion/action', qos.COMMAND)
         self.change = self.node.create_client(ChangeState, f'{namespace}/sim2real/change_state')

@@ -13,9 +13,12 @@ Topics (absolute names, remappable):
   carries its ``real_time_factor``; empty: the node clock (simulated time under use_sim_time).
 * sub ``/legion/step_success`` (std_msgs/String JSON ``{sequence_id, index, task, success}``, from the
   task monitor in ``real2sim``): the active step is done.
-* sub ``/legion/sim2real/status`` (String JSON, latched: sim2real's state): while the arm stands in a
-  latched e-stop (``estop``) the running instruction ends at once, its step failed and the rest
-  cancelled, and new instructions are rejected (``arm_stopped``) until the e-stop is reset.
+* sub ``/legion/sim2real/status`` (String JSON, latched: sim2real's state and ``lifecycle``): while the arm
+  stands in a latched e-stop (``estop``) the running instruction ends at once, its step failed and the rest
+  cancelled, and new instructions are rejected (``arm_stopped``) until the e-stop is reset. While sim2real
+  is not ``active`` (``ros2 lifecycle set /legion/sim2real deactivate``) the active step's clock is paused
+  (events ``step_paused`` / ``step_resumed``, and ``waiting`` on each event meanwhile, naming the state);
+  ``finalized``, or unconfigured for ``sim2real_unconfigured_s``, the instruction fails.
 * pub ``/legion/active_step`` (String JSON ``{sequence_id, index, task, instruction}``, latched;
   ``task`` is null when nothing runs), ``/legion/active_embedding`` (Float32MultiArray, the task's
   language embedding, latched), ``/legion/status`` (String JSON, latched: queued / running /
@@ -67,7 +70,7 @@ INSTRUCTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=Reliabi
                              durability=DurabilityPolicy.VOLATILE)
 
 NODE_NAME = 'instruction'  # clients wait for this node's own subscription (legion_ros.instruct_cli)
-ARM_STATUS = SIM2REAL_STATUS  # the arm side's state: a latched e-stop stops the job
+ARM_STATUS = SIM2REAL_STATUS  # the arm side's state: a latched e-stop stops the job, inactive pauses it
 
 PARAMETERS = {
     'tasks': Param([], 'skills instructions may use (Meta-World v3 task names); empty: the legion10 '
@@ -85,6 +88,9 @@ PARAMETERS = {
     'step_time_topic': Param('', 'rosgraph_msgs/Clock topic whose time step timeouts count in (the '
                              'twin\'s /clock when the nodes keep wall time, as in legion sim); empty: the '
                              'node clock'),
+    'sim2real_unconfigured_s': Param(60.0, 'an instruction whose step waits for sim2real fails when sim2real '
+                                     'stays unconfigured this long [s, node clock]; inactive, it waits '
+                                     'until activated or cancelled', range=(0.1, 3600.0)),
     'max_pending': Param(16, 'instructions received and waiting to be planned; one more is rejected '
                          '(queue_full)', range=(1, 1024)),
 }
@@ -154,7 +160,8 @@ class InstructionNode(Node):
         self.node_status = StatusPublisher(self)
         self.desk = InstructionDesk(
             self.matcher, self.sequencer, max_bytes=p.max_bytes, max_steps=p.max_steps,
-            max_pending=p.max_pending, step_clock=p.step_time_topic, logger=self.get_logger(),
+            max_pending=p.max_pending, step_clock=p.step_time_topic,
+            sim2real_unconfigured_s=p.sim2real_unconfigured_s, logger=self.get_logger(),
             warn=lambda text: self.get_logger().warning(text, throttle_duration_sec=1.0),
             notify=self.node_status.publish)
 
@@ -170,7 +177,7 @@ class InstructionNode(Node):
         self.create_subscription(String, ARM_STATUS.name, self.on_arm_status, qos.LATCHED)
         self.create_service(Trigger, '~/cancel', lambda _q, r: self._answer(r, *self.desk.cancel(self.now())))
         self.create_service(Trigger, '~/skip', lambda _q, r: self._answer(r, *self.desk.skip(self.now())))
-        self.create_timer(0.1, lambda: self._emit(self.sequencer.tick(self.now())))
+        self.create_timer(0.1, lambda: self._emit(self.desk.tick(clock_s(self))))
         self.create_timer(PLAN_PERIOD_S, lambda: self._emit(self.desk.plan_next(self.now())))
         self._publish_step()
         self._emit([self.sequencer.status('idle')])
