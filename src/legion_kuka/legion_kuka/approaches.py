@@ -18,6 +18,16 @@ column of ``legion kuka experts``).
   side drags the plug down in its soft socket, the deeper the more), closes and waits until the
   opening settles (the grip force is the gripper's default, 100 N), and only then pulls the plug out
   along its axis at constant height, slowly enough that the plug follows the grip.
+- **door-open** (:func:`door_open`). The gripper housing (14 cm across the fingers) does not fit between
+  the handle bar and the door panel (9 cm), where Meta-World's expert goes. This approach reads the
+  door's angle from the handle's orientation and the hinge from the handle's position; with the fingers
+  open it comes down with the pads either side of the bar near its root, drags the bar along the door's
+  arc with the rear pad to 30 deg, crosses over the panel's top and pushes the panel's back with the rear
+  pad until the door is open. Through the chain the hand moves at most about 8 mm a step (the safety
+  filter's braking bound with sim2real's 5 cm lead), so the time goes to the path: the crossing is a few
+  waypoints that the hand's target (estimated from the approach's own actions, as sim2real moves it) goes
+  straight to, each beyond where the pads must get, so that the hand neither stops before the panel's top
+  nor overshoots it (docs/experts.md, "Door-open within Meta-World's 150 steps").
 """
 from __future__ import annotations
 
