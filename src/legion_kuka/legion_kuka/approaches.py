@@ -220,8 +220,11 @@ def door_open() -> Callable[[np.ndarray], np.ndarray]:
         if (phase in ('over_push', 'push') and angle < DOOR_SHUT) or (
                 phase in ('down_hook', 'pull') and np.linalg.norm(hook[:2] - hand[:2]) > 0.03):
             phase = 'over_hook'
-        if mocap is None or np.linalg.norm(mocap - hand) > MAX_LEAD_M + 0.005:
-            mocap = hand.copy()  # a new episode: the target starts at the hand
+        if (mocap is None or np.linalg.norm(mocap - hand) > MAX_LEAD_M + 0.005
+                or (np.linalg.norm(hand - obs[18:21]) < 0.001 and np.linalg.norm(mocap - hand) > 0.01)):
+            # A new episode, or a hand that stands still away from where its target should be (a driver that
+            # anchored the target at the hand after a hold): the target starts at the hand.
+            mocap = hand.copy()
         if phase == 'over_hook':  # above the hook with the door as it is now (no lead)
             target, gain = door_hook_hand(handle, angle, 0.0), np.array([GAIN, DOOR_GAIN, GAIN])
             target[2] += 0.03
