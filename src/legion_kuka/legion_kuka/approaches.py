@@ -18,6 +18,16 @@ column of ``legion kuka experts``).
   side drags the plug down in its soft socket, the deeper the more), closes and waits until the
   opening settles (the grip force is the gripper's default, 100 N), and only then pulls the plug out
   along its axis at constant height, slowly enough that the plug follows the grip.
+- **door-open** (:func:`door_open`). The gripper housing (14 cm across the fingers) does not fit between
+  the handle bar and the door panel (9 cm), where Meta-World's expert goes. This approach reads the
+  door's angle from the handle's orientation and the hinge from the handle's position; with the fingers
+  open it comes down with the pads either side of the bar near its root, drags the bar along the door's
+  arc with the rear pad to 30 deg, crosses over the panel's top and pushes the panel's back with the rear
+  pad until the door is open. Through the chain the hand moves at most about 8 mm a step (the safety
+  filter's braking bound with sim2real's 5 cm lead), so the time goes to the path: the crossing is a few
+  waypoints that the hand's target (estimated from the approach's own actions, as sim2real moves it) goes
+  straight to, each beyond where the pads must get, so that the hand neither stops before the panel's top
+  nor overshoots it (docs/experts.md, "Door-open within Meta-World's 150 steps").
 """
 from __future__ import annotations
 
@@ -25,6 +35,8 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+
+from legion_kuka.sim2real import MAX_LEAD_M
 
 #: The plug's body (a box 76 mm across, 70 mm tall) from the observed plug point (Meta-World's
 #: ``pegEnd`` site): its centre lies 15 mm back along the plug's axis (-x), its top 35 mm above.
@@ -108,20 +120,37 @@ DOOR_PUSH_ALONG = 0.30
 #: beyond its edge where the door's turn brings it into the panel's plane).
 PAD_Y = 0.046
 PUSH_BEHIND, PUSH_Z = 0.025, 0.295
-#: Hooking, the rear pad is 36 mm behind the bar's axis (bar radius 23 mm), the hand 28 mm above it (the
-#: housing clear of the bar's top, the pads on either side of the bar).
-HOOK_BEHIND, HOOK_Z = 0.036, 0.178
+#: Hooking, the rear pad is 33 mm behind the bar's axis (bar radius 23 mm: 4 mm of slack), the hand 28 mm
+#: above it (the housing clear of the bar's top, the pads on either side of the bar).
+HOOK_BEHIND, HOOK_Z = 0.033, 0.178
 #: The pull ends where the hand would leave Meta-World's hand box (y >= 0.40) or at this angle: further,
 #: the turned bar comes to lie across the open pads and jams between them (seed 0 at 47 deg).
 HOOK_HAND_MIN_Y = 0.405
 HOOK_MAX_ANGLE = math.radians(30.0)
 DOOR_SHUT = math.radians(3.0)
-DOOR_LIFT_Z = 0.23  # the pads 1 cm over the bar's top: the hand may move across
-DOOR_TRAVEL_Z = 0.335  # the pads 1.5 cm over the panel's top
-PANEL_CLEAR_Z = 0.322  # the hand above which the pads pass over the panel
+#: The pull starts this close (m) above the hook's height: the pads reach below the bar's axis, and the
+#: last of the way down goes with the pull's first steps instead of before them.
+PULL_FROM_DZ = 0.016
 #: How far ahead of the door the hand is sent along the arc (rad): it pushes the door on.
 DOOR_LEAD = math.radians(10.0)
-#: Gain while aiming: the hand trails its target by 2.7 steps, so a high one overshoots the panel.
+#: The crossing from the bar over the panel's top to behind the panel, as waypoints of the rear pad in the
+#: door's frame: (along the door from the hinge, None: where the pull left it; behind the panel's plane;
+#: height). Each lies beyond where the pad has to get, so that the hand heads on at full speed, and the
+#: hand turns to the next one once the pad has got there: (its height at least, how far behind the
+#: panel's plane at least). The pads clear the bar's top (0.173 m) with the hand at 0.218 m, the panel's
+#: top (0.273 m) at 0.318 m; the rear pad (12 mm thick) clears the panel (20 mm) 16 mm from its plane.
+CROSSING = [
+    ((None, -0.06, 0.30), (0.205, -1.0)),  # up, the rear pad from the bar towards the panel: over the bar
+    ((DOOR_PUSH_ALONG, -0.03, 0.36), (0.317, -1.0)),  # up and along, in front of the panel: over its top
+    ((DOOR_PUSH_ALONG, 0.06, 0.325), (0.0, 0.022)),  # across the top: the rear pad behind the panel
+    ((DOOR_PUSH_ALONG, PUSH_BEHIND, PUSH_Z), (0.0, -1.0)),  # down behind it
+]
+PUSH_FROM_Z = 0.31  # the pads reach 8 mm below the panel's top: push
+#: How the hand's target moves (sim2real, like Meta-World's mocap): 1 cm per unit action and step, inside
+#: door-open's hand box, at most MAX_LEAD_M ahead of the hand.
+ACTION_SCALE = 0.01
+HAND_LOW, HAND_HIGH = np.array([-0.5, 0.40, 0.05]), np.array([0.5, 1.0, 0.5])
+#: Gain across the bar while aiming at the hook: lower than along it, as the pads must not land on the bar.
 DOOR_GAIN = 10.0
 
 
@@ -156,14 +185,31 @@ def door_hook_hand(handle: np.ndarray, angle: float, lead: float = DOOR_LEAD) ->
     return np.array([rear_pad[0], rear_pad[1] - PAD_Y, HOOK_Z])
 
 
+def _door_local(handle: np.ndarray, angle: float, hand: np.ndarray) -> np.ndarray:
+    """The rear pad's place in the door's frame: (along the door from the hinge, behind the panel's
+    plane, height)."""
+    hinge = np.asarray(handle, dtype=np.float64)[:2] - _turned(DOOR_HANDLE_FROM_HINGE, angle)
+    rear = hand[:2] + np.array([0.0, PAD_Y]) - hinge
+    return np.array([*_turned(rear, -angle), hand[2]])
+
+
+def _door_world(handle: np.ndarray, angle: float, local) -> np.ndarray:
+    """The hand (world) that puts the rear pad at ``local`` (see :func:`_door_local`)."""
+    hinge = np.asarray(handle, dtype=np.float64)[:2] - _turned(DOOR_HANDLE_FROM_HINGE, angle)
+    rear = hinge + _turned(local[:2], angle)
+    return np.array([rear[0], rear[1] - PAD_Y, local[2]])
+
+
 def door_open() -> Callable[[np.ndarray], np.ndarray]:
-    """Open the door with this gripper (see the module): pull the handle bar with the rear pad as far as
-    the hand box allows, then, over the panel's top, push the panel's back with the rear pad, each time
-    following the door's arc about its hinge."""
+    """Open the door with this gripper (see the module): pull the handle bar with the rear pad to 30 deg,
+    then, over the panel's top, push the panel's back with the rear pad, each time following the door's
+    arc about its hinge. ``act.phase`` tells the phase of the last step."""
     phase = 'over_hook'
+    waypoint, pulled_along = 0, DOOR_HOOK_ALONG  # the crossing's next waypoint; where the pull ended
+    mocap = None  # where the actions so far have put the hand's target (Meta-World's mocap)
 
     def act(obs: np.ndarray) -> np.ndarray:
-        nonlocal phase
+        nonlocal phase, waypoint, pulled_along, mocap
         obs = np.asarray(obs, dtype=np.float64)
         hand, handle = obs[:3], obs[4:7]
         angle = _door_angle(obs[7:11])
@@ -174,6 +220,11 @@ def door_open() -> Callable[[np.ndarray], np.ndarray]:
         if (phase in ('over_push', 'push') and angle < DOOR_SHUT) or (
                 phase in ('down_hook', 'pull') and np.linalg.norm(hook[:2] - hand[:2]) > 0.03):
             phase = 'over_hook'
+        if (mocap is None or np.linalg.norm(mocap - hand) > MAX_LEAD_M + 0.005
+                or (np.linalg.norm(hand - obs[18:21]) < 0.001 and np.linalg.norm(mocap - hand) > 0.01)):
+            # A new episode, or a hand that stands still away from where its target should be (a driver that
+            # anchored the target at the hand after a hold): the target starts at the hand.
+            mocap = hand.copy()
         if phase == 'over_hook':  # above the hook with the door as it is now (no lead)
             target, gain = door_hook_hand(handle, angle, 0.0), np.array([GAIN, DOOR_GAIN, GAIN])
             target[2] += 0.03
@@ -182,28 +233,42 @@ def door_open() -> Callable[[np.ndarray], np.ndarray]:
                 phase = 'down_hook'
         elif phase == 'down_hook':  # the pads straddle the bar: an overshoot down does no harm
             target = door_hook_hand(handle, angle, 0.0)
-            if abs(target[2] - hand[2]) < 0.006:
+            if abs(target[2] - hand[2]) < PULL_FROM_DZ:
                 phase = 'pull'
         elif phase == 'pull':
             target = door_hook_hand(handle, angle)
             if target[1] < HOOK_HAND_MIN_Y or angle > HOOK_MAX_ANGLE:
-                phase = 'over_push'
-        if phase == 'over_push':  # up, and across to behind the panel once the pads clear what they pass
-            target = door_push_hand(handle, angle, 0.0)
-            target[2] = DOOR_TRAVEL_Z
-            hinge = handle[:2] - _turned(DOOR_HANDLE_FROM_HINGE, angle)
-            behind = np.array([math.sin(angle), math.cos(angle)])
-            rear_behind_panel = float((hand[:2] + np.array([0.0, PAD_Y]) - hinge) @ behind)
-            if hand[2] < DOOR_LIFT_Z or (hand[2] < PANEL_CLEAR_Z and rear_behind_panel > -0.04):
-                target[:2] = hand[:2]  # the front pad would push the bar, the rear pad the panel
-            if rear_behind_panel > PUSH_BEHIND - 0.003:  # behind the panel: down and push
+                phase, waypoint = 'over_push', 0
+                pulled_along = float(_door_local(handle, angle, hand)[0])
+        if phase == 'over_push':  # over the panel's top to behind its back, through the waypoints
+            rear = _door_local(handle, angle, hand)
+            while waypoint < len(CROSSING) - 1:
+                lowest, least_behind = CROSSING[waypoint][1]
+                if rear[2] < lowest or rear[1] < least_behind:
+                    break
+                waypoint += 1
+            along, behind, z = CROSSING[waypoint][0]
+            target = _door_world(handle, angle, (pulled_along if along is None else along, behind, z))
+            if waypoint == len(CROSSING) - 1 and hand[2] < PUSH_FROM_Z:
                 phase = 'push'
-        if phase == 'push':  # the pads down beside the panel first, then after the door
-            low = hand[2] < PUSH_Z + 0.025
-            target = door_push_hand(handle, angle, DOOR_LEAD if low else 0.0)
-        move = np.clip(gain * (target - hand), -1.0, 1.0)
+        if phase == 'push':  # after the door
+            target = door_push_hand(handle, angle)
+        act.phase = phase
+        if phase == 'over_push':
+            # The hand's target goes straight to the waypoint, and no further: the hand, which trails it,
+            # does not overshoot (a gain on the hand's error did, or slowed down before the waypoint).
+            move = (target - mocap) / ACTION_SCALE
+            move /= max(1.0, float(np.max(np.abs(move))))  # (saturated: the direction kept)
+        else:
+            move = np.clip(gain * (target - hand), -1.0, 1.0)
+        # where this action puts the hand's target, as sim2real (and Meta-World's mocap) moves it
+        mocap = np.clip(mocap + move * ACTION_SCALE, HAND_LOW, HAND_HIGH)
+        lead = mocap - hand
+        if np.linalg.norm(lead) > MAX_LEAD_M:
+            mocap = np.clip(hand + lead * MAX_LEAD_M / np.linalg.norm(lead), HAND_LOW, HAND_HIGH)
         return np.concatenate([move, [-1.0]]).astype(np.float32)
 
+    act.phase = phase
     return act
 
 

@@ -78,9 +78,10 @@ def test_a_workcell_station_keeps_its_tasks_placement_relative_to_the_base():
 
 def _door_paths(seeds):
     """Where the door-open approach holds the hand (world) with the door at rest: the hook on the bar
-    while the door opens 0-30 deg (where the pull ends), the push on the panel's back 30-85 deg
-    (success needs about 79 deg), for each goal variant."""
-    from legion_kuka.approaches import door_hook_hand, door_push_hand
+    while the door opens 0-30 deg (where the pull ends), the crossing's waypoints over the panel's top
+    at 30-40 deg (the door coasts on a little), the push on the panel's back 30-85 deg (success needs
+    about 79 deg), for each goal variant."""
+    from legion_kuka.approaches import CROSSING, DOOR_HOOK_ALONG, _door_world, door_hook_hand, door_push_hand
     from legion_kuka.twin import Twin
 
     twin = Twin(DOOR, seed=seeds[0])
@@ -95,6 +96,12 @@ def _door_paths(seeds):
                 c, s = math.cos(-angle), math.sin(-angle)
                 handle = hinge + np.array([c * arm[0] - s * arm[1], s * arm[0] + c * arm[1], arm[2]])
                 points.append(target(handle, angle, 0.0))
+        for angle in np.radians([30.0, 35.0, 40.0]):
+            c, s = math.cos(-angle), math.sin(-angle)
+            handle = hinge + np.array([c * arm[0] - s * arm[1], s * arm[0] + c * arm[1], arm[2]])
+            for (along, behind, z), _ in CROSSING:
+                points.append(_door_world(handle, angle, (DOOR_HOOK_ALONG if along is None else along,
+                                                          behind, z)))
     return np.array(points)
 
 
