@@ -401,7 +401,9 @@ class Trainer:
         if n == 0:
             return self.replay.sample(size)
         own, demo = self.replay.sample(size - n), self.demos.sample(n)
-        return {name: torch.cat((own[name], demo[name])) for name in own}
+        batch = {name: torch.cat((own[name], demo[name])) for name in own}
+        batch['demo'] = torch.arange(size, device=self.replay.device) >= size - n  # agent.demo_bc's rows
+        return batch
 
     def _demonstrate(self, tasks) -> None:
         """Scripted-expert episodes (``train.demo_episodes``) of the tasks (indices) that have none yet,

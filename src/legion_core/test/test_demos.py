@@ -105,3 +105,28 @@ def test_no_demonstrations_by_default_and_batches_come_from_the_replay(tmp_path)
     metrics = trainer.run(max_env_steps=100, checkpoint_at_stop=False)
     assert metrics['demo_env_steps'] == 0 and metrics['demonstrations'] == []
     assert np.isclose(len(trainer._batch(32)['task']), 32)
+
+
+def test_demo_bc_pulls_the_actor_to_the_demonstrated_actions_and_ignores_other_rows():
+    from test_agent import B, make_agent, make_batch
+
+    target = torch.tensor([0.8, -0.6, 0.5, 0.7])
+
+    def batch(i, demo):
+        b = make_batch(i, task=0)
+        b['reward'] = torch.zeros(B)  # no reward: only the cloning can move the actor towards the target
+        b['action'][: B // 2] = target
+        b['demo'] = torch.arange(B) < B // 2 if demo else torch.zeros(B, dtype=torch.bool)
+        return b
+
+    def mean_action(weight, demo):
+        agent = make_agent(demo_bc=weight)
+        for i in range(300):
+            agent.update(batch(i, demo))
+        return torch.as_tensor(agent.act(make_batch(999)['obs'].numpy(), 0, deterministic=True)).mean(0)
+
+    cloned = mean_action(5.0, demo=True)
+    assert (cloned - target).abs().max() < 0.25
+    # Without the weight, or without demonstration rows, nothing pulls the actor there.
+    for weight, demo in ((0.0, True), (5.0, False)):
+        assert (mean_action(weight, demo) - target).abs().max() > 0.4
