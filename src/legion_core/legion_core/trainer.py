@@ -169,6 +169,11 @@ class Trainer:
         """Write a checkpoint at the next step boundary and go on (safe to call from a signal handler)."""
         self._checkpoint_requested = True
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`request_stop` was called (the run ended early, with a checkpoint)."""
+        return self._stop_requested
+
     def request_stop(self) -> None:
         """End :meth:`run` at the next step boundary with a checkpoint, as ``max_env_steps`` does (safe to
         call from a signal handler): what a preempted job does before it is requeued."""
@@ -397,7 +402,7 @@ class Trainer:
         share = self.config.train.demo_ratio
         if self.demos is None or len(self.demos) == 0 or share <= 0:
             return self.replay.sample(size)
-        n = min(int(round(size * share)), size - 1)
+        n = min(round(size * share), size - 1)
         if n == 0:
             return self.replay.sample(size)
         own, demo = self.replay.sample(size - n), self.demos.sample(n)

@@ -5,13 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_trainer import small_config
 
 from legion_core.demos import demonstrate, expert, expert_factory
 from legion_core.envs import TaskVectorEnv
 from legion_core.replay import ReplayBuffer
 from legion_core.trainer import Trainer, resume_trainer
-
-from test_trainer import small_config
 
 torch.set_num_threads(1)
 
@@ -45,7 +44,7 @@ def test_n_step_demonstrations_are_stored_as_the_training_loop_stores_them():
 def test_an_embodiment_or_task_without_an_expert_is_a_clear_error():
     with pytest.raises(ValueError, match="embodiment 'mars-rover' has no scripted expert"):
         expert_factory('mars-rover')
-    with pytest.raises(ValueError, match="no scripted expert of 'not-a-task-v3'.*demo_episodes=0"):
+    with pytest.raises(ValueError, match=r"no scripted expert of 'not-a-task-v3'.*demo_episodes=0"):
         expert('sawyer', 'not-a-task-v3')
 
 
