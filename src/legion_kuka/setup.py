@@ -35,5 +35,11 @@ setup(
             'kuka = legion_kuka.metaworld_kuka:make_kuka_env',
             'twin = legion_kuka.twin_env:make_twin_env',
         ],
+        # Scripted experts for demonstrations (legion_core.demos, train.demo_episodes): Meta-World's on the
+        # mocap hand; on the twin, the approaches written for the KUKA's gripper where there is one.
+        'legion.experts': [
+            'kuka = legion_kuka.chain:expert_policy',
+            'twin = legion_kuka.acting:expert_for',
+        ],
     },
 )

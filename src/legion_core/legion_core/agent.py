@@ -78,6 +78,9 @@ class AgentConfig(ConfigSection):
     # Lifelong: weight of the actor's cloning of its own end-of-phase actions on earlier tasks' replayed
     # states, relative to the batch's mean |Q| (0: the original, earlier tasks get the SAC loss only).
     distill: float = 0.0
+    # Demonstration rows of a batch (train.demo_episodes): weight of cloning the demonstrated action where
+    # the critic rates it above the actor's (Nair et al. 2018's Q-filter), relative to mean|Q| as distill.
+    demo_bc: float = 0.0
     optimizer: str = 'fused'            # fused | foreach | plain (torch.optim.Adam implementations)
     compile: bool = False               # torch.compile the networks
     num_threads: int | None = None      # torch intra-op threads; None leaves torch's default
@@ -110,6 +113,8 @@ class AgentConfig(ConfigSection):
             out.append(f'agent.weight_decay must be >= 0, got {self.weight_decay}')
         if not float(self.distill) >= 0:
             out.append(f'agent.distill must be >= 0, got {self.distill}')
+        if not float(self.demo_bc) >= 0:
+            out.append(f'agent.demo_bc must be >= 0, got {self.demo_bc}')
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 out.append(f'agent.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}')
@@ -313,6 +318,9 @@ class LegionAgent:
         for param in self._critic_params:
             param.requires_grad_(True)
         per_sample = alpha * logp - q_pi
+        if cfg.demo_bc > 0 and 'demo' in batch:
+            per_sample = per_sample + self._demo_cloning(batch['demo'], action, pi_mean, q_pi,
+                                                         torch.min(q1, q2).detach())
         if distill:
             per_sample = self._distilled(per_sample, obs, task, old, pi_mean, q_pi)
         actor_loss = per_sample.mean()
@@ -341,6 +349,17 @@ class LegionAgent:
         if vae_step:
             self._vae_step(obs, action, next_obs, self.task_embeddings[task], mu, logvar, z_vae)
         self.num_updates += 1
+
+    def _demo_cloning(self, demo, action, pi_mean, q_pi, q_demo) -> torch.Tensor:
+        """Per-sample cloning term of demonstration rows: ``demo_bc`` x mean|Q| x the squared distance
+        between the actor's deterministic action and the demonstrated one, only where the critic values
+        the demonstrated action above the actor's (the Q-filter: a demonstration the agent has outgrown,
+        or a failed one, stops pulling). Other rows: 0."""
+        with torch.no_grad():
+            keep = demo.reshape(-1).bool() & (q_demo > q_pi.detach())
+            scale = self.config.demo_bc * q_pi.detach().abs().mean()
+        clone = scale * (torch.tanh(pi_mean) - action).pow(2).sum(dim=-1)
+        return torch.where(keep, clone, torch.zeros_like(clone))
 
     def _distilled(self, per_sample, obs, task, old, pi_mean, q_pi) -> torch.Tensor:
         """Actor loss per sample with earlier tasks' SAC term replaced by cloning the teacher.

@@ -210,6 +210,10 @@ class TrainConfig(ConfigSection):
     # steps_per_task (the original, preset=original); so does eval_every: 0. Lifelong mode only.
     advance_on_success: float | None = 0.9
     advance_evals: int = 2
+    # Scripted-expert episodes per task, collected when its phase starts and kept for the whole run in a
+    # buffer of their own (legion_core.demos, RLPD-style); 0: none (pure RL, the original).
+    demo_episodes: int = 0
+    demo_ratio: float = 0.5             # share of every update batch drawn from the demonstrations
 
     def worker_count(self) -> int:
         """The env worker processes per trained task: ``env_workers``, at least 1 with ``env_process``
@@ -239,6 +243,11 @@ class TrainConfig(ConfigSection):
                                     or not 0 < advance <= 1):
             out.append(f'train.advance_on_success must be null or a success rate in (0, 1], got {advance!r}')
         _positive(out, 'train', self, 'advance_evals')
+        if not _int(self.demo_episodes) or self.demo_episodes < 0:
+            out.append(f'train.demo_episodes must be an integer >= 0, got {self.demo_episodes!r}')
+        ratio = self.demo_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+            out.append(f'train.demo_ratio must be a share in [0, 1), got {ratio!r}')
         if self.checkpoint_replay not in CHECKPOINT_REPLAY:
             out.append(f'train.checkpoint_replay must be one of {list(CHECKPOINT_REPLAY)}, '
                        f'got {self.checkpoint_replay!r}')

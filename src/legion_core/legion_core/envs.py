@@ -315,6 +315,14 @@ class TaskVectorEnv:
         self._success = np.zeros(self.num_envs, dtype=bool)
         self.active = np.zeros(self.num_envs, dtype=bool)
 
+    @property
+    def raw_observations(self) -> np.ndarray:
+        """The copies' current observations in full (39-d, whatever ``layout``): what a scripted expert
+        reads (:mod:`legion_core.demos`). Read-only view, valid until the next step."""
+        view = self._raw.view()
+        view.flags.writeable = False
+        return view
+
     def _project(self, raw: np.ndarray) -> np.ndarray:
         return (raw if self._index is None else raw[..., self._index]).astype(np.float32)
 

@@ -56,6 +56,12 @@ def _advance_position() -> dict[str, Any]:
     return {'solved_streak': 0, 'carry': 0, 'advanced': []}
 
 
+def _demo_position() -> dict[str, Any]:
+    """The trainer position's train.demo_episodes part: per demonstrated task its record (index, name,
+    episodes, successes, env steps, mean return), and the env steps all demonstrations took."""
+    return {'demonstrated': [], 'demo_env_steps': 0}
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -118,13 +124,24 @@ class Trainer:
         self.replay = ReplayBuffer(c.replay.capacity, self.obs_dim, self.action_dim, len(self.tasks),
                                    device=self.device, policy=c.replay.policy, task_quota=c.replay.task_quota,
                                    seed=self.seed)
+        # Scripted-expert episodes (train.demo_episodes) in a buffer of their own, never overwritten
+        # (legion_core.demos); every expert is looked up now, so a task without one fails before training.
+        self.demos = None
+        if c.train.demo_episodes > 0:
+            from legion_core.demos import expert
+
+            for task in self.tasks:
+                expert(env.embodiment, task)
+            self.demos = ReplayBuffer(c.train.demo_episodes * env.episode_length * len(self.tasks),
+                                      self.obs_dim, self.action_dim, len(self.tasks), device=self.device,
+                                      seed=self.seed + 1)
         self.success = SuccessMatrix(self.tasks, num_phases=len(self.tasks) if self.mode == 'lifelong' else 1)
         self.num_phases = self.success.num_phases
         self.rng = np.random.default_rng(self.seed)  # warm-up actions
         self.position: dict[str, Any] = {
             'phase': 0, 'local_step': 0, 'env_steps': 0, 'update_debt': 0.0,
             'warmup_end': c.train.warmup_steps, 'burst_done': False, 'dpmm_fits': 0, 'evals_lines': 0,
-            'done': False, **_advance_position(),
+            'done': False, **_advance_position(), **_demo_position(),
         }
         self.dpmm_log: list[dict[str, Any]] = []
         self.eval_curve: list[float] = []
@@ -151,6 +168,11 @@ class Trainer:
     def request_checkpoint(self) -> None:
         """Write a checkpoint at the next step boundary and go on (safe to call from a signal handler)."""
         self._checkpoint_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`request_stop` was called (the run ended early, with a checkpoint)."""
+        return self._stop_requested
 
     def request_stop(self) -> None:
         """End :meth:`run` at the next step boundary with a checkpoint, as ``max_env_steps`` does (safe to
@@ -191,6 +213,9 @@ class Trainer:
             'dpmm': self.dpmm_log,
             # Per finished phase: its local steps and whether it ended early, solved (advance_on_success).
             'phases': self.position['advanced'],
+            # Scripted-expert episodes per task (train.demo_episodes); their env steps are in env_steps.
+            'demonstrations': self.position['demonstrated'],
+            'demo_env_steps': self.position['demo_env_steps'],
             'wall_time_s': round(self.elapsed, 2),
             'env_steps': self.position['env_steps'],
             'updates': self.agent.num_updates,
@@ -212,6 +237,7 @@ class Trainer:
             'tasks': self.tasks,
             'agent': self.agent.state_dict(),
             'replay': self.replay.state_dict() if include_replay else None,
+            'demos': self.demos.state_dict() if self.demos is not None else None,  # small: always kept
             'position': dict(self.position),
             'success_matrix': self.success.matrix,
             'dpmm_log': list(self.dpmm_log),
@@ -236,7 +262,9 @@ class Trainer:
         if done != self.tasks and not grown:
             raise ValueError(f'checkpoint tasks {state["tasks"]} differ from this run\'s {self.tasks}')
         self.agent.load_state_dict(state['agent'])
-        self.position = {**_advance_position(), **state['position']}  # older checkpoints lack them
+        # Older checkpoints lack these parts of the position.
+        self.position = {**_advance_position(), **_demo_position(), **state['position']}
+        self._load_demos(state.get('demos'))
         if state['replay'] is not None:
             self.replay.load_state_dict(state['replay'])
         else:
@@ -270,6 +298,17 @@ class Trainer:
         if evals.exists():
             lines = evals.read_text().splitlines(keepends=True)[:int(self.position['evals_lines'])]
             ckpt.atomic_write_text(evals, ''.join(lines))
+
+    def _load_demos(self, saved: dict[str, Any] | None) -> None:
+        if self.demos is None:
+            return
+        if saved is None:  # demonstrations switched on for a run that had none: collected from now on
+            self.position['demonstrated'] = []
+            return
+        if saved['config']['capacity'] == self.demos.capacity:
+            self.demos.load_state_dict(saved)
+        else:  # the stream has grown (more tasks, more room): the same rows into the larger buffer
+            self.demos.add(**{name: rows[:saved['size']] for name, rows in saved['storage'].items()})
 
     def save_checkpoint(self, phase_end: int | None = None) -> Path:
         self._write_metrics()
@@ -355,7 +394,51 @@ class Trainer:
         owed = int(p['update_debt'])
         p['update_debt'] -= owed
         for _ in range(n + owed):
-            self.agent.update(self.replay.sample(batch_size))
+            self.agent.update(self._batch(batch_size))
+
+    def _batch(self, size: int) -> dict[str, torch.Tensor]:
+        """One update batch: ``train.demo_ratio`` of it from the demonstrations (once there are any), the
+        rest from the agent's own replay."""
+        share = self.config.train.demo_ratio
+        if self.demos is None or len(self.demos) == 0 or share <= 0:
+            return self.replay.sample(size)
+        n = min(round(size * share), size - 1)
+        if n == 0:
+            return self.replay.sample(size)
+        own, demo = self.replay.sample(size - n), self.demos.sample(n)
+        batch = {name: torch.cat((own[name], demo[name])) for name in own}
+        batch['demo'] = torch.arange(size, device=self.replay.device) >= size - n  # agent.demo_bc's rows
+        return batch
+
+    def _demonstrate(self, tasks) -> None:
+        """Scripted-expert episodes (``train.demo_episodes``) of the tasks (indices) that have none yet,
+        each in a one-copy env seeded apart from training and evaluation (legion_core.demos)."""
+        if self.demos is None:
+            return
+        from legion_core.demos import DEMO_SEED_OFFSET, demonstrate, expert
+        from legion_core.envs import TaskVectorEnv
+
+        p, a = self.position, self.agent_config
+        done = {record['index'] for record in p['demonstrated']}
+        for j in tasks:
+            if j in done:
+                continue
+            started = time.perf_counter()
+            env = TaskVectorEnv(self.tasks[j], 1, reward_scale=self.reward_scale,
+                                copy_seed=self.seed + DEMO_SEED_OFFSET + j, **self.env_kwargs)
+            try:
+                stats = demonstrate(env, expert(self.config.env.embodiment, self.tasks[j]),
+                                    self.config.train.demo_episodes, j, self.demos.add, n_step=a.n_step,
+                                    gamma=a.gamma, fix_terminal_obs=a.fix_terminal_obs)
+            finally:
+                env.close()
+            p['demonstrated'].append({'index': j, 'task': self.tasks[j], **stats})
+            p['env_steps'] += stats['env_steps']
+            p['demo_env_steps'] += stats['env_steps']
+            self._bar.update(stats['env_steps'])
+            self.elapsed += time.perf_counter() - started
+            log.info('%s: %d expert episodes demonstrated (%d successful, %d env steps)', self.tasks[j],
+                     stats['episodes'], stats['successes'], stats['env_steps'])
 
     def _store(self, task_ids, obs, actions, next_obs, reward, terminated, truncated, info,
                n_step=None) -> None:
@@ -488,6 +571,7 @@ class Trainer:
         p = self.position
         k, n = p['phase'], self.config.train.num_envs
         self._bar.set_postfix_str(f'phase {k + 1}/{len(self.tasks)} {self.tasks[k]}')
+        self._demonstrate(range(k + 1))  # earlier tasks too, where demonstrations were switched on later
         env = self._make_env(self.tasks[k], n)
         if not self._collect([env], [np.full(n, k, dtype=np.int64)], k, stop_at):
             return
@@ -496,6 +580,7 @@ class Trainer:
     def _run_multitask(self, stop_at: int | None) -> None:
         """Multi-task: every task of the stream stepped together in one phase."""
         n = self.config.train.num_envs
+        self._demonstrate(range(len(self.tasks)))
         envs = []
         try:
             for task in self.tasks:

@@ -69,6 +69,32 @@ def test_train_stop_resume_and_evaluate(tmp_path, capsys):
     assert 'unknown task' in capsys.readouterr().err
 
 
+def test_sigterm_stops_a_run_with_a_checkpoint_that_resumes(tmp_path, capsys):
+    import signal
+    import time
+
+    run_dir = tmp_path / 'run'
+    trainer = subprocess.Popen(
+        [sys.executable, '-m', 'legion_core.cli.main', 'train', '--no-progress', f'run_dir={run_dir}', *SMALL,
+         'train.steps_per_task=1000000', 'train.eval_every=0', 'train.checkpoint_every=0'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((run_dir / 'tb').glob('events.*')) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)  # well into training
+        trainer.send_signal(signal.SIGTERM)
+        _out, err = trainer.communicate(timeout=120)
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert 'stopped by SIGTERM with a checkpoint at env step' in err and f'--resume {run_dir}' in err
+    saved = torch.load(run_dir / 'checkpoints' / 'last.pt', weights_only=False)['position']['env_steps']
+    assert saved > 0
+    assert main(['train', '--resume', str(run_dir), '--no-progress', '--max-steps', '10']) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['env_steps'] >= saved + 10
+
+
 @pytest.mark.slow
 def test_tiny_preset_end_to_end_from_the_command_line(tmp_path):
     run_dir = tmp_path / 'tiny'

@@ -153,17 +153,15 @@ def run(args: argparse.Namespace) -> int:
         if args.overrides or args.multirun:
             return _error('--resume continues a run with its saved config.yaml; it takes no overrides '
                           'and no -m')
-        from legion_core.trainer import resume
+        from legion_core.trainer import resume_trainer
 
         run_dir = Path(args.resume)
         append = [t for t in (args.append or '').split(',') if t.strip()]
         try:
-            metrics = resume(run_dir, progress=not args.no_progress, max_env_steps=args.max_steps,
-                             append_tasks=append)
+            trainer = resume_trainer(run_dir, progress=not args.no_progress, append_tasks=append)
         except (FileNotFoundError, ValueError) as error:
             return _error(str(error))
-        print(_summary(metrics, run_dir))
-        return 0
+        return _train(trainer, run_dir, args.max_steps)
     chooses_launcher = any(o.lstrip('+~').startswith(('hydra/launcher', 'hydra.launcher'))
                            for o in args.overrides)
     if args.multirun:
@@ -202,8 +200,27 @@ def run(args: argparse.Namespace) -> int:
     if refused:
         return _error(refused)
     print(f'legion train: run directory {run_dir}', file=sys.stderr)
-    trainer = Trainer(data, run_dir, progress=not args.no_progress)
-    metrics = trainer.run(max_env_steps=args.max_steps)
+    return _train(Trainer(data, run_dir, progress=not args.no_progress), run_dir, args.max_steps)
+
+
+def _train(trainer, run_dir: Path, max_steps: int | None) -> int:
+    """Run ``trainer``; SIGTERM (``kill``, ``docker stop``, systemd, a scheduler) ends the run as Ctrl-C
+    does: a checkpoint at the next step boundary, then exit 143 (128 + SIGTERM), ready for --resume.
+    A job started in the background of a script has SIGINT ignored, so SIGTERM is the way to stop it."""
+    import signal
+
+    def on_term(_signum, _frame) -> None:
+        trainer.request_stop()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        metrics = trainer.run(max_env_steps=max_steps)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if trainer.stop_requested:
+        print(f'legion train: stopped by SIGTERM with a checkpoint at env step {metrics["env_steps"]}; '
+              f'continue with: legion train --resume {run_dir}', file=sys.stderr)
+        return 128 + signal.SIGTERM
     print(_summary(metrics, run_dir))
     return 0
 

@@ -1,0 +1,131 @@
+"""Demonstrations (train.demo_episodes): a scripted expert's episodes in a buffer of their own, a share
+of every update batch, kept across phases and checkpoints."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_trainer import small_config
+
+from legion_core.demos import demonstrate, expert, expert_factory
+from legion_core.envs import TaskVectorEnv
+from legion_core.replay import ReplayBuffer
+from legion_core.trainer import Trainer, resume_trainer
+
+torch.set_num_threads(1)
+
+
+def _buffer(capacity=1000):
+    return ReplayBuffer(capacity, 12, 4, 2)
+
+
+def test_the_sawyer_expert_demonstrates_reach_and_every_step_is_stored():
+    env = TaskVectorEnv('reach-v3', 1, episode_length=60, goal='random', seed=3)
+    buffer = _buffer()
+    stats = demonstrate(env, expert('sawyer', 'reach-v3'), 3, 1, buffer.add)
+    assert stats['episodes'] == 3 and stats['env_steps'] == 180 == len(buffer)
+    assert stats['successes'] == 3  # Meta-World's expert reaches within 60 steps
+    rows = buffer.storage
+    assert (rows['task'][:180] == 1).all()
+    assert rows['action'][:180].abs().max() <= 1.0
+    # Inside an episode s' is the next row's s (the expert's own trajectory, in the agent's layout).
+    assert torch.equal(rows['next_obs'][:59], rows['obs'][1:60])
+
+
+def test_n_step_demonstrations_are_stored_as_the_training_loop_stores_them():
+    env = TaskVectorEnv('reach-v3', 1, episode_length=20, seed=0)
+    buffer = _buffer()
+    stats = demonstrate(env, expert('sawyer', 'reach-v3'), 2, 0, buffer.add, n_step=3, gamma=0.9)
+    assert stats['env_steps'] == 40 == len(buffer)  # every transition once, none across an episode
+    horizon = buffer.storage['horizon'][:40]
+    assert set(horizon.tolist()) == {1.0, 2.0, 3.0} and (horizon == 3).sum() == 36
+
+
+def test_an_embodiment_or_task_without_an_expert_is_a_clear_error():
+    with pytest.raises(ValueError, match="embodiment 'mars-rover' has no scripted expert"):
+        expert_factory('mars-rover')
+    with pytest.raises(ValueError, match=r"no scripted expert of 'not-a-task-v3'.*demo_episodes=0"):
+        expert('sawyer', 'not-a-task-v3')
+
+
+def test_config_checks_the_demonstration_switches():
+    from legion_core.config import validate
+
+    assert any('train.demo_episodes must be an integer >= 0' in p
+               for p in validate(small_config('train.demo_episodes=-1')))
+    assert any('train.demo_ratio must be a share in [0, 1)' in p
+               for p in validate(small_config('train.demo_ratio=1.0')))
+
+
+def test_a_stream_with_demonstrations_learns_from_them_and_keeps_them(tmp_path):
+    cfg = small_config('env.embodiment=sawyer', 'train.demo_episodes=2', 'train.demo_ratio=0.5',
+                       'train.eval_every=0')
+    trainer = Trainer(cfg, tmp_path / 'a', progress=False)
+    batches = []
+    update = trainer.agent.update
+    trainer.agent.update = lambda batch: (batches.append(batch['task'].clone()), update(batch))[1]
+    metrics = trainer.run()
+
+    # Two episodes of 40 steps per task, counted in the run's env steps and apart.
+    assert metrics['demo_env_steps'] == 160 and metrics['env_steps'] == 400 + 160
+    assert [(d['task'], d['episodes'], d['env_steps']) for d in metrics['demonstrations']] == \
+        [('reach-v3', 2, 80), ('push-v3', 2, 80)]
+    assert len(trainer.demos) == 160 and len(trainer.replay) == 400
+    on_disk = json.loads((tmp_path / 'a' / 'metrics.json').read_text())
+    assert on_disk['demo_env_steps'] == 160
+    # Half of every batch is demonstrations; in phase 2 they are of both tasks (earlier ones rehearsed).
+    assert all(len(b) == 32 for b in batches)
+    last = torch.cat(batches[-50:])
+    assert set(last.tolist()) == {0, 1} and (last == 0).float().mean() > 0.15
+
+    # The checkpoint keeps them: a resumed run does not demonstrate again.
+    resumed = resume_trainer(tmp_path / 'a', progress=False)
+    assert len(resumed.demos) == 160
+    assert torch.equal(resumed.demos.storage['obs'][:160], trainer.demos.storage['obs'][:160])
+    assert resumed.metrics()['demo_env_steps'] == 160
+
+
+def test_demonstrations_switched_on_at_resume_cover_the_tasks_seen(tmp_path):
+    trainer = Trainer(small_config('train.eval_every=0'), tmp_path, progress=False)
+    trainer.run(max_env_steps=250)  # into phase 2 (push), without demonstrations
+    cfg = small_config('train.eval_every=0', 'train.demo_episodes=1')
+    resumed = Trainer(cfg, tmp_path, progress=False)
+    from legion_core.checkpoint import load_checkpoint
+
+    resumed.load_state_dict(load_checkpoint(tmp_path / 'checkpoints' / 'last.pt'))
+    metrics = resumed.run()
+    assert [d['task'] for d in metrics['demonstrations']] == ['reach-v3', 'push-v3']
+    assert metrics['demo_env_steps'] == 80 and len(resumed.demos) == 80
+
+
+def test_no_demonstrations_by_default_and_batches_come_from_the_replay(tmp_path):
+    trainer = Trainer(small_config('train.eval_every=0'), tmp_path, progress=False)
+    assert trainer.demos is None
+    metrics = trainer.run(max_env_steps=100, checkpoint_at_stop=False)
+    assert metrics['demo_env_steps'] == 0 and metrics['demonstrations'] == []
+    assert np.isclose(len(trainer._batch(32)['task']), 32)
+
+
+def test_demo_bc_pulls_the_actor_to_the_demonstrated_actions_and_ignores_other_rows():
+    from test_agent import B, make_agent, make_batch
+
+    target = torch.tensor([0.8, -0.6, 0.5, 0.7])
+
+    def batch(i, demo):
+        b = make_batch(i, task=0)
+        b['reward'] = torch.zeros(B)  # no reward: only the cloning can move the actor towards the target
+        b['action'][: B // 2] = target
+        b['demo'] = torch.arange(B) < B // 2 if demo else torch.zeros(B, dtype=torch.bool)
+        return b
+
+    def mean_action(weight, demo):
+        agent = make_agent(demo_bc=weight)
+        for i in range(300):
+            agent.update(batch(i, demo))
+        return torch.as_tensor(agent.act(make_batch(999)['obs'].numpy(), 0, deterministic=True)).mean(0)
+
+    cloned = mean_action(5.0, demo=True)
+    assert (cloned - target).abs().max() < 0.25
+    # Without the weight, or without demonstration rows, nothing pulls the actor there.
+    for weight, demo in ((0.0, True), (5.0, False)):
+        assert (mean_action(weight, demo) - target).abs().max() > 0.4
