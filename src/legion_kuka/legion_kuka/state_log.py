@@ -37,7 +37,9 @@ MAX_NOTES = 10_000
 @dataclass(frozen=True)
 class Scene:
     """What rebuilds a twin's scene: ``tasks`` are a workcell's stations (``workcell``) or the one task,
-    ``task`` the active one when the segment began."""
+    ``task`` the active one when the segment began; ``placements`` (object, Meta-World's placement vector)
+    of the objects a job carried into this workcell from an earlier one (a window is where the window-open
+    step left it, not where window-close would put it), which a state's joints alone do not say."""
 
     tasks: tuple[str, ...]
     task: str
@@ -45,19 +47,26 @@ class Scene:
     workcell: bool = False
     profile: str = 'lbr'
     control_rate_hz: float = 100.0
+    placements: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
     @classmethod
     def of(cls, twin: Any) -> Scene:
         """The scene ``twin`` (a :class:`~legion_kuka.twin.Twin` or a workcell) holds now."""
         stations = tuple(getattr(twin, 'tasks', ()) or ())
+        carried = twin.carried_placements() if hasattr(twin, 'carried_placements') else {}
+        placements = tuple((name, tuple(float(x) for x in vector))
+                           for name, vector in sorted(carried.items()))
         return cls(tasks=stations or (twin.task,), task=twin.task, seed=int(twin.seed),
-                   workcell=bool(stations), profile=twin.profile, control_rate_hz=twin.control_rate_hz)
+                   workcell=bool(stations), profile=twin.profile, control_rate_hz=twin.control_rate_hz,
+                   placements=placements)
 
     @classmethod
     def from_dict(cls, data: dict) -> Scene:
+        placements = tuple((str(name), tuple(float(x) for x in vector))
+                           for name, vector in data.get('placements') or ())
         return cls(tasks=tuple(data['tasks']), task=data['task'], seed=int(data['seed']),
                    workcell=bool(data.get('workcell', False)), profile=data.get('profile', 'lbr'),
-                   control_rate_hz=float(data.get('control_rate_hz', 100.0)))
+                   control_rate_hz=float(data.get('control_rate_hz', 100.0)), placements=placements)
 
     def build(self) -> Any:
         """A twin of this scene, freshly reset (MuJoCo and Meta-World: imported here)."""
@@ -65,7 +74,8 @@ class Scene:
             from legion_kuka.workcell import WorkcellTwin
 
             return WorkcellTwin(self.tasks, self.task, seed=self.seed, profile=self.profile,
-                                control_rate_hz=self.control_rate_hz)
+                                control_rate_hz=self.control_rate_hz,
+                                placements={name: np.array(vector) for name, vector in self.placements})
         from legion_kuka.twin import Twin
 
         return Twin(self.task, seed=self.seed, profile=self.profile, control_rate_hz=self.control_rate_hz)
@@ -171,7 +181,9 @@ def save_state_log(path: str | Path, log: StateLog) -> Path:
     """Write ``log`` to ``path`` atomically (see module for the format)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {'segments': [{'scene': {**asdict(s.scene), 'tasks': list(s.scene.tasks)}, 'rows': len(s)}
+    meta = {'segments': [{'scene': {**asdict(s.scene), 'tasks': list(s.scene.tasks),
+                                    'placements': [[name, list(v)] for name, v in s.scene.placements]},
+                          'rows': len(s)}
                          for s in log.segments],
             'notes': log.notes}
     arrays = {'format': np.array(FORMAT), 'meta': np.array(json.dumps(meta))}

@@ -236,13 +236,14 @@ class _Station:
             joint_types=tuple(int(self.mw.model.jnt_type[j]) for j, *_ in self.joints),
             qpos=np.concatenate([data.qpos[q] for q, _ in slices] or [np.zeros(0)]))
 
-    def place_like(self, state) -> None:
-        """Before the shadow's reset: Meta-World places the objects (and goal) as ``state``'s were."""
+    def place_like(self, rand_vec) -> None:
+        """Before the shadow's reset: Meta-World places the objects (and goal) by ``rand_vec``, another
+        station's placement of the same object."""
         current = getattr(self.mw, '_last_rand_vec', None)
         # Both tasks read the vector the same way where the scene is the same file and it has the same
         # size (window-open's and window-close's: the window's position).
-        if state.rand_vec is not None and current is not None and np.shape(current) == state.rand_vec.shape:
-            self.mw._last_rand_vec = state.rand_vec.copy()
+        if rand_vec is not None and current is not None and np.shape(current) == np.shape(rand_vec):
+            self.mw._last_rand_vec = np.array(rand_vec, dtype=np.float64)
 
     def restore(self, state) -> None:
         """After the shadow's reset: the station's joints as ``state`` holds them."""
@@ -300,7 +301,8 @@ class WorkcellTwin(Twin):
                  job: Sequence[str] | None = None,
                  spacing_deg: float = STATION_SPACING_DEG, profile: str = 'lbr',
                  control_rate_hz: float = 100.0, bandwidth_hz: float = 20.0, damping_ratio: float = 1.0,
-                 stiffness: Any = None, env_factory: Callable[[str, int], Any] | None = None) -> None:
+                 stiffness: Any = None, env_factory: Callable[[str, int], Any] | None = None,
+                 placements: dict[str, Any] | None = None) -> None:
         from legion_kuka.job import plan_workcells
 
         self.plan = plan_workcells(list(job)) if job else None
@@ -310,6 +312,9 @@ class WorkcellTwin(Twin):
         # jog of the arm inside the limits is one).
         self._carried: dict[str, Any] = {}
         self._entered_with: dict[str, Any] = {}
+        # ``placements``: Meta-World placement vectors by object, for a scene built again as a job held it
+        # (carried_placements), e.g. to draw it.
+        self._placements = dict(placements or {})
         if self.plan is not None:
             if tasks and tuple(tasks) != self.plan[0].stations:
                 raise ValueError(f'with a job the stations are its first workcell\'s '
@@ -415,12 +420,14 @@ class WorkcellTwin(Twin):
     def _reset_scene(self, task: str, seed: int) -> None:
         if not self._stations or seed != self.seed:
             if self._stations:  # another seed: another job, nothing carried
-                self._carried, self._entered_with = {}, {}
+                self._carried, self._entered_with, self._placements = {}, {}, {}
             self._load(task, seed)
         for station in self._stations.values():
             state = self._entered_with.get(station.object)
             if state is not None:  # placed as where it was last (Meta-World's random vector)
-                station.place_like(state)
+                station.place_like(state.rand_vec)
+            elif station.object in self._placements:  # a scene built again (legion_kuka.state_log)
+                station.place_like(self._placements[station.object])
             station.env.reset()  # Meta-World places the station's objects and goal for the seed
             if state is not None:
                 station.restore(state)  # its joints as it was last left
@@ -453,6 +460,14 @@ class WorkcellTwin(Twin):
 
 
     # -- jobs of several workcells ----------------------------------------------------------------
+    def carried_placements(self) -> dict[str, np.ndarray]:
+        """Meta-World's placement vector of every object this workcell was entered with from an earlier
+        one (or built with: ``placements``), by object: with the joints, what rebuilds the scene."""
+        out = {name: np.array(vector) for name, vector in self._placements.items()}
+        out.update({name: state.rand_vec.copy() for name, state in self._entered_with.items()
+                    if state.rand_vec is not None})
+        return out
+
     def object_states(self) -> dict[str, Any]:
         """Every station's object as the scene holds it now (:class:`legion_kuka.job.ObjectState`, by
         object)."""

@@ -192,3 +192,31 @@ def test_the_command_renders_a_gif_in_its_own_process(recorded, can_render, tmp_
     bad = subprocess.run([sys.executable, '-m', 'legion_kuka.video', str(path), '-o',
                           str(tmp_path / 'x.avi')], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and '.mp4 or .gif' in bad.stderr
+
+
+def test_a_workcell_a_job_carried_an_object_into_is_drawn_with_the_object_where_the_job_left_it(tmp_path):
+    """window-open then window-close: the second workcell's window stands where window-open's did
+    (Meta-World's placement carried over), and the scene built again from the saved log agrees, which
+    the recorded joints alone could not say."""
+    import mujoco
+
+    from legion_kuka.workcell import WorkcellTwin
+
+    def window(twin):
+        mujoco.mj_forward(twin.model, twin.data)
+        return twin.data.xpos[twin.model.body('station0/window').id].copy()
+
+    live = WorkcellTwin(job=['window-open-v3', 'window-close-v3'], seed=1)
+    assert live.enter('window-close-v3') == 'scene'
+    own = WorkcellTwin(['window-close-v3'], seed=1)  # window-close alone puts its window elsewhere
+    assert not np.allclose(window(own), window(live), atol=1e-3)
+
+    recorder = StateRecorder(every=1)
+    recorder.begin(Scene.of(live), live.model.nq)
+    recorder.record(0.0, live.scene_state())
+    path = save_state_log(tmp_path / 'job.npz', recorder.snapshot())
+    segment = load_state_log(path).segments[0]
+    assert [name for name, _ in segment.scene.placements] == ['sawyer_window_horizontal']
+    drawn = segment.scene.build()
+    drawn.show_state(segment.qpos[0])
+    assert np.allclose(window(drawn), window(live), atol=1e-9)
