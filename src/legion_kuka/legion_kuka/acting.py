@@ -180,9 +180,10 @@ class PolicyRunner:
 
     def _action(self, task: str, obs: np.ndarray) -> np.ndarray:
         if self.policy_type == 'expert':
-            if task not in self.experts:
-                self.experts[task] = self.make_expert(task)
-            return self.experts[task](obs)
+            expert = self.experts.get(task)  # made by start_step, never in a control cycle
+            if expert is None:
+                raise KeyError(f'no scripted expert for {task}')
+            return expert(obs)
         policy = self.policy
         if policy is None:
             raise KeyError('no policy loaded yet')
