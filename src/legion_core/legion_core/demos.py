@@ -4,10 +4,11 @@ Why: on the twin, SAC alone spends most of a task's budget finding the object at
 stream on the twin took about 300k env steps before push's success rose above 0.1). A handful of
 successful episodes in the replay shows where reward lies from the first update on. We follow RLPD
 (Ball et al., 2023) and SERL: the demonstrations live in their own buffer that is never overwritten,
-and every update batch draws a fixed share from it (``train.demo_ratio``; RLPD's symmetric sampling is
-0.5) and the rest from the agent's replay. The demonstrations of earlier tasks stay in that buffer, so
-later phases keep rehearsing them. Their env steps count as env steps of the run (a real arm spends
-that time too) and are reported apart (``metrics.json``: ``demo_env_steps``).
+and every update batch draws a fixed share from the current task's (``train.demo_ratio``; RLPD's
+symmetric sampling is 0.5) and the rest from the agent's replay. Earlier tasks' demonstrations stay in
+that buffer (and in checkpoints) but are not drawn: distill keeps those tasks. Their env steps count
+as env steps of the run (a real arm spends that time too) and are reported apart (``metrics.json``:
+``demo_env_steps``).
 
 The experts: Meta-World's scripted policies for the built-in Sawyer; an embodiment registers its own in
 the ``legion.experts`` entry-point group (``name = module:function``, ``function(task) -> policy``,

@@ -266,6 +266,16 @@ class ReplayBuffer:
             index = self.slot_map[index]
         return {name: tensor[index] for name, tensor in self.storage.items()}
 
+    def sample_slots(self, batch_size: int, slots: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``batch_size`` rows drawn uniformly with replacement among the storage slots ``slots`` (a
+        subset the caller keeps track of, e.g. one task's rows of a buffer that is never overwritten)."""
+        if len(slots) == 0:
+            raise ValueError('cannot sample from an empty set of slots')
+        pick = torch.randint(0, len(slots), (int(batch_size),), device=self.device,
+                             generator=self.sample_generator)
+        index = slots[pick]
+        return {name: tensor[index] for name, tensor in self.storage.items()}
+
     def __len__(self) -> int:
         return self.size
 

@@ -147,6 +147,7 @@ class Trainer:
         self.eval_curve: list[float] = []
         self.elapsed = 0.0
         self._eval_envs: dict[int, Any] = {}
+        self._demo_slots_key, self._demo_slots_cache = None, None  # (phase, demonstrated tasks) -> rows
         self._writer = None
         self._train_episodes: list[tuple[float, float]] = []
         # Set by request_checkpoint / request_stop (e.g. from a signal handler), acted on at the next
@@ -397,18 +398,38 @@ class Trainer:
             self.agent.update(self._batch(batch_size))
 
     def _batch(self, size: int) -> dict[str, torch.Tensor]:
-        """One update batch: ``train.demo_ratio`` of it from the demonstrations (once there are any), the
-        rest from the agent's own replay."""
+        """One update batch: ``train.demo_ratio`` of it from the demonstrations of the task being learnt
+        (once there are any), the rest from the agent's own replay."""
         share = self.config.train.demo_ratio
-        if self.demos is None or len(self.demos) == 0 or share <= 0:
+        slots = self._demo_slots()
+        if slots is None or share <= 0:
             return self.replay.sample(size)
         n = min(round(size * share), size - 1)
         if n == 0:
             return self.replay.sample(size)
-        own, demo = self.replay.sample(size - n), self.demos.sample(n)
+        own, demo = self.replay.sample(size - n), self.demos.sample_slots(n, slots)
         batch = {name: torch.cat((own[name], demo[name])) for name in own}
         batch['demo'] = torch.arange(size, device=self.replay.device) >= size - n  # agent.demo_bc's rows
         return batch
+
+    def _demo_slots(self) -> torch.Tensor | None:
+        """The demonstration buffer's rows of the current task (lifelong; every task's in multi-task
+        mode), None when it has none. Earlier tasks' demonstrations stay in the buffer but are not drawn:
+        distill keeps those tasks, and a share split over every task seen would thin out the current
+        one's (measured with the current task's alone). Rows lie in the order of ``demonstrated``
+        (appended, never overwritten), so a task's rows are a range."""
+        if self.demos is None or len(self.demos) == 0:
+            return None
+        key = (self.position['phase'], len(self.position['demonstrated']))
+        if self._demo_slots_key != key:
+            start, ranges = 0, []
+            for record in self.position['demonstrated']:
+                if self.mode != 'lifelong' or record['index'] == self.position['phase']:
+                    ranges.append(torch.arange(start, start + record['env_steps']))
+                start += record['env_steps']
+            slots = torch.cat(ranges).to(self.demos.device) if ranges else None
+            self._demo_slots_key, self._demo_slots_cache = key, slots
+        return self._demo_slots_cache
 
     def _demonstrate(self, tasks) -> None:
         """Scripted-expert episodes (``train.demo_episodes``) of the tasks (indices) that have none yet,

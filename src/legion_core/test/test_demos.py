@@ -63,7 +63,8 @@ def test_a_stream_with_demonstrations_learns_from_them_and_keeps_them(tmp_path):
     trainer = Trainer(cfg, tmp_path / 'a', progress=False)
     batches = []
     update = trainer.agent.update
-    trainer.agent.update = lambda batch: (batches.append(batch['task'].clone()), update(batch))[1]
+    trainer.agent.update = lambda batch: (batches.append((batch['task'].clone(), batch['demo'].clone())),
+                                          update(batch))[1]
     metrics = trainer.run()
 
     # Two episodes of 40 steps per task, counted in the run's env steps and apart.
@@ -73,10 +74,13 @@ def test_a_stream_with_demonstrations_learns_from_them_and_keeps_them(tmp_path):
     assert len(trainer.demos) == 160 and len(trainer.replay) == 400
     on_disk = json.loads((tmp_path / 'a' / 'metrics.json').read_text())
     assert on_disk['demo_env_steps'] == 160
-    # Half of every batch is demonstrations; in phase 2 they are of both tasks (earlier ones rehearsed).
-    assert all(len(b) == 32 for b in batches)
-    last = torch.cat(batches[-50:])
-    assert set(last.tolist()) == {0, 1} and (last == 0).float().mean() > 0.15
+    # Half of every batch is demonstrations, of the task being learnt: reach's in phase 1, push's in
+    # phase 2 (reach's stay in the buffer; its own replay rows still come up).
+    assert all(len(task) == 32 and demo.sum() == 16 for task, demo in batches)
+    first, last = batches[:50], batches[-50:]
+    assert set(torch.cat([task[demo] for task, demo in first]).tolist()) == {0}
+    assert set(torch.cat([task[demo] for task, demo in last]).tolist()) == {1}
+    assert set(torch.cat([task[~demo] for task, demo in last]).tolist()) == {0, 1}
 
     # The checkpoint keeps them: a resumed run does not demonstrate again.
     resumed = resume_trainer(tmp_path / 'a', progress=False)
