@@ -56,13 +56,15 @@ def _groups_epilog() -> str:
         '  legion train --resume runs/2026-01-01/12-00-00_legion10_seed0',
         '  legion train --resume RUN_DIR --append hammer,shelf-place   # an open-ended stream goes on',
         '  legion train --overwrite run_dir=runs/mine preset=tiny  # start runs/mine afresh',
+        '  legion train env.embodiment=twin train.demo_episodes=20 agent.demo_bc=1   # with expert demos',
         '',
         'A run directory that is not empty is refused (exit 2) unless --resume continues the run in it',
         'or --overwrite removes the earlier run\'s files first: two runs never mix in one directory.',
         '',
         'Every key of the config can be overridden (see --cfg for the resolved config). Runs write',
         'config.yaml, evals.jsonl, metrics.json, TensorBoard events (tb/) and checkpoints/ in the run',
-        'directory; `legion report RUN_DIR` draws them.',
+        'directory; `legion report RUN_DIR` draws them. Ctrl-C or SIGTERM (kill, docker stop) stops a',
+        'run with a checkpoint (SIGTERM: exit 143); --resume continues it.',
     ]
     return '\n'.join(lines)
 
