@@ -328,8 +328,8 @@ def push() -> Callable[[np.ndarray], np.ndarray]:
             pushing = height <= PUSH_DOWN or (height <= PUSH_DOWN + PUSH_NEAR and still >= PUSH_STALL_STEPS)
             target = aim + np.array([0.0, 0.0, PUSH_DROP_TO])
             effort = PUSH_GRAB if height <= PUSH_GRAB_FROM else 0.0
-        if pushing:
-            target, effort = goal, PUSH_GRAB
+        if pushing:  # to the goal at the height the hand came down to: the pads do not press on the table
+            target, effort = np.array([goal[0], goal[1], min(lowest, hand[2])]), PUSH_GRAB
         return np.concatenate([np.clip(PUSH_GAIN * (target - hand), -1.0, 1.0), [effort]]).astype(np.float32)
 
     return act
