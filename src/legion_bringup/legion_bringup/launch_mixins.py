@@ -116,12 +116,14 @@ def one_domain(context, graph_name: str) -> list:
     """Lease the graph's ROS domain in the launcher, before any process starts, so that every node
     inherits it (each node would otherwise lease a domain of its own, unable to see the others); a
     ``ROS_DOMAIN_ID`` the user exported wins, as everywhere in the project."""
+    exported = bool(context.environment.get(DOMAIN_VAR))
+    # (an exported domain is claimed too when free, so that no leasing run picks it meanwhile)
     lease = apply_ros_defaults(context.environment, role='graph')  # launch's environment is os.environ
     if lease is not None:
         _leases.append(lease)
     environment = context.environment
     _logger.info(f'{graph_name} graph in ROS domain {environment[DOMAIN_VAR]} '
-                 f'({"leased for this launch" if lease else "ROS_DOMAIN_ID as exported"}; '
+                 f'({"ROS_DOMAIN_ID as exported" if exported else "leased for this launch"}; '
                  f'{DISCOVERY_VAR}={environment[DISCOVERY_VAR]})')
     return []
 

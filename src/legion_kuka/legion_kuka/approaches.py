@@ -28,6 +28,23 @@ column of ``legion kuka experts``).
   waypoints that the hand's target (estimated from the approach's own actions, as sim2real moves it) goes
   straight to, each beyond where the pads must get, so that the hand neither stops before the panel's top
   nor overshoots it (docs/experts.md, "Door-open within Meta-World's 150 steps").
+- **push** (:func:`push`). Meta-World's expert pushes only once the hand is within 4 cm of the puck's
+  height, and goes back over the puck (fingers open) whenever the hand is 2 cm off it. This gripper's
+  hand stops 37-42 mm above a gripped puck (the pads reach the table, and the puck sinks 2-3 mm into it
+  under the grip), and the hand runs up to 2 cm ahead of the puck it drags. Through the chain the
+  expert's hand came to 39-40 mm and pushed, through the graph's commander it stood at 41 mm and the
+  expert asked for 1 mm more for the rest of the step (docs/experts.md, "The six-step job through the
+  graph"). This approach is that expert, except that it pushes from as low as the hand gets (no lower by
+  1 mm in 3 steps, within 1 cm of the expert's height), keeps pushing until the puck is 4 cm off, and
+  pushes at the height the hand came down to (pressing the pads on the table slowed the hand to 2 mm a
+  step).
+- **drawer-close** (:func:`drawer_close`). Meta-World's expert comes down in front of the handle at full
+  speed until the hand is 4 cm from its aim; the hand trails its target by 2.7 steps, so the target runs
+  2.5-4.5 cm below the aim. Depending on the policy steps' phase against the control cycles the pads then
+  either pushed the drawer from there and rose to the handle, or caught the drawer's front under the
+  handle and were dragged sideways: a tracking error of 0.13-0.15 rad (the safety filter latches at 0.2)
+  through the graph's commander at seed 1, where the graph once latched. This approach is that expert,
+  except that within 6 cm of the aim's height it moves the hand up or down with a gain of 8 instead of 25.
 """
 from __future__ import annotations
 
@@ -272,8 +289,103 @@ def door_open() -> Callable[[np.ndarray], np.ndarray]:
     return act
 
 
+#: push-v3: Meta-World's expert's aim at the puck and its heights (m): it travels this far above the puck,
+#: comes down within ``PUSH_ALIGN`` of the aim, closes the fingers from ``PUSH_GRAB_FROM`` above it and
+#: pushes once the hand is within ``PUSH_DOWN`` of the puck's height.
+PUSH_AIM = np.array([-0.005, 0.0, 0.0])
+PUSH_OVER = 0.2
+PUSH_DROP_TO = 0.03
+PUSH_ALIGN = 0.02
+PUSH_GRAB_FROM = 0.10
+PUSH_DOWN = 0.04
+PUSH_GRAB = 0.6
+PUSH_GAIN = 10.0
+#: This gripper's hand stops 37-42 mm above a gripped puck (the pads on the table; the puck sinks 2-3 mm
+#: into it under the grip): a hand that has come no lower by ``PUSH_STALL_M`` for ``PUSH_STALL_STEPS``
+#: policy steps within ``PUSH_NEAR`` over ``PUSH_DOWN`` is as low as it gets, and pushes.
+PUSH_NEAR = 0.01
+PUSH_STALL_M = 0.001
+PUSH_STALL_STEPS = 3
+#: While pushing, the hand runs up to 2 cm ahead of the puck it drags; only a puck further off than this
+#: (horizontally) is lost, and the hand goes over it again.
+PUSH_LOST = 0.04
+
+
+def push() -> Callable[[np.ndarray], np.ndarray]:
+    """Meta-World's push expert with this gripper's margins (see the module): it pushes from as low as the
+    hand gets, and keeps pushing while the puck trails the hand."""
+    pushing = False
+    lowest, still = math.inf, 0  # the lowest hand height on the way down, steps without getting lower
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        nonlocal pushing, lowest, still
+        obs = np.asarray(obs, dtype=np.float64)
+        hand, puck, goal = obs[:3], obs[4:7], obs[-3:]
+        aim = puck + PUSH_AIM
+        off = float(np.linalg.norm(hand[:2] - aim[:2]))
+        height = float(hand[2] - puck[2])
+        if pushing and off > PUSH_LOST:
+            pushing = False
+        if not pushing and off > PUSH_ALIGN:  # over the puck at the travel height, fingers open
+            lowest, still = math.inf, 0
+            target, effort = aim + np.array([0.0, 0.0, PUSH_OVER]), 0.0
+        elif not pushing:  # down onto the puck, closing the fingers on the way
+            if hand[2] < lowest - PUSH_STALL_M:
+                lowest, still = float(hand[2]), 0
+            else:
+                still += 1
+            pushing = height <= PUSH_DOWN or (height <= PUSH_DOWN + PUSH_NEAR and still >= PUSH_STALL_STEPS)
+            target = aim + np.array([0.0, 0.0, PUSH_DROP_TO])
+            effort = PUSH_GRAB if height <= PUSH_GRAB_FROM else 0.0
+        if pushing:  # to the goal at the height the hand came down to: the pads do not press on the table
+            target, effort = np.array([goal[0], goal[1], min(lowest, hand[2])]), PUSH_GRAB
+        return np.concatenate([np.clip(PUSH_GAIN * (target - hand), -1.0, 1.0), [effort]]).astype(np.float32)
+
+    return act
+
+
+#: drawer-close-v3: Meta-World's expert's aim (m): the handle's centre 2 cm lower, the hand comes down 7.5 cm
+#: in front of it (travelling 23 cm above it, rising to 50 cm when behind it) and pushes once within 4 cm
+#: of the aim's height.
+DRAWER_AIM = np.array([0.0, 0.0, -0.02])
+DRAWER_FRONT = np.array([0.0, -0.075, 0.0])
+DRAWER_TRAVEL = 0.23
+DRAWER_RISE = 0.5
+DRAWER_AT = 0.04
+DRAWER_GAIN = 25.0
+#: ... and within this height of the aim the hand comes down with a gain that does not run the target
+#: (2.7 steps ahead of the hand, up to sim2real's 5 cm lead) centimetres below it: with the expert's
+#: gain the hand came down to 2.5-4.5 cm below the aim, where the pads caught the drawer's front under
+#: the handle (docs/experts.md).
+DRAWER_FINE_WITHIN = 0.06
+DRAWER_FINE_GAIN = 8.0
+
+
+def drawer_close() -> Callable[[np.ndarray], np.ndarray]:
+    """Meta-World's drawer-close expert, coming down to the handle without running the target below it
+    (see the module)."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        hand, aim = obs[:3], obs[4:7] + DRAWER_AIM
+        if hand[1] > aim[1]:  # behind the handle: up, then over to its front
+            target = (np.array([hand[0], hand[1], aim[2] + DRAWER_RISE]) if hand[2] < aim[2] + DRAWER_TRAVEL
+                      else aim + DRAWER_FRONT + np.array([0.0, 0.0, DRAWER_TRAVEL]))
+            move = DRAWER_GAIN * (target - hand)
+        else:
+            target = aim + DRAWER_FRONT if abs(hand[2] - aim[2]) > DRAWER_AT else aim
+            move = DRAWER_GAIN * (target - hand)
+            if abs(target[2] - hand[2]) < DRAWER_FINE_WITHIN:
+                move[2] = DRAWER_FINE_GAIN * (target[2] - hand[2])
+        return np.concatenate([np.clip(move, -1.0, 1.0), [1.0]]).astype(np.float32)
+
+    return act
+
+
 #: Tasks with an approach for this gripper, and its factory.
 APPROACHES: dict[str, Callable[[], Callable[[np.ndarray], np.ndarray]]] = {
     'peg-unplug-side-v3': peg_unplug_side,
     'door-open-v3': door_open,
+    'push-v3': push,
+    'drawer-close-v3': drawer_close,
 }

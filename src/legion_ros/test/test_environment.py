@@ -41,8 +41,36 @@ def test_defaults_keep_dds_on_loopback_and_pick_a_nonzero_domain():
 
 def test_user_settings_win():
     env = {DISCOVERY_VAR: 'SUBNET', DOMAIN_VAR: '7'}
-    assert apply_ros_defaults(env) is None
-    assert env == {DISCOVERY_VAR: 'SUBNET', DOMAIN_VAR: '7'}
+    lease = apply_ros_defaults(env)
+    try:
+        assert env == {DISCOVERY_VAR: 'SUBNET', DOMAIN_VAR: '7'}
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def test_a_run_on_an_exported_domain_keeps_leasing_runs_off_it():
+    # A test session leased the domain of a running `ROS_DOMAIN_ID=78 legion sim` (nobody held its lock)
+    # and its instruction node's steps reached that graph's policy (docs/experts.md).
+    child, taken = hold_lease_in_child()
+    child.communicate('\n', timeout=10)  # a domain that was free a moment ago
+    env = {DOMAIN_VAR: str(taken)}
+    lease = apply_ros_defaults(env, role='graph')
+    try:
+        assert lease is not None and lease.domain_id == taken and env[DOMAIN_VAR] == str(taken)
+        assert running_graph_domain() == taken  # clients find it as any graph
+        assert _held(lease_dir() / f'{taken}.lock')  # lease_domain() skips it
+        # a second process on the same exported domain (the graph's nodes, a client) still runs there
+        second = {DOMAIN_VAR: str(taken)}
+        assert apply_ros_defaults(second) is None and second[DOMAIN_VAR] == str(taken)
+    finally:
+        lease.release()
+
+
+def test_an_exported_domain_outside_the_leased_range_is_used_as_it_is():
+    for value in ('0', '150', 'x'):
+        env = {DOMAIN_VAR: value}
+        assert apply_ros_defaults(env) is None and env[DOMAIN_VAR] == value
 
 
 def test_concurrent_runs_never_share_a_domain():
