@@ -665,6 +665,19 @@ class SequenceStep:
     episode: Any  # legion_kuka.chain.EpisodeResult
 
 
+def jog_in(twin: WorkcellTwin):
+    """The safety limits of ``twin``'s current workcell (its box), with the arm jogged inside them where
+    it stands outside, as an operator does before the chain starts a task (a new workcell: again)."""
+    from legion_kuka.chain import posture_inside_limits
+    from legion_kuka.safety import SafetyLimits
+
+    limits = SafetyLimits.from_description(workspace=workcell_workspace(twin))
+    inside = posture_inside_limits(twin, limits)
+    if inside is not None:
+        twin.reset(posture=inside)
+    return limits
+
+
 def run_sequence(steps: Sequence[tuple[str, Callable[[np.ndarray], Any]]], *, seed: int = 0,
                  layout: str = 'legion12', max_steps: int = 150, stations: Sequence[str] | None = None,
                  progress: bool = False) -> list[SequenceStep]:
@@ -677,9 +690,8 @@ def run_sequence(steps: Sequence[tuple[str, Callable[[np.ndarray], Any]]], *, se
     carried from one to the next; at a change of workcell the arm starts at the step's start (the
     transit there is then a few cycles of settling).
     """
-    from legion_kuka.chain import ChainRunner, posture_inside_limits
+    from legion_kuka.chain import ChainRunner
     from legion_kuka.job import plan_workcells
-    from legion_kuka.safety import SafetyLimits
 
     if not steps:
         raise ValueError('a sequence needs at least one step')
@@ -690,14 +702,7 @@ def run_sequence(steps: Sequence[tuple[str, Callable[[np.ndarray], Any]]], *, se
         twin = WorkcellTwin(list(stations) if stations is not None else station_order(job), task=job[0],
                             seed=seed)
 
-    def jog_in():  # as the chain starts a single task: an operator jogs the arm in
-        limits = SafetyLimits.from_description(workspace=workcell_workspace(twin))
-        inside = posture_inside_limits(twin, limits)
-        if inside is not None:
-            twin.reset(posture=inside)
-        return limits
-
-    limits = jog_in()
+    limits = jog_in(twin)
     results = []
     indexed = list(enumerate(steps))
     if progress:
@@ -705,7 +710,7 @@ def run_sequence(steps: Sequence[tuple[str, Callable[[np.ndarray], Any]]], *, se
         indexed = tqdm(indexed, desc='workcell sequence', unit='step')
     for _, (task, policy) in indexed:
         if twin.plan is not None and twin.enter(task) == 'scene':
-            limits = jog_in()  # the next workcell, its own box
+            limits = jog_in(twin)  # the next workcell, its own box
         moved = transit(twin, task, limits)
         runner = ChainRunner(policy, task, seed=seed, layout=layout, max_steps=max_steps, twin=twin,
                              reset_twin=False)

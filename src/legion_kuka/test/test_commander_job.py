@@ -5,12 +5,11 @@ differed, steps through the graph failed (docs/experts.md, "The six-step job thr
 import numpy as np
 import pytest
 
-from legion_kuka.chain import expert_policy, posture_inside_limits
+from legion_kuka.chain import expert_policy
 from legion_kuka.commander import ArmCommander, CommanderConfig, Station
 from legion_kuka.observer import hand_offset
 from legion_kuka.real2sim import Real2Sim
-from legion_kuka.safety import SafetyLimits
-from legion_kuka.workcell import WorkcellTwin, transit, workcell_workspace
+from legion_kuka.workcell import WorkcellTwin, jog_in, transit
 
 JOB = ['reach-v3', 'push-v3', 'faucet-open-v3', 'drawer-close-v3', 'button-press-topdown-v3',
        'window-open-v3']
@@ -21,17 +20,10 @@ def at_station(task, seed):
     steps not run: their objects untouched)."""
     twin = WorkcellTwin(task=JOB[0], job=JOB, seed=seed)
 
-    def jog_in():
-        limits = SafetyLimits.from_description(workspace=workcell_workspace(twin))
-        inside = posture_inside_limits(twin, limits)
-        if inside is not None:
-            twin.reset(posture=inside)
-        return limits
-
-    limits = jog_in()
+    limits = jog_in(twin)
     for step in JOB[:JOB.index(task) + 1]:
         if twin.enter(step) == 'scene':
-            limits = jog_in()
+            limits = jog_in(twin)
     transit(twin, task, limits)
     return twin
 
