@@ -67,11 +67,11 @@ def expert(embodiment: str, task: str) -> Policy:
 def demonstrate(env, policy: Policy, episodes: int, task_id: int, store: Callable[..., None], *,
                 n_step: int = 1, gamma: float = 0.99, fix_terminal_obs: bool = True) -> dict[str, Any]:
     """Run ``policy`` for ``episodes`` whole episodes in ``env`` (a one-copy
-    :class:`~legion_core.envs.TaskVectorEnv`) and hand every transition to ``store`` (the keyword
-    arguments of :meth:`~legion_core.replay.ReplayBuffer.add`), as n-step rows when ``n_step`` > 1,
-    exactly as the training loop stores its own. Returns ``{'episodes', 'successes', 'env_steps',
-    'mean_return'}``."""
-    from legion_core.replay import NStepReturns
+    :class:`~legion_core.envs.TaskVectorEnv`) and hand every transition to ``store`` (a
+    :meth:`~legion_core.replay.ReplayBuffer.add`), as n-step rows when ``n_step`` > 1, through the
+    training loop's own :func:`~legion_core.replay.store_step`. Returns ``{'episodes', 'successes',
+    'env_steps', 'mean_return'}``."""
+    from legion_core.replay import NStepReturns, store_step
 
     if env.num_envs != 1:
         raise ValueError(f'demonstrate steps one env copy, got {env.num_envs}')
@@ -85,13 +85,7 @@ def demonstrate(env, policy: Policy, episodes: int, task_id: int, store: Callabl
         next_obs, reward, terminated, truncated, info = env.step(action)
         steps += 1
         target = info['final_obs'] if fix_terminal_obs else next_obs
-        if accumulator is None:
-            store(obs=obs, action=action, reward=reward, next_obs=target,
-                  done=terminated.astype(np.float32), task=task)
-        else:
-            rows = accumulator.push(obs, action, reward, target, terminated, terminated | truncated, task)
-            if rows is not None:
-                store(**rows)
+        store_step(store, obs, action, reward, target, terminated, truncated, task, accumulator)
         if terminated[0] or truncated[0]:
             done_episodes += 1
             successes += int(info['episode_success'][0])

@@ -254,26 +254,23 @@ class ReplayBuffer:
     # ----------------------------------------------------------------------------------------------
     # sampling and inspection
 
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """``batch_size`` rows drawn uniformly with replacement, as tensors on the device."""
+    def sample(self, batch_size: int, rows: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """``batch_size`` rows drawn uniformly with replacement, as tensors on the device. ``rows``
+        (start, stop): only among those, counted in the order they were added; a fifo buffer that has
+        never wrapped keeps that order (one task's rows of a buffer never overwritten)."""
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
         if self.size == 0:
             raise ValueError('cannot sample from an empty replay buffer: add transitions first')
-        index = torch.randint(0, self.size, (int(batch_size),), device=self.device,
+        start, stop = (0, self.size) if rows is None else rows
+        if rows is not None and not (self.policy == 'fifo' and self.seen <= self.capacity
+                                     and 0 <= start < stop <= self.size):
+            raise ValueError(f'rows {rows} are not rows {0}..{self.size} of a fifo buffer that has never '
+                             f'wrapped ({self.policy}, {self.seen} added, capacity {self.capacity})')
+        index = torch.randint(start, stop, (int(batch_size),), device=self.device,
                               generator=self.sample_generator)
         if self.slot_map is not None:
             index = self.slot_map[index]
-        return {name: tensor[index] for name, tensor in self.storage.items()}
-
-    def sample_slots(self, batch_size: int, slots: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``batch_size`` rows drawn uniformly with replacement among the storage slots ``slots`` (a
-        subset the caller keeps track of, e.g. one task's rows of a buffer that is never overwritten)."""
-        if len(slots) == 0:
-            raise ValueError('cannot sample from an empty set of slots')
-        pick = torch.randint(0, len(slots), (int(batch_size),), device=self.device,
-                             generator=self.sample_generator)
-        index = slots[pick]
         return {name: tensor[index] for name, tensor in self.storage.items()}
 
     def __len__(self) -> int:
@@ -344,6 +341,19 @@ class ReplayBuffer:
         if self.slot_map is not None:
             self.slot_map[:self.size] = state['slot_map'].to(self.device)
 
+
+
+def store_step(add, obs, action, reward, next_obs, terminated, truncated, task,
+               n_step: NStepReturns | None = None) -> None:
+    """One vector step's transitions into ``add`` (a :meth:`ReplayBuffer.add`): one-step rows, or through
+    ``n_step`` n-step rows once they are whole (``next_obs``: s', the true last observation where an
+    episode ended, when the caller fixes terminal observations)."""
+    if n_step is None:
+        add(obs, action, reward, next_obs, terminated.astype(np.float32), task)
+        return
+    rows = n_step.push(obs, action, reward, next_obs, terminated, terminated | truncated, task)
+    if rows is not None:
+        add(**rows)
 
 
 class NStepReturns:

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from legion_core import checkpoint as ckpt
 from legion_core.agent import LegionAgent
 from legion_core.config import LanguageConfig, check, resolve_device, to_container
+from legion_core.replay import store_step
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,6 @@ class Trainer:
         self.eval_curve: list[float] = []
         self.elapsed = 0.0
         self._eval_envs: dict[int, Any] = {}
-        self._demo_slots_key, self._demo_slots_cache = None, None  # (phase, demonstrated tasks) -> rows
         self._writer = None
         self._train_episodes: list[tuple[float, float]] = []
         # Set by request_checkpoint / request_stop (e.g. from a signal handler), acted on at the next
@@ -401,35 +401,31 @@ class Trainer:
         """One update batch: ``train.demo_ratio`` of it from the demonstrations of the task being learnt
         (once there are any), the rest from the agent's own replay."""
         share = self.config.train.demo_ratio
-        slots = self._demo_slots()
-        if slots is None or share <= 0:
-            return self.replay.sample(size)
-        n = min(round(size * share), size - 1)
+        rows = self._demo_rows()
+        n = 0 if rows is None else min(round(size * share), size - 1)
         if n == 0:
             return self.replay.sample(size)
-        own, demo = self.replay.sample(size - n), self.demos.sample_slots(n, slots)
+        own, demo = self.replay.sample(size - n), self.demos.sample(n, rows)
         batch = {name: torch.cat((own[name], demo[name])) for name in own}
         batch['demo'] = torch.arange(size, device=self.replay.device) >= size - n  # agent.demo_bc's rows
         return batch
 
-    def _demo_slots(self) -> torch.Tensor | None:
-        """The demonstration buffer's rows of the current task (lifelong; every task's in multi-task
-        mode), None when it has none. Earlier tasks' demonstrations stay in the buffer but are not drawn:
-        distill keeps those tasks, and a share split over every task seen would thin out the current
-        one's (measured with the current task's alone). Rows lie in the order of ``demonstrated``
-        (appended, never overwritten), so a task's rows are a range."""
+    def _demo_rows(self) -> tuple[int, int] | None:
+        """The demonstration buffer's rows a batch draws from (start, stop): the current task's
+        (lifelong), every task's (multi-task); None when there are none. Earlier tasks' demonstrations
+        stay in the buffer but are not drawn: distill keeps those tasks, and a share split over every task
+        seen would thin out the current one's (measured with the current task's alone). The buffer is
+        appended to in the order of ``demonstrated`` and never overwritten, so a task's rows are a range."""
         if self.demos is None or len(self.demos) == 0:
             return None
-        key = (self.position['phase'], len(self.position['demonstrated']))
-        if self._demo_slots_key != key:
-            start, ranges = 0, []
-            for record in self.position['demonstrated']:
-                if self.mode != 'lifelong' or record['index'] == self.position['phase']:
-                    ranges.append(torch.arange(start, start + record['env_steps']))
-                start += record['env_steps']
-            slots = torch.cat(ranges).to(self.demos.device) if ranges else None
-            self._demo_slots_key, self._demo_slots_cache = key, slots
-        return self._demo_slots_cache
+        if self.mode != 'lifelong':
+            return 0, len(self.demos)
+        start = 0
+        for record in self.position['demonstrated']:
+            if record['index'] == self.position['phase']:
+                return start, start + record['env_steps']
+            start += record['env_steps']
+        return None
 
     def _demonstrate(self, tasks) -> None:
         """Scripted-expert episodes (``train.demo_episodes``) of the tasks (indices) that have none yet,
@@ -466,12 +462,7 @@ class Trainer:
         # fix_terminal_obs: s' of an ended episode is its true last observation; the original stored
         # the first observation of the next episode (what next_obs holds after auto-reset).
         target = info['final_obs'] if self.agent_config.fix_terminal_obs else next_obs
-        if n_step is None:
-            self.replay.add(obs, actions, reward, target, terminated.astype(np.float32), task_ids)
-        else:
-            rows = n_step.push(obs, actions, reward, target, terminated, terminated | truncated, task_ids)
-            if rows is not None:
-                self.replay.add(**rows)
+        store_step(self.replay.add, obs, actions, reward, target, terminated, truncated, task_ids, n_step)
         ended = np.flatnonzero(terminated | truncated)
         for i in ended:
             self._train_episodes.append((float(info['episode_success'][i]), float(info['episode_return'][i])))

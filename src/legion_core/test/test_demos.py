@@ -2,7 +2,6 @@
 of every update batch, kept across phases and checkpoints."""
 import json
 
-import numpy as np
 import pytest
 import torch
 from test_trainer import small_config
@@ -107,7 +106,7 @@ def test_no_demonstrations_by_default_and_batches_come_from_the_replay(tmp_path)
     assert trainer.demos is None
     metrics = trainer.run(max_env_steps=100, checkpoint_at_stop=False)
     assert metrics['demo_env_steps'] == 0 and metrics['demonstrations'] == []
-    assert np.isclose(len(trainer._batch(32)['task']), 32)
+    assert len(trainer._batch(32)['task']) == 32
 
 
 def test_demo_bc_pulls_the_actor_to_the_demonstrated_actions_and_ignores_other_rows():

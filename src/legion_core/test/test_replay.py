@@ -38,6 +38,19 @@ def test_fifo_keeps_the_newest_rows_when_it_wraps():
     np.testing.assert_array_equal(batch['reward'], batch['obs'][:, 0])
 
 
+def test_sample_among_rows_of_a_fifo_that_never_wrapped_and_refuses_otherwise():
+    buffer = ReplayBuffer(10, OBS, ACT, 2)
+    add_rows(buffer, 0, 4)
+    add_rows(buffer, 4, 3, task=1)
+    batch = buffer.sample(256, (4, 7))  # the second task's rows, in the order they were added
+    assert set(batch['obs'][:, 0].long().tolist()) == {4, 5, 6} and (batch['task'] == 1).all()
+    with pytest.raises(ValueError, match='never wrapped'):
+        buffer.sample(4, (5, 8))  # beyond the rows stored
+    add_rows(buffer, 7, 5)  # wraps: rows no longer lie in the order they were added
+    with pytest.raises(ValueError, match='never wrapped'):
+        buffer.sample(4, (0, 3))
+
+
 def test_sample_shapes_dtypes_and_device():
     buffer = ReplayBuffer(50, OBS, ACT, 4)
     add_rows(buffer, 0, 20, task=np.arange(20) % 4)
