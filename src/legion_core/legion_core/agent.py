@@ -265,8 +265,12 @@ class LegionAgent:
         return out[0] if squeeze else out
 
     # ------------------------------------------------------------------ learning
-    def update(self, batch: dict[str, torch.Tensor]) -> None:
-        """One SAC update (and a VAE step every ``vae_update_every`` updates) on a replay batch."""
+    def update(self, batch: dict[str, torch.Tensor], clone: bool = False) -> None:
+        """One SAC update (and a VAE step every ``vae_update_every`` updates) on a replay batch.
+
+        ``clone``: behaviour cloning instead of the actor's SAC loss (train.demo_pretrain): the actor
+        imitates the demonstrated action on the batch's ``demo`` rows and, with distill, its teacher on
+        earlier tasks' rows; the critics learn as in every update; α stays where it is."""
         cfg = self.config
         obs, action, next_obs = batch['obs'], batch['action'], batch['next_obs']
         reward = batch['reward'].reshape(-1)
@@ -318,7 +322,9 @@ class LegionAgent:
         for param in self._critic_params:
             param.requires_grad_(True)
         per_sample = alpha * logp - q_pi
-        if cfg.demo_bc > 0 and 'demo' in batch:
+        if clone:
+            per_sample = self._cloned(batch['demo'], action, pi_mean, q_pi)
+        elif cfg.demo_bc > 0 and 'demo' in batch:
             per_sample = per_sample + self._demo_cloning(batch['demo'], action, pi_mean, q_pi,
                                                          torch.min(q1, q2).detach())
         if distill:
@@ -329,6 +335,7 @@ class LegionAgent:
         self.actor_optimizer.step()
 
         # Disentangled temperature: one log α per task; the loss uses α itself, as the original does.
+        # Cloning leaves it: the entropy the actor will need online is not the demonstrations' business.
         alpha_terms = alpha_all[task] * (-logp.detach() - self.target_entropy)
         if distill:
             # A cloned task's actor no longer answers to its α: left free, α grew without bound (to
@@ -336,9 +343,10 @@ class LegionAgent:
             # critic's targets. It stays at its value of the switch.
             alpha_terms = torch.where(old, torch.zeros_like(alpha_terms), alpha_terms)
         alpha_loss = alpha_terms.mean()
-        self.alpha_optimizer.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_optimizer.step()
+        if not clone:
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
 
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
@@ -360,6 +368,15 @@ class LegionAgent:
             scale = self.config.demo_bc * q_pi.detach().abs().mean()
         clone = scale * (torch.tanh(pi_mean) - action).pow(2).sum(dim=-1)
         return torch.where(keep, clone, torch.zeros_like(clone))
+
+    def _cloned(self, demo, action, pi_mean, q_pi) -> torch.Tensor:
+        """Per-sample loss of pure cloning: mean|Q| x the squared distance between the actor's
+        deterministic action and the demonstrated one on demonstration rows (no Q-filter: the critic
+        knows nothing of the task yet), 0 elsewhere (distill then takes earlier tasks' rows). The
+        mean|Q| scale is distill's, so both pull alike."""
+        scale = q_pi.detach().abs().mean()
+        clone = scale * (torch.tanh(pi_mean) - action).pow(2).sum(dim=-1)
+        return torch.where(demo.reshape(-1).bool(), clone, torch.zeros_like(clone))
 
     def _distilled(self, per_sample, obs, task, old, pi_mean, q_pi) -> torch.Tensor:
         """Actor loss per sample with earlier tasks' SAC term replaced by cloning the teacher.

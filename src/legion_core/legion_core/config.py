@@ -214,6 +214,10 @@ class TrainConfig(ConfigSection):
     # buffer of their own (legion_core.demos, RLPD-style); 0: none (pure RL, the original).
     demo_episodes: int = 0
     demo_ratio: float = 0.5             # share of every update batch drawn from the demonstrations
+    # Updates of behaviour cloning on a task's demonstrations when its phase starts, before its first env
+    # step (agent.update(clone=True)): the actor imitates the expert, the critics learn the demonstrations'
+    # returns; 0: none. Measured: plain cloning of 20 episodes solves 5 of the 10 twin tasks outright.
+    demo_pretrain: int = 0
 
     def worker_count(self) -> int:
         """The env worker processes per trained task: ``env_workers``, at least 1 with ``env_process``
@@ -245,6 +249,10 @@ class TrainConfig(ConfigSection):
         _positive(out, 'train', self, 'advance_evals')
         if not _int(self.demo_episodes) or self.demo_episodes < 0:
             out.append(f'train.demo_episodes must be an integer >= 0, got {self.demo_episodes!r}')
+        if not _int(self.demo_pretrain) or self.demo_pretrain < 0:
+            out.append(f'train.demo_pretrain must be an integer >= 0, got {self.demo_pretrain!r}')
+        elif self.demo_pretrain > 0 and self.demo_episodes == 0:
+            out.append('train.demo_pretrain clones demonstrations: it needs train.demo_episodes > 0')
         ratio = self.demo_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
             out.append(f'train.demo_ratio must be a share in [0, 1), got {ratio!r}')

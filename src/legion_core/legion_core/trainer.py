@@ -60,7 +60,7 @@ def _advance_position() -> dict[str, Any]:
 def _demo_position() -> dict[str, Any]:
     """The trainer position's train.demo_episodes part: per demonstrated task its record (index, name,
     episodes, successes, env steps, mean return), and the env steps all demonstrations took."""
-    return {'demonstrated': [], 'demo_env_steps': 0}
+    return {'demonstrated': [], 'demo_env_steps': 0, 'pretrained': []}
 
 
 def seed_everything(seed: int) -> None:
@@ -457,6 +457,31 @@ class Trainer:
             log.info('%s: %d expert episodes demonstrated (%d successful, %d env steps)', self.tasks[j],
                      stats['episodes'], stats['successes'], stats['env_steps'])
 
+    def _pretrain(self, phase: int, postfix: str) -> None:
+        """``train.demo_pretrain`` updates of behaviour cloning on the phase's demonstrations before its
+        first env step (:meth:`LegionAgent.update` with ``clone``); batches mix in the replay as online
+        (``demo_ratio``) once it holds earlier tasks, whose rows distill keeps. A cloned actor acts well
+        from the start, so the phase skips its random warm-up and its burst. Once per phase: a run resumed
+        in the middle of a phase does not clone again."""
+        p, updates = self.position, self.config.train.demo_pretrain
+        if updates == 0 or phase in p['pretrained'] or p['local_step'] > 0 or self._demo_rows() is None:
+            return
+        started, size = time.perf_counter(), self.agent_config.batch_size
+        self._bar.set_postfix_str('cloning demonstrations')
+        for _ in range(updates):
+            if len(self.replay) >= size:
+                batch = self._batch(size)
+            else:
+                batch = self.demos.sample(size, self._demo_rows())
+                batch['demo'] = torch.ones(size, dtype=torch.bool, device=self.replay.device)
+            self.agent.update(batch, clone=True)
+        p['pretrained'].append(phase)
+        p['warmup_end'], p['burst_done'] = p['local_step'], True
+        self.elapsed += time.perf_counter() - started
+        self._bar.set_postfix_str(postfix)
+        log.info('phase %d: %d updates of cloning demonstrations (%.0f s)', phase + 1, updates,
+                 time.perf_counter() - started)
+
     def _store(self, task_ids, obs, actions, next_obs, reward, terminated, truncated, info,
                n_step=None) -> None:
         # fix_terminal_obs: s' of an ended episode is its true last observation; the original stored
@@ -582,8 +607,10 @@ class Trainer:
         """Lifelong: train the current phase's task to the end of the phase (or ``stop_at``)."""
         p = self.position
         k, n = p['phase'], self.config.train.num_envs
-        self._bar.set_postfix_str(f'phase {k + 1}/{len(self.tasks)} {self.tasks[k]}')
+        postfix = f'phase {k + 1}/{len(self.tasks)} {self.tasks[k]}'
+        self._bar.set_postfix_str(postfix)
         self._demonstrate(range(k + 1))  # earlier tasks too, where demonstrations were switched on later
+        self._pretrain(k, postfix)
         env = self._make_env(self.tasks[k], n)
         if not self._collect([env], [np.full(n, k, dtype=np.int64)], k, stop_at):
             return
@@ -593,6 +620,7 @@ class Trainer:
         """Multi-task: every task of the stream stepped together in one phase."""
         n = self.config.train.num_envs
         self._demonstrate(range(len(self.tasks)))
+        self._pretrain(0, '')
         envs = []
         try:
             for task in self.tasks:

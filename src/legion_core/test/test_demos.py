@@ -132,3 +132,57 @@ def test_demo_bc_pulls_the_actor_to_the_demonstrated_actions_and_ignores_other_r
     # Without the weight, or without demonstration rows, nothing pulls the actor there.
     for weight, demo in ((0.0, True), (5.0, False)):
         assert (mean_action(weight, demo) - target).abs().max() > 0.4
+
+
+def test_cloning_updates_copy_the_demonstrated_action_and_leave_the_temperature():
+    from test_agent import B, make_agent, make_batch
+
+    target = torch.tensor([0.8, -0.6, 0.5, 0.7])
+    agent = make_agent()
+    alpha = agent.log_alpha.detach().clone()
+    for i in range(300):
+        b = make_batch(i, task=0)
+        b['reward'] = torch.zeros(B)  # the critic rates nothing: cloning alone moves the actor
+        b['action'][:] = target
+        b['demo'] = torch.ones(B, dtype=torch.bool)
+        agent.update(b, clone=True)
+    action = torch.as_tensor(agent.act(make_batch(999)['obs'].numpy(), 0, deterministic=True))
+    assert (action - target).abs().max() < 0.15  # from about 0 at the start
+    assert torch.equal(agent.log_alpha.detach(), alpha)
+    assert agent.num_updates == 300  # the critics learnt on every one of them
+
+
+def test_demo_pretrain_clones_each_phase_once_before_its_first_step_and_skips_warm_up(tmp_path):
+    cfg = small_config('env.embodiment=sawyer', 'train.demo_episodes=2', 'train.demo_pretrain=30',
+                       'train.eval_every=0')
+    trainer = Trainer(cfg, tmp_path / 'a', progress=False)
+    calls = []
+    update = trainer.agent.update
+    trainer.agent.update = lambda batch, clone=False: (
+        calls.append((clone, len(trainer.replay), batch['task'][batch['demo']].unique().tolist())),
+        update(batch, clone))[1]
+    metrics = trainer.run()
+
+    clones = [i for i, call in enumerate(calls) if call[0]]
+    # 30 cloning updates per phase, each before any of the phase's own steps: reach's on an empty replay
+    # (the whole batch demonstrations), push's after reach's 200 steps, on push's demonstrations.
+    assert len(clones) == 60 and clones[:30] == list(range(30))
+    assert all(call[1] == 0 and call[2] == [0] for call in calls[:30])
+    second = calls[clones[30]:clones[-1] + 1]
+    assert all(call[0] and call[1] == 200 and call[2] == [1] for call in second)
+    # No random warm-up after cloning: online updates start as soon as the replay fills a batch.
+    assert sum(not call[0] for call in calls) > 2 * 200 - 2 * 32 - 10
+    assert trainer.position['pretrained'] == [0, 1]
+    assert metrics['env_steps'] == 400 + 160
+    # Resumed at the end, nothing is cloned again.
+    resumed = resume_trainer(tmp_path / 'a', progress=False)
+    assert resumed.position['pretrained'] == [0, 1]
+
+
+def test_demo_pretrain_needs_demonstrations():
+    from legion_core.config import validate
+
+    assert any('train.demo_pretrain clones demonstrations: it needs train.demo_episodes > 0' in p
+               for p in validate(small_config('train.demo_pretrain=10')))
+    assert any('train.demo_pretrain must be an integer >= 0' in p
+               for p in validate(small_config('train.demo_episodes=1', 'train.demo_pretrain=-3')))
