@@ -534,7 +534,9 @@ class Trainer:
         from tqdm import tqdm
 
         self._write_config()
-        total = len(self.tasks) * self.config.train.steps_per_task
+        t = self.config.train
+        # Demonstrations' env steps count too (at most an episode length each: some end on success).
+        total = len(self.tasks) * (t.steps_per_task + t.demo_episodes * self.config.env.episode_length)
         stop_at = None if max_env_steps is None else self.position['env_steps'] + int(max_env_steps)
         bar = tqdm(total=total, initial=self.position['env_steps'], unit='step', dynamic_ncols=True,
                    disable=not self.progress, desc=self.mode)

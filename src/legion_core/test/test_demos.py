@@ -140,7 +140,7 @@ def test_cloning_updates_copy_the_demonstrated_action_and_leave_the_temperature(
     target = torch.tensor([0.8, -0.6, 0.5, 0.7])
     agent = make_agent()
     alpha = agent.log_alpha.detach().clone()
-    for i in range(300):
+    for i in range(600):
         b = make_batch(i, task=0)
         b['reward'] = torch.zeros(B)  # the critic rates nothing: cloning alone moves the actor
         b['action'][:] = target
@@ -149,7 +149,7 @@ def test_cloning_updates_copy_the_demonstrated_action_and_leave_the_temperature(
     action = torch.as_tensor(agent.act(make_batch(999)['obs'].numpy(), 0, deterministic=True))
     assert (action - target).abs().max() < 0.15  # from about 0 at the start
     assert torch.equal(agent.log_alpha.detach(), alpha)
-    assert agent.num_updates == 300  # the critics learnt on every one of them
+    assert agent.num_updates == 600  # the critics learnt on every one of them
 
 
 def test_demo_pretrain_clones_each_phase_once_before_its_first_step_and_skips_warm_up(tmp_path):
