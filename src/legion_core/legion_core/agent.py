@@ -81,6 +81,10 @@ class AgentConfig(ConfigSection):
     # Demonstration rows of a batch (train.demo_episodes): weight of cloning the demonstrated action where
     # the critic rates it above the actor's (Nair et al. 2018's Q-filter), relative to mean|Q| as distill.
     demo_bc: float = 0.0
+    # Whether demo_bc clones only where the critic rates the demonstrated action above the actor's. Off:
+    # always (TD3+BC's term), for an actor cloned first (train.demo_pretrain) that a critic trained on
+    # expert actions alone would otherwise drag wherever it overrates the actor's own actions.
+    demo_q_filter: bool = True
     optimizer: str = 'fused'            # fused | foreach | plain (torch.optim.Adam implementations)
     compile: bool = False               # torch.compile the networks
     num_threads: int | None = None      # torch intra-op threads; None leaves torch's default
@@ -370,7 +374,9 @@ class LegionAgent:
         the demonstrated action above the actor's (the Q-filter: a demonstration the agent has outgrown,
         or a failed one, stops pulling). Other rows: 0."""
         with torch.no_grad():
-            keep = demo.reshape(-1).bool() & (q_demo > q_pi.detach())
+            keep = demo.reshape(-1).bool()
+            if self.config.demo_q_filter:
+                keep = keep & (q_demo > q_pi.detach())
             scale = self.config.demo_bc * q_pi.detach().abs().mean()
         clone = scale * (torch.tanh(pi_mean) - action).pow(2).sum(dim=-1)
         return torch.where(keep, clone, torch.zeros_like(clone))

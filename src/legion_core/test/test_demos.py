@@ -186,3 +186,15 @@ def test_demo_pretrain_needs_demonstrations():
                for p in validate(small_config('train.demo_pretrain=10')))
     assert any('train.demo_pretrain must be an integer >= 0' in p
                for p in validate(small_config('train.demo_episodes=1', 'train.demo_pretrain=-3')))
+
+
+def test_the_q_filter_can_be_switched_off_so_every_demonstration_row_pulls():
+    from test_agent import make_agent
+
+    demo = torch.tensor([True, True, False])
+    action, pi_mean = torch.full((3, 4), 0.5), torch.zeros(3, 4)
+    q_pi, q_demo = torch.full((3,), 10.0), torch.full((3,), 5.0)  # the critic rates the actor higher
+    filtered = make_agent(demo_bc=1.0)._demo_cloning(demo, action, pi_mean, q_pi, q_demo)
+    assert torch.equal(filtered, torch.zeros(3))
+    always = make_agent(demo_bc=1.0, demo_q_filter=False)._demo_cloning(demo, action, pi_mean, q_pi, q_demo)
+    assert torch.allclose(always, torch.tensor([10.0, 10.0, 0.0]))  # 1 x mean|Q| x 4 x 0.5^2
