@@ -647,7 +647,9 @@ class Trainer:
         overlapped = all(hasattr(env, 'step_async') for env in envs)  # workers (train.env_workers)
         clock = last = time.perf_counter()
         obs = [env.reset() for env in envs]
-        if p['local_step'] == 0 and t.eval_every > 0:
+        # Not when stopping before the phase's first step (its demonstrations can outlast a run's
+        # max_env_steps): the next run evaluates there, and one point must not count twice.
+        if p['local_step'] == 0 and t.eval_every > 0 and not self._stopping(stop_at):
             self.evaluate_all(phase, final=False)
         steps0, updates0 = p['env_steps'], self.agent.num_updates
         steps = self.phase_budget()

@@ -198,3 +198,15 @@ def test_the_q_filter_can_be_switched_off_so_every_demonstration_row_pulls():
     assert torch.equal(filtered, torch.zeros(3))
     always = make_agent(demo_bc=1.0, demo_q_filter=False)._demo_cloning(demo, action, pi_mean, q_pi, q_demo)
     assert torch.allclose(always, torch.tensor([10.0, 10.0, 0.0]))  # 1 x mean|Q| x 4 x 0.5^2
+
+
+def test_a_run_stopped_by_its_demonstrations_evaluates_the_phase_start_once(tmp_path):
+    # legion bench solve advances a trainer an evaluation interval at a time; demonstrations longer
+    # than that interval had made the phase-start evaluation twice, and two equal points "solved".
+    cfg = small_config('env.embodiment=sawyer', 'train.demo_episodes=2', 'train.eval_every=100')
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.run(max_env_steps=50, checkpoint_at_stop=False)  # the 80 demonstration steps end it
+    trainer.run(max_env_steps=150, checkpoint_at_stop=False)
+    rows = [json.loads(line) for line in (tmp_path / 'evals.jsonl').read_text().splitlines()]
+    steps = [row['env_steps'] for row in rows if row['task'] == 'reach-v3']
+    assert steps == [80, 180]
