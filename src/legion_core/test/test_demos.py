@@ -56,14 +56,25 @@ def test_config_checks_the_demonstration_switches():
                for p in validate(small_config('train.demo_ratio=1.0')))
 
 
-def test_a_stream_with_demonstrations_learns_from_them_and_keeps_them(tmp_path):
-    cfg = small_config('env.embodiment=sawyer', 'train.demo_episodes=2', 'train.demo_ratio=0.5',
-                       'train.eval_every=0')
-    trainer = Trainer(cfg, tmp_path / 'a', progress=False)
-    batches = []
+def _recording_trainer(path, record, *overrides) -> Trainer:
+    """A Sawyer trainer with two demonstrations per task whose every update is shown to ``record``
+    (batch, clone) first."""
+    cfg = small_config('env.embodiment=sawyer', 'train.demo_episodes=2', 'train.eval_every=0', *overrides)
+    trainer = Trainer(cfg, path, progress=False)
     update = trainer.agent.update
-    trainer.agent.update = lambda batch: (batches.append((batch['task'].clone(), batch['demo'].clone())),
-                                          update(batch))[1]
+
+    def recorded(batch, clone=False):
+        record(batch, clone)
+        return update(batch, clone)
+
+    trainer.agent.update = recorded
+    return trainer
+
+
+def test_a_stream_with_demonstrations_learns_from_them_and_keeps_them(tmp_path):
+    batches = []
+    trainer = _recording_trainer(tmp_path / 'a', lambda batch, _clone: batches.append(
+        (batch['task'].clone(), batch['demo'].clone())), 'train.demo_ratio=0.5')
     metrics = trainer.run()
 
     # Two episodes of 40 steps per task, counted in the run's env steps and apart.
@@ -153,14 +164,10 @@ def test_cloning_updates_copy_the_demonstrated_action_and_leave_the_temperature(
 
 
 def test_demo_pretrain_clones_each_phase_once_before_its_first_step_and_skips_warm_up(tmp_path):
-    cfg = small_config('env.embodiment=sawyer', 'train.demo_episodes=2', 'train.demo_pretrain=30',
-                       'train.eval_every=0')
-    trainer = Trainer(cfg, tmp_path / 'a', progress=False)
     calls = []
-    update = trainer.agent.update
-    trainer.agent.update = lambda batch, clone=False: (
-        calls.append((clone, len(trainer.replay), batch['task'][batch['demo']].unique().tolist())),
-        update(batch, clone))[1]
+    trainer = _recording_trainer(tmp_path / 'a', lambda batch, clone: calls.append(
+        (clone, len(trainer.replay), batch['task'][batch['demo']].unique().tolist())),
+        'train.demo_pretrain=30')
     metrics = trainer.run()
 
     clones = [i for i, call in enumerate(calls) if call[0]]
