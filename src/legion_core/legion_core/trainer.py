@@ -647,10 +647,6 @@ class Trainer:
         overlapped = all(hasattr(env, 'step_async') for env in envs)  # workers (train.env_workers)
         clock = last = time.perf_counter()
         obs = [env.reset() for env in envs]
-        # Not when stopping before the phase's first step (its demonstrations can outlast a run's
-        # max_env_steps): the next run evaluates there, and one point must not count twice.
-        if p['local_step'] == 0 and t.eval_every > 0 and not self._stopping(stop_at):
-            self.evaluate_all(phase, final=False)
         steps0, updates0 = p['env_steps'], self.agent.num_updates
         steps = self.phase_budget()
         n_steps = None
@@ -660,6 +656,13 @@ class Trainer:
             n_steps = [NStepReturns(self.agent_config.n_step, self.agent_config.gamma, env.num_envs)
                        for env in envs]
         try:
+            # The phase-start evaluation counts towards advance_on_success like any other (legion bench
+            # solve counts it too): a task the agent already does, cloned or carried over, is done one
+            # interval sooner. Not when stopping before the phase's first step (its demonstrations can
+            # outlast a run's max_env_steps): the next run evaluates there, and one point counts once.
+            starting = p['local_step'] == 0 and t.eval_every > 0 and not self._stopping(stop_at)
+            if starting and self._solved(phase, self.evaluate_all(phase, final=False)):
+                return True
             while p['local_step'] < steps:
                 if self._stopping(stop_at):
                     return False

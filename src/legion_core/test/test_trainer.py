@@ -117,16 +117,25 @@ def test_advance_on_success_ends_a_phase_early_and_hands_its_steps_on(tmp_path):
     cfg = small_config('train.advance_on_success=0.9', 'train.advance_evals=2', 'train.eval_every=50',
                        'train.steps_per_task=300', 'train.num_envs=1', 'train.checkpoint_every=0')
     trainer = _SolvesEachTaskAtOnce(cfg, tmp_path, progress=False)
-    trainer.run(max_env_steps=120)
-    # Solved at the evaluations of local steps 50 and 100: phase 0 ended there, 200 steps unused.
-    assert trainer.position['phase'] == 1 and trainer.position['carry'] == 200
-    assert trainer.phase_budget() == 500
+    trainer.run(max_env_steps=70)
+    # Solved at the evaluations of local steps 0 (the phase's start counts, as in legion bench solve)
+    # and 50: phase 0 ended there, 250 steps unused.
+    assert trainer.position['phase'] == 1 and trainer.position['carry'] == 250
+    assert trainer.phase_budget() == 550
     resumed = resume_trainer(tmp_path, progress=False)  # the carry survives a restart
-    assert resumed.phase_budget() == 500
+    assert resumed.phase_budget() == 550
     metrics = _SolvesEachTaskAtOnce(cfg, tmp_path / 'whole', progress=False).run()
     assert [(p['task'], p['local_steps'], p['solved']) for p in metrics['phases']] == [
-        ('reach-v3', 100, True), ('push-v3', 100, True)]
-    assert metrics['env_steps'] == 200 and metrics['complete']
+        ('reach-v3', 50, True), ('push-v3', 50, True)]
+    assert metrics['env_steps'] == 100 and metrics['complete']
+
+
+def test_a_task_done_at_its_phase_start_with_one_evaluation_needed_takes_no_steps(tmp_path):
+    cfg = small_config('train.advance_on_success=0.9', 'train.advance_evals=1', 'train.eval_every=50',
+                       'train.steps_per_task=300', 'train.num_envs=1', 'train.checkpoint_every=0')
+    metrics = _SolvesEachTaskAtOnce(cfg, tmp_path, progress=False).run()
+    assert [(p['local_steps'], p['solved']) for p in metrics['phases']] == [(0, True), (0, True)]
+    assert metrics['env_steps'] == 0 and metrics['complete']
 
 
 def test_a_task_never_solved_runs_its_whole_phase(tmp_path):
