@@ -185,8 +185,9 @@ def test_a_run_config_written_before_the_typed_groups_loads_and_validates():
         assert len(problems) == 1 and problems[0].startswith("env.embodiment 'twin' is not installed")
         data['env']['embodiment'] = 'sawyer'
     typed = check(data)
-    later = {'train': {'env_workers': 0, 'demo_episodes': 0, 'demo_ratio': 0.5},  # keys added since that
-             'agent': {'demo_bc': 0.0}}                                         # run: their defaults
+    later = {'train': {'env_workers': 0, 'demo_episodes': 0, 'demo_ratio': 0.5,  # keys added since
+                       'demo_pretrain': 0},                                     # that run: their
+             'agent': {'demo_bc': 0.0, 'demo_q_filter': True}}                  # defaults
     for group in GROUPS:
         assert getattr(typed, group).to_dict() == {**later.get(group, {}), **data[group]}
     assert typed.train.env_process is True and typed.agent.distill == 1.0
