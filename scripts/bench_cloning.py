@@ -18,16 +18,15 @@ import torch
 
 from legion_core.demos import DEMO_SEED_OFFSET, demonstrate, expert
 from legion_core.envs import TaskVectorEnv, evaluate
+from legion_core.networks import legion_body
 from legion_core.tasks import resolve_stream
 
 EVAL_SEED = 1_000_003  # apart from the demonstrations' seeds
 
 
 def _mlp(obs_dim: int, action_dim: int) -> torch.nn.Sequential:
-    return torch.nn.Sequential(
-        torch.nn.Linear(obs_dim, 256), torch.nn.LayerNorm(256), torch.nn.ReLU(),
-        torch.nn.Linear(256, 256), torch.nn.LayerNorm(256), torch.nn.ReLU(),
-        torch.nn.Linear(256, action_dim), torch.nn.Tanh())
+    # The agent's own 'layernorm' body (2 x 256 here), squashed as its actions are.
+    return torch.nn.Sequential(legion_body(obs_dim, 256, 1, action_dim, 'layernorm'), torch.nn.Tanh())
 
 
 def clone_task(task: str, embodiment: str, episodes: int, steps: int, eval_episodes: int,

@@ -329,7 +329,7 @@ class LegionAgent:
             param.requires_grad_(True)
         per_sample = alpha * logp - q_pi
         if clone:
-            per_sample = self._cloned(batch['demo'], action, pi_mean)
+            per_sample = self._demo_cloning(batch['demo'], action, pi_mean, q_pi, None, pure=True)
         elif cfg.demo_bc > 0 and 'demo' in batch:
             per_sample = per_sample + self._demo_cloning(batch['demo'], action, pi_mean, q_pi,
                                                          torch.min(q1, q2).detach())
@@ -368,26 +368,19 @@ class LegionAgent:
             self._vae_step(obs, action, next_obs, self.task_embeddings[task], mu, logvar, z_vae)
         self.num_updates += 1
 
-    def _demo_cloning(self, demo, action, pi_mean, q_pi, q_demo) -> torch.Tensor:
+    def _demo_cloning(self, demo, action, pi_mean, q_pi, q_demo, pure: bool = False) -> torch.Tensor:
         """Per-sample cloning term of demonstration rows: ``demo_bc`` x mean|Q| x the squared distance
         between the actor's deterministic action and the demonstrated one, only where the critic values
-        the demonstrated action above the actor's (the Q-filter: a demonstration the agent has outgrown,
-        or a failed one, stops pulling). Other rows: 0."""
+        the demonstrated action above the actor's (the Q-filter, ``demo_q_filter``: a demonstration the
+        agent has outgrown, or a failed one, stops pulling). Other rows: 0. ``pure`` (cloning before RL,
+        train.demo_pretrain): weight 1 and no Q-filter, the critic knowing nothing of the task yet."""
         with torch.no_grad():
             keep = demo.reshape(-1).bool()
-            if self.config.demo_q_filter:
+            if not pure and self.config.demo_q_filter:
                 keep = keep & (q_demo > q_pi.detach())
-            scale = self.config.demo_bc * q_pi.detach().abs().mean()
+            scale = 1.0 if pure else self.config.demo_bc * q_pi.detach().abs().mean()
         clone = scale * (torch.tanh(pi_mean) - action).pow(2).sum(dim=-1)
         return torch.where(keep, clone, torch.zeros_like(clone))
-
-    @staticmethod
-    def _cloned(demo, action, pi_mean) -> torch.Tensor:
-        """Per-sample loss of pure cloning: the squared distance between the actor's deterministic action
-        and the demonstrated one on demonstration rows (no Q-filter: the critic knows nothing of the task
-        yet), 0 elsewhere (distill then takes earlier tasks' rows)."""
-        clone = (torch.tanh(pi_mean) - action).pow(2).sum(dim=-1)
-        return torch.where(demo.reshape(-1).bool(), clone, torch.zeros_like(clone))
 
     def _distilled(self, per_sample, obs, task, old, pi_mean, q_pi) -> torch.Tensor:
         """Actor loss per sample with earlier tasks' SAC term replaced by cloning the teacher.

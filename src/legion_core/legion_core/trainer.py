@@ -466,13 +466,13 @@ class Trainer:
         p, updates = self.position, self.config.train.demo_pretrain
         if updates == 0 or phase in p['pretrained'] or p['local_step'] > 0 or self._demo_rows() is None:
             return
-        started, size = time.perf_counter(), self.agent_config.batch_size
+        started, size, rows = time.perf_counter(), self.agent_config.batch_size, self._demo_rows()
         self._bar.set_postfix_str('cloning demonstrations')
         for _ in range(updates):
             if len(self.replay) >= size:
                 batch = self._batch(size)
             else:
-                batch = self.demos.sample(size, self._demo_rows())
+                batch = self.demos.sample(size, rows)
                 batch['demo'] = torch.ones(size, dtype=torch.bool, device=self.replay.device)
             self.agent.update(batch, clone=True)
         p['pretrained'].append(phase)
