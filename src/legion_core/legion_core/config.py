@@ -47,6 +47,14 @@ CONFIG_NAME = 'config'
 DEFAULTS_NODE = 'legion_defaults'
 MODES = ('lifelong', 'multitask')
 CHECKPOINT_REPLAY = ('full', 'none')
+EVAL_TASKS = ('all', 'seen')
+#: Settings a resumed run may change (`legion train --resume RUN KEY=VALUE`): how it is evaluated and
+#: checkpointed, when a phase counts as learnt, and how demonstrations are cloned from here on. Nothing
+#: that would change what the checkpoint holds (sizes, stream, env, replay, seeds) or the steps' meaning.
+RESUMABLE = ('train.eval_every', 'train.eval_episodes', 'train.eval_envs', 'train.eval_tasks',
+             'train.log_every', 'train.checkpoint_every', 'train.keep_phase_checkpoints',
+             'train.advance_on_success', 'train.advance_evals', 'train.demo_pretrain',
+             'agent.demo_bc', 'agent.demo_q_filter')
 
 
 def _int(value: Any) -> bool:
@@ -201,6 +209,10 @@ class TrainConfig(ConfigSection):
     eval_every: int = 10_000            # env steps of the task between evaluations; 0: phase ends only
     eval_episodes: int = 10
     eval_envs: int = 10                 # env copies per evaluated task (episodes run in rounds)
+    # Which tasks the evaluations inside a phase cover: all (the original; stream_average over every
+    # evaluation) | seen (the tasks learnt so far and the current one; the stream's later tasks only at
+    # phase ends, which keeps the success matrix whole). Lifelong mode only: a multitask run sees all.
+    eval_tasks: str = 'all'
     log_every: int = 1000               # env steps between TensorBoard scalars (the loop's only host syncs)
     checkpoint_every: int = 25_000      # env steps; 0: only at the end of each phase
     checkpoint_replay: str = 'full'     # full: the replay buffer goes into the checkpoint | none
@@ -256,6 +268,8 @@ class TrainConfig(ConfigSection):
         ratio = self.demo_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
             out.append(f'train.demo_ratio must be a share in [0, 1), got {ratio!r}')
+        if self.eval_tasks not in EVAL_TASKS:
+            out.append(f'train.eval_tasks must be one of {list(EVAL_TASKS)}, got {self.eval_tasks!r}')
         if self.checkpoint_replay not in CHECKPOINT_REPLAY:
             out.append(f'train.checkpoint_replay must be one of {list(CHECKPOINT_REPLAY)}, '
                        f'got {self.checkpoint_replay!r}')
@@ -375,6 +389,36 @@ def _parse(cfg: DictConfig | dict) -> tuple[RunConfig | None, list[str]]:
     if problems:
         return None, problems
     return RunConfig(seed=seed, device=device, run_dir=cfg.get('run_dir'), **sections), []
+
+
+def resume_overrides(cfg: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], dict[str, list]]:
+    """A run's saved config with ``key=value`` overrides for a resumed run applied, and what changed
+    (``{key: [before, after]}``). ValueError naming the problem: a key outside :data:`RESUMABLE`, a
+    malformed override, or a value the config refuses."""
+    changed: dict[str, list] = {}
+    updated = OmegaConf.create(cfg)
+    for override in overrides:
+        key, sep, _ = override.partition('=')
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f'an override is KEY=VALUE, got {override!r}')
+        if key not in RESUMABLE:
+            raise ValueError(f'{key} cannot change in a resumed run (its checkpoint or steps depend on it); '
+                             f'a resumed run may change: {", ".join(RESUMABLE)}')
+        try:
+            value = OmegaConf.to_container(OmegaConf.from_dotlist([override]))
+        except Exception as error:  # OmegaConf's grammar errors have no common base worth naming
+            raise ValueError(f'bad override {override!r}: {error}') from None
+        for part in key.split('.'):
+            value = value[part]
+        before = OmegaConf.select(updated, key)
+        OmegaConf.update(updated, key, value, merge=False)
+        changed[key] = [before, value]
+    result = OmegaConf.to_container(updated, resolve=True)
+    problems = validate(result)
+    if problems:
+        raise ValueError('invalid configuration: ' + '; '.join(problems))
+    return result, changed
 
 
 def validate(cfg: DictConfig | dict) -> list[str]:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 EVALS_FILE = 'evals.jsonl'
 METRICS_FILE = 'metrics.json'
 CONFIG_FILE = 'config.yaml'
+CONFIG_CHANGES_FILE = 'config_changes.jsonl'  # settings changed at a resume: when, from what, to what
 TB_DIR = 'tb'
 # Evaluation copies are seeded this far from the run's seed: under goal=random they draw goals the
 # training copies never see (held-out episodes), under goal=fixed nothing changes.
@@ -83,7 +84,8 @@ def task_embeddings(tasks: list[str], language: LanguageConfig | dict[str, Any])
 def run_files() -> tuple[str, ...]:
     """The names a run of ``legion train`` writes into its run directory (and all that a fresh start
     there may remove)."""
-    return (CONFIG_FILE, EVALS_FILE, METRICS_FILE, TB_DIR, ckpt.CHECKPOINT_DIR, ckpt.POLICY_FILE)
+    return (CONFIG_FILE, CONFIG_CHANGES_FILE, EVALS_FILE, METRICS_FILE, TB_DIR, ckpt.CHECKPOINT_DIR,
+            ckpt.POLICY_FILE)
 
 
 class Trainer:
@@ -331,12 +333,19 @@ class Trainer:
         return self._eval_envs[j]
 
     def evaluate_all(self, phase: int, final: bool) -> list[float]:
-        """Deterministic evaluation on every task of the stream; returns the success rates."""
+        """Deterministic evaluation on the stream's tasks; returns their success rates in stream order.
+
+        Every task at a phase's end (``final``: the success-matrix row) and, with the default
+        ``train.eval_tasks: all``, inside a phase too; with ``seen`` the evaluations inside a lifelong
+        phase stop at the current task, whose rate is then the last. Only evaluations of every task
+        make a point of the stream-average curve."""
         from legion_core.envs import evaluate
 
         episodes = self.config.train.eval_episodes
+        partial = not final and self.config.train.eval_tasks == 'seen' and self.mode == 'lifelong'
+        tasks = self.tasks[:phase + 1] if partial else self.tasks
         rows, rates = [], []
-        for j, task in enumerate(self.tasks):
+        for j, task in enumerate(tasks):
             result = evaluate(lambda obs, j=j: self.agent.act(obs, j, deterministic=True), task, episodes,
                               env=self._eval_env(j))
             rates.append(result['success_rate'])
@@ -348,9 +357,10 @@ class Trainer:
             if final:
                 self.success.record(phase, j, result['success_rate'])
         self._append_evals(rows)
-        mean = float(np.mean(rates))
-        self.eval_curve.append(mean)
-        self.writer.add_scalar('eval/success_mean', mean, self.position['env_steps'])
+        if len(tasks) == len(self.tasks):
+            mean = float(np.mean(rates))
+            self.eval_curve.append(mean)
+            self.writer.add_scalar('eval/success_mean', mean, self.position['env_steps'])
         return rates
 
     def fit_dpmm(self) -> int:
@@ -769,13 +779,17 @@ def resume(run_dir: str | Path, *, progress: bool = True, max_env_steps: int | N
 
 
 def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | None = None,
-                   append_tasks: list[str] | None = None):
+                   append_tasks: list[str] | None = None, overrides: list[str] | None = None):
     """A ``Trainer`` restored from ``run_dir`` (config.yaml + checkpoints/last.pt), ready to ``run``.
 
     ``append_tasks`` makes the stream open-ended: the tasks are added after the run's own (lifelong
     runs, finished or not), and the learnt agent (networks, replay, DPMM, temperatures, teacher) goes
     on with them instead of training the earlier tasks again. config.yaml is rewritten with the longer
     stream first, so a later plain resume continues the same way.
+
+    ``overrides`` (``key=value``, keys of :data:`legion_core.config.RESUMABLE`) change how the run goes
+    on from its checkpoint: config.yaml is rewritten with them, and config_changes.jsonl records each
+    change with the env step it took effect at. ValueError for any other key or a refused value.
     """
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
@@ -789,9 +803,20 @@ def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | 
     if device is not None:
         cfg['device'] = device
     embeddings = state['agent']['task_embeddings'].numpy()
+    changed = {}
+    if overrides:
+        from legion_core.config import resume_overrides
+
+        cfg, changed = resume_overrides(cfg, overrides)
     if append_tasks:
         cfg, embeddings = _appended(cfg, list(state['tasks']), embeddings, append_tasks)
+    if append_tasks or changed:
         ckpt.atomic_write_text(config_path, OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    if changed:
+        record = {'env_steps': int(state['position']['env_steps']), 'changed': changed,
+                  'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
+        with open(run_dir / CONFIG_CHANGES_FILE, 'a', encoding='utf-8') as file:
+            file.write(json.dumps(record) + '\n')
     elif len(embeddings) < len(_config_tasks(cfg)):  # appended, killed before the next checkpoint
         cfg, embeddings = _appended(cfg, list(state['tasks']), embeddings, [])
     trainer = Trainer(cfg, run_dir, progress=progress, embeddings=embeddings)

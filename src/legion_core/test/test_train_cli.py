@@ -40,11 +40,40 @@ def test_bad_configs_exit_2_with_the_reason(tmp_path, capsys, overrides, message
     assert not (tmp_path / 'run').exists()  # nothing started
 
 
-def test_resume_refuses_overrides_and_missing_runs(tmp_path, capsys):
-    assert main(['train', '--resume', str(tmp_path), 'seed=3']) == 2
-    assert 'takes no overrides' in capsys.readouterr().err
+def test_resume_refuses_missing_runs_and_sweeps(tmp_path, capsys):
     assert main(['train', '--resume', str(tmp_path / 'nothing')]) == 2
     assert 'not a run directory' in capsys.readouterr().err
+    assert main(['train', '-m', '--resume', str(tmp_path), 'seed=3']) == 2
+    assert 'takes no -m' in capsys.readouterr().err
+
+
+def test_resume_changes_only_the_settings_a_checkpoint_does_not_depend_on(tmp_path, capsys):
+    run_dir = tmp_path / 'run'
+    assert main(['train', '--no-progress', '--max-steps', '60', f'run_dir={run_dir}', *SMALL,
+                 'train.steps_per_task=120', 'train.eval_every=0']) == 0
+    saved = (run_dir / 'config.yaml').read_text()
+    for override, message in (('seed=3', 'seed cannot change in a resumed run'),
+                              ('agent.actor_hidden=64', 'agent.actor_hidden cannot change'),
+                              ('train.eval_every=-1', 'train.eval_every must be an integer >= 0'),
+                              ('train.eval_tasks', 'an override is KEY=VALUE')):
+        assert main(['train', '--resume', str(run_dir), override]) == 2
+        assert message in capsys.readouterr().err
+        assert (run_dir / 'config.yaml').read_text() == saved  # a refused change changes nothing
+    assert not (run_dir / 'config_changes.jsonl').exists()
+
+    assert main(['train', '--resume', str(run_dir), '--no-progress', '--max-steps', '30',
+                 'train.eval_every=30', 'train.eval_tasks=seen', 'agent.demo_bc=0.5']) == 0
+    capsys.readouterr()
+    [change] = [json.loads(line) for line in (run_dir / 'config_changes.jsonl').read_text().splitlines()]
+    assert change['env_steps'] == 60 and change['changed'] == {
+        'train.eval_every': [0, 30], 'train.eval_tasks': ['all', 'seen'], 'agent.demo_bc': [0.0, 0.5]}
+    rows = [json.loads(line) for line in (run_dir / 'evals.jsonl').read_text().splitlines()]
+    assert [(r['env_steps'], r['task']) for r in rows] == [(90, 'reach-v3')]  # local step 90, seen tasks
+    # A later plain resume goes on with the changed settings.
+    from legion_core.trainer import resume_trainer
+
+    again = resume_trainer(run_dir, progress=False)
+    assert again.config.train.eval_every == 30 and again.agent_config.demo_bc == 0.5
 
 
 def test_train_stop_resume_and_evaluate(tmp_path, capsys):

@@ -145,11 +145,26 @@ def test_a_task_never_solved_runs_its_whole_phase(tmp_path):
     assert [(p['local_steps'], p['solved']) for p in metrics['phases']] == [(100, False), (100, False)]
 
 
+def test_eval_tasks_seen_evaluates_later_tasks_only_at_phase_ends(tmp_path):
+    metrics = Trainer(small_config('train.eval_tasks=seen'), tmp_path, progress=False).run()
+    rows = [json.loads(line) for line in (tmp_path / 'evals.jsonl').read_text().splitlines()]
+    inside = [(r['phase'], r['task']) for r in rows if not r['final']]
+    # Local steps 0 and 100 of each phase: phase 0 evaluates reach alone, phase 1 both tasks.
+    assert inside == [(0, 'reach-v3')] * 2 + [(1, 'reach-v3'), (1, 'push-v3')] * 2
+    assert [(r['phase'], r['task']) for r in rows if r['final']] == [
+        (0, 'reach-v3'), (0, 'push-v3'), (1, 'reach-v3'), (1, 'push-v3')]
+    assert all(None not in row for row in metrics['success_matrix'])  # the matrix stays whole
+    # The stream average counts evaluations of every task: phase 1's two, the two phase ends.
+    curve = torch.load(tmp_path / 'checkpoints' / 'last.pt', weights_only=False)['eval_curve']
+    assert len(curve) == 4 and metrics['stream_average'] == pytest.approx(np.mean(curve))
+
+
 @pytest.mark.parametrize(('key', 'value', 'message'), [
     ('train.advance_on_success', '1.5', 'train.advance_on_success must be null or a success rate'),
     ('train.advance_evals', '0', 'train.advance_evals must be a positive integer'),
     ('agent.critic_body', 'bro', "agent.critic_body must be one of ['legion', 'layernorm', 'residual']"),
     ('agent.weight_decay', '-1', 'agent.weight_decay must be >= 0'),
+    ('train.eval_tasks', 'some', "train.eval_tasks must be one of ['all', 'seen']"),
 ])
 def test_new_switches_are_validated(key, value, message):
     from legion_core.config import validate

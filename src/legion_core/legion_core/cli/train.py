@@ -55,6 +55,7 @@ def _groups_epilog() -> str:
         '  legion train run_dir=runs/mine preset=tiny            # choose the run directory',
         '  legion train --resume runs/2026-01-01/12-00-00_legion10_seed0',
         '  legion train --resume RUN_DIR --append hammer,shelf-place   # an open-ended stream goes on',
+        '  legion train --resume RUN_DIR train.eval_tasks=seen agent.demo_bc=0   # go on with other settings',
         '  legion train --overwrite run_dir=runs/mine preset=tiny  # start runs/mine afresh',
         '  legion train env.embodiment=twin train.demo_episodes=20 agent.demo_bc=1   # with expert demos',
         '',
@@ -64,7 +65,9 @@ def _groups_epilog() -> str:
         'Every key of the config can be overridden (see --cfg for the resolved config). Runs write',
         'config.yaml, evals.jsonl, metrics.json, TensorBoard events (tb/) and checkpoints/ in the run',
         'directory; `legion report RUN_DIR` draws them. Ctrl-C or SIGTERM (kill, docker stop) stops a',
-        'run with a checkpoint (SIGTERM: exit 143); --resume continues it.',
+        'run with a checkpoint (SIGTERM: exit 143); --resume continues it. A resumed run may change',
+        'only how it is evaluated and checkpointed, when a phase counts as learnt and how demonstrations',
+        'are cloned (legion_core.config.RESUMABLE); config_changes.jsonl records each change.',
     ]
     return '\n'.join(lines)
 
@@ -83,14 +86,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('-m', '--multirun', action='store_true',
                         help='sweep over comma-separated values with Hydra\'s launcher (e.g. seed=0,1,2)')
     parser.add_argument('--resume', metavar='RUN_DIR',
-                        help='continue the run in RUN_DIR from its last checkpoint (no overrides allowed)')
+                        help='continue the run in RUN_DIR from its last checkpoint; KEY=VALUE then '
+                             'changes only the settings a checkpoint does not depend on (see below)')
     parser.add_argument('--append', metavar='TASK[,TASK...]',
                         help='with --resume: add these tasks after the run\'s stream (lifelong runs, '
                              'finished or not) and go on learning them with the learnt agent')
     parser.add_argument('--overwrite', action='store_true',
                         help='start afresh in a run directory that holds an earlier run: its run files '
-                             '(config.yaml, evals.jsonl, metrics.json, tb/, checkpoints/) are removed first; '
-                             'any other file there is left alone and refuses the start')
+                             '(config.yaml, evals.jsonl, metrics.json, tb/, checkpoints/, ...) are removed '
+                             'first; any other file there is left alone and refuses the start')
     parser.add_argument('--cfg', action='store_true', help='print the resolved config as YAML and exit')
     parser.add_argument('--max-steps', type=int, metavar='N',
                         help='stop after N more env steps, leaving a checkpoint to resume from')
@@ -152,15 +156,15 @@ def run(args: argparse.Namespace) -> int:
     if args.overwrite and (args.resume or args.multirun):
         return _error('--overwrite starts one run afresh; it goes with neither --resume nor -m')
     if args.resume:
-        if args.overrides or args.multirun:
-            return _error('--resume continues a run with its saved config.yaml; it takes no overrides '
-                          'and no -m')
+        if args.multirun:
+            return _error('--resume continues one run with its saved config.yaml; it takes no -m')
         from legion_core.trainer import resume_trainer
 
         run_dir = Path(args.resume)
         append = [t for t in (args.append or '').split(',') if t.strip()]
         try:
-            trainer = resume_trainer(run_dir, progress=not args.no_progress, append_tasks=append)
+            trainer = resume_trainer(run_dir, progress=not args.no_progress, append_tasks=append,
+                                     overrides=args.overrides)
         except (FileNotFoundError, ValueError) as error:
             return _error(str(error))
         return _train(trainer, run_dir, args.max_steps)
