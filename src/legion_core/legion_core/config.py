@@ -397,6 +397,7 @@ def resume_overrides(cfg: dict[str, Any], overrides: list[str]) -> tuple[dict[st
     malformed override, or a value the config refuses."""
     changed: dict[str, list] = {}
     updated = OmegaConf.create(cfg)
+    typed = check(cfg)  # what was in force: a key the saved config predates had its default
     for override in overrides:
         key, sep, _ = override.partition('=')
         key = key.strip()
@@ -411,7 +412,8 @@ def resume_overrides(cfg: dict[str, Any], overrides: list[str]) -> tuple[dict[st
             raise ValueError(f'bad override {override!r}: {error}') from None
         for part in key.split('.'):
             value = value[part]
-        before = OmegaConf.select(updated, key)
+        group, name = key.split('.')
+        before = getattr(getattr(typed, group), name)
         OmegaConf.update(updated, key, value, merge=False)
         changed[key] = [before, value]
     result = OmegaConf.to_container(updated, resolve=True)
