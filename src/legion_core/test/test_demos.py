@@ -217,3 +217,16 @@ def test_a_run_stopped_by_its_demonstrations_evaluates_the_phase_start_once(tmp_
     rows = [json.loads(line) for line in (tmp_path / 'evals.jsonl').read_text().splitlines()]
     steps = [row['env_steps'] for row in rows if row['task'] == 'reach-v3']
     assert steps == [80, 180]
+
+
+def test_legion_bench_solve_goes_on_when_the_demonstrations_outlast_an_interval(tmp_path):
+    from legion_core.cli.bench_solve import Ours
+
+    cfg = small_config('env.embodiment=sawyer', 'train.demo_episodes=2', 'train.eval_every=50',
+                       'stream.tasks=[reach-v3]')  # the bench trains one task a run
+    ours = Ours(cfg, tmp_path, progress=False)
+    try:
+        assert ours.advance(50) == []  # the 80 demonstration steps: nothing evaluated yet
+        assert [step for step, _ in ours.advance(50)] == [80, 130]
+    finally:
+        ours.close()

@@ -100,9 +100,14 @@ class Ours:
 
     def advance(self, steps: int) -> list[tuple[int, float]]:
         """Train ``steps`` more env steps (or to the end); the evaluations made, as (env steps, success)."""
+        from legion_core.trainer import EVALS_FILE
+
         seen = self.trainer.position['evals_lines']
         self.trainer.run(max_env_steps=steps, checkpoint_at_stop=False)
-        lines = (self.run_dir / 'evals.jsonl').read_text().splitlines()[seen:]
+        evals = self.run_dir / EVALS_FILE
+        # None yet when the demonstrations outlasted the interval (the phase-start evaluation waits for
+        # the phase's first step).
+        lines = evals.read_text().splitlines()[seen:] if evals.is_file() else []
         out: list[tuple[int, float]] = []
         for row in map(json.loads, lines):
             # A phase that ends when solved evaluates once more at the same step: one point, not two.
