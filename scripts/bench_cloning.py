@@ -8,6 +8,11 @@ Per task: ``--episodes`` expert episodes (random goals, seeded as `legion train`
 demonstrations), an MLP (2 x 256, LayerNorm, ReLU, tanh output) fitted to their actions for ``--steps``
 Adam steps (batch 256, lr 1e-3) on the full 39-d observation, then its deterministic actions on
 ``--eval-episodes`` held-out random-goal episodes. Numbers from one seed swing (docs/training.md).
+
+``expert_memoryless``: the expert's own success on those episodes when it forgets everything between
+steps (a fresh instance per step). A policy of the observation alone, as every cloned actor is, can
+copy at most what the expert does without memory; where this is far below 1, the expert's success
+rests on what it remembers (a phase, a counter) and cloning it is bound to miss.
 """
 import argparse
 import json
@@ -16,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from legion_core.demos import DEMO_SEED_OFFSET, demonstrate, expert
+from legion_core.demos import DEMO_SEED_OFFSET, demonstrate, expert, expert_factory
 from legion_core.envs import TaskVectorEnv, evaluate
 from legion_core.networks import legion_body
 from legion_core.tasks import resolve_stream
@@ -57,13 +62,19 @@ def clone_task(task: str, embodiment: str, episodes: int, steps: int, eval_episo
         loss.backward()
         optimizer.step()
     fitted = time.perf_counter()
+    held_out = {**kwargs, 'seed': seed + EVAL_SEED}
     with torch.no_grad():
         result = evaluate(lambda o: net(torch.as_tensor(o, dtype=torch.float32)).numpy(), task,
-                          eval_episodes, **{**kwargs, 'seed': seed + EVAL_SEED})
+                          eval_episodes, **held_out)
+    evaluated = time.perf_counter()
+    fresh = expert_factory(embodiment)
+    memoryless = evaluate(lambda o: np.stack([fresh(task)(row) for row in o]), task, eval_episodes,
+                          **held_out)
     return {'task': task, 'episodes': episodes, 'expert_successes': stats['successes'], 'rows': len(obs),
-            'steps': steps, 'loss': round(float(loss), 5), 'success': result['success_rate'],
+            'steps': steps, 'loss': round(float(loss.detach()), 5), 'success': result['success_rate'],
+            'expert_memoryless': memoryless['success_rate'],
             'mean_return': round(result['mean_return'], 1), 'demonstrate_s': round(demonstrated - started, 1),
-            'fit_s': round(fitted - demonstrated, 1), 'evaluate_s': round(time.perf_counter() - fitted, 1)}
+            'fit_s': round(fitted - demonstrated, 1), 'evaluate_s': round(evaluated - fitted, 1)}
 
 
 def main() -> None:
