@@ -53,9 +53,9 @@ EVAL_SEED_OFFSET = 1_000_003
 
 def _advance_position() -> dict[str, Any]:
     """The trainer position's train.advance_on_success part: consecutive evaluations the current task
-    passed, the steps earlier phases ended early with (the current phase may spend them on top of its
-    own), and each finished phase's record."""
-    return {'solved_streak': 0, 'carry': 0, 'advanced': []}
+    passed, whether the current phase's start was evaluated, the steps earlier phases ended early with
+    (the current phase may spend them on top of its own), and each finished phase's record."""
+    return {'solved_streak': 0, 'start_evaluated': False, 'carry': 0, 'advanced': []}
 
 
 def _demo_position() -> dict[str, Any]:
@@ -669,10 +669,15 @@ class Trainer:
             # The phase-start evaluation counts towards advance_on_success like any other (legion bench
             # solve counts it too): a task the agent already does, cloned or carried over, is done one
             # interval sooner. Not when stopping before the phase's first step (its demonstrations can
-            # outlast a run's max_env_steps): the next run evaluates there, and one point counts once.
-            starting = p['local_step'] == 0 and t.eval_every > 0 and not self._stopping(stop_at)
-            if starting and self._solved(phase, self.evaluate_all(phase, final=False)):
-                return True
+            # outlast a run's max_env_steps): the next run evaluates there, and one point counts once;
+            # nor again when the run stopped after it, before the first step (a resumed run would count
+            # the same policy on the same episodes twice).
+            starting = p['local_step'] == 0 and not p['start_evaluated'] and t.eval_every > 0 \
+                and not self._stopping(stop_at)
+            if starting:
+                p['start_evaluated'] = True
+                if self._solved(phase, self.evaluate_all(phase, final=False)):
+                    return True
             while p['local_step'] < steps:
                 if self._stopping(stop_at):
                     return False
@@ -750,6 +755,7 @@ class Trainer:
                               'env_steps': p['env_steps'], 'solved': unused > 0})
         p['carry'] = unused if self.mode == 'lifelong' else 0
         p['solved_streak'] = 0
+        p['start_evaluated'] = False
         p['phase'] = phase + 1
         p['local_step'] = 0
         p['warmup_end'] = self.config.train.warmup_steps

@@ -130,6 +130,30 @@ def test_advance_on_success_ends_a_phase_early_and_hands_its_steps_on(tmp_path):
     assert metrics['env_steps'] == 100 and metrics['complete']
 
 
+class _StopsAfterThePhaseStartEvaluation(_SolvesEachTaskAtOnce):
+    """SIGTERM during the phase-start evaluation: the run stops before the phase's first step."""
+
+    def evaluate_all(self, phase, final):
+        rates = super().evaluate_all(phase, final)
+        self._stop_requested = not final and self.position['local_step'] == 0
+        return rates
+
+
+def test_a_run_stopped_after_its_phase_start_evaluation_does_not_count_it_twice(tmp_path):
+    from legion_core.trainer import resume_trainer
+
+    cfg = small_config('train.advance_on_success=0.9', 'train.advance_evals=2', 'train.eval_every=50',
+                       'train.steps_per_task=300', 'train.num_envs=1', 'train.checkpoint_every=0')
+    _StopsAfterThePhaseStartEvaluation(cfg, tmp_path, progress=False).run()
+    resumed = resume_trainer(tmp_path, progress=False)
+    resumed.__class__ = _SolvesEachTaskAtOnce  # solved at every evaluation from here on
+    resumed.run(max_env_steps=1)
+    # The phase-start evaluation counted once: one more evaluation (local step 50) ends the phase.
+    assert resumed.position['phase'] == 0 and resumed.position['solved_streak'] == 1
+    rows = [json.loads(line) for line in (tmp_path / 'evals.jsonl').read_text().splitlines()]
+    assert [r['env_steps'] for r in rows if r['task'] == 'reach-v3'] == [0]
+
+
 def test_a_task_done_at_its_phase_start_with_one_evaluation_needed_takes_no_steps(tmp_path):
     cfg = small_config('train.advance_on_success=0.9', 'train.advance_evals=1', 'train.eval_every=50',
                        'train.steps_per_task=300', 'train.num_envs=1', 'train.checkpoint_every=0')
