@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from legion_core.agent import AgentConfig
 from legion_core.config_section import ConfigError, ConfigSection
@@ -407,13 +409,11 @@ def resume_overrides(cfg: dict[str, Any], overrides: list[str]) -> tuple[dict[st
             raise ValueError(f'{key} cannot change in a resumed run (its checkpoint or steps depend on it); '
                              f'a resumed run may change: {", ".join(RESUMABLE)}')
         try:
-            value = OmegaConf.to_container(OmegaConf.from_dotlist([override]))
-        except Exception as error:  # OmegaConf's grammar errors have no common base worth naming
+            parsed = OmegaConf.to_container(OmegaConf.from_dotlist([override]))
+        except (OmegaConfBaseException, yaml.YAMLError) as error:  # OmegaConf parses values as YAML
             raise ValueError(f'bad override {override!r}: {error}') from None
-        for part in key.split('.'):
-            value = value[part]
-        group, name = key.split('.')
-        before = getattr(getattr(typed, group), name)
+        group, name = key.split('.')  # every RESUMABLE key is GROUP.NAME
+        value, before = parsed[group][name], getattr(getattr(typed, group), name)
         OmegaConf.update(updated, key, value, merge=False)
         changed[key] = [before, value]
     result = OmegaConf.to_container(updated, resolve=True)

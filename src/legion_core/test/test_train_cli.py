@@ -55,7 +55,8 @@ def test_resume_changes_only_the_settings_a_checkpoint_does_not_depend_on(tmp_pa
     for override, message in (('seed=3', 'seed cannot change in a resumed run'),
                               ('agent.actor_hidden=64', 'agent.actor_hidden cannot change'),
                               ('train.eval_every=-1', 'train.eval_every must be an integer >= 0'),
-                              ('train.eval_tasks', 'an override is KEY=VALUE')):
+                              ('train.eval_tasks', 'an override is KEY=VALUE'),
+                              ('train.eval_every=[1,', "bad override 'train.eval_every=[1,'")):
         assert main(['train', '--resume', str(run_dir), override]) == 2
         assert message in capsys.readouterr().err
         assert (run_dir / 'config.yaml').read_text() == saved  # a refused change changes nothing
