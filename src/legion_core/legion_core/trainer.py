@@ -816,6 +816,8 @@ def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | 
         cfg, changed = resume_overrides(cfg, overrides)
     if append_tasks:
         cfg, embeddings = _appended(cfg, list(state['tasks']), embeddings, append_tasks)
+    elif len(embeddings) < len(_config_tasks(cfg)):  # appended, killed before the next checkpoint
+        cfg, embeddings = _appended(cfg, list(state['tasks']), embeddings, [])
     if append_tasks or changed:
         ckpt.atomic_write_text(config_path, OmegaConf.to_yaml(OmegaConf.create(cfg)))
     if changed:
@@ -823,8 +825,6 @@ def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | 
                   'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
         with open(run_dir / CONFIG_CHANGES_FILE, 'a', encoding='utf-8') as file:
             file.write(json.dumps(record) + '\n')
-    elif len(embeddings) < len(_config_tasks(cfg)):  # appended, killed before the next checkpoint
-        cfg, embeddings = _appended(cfg, list(state['tasks']), embeddings, [])
     trainer = Trainer(cfg, run_dir, progress=progress, embeddings=embeddings)
     trainer.load_state_dict(state)
     return trainer

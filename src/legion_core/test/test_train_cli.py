@@ -77,6 +77,18 @@ def test_resume_changes_only_the_settings_a_checkpoint_does_not_depend_on(tmp_pa
     assert again.config.train.eval_every == 30 and again.agent_config.demo_bc == 0.5
 
 
+def test_resume_with_overrides_after_an_append_killed_before_its_checkpoint(tmp_path, capsys):
+    from legion_core.trainer import resume_trainer
+
+    run_dir = tmp_path / 'run'
+    assert main(['train', '--no-progress', '--max-steps', '60', f'run_dir={run_dir}', *SMALL,
+                 'train.steps_per_task=120', 'train.eval_every=0']) == 0
+    resume_trainer(run_dir, progress=False, append_tasks=['drawer-close'])  # config.yaml lists 3, killed
+    trainer = resume_trainer(run_dir, progress=False, overrides=['train.eval_every=30'])
+    assert trainer.tasks == ['reach-v3', 'push-v3', 'drawer-close-v3']
+    assert trainer.agent.task_embeddings.shape[0] == 3 and trainer.config.train.eval_every == 30
+
+
 def test_train_stop_resume_and_evaluate(tmp_path, capsys):
     run_dir = tmp_path / 'run'
     args = ['train', '--no-progress', '--max-steps', '60', f'run_dir={run_dir}', *SMALL,
