@@ -29,6 +29,7 @@ Checkpoints and config.yaml keep the config as a plain dict: the typed objects a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -108,6 +109,9 @@ class EnvConfig(ConfigSection):
     # chosen by the seed (original)
     goal: str = 'random'
     reward_scale: float = 1.0
+    # Added on every step where the task counts as solved (before reward_scale): the shaped rewards of
+    # push and others are as high just outside the success radius as inside it (legion_core.envs)
+    success_bonus: float = 0.0
 
     def problems(self) -> list[str]:
         from legion_core.envs import GOALS, LAYOUTS, available_embodiments
@@ -118,6 +122,8 @@ class EnvConfig(ConfigSection):
         if self.goal not in GOALS:
             out.append(f'env.goal must be one of {list(GOALS)}, got {self.goal!r}')
         _positive(out, 'env', self, 'episode_length')
+        if not math.isfinite(self.success_bonus) or self.success_bonus < 0:
+            out.append(f'env.success_bonus must be a finite number >= 0, got {self.success_bonus!r}')
         if self.embodiment not in available_embodiments():  # 'sawyer' and the installed plugins
             out.append(f'env.embodiment {self.embodiment!r} is not installed; available: '
                        f'{available_embodiments()}')

@@ -33,8 +33,11 @@ Copies (``TaskVectorEnv``)
     (``legion_core.env_workers``) without changing them.
 
 Rewards
-    Meta-World v3's shaped rewards (each step in [0, 10]), times ``reward_scale`` (default 1). The
-    original's running reward normaliser (mtenv ``NormalizedEnvWrapper``) is not reproduced.
+    Meta-World v3's shaped rewards (each step in [0, 10]), plus ``success_bonus`` (default 0) on every
+    step where the task counts as solved, times ``reward_scale`` (default 1). The bonus is for tasks
+    whose shaped reward is flat at the edge of success: push pays 10 inside its 5 cm radius and up to
+    as much just outside it, so nothing there rewards the last millimetres. The original's running
+    reward normaliser (mtenv ``NormalizedEnvWrapper``) is not reproduced.
 
 Speed
     ``fast_observation=True`` (the default) gives stock Meta-World envs an exact, faster observation
@@ -287,8 +290,9 @@ class TaskVectorEnv:
 
     def __init__(self, task: str, num_envs: int, *, embodiment: str = BUILTIN_EMBODIMENT,
                  layout: str = 'legion12', episode_length: int = 150, goal: str = 'fixed', seed: int = 0,
-                 reward_scale: float = 1.0, autoreset: bool = True, fast_observation: bool = True,
-                 copy_seed: int | None = None, seeds: list[int] | None = None):
+                 reward_scale: float = 1.0, success_bonus: float = 0.0, autoreset: bool = True,
+                 fast_observation: bool = True, copy_seed: int | None = None,
+                 seeds: list[int] | None = None):
         if int(num_envs) != num_envs or num_envs < 1:
             raise ValueError(f'num_envs must be a positive integer, got {num_envs!r}')
         if seeds is not None and len(seeds) != num_envs:
@@ -298,6 +302,7 @@ class TaskVectorEnv:
         self.embodiment, self.layout, self.goal, self.seed = embodiment, layout, goal, int(seed)
         self.episode_length = int(episode_length)
         self.reward_scale = float(reward_scale)
+        self.success_bonus = float(success_bonus)
         self.autoreset = bool(autoreset)
         self.obs_dim = LAYOUTS[layout]
         self.action_dim = ACTION_DIM
@@ -370,7 +375,7 @@ class TaskVectorEnv:
             reward[i] = r
             success[i] = info['success']
             terminated[i] = term
-        reward *= self.reward_scale
+        reward = (reward + self.success_bonus * success) * self.reward_scale
         active = self.active
         self._elapsed += active
         self._return += reward
@@ -412,10 +417,11 @@ class TaskEnv:
     reset itself: call ``reset()`` after an episode ends."""
 
     def __init__(self, task: str, *, embodiment: str = BUILTIN_EMBODIMENT, layout: str = 'legion12',
-                 episode_length: int = 150, goal: str = 'fixed', seed: int = 0, reward_scale: float = 1.0):
+                 episode_length: int = 150, goal: str = 'fixed', seed: int = 0, reward_scale: float = 1.0,
+                 success_bonus: float = 0.0):
         self._vec = TaskVectorEnv(task, 1, embodiment=embodiment, layout=layout,
                                   episode_length=episode_length, goal=goal, seed=seed,
-                                  reward_scale=reward_scale, autoreset=False)
+                                  reward_scale=reward_scale, success_bonus=success_bonus, autoreset=False)
         self.task, self.obs_dim, self.action_dim = self._vec.task, self._vec.obs_dim, ACTION_DIM
         self.episode_length = self._vec.episode_length
         self.env = self._vec.envs[0]  # the embodiment's own env (MuJoCo model and data for rendering)
@@ -439,10 +445,10 @@ class TaskEnv:
 
 def make_task_env(task: str, *, embodiment: str = BUILTIN_EMBODIMENT, layout: str = 'legion12',
                   episode_length: int = 150, goal: str = 'fixed', seed: int = 0,
-                  reward_scale: float = 1.0) -> TaskEnv:
+                  reward_scale: float = 1.0, success_bonus: float = 0.0) -> TaskEnv:
     """A single-copy env of ``task`` (see the module docstring for the options)."""
     return TaskEnv(task, embodiment=embodiment, layout=layout, episode_length=episode_length, goal=goal,
-                   seed=seed, reward_scale=reward_scale)
+                   seed=seed, reward_scale=reward_scale, success_bonus=success_bonus)
 
 
 def make_gymnasium_env(task: str, **kwargs):

@@ -114,9 +114,11 @@ class Trainer:
         self.tasks = resolve_stream(c.stream.tasks, order=c.stream.order, seed=self.seed)
         self.device = resolve_device(c.device)
         env = c.env
+        # Every env of the run (training, evaluation, demonstrations; bench solve's peer too) is built
+        # with these.
         self.env_kwargs = {'embodiment': env.embodiment, 'layout': env.layout,
-                           'episode_length': env.episode_length, 'goal': env.goal, 'seed': self.seed}
-        self.reward_scale = float(env.reward_scale)
+                           'episode_length': env.episode_length, 'goal': env.goal, 'seed': self.seed,
+                           'reward_scale': float(env.reward_scale), 'success_bonus': float(env.success_bonus)}
         self.obs_dim, self.action_dim = LAYOUTS[env.layout], ACTION_DIM
         if embeddings is None:
             embeddings = task_embeddings(self.tasks, c.language)
@@ -328,8 +330,8 @@ class Trainer:
         if j not in self._eval_envs:
             t = self.config.train
             self._eval_envs[j] = TaskVectorEnv(self.tasks[j], min(t.eval_envs, t.eval_episodes),
-                                               reward_scale=self.reward_scale, autoreset=False,
-                                               copy_seed=self.seed + EVAL_SEED_OFFSET, **self.env_kwargs)
+                                               autoreset=False, copy_seed=self.seed + EVAL_SEED_OFFSET,
+                                               **self.env_kwargs)
         return self._eval_envs[j]
 
     def evaluate_all(self, phase: int, final: bool) -> list[float]:
@@ -451,8 +453,8 @@ class Trainer:
             if j in done:
                 continue
             started = time.perf_counter()
-            env = TaskVectorEnv(self.tasks[j], 1, reward_scale=self.reward_scale,
-                                copy_seed=self.seed + DEMO_SEED_OFFSET + j, **self.env_kwargs)
+            env = TaskVectorEnv(self.tasks[j], 1, copy_seed=self.seed + DEMO_SEED_OFFSET + j,
+                                **self.env_kwargs)
             try:
                 stats = demonstrate(env, expert(self.config.env.embodiment, self.tasks[j]),
                                     self.config.train.demo_episodes, j, self.demos.add, n_step=a.n_step,
@@ -610,10 +612,10 @@ class Trainer:
         if workers:
             from legion_core.env_workers import EnvPool
 
-            return EnvPool(task, num_envs, workers=workers, reward_scale=self.reward_scale, **self.env_kwargs)
+            return EnvPool(task, num_envs, workers=workers, **self.env_kwargs)
         from legion_core.envs import TaskVectorEnv
 
-        return TaskVectorEnv(task, num_envs, reward_scale=self.reward_scale, **self.env_kwargs)
+        return TaskVectorEnv(task, num_envs, **self.env_kwargs)
 
     def _run_phase(self, stop_at: int | None) -> None:
         """Lifelong: train the current phase's task to the end of the phase (or ``stop_at``)."""

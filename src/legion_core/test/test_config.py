@@ -137,6 +137,7 @@ def test_cfg_prints_every_resolved_key(capsys):
     (['stream.order=sideways'], "stream.tasks / stream.order: unknown stream order 'sideways'"),
     (['env.goal=moving'], "env.goal must be one of ['fixed', 'random'], got 'moving'"),
     (['env.episode_length=0'], 'env.episode_length must be a positive integer, got 0'),
+    (['env.success_bonus=-1'], 'env.success_bonus must be a finite number >= 0, got -1'),
     (['env.embodiment=atlas'], "env.embodiment 'atlas' is not installed; available: ['sawyer'"),
     (['train.mode=online'], "train.mode must be one of ['lifelong', 'multitask'], got 'online'"),
     (['train.eval_every=-1'], 'train.eval_every must be an integer >= 0, got -1'),
@@ -187,7 +188,8 @@ def test_a_run_config_written_before_the_typed_groups_loads_and_validates():
     typed = check(data)
     later = {'train': {'env_workers': 0, 'demo_episodes': 0, 'demo_ratio': 0.5,  # keys added since
                        'demo_pretrain': 0, 'eval_tasks': 'all'},                # that run: their
-             'agent': {'demo_bc': 0.0, 'demo_q_filter': True}}                  # defaults
+             'agent': {'demo_bc': 0.0, 'demo_q_filter': True},                  # defaults
+             'env': {'success_bonus': 0.0}}
     for group in GROUPS:
         assert getattr(typed, group).to_dict() == {**later.get(group, {}), **data[group]}
     assert typed.train.env_process is True and typed.agent.distill == 1.0

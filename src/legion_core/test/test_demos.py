@@ -230,3 +230,13 @@ def test_legion_bench_solve_goes_on_when_the_demonstrations_outlast_an_interval(
         assert [step for step, _ in ours.advance(50)] == [80, 130]
     finally:
         ours.close()
+
+
+def test_demonstrations_and_training_carry_the_success_bonus(tmp_path):
+    trainer = Trainer(small_config('env.embodiment=sawyer', 'train.demo_episodes=2', 'train.eval_every=0',
+                                   'env.success_bonus=100'), tmp_path, progress=False)
+    trainer.run(max_env_steps=120)  # reach's two expert episodes and 40 steps of its own
+    demo_rewards = trainer.demos.storage['reward'][:len(trainer.demos)]
+    assert demo_rewards.max() >= 100  # the expert reaches: its solved steps are paid the bonus
+    assert demo_rewards.min() < 10  # and its first steps are not
+    assert trainer.env_kwargs['success_bonus'] == 100.0  # what the training and evaluation envs get

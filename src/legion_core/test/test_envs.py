@@ -224,3 +224,21 @@ def test_evaluate_reuses_an_env_and_scales_rewards():
     assert scaled['mean_return'] == pytest.approx(0.5 * plain['mean_return'])
     with pytest.raises(ValueError, match='autoreset=False'):
         evaluate(lambda obs: obs, 'reach', env=TaskVectorEnv('reach', 1, episode_length=2))
+
+
+@pytest.mark.filterwarnings('ignore:Constant')
+def test_success_bonus_is_paid_on_every_solved_step_before_scaling():
+    plain = TaskVectorEnv('reach', 2, layout='full39', goal='random', episode_length=60, autoreset=False)
+    bonused = TaskVectorEnv('reach', 2, layout='full39', goal='random', episode_length=60, autoreset=False,
+                            success_bonus=5.0, reward_scale=0.5)
+    obs = plain.reset()
+    bonused.reset()
+    solved_steps = 0
+    for _ in range(60):
+        actions = _expert_policy(obs)
+        obs, reward, *_rest, info = plain.step(actions)
+        _, reward_b, *_rest, info_b = bonused.step(actions)
+        np.testing.assert_array_equal(info['success'], info_b['success'])
+        np.testing.assert_allclose(reward_b, 0.5 * (reward + 5.0 * info['success']))
+        solved_steps += int(info['success'].sum())
+    assert solved_steps > 0  # the expert reaches: the bonus was paid

@@ -206,11 +206,8 @@ def solve_task(task: str, seed: int, cfg: dict[str, Any], args: argparse.Namespa
     ours = Ours(cfg, work_dir / f'{task}_seed{seed}', args.progress)
     learners: dict[str, Any] = {'ours': ours}
     if not args.no_peer:  # the peer meets the same envs and warm-up
-        env, warmup = ours.trainer.config.env, ours.trainer.config.train.warmup_steps
-        env_kwargs = {'embodiment': env.embodiment, 'layout': env.layout,
-                      'episode_length': env.episode_length, 'goal': env.goal, 'seed': seed}
-        learners['peer'] = Peer(task, env_kwargs, warmup, args.budget,
-                                args.eval_episodes, seed + EVAL_SEED_OFFSET)
+        learners['peer'] = Peer(task, dict(ours.trainer.env_kwargs), ours.trainer.config.train.warmup_steps,
+                                args.budget, args.eval_episodes, seed + EVAL_SEED_OFFSET)
     clocks = {side: Clock(args.threshold, args.consecutive) for side in learners}
     # Both sides evaluate at step 0 too (inside their first turn).
     try:
