@@ -78,6 +78,10 @@ class AgentConfig(ConfigSection):
     # Lifelong: weight of the actor's cloning of its own end-of-phase actions on earlier tasks' replayed
     # states, relative to the batch's mean |Q| (0: the original, earlier tasks get the SAC loss only).
     distill: float = 0.0
+    # Whose actions an earlier task clones: last (the actor's at the latest task switch, for every
+    # earlier task: a task lost a little during each later phase carries that loss into the next target)
+    # | own (the actor's at the end of the task's own phase, kept for the rest of the stream).
+    distill_teacher: str = 'last'
     # Demonstration rows of a batch (train.demo_episodes): weight of cloning the demonstrated action where
     # the critic rates it above the actor's (Nair et al. 2018's Q-filter), relative to mean|Q| as distill.
     demo_bc: float = 0.0
@@ -92,7 +96,8 @@ class AgentConfig(ConfigSection):
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
                'semantic_loss': ('sum', 'mean'), 'semantic_output': ('tanh', 'linear'),
                'eval_z': ('mean', 'sample'), 'dpmm_fit_z': ('sample', 'mean'),
-               'optimizer': ('fused', 'foreach', 'plain'), 'actor_body': BODIES, 'critic_body': BODIES}
+               'optimizer': ('fused', 'foreach', 'plain'), 'actor_body': BODIES, 'critic_body': BODIES,
+               'distill_teacher': ('last', 'own')}
 
     def problems(self) -> list[str]:
         """What is wrong with this configuration, as sentences (empty if nothing)."""
@@ -219,9 +224,12 @@ class LegionAgent:
         self.vae_optimizer = _adam(self.vae.parameters(), self.config.vae_lr, self.config.optimizer,
                                    self.device)
 
-    def remember_tasks(self, num_tasks: int) -> None:
+    def remember_tasks(self, num_tasks: int) -> range:
         """At a task switch: freeze the current encoder and actor as the behaviour to keep on the first
-        ``num_tasks`` tasks (used when ``config.distill`` > 0).
+        ``num_tasks`` tasks (used when ``config.distill`` > 0). Returns the tasks whose replayed rows are
+        to be labelled with this teacher's actions (:meth:`teacher_actions`, the rows'
+        ``teacher_action``): every one of them (``distill_teacher: last``), or only those it is the first
+        teacher of (``own``: an earlier task keeps the actions of the end of its own phase).
 
         Why: after its phase a task learns only from its replayed transitions. SAC keeps moving its
         policy there although no new data of it arrive, and where its reward is nearly flat (reach
@@ -231,7 +239,20 @@ class LegionAgent:
         """
         teacher = nn.ModuleDict({'encoder': self.vae.encoder, 'actor': self.actor})
         self.teacher = copy.deepcopy(teacher).requires_grad_(False)
+        first = self.teacher_tasks if self.config.distill_teacher == 'own' else 0
         self.teacher_tasks = int(num_tasks)
+        return range(min(first, self.teacher_tasks), self.teacher_tasks)
+
+    @torch.no_grad()
+    def teacher_actions(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """The teacher's deterministic actions tanh(μ) at z = μ of its encoder [N, A]: the cloning targets
+        of the rows (obs [N, D], task [N]) it is to keep. Stored with the rows at the switch, so that an
+        update reads them instead of running the teacher."""
+        if self.teacher is None:
+            raise RuntimeError('no teacher yet: remember_tasks() is called at the first task switch')
+        obs, task = obs.to(self.device), task.to(self.device).long()
+        t_mu, _ = self.teacher['encoder'].forward_tasks(obs, task, self.task_embeddings)
+        return self.teacher['actor'].mean_action(obs, t_mu)
 
     # ------------------------------------------------------------------ inference
     def _embeddings(self, task: Any, n: int) -> torch.Tensor:
@@ -337,7 +358,10 @@ class LegionAgent:
             # Cloning weighs absolutely (1 per demonstration, distill per earlier task's row): the critics'
             # values grow fast while they first learn a task, and an actor loss that grows with them
             # outpaces Adam's step-size estimate (measured: cloned push 0.5 at 3,000 updates, 0.0 at 6,000).
-            per_sample = self._distilled(per_sample, obs, task, old, pi_mean,
+            if 'teacher_action' not in batch:
+                raise ValueError("agent.distill needs the batch's teacher_action (the replay's rows, "
+                                 'labelled at the task switch by teacher_actions)')
+            per_sample = self._distilled(per_sample, batch['teacher_action'], old, pi_mean,
                                          torch.ones_like(q_pi) if clone else q_pi)
         actor_loss = per_sample.mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
@@ -382,18 +406,17 @@ class LegionAgent:
         clone = scale * (torch.tanh(pi_mean) - action).pow(2).sum(dim=-1)
         return torch.where(keep, clone, torch.zeros_like(clone))
 
-    def _distilled(self, per_sample, obs, task, old, pi_mean, q_pi) -> torch.Tensor:
+    def _distilled(self, per_sample, t_action, old, pi_mean, q_pi) -> torch.Tensor:
         """Actor loss per sample with earlier tasks' SAC term replaced by cloning the teacher.
 
         On a sample of a task the teacher knew, the loss is ``distill`` x mean|Q| x the squared distance
-        between the deterministic actions tanh(μ) of the actor and of the teacher, each with z = μ of its
-        own encoder (the actor's z on these samples is μ, set by the caller). Scaling by mean|Q| (as
-        TD3+BC does) keeps the weight independent of the reward scale. The current task keeps the SAC
-        loss; the critics learn every task as before; a cloned task's α is no longer updated.
+        between the actor's deterministic action tanh(μ) and the teacher's (``t_action``, the row's
+        ``teacher_action``), each with z = μ of its own encoder (the actor's z on these samples is μ, set
+        by the caller). Scaling by mean|Q| (as TD3+BC does) keeps the weight independent of the reward
+        scale. The current task keeps the SAC loss; the critics learn every task as before; a cloned
+        task's α is no longer updated.
         """
         with torch.no_grad():
-            t_mu, _ = self.teacher['encoder'].forward_tasks(obs, task, self.task_embeddings)
-            t_action = self.teacher['actor'].mean_action(obs, t_mu)
             scale = self.config.distill * q_pi.abs().mean()
         clone = scale * (torch.tanh(pi_mean) - t_action).pow(2).sum(dim=-1)
         return torch.where(old, clone, per_sample)

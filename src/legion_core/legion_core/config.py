@@ -57,7 +57,7 @@ EVAL_TASKS = ('all', 'seen')
 RESUMABLE = ('train.eval_every', 'train.eval_episodes', 'train.eval_envs', 'train.eval_tasks',
              'train.log_every', 'train.checkpoint_every', 'train.keep_phase_checkpoints',
              'train.advance_on_success', 'train.advance_evals', 'train.demo_pretrain',
-             'agent.demo_bc', 'agent.demo_q_filter')
+             'agent.demo_bc', 'agent.demo_q_filter', 'agent.distill_teacher')
 
 
 def _int(value: Any) -> bool:

@@ -9,8 +9,10 @@ Stored per transition: ``obs`` [D] and ``next_obs`` [D] float32, ``action`` [A] 
 float32, ``done`` float32 (1 = terminal; a time-limit truncation is NOT terminal, so Meta-World's
 transitions are all 0), ``task`` int64 (the task's index in the stream) and ``horizon`` float32 (the
 env steps the row spans: 1, or up to n for the n-step rows of ``NStepReturns``, whose ``reward`` is
-the discounted sum and ``next_obs`` the observation n steps later). ``sample`` returns those keys
-with shapes [B, D], [B, A], [B], [B], [B], [B].
+the discounted sum and ``next_obs`` the observation n steps later), and ``teacher_action`` [A]
+float32: what the row's task is to keep doing at ``obs`` once it is learnt (``agent.distill``), set by
+:meth:`ReplayBuffer.set_teacher_actions` at a task switch and 0 until then. ``sample`` returns those
+keys with shapes [B, D], [B, A], [B], [B], [B], [B], [B, A].
 
 Retention policies (what happens once the buffer is full):
 
@@ -30,13 +32,15 @@ slots, thinning) use a second, CPU generator, so ``add`` never reads back from t
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 POLICIES: tuple[str, ...] = ('fifo', 'reservoir', 'task_quota')
-FIELDS: tuple[str, ...] = ('obs', 'action', 'reward', 'next_obs', 'done', 'task', 'horizon')
+FIELDS: tuple[str, ...] = ('obs', 'action', 'reward', 'next_obs', 'done', 'task', 'horizon', 'teacher_action')
+LABEL_CHUNK = 65536  # rows per call of set_teacher_actions' function: bounded memory for millions of rows
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -76,7 +80,10 @@ class ReplayBuffer:
             'done': torch.zeros(c, device=self.device),
             'task': torch.zeros(c, dtype=torch.int64, device=self.device),
             'horizon': torch.ones(c, device=self.device),
+            'teacher_action': torch.zeros(c, a, device=self.device),
         }
+        # Whether rows loaded from a checkpoint written before teacher_action existed still lack it.
+        self.teacher_actions_missing = False
         self.sample_generator = torch.Generator(device=self.device)
         self.sample_generator.manual_seed(self.seed)
         self.add_generator = torch.Generator()  # host-side decisions (reservoir slots, thinning)
@@ -124,6 +131,7 @@ class ReplayBuffer:
         rows['done'] = self._as_rows('done', done, n, None, torch.float32)
         rows['horizon'] = (torch.ones(n, device=self.device) if horizon is None
                            else self._as_rows('horizon', horizon, n, None, torch.float32))
+        rows['teacher_action'] = torch.zeros(n, self.action_dim, device=self.device)
         # Task indices are checked and grouped on the host (they come from the trainer, not the GPU).
         task_host = torch.as_tensor(task, dtype=torch.int64, device='cpu')
         if task_host.dim() == 0:
@@ -276,6 +284,23 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
+    def set_teacher_actions(self, tasks, teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                            ) -> int:
+        """Label the stored rows of ``tasks`` (task indices) with ``teacher(obs [N, D], task [N]) ->
+        actions [N, A]`` as their ``teacher_action``, in chunks of at most LABEL_CHUNK rows; returns how
+        many rows were labelled."""
+        tasks = torch.as_tensor(list(tasks), dtype=torch.int64, device=self.device)
+        slots = self.stored_slots()
+        if tasks.numel() == 0 or slots.numel() == 0:
+            return 0
+        slots = slots[torch.isin(self.storage['task'][slots], tasks)]
+        for start in range(0, slots.numel(), LABEL_CHUNK):
+            chunk = slots[start:start + LABEL_CHUNK]
+            actions = teacher(self.storage['obs'][chunk], self.storage['task'][chunk])
+            self.storage['teacher_action'][chunk] = self._as_rows('teacher_action', actions, chunk.numel(),
+                                                                  self.action_dim, torch.float32)
+        return int(slots.numel())
+
     def stored_slots(self) -> torch.Tensor:
         """The slots holding data (device tensor), in no particular order."""
         if self.slot_map is not None:
@@ -321,10 +346,14 @@ class ReplayBuffer:
         if saved_config != config:
             raise ValueError(f'replay state was saved with {state.get("config")}, this buffer is {config}')
         hw = int(state['high_water'])
+        self.teacher_actions_missing = False
         for name, tensor in self.storage.items():
             saved = state['storage'].get(name)
             if saved is None and name == 'horizon':  # saved before n-step rows existed: all one-step
                 saved = torch.ones(hw)
+            self.teacher_actions_missing |= saved is None and name == 'teacher_action'
+            if saved is None and name == 'teacher_action':  # saved before it existed: the trainer labels
+                saved = torch.zeros(hw, self.action_dim)
             if tuple(saved.shape) != (hw, *tensor.shape[1:]):
                 raise ValueError(f'replay state {name}: expected shape {(hw, *tensor.shape[1:])}, '
                                  f'got {tuple(saved.shape)}')

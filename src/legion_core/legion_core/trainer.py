@@ -272,6 +272,10 @@ class Trainer:
         self._load_demos(state.get('demos'))
         if state['replay'] is not None:
             self.replay.load_state_dict(state['replay'])
+            if self.replay.teacher_actions_missing and self.agent.teacher is not None:
+                # Saved before the rows carried their teacher's actions: the teacher of the save labels
+                # them, as it would have cloned them update by update.
+                self.replay.set_teacher_actions(range(self.agent.teacher_tasks), self.agent.teacher_actions)
         else:
             # No replay in the checkpoint: the buffer restarts empty, so the current task repeats its
             # random warm-up (and burst) before updating again.
@@ -296,7 +300,7 @@ class Trainer:
             # The finished stream skipped the switch after its last task: make it now.
             self.position['done'] = False
             if self.agent_config.distill > 0:
-                self.agent.remember_tasks(len(done))
+                self._remember_tasks(len(done))
             self._switch_resets()
         # Evaluations logged after the checkpoint are replayed by the resumed run: drop them.
         evals = self.run_dir / EVALS_FILE
@@ -324,6 +328,13 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ pieces of the loop
+    def _remember_tasks(self, num_tasks: int) -> None:
+        """At a task switch (agent.distill): the agent's teacher for the first ``num_tasks`` tasks, and
+        its actions stored with the replayed rows it is to keep (agent.distill_teacher)."""
+        tasks = self.agent.remember_tasks(num_tasks)
+        rows = self.replay.set_teacher_actions(tasks, self.agent.teacher_actions)
+        log.debug('teacher of tasks %s: %d replayed rows labelled', list(tasks), rows)
+
     def _eval_env(self, j: int):
         from legion_core.envs import TaskVectorEnv
 
@@ -765,7 +776,7 @@ class Trainer:
         p['done'] = last
         if not last:
             if self.agent_config.distill > 0:
-                self.agent.remember_tasks(phase + 1)
+                self._remember_tasks(phase + 1)
             self._switch_resets()
         self.elapsed += time.perf_counter() - started
         self.save_checkpoint(phase_end=phase)

@@ -24,6 +24,11 @@ def make_agent(seed=0, dpmm=None, **overrides):
     return LegionAgent(OBS, ACT, emb, small_config(**overrides), dpmm=dpmm)
 
 
+def labelled(agent, batch):
+    """The batch with its rows' teacher actions, as the trainer stores them at a task switch."""
+    return {**batch, 'teacher_action': agent.teacher_actions(batch['obs'], batch['task'])}
+
+
 def make_batch(seed=0, task=None):
     g = torch.Generator().manual_seed(seed)
     tasks = torch.randint(0, T, (B,), generator=g) if task is None else torch.full((B,), task)
@@ -200,11 +205,11 @@ def test_distill_keeps_remembered_tasks_actions_and_sac_moves_them_otherwise():
         agent.reset_optimizers()
         before = agent.act(pool, 0, deterministic=True)
         actor, alpha = params(agent.actor), agent.temperatures()[0]
-        agent.update(batch(10))
+        agent.update(labelled(agent, batch(10)))
         # At the teacher's own actions the cloning gradient is zero: the actor does not move at all.
         assert changed(actor, agent.actor) is (distill == 0)
         for i in range(40):
-            agent.update(batch(20 + i))
+            agent.update(labelled(agent, batch(20 + i)))
         # A cloned task's actor ignores its α, so α stays put (left free, it grew without bound).
         assert bool(agent.temperatures()[0] == alpha) is (distill > 0)
         return np.abs(agent.act(pool, 0, deterministic=True) - before).max()
@@ -218,14 +223,33 @@ def test_teacher_survives_state_dict_round_trip():
     agent = make_agent(distill=1.0)
     agent.update(make_batch(0))
     agent.remember_tasks(2)
-    agent.update(make_batch(1))
+    agent.update(labelled(agent, make_batch(1)))
     other = make_agent(seed=1, distill=1.0)
     assert other.teacher is None
     other.load_state_dict(agent.state_dict())
     assert other.teacher_tasks == 2
     for p, q in zip(agent.teacher.parameters(), other.teacher.parameters(), strict=True):
         assert torch.equal(p, q) and not q.requires_grad
-    assert_same_update(agent, other, make_batch(2), seed=3)
+    assert_same_update(agent, other, labelled(agent, make_batch(2)), seed=3)
+
+
+@pytest.mark.parametrize(('teacher', 'second'), [('last', range(0, 3)), ('own', range(1, 3))])
+def test_each_switch_names_the_tasks_its_teacher_labels(teacher, second):
+    agent = make_agent(distill=1.0, distill_teacher=teacher)
+    assert agent.remember_tasks(1) == range(0, 1)
+    assert agent.remember_tasks(3) == second  # own: task 0 keeps the actions of its own phase's end
+    obs, task = torch.randn(5, OBS), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        mu, _ = agent.vae.encoder.forward_tasks(obs, task, agent.task_embeddings)
+        expected = agent.actor.mean_action(obs, mu)
+    torch.testing.assert_close(agent.teacher_actions(obs, task), expected)  # the networks at the switch
+
+
+def test_distilling_without_the_rows_teacher_actions_is_a_clear_error():
+    agent = make_agent(distill=1.0)
+    agent.remember_tasks(1)
+    with pytest.raises(ValueError, match="needs the batch's teacher_action"):
+        agent.update(make_batch(0, task=0))
 
 
 def test_weight_decay_shrinks_actor_and_critic_weights_not_the_vae():

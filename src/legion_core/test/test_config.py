@@ -188,7 +188,8 @@ def test_a_run_config_written_before_the_typed_groups_loads_and_validates():
     typed = check(data)
     later = {'train': {'env_workers': 0, 'demo_episodes': 0, 'demo_ratio': 0.5,  # keys added since
                        'demo_pretrain': 0, 'eval_tasks': 'all'},                # that run: their
-             'agent': {'demo_bc': 0.0, 'demo_q_filter': True},                  # defaults
+             'agent': {'demo_bc': 0.0, 'demo_q_filter': True,                   # defaults
+                       'distill_teacher': 'last'},
              'env': {'success_bonus': 0.0}}
     for group in GROUPS:
         assert getattr(typed, group).to_dict() == {**later.get(group, {}), **data[group]}

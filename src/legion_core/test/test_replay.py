@@ -57,7 +57,7 @@ def test_sample_shapes_dtypes_and_device():
     batch = buffer.sample(16)
     shapes = {name: tuple(t.shape) for name, t in batch.items()}
     assert shapes == {'obs': (16, OBS), 'action': (16, ACT), 'reward': (16,), 'next_obs': (16, OBS),
-                      'done': (16,), 'task': (16,), 'horizon': (16,)}
+                      'done': (16,), 'task': (16,), 'horizon': (16,), 'teacher_action': (16, ACT)}
     assert batch['task'].dtype == torch.int64 and batch['done'].dtype == torch.float32
     assert all(t.device == buffer.device for t in batch.values())
     torch.testing.assert_close(batch['task'], batch['obs'][:, 0].long() % 4)
@@ -220,3 +220,40 @@ def test_replay_saved_before_horizons_loads_as_one_step_rows():
     restored = ReplayBuffer(10, 3, 2, 1)
     restored.load_state_dict(state)
     assert restored.storage['horizon'][:4].tolist() == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize('policy', ['fifo', 'reservoir', 'task_quota'])
+def test_teacher_actions_label_only_the_given_tasks_and_stay_with_their_rows(policy, monkeypatch):
+    monkeypatch.setattr('legion_core.replay.LABEL_CHUNK', 3)  # several chunks of a few rows
+    buffer = ReplayBuffer(40, OBS, ACT, 3, policy=policy)
+    add_rows(buffer, 0, 10, task=0)
+    add_rows(buffer, 10, 10, task=1)
+    calls = []
+
+    def teacher(obs, task):  # an action that names its row: (row id, task)
+        calls.append(len(obs))
+        return torch.stack([obs[:, 0], task.float()], dim=1)
+
+    assert buffer.set_teacher_actions(range(1), teacher) == 10 and max(calls) <= 3
+    add_rows(buffer, 20, 30, task=2)  # fifo wraps, reservoir replaces, task_quota thins task 0 and 1
+    slots = buffer.stored_slots()
+    rows, label = buffer.storage['obs'][slots, 0], buffer.storage['teacher_action'][slots]
+    task = buffer.storage['task'][slots]
+    torch.testing.assert_close(label[task == 0, 0], rows[task == 0])  # task 0's rows kept their labels
+    assert (label[task == 0, 1] == 0).all()
+    assert (label[task != 0] == 0).all()  # the others were never labelled
+    batch = buffer.sample(64)
+    reach = batch['task'] == 0
+    torch.testing.assert_close(batch['teacher_action'][reach, 0], batch['obs'][reach, 0])
+
+
+def test_replay_saved_before_teacher_actions_loads_and_says_they_are_missing():
+    buffer = ReplayBuffer(10, 3, 2, 1)
+    add_rows(buffer, 0, 4)
+    state = buffer.state_dict()
+    restored = ReplayBuffer(10, 3, 2, 1)
+    restored.load_state_dict(state)
+    assert not restored.teacher_actions_missing
+    del state['storage']['teacher_action']
+    restored.load_state_dict(state)
+    assert restored.teacher_actions_missing and (restored.storage['teacher_action'] == 0).all()

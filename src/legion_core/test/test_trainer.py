@@ -102,6 +102,45 @@ def test_distill_remembers_the_finished_tasks_at_each_switch(tmp_path):
     assert resume_trainer(tmp_path, progress=False).agent.teacher_tasks == 2  # kept by a resume
 
 
+def _teacher_labels(trainer, task):
+    replay = trainer.replay
+    slots = replay.stored_slots()
+    slots = slots[replay.storage['task'][slots] == task]
+    return replay.storage['obs'][slots], replay.storage['teacher_action'][slots]
+
+
+@pytest.mark.parametrize('teacher', ['last', 'own'])
+def test_replayed_rows_carry_the_actions_of_their_teacher(tmp_path, teacher):
+    from legion_core.trainer import resume_trainer
+
+    cfg = small_config('stream.tasks=[reach-v3,push-v3,drawer-close-v3]', 'agent.distill=1.0',
+                       f'agent.distill_teacher={teacher}', 'train.steps_per_task=100', 'train.eval_every=0')
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.run(max_env_steps=100)  # reach's phase ends: its rows are labelled with the actor's actions
+    obs, reach_first = _teacher_labels(trainer, 0)
+    torch.testing.assert_close(reach_first, trainer.agent.teacher_actions(obs, torch.zeros(len(obs))))
+    assert (_teacher_labels(trainer, 1)[1] == 0).all()  # push's rows: not yet
+    trainer.run(max_env_steps=100)  # push's phase ends
+    obs, reach_second = _teacher_labels(trainer, 0)
+    latest = trainer.agent.teacher_actions(obs, torch.zeros(len(obs)))
+    if teacher == 'own':  # reach keeps the actions of its own phase's end
+        torch.testing.assert_close(reach_second, reach_first)
+        assert not torch.allclose(reach_second, latest)
+    else:  # every earlier task takes the latest teacher's actions
+        torch.testing.assert_close(reach_second, latest)
+    obs, push = _teacher_labels(trainer, 1)
+    torch.testing.assert_close(push, trainer.agent.teacher_actions(obs, torch.ones(len(obs))))
+
+    # A checkpoint saved before rows carried their teacher's actions: its teacher labels them on load.
+    path = tmp_path / 'checkpoints' / 'last.pt'
+    state = torch.load(path, weights_only=False)
+    del state['replay']['storage']['teacher_action']
+    torch.save(state, path)
+    resumed = resume_trainer(tmp_path, progress=False)
+    obs, reach_resumed = _teacher_labels(resumed, 0)
+    torch.testing.assert_close(reach_resumed, resumed.agent.teacher_actions(obs, torch.zeros(len(obs))))
+
+
 class _SolvesEachTaskAtOnce(Trainer):
     """The real evaluation, then the current task reported solved: what a learnt task looks like to the
     phase-advance rule, without training one for minutes."""

@@ -66,8 +66,9 @@ def _groups_epilog() -> str:
         'config.yaml, evals.jsonl, metrics.json, TensorBoard events (tb/) and checkpoints/ in the run',
         'directory; `legion report RUN_DIR` draws them. Ctrl-C or SIGTERM (kill, docker stop) stops a',
         'run with a checkpoint (SIGTERM: exit 143); --resume continues it. A resumed run may change',
-        'only how it is evaluated and checkpointed, when a phase counts as learnt and how demonstrations',
-        'are cloned (legion_core.config.RESUMABLE); config_changes.jsonl records each change.',
+        'only how it is evaluated and checkpointed, when a phase counts as learnt, how demonstrations',
+        'are cloned and whose actions finished tasks keep (legion_core.config.RESUMABLE);',
+        'config_changes.jsonl records each change.',
     ]
     return '\n'.join(lines)
 
