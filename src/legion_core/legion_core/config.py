@@ -57,7 +57,7 @@ EVAL_TASKS = ('all', 'seen')
 RESUMABLE = ('train.eval_every', 'train.eval_episodes', 'train.eval_envs', 'train.eval_tasks',
              'train.log_every', 'train.checkpoint_every', 'train.keep_phase_checkpoints',
              'train.advance_on_success', 'train.advance_evals', 'train.demo_pretrain',
-             'agent.demo_bc', 'agent.demo_q_filter', 'agent.distill_teacher')
+             'agent.demo_bc', 'agent.demo_q_filter', 'agent.distill_teacher', 'train.current_ratio')
 
 
 def _int(value: Any) -> bool:
@@ -234,6 +234,10 @@ class TrainConfig(ConfigSection):
     # buffer of their own (legion_core.demos, RLPD-style); 0: none (pure RL, the original).
     demo_episodes: int = 0
     demo_ratio: float = 0.5             # share of every update batch drawn from the demonstrations
+    # Lifelong: share of a batch's replayed rows drawn from the task being learnt, the rest split equally
+    # over the earlier tasks (fifo or task_quota replay). null: uniform over every row stored (original);
+    # then a task's share is its share of the stream so far, e.g. reach's 10k rows of 750k: < 1 row a batch.
+    current_ratio: float | None = None
     # Updates of behaviour cloning on a task's demonstrations when its phase starts, before its first env
     # step (agent.update(clone=True)): the actor imitates the expert, the critics learn the demonstrations'
     # returns; 0: none. Measured: plain cloning of 20 episodes solves 5 of the 10 twin tasks outright.
@@ -276,6 +280,10 @@ class TrainConfig(ConfigSection):
         ratio = self.demo_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
             out.append(f'train.demo_ratio must be a share in [0, 1), got {ratio!r}')
+        current = self.current_ratio
+        if current is not None and (isinstance(current, bool) or not isinstance(current, (int, float))
+                                    or not 0 < current <= 1):
+            out.append(f'train.current_ratio must be null or a share in (0, 1], got {current!r}')
         if self.eval_tasks not in EVAL_TASKS:
             out.append(f'train.eval_tasks must be one of {list(EVAL_TASKS)}, got {self.eval_tasks!r}')
         if self.checkpoint_replay not in CHECKPOINT_REPLAY:
@@ -383,6 +391,11 @@ def _parse(cfg: DictConfig | dict) -> tuple[RunConfig | None, list[str]]:
     if agent is not None and replay is not None and _int(agent.batch_size) and _int(replay.capacity) \
             and agent.batch_size > replay.capacity >= 1:
         problems.append(f'agent.batch_size ({agent.batch_size}) exceeds replay.capacity ({replay.capacity})')
+    train = sections.get('train')
+    if train is not None and replay is not None and train.current_ratio is not None \
+            and replay.policy == 'reservoir':
+        problems.append('train.current_ratio draws rows per task, which a reservoir replay does not keep: '
+                        'use replay.policy=fifo or task_quota')
     device = cfg.get('device')
     if not isinstance(device, str) or (device not in ('auto', 'cpu') and not device.startswith('cuda')):
         problems.append(f'device must be auto, cpu, cuda or cuda:N, got {device!r}')

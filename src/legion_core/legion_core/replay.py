@@ -26,8 +26,13 @@ Retention policies (what happens once the buffer is full):
   so the current task keeps its newest data). When a new task arrives, every older task is thinned to
   its new quota by keeping a uniformly random subset of its rows.
 
-Sampling is uniform over the stored rows under every policy. Decisions made while adding (reservoir
-slots, thinning) use a second, CPU generator, so ``add`` never reads back from the device.
+Sampling is uniform over the stored rows under every policy. ``sample_by_task`` draws given numbers
+of rows per task instead (uniform within each task), for fifo and task_quota buffers: a lifelong
+trainer can give the task being learnt a fixed share of each batch and its earlier tasks equal ones,
+however long each one's phase ran (``train.current_ratio``). A fifo buffer keeps, for this, the runs
+of consecutive rows of one task in the order they were added (one per task in a lifelong stream).
+Decisions made while adding (reservoir slots, thinning) use a second, CPU generator, so ``add`` never
+reads back from the device.
 """
 from __future__ import annotations
 
@@ -40,6 +45,9 @@ import torch
 
 POLICIES: tuple[str, ...] = ('fifo', 'reservoir', 'task_quota')
 FIELDS: tuple[str, ...] = ('obs', 'action', 'reward', 'next_obs', 'done', 'task', 'horizon', 'teacher_action')
+# Runs a fifo tracks for sample_by_task: a lifelong stream has one per task; rows of tasks interleaved
+# step by step (multi-task training) would need one per add, so tracking stops there.
+MAX_RUNS = 1024
 LABEL_CHUNK = 65536  # rows per call of set_teacher_actions' function: bounded memory for millions of rows
 
 
@@ -98,6 +106,9 @@ class ReplayBuffer:
         self.tasks_seen: list[int] = []
         self.free = torch.arange(c - 1, -1, -1)  # popped from the end: low slots are used first
         self.num_free = c
+        # fifo bookkeeping for sample_by_task, on the host: [task, first, end) runs of the rows added,
+        # counted from the first row ever added (row g sits in slot g % capacity while g >= seen - capacity).
+        self.runs: list[list[int]] | None = []  # None: more than MAX_RUNS, not tracked
         self.high_water = 0  # 1 + the highest slot ever written
         self.slot_map = torch.zeros(c, dtype=torch.int64, device=self.device) \
             if policy == 'task_quota' else None
@@ -145,6 +156,7 @@ class ReplayBuffer:
                              f'{sorted(set(task_host.tolist()))}')
         rows['task'] = task_host.to(self.device)
         if self.policy == 'fifo':
+            self._add_runs(task_host)
             self._add_fifo(rows, n)
         elif self.policy == 'reservoir':
             self._add_reservoir(rows, n)
@@ -171,6 +183,35 @@ class ReplayBuffer:
         self.position = (self.position + n) % c
         self.size = min(self.size + n, c)
         self.high_water = self.size
+
+    def _add_runs(self, task_host: torch.Tensor) -> None:
+        if self.runs is None:
+            return
+        starts = torch.nonzero(task_host[1:] != task_host[:-1]).flatten().add(1).tolist()
+        for first, end in zip([0, *starts], [*starts, task_host.numel()], strict=True):
+            task = int(task_host[first])
+            if self.runs and self.runs[-1][0] == task and self.runs[-1][2] == self.seen + first:
+                self.runs[-1][2] = self.seen + end
+            else:
+                self.runs.append([task, self.seen + first, self.seen + end])
+        oldest = self.seen + task_host.numel() - self.capacity
+        while self.runs and self.runs[0][2] <= oldest:  # overwritten entirely
+            self.runs.pop(0)
+        if len(self.runs) > MAX_RUNS:
+            self.runs = None
+
+    def _runs_from_storage(self) -> list[list[int]] | None:
+        """The fifo's runs rebuilt from the stored task column (a state saved before they were kept)."""
+        oldest = self.seen - self.size
+        order = (oldest + torch.arange(self.size)) % self.capacity
+        task = self.storage['task'][order.to(self.device)].cpu()
+        if task.numel() == 0:
+            return []
+        starts = torch.nonzero(task[1:] != task[:-1]).flatten().add(1).tolist()
+        if len(starts) >= MAX_RUNS:
+            return None
+        return [[int(task[a]), oldest + a, oldest + b]
+                for a, b in zip([0, *starts], [*starts, task.numel()], strict=True)]
 
     def _add_reservoir(self, rows: dict[str, torch.Tensor], n: int) -> None:
         c = self.capacity
@@ -281,6 +322,52 @@ class ReplayBuffer:
             index = self.slot_map[index]
         return {name: tensor[index] for name, tensor in self.storage.items()}
 
+    def task_sizes(self) -> dict[int, int]:
+        """Rows stored per task, from the bookkeeping of sample_by_task (fifo and task_quota; cheap
+        enough to ask before every batch)."""
+        if self.policy == 'task_quota':
+            return {k: int(self.owned[k].numel()) for k in self.tasks_seen if self.owned[k].numel()}
+        if self.policy != 'fifo':
+            raise ValueError(f'rows per task are kept by fifo and task_quota buffers, not {self.policy!r}')
+        if self.runs is None:
+            raise ValueError(f'this fifo buffer holds tasks interleaved in more than {MAX_RUNS} runs '
+                             '(multi-task rows): rows per task are not kept')
+        oldest, sizes = self.seen - self.size, {}
+        for task, first, end in self.runs:
+            if end > oldest:
+                sizes[task] = sizes.get(task, 0) + end - max(first, oldest)
+        return sizes
+
+    def sample_by_task(self, counts: dict[int, int]) -> dict[str, torch.Tensor]:
+        """``counts[task]`` rows of each task, drawn uniformly with replacement among that task's rows,
+        concatenated in the order of ``counts`` (fifo and task_quota buffers)."""
+        sizes = self.task_sizes()
+        parts = []
+        for task, count in counts.items():
+            if count <= 0:
+                continue
+            if not sizes.get(task):
+                raise ValueError(f'no rows of task {task} to sample (rows per task: {sizes})')
+            parts.append(self._task_slots(task, int(count), sizes[task]))
+        if not parts:
+            raise ValueError(f'sample_by_task needs a positive count, got {counts}')
+        index = torch.cat(parts)
+        return {name: tensor[index] for name, tensor in self.storage.items()}
+
+    def _task_slots(self, task: int, count: int, size: int) -> torch.Tensor:
+        draw = torch.randint(0, size, (count,), device=self.device, generator=self.sample_generator)
+        if self.policy == 'task_quota':
+            return self.owned[task].to(self.device)[draw]
+        # The task's rows, oldest first, are the live parts of its runs: map a draw to its run.
+        oldest = self.seen - self.size
+        runs = [(max(first, oldest), end) for k, first, end in self.runs if k == task and end > oldest]
+        if len(runs) == 1:
+            return (runs[0][0] + draw) % self.capacity
+        starts = torch.tensor([first for first, _ in runs], device=self.device)
+        offsets = torch.tensor([0] + [end - first for first, end in runs], device=self.device).cumsum(0)
+        which = torch.searchsorted(offsets[1:], draw, right=True)
+        return (starts[which] + draw - offsets[which]) % self.capacity
+
     def __len__(self) -> int:
         return self.size
 
@@ -335,6 +422,7 @@ class ReplayBuffer:
             'tasks_seen': list(self.tasks_seen),
             'free': self.free[:self.num_free].clone(),
             'slot_map': None if self.slot_map is None else self.slot_map[:self.size].cpu().clone(),
+            'runs': None if self.runs is None else [list(run) for run in self.runs],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -369,6 +457,11 @@ class ReplayBuffer:
         self.num_free = self.free.numel()
         if self.slot_map is not None:
             self.slot_map[:self.size] = state['slot_map'].to(self.device)
+        if self.policy == 'fifo':  # a state saved before the runs were kept: rebuilt from the rows
+            if 'runs' not in state:
+                self.runs = self._runs_from_storage()
+            else:
+                self.runs = None if state['runs'] is None else [list(run) for run in state['runs']]
 
 
 

@@ -427,11 +427,29 @@ class Trainer:
         rows = self._demo_rows()
         n = 0 if rows is None else min(round(size * share), size - 1)
         if n == 0:
-            return self.replay.sample(size)
-        own, demo = self.replay.sample(size - n), self.demos.sample(n, rows)
+            return self._replayed(size)
+        own, demo = self._replayed(size - n), self.demos.sample(n, rows)
         batch = {name: torch.cat((own[name], demo[name])) for name in own}
         batch['demo'] = torch.arange(size, device=self.replay.device) >= size - n  # agent.demo_bc's rows
         return batch
+
+    def _replayed(self, size: int) -> dict[str, torch.Tensor]:
+        """``size`` rows of the agent's replay: uniform over every row, or (``train.current_ratio`` r,
+        lifelong) r of them from the current task and the rest in equal shares from the earlier tasks, the
+        remainder going round them update by update."""
+        ratio = self.config.train.current_ratio
+        if ratio is None or self.mode != 'lifelong':
+            return self.replay.sample(size)
+        sizes, current = self.replay.task_sizes(), self.position['phase']
+        earlier = [k for k in range(current) if sizes.get(k)]
+        if not earlier:
+            return self.replay.sample(size)
+        mine = round(size * ratio) if sizes.get(current) else 0
+        share, extra = divmod(size - mine, len(earlier))
+        turn = self.agent.num_updates % len(earlier)
+        counts = {current: mine}
+        counts.update({k: share + ((i - turn) % len(earlier) < extra) for i, k in enumerate(earlier)})
+        return self.replay.sample_by_task(counts)
 
     def _demo_rows(self) -> tuple[int, int] | None:
         """The demonstration buffer's rows a batch draws from (start, stop): the current task's

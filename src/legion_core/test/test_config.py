@@ -138,6 +138,9 @@ def test_cfg_prints_every_resolved_key(capsys):
     (['env.goal=moving'], "env.goal must be one of ['fixed', 'random'], got 'moving'"),
     (['env.episode_length=0'], 'env.episode_length must be a positive integer, got 0'),
     (['env.success_bonus=-1'], 'env.success_bonus must be a finite number >= 0, got -1'),
+    (['train.current_ratio=0'], 'train.current_ratio must be null or a share in (0, 1], got 0'),
+    (['train.current_ratio=0.5', 'replay.policy=reservoir'],
+     'train.current_ratio draws rows per task, which a reservoir replay does not keep'),
     (['env.embodiment=atlas'], "env.embodiment 'atlas' is not installed; available: ['sawyer'"),
     (['train.mode=online'], "train.mode must be one of ['lifelong', 'multitask'], got 'online'"),
     (['train.eval_every=-1'], 'train.eval_every must be an integer >= 0, got -1'),
@@ -187,7 +190,8 @@ def test_a_run_config_written_before_the_typed_groups_loads_and_validates():
         data['env']['embodiment'] = 'sawyer'
     typed = check(data)
     later = {'train': {'env_workers': 0, 'demo_episodes': 0, 'demo_ratio': 0.5,  # keys added since
-                       'demo_pretrain': 0, 'eval_tasks': 'all'},                # that run: their
+                       'demo_pretrain': 0, 'eval_tasks': 'all',                 # that run: their
+                       'current_ratio': None},
              'agent': {'demo_bc': 0.0, 'demo_q_filter': True,                   # defaults
                        'distill_teacher': 'last'},
              'env': {'success_bonus': 0.0}}

@@ -257,3 +257,58 @@ def test_replay_saved_before_teacher_actions_loads_and_says_they_are_missing():
     del state['storage']['teacher_action']
     restored.load_state_dict(state)
     assert restored.teacher_actions_missing and (restored.storage['teacher_action'] == 0).all()
+
+
+def _ids_by_task(batch):
+    return {int(k): sorted(set(batch['obs'][batch['task'] == k, 0].long().tolist()))
+            for k in batch['task'].unique()}
+
+
+def test_sample_by_task_draws_the_asked_rows_of_each_task_among_its_own():
+    buffer = ReplayBuffer(30, OBS, ACT, 3)
+    add_rows(buffer, 0, 12, task=0)
+    add_rows(buffer, 12, 4, task=1)
+    add_rows(buffer, 16, 6, task=0)  # task 0 again: a second run of its rows
+    assert buffer.task_sizes() == {0: 18, 1: 4}
+    batch = buffer.sample_by_task({1: 300, 0: 500})
+    assert batch['task'][:300].eq(1).all() and batch['task'][300:].eq(0).all()
+    ids = _ids_by_task(batch)
+    assert ids[1] == list(range(12, 16)) and ids[0] == [*range(12), *range(16, 22)]  # every row, no other
+    assert set(batch) == set(buffer.storage)
+    add_rows(buffer, 22, 20, task=2)  # wraps: ids 0-11 of task 0 are overwritten
+    assert buffer.task_sizes() == {1: 4, 0: 6, 2: 20} == buffer.task_counts()
+    assert _ids_by_task(buffer.sample_by_task({0: 200}))[0] == list(range(16, 22))
+    with pytest.raises(ValueError, match='no rows of task 1'):
+        add_rows(buffer, 42, 30, task=2)  # task 1's rows are gone too
+        buffer.sample_by_task({1: 1})
+
+
+def test_sample_by_task_under_task_quota_and_the_policies_that_cannot():
+    quota = ReplayBuffer(20, OBS, ACT, 2, policy='task_quota')
+    add_rows(quota, 0, 15, task=0)
+    add_rows(quota, 15, 8, task=1)  # task 0 thinned to 10 rows
+    sizes = quota.task_sizes()
+    assert sizes == {0: 10, 1: 8}
+    kept = set(_ids_by_task(quota.sample_by_task({0: 400}))[0])
+    assert len(kept) == 10 and kept <= set(range(15))
+    reservoir = ReplayBuffer(20, OBS, ACT, 2, policy='reservoir')
+    add_rows(reservoir, 0, 5)
+    with pytest.raises(ValueError, match='fifo and task_quota'):
+        reservoir.sample_by_task({0: 1})
+    interleaved = ReplayBuffer(5000, OBS, ACT, 2)
+    for i in range(1100):  # multi-task rows: one run per add
+        add_rows(interleaved, 2 * i, 2, task=np.array([0, 1]))
+    with pytest.raises(ValueError, match='interleaved'):
+        interleaved.task_sizes()
+
+
+def test_runs_survive_a_state_round_trip_and_are_rebuilt_for_older_states():
+    buffer = ReplayBuffer(10, OBS, ACT, 2)
+    add_rows(buffer, 0, 6, task=0)
+    add_rows(buffer, 6, 8, task=1)  # wraps
+    state = buffer.state_dict()
+    for saved in (state, {k: v for k, v in state.items() if k != 'runs'}):
+        restored = ReplayBuffer(10, OBS, ACT, 2)
+        restored.load_state_dict(saved)
+        assert restored.task_sizes() == buffer.task_sizes() == {0: 2, 1: 8}
+        assert _ids_by_task(restored.sample_by_task({0: 100}))[0] == [4, 5]

@@ -254,3 +254,22 @@ def test_n_step_training_stores_every_transition_once(tmp_path):
     assert len(trainer.replay) == 32  # 16 vector steps of 2 copies
     horizon = trainer.replay.storage['horizon'][:32]
     assert set(horizon.tolist()) == {1.0, 2.0, 3.0} and (horizon == 3).sum() >= 20
+
+
+def test_current_ratio_gives_the_task_being_learnt_its_share_and_earlier_tasks_equal_ones(tmp_path):
+    cfg = small_config('stream.tasks=[reach-v3,push-v3,drawer-close-v3]', 'train.steps_per_task=100',
+                       'train.eval_every=0', 'train.current_ratio=0.5')
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    tasks_per_batch = []
+    update = trainer.agent.update
+    trainer.agent.update = lambda batch, clone=False: (tasks_per_batch.append(batch['task'].tolist()),
+                                                       update(batch, clone))
+    trainer.run()
+    size = trainer.agent_config.batch_size
+    counts = [tuple(tasks.count(k) for k in range(3)) for tasks in tasks_per_batch]
+    assert counts[0] == (size, 0, 0)  # reach alone: every row is its own
+    second, third = counts[len(counts) // 2], counts[-1]
+    assert second == (size // 2, size // 2, 0)  # push's half, reach the rest
+    # drawer-close's half, and reach and push a quarter each, however many rows each one stored
+    assert third == (size // 4, size // 4, size // 2)
+    assert trainer.replay.task_sizes() == trainer.replay.task_counts()
