@@ -67,8 +67,8 @@ def _groups_epilog() -> str:
         'directory; `legion report RUN_DIR` draws them. Ctrl-C or SIGTERM (kill, docker stop) stops a',
         'run with a checkpoint (SIGTERM: exit 143); --resume continues it. A resumed run may change',
         'only how it is evaluated and checkpointed, when a phase counts as learnt, how demonstrations',
-        'are cloned and whose actions finished tasks keep (legion_core.config.RESUMABLE);',
-        'config_changes.jsonl records each change.',
+        'are cloned, how batches share the replay between tasks and whose actions finished tasks keep',
+        '(legion_core.config.RESUMABLE); config_changes.jsonl records each change.',
     ]
     return '\n'.join(lines)
 
