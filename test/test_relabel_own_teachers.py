@@ -1,0 +1,49 @@
+"""scripts/relabel_own_teachers.py on a real (tiny) lifelong run that ran with distill_teacher=last."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from legion_core.config import compose_config, to_container
+from legion_core.trainer import Trainer, resume_trainer
+
+SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'relabel_own_teachers.py'
+TINY = ['stream.tasks=[reach-v3,push-v3,drawer-close-v3]', 'device=cpu', 'preset=tiny',
+        'agent.distill=1.0', 'agent.distill_teacher=last', 'train.steps_per_task=100',
+        'train.warmup_steps=50', 'train.eval_every=0', 'train.keep_phase_checkpoints=true',
+        'replay.capacity=2000']
+
+
+def _labels(trainer, task):
+    slots = trainer.replay.stored_slots()
+    slots = slots[trainer.replay.storage['task'][slots] == task]
+    return trainer.replay.storage['obs'][slots], trainer.replay.storage['teacher_action'][slots]
+
+
+def test_finished_tasks_get_the_teacher_of_their_own_phase_end(tmp_path):
+    trainer = Trainer(to_container(compose_config(TINY)), tmp_path, progress=False)
+    trainer.run(max_env_steps=200)  # reach and push finished; under `last` both carry push's end teacher
+    trainer.close()
+    phase_0 = torch.load(tmp_path / 'checkpoints' / 'phase_0.pt', weights_only=False)['agent']['teacher']
+
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True,
+                          check=True)
+    assert json.loads(done.stdout.splitlines()[-1])['labelled_rows'] == {'reach-v3': 100, 'push-v3': 100}
+    changes = [json.loads(line) for line in (tmp_path / 'config_changes.jsonl').read_text().splitlines()]
+    assert changes[-1]['changed'] == {'agent.distill_teacher': ['last', 'own']}
+
+    resumed = resume_trainer(tmp_path, progress=False)
+    assert resumed.config.agent.distill_teacher == 'own'
+    latest = {name: value.clone() for name, value in resumed.agent.teacher.state_dict().items()}
+    reach_obs, reach = _labels(resumed, 0)
+    reach_task = torch.zeros(len(reach_obs))
+    resumed.agent.teacher.load_state_dict(phase_0)
+    torch.testing.assert_close(reach, resumed.agent.teacher_actions(reach_obs, reach_task))
+    resumed.agent.teacher.load_state_dict(latest)  # the checkpoint's own teacher was kept
+    assert not torch.allclose(reach, resumed.agent.teacher_actions(reach_obs, reach_task))
+    push_obs, push = _labels(resumed, 1)
+    torch.testing.assert_close(push, resumed.agent.teacher_actions(push_obs, torch.ones(len(push_obs))))
