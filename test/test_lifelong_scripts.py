@@ -1,4 +1,5 @@
-"""scripts/relabel_own_teachers.py on a real (tiny) lifelong run that ran with distill_teacher=last."""
+"""The lifelong scripts on a real (tiny) run: relabel_own_teachers.py (a run that ran with
+distill_teacher=last) and bench_offline_forgetting.py."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import torch
 from legion_core.config import compose_config, to_container
 from legion_core.trainer import Trainer, resume_trainer
 
-SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'relabel_own_teachers.py'
+SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts'
 TINY = ['stream.tasks=[reach-v3,push-v3,drawer-close-v3]', 'device=cpu', 'preset=tiny',
         'agent.distill=1.0', 'agent.distill_teacher=last', 'train.steps_per_task=100',
         'train.warmup_steps=50', 'train.eval_every=0', 'train.keep_phase_checkpoints=true',
@@ -30,8 +31,8 @@ def test_finished_tasks_get_the_teacher_of_their_own_phase_end(tmp_path):
     trainer.close()
     phase_0 = torch.load(tmp_path / 'checkpoints' / 'phase_0.pt', weights_only=False)['agent']['teacher']
 
-    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([sys.executable, str(SCRIPTS / 'relabel_own_teachers.py'), str(tmp_path)],
+                          capture_output=True, text=True, check=True)
     assert json.loads(done.stdout.splitlines()[-1])['labelled_rows'] == {'reach-v3': 100, 'push-v3': 100}
     changes = [json.loads(line) for line in (tmp_path / 'config_changes.jsonl').read_text().splitlines()]
     assert changes[-1]['changed'] == {'agent.distill_teacher': ['last', 'own']}
@@ -47,3 +48,23 @@ def test_finished_tasks_get_the_teacher_of_their_own_phase_end(tmp_path):
     assert not torch.allclose(reach, resumed.agent.teacher_actions(reach_obs, reach_task))
     push_obs, push = _labels(resumed, 1)
     torch.testing.assert_close(push, resumed.agent.teacher_actions(push_obs, torch.ones(len(push_obs))))
+
+
+def test_offline_forgetting_checks_each_earlier_task_and_leaves_the_run_alone(tmp_path):
+    trainer = Trainer(to_container(compose_config(TINY)), tmp_path, progress=False)
+    trainer.run(max_env_steps=200)
+    trainer.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    checkpoint = (tmp_path / 'checkpoints' / 'last.pt').read_bytes()
+
+    done = subprocess.run([sys.executable, str(SCRIPTS / 'bench_offline_forgetting.py'), str(tmp_path),
+                           '--updates', '20', '--checks', '2', 'train.current_ratio=0.5', 'agent.distill=5'],
+                          capture_output=True, text=True, check=True)
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r['updates'] for r in records] == [0, 10, 20]
+    for record in records:
+        assert set(record['distance']) == set(record['success']) == {'reach-v3', 'push-v3'}
+        assert all(d >= 0 for d in record['distance'].values())
+    assert records[0]['distance']['push-v3'] == 0  # push's rows were labelled with these very actions
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert (tmp_path / 'checkpoints' / 'last.pt').read_bytes() == checkpoint
