@@ -414,8 +414,9 @@ def _parse(cfg: DictConfig | dict) -> tuple[RunConfig | None, list[str]]:
 
 def resume_overrides(cfg: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], dict[str, list]]:
     """A run's saved config with ``key=value`` overrides for a resumed run applied, and what changed
-    (``{key: [before, after]}``). ValueError naming the problem: a key outside :data:`RESUMABLE`, a
-    malformed override, or a value the config refuses."""
+    (``{key: [before, after]}``; an override that sets the value in force is no change). ValueError
+    naming the problem: a key outside :data:`RESUMABLE`, a malformed override, or a value the config
+    refuses."""
     changed: dict[str, list] = {}
     updated = OmegaConf.create(cfg)
     typed = check(cfg)  # what was in force: a key the saved config predates had its default
@@ -434,7 +435,8 @@ def resume_overrides(cfg: dict[str, Any], overrides: list[str]) -> tuple[dict[st
         group, name = key.split('.')  # every RESUMABLE key is GROUP.NAME
         value, before = parsed[group][name], getattr(getattr(typed, group), name)
         OmegaConf.update(updated, key, value, merge=False)
-        changed[key] = [before, value]
+        if value != before:
+            changed[key] = [before, value]
     result = OmegaConf.to_container(updated, resolve=True)
     problems = validate(result)
     if problems:

@@ -63,7 +63,8 @@ def test_resume_changes_only_the_settings_a_checkpoint_does_not_depend_on(tmp_pa
     assert not (run_dir / 'config_changes.jsonl').exists()
 
     assert main(['train', '--resume', str(run_dir), '--no-progress', '--max-steps', '30',
-                 'train.eval_every=30', 'train.eval_tasks=seen', 'agent.demo_bc=0.5']) == 0
+                 'train.eval_every=30', 'train.eval_tasks=seen', 'agent.demo_bc=0.5',
+                 'agent.demo_q_filter=true']) == 0  # the value in force: not a change
     capsys.readouterr()
     [change] = [json.loads(line) for line in (run_dir / 'config_changes.jsonl').read_text().splitlines()]
     assert change['env_steps'] == 60 and change['changed'] == {
