@@ -140,18 +140,27 @@ def load_evals(path: Path) -> list[dict[str, Any]]:
     return evals
 
 
-def overall_curve(evals: Sequence[dict[str, Any]], tasks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(env_steps, mean success over ``tasks``) per evaluation; tasks missing from an evaluation are
-    skipped in its mean. An evaluation is identified by (phase, env_steps): the last evaluation of a
-    phase and the first of the next may share a step count, and both count."""
+def task_series(evals: Sequence[dict[str, Any]], tasks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(env_steps [E], success [E, T]) per evaluation and task, NaN where an evaluation left a task out
+    (``train.eval_tasks: seen`` evaluates inside a phase only the tasks seen so far). An evaluation is
+    identified by (phase, env_steps): the last evaluation of a phase and the first of the next may share
+    a step count, and both count."""
     by_eval: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
     for record in evals:
         by_eval[int(record['phase']), int(record['env_steps'])][record['task']] = float(record['success'])
     keys = sorted(by_eval, key=lambda key: (key[1], key[0]))
     steps = np.array([step for _phase, step in keys], dtype=np.int64)
-    means = np.array([np.mean([by_eval[key][t] for t in tasks if t in by_eval[key]] or [np.nan])
-                      for key in keys])
-    return steps, means
+    success = np.array([[by_eval[key].get(t, np.nan) for t in tasks] for key in keys], dtype=float)
+    return steps, success.reshape(len(keys), len(tasks))
+
+
+def overall_curve(evals: Sequence[dict[str, Any]], tasks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(env_steps, mean success over ``tasks``) of the evaluations that cover every task: a mean over
+    the tasks seen so far would rise and fall with the set of tasks, not with the policy (the trainer's
+    stream average counts the same evaluations)."""
+    steps, success = task_series(evals, tasks)
+    complete = ~np.isnan(success).any(axis=1)
+    return steps[complete], success[complete].mean(axis=1)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -216,13 +225,14 @@ def plot_learning_curves(evals: Sequence[dict[str, Any]], tasks: Sequence[str], 
                 transform=ax.transAxes)
     else:
         colours = plt.get_cmap('tab10' if len(tasks) <= 10 else 'tab20')
+        steps, success = task_series(evals, tasks)
         for k, task in enumerate(tasks):
-            points = sorted((r['env_steps'], r['phase'], r['success']) for r in evals if r['task'] == task)
-            if points:
-                xs, _phases, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, lw=1.0, alpha=0.8, color=colours(k % colours.N), label=_short(task))
+            if not np.isnan(success[:, k]).all():
+                # A NaN (evaluation without this task) breaks the line: no straight line across a gap.
+                ax.plot(steps, success[:, k], lw=1.0, alpha=0.8, marker='.', ms=3,
+                        color=colours(k % colours.N), label=_short(task))
         steps, means = overall_curve(evals, tasks)
-        ax.plot(steps, means, lw=2.8, color='black', label='mean over tasks')
+        ax.plot(steps, means, lw=2.8, color='black', marker='o', ms=4, label='mean over tasks')
         # A phase boundary is the first evaluation that belongs to a new phase.
         first_step: dict[int, int] = {}
         for record in evals:

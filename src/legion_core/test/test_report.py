@@ -141,3 +141,20 @@ def test_a_sweep_directory_gets_means_confidence_intervals_and_bands(tmp_path, c
     assert '| forgetting | -0.047 ± 0.081 |' not in text  # one run: no interval
     assert (sweep / 'sweep_curves.png').read_bytes().startswith(PNG_SIGNATURE)
     assert main(['report', str(tmp_path / 'empty')]) == 2
+
+
+def test_evaluations_of_the_tasks_seen_leave_gaps_and_stay_out_of_the_mean(tmp_path):
+    from legion_core.report import overall_curve, task_series
+
+    # train.eval_tasks: seen: inside phase 1 only reach and push are evaluated; every task at its end.
+    evals = [{'env_steps': 10, 'phase': 1, 'task': t, 'success': s, 'return': 0.0}
+             for t, s in (('reach-v3', 1.0), ('push-v3', 0.2))]
+    evals += [{'env_steps': 20, 'phase': 1, 'task': t, 'success': s, 'return': 0.0}
+              for t, s in (('reach-v3', 0.8), ('push-v3', 0.6), ('door-open-v3', 0.1))]
+    steps, success = task_series(evals, TASKS)
+    assert steps.tolist() == [10, 20]
+    np.testing.assert_array_equal(success, [[1.0, 0.2, np.nan], [0.8, 0.6, 0.1]])
+    steps, means = overall_curve(evals, TASKS)
+    assert steps.tolist() == [20]  # a mean over reach and push alone would read 0.6 and then fall to 0.5
+    np.testing.assert_allclose(means, [0.5])
+    assert write_report(write_run(tmp_path / 'run', evals=evals), tmp_path / 'out')  # draws with the gaps
