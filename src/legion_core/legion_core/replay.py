@@ -57,6 +57,15 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _runs(task: torch.Tensor, first: int) -> list[list[int]]:
+    """[task, first, end) of each run of equal consecutive task ids, rows numbered from ``first``."""
+    if task.numel() == 0:
+        return []
+    starts = torch.nonzero(task[1:] != task[:-1]).flatten().add(1).tolist()
+    return [[int(task[a]), first + a, first + b]
+            for a, b in zip([0, *starts], [*starts, task.numel()], strict=True)]
+
+
 class ReplayBuffer:
     """Preallocated transitions on ``device`` with a fifo / reservoir / task_quota policy."""
 
@@ -187,13 +196,11 @@ class ReplayBuffer:
     def _add_runs(self, task_host: torch.Tensor) -> None:
         if self.runs is None:
             return
-        starts = torch.nonzero(task_host[1:] != task_host[:-1]).flatten().add(1).tolist()
-        for first, end in zip([0, *starts], [*starts, task_host.numel()], strict=True):
-            task = int(task_host[first])
-            if self.runs and self.runs[-1][0] == task and self.runs[-1][2] == self.seen + first:
-                self.runs[-1][2] = self.seen + end
+        for task, first, end in _runs(task_host, self.seen):
+            if self.runs and self.runs[-1][0] == task and self.runs[-1][2] == first:
+                self.runs[-1][2] = end
             else:
-                self.runs.append([task, self.seen + first, self.seen + end])
+                self.runs.append([task, first, end])
         oldest = self.seen + task_host.numel() - self.capacity
         while self.runs and self.runs[0][2] <= oldest:  # overwritten entirely
             self.runs.pop(0)
@@ -204,14 +211,8 @@ class ReplayBuffer:
         """The fifo's runs rebuilt from the stored task column (a state saved before they were kept)."""
         oldest = self.seen - self.size
         order = (oldest + torch.arange(self.size)) % self.capacity
-        task = self.storage['task'][order.to(self.device)].cpu()
-        if task.numel() == 0:
-            return []
-        starts = torch.nonzero(task[1:] != task[:-1]).flatten().add(1).tolist()
-        if len(starts) >= MAX_RUNS:
-            return None
-        return [[int(task[a]), oldest + a, oldest + b]
-                for a, b in zip([0, *starts], [*starts, task.numel()], strict=True)]
+        runs = _runs(self.storage['task'][order.to(self.device)].cpu(), oldest)
+        return runs if len(runs) <= MAX_RUNS else None
 
     def _add_reservoir(self, rows: dict[str, torch.Tensor], n: int) -> None:
         c = self.capacity
