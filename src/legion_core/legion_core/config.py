@@ -57,7 +57,9 @@ EVAL_TASKS = ('all', 'seen')
 RESUMABLE = ('train.eval_every', 'train.eval_episodes', 'train.eval_envs', 'train.eval_tasks',
              'train.log_every', 'train.checkpoint_every', 'train.keep_phase_checkpoints',
              'train.advance_on_success', 'train.advance_evals', 'train.demo_pretrain',
-             'agent.demo_bc', 'agent.demo_q_filter', 'agent.distill_teacher', 'train.current_ratio')
+             'agent.demo_bc', 'agent.demo_q_filter', 'agent.distill_teacher', 'train.current_ratio',
+             'dpmm.sample')
+DPMM_SAMPLES = ('uniform', 'balanced')
 
 
 def _int(value: Any) -> bool:
@@ -170,6 +172,9 @@ class DpmmConfig(ConfigSection):
     every: int = 100_000
     batch: int = 3000           # replay transitions encoded for each fit
     purity_batch: int = 3000    # replay transitions encoded to measure cluster purity at each phase end
+    # How those batches draw replay rows: uniform over rows (the original, whose equal phases gave
+    # each task an equal share) | balanced (equal rows per task, however long each task's phase ran).
+    sample: str = 'uniform'
 
     def problems(self) -> list[str]:
         from legion_core.dpmm import BACKENDS, make_dpmm
@@ -178,6 +183,8 @@ class DpmmConfig(ConfigSection):
         if self.backend not in BACKENDS:
             out.append(f'dpmm.backend must be one of {sorted(BACKENDS)}, got {self.backend!r}')
         _positive(out, 'dpmm', self, 'start', 'every', 'batch', 'purity_batch')
+        if self.sample not in DPMM_SAMPLES:
+            out.append(f'dpmm.sample must be one of {list(DPMM_SAMPLES)}, got {self.sample!r}')
         if out:
             return out
         try:  # the backend checks its own options

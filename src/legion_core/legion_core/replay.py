@@ -308,10 +308,7 @@ class ReplayBuffer:
         """``batch_size`` rows drawn uniformly with replacement, as tensors on the device. ``rows``
         (start, stop): only among those, counted in the order they were added; a fifo buffer that has
         never wrapped keeps that order (one task's rows of a buffer never overwritten)."""
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
-        if self.size == 0:
-            raise ValueError('cannot sample from an empty replay buffer: add transitions first')
+        self._check_sample(batch_size)
         start, stop = (0, self.size) if rows is None else rows
         if rows is not None and not (self.policy == 'fifo' and self.seen <= self.capacity
                                      and 0 <= start < stop <= self.size):
@@ -322,6 +319,32 @@ class ReplayBuffer:
         if self.slot_map is not None:
             index = self.slot_map[index]
         return {name: tensor[index] for name, tensor in self.storage.items()}
+
+    def sample_balanced(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """``batch_size`` rows split equally over the tasks stored (the first ``batch_size % tasks``
+        get one more), each drawn uniformly with replacement among that task's own rows, whatever the
+        policy. For what should weigh every task alike however long each one ran (the DPMM's fits);
+        it scans the task column, so it is for occasional batches, not every update."""
+        self._check_sample(batch_size)
+        slots = self.stored_slots()
+        tasks = self.storage['task'][slots]
+        present = torch.unique(tasks).tolist()
+        share, extra = divmod(int(batch_size), len(present))
+        parts = []
+        for i, task in enumerate(present):
+            count = share + (i < extra)
+            if count:
+                rows = slots[tasks == task]
+                parts.append(rows[torch.randint(0, rows.numel(), (count,), device=self.device,
+                                                generator=self.sample_generator)])
+        index = torch.cat(parts)
+        return {name: tensor[index] for name, tensor in self.storage.items()}
+
+    def _check_sample(self, batch_size: int) -> None:
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
+        if self.size == 0:
+            raise ValueError('cannot sample from an empty replay buffer: add transitions first')
 
     def task_sizes(self) -> dict[int, int]:
         """Rows stored per task, from the bookkeeping of sample_by_task (fifo and task_quota; cheap

@@ -377,11 +377,19 @@ class Trainer:
         return rates
 
     def fit_dpmm(self) -> int:
-        batch = self.replay.sample(self.config.dpmm.batch)
+        batch = self._dpmm_batch(self.config.dpmm.batch)
         k = self.agent.fit_dpmm(batch['obs'], batch['task'], seed=self.seed + self.position['dpmm_fits'])
         self.position['dpmm_fits'] += 1
         self.writer.add_scalar('dpmm/num_components', k, self.position['env_steps'])
         return k
+
+    def _dpmm_batch(self, size: int) -> dict[str, torch.Tensor]:
+        # balanced: a task learnt in 20k steps weighs as much as one that took 500k; drawn uniformly, the
+        # long task's many rows split into several clusters and the short one's few fall under
+        # min_fraction (docs/training.md, "How many clusters").
+        if self.config.dpmm.sample == 'balanced':
+            return self.replay.sample_balanced(size)
+        return self.replay.sample(size)
 
     def dpmm_summary(self, phase: int) -> dict[str, Any]:
         """K and cluster purity (clusters of μ vs task ids on a replay sample) at the end of a phase."""
@@ -390,7 +398,7 @@ class Trainer:
         entry: dict[str, Any] = {'phase': phase, 'num_components': None, 'purity': None}
         dpmm = self.agent.dpmm
         if dpmm is not None and dpmm.fitted and len(self.replay):
-            batch = self.replay.sample(self.config.dpmm.purity_batch)
+            batch = self._dpmm_batch(self.config.dpmm.purity_batch)
             z = self.agent.encode(batch['obs'], batch['task'], use='mean').cpu().numpy()
             labels = dpmm.predict(z.astype(np.float64))
             entry['num_components'] = int(dpmm.num_components)

@@ -152,6 +152,7 @@ def test_cfg_prints_every_resolved_key(capsys):
     (['replay.task_quota=100'], "replay.task_quota is only used with replay.policy=task_quota, not 'fifo'"),
     (['dpmm.backend=vbem'], "dpmm.backend must be one of ['bnpy', 'sklearn'], got 'vbem'"),
     (['dpmm.start=0'], 'dpmm.start must be a positive integer, got 0'),
+    (['dpmm.sample=stratified'], "dpmm.sample must be one of ['uniform', 'balanced'], got 'stratified'"),
     (['+dpmm.options.bogus=1'], 'dpmm.options: '),
     (['device=tpu'], "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
     (['seed=abc'], "seed must be an integer, got 'abc'"),
@@ -194,7 +195,8 @@ def test_a_run_config_written_before_the_typed_groups_loads_and_validates():
                        'current_ratio': None},
              'agent': {'demo_bc': 0.0, 'demo_q_filter': True,                   # defaults
                        'distill_teacher': 'last'},
-             'env': {'success_bonus': 0.0}}
+             'env': {'success_bonus': 0.0},
+             'dpmm': {'sample': 'uniform'}}
     for group in GROUPS:
         assert getattr(typed, group).to_dict() == {**later.get(group, {}), **data[group]}
     assert typed.train.env_process is True and typed.agent.distill == 1.0

@@ -302,6 +302,24 @@ def test_sample_by_task_under_task_quota_and_the_policies_that_cannot():
         interleaved.task_sizes()
 
 
+@pytest.mark.parametrize('policy', ['fifo', 'reservoir', 'task_quota'])
+def test_sample_balanced_gives_every_stored_task_an_equal_share_of_its_own_rows(policy):
+    buffer = ReplayBuffer(400, OBS, ACT, 3, policy=policy)
+    add_rows(buffer, 0, 300, task=0)  # a long phase
+    add_rows(buffer, 300, 5, task=2)  # a short one
+    add_rows(buffer, 305, 40, task=1)
+    stored = {int(k): set(buffer.storage['obs'][buffer.stored_slots()][buffer.storage['task'][
+        buffer.stored_slots()] == k, 0].long().tolist()) for k in range(3)}
+    batch = buffer.sample_balanced(3001)
+    assert len(batch['task']) == 3001 and set(batch) == set(buffer.storage)
+    assert torch.bincount(batch['task'].long()).tolist() == [1001, 1000, 1000]
+    for task, ids in _ids_by_task(batch).items():
+        assert set(ids) <= stored[task]
+    assert set(_ids_by_task(batch)[2]) == stored[2]  # drawn among all of a task's rows
+    with pytest.raises(ValueError, match='positive integer'):
+        buffer.sample_balanced(0)
+
+
 def test_runs_survive_a_state_round_trip_and_are_rebuilt_for_older_states():
     buffer = ReplayBuffer(10, OBS, ACT, 2)
     add_rows(buffer, 0, 6, task=0)

@@ -273,3 +273,16 @@ def test_current_ratio_gives_the_task_being_learnt_its_share_and_earlier_tasks_e
     # drawer-close's half, and reach and push a quarter each, however many rows each one stored
     assert third == (size // 4, size // 4, size // 2)
     assert trainer.replay.task_sizes() == trainer.replay.task_counts()
+
+
+@pytest.mark.parametrize('sample', ['uniform', 'balanced'])
+def test_dpmm_sample_balanced_fits_every_task_seen_on_equal_rows(tmp_path, sample):
+    cfg = small_config('dpmm.start=60', 'train.eval_every=0', f'dpmm.sample={sample}')
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    fits = []
+    fit = trainer.agent.fit_dpmm
+    trainer.agent.fit_dpmm = lambda obs, task, seed: (fits.append(task.tolist()), fit(obs, task, seed))[1]
+    trainer.run()
+    reach, push = fits[1].count(0), fits[1].count(1)  # 60 steps into push: 200 reach rows, 60 push rows
+    assert reach + push == 100
+    assert (reach, push) == (50, 50) if sample == 'balanced' else reach > 65
