@@ -824,7 +824,8 @@ def resume(run_dir: str | Path, *, progress: bool = True, max_env_steps: int | N
 
 
 def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | None = None,
-                   append_tasks: list[str] | None = None, overrides: list[str] | None = None):
+                   append_tasks: list[str] | None = None, overrides: list[str] | None = None,
+                   end_phase: bool = False):
     """A ``Trainer`` restored from ``run_dir`` (config.yaml + checkpoints/last.pt), ready to ``run``.
 
     ``append_tasks`` makes the stream open-ended: the tasks are added after the run's own (lifelong
@@ -835,6 +836,11 @@ def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | 
     ``overrides`` (``key=value``, keys of :data:`legion_core.config.RESUMABLE`) change how the run goes
     on from its checkpoint: config.yaml is rewritten with them, and config_changes.jsonl records each
     change with the env step it took effect at. ValueError for any other key or a refused value.
+
+    ``end_phase`` ends the current task's phase of a lifelong run where its checkpoint stands, as if
+    its budget were spent: the run's next step is the phase's final evaluation (its success-matrix
+    row), then the next task; the steps it had left are not handed on. For a task that is going
+    nowhere. The checkpoint is rewritten first, then config_changes.jsonl records it.
     """
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
@@ -866,7 +872,25 @@ def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | 
             file.write(json.dumps(record) + '\n')
     trainer = Trainer(cfg, run_dir, progress=progress, embeddings=embeddings)
     trainer.load_state_dict(state)
+    if end_phase:
+        _end_phase(trainer)
     return trainer
+
+
+def _end_phase(trainer: Trainer) -> None:
+    p = trainer.position
+    if trainer.mode != 'lifelong' or p['done']:
+        raise ValueError('ending a phase needs a lifelong run that has not finished its stream')
+    # The phase's budget becomes the steps it has taken (phase_budget() = steps_per_task + carry): the
+    # loop ends at once and _finish_phase hands nothing on, as for a phase whose budget ran out.
+    p['carry'] = p['local_step'] - trainer.config.train.steps_per_task
+    trainer.save_checkpoint()
+    record = {'env_steps': int(p['env_steps']),
+              'ended_phase': {'phase': p['phase'], 'task': trainer.tasks[p['phase']],
+                              'local_steps': int(p['local_step'])},
+              'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
+    with open(trainer.run_dir / CONFIG_CHANGES_FILE, 'a', encoding='utf-8') as file:
+        file.write(json.dumps(record) + '\n')
 
 
 def _config_tasks(cfg: dict[str, Any]) -> list[str]:

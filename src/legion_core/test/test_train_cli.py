@@ -236,3 +236,23 @@ def test_overwrite_starts_afresh_but_never_removes_foreign_files(tmp_path, capsy
     assert not evals.exists() or '"env_steps": 1}' not in evals.read_text()
     assert main(['train', '--overwrite', '--resume', str(run_dir)]) == 2
     assert 'neither --resume' in capsys.readouterr().err
+
+
+def test_end_phase_ends_the_current_task_where_it_stands_and_goes_on_with_the_next(tmp_path, capsys):
+    run = tmp_path / 'run'
+    assert main(['train', '--no-progress', '--max-steps', '80', f'run_dir={run}', *SMALL,
+                 'train.eval_every=0']) == 0  # reach's phase: 80 of its 200 steps
+    assert main(['train', '--no-progress', '--end-phase', str(run)]) == 2
+    assert '--end-phase ends the current phase of an existing run' in capsys.readouterr().err
+    assert main(['train', '--no-progress', '--resume', str(run), '--end-phase']) == 0
+    metrics = json.loads((run / 'metrics.json').read_text())
+    assert metrics['complete'] and metrics['env_steps'] == 80 + 200  # push had its own budget, no more
+    finals = [json.loads(line) for line in (run / 'evals.jsonl').read_text().splitlines()]
+    assert [(r['env_steps'], r['phase']) for r in finals if r['final']] == [(80, 0), (80, 0), (280, 1),
+                                                                             (280, 1)]
+    (change,) = [json.loads(line) for line in (run / 'config_changes.jsonl').read_text().splitlines()]
+    assert change['env_steps'] == 80
+    assert change['ended_phase'] == {'phase': 0, 'task': 'reach-v3', 'local_steps': 80}
+    capsys.readouterr()
+    assert main(['train', '--no-progress', '--resume', str(run), '--end-phase']) == 2  # nothing left
+    assert 'has not finished its stream' in capsys.readouterr().err

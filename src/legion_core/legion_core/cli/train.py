@@ -56,6 +56,7 @@ def _groups_epilog() -> str:
         '  legion train --resume runs/2026-01-01/12-00-00_legion10_seed0',
         '  legion train --resume RUN_DIR --append hammer,shelf-place   # an open-ended stream goes on',
         '  legion train --resume RUN_DIR train.eval_tasks=seen agent.demo_bc=0   # go on with other settings',
+        '  legion train --resume RUN_DIR --end-phase              # give up on the current task, go on',
         '  legion train --overwrite run_dir=runs/mine preset=tiny  # start runs/mine afresh',
         '  legion train env.embodiment=twin train.demo_episodes=20 agent.demo_bc=1   # with expert demos',
         '',
@@ -67,8 +68,9 @@ def _groups_epilog() -> str:
         'directory; `legion report RUN_DIR` draws them. Ctrl-C or SIGTERM (kill, docker stop) stops a',
         'run with a checkpoint (SIGTERM: exit 143); --resume continues it. A resumed run may change',
         'only how it is evaluated and checkpointed, when a phase counts as learnt, how demonstrations',
-        'are cloned, how batches share the replay between tasks and whose actions finished tasks keep',
-        '(legion_core.config.RESUMABLE); config_changes.jsonl records each change.',
+        'are cloned, how batches share the replay between tasks, whose actions finished tasks keep and',
+        'how the DPMM draws its fit batches (legion_core.config.RESUMABLE); config_changes.jsonl records',
+        'each change, and each phase ended by --end-phase.',
     ]
     return '\n'.join(lines)
 
@@ -92,6 +94,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--append', metavar='TASK[,TASK...]',
                         help='with --resume: add these tasks after the run\'s stream (lifelong runs, '
                              'finished or not) and go on learning them with the learnt agent')
+    parser.add_argument('--end-phase', action='store_true',
+                        help='with --resume: end the current task\'s phase now, as if its budget were '
+                             'spent (its final evaluation, then the next task; its remaining steps are '
+                             'not handed on), for a task that is going nowhere; recorded in '
+                             'config_changes.jsonl')
     parser.add_argument('--overwrite', action='store_true',
                         help='start afresh in a run directory that holds an earlier run: its run files '
                              '(config.yaml, evals.jsonl, metrics.json, tb/, checkpoints/, ...) are removed '
@@ -154,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         return _error(f'--max-steps must be a positive integer, got {args.max_steps}')
     if args.append and not args.resume:
         return _error('--append adds tasks to an existing run: give it with --resume RUN_DIR')
+    if args.end_phase and not args.resume:
+        return _error('--end-phase ends the current phase of an existing run: give it with --resume RUN_DIR')
     if args.overwrite and (args.resume or args.multirun):
         return _error('--overwrite starts one run afresh; it goes with neither --resume nor -m')
     if args.resume:
@@ -165,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         append = [t for t in (args.append or '').split(',') if t.strip()]
         try:
             trainer = resume_trainer(run_dir, progress=not args.no_progress, append_tasks=append,
-                                     overrides=args.overrides)
+                                     overrides=args.overrides, end_phase=args.end_phase)
         except (FileNotFoundError, ValueError) as error:
             return _error(str(error))
         return _train(trainer, run_dir, args.max_steps)
