@@ -155,16 +155,33 @@ class LegionPolicy:
         return z, cluster
 
 
-SHIPPED_POLICY = Path(__file__).resolve().parent / 'data' / 'policies' / 'twin_demo3' / 'policy.pt'
+POLICIES_DIR = Path(__file__).resolve().parent / 'data' / 'policies'
+#: The default policy (`legion sim`, `make demo`): of the shipped ones, the one that does the demo's job
+#: best (README, "What it shows today").
+SHIPPED_POLICY = POLICIES_DIR / 'twin_demo3' / 'policy.pt'
+
+
+def shipped_policies() -> dict[str, Path]:
+    """The policies shipped with the package, by name (their directory under ``data/policies``; each
+    has the command that trained it and its metrics beside it)."""
+    return {path.parent.name: path for path in sorted(POLICIES_DIR.glob('*/policy.pt'))}
+
+
+def resolve_policy(value: str | Path) -> Path:
+    """``value`` as a path where it exists, else the shipped policy of that name (``legion10_twin``),
+    else the path unchanged (loading it then says that nothing is there)."""
+    path = Path(value).expanduser()
+    if path.exists():
+        return path
+    return shipped_policies().get(str(value), path)
 
 
 def default_policy_path() -> Path | None:
-    """The policy to load when none is named: ``$LEGION_POLICY`` if it points at a file, else the
-    policy shipped with the package (trained by ``legion train``; its command and metrics lie beside
-    it), else None."""
+    """The policy to load when none is named: ``$LEGION_POLICY`` if it points at a file or names a
+    shipped policy, else the default shipped policy, else None."""
     value = os.environ.get('LEGION_POLICY', '').strip()
-    if value and Path(value).expanduser().exists():
-        return Path(value).expanduser()
+    if value and resolve_policy(value).exists():
+        return resolve_policy(value)
     return SHIPPED_POLICY if SHIPPED_POLICY.is_file() else None
 
 

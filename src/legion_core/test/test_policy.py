@@ -1,5 +1,7 @@
 """The exported policy artefact: written from a run, loaded from it or from a checkpoint, and the
 shipped one."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -48,9 +50,34 @@ def test_default_policy_path_is_the_environment_then_the_shipped_policy(tmp_path
     (tmp_path / 'policy.pt').write_bytes(b'x')
     monkeypatch.setenv('LEGION_POLICY', str(tmp_path / 'policy.pt'))
     assert policy_module.default_policy_path() == tmp_path / 'policy.pt'
+    monkeypatch.setenv('LEGION_POLICY', 'legion10_twin')  # a shipped policy by name
+    assert policy_module.default_policy_path() == policy_module.shipped_policies()['legion10_twin']
     monkeypatch.setattr(policy_module, 'SHIPPED_POLICY', tmp_path / 'not-shipped.pt')
     monkeypatch.delenv('LEGION_POLICY')
     assert policy_module.default_policy_path() is None
+
+
+def test_a_shipped_policy_is_found_by_name_unless_a_path_of_that_name_exists(tmp_path, monkeypatch):
+    shipped = policy_module.shipped_policies()
+    assert {'twin_demo3', 'legion10_twin'} <= set(shipped)
+    assert shipped['twin_demo3'] == policy_module.SHIPPED_POLICY
+    assert policy_module.resolve_policy('legion10_twin') == shipped['legion10_twin']
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'legion10_twin').mkdir()  # a run directory of the user's that happens to share the name
+    assert policy_module.resolve_policy('legion10_twin') == Path('legion10_twin')
+    assert policy_module.resolve_policy('nothing_here.pt') == Path('nothing_here.pt')  # load says why
+
+
+def test_the_shipped_full_stream_policy_knows_the_ten_skills():
+    from legion_core.tasks import resolve_stream
+
+    policy = load_policy(policy_module.shipped_policies()['legion10_twin'])
+    assert policy.tasks == resolve_stream('legion10')
+    assert policy.env['embodiment'] == 'twin' and policy.env['goal'] == 'random'
+    assert policy.dpmm is not None and policy.dpmm.num_components == 10  # one cluster per skill
+    obs = np.zeros((2, policy.obs_dim), dtype=np.float32)
+    for task in policy.tasks:
+        assert np.all(np.abs(policy.act(obs, task)) <= 1)
 
 
 def test_the_shipped_policy_loads_and_acts_on_its_tasks():

@@ -48,6 +48,7 @@ SIM_EPILOG = """\
 examples:
   legion sim --policy expert -i "reach the goal, then push the puck to the goal"
   legion sim --checkpoint runs/legion10/policy.pt -i "open the window and then close the window" --json
+  legion sim --checkpoint legion10_twin -i "press the button from the top, then open the faucet"
   legion sim --policy expert          bring the graph up and wait for `legion instruct` (Ctrl-C ends)
   legion sim --seed 1 -i "reach the goal, then close the drawer" --video job.mp4
 
@@ -88,7 +89,8 @@ def register_sim(subparsers: argparse._SubParsersAction) -> None:
                         help='legion: the LEGION actor of --checkpoint (default); expert: Meta-World\'s '
                              'scripted policy of each step\'s task')
     parser.add_argument('--checkpoint', default='', metavar='PATH',
-                        help='LEGION policy artefact or run directory (default: the shipped policy)')
+                        help='LEGION policy artefact, run directory or the name of a policy shipped with '
+                             'legion_core (twin_demo3, the default; legion10_twin, all ten skills)')
     parser.add_argument('--seed', type=int, default=0, help='goal variant of every step\'s scene (default 0)')
     parser.add_argument('--driver', choices=('lbr', 'iiwa_ros2'), default='lbr',
                         help='driver interface the twin speaks (default lbr)')
@@ -120,6 +122,9 @@ def run_sim(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
     from pathlib import Path
 
+    if args.checkpoint:  # a path, or the name of a shipped policy (legion10_twin): the nodes get a path
+        from legion_core.policy import resolve_policy
+        args.checkpoint = str(resolve_policy(args.checkpoint))
     checked = _check_arguments(args)
     if isinstance(checked, int):
         return checked
