@@ -56,6 +56,7 @@ from legion_core.metrics import stream_average, summarise
 
 METRICS_FILE = 'metrics.json'
 EVALS_FILE = 'evals.jsonl'
+CONFIG_CHANGES_FILE = 'config_changes.jsonl'  # settings changed at a resume, phases ended by hand
 SUMMARY_KEYS = ('final_success', 'own_phase', 'forgetting', 'max_forgetting', 'stream_average')
 EVAL_KEYS = {'env_steps': int, 'phase': int, 'task': str, 'success': float, 'return': float}
 
@@ -260,6 +261,45 @@ def summary_numbers(metrics: dict[str, Any], evals: Sequence[dict[str, Any]]) ->
     return {key: metrics[key] if metrics.get(key) is not None else computed.get(key) for key in SUMMARY_KEYS}
 
 
+def load_config_changes(path: Path) -> list[dict[str, Any]]:
+    """The records of ``config_changes.jsonl`` (settings changed at a resume, phases ended by hand);
+    [] without the file. Lines that are not JSON objects are skipped: the report is for reading."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding='utf-8').splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _ended(phase: dict[str, Any], by_hand: set) -> str:
+    if phase.get('solved'):
+        return 'solved'
+    return 'by hand (--end-phase)' if phase.get('phase') in by_hand else 'at its budget'
+
+
+def _change(record: dict[str, Any]) -> str:
+    ended = record.get('ended_phase')
+    if isinstance(ended, dict):
+        task = _short(str(ended.get('task', '')))
+        return (f'phase {_fmt(ended.get("phase"))} ({task}) ended by hand after '
+                f'{_fmt(ended.get("local_steps"))} steps')
+    changed = record.get('changed')
+    if isinstance(changed, dict):
+        return ', '.join(f'`{key}` {_value(pair[0])} → {_value(pair[1])}' if isinstance(pair, list)
+                         and len(pair) == 2 else f'`{key}`' for key, pair in changed.items())
+    return json.dumps(record)
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value)
+
+
 def _clip_lines(clips: Sequence[dict[str, Any]], out: Path) -> list[str]:
     lines = ['## Evaluation clips', '', 'One deterministic episode per task with the run\'s policy and its '
              'training settings (`legion report --clips`).', '']
@@ -298,12 +338,19 @@ def markdown_report(metrics: dict[str, Any], evals: Sequence[dict[str, Any]], ru
         lines.append('| ' + ' | '.join([label, *(_fmt(float(v), 2) for v in row), _fmt(mean)]) + ' |')
     lines.append('')
     phases = [p for p in metrics.get('phases') or [] if isinstance(p, dict)]
+    changes = load_config_changes(run_dir / CONFIG_CHANGES_FILE)
+    by_hand = {c['ended_phase'].get('phase') for c in changes if isinstance(c.get('ended_phase'), dict)}
     if phases:  # train.advance_on_success: how long each phase ran and whether it ended solved
         lines += ['## Phases', '', '| phase | task | env steps in the phase | ended | env steps at its end |',
                   '|---|---|---|---|---|']
         lines += [f'| {_fmt(p.get("phase"))} | {_short(str(p.get("task", "")))} | '
-                  f'{_fmt(p.get("local_steps"))} | {"solved" if p.get("solved") else "at its budget"} | '
+                  f'{_fmt(p.get("local_steps"))} | {_ended(p, by_hand)} | '
                   f'{_fmt(p.get("env_steps"))} |' for p in phases]
+        lines.append('')
+    if changes:  # legion train --resume RUN KEY=VALUE / --end-phase
+        lines += ['## Changed on the way', '', f'From `{CONFIG_CHANGES_FILE}`.', '',
+                  '| env steps | change |', '|---|---|']
+        lines += [f'| {_fmt(c.get("env_steps"))} | {_change(c)} |' for c in changes]
         lines.append('')
     if metrics['dpmm']:
         lines += ['## DPMM', '', '| phase | components | purity |', '|---|---|---|']

@@ -38,13 +38,11 @@ from legion_core import checkpoint as ckpt
 from legion_core.agent import LegionAgent
 from legion_core.config import LanguageConfig, check, resolve_device, to_container
 from legion_core.replay import store_step
+from legion_core.report import CONFIG_CHANGES_FILE, EVALS_FILE, METRICS_FILE  # the run files' names
 
 log = logging.getLogger(__name__)
 
-EVALS_FILE = 'evals.jsonl'
-METRICS_FILE = 'metrics.json'
 CONFIG_FILE = 'config.yaml'
-CONFIG_CHANGES_FILE = 'config_changes.jsonl'  # settings changed at a resume: when, from what, to what
 TB_DIR = 'tb'
 # Evaluation copies are seeded this far from the run's seed: under goal=random they draw goals the
 # training copies never see (held-out episodes), under goal=fixed nothing changes.

@@ -158,3 +158,24 @@ def test_evaluations_of_the_tasks_seen_leave_gaps_and_stay_out_of_the_mean(tmp_p
     assert steps.tolist() == [20]  # a mean over reach and push alone would read 0.6 and then fall to 0.5
     np.testing.assert_allclose(means, [0.5])
     assert write_report(write_run(tmp_path / 'run', evals=evals), tmp_path / 'out')  # draws with the gaps
+
+
+def test_phases_ended_by_hand_and_settings_changed_at_a_resume_are_reported(tmp_path):
+    metrics = {
+        'tasks': TASKS, 'success_matrix': MATRIX, 'dpmm': [], 'mode': 'lifelong',
+        'phases': [{'phase': 0, 'task': 'reach-v3', 'local_steps': 4000, 'solved': True, 'env_steps': 4000},
+                   {'phase': 1, 'task': 'push-v3', 'local_steps': 9000, 'solved': False, 'env_steps': 13000},
+                   {'phase': 2, 'task': 'door-open-v3', 'local_steps': 10000, 'solved': False,
+                    'env_steps': 23000}]}
+    run = write_run(tmp_path / 'run', metrics=metrics)
+    (run / 'config_changes.jsonl').write_text(
+        json.dumps({'env_steps': 6000, 'changed': {'train.current_ratio': [None, 0.5],
+                                                   'agent.demo_q_filter': [True, False]}}) + '\n'
+        + 'not json, a torn line\n'
+        + json.dumps({'env_steps': 13000,
+                      'ended_phase': {'phase': 1, 'task': 'push-v3', 'local_steps': 9000}}) + '\n')
+    text = write_report(run, tmp_path / 'out')['report'].read_text()
+    assert '| 1 | push | 9000 | by hand (--end-phase) | 13000 |' in text
+    assert '| 2 | door-open | 10000 | at its budget | 23000 |' in text
+    assert '| 6000 | `train.current_ratio` null → 0.5, `agent.demo_q_filter` true → false |' in text
+    assert '| 13000 | phase 1 (push) ended by hand after 9000 steps |' in text

@@ -100,7 +100,7 @@ class Ours:
 
     def advance(self, steps: int) -> list[tuple[int, float]]:
         """Train ``steps`` more env steps (or to the end); the evaluations made, as (env steps, success)."""
-        from legion_core.trainer import EVALS_FILE
+        from legion_core.report import EVALS_FILE
 
         seen = self.trainer.position['evals_lines']
         self.trainer.run(max_env_steps=steps, checkpoint_at_stop=False)
