@@ -112,6 +112,15 @@ def test_train_stop_resume_and_evaluate(tmp_path, capsys):
     assert 'unknown task' in capsys.readouterr().err
 
 
+def test_eval_loads_a_shipped_policy_by_name(capsys):
+    # sawyer: Meta-World's own arm, there without legion_kuka; the policy's name is what is checked.
+    assert main(['eval', 'legion10_twin', '--tasks', 'window-close', '--episodes', '1',
+                 '--embodiment', 'sawyer', '--json']) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table['checkpoint'].endswith('legion10_twin/policy.pt')
+    assert [row['task'] for row in table['tasks']] == ['window-close-v3']
+
+
 def test_sigterm_stops_a_run_with_a_checkpoint_that_resumes(tmp_path, capsys):
     import signal
     import time

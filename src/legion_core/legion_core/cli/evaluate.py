@@ -11,10 +11,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'eval', help='evaluate a trained policy on its tasks and print a success table',
         description=('Run deterministic episodes of a trained LEGION policy on each task it knows (or the '
                      'tasks given) and print the success rate and mean return per task. CHECKPOINT is a '
-                     'run directory, a training checkpoint (checkpoints/*.pt) or an exported policy.pt. '
+                     'run directory, a training checkpoint (checkpoints/*.pt), an exported policy.pt or '
+                     'the name of a policy shipped with legion_core (twin_demo3, legion10_twin). '
                      'Environment settings (embodiment, layout, episode length, goal) default to those '
                      'the policy was trained with.'))
-    parser.add_argument('checkpoint', metavar='CHECKPOINT', help='run directory, checkpoint or policy.pt')
+    parser.add_argument('checkpoint', metavar='CHECKPOINT',
+                        help='run directory, checkpoint, policy.pt or a shipped policy\'s name')
     parser.add_argument('--tasks', nargs='+', metavar='TASK',
                         help='tasks to evaluate (default: every task of the policy\'s stream)')
     parser.add_argument('--episodes', type=int, default=10, help='episodes per task (default 10)')
@@ -37,10 +39,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from legion_core.checkpoint import load_checkpoint
     from legion_core.envs import evaluate
-    from legion_core.policy import policy_from_state
+    from legion_core.policy import policy_from_state, resolve_policy
 
+    path = resolve_policy(args.checkpoint)  # a shipped policy's name becomes its file
     try:
-        state = load_checkpoint(args.checkpoint)
+        state = load_checkpoint(path)
         policy = policy_from_state(state)
     except (FileNotFoundError, ValueError) as error:
         print(f'legion eval: {error}', file=sys.stderr)
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                      'episodes': args.episodes})
     mean = sum(r['success'] for r in rows) / len(rows)
     if args.json:
-        print(json.dumps({'checkpoint': str(args.checkpoint), 'seed': seed, 'tasks': rows,
+        print(json.dumps({'checkpoint': str(path), 'seed': seed, 'tasks': rows,
                           'mean_success': mean}))
     else:
         width = max(len(r['task']) for r in rows)
