@@ -180,8 +180,9 @@ def default_policy_path() -> Path | None:
     """The policy to load when none is named: ``$LEGION_POLICY`` if it points at a file or names a
     shipped policy, else the default shipped policy, else None."""
     value = os.environ.get('LEGION_POLICY', '').strip()
-    if value and resolve_policy(value).exists():
-        return resolve_policy(value)
+    chosen = resolve_policy(value) if value else None
+    if chosen is not None and chosen.exists():
+        return chosen
     return SHIPPED_POLICY if SHIPPED_POLICY.is_file() else None
 
 

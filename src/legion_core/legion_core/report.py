@@ -291,13 +291,9 @@ def _change(record: dict[str, Any]) -> str:
                 f'{_fmt(ended.get("local_steps"))} steps')
     changed = record.get('changed')
     if isinstance(changed, dict):
-        return ', '.join(f'`{key}` {_value(pair[0])} → {_value(pair[1])}' if isinstance(pair, list)
+        return ', '.join(f'`{key}` {json.dumps(pair[0])} → {json.dumps(pair[1])}' if isinstance(pair, list)
                          and len(pair) == 2 else f'`{key}`' for key, pair in changed.items())
     return json.dumps(record)
-
-
-def _value(value: Any) -> str:
-    return json.dumps(value)
 
 
 def _clip_lines(clips: Sequence[dict[str, Any]], out: Path) -> list[str]:

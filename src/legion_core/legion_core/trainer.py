@@ -864,10 +864,7 @@ def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | 
     if append_tasks or changed:
         ckpt.atomic_write_text(config_path, OmegaConf.to_yaml(OmegaConf.create(cfg)))
     if changed:
-        record = {'env_steps': int(state['position']['env_steps']), 'changed': changed,
-                  'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
-        with open(run_dir / CONFIG_CHANGES_FILE, 'a', encoding='utf-8') as file:
-            file.write(json.dumps(record) + '\n')
+        _record_change(run_dir, state['position']['env_steps'], changed=changed)
     trainer = Trainer(cfg, run_dir, progress=progress, embeddings=embeddings)
     trainer.load_state_dict(state)
     if end_phase:
@@ -883,11 +880,14 @@ def _end_phase(trainer: Trainer) -> None:
     # loop ends at once and _finish_phase hands nothing on, as for a phase whose budget ran out.
     p['carry'] = p['local_step'] - trainer.config.train.steps_per_task
     trainer.save_checkpoint()
-    record = {'env_steps': int(p['env_steps']),
-              'ended_phase': {'phase': p['phase'], 'task': trainer.tasks[p['phase']],
-                              'local_steps': int(p['local_step'])},
-              'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
-    with open(trainer.run_dir / CONFIG_CHANGES_FILE, 'a', encoding='utf-8') as file:
+    _record_change(trainer.run_dir, p['env_steps'], ended_phase={
+        'phase': p['phase'], 'task': trainer.tasks[p['phase']], 'local_steps': int(p['local_step'])})
+
+
+def _record_change(run_dir: Path, env_steps: int, **what: Any) -> None:
+    """One line of config_changes.jsonl: at which env step, what (``changed`` or ``ended_phase``), when."""
+    record = {'env_steps': int(env_steps), **what, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
+    with open(run_dir / CONFIG_CHANGES_FILE, 'a', encoding='utf-8') as file:
         file.write(json.dumps(record) + '\n')
 
 
