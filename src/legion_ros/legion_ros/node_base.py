@@ -23,12 +23,16 @@ A node module is a class plus ``main``::
         return run_node(PolicyNode, args)
 
 :func:`run_node` settles the discovery environment before ``rclpy.init`` (loopback, leased domain),
-never uses ``with rclpy.init()`` (it returns None on Jazzy), spins until SIGINT/SIGTERM and returns
-0 after a clean shutdown, 2 for a configuration error (bad parameter), 1 for a crash.
+never uses ``with rclpy.init()`` (it returns None on Jazzy), spins until SIGINT/SIGTERM and ends the
+process with 0 after a clean shutdown, 2 for a configuration error (bad parameter), 1 for a crash or a
+stop that overran ``STOP_DEADLINE_S``.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
+import faulthandler
 import functools
 import gc
 import os
@@ -38,7 +42,7 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
@@ -56,10 +60,14 @@ from std_msgs.msg import String
 
 from legion_ros import qos
 from legion_ros.environment import LAUNCHER_VAR, apply_ros_defaults
+from legion_ros.graph import SHUTDOWN_TIMEOUT_S
 from legion_ros.interfaces import LIFECYCLE_STATES, NODE_STATUS_JSON, NodeStatus
 
 EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
 SPIN_POLL_S = 0.1  # longest a stop request waits for the spin loop
+# From a stop request to the end of the process: past it the process prints every thread's stack and
+# exits with EXIT_CRASH, before the launcher escalates to SIGTERM (SHUTDOWN_TIMEOUT_S) and SIGKILL.
+STOP_DEADLINE_S = SHUTDOWN_TIMEOUT_S - 3.0
 
 _TYPES = {
     'bool': ParameterType.PARAMETER_BOOL,
@@ -351,8 +359,8 @@ class ManagedNode(LifecycleNode):
         pass
 
 
-def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **node_kwargs: Any) -> int:
-    """Run one node until SIGINT/SIGTERM; returns the process exit code (0 = clean shutdown).
+def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **node_kwargs: Any) -> NoReturn:
+    """Run one node until SIGINT/SIGTERM, then end the process with its exit code (0 = clean shutdown).
 
     ``node_cls.executor_threads`` (default 1) picks the executor: 1 spins single-threaded (callbacks
     never overlap), more uses a MultiThreadedExecutor with that many threads (for nodes that block in
@@ -366,6 +374,57 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None, **nod
     """
     name = getattr(node_cls, '__name__', str(node_cls))
     return run_nodes([lambda: node_cls(**node_kwargs)], args, name=name)
+
+
+class StopRequest:
+    """SIGINT/SIGTERM of a node process: a request to stop, and a bound on how long stopping takes.
+
+    The request is a flag the spin loop polls (:meth:`is_set`). It also arms a deadline
+    (``faulthandler``'s watchdog, a C thread that needs no GIL): a process still alive
+    ``deadline_s`` after the request, stuck in a callback, in ``close()``, in DDS teardown or in the
+    interpreter's exit, prints the stack of every thread to stderr and exits with ``EXIT_CRASH``.
+    Python runs signal handlers only in the main thread, between bytecodes; a main thread blocked in C
+    would never see the signal, so the signal also wakes a helper thread through the wakeup fd.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, deadline_s: float | None = None) -> None:
+        self.deadline_s = STOP_DEADLINE_S if deadline_s is None else deadline_s
+        self._event = threading.Event()
+        self._lock = threading.RLock()  # a second signal may arrive inside set(), on the same thread
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        self._previous_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(self._read_fd,), name='stop-request', daemon=True).start()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        """Request the stop (what a signal does); the deadline starts at the first request."""
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            faulthandler.dump_traceback_later(self.deadline_s, exit=True)
+
+    def restore(self) -> None:
+        """Give the signals back to their previous handlers; an armed deadline stays armed until exit."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_wakeup_fd)
+        os.close(self._write_fd)  # ends the helper thread
+
+    def _on_signal(self, _signum, _frame) -> None:
+        self.set()
+
+    def _watch(self, read_fd: int) -> None:
+        with os.fdopen(read_fd, 'rb', buffering=0) as wakeups:
+            while byte := wakeups.read(1):
+                if byte[0] in self.SIGNALS:
+                    self.set()
 
 
 class DeferredCollection:
@@ -419,19 +478,14 @@ def stop_with_launcher() -> None:
 
 def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None, *,
               name: str = 'legion', connect: Callable[[list[Node]], Any] | None = None,
-              control_loop: bool = False) -> int:
+              control_loop: bool = False) -> NoReturn:
     """Run several nodes in one process and one executor (see :func:`run_node`), constructed in order;
     ``connect(nodes)`` runs once all exist (e.g. :class:`legion_ros.composition.IntraProcess`).
     ``control_loop``: a process on the command path of every control cycle. It spins rclpy's C++
     EventsExecutor (experimental in Jazzy; the single-threaded executor rebuilds its wait set in Python
     on every wake-up; ``LEGION_EVENTS_EXECUTOR=0`` in the environment falls back to it) and collects
     garbage only between callbacks (:class:`DeferredCollection`)."""
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop = StopRequest()
     stop_with_launcher()  # after the handlers: its SIGINT is a stop request like any other
     lease = apply_ros_defaults()  # before rclpy.init: discovery is read when the context starts
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -484,9 +538,23 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
         rclpy.try_shutdown()
         if lease is not None:
             lease.release()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return code
+        stop.restore()
+    end_process(code)
+
+
+def end_process(code: int) -> NoReturn:
+    """End a node process now with ``code``, once its nodes are closed and destroyed.
+
+    ``atexit`` handlers run (multiprocessing joins its workers, logging flushes) and stdout/stderr are
+    flushed, but the interpreter's finalization is skipped: tearing down torch, MuJoCo and DDS module by
+    module took 1-6 s per node after the nodes were already gone (the policy node under load,
+    ``docs/robustness.md``), time the launcher waits for, and DDS teardown is where a stop can hang.
+    """
+    atexit._run_exitfuncs()  # what Py_Finalize would run first; the rest is only teardown
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nobody left to read it
+            stream.flush()
+    os._exit(code)
 
 
 def _log(node: Node | None, name: str):
