@@ -92,3 +92,52 @@ def test_trainer_learns_a_described_task_and_the_policy_follows(tmp_path):
         codes = stop_node(policy), stop_node(trainer, timeout_s=30.0)
         rclpy.try_shutdown()
     assert codes == (0, 0), (output_of(policy), output_of(trainer))
+
+
+def test_a_stopped_trainer_keeps_its_progress_and_the_next_start_goes_on_from_it(tmp_path):
+    """SIGINT mid-chunk: the node stops training at the next env step with a checkpoint (before, the
+    steps since the last chunk were lost), says so, and a new node's request continues the same run."""
+    from legion_core.checkpoint import load_checkpoint
+
+    parameters = {'run_dir': str(tmp_path / 'runs'), 'config_name': 'tiny', 'chunk_steps': 1000,
+                  'overrides': ['train.steps_per_task=100000', 'train.warmup_steps=100', 'train.eval_every=0',
+                                'train.checkpoint_every=0', 'env.layout=legion12']}
+    last = tmp_path / 'runs' / 'run_1' / 'checkpoints' / 'last.pt'
+    rclpy.init()
+    probe = Probe('trainer_stop_probe')
+    trainers = []
+    try:
+        probe.listen(String, '/legion/training_progress', PROGRESS_QOS)
+        learn = probe.publisher(String, '/legion/learn', qos.STATE)
+        events = lambda kind: [e for e in probe.json('/legion/training_progress') if e['event'] == kind]  # noqa: E731
+        trainers.append(start_node('trainer', parameters))
+        assert probe.wait_for(lambda: learn.get_subscription_count() > 0, 60.0), output_of(trainers[0])
+        learn.publish(String(data='reach'))
+        if not probe.wait_for(lambda: events('progress'), 300.0):
+            stop_node(trainers[0], timeout_s=30.0)
+            pytest.fail(f'no progress: {output_of(trainers[0])}')
+        chunk_end = events('progress')[0]['env_steps']
+        probe.spin(2.0)  # into the next chunk
+        assert stop_node(trainers[0], timeout_s=30.0) == 0, output_of(trainers[0])
+        probe.spin(0.5)
+        steps = load_checkpoint(last)['position']['env_steps']
+        assert steps > chunk_end  # the steps after the last chunk's checkpoint were kept
+        (stopped,) = events('stopped')
+        assert stopped['env_steps'] == steps and stopped['phase'] == 0
+
+        seen = len(probe.json('/legion/training_progress'))
+        later = lambda kind: [e for e in probe.json('/legion/training_progress')[seen:]  # noqa: E731
+                              if e['event'] == kind]
+        trainers.append(start_node('trainer', parameters))
+        assert probe.wait_for(lambda: learn.get_subscription_count() > 0, 60.0), output_of(trainers[1])
+        learn.publish(String(data='reach'))  # not learnt yet: the stopped run goes on with it
+        if not probe.wait_for(lambda: later('progress'), 120.0):
+            stop_node(trainers[1], timeout_s=30.0)
+            pytest.fail(f'no progress after the restart: {later("started")} {output_of(trainers[1])}')
+        assert later('started')[0]['tasks'] == ['reach-v3']
+        assert later('progress')[0]['env_steps'] == steps + 1000
+    finally:
+        probe.close()
+        codes = [stop_node(trainer, timeout_s=30.0) for trainer in trainers]
+        rclpy.try_shutdown()
+    assert codes == [0, 0]

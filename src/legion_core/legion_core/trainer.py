@@ -891,6 +891,11 @@ def _record_change(run_dir: Path, env_steps: int, **what: Any) -> None:
         file.write(json.dumps(record) + '\n')
 
 
+def stream_tasks(run_dir: str | Path) -> list[str]:
+    """The tasks of a run's stream as config.yaml lists them (appended ones included), in order."""
+    return _config_tasks(OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG_FILE), resolve=True))
+
+
 def _config_tasks(cfg: dict[str, Any]) -> list[str]:
     from legion_core.config import StreamConfig
     from legion_core.tasks import resolve_stream

@@ -88,7 +88,8 @@ InstructionEvent = Literal['idle', 'queued', 'step_started', 'step_succeeded', '
 #: prints): sim2real's ``lifecycle`` on its status.
 Lifecycle = Literal['unconfigured', 'inactive', 'active', 'finalized']
 LIFECYCLE_STATES: tuple[str, ...] = get_args(Lifecycle)
-TrainingEvent = Literal['queued', 'rejected', 'started', 'progress', 'phase_done', 'done', 'failed']
+TrainingEvent = Literal['queued', 'rejected', 'started', 'progress', 'phase_done', 'done', 'failed',
+                        'stopped']
 
 
 @dataclass(frozen=True)

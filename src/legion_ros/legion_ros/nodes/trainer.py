@@ -15,7 +15,8 @@ worker thread in chunks so that progress is published while it trains. The node 
 stream in ``run_dir/run_1``: the first requests start it, and requests that arrive later are appended
 to it (``legion train --resume --append``): the learnt agent, its replay, DPMM and temperatures go on
 with the new tasks, and tasks learnt before are not trained again. Requests that arrive while a batch
-trains wait for the next one.
+trains wait for the next one. Stopping the node (SIGINT/SIGTERM) ends a batch at the next env step
+with a checkpoint, which the next start's requests continue from.
 """
 from __future__ import annotations
 
@@ -31,7 +32,14 @@ from std_msgs.msg import String
 from legion_ros import qos
 from legion_ros.instructions import InstructionRejectedError, IntentMatcher, validate_instruction
 from legion_ros.interfaces import CHECKPOINT, LEARN, TRAINING_PROGRESS, TrainingProgress
-from legion_ros.node_base import NodeConfigError, Param, StatusPublisher, declare_parameters, run_node
+from legion_ros.node_base import (
+    STOP_DEADLINE_S,
+    NodeConfigError,
+    Param,
+    StatusPublisher,
+    declare_parameters,
+    run_node,
+)
 from legion_ros.provenance import BadMessageError, decode_string
 
 PROGRESS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=32, reliability=ReliabilityPolicy.RELIABLE,
@@ -96,6 +104,7 @@ class TrainerNode(Node):
         self.training: list[str] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._active = None  # the Trainer of the batch in progress (close() asks it to stop)
         self.progress_pub = self.create_publisher(String, TRAINING_PROGRESS.name, PROGRESS_QOS)
         self.checkpoint_pub = self.create_publisher(String, CHECKPOINT.name, qos.LATCHED)
         self.create_subscription(String, LEARN.name, self.on_learn, qos.STATE, raw=True)
@@ -168,11 +177,14 @@ class TrainerNode(Node):
         """The stream's trainer: a new run for the first batch, the same run with ``batch`` appended
         after (whatever an earlier batch left unfinished comes first)."""
         from legion_core.config import compose_config, to_container
-        from legion_core.trainer import Trainer, resume_trainer
+        from legion_core.trainer import Trainer, resume_trainer, stream_tasks
 
         run_dir = Path(self.params.run_dir) / 'run_1'
         if (run_dir / 'checkpoints' / 'last.pt').is_file():
-            return resume_trainer(run_dir, progress=False, append_tasks=batch), run_dir
+            # A task the stream holds already (this node was stopped while it trained) is continued.
+            listed = stream_tasks(run_dir)
+            return resume_trainer(run_dir, progress=False,
+                                  append_tasks=[t for t in batch if t not in listed]), run_dir
         cfg = to_container(compose_config([*self.overrides, f'stream.tasks=[{",".join(batch)}]']))
         return Trainer(cfg, run_dir, progress=False), run_dir
 
@@ -180,9 +192,14 @@ class TrainerNode(Node):
         from legion_core.policy import export_policy
 
         trainer, run_dir = self._trainer(batch)
+        self._active = trainer
+        if self._stop.is_set():  # close() came while the trainer was being built
+            trainer.request_stop()
         stream = trainer.tasks
         steps = trainer.config.train.steps_per_task
         phase = int(trainer.position['phase'])
+        with self._lock:  # what the run had learnt before this node started
+            self.learned += [task for task in stream[:phase] if task not in self.learned]
         total = trainer.position['env_steps'] + steps * (len(stream) - phase)
         chunk = int(self.params.chunk_steps) or max(1, steps // 10)
         self.emit('started', tasks=stream[phase:], learnt_before=stream[:phase], run_dir=str(run_dir),
@@ -205,11 +222,24 @@ class TrainerNode(Node):
                 self.get_logger().info(f'learnt {stream[phase]}: {path}')
                 phase += 1
         trainer.close()
+        self._active = None
         if trainer.position['done']:
             self.emit('done', tasks=stream, run_dir=str(run_dir))
+        elif trainer.stop_requested:
+            self.emit('stopped', tasks=stream, phase=trainer.position['phase'],
+                      env_steps=trainer.position['env_steps'], run_dir=str(run_dir))
+            self.get_logger().info(f'stopped with a checkpoint at env step {trainer.position["env_steps"]} '
+                                   f'in {run_dir}: the next request continues from it')
 
     def close(self) -> None:
+        """Stop training at the next env step with a checkpoint, and wait for it (short of the stop
+        deadline, past which the process is ended: the checkpoint before is kept, files are replaced
+        atomically)."""
         self._stop.set()
+        trainer = self._active
+        if trainer is not None:
+            trainer.request_stop()
+        self._worker.join(timeout=STOP_DEADLINE_S - 2.0)
 
 
 def main(args=None) -> int:
