@@ -547,8 +547,9 @@ def end_process(code: int) -> NoReturn:
 
     ``atexit`` handlers run (multiprocessing joins its workers, logging flushes) and stdout/stderr are
     flushed, but the interpreter's finalization is skipped: tearing down torch, MuJoCo and DDS module by
-    module took 1-6 s per node after the nodes were already gone (the policy node under load,
-    ``docs/robustness.md``), time the launcher waits for, and DDS teardown is where a stop can hang.
+    module took the policy node 1.2-7.6 s after it was closed and destroyed (2 busy cores; 0.1-0.2 s
+    without it), time the launcher waits for, and DDS teardown is a place a stop can hang
+    (docs/architecture.md, rule 2).
     """
     atexit._run_exitfuncs()  # what Py_Finalize would run first; the rest is only teardown
     for stream in (sys.stdout, sys.stderr):
