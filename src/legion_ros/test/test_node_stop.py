@@ -35,11 +35,17 @@ NODE_SCRIPT = textwrap.dedent('''
     class Probe(Node):
         def __init__(self):
             super().__init__('stop_probe')
+            self.said = False
             self.create_timer(0.05, self.tick)
             print('spinning', flush=True)
 
         def tick(self):
-            {'stuck_in_python': stuck_in_python, 'stuck_in_c': stuck_in_c}.get(sys.argv[1], lambda: None)()
+            stuck = {'stuck_in_python': stuck_in_python, 'stuck_in_c': stuck_in_c}.get(sys.argv[1])
+            if not self.said:
+                print('ticking' if stuck is None else 'stuck', flush=True)
+                self.said = True
+            if stuck is not None:
+                stuck()
 
         def close(self):
             print('closed', flush=True)
@@ -55,7 +61,7 @@ def run_probe(behaviour: str, deadline_s: float) -> tuple[int, str, str, float]:
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert probe.stdout.readline().strip() == 'spinning', probe.stderr.read()
-        time.sleep(0.5)  # some ticks (a stuck one is stuck by now)
+        assert probe.stdout.readline().strip() == ('ticking' if behaviour == 'idle' else 'stuck')
         probe.send_signal(signal.SIGINT)
         started = time.monotonic()
         out, err = probe.communicate(timeout=60)
