@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--embodiment', default=None, help='embodiment (default: the training one)')
     parser.add_argument('--episode-length', type=int, default=None, help='steps per episode')
     parser.add_argument('--stochastic', action='store_true', help='sample actions instead of tanh(μ)')
-    parser.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
+    parser.add_argument('--json', action='store_true',
+                        help='print one JSON object instead of a table, with every episode\'s success in '
+                        'order (the same --seed and --num-envs give the same episodes: which ones fail)')
     parser.set_defaults(handler=run)
 
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                           episode_length=args.episode_length or env['episode_length'],
                           goal=args.goal or env['goal'], seed=seed)
         rows.append({'task': task, 'success': result['success_rate'], 'return': result['mean_return'],
-                     'episodes': args.episodes})
+                     'episodes': args.episodes, 'episode_successes': result['episode_successes']})
     mean = sum(r['success'] for r in rows) / len(rows)
     if args.json:
         print(json.dumps({'checkpoint': str(path), 'seed': seed, 'tasks': rows,
