@@ -225,7 +225,7 @@ class TrainerNode(Node):
         self._active = None
         if trainer.position['done']:
             self.emit('done', tasks=stream, run_dir=str(run_dir))
-        elif trainer.stop_requested:
+        elif self._stop.is_set():  # stopped mid-chunk or between chunks: a checkpoint either way
             self.emit('stopped', tasks=stream, phase=trainer.position['phase'],
                       env_steps=trainer.position['env_steps'], run_dir=str(run_dir))
             self.get_logger().info(f'stopped with a checkpoint at env step {trainer.position["env_steps"]} '
