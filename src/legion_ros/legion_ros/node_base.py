@@ -394,10 +394,10 @@ class StopRequest:
         self._event = threading.Event()
         self._lock = threading.RLock()  # a second signal may arrive inside set(), on the same thread
         self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
-        self._read_fd, self._write_fd = os.pipe()
+        read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._write_fd, False)
         self._previous_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, args=(self._read_fd,), name='stop-request', daemon=True).start()
+        threading.Thread(target=self._watch, args=(read_fd,), name='stop-request', daemon=True).start()
 
     def is_set(self) -> bool:
         return self._event.is_set()
