@@ -89,6 +89,10 @@ class AgentConfig(ConfigSection):
     # always (TD3+BC's term), for an actor cloned first (train.demo_pretrain) that a critic trained on
     # expert actions alone would otherwise drag wherever it overrates the actor's own actions.
     demo_q_filter: bool = True
+    # Polyak average of the encoder's and actor's weights, its decay per update (0: off, the original;
+    # 0.999 averages about the last 1,000 updates). On: deterministic actions (evaluation, exported
+    # policies, the teachers of finished tasks) use the average, exploration the live weights.
+    policy_average: float = 0.0
     optimizer: str = 'fused'            # fused | foreach | plain (torch.optim.Adam implementations)
     compile: bool = False               # torch.compile the networks
     num_threads: int | None = None      # torch intra-op threads; None leaves torch's default
@@ -124,6 +128,8 @@ class AgentConfig(ConfigSection):
             out.append(f'agent.distill must be >= 0, got {self.distill}')
         if not float(self.demo_bc) >= 0:
             out.append(f'agent.demo_bc must be >= 0, got {self.demo_bc}')
+        if not 0.0 <= float(self.policy_average) < 1.0:
+            out.append(f'agent.policy_average must be in [0, 1), got {self.policy_average}')
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 out.append(f'agent.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}')
@@ -182,6 +188,14 @@ class LegionAgent:
         self._target_params = list(self.critic_target.parameters())
         self._critic_params = list(self.critic.parameters())
         self.reset_optimizers()
+        # What deterministic actions use with config.policy_average: the Polyak average of the encoder
+        # and actor. The live weights swing between evaluations (door-open's held-out success went 0.8,
+        # 0.0, 0.7 10,000 steps apart); their average moves with what they learn, not with each batch.
+        self.average: nn.ModuleDict | None = None
+        if cfg.policy_average > 0:
+            self.average = copy.deepcopy(self._live_policy()).requires_grad_(False)
+            self._average_params = list(self.average.parameters())
+            self._live_params = list(self._live_policy().parameters())
         if cfg.compile:
             for module in (self.vae.encoder, self.actor, self.critic, self.critic_target):
                 module.compile()
@@ -219,8 +233,10 @@ class LegionAgent:
                                       self.device, self.config.weight_decay)
 
     def reset_vae(self) -> None:
-        """Re-initialise the VAE (encoder and decoders) with its optimizer."""
+        """Re-initialise the VAE (encoder and decoders) with its optimizer (and the encoder's average)."""
         init_weights(self.vae)
+        if self.average is not None:
+            self.average['encoder'].load_state_dict(self.vae.encoder.state_dict())
         self.vae_optimizer = _adam(self.vae.parameters(), self.config.vae_lr, self.config.optimizer,
                                    self.device)
 
@@ -237,8 +253,8 @@ class LegionAgent:
         success: measured on reach's own replay alone, with the VAE and α frozen, its deterministic
         episode went from 3 cm to 6-10 cm off the goal within 2,500-5,000 updates.
         """
-        teacher = nn.ModuleDict({'encoder': self.vae.encoder, 'actor': self.actor})
-        self.teacher = copy.deepcopy(teacher).requires_grad_(False)
+        # The deterministic policy, the one whose success ended the phase.
+        self.teacher = copy.deepcopy(self.acting_policy()).requires_grad_(False)
         first = self.teacher_tasks if self.config.distill_teacher == 'own' else 0
         self.teacher_tasks = int(num_tasks)
         return range(min(first, self.teacher_tasks), self.teacher_tasks)
@@ -255,6 +271,14 @@ class LegionAgent:
         return self.teacher['actor'].mean_action(obs, t_mu)
 
     # ------------------------------------------------------------------ inference
+    def _live_policy(self) -> nn.ModuleDict:
+        return nn.ModuleDict({'encoder': self.vae.encoder, 'actor': self.actor})
+
+    def acting_policy(self) -> nn.ModuleDict:
+        """The encoder and actor that deterministic actions use: the Polyak average
+        (``config.policy_average``) or the live networks."""
+        return self.average if self.average is not None else self._live_policy()
+
     def _embeddings(self, task: Any, n: int) -> torch.Tensor:
         """Rows of the language table for task ids, or given embeddings, as [n, E] on the device."""
         if isinstance(task, (int, np.integer)):
@@ -283,9 +307,11 @@ class LegionAgent:
         s = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         squeeze = s.ndim == 1
         s = s.reshape(-1, self.obs_dim)
-        use = 'mean' if deterministic and self.config.eval_z == 'mean' else 'sample'
-        z = self.encode(s, task, use)
-        action = self.actor.mean_action(s, z) if deterministic else self.actor.sample(s, z)[0]
+        policy = self.acting_policy() if deterministic else self._live_policy()
+        encoder, actor = policy['encoder'], policy['actor']
+        mu, logvar = encoder(s, self._embeddings(task, s.shape[0]))
+        z = mu if deterministic and self.config.eval_z == 'mean' else encoder.sample(mu, logvar)
+        action = actor.mean_action(s, z) if deterministic else actor.sample(s, z)[0]
         out = action.cpu().numpy()
         return out[0] if squeeze else out
 
@@ -390,6 +416,9 @@ class LegionAgent:
 
         if vae_step:
             self._vae_step(obs, action, next_obs, self.task_embeddings[task], mu, logvar, z_vae)
+        if self.average is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(self._average_params, self._live_params, 1.0 - cfg.policy_average)
         self.num_updates += 1
 
     def _demo_cloning(self, demo, action, pi_mean, q_pi, q_demo, pure: bool = False) -> torch.Tensor:
@@ -490,6 +519,7 @@ class LegionAgent:
             'num_vae_updates': self.num_vae_updates,
             'teacher': self.teacher.state_dict() if self.teacher is not None else None,
             'teacher_tasks': self.teacher_tasks,
+            'policy_average': self.average.state_dict() if self.average is not None else None,
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -526,6 +556,10 @@ class LegionAgent:
         self.num_updates = int(state['num_updates'])
         self.num_vae_updates = int(state['num_vae_updates'])
         self.teacher, self.teacher_tasks = None, 0
+        if self.average is not None:  # switched on at a resume: the average starts from the live weights
+            saved_average = state.get('policy_average')
+            self.average.load_state_dict(saved_average if saved_average is not None
+                                         else self._live_policy().state_dict())
         if state.get('teacher') is not None:  # checkpoints before the teacher existed have none
             self.remember_tasks(int(state['teacher_tasks']))
             self.teacher.load_state_dict(state['teacher'])

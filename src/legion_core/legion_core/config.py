@@ -58,7 +58,7 @@ RESUMABLE = ('train.eval_every', 'train.eval_episodes', 'train.eval_envs', 'trai
              'train.log_every', 'train.checkpoint_every', 'train.keep_phase_checkpoints',
              'train.advance_on_success', 'train.advance_evals', 'train.demo_pretrain',
              'agent.demo_bc', 'agent.demo_q_filter', 'agent.distill_teacher', 'train.current_ratio',
-             'dpmm.sample')
+             'dpmm.sample', 'agent.policy_average')
 DPMM_SAMPLES = ('uniform', 'balanced')
 
 

@@ -43,6 +43,17 @@ def _descriptions(tasks: list[str]) -> list[str]:
     return out
 
 
+def acting_weights(agent: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The encoder's and actor's weights of an agent's state that its deterministic actions use: the
+    Polyak average where the run kept one (``agent.policy_average``), else the live networks."""
+    if agent.get('policy_average') is not None:
+        weights = agent['policy_average']
+        return ({k.removeprefix('encoder.'): v for k, v in weights.items() if k.startswith('encoder.')},
+                {k.removeprefix('actor.'): v for k, v in weights.items() if k.startswith('actor.')})
+    return ({k.removeprefix('encoder.'): v for k, v in agent['vae'].items() if k.startswith('encoder.')},
+            agent['actor'])
+
+
 def export_policy(source: str | Path, out: str | Path | None = None) -> Path:
     """Write the inference-only artefact of a run directory or checkpoint; returns its path.
 
@@ -53,7 +64,7 @@ def export_policy(source: str | Path, out: str | Path | None = None) -> Path:
     if state['format'] == POLICY_FORMAT:
         raise ValueError(f'{source} is already an exported policy')
     agent, cfg = state['agent'], state['config']
-    vae = agent['vae']
+    encoder, actor = acting_weights(agent)
     policy = {
         'format': POLICY_FORMAT,
         'tasks': list(state['tasks']),
@@ -61,8 +72,8 @@ def export_policy(source: str | Path, out: str | Path | None = None) -> Path:
         'task_embeddings': agent['task_embeddings'],
         'dims': agent['dims'],
         'agent_config': agent['config'],
-        'encoder': {k.removeprefix('encoder.'): v for k, v in vae.items() if k.startswith('encoder.')},
-        'actor': agent['actor'],
+        'encoder': encoder,
+        'actor': actor,
         'dpmm': agent.get('dpmm'),
         'env': cfg['env'],
         'config': cfg,
@@ -195,12 +206,11 @@ def policy_from_state(state: dict[str, Any], device: str | torch.device = 'cpu')
     """A ``LegionPolicy`` from an already loaded policy or training checkpoint."""
     if state['format'] == CHECKPOINT_FORMAT:
         agent = state['agent']
+        encoder, actor = acting_weights(agent)
         state = {'tasks': state['tasks'], 'descriptions': _descriptions(list(state['tasks'])),
                  'task_embeddings': agent['task_embeddings'], 'dims': agent['dims'],
-                 'agent_config': agent['config'],
-                 'encoder': {k.removeprefix('encoder.'): v for k, v in agent['vae'].items()
-                             if k.startswith('encoder.')},
-                 'actor': agent['actor'], 'dpmm': agent.get('dpmm'), 'env': state['config']['env'],
+                 'agent_config': agent['config'], 'encoder': encoder,
+                 'actor': actor, 'dpmm': agent.get('dpmm'), 'env': state['config']['env'],
                  'trained': {'phase': state['position']['phase'],
                              'env_steps': state['position']['env_steps']}}
     return LegionPolicy(state, device)

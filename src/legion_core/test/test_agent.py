@@ -300,3 +300,48 @@ def test_n_step_rows_bootstrap_with_gamma_to_their_horizon(monkeypatch):
     one_step, mixed = bootstraps
     torch.testing.assert_close(mixed[0::2], one_step[0::2])
     torch.testing.assert_close(mixed[1::2], 0.25 * one_step[1::2])
+
+
+def test_deterministic_actions_use_the_polyak_average_of_encoder_and_actor():
+    decay = 0.75
+    agent = make_agent(policy_average=decay)
+
+    def live():
+        return [p.detach().clone() for p in [*agent.vae.encoder.parameters(), *agent.actor.parameters()]]
+
+    expected = live()
+    for i in range(6):  # a VAE step at the fifth: the encoder's average moves too
+        agent.update(make_batch(i))
+        expected = [decay * e + (1 - decay) * q for e, q in zip(expected, live(), strict=True)]
+    for e, a in zip(expected, agent.average.parameters(), strict=True):
+        assert torch.allclose(e, a, atol=1e-6) and not a.requires_grad
+    obs = make_batch(9)['obs']
+    with torch.no_grad():
+        mu, _ = agent.average['encoder'](obs, agent.task_embeddings[1].expand(B, -1))
+        averaged = agent.average['actor'].mean_action(obs, mu).numpy()
+        mu, _ = agent.vae.encoder(obs, agent.task_embeddings[1].expand(B, -1))
+        live_action = agent.actor.mean_action(obs, mu).numpy()
+    assert np.allclose(agent.act(obs, 1, deterministic=True), averaged, atol=1e-6)
+    assert not np.allclose(averaged, live_action, atol=1e-3)
+    # The teacher of the finished tasks is the policy that was evaluated: the average.
+    agent.remember_tasks(1)
+    assert np.allclose(agent.teacher_actions(obs, torch.ones(B)).numpy(), averaged, atol=1e-6)
+
+
+def test_the_average_survives_a_round_trip_and_starts_from_the_live_weights_when_switched_on():
+    agent = make_agent(policy_average=0.9)
+    for i in range(4):
+        agent.update(make_batch(i))
+    other = make_agent(seed=1, policy_average=0.9)
+    other.load_state_dict(agent.state_dict())
+    for p, q in zip(agent.average.parameters(), other.average.parameters(), strict=True):
+        assert torch.equal(p, q)
+    plain = make_agent()
+    plain.update(make_batch(0))
+    assert plain.state_dict()['policy_average'] is None
+    switched_on = make_agent(seed=2, policy_average=0.9)  # `legion train --resume RUN agent.policy_average=`
+    switched_on.load_state_dict(plain.state_dict())
+    obs = make_batch(5)['obs']
+    assert np.allclose(switched_on.act(obs, 0, deterministic=True), plain.act(obs, 0, deterministic=True))
+    with pytest.raises(ValueError, match=r'policy_average must be in \[0, 1\)'):
+        make_agent(policy_average=1.0)

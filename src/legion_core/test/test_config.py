@@ -194,7 +194,7 @@ def test_a_run_config_written_before_the_typed_groups_loads_and_validates():
                        'demo_pretrain': 0, 'eval_tasks': 'all',                 # that run: their
                        'current_ratio': None},
              'agent': {'demo_bc': 0.0, 'demo_q_filter': True,                   # defaults
-                       'distill_teacher': 'last'},
+                       'distill_teacher': 'last', 'policy_average': 0.0},
              'env': {'success_bonus': 0.0},
              'dpmm': {'sample': 'uniform'}}
     for group in GROUPS:
@@ -221,3 +221,13 @@ def test_an_older_run_without_the_later_keys_resumes_as_it_ran(tmp_path):
     metrics = resumed.run()
     assert metrics['complete'] and metrics['env_steps'] == 200
     assert (tmp_path / CONFIG_FILE).read_text() == written  # the run's config.yaml is left as it was
+
+
+def test_preset_original_is_the_original_agent_but_for_the_reproduced_defects():
+    """`preset=original` keeps the original's agent: every key at AgentConfig's reference default, the
+    switches of our recipe (legion.yaml: sizes, distill, the policy's average...) undone; what differs
+    reproduces the original's defects (legion-original.md §8)."""
+    agent = to_container(compose_config(['preset=original']))['agent']
+    differs = {k for k, v in AgentConfig().to_dict().items() if agent[k] != v}
+    assert differs == {'eval_z', 'fix_terminal_obs', 'distill_teacher'}  # the last is moot at distill 0
+    assert agent['distill'] == 0.0 and agent['policy_average'] == 0.0

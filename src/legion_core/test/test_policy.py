@@ -14,8 +14,10 @@ from legion_core.trainer import Trainer
 torch.set_num_threads(1)
 
 
-def test_exported_policy_acts_like_the_agent(tmp_path):
-    cfg = small_config('train.eval_every=0', 'train.steps_per_task=120')
+@pytest.mark.parametrize('average', [0.0, 0.9])
+def test_exported_policy_acts_like_the_agent(tmp_path, average):
+    """...deterministically: with ``agent.policy_average``, the average's actions, not the live ones."""
+    cfg = small_config('train.eval_every=0', 'train.steps_per_task=120', f'agent.policy_average={average}')
     trainer = Trainer(cfg, tmp_path, progress=False)
     trainer.run(max_env_steps=120)
     path = export_policy(tmp_path)

@@ -91,10 +91,11 @@ def test_distill_remembers_the_finished_tasks_at_each_switch(tmp_path):
                        'train.steps_per_task=100', 'train.eval_every=0')
     trainer = Trainer(cfg, tmp_path, progress=False)
     assert trainer.agent.teacher is None
-    trainer.run(max_env_steps=100)  # phase 0 ends: reach is remembered as the actor is now
+    trainer.run(max_env_steps=100)  # phase 0 ends: reach is remembered as the policy acts now
     assert trainer.agent.teacher_tasks == 1
-    for name, value in trainer.agent.teacher['actor'].state_dict().items():
-        assert torch.equal(value, trainer.agent.actor.state_dict()[name])
+    acting = trainer.agent.acting_policy().state_dict()  # the average of agent.policy_average
+    for name, value in trainer.agent.teacher.state_dict().items():
+        assert torch.equal(value, acting[name])
     trainer.run(max_env_steps=100)
     assert trainer.agent.teacher_tasks == 2
     phase_0 = torch.load(tmp_path / 'checkpoints' / 'phase_0.pt', weights_only=False)
