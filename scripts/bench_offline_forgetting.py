@@ -7,9 +7,9 @@ agent continues on its own replay (no env steps) and its earlier tasks are check
 The run is loaded from its checkpoint as `legion train --resume` would (KEY=VALUE: resumable settings,
 e.g. train.current_ratio=0.5; agent.distill=W changes the cloning weight for this measurement only).
 Nothing in RUN_DIR is written: copy it first if the run is still going. Each check prints one JSON line
-with, per earlier task, the squared distance between the actor's deterministic action and the rows'
-teacher action on 4,096 of its replayed rows (what distill pulls towards), and its held-out success on
-the run's evaluation episodes.
+with, per earlier task, the squared distance between the policy's deterministic action (with
+`agent.policy_average`, its average's) and the rows' teacher action on 4,096 of its replayed rows
+(what distill pulls towards), and its held-out success on the run's evaluation episodes.
 """
 import argparse
 import json
@@ -63,8 +63,9 @@ def measure(trainer, updates: int, checks: int, distill: float | None) -> None:
         for k, rows in probes.items():
             obs, task = replay.storage['obs'][rows], replay.storage['task'][rows]
             with torch.no_grad():
-                mu, _ = agent.vae.encoder.forward_tasks(obs, task, agent.task_embeddings)
-                action = agent.actor.mean_action(obs, mu)
+                policy = agent.acting_policy()  # what acts: the average, with agent.policy_average
+                mu, _ = policy['encoder'].forward_tasks(obs, task, agent.task_embeddings)
+                action = policy['actor'].mean_action(obs, mu)
             distance = (action - replay.storage['teacher_action'][rows]).pow(2).sum(-1).mean()
             record['distance'][trainer.tasks[k]] = round(float(distance), 5)
             result = evaluate(lambda o, k=k: agent.act(o, k, deterministic=True), trainer.tasks[k],

@@ -68,3 +68,19 @@ def test_offline_forgetting_checks_each_earlier_task_and_leaves_the_run_alone(tm
     assert records[0]['distance']['push-v3'] == 0  # push's rows were labelled with these very actions
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     assert (tmp_path / 'checkpoints' / 'last.pt').read_bytes() == checkpoint
+
+
+def test_policy_average_bench_scores_the_live_policy_and_each_average_on_the_same_episodes(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / 'bench_policy_average.py'), '--task', 'reach-v3', '--embodiment',
+         'kuka', '--budget', '300', '--eval-every', '100', '--eval-episodes', '2', '--decays', '1e-9,0.9',
+         '--run-dir', str(tmp_path), 'preset=tiny', 'train.warmup_steps=50', 'train.demo_episodes=1',
+         'train.demo_pretrain=10'], capture_output=True, text=True, check=True)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    rows, result = lines[:-1], lines[-1]
+    assert [r['env_steps'] for r in rows] == [50, 150, 250, 350]  # after one demonstration, then every 100
+    assert result['env_steps'] == 350 and set(result['success']) == {'live', '1e-09', '0.9'}
+    # An average that forgets at once is the live policy: the same success on the same episodes.
+    assert [r['1e-09'] for r in rows] == [r['live'] for r in rows] == result['success']['live']['curve']
+    evals = [json.loads(line) for line in (tmp_path / 'evals.jsonl').read_text().splitlines()]
+    assert [e['success'] for e in evals] == [r['live'] for r in rows]  # the run's own evaluations: live
