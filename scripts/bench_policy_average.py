@@ -9,7 +9,8 @@ then a summary line.
 One `legion train` run of the task alone, with the stream's recipe (50 demonstrations, 3,000 cloning
 updates, `demo_bc=5` without the Q-filter) and `agent.policy_average=0`, so that its own evaluations
 score the live networks. Beside it, each decay of ``--decays`` keeps its own average of the encoder's
-and actor's weights, updated after every update as `LegionAgent` does it. At each evaluation every
+and actor's weights, updated after every update and restarted after cloning as `LegionAgent` does it
+(the measurements in docs/training.md predate the restart). At each evaluation every
 average acts on the same held-out episodes as the live policy. The averages are side copies: the run
 trains exactly as it would without them. KEY=VALUE overrides go to the run's config.
 """
@@ -40,7 +41,13 @@ class Averages:
         self.averages = {d: [p.detach().clone() for p in self.live] for d in decays}
         self._update, self._evaluate_all = agent.update, trainer.evaluate_all
         agent.update, trainer.evaluate_all = self.update, self.evaluate_all
+        agent.restart_average = self.restart  # after cloning, as LegionAgent.restart_average
         self.rows: list[dict] = []
+
+    def restart(self) -> None:
+        with torch.no_grad():
+            for average in self.averages.values():
+                torch._foreach_copy_(average, [p.detach() for p in self.live])
 
     def update(self, *args, **kwargs) -> None:
         self._update(*args, **kwargs)

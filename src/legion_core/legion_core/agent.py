@@ -240,6 +240,14 @@ class LegionAgent:
         self.vae_optimizer = _adam(self.vae.parameters(), self.config.vae_lr, self.config.optimizer,
                                    self.device)
 
+    def restart_average(self) -> None:
+        """The policy's average (``config.policy_average``) jumps to the live weights. After cloning
+        (``train.demo_pretrain``) the phase starts from the cloned actor, and an average over the cloning
+        updates acts with a blend of the actor before, during and after it: door-open's read 0.0 at the
+        phase start where the cloned actor read 0.7."""
+        if self.average is not None:
+            self.average.load_state_dict(self._live_policy().state_dict())
+
     def remember_tasks(self, num_tasks: int) -> range:
         """At a task switch: freeze the current encoder and actor as the behaviour to keep on the first
         ``num_tasks`` tasks (used when ``config.distill`` > 0). Returns the tasks whose replayed rows are

@@ -522,6 +522,7 @@ class Trainer:
                 batch = self.demos.sample(size, rows)
                 batch['demo'] = torch.ones(size, dtype=torch.bool, device=self.replay.device)
             self.agent.update(batch, clone=True)
+        self.agent.restart_average()
         p['pretrained'].append(phase)
         p['warmup_end'], p['burst_done'] = p['local_step'], True
         self.elapsed += time.perf_counter() - started

@@ -186,6 +186,17 @@ def test_demo_pretrain_clones_each_phase_once_before_its_first_step_and_skips_wa
     assert resumed.position['pretrained'] == [0, 1]
 
 
+def test_the_policy_average_starts_from_the_cloned_actor(tmp_path):
+    cloned = []
+    trainer = _recording_trainer(tmp_path, lambda batch, clone: cloned.append(clone),
+                                 'train.demo_pretrain=30', 'agent.policy_average=0.999')
+    trainer.run(max_env_steps=1)  # the demonstrations, the cloning, then one env step
+    assert cloned == [True] * 30  # no online update yet (the replay holds less than a batch)
+    live = trainer.agent._live_policy().state_dict()
+    for name, value in trainer.agent.average.state_dict().items():
+        assert torch.equal(value, live[name])
+
+
 def test_demo_pretrain_needs_demonstrations():
     from legion_core.config import validate
 
