@@ -490,7 +490,9 @@ def evaluate(policy: Policy, task: str, episodes: int = 10, *, num_envs: int | N
     ``num_envs`` (default: all at once). ``env`` reuses an existing ``TaskVectorEnv`` built with
     ``autoreset=False`` (saves construction time on repeated evaluations); it is re-seeded first, so every
     evaluation with it runs the same episodes (under ``goal='random'``, the same goals).
-    Returns ``{'success_rate', 'mean_return', 'episode_successes', 'episode_returns'}``.
+    Returns ``{'success_rate', 'mean_return', 'episode_successes', 'episode_returns',
+    'episode_success_steps'}``, the last the step (1-based) at which each episode first succeeded, None
+    where it never did: how close to its time limit a success came.
     """
     if int(episodes) != episodes or episodes < 1:
         raise ValueError(f'episodes must be a positive integer, got {episodes!r}')
@@ -505,21 +507,30 @@ def evaluate(policy: Policy, task: str, episodes: int = 10, *, num_envs: int | N
         raise ValueError('evaluate() needs a TaskVectorEnv built with autoreset=False')
     successes: list[bool] = []
     returns: list[float] = []
+    success_steps: list[int | None] = []
     for _round in range(math.ceil(episodes / env.num_envs)):
         obs = env.reset()
+        steps = np.zeros(env.num_envs, dtype=np.int64)
+        first = np.zeros(env.num_envs, dtype=np.int64)  # 0: not yet
         while env.active.any():
+            active = env.active.copy()
             actions = np.asarray(policy(obs), dtype=np.float64)
             if actions.shape != (env.num_envs, ACTION_DIM):
                 raise ValueError(f'policy returned actions of shape {actions.shape}, expected '
                                  f'({env.num_envs}, {ACTION_DIM}) for observations of shape {obs.shape}')
             obs, _reward, terminated, truncated, info = env.step(actions)
+            steps += active
+            hit = active & (first == 0) & np.asarray(info['success'], dtype=bool)
+            first[hit] = steps[hit]
             for i in np.flatnonzero(terminated | truncated):
                 successes.append(bool(info['episode_success'][i]))
                 returns.append(float(info['episode_return'][i]))
-    successes, returns = successes[:episodes], returns[:episodes]
+                success_steps.append(int(first[i]) if first[i] else None)
+    successes, returns, success_steps = successes[:episodes], returns[:episodes], success_steps[:episodes]
     return {
         'success_rate': float(np.mean(successes)),
         'mean_return': float(np.mean(returns)),
         'episode_successes': successes,
         'episode_returns': returns,
+        'episode_success_steps': success_steps,
     }

@@ -128,6 +128,14 @@ def test_evaluate_expert_succeeds_and_zero_policy_fails():
                      seed=0)
     assert again['episode_successes'] == expert['episode_successes']
     np.testing.assert_allclose(again['episode_returns'][:3], expert['episode_returns'][:3])
+    steps = expert['episode_success_steps']
+    assert all(1 < s <= 150 for s in steps) and again['episode_success_steps'][:3] == steps[:3]
+    assert idle['episode_success_steps'] == [None, None]
+    # The step at which an episode first succeeded: one step shorter, that episode fails.
+    short = evaluate(_expert_policy, 'reach', episodes=4, layout='full39', goal='random', seed=0,
+                     episode_length=min(steps) - 1)
+    assert [short['episode_successes'][i] for i in range(4) if steps[i] == min(steps)] == [False] * \
+        steps.count(min(steps))
     with pytest.raises(ValueError, match='policy returned'):
         evaluate(lambda obs: np.zeros((len(obs), 3)), 'reach', episodes=1)
 

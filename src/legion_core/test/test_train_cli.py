@@ -107,6 +107,7 @@ def test_train_stop_resume_and_evaluate(tmp_path, capsys):
     assert all(0.0 <= row['success'] <= 1.0 and row['episodes'] == 2 for row in table['tasks'])
     for row in table['tasks']:  # which episodes failed, as well as how many
         assert len(row['episode_successes']) == 2 and sum(row['episode_successes']) / 2 == row['success']
+        assert [s is not None for s in row['episode_success_steps']] == row['episode_successes']
     assert main(['eval', str(run_dir), '--episodes', '1', '--tasks', 'push']) == 0
     out = capsys.readouterr().out
     assert 'push-v3' in out and 'reach-v3' not in out and 'mean' in out

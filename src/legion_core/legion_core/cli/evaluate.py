@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--stochastic', action='store_true', help='sample actions instead of tanh(μ)')
     parser.add_argument('--json', action='store_true',
                         help='print one JSON object instead of a table, with every episode\'s success in '
-                        'order (the same --seed and --num-envs give the same episodes: which ones fail)')
+                        'order and the step it first succeeded at (the same --seed and --num-envs give '
+                        'the same episodes: which ones fail, and how close to the time limit the others '
+                        'came)')
     parser.set_defaults(handler=run)
 
 
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                           episode_length=args.episode_length or env['episode_length'],
                           goal=args.goal or env['goal'], seed=seed)
         rows.append({'task': task, 'success': result['success_rate'], 'return': result['mean_return'],
-                     'episodes': args.episodes, 'episode_successes': result['episode_successes']})
+                     'episodes': args.episodes, 'episode_successes': result['episode_successes'],
+                     'episode_success_steps': result['episode_success_steps']})
     mean = sum(r['success'] for r in rows) / len(rows)
     if args.json:
         print(json.dumps({'checkpoint': str(path), 'seed': seed, 'tasks': rows,
