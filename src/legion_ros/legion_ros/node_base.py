@@ -39,6 +39,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from typing import Any, NoReturn
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.duration import Duration
 from rclpy.exceptions import (
     InvalidParameterTypeException,
     InvalidParameterValueException,
@@ -68,6 +70,10 @@ SPIN_POLL_S = 0.1  # longest a stop request waits for the spin loop
 # From a stop request to the end of the process: past it the process prints every thread's stack and
 # exits with EXIT_CRASH, before the launcher escalates to SIGTERM (SHUTDOWN_TIMEOUT_S) and SIGKILL.
 STOP_DEADLINE_S = SHUTDOWN_TIMEOUT_S - 3.0
+# How long a stopping process waits, in all, for its nodes' subscribers to acknowledge what the nodes
+# published last (a final status, the trainer's 'stopped' event): the process then ends with os._exit,
+# which drops a reliable message still in flight. Within STOP_DEADLINE_S with the trainer's close().
+LAST_MESSAGES_S = 1.0
 
 _TYPES = {
     'bool': ParameterType.PARAMETER_BOOL,
@@ -534,12 +540,27 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
                     print(f'{node.get_name()}: close() failed:\n{traceback.format_exc()}', file=sys.stderr,
                           flush=True)
                     code = code or EXIT_CRASH
+            deliver_last_messages(node, LAST_MESSAGES_S / len(nodes))
             node.destroy_node()
         rclpy.try_shutdown()
         if lease is not None:
             lease.release()
         stop.restore()
     end_process(code)
+
+
+def deliver_last_messages(node: Node, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` in all until the subscribers of ``node``'s reliable publishers have
+    acknowledged everything published; whether they all did (best effort ones never wait)."""
+    deadline = time.monotonic() + timeout_s
+    delivered = True
+    for publisher in list(node.publishers):
+        left = max(deadline - time.monotonic(), 0.0)
+        try:
+            delivered = publisher.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))) and delivered
+        except Exception:  # a publisher its node destroyed already: nothing left to deliver
+            continue
+    return delivered
 
 
 def end_process(code: int) -> NoReturn:
