@@ -43,15 +43,18 @@ def _descriptions(tasks: list[str]) -> list[str]:
     return out
 
 
+def _part(weights: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of a module's state dict under ``prefix.``, without it."""
+    return {k.removeprefix(f'{prefix}.'): v for k, v in weights.items() if k.startswith(f'{prefix}.')}
+
+
 def acting_weights(agent: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The encoder's and actor's weights of an agent's state that its deterministic actions use: the
     Polyak average where the run kept one (``agent.policy_average``), else the live networks."""
-    if agent.get('policy_average') is not None:
-        weights = agent['policy_average']
-        return ({k.removeprefix('encoder.'): v for k, v in weights.items() if k.startswith('encoder.')},
-                {k.removeprefix('actor.'): v for k, v in weights.items() if k.startswith('actor.')})
-    return ({k.removeprefix('encoder.'): v for k, v in agent['vae'].items() if k.startswith('encoder.')},
-            agent['actor'])
+    average = agent.get('policy_average')
+    if average is not None:
+        return _part(average, 'encoder'), _part(average, 'actor')
+    return _part(agent['vae'], 'encoder'), agent['actor']
 
 
 def export_policy(source: str | Path, out: str | Path | None = None) -> Path:
