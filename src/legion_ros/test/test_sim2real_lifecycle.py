@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from decision_graph import DISCOVERY_TIMEOUT_S, output_of, start_node, stop_node
+from decision_graph import call_service, output_of, start_node, stop_node
 
 from legion_ros.interfaces import SIM2REAL_STATUS
 
@@ -68,14 +68,7 @@ class Driver:
         return bool(predicate())
 
     def call(self, client, request):
-        if not client.wait_for_service(timeout_sec=DISCOVERY_TIMEOUT_S):
-            # Listed in the graph but not matched is DDS discovery; not listed, the node lacks it.
-            listed = client.srv_name in dict(self.node.get_service_names_and_types())
-            raise AssertionError(f'{client.srv_name} not available after {DISCOVERY_TIMEOUT_S} s '
-                                 f'(in the graph: {listed})')
-        future = client.call_async(request)
-        assert self.spin_until(future.done, 10.0), f'{client.srv_name} did not answer'
-        return future.result()
+        return call_service(self.node, client, request, self.spin_until)
 
     def transition(self, label: str) -> bool:
         from lifecycle_msgs.srv import ChangeState

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from decision_graph import DISCOVERY_TIMEOUT_S, Probe, output_of, start_node, stop_node
+from decision_graph import Probe, call_service, output_of, start_node, stop_node
 
 pytestmark = pytest.mark.ros
 
@@ -46,15 +46,12 @@ def test_the_state_log_covers_the_simulated_time_scene_by_scene(tmp_path):
                       String(data=json.dumps({**step, 'success': True})))
         # Another scene: a segment of its own, on the same simulated time.
         client = probe.node.create_client(SetParameters, '/legion/sim_bridge/set_parameters')
-        assert client.wait_for_service(timeout_sec=DISCOVERY_TIMEOUT_S)
-        future = client.call_async(SetParameters.Request(
-            parameters=[Parameter('task', value='push-v3').to_parameter_msg()]))
-        assert probe.wait_for(future.done, 60) and future.result().results[0].successful
+        answer = call_service(probe.node, client, SetParameters.Request(
+            parameters=[Parameter('task', value='push-v3').to_parameter_msg()]), probe.wait_for, answer_s=60)
+        assert answer.results[0].successful
         probe.spin(1.0)
         pause = probe.node.create_client(SetBool, '/legion/sim_bridge/set_pause')
-        assert pause.wait_for_service(timeout_sec=DISCOVERY_TIMEOUT_S)
-        future = pause.call_async(SetBool.Request(data=True))
-        assert probe.wait_for(future.done, 10) and future.result().success
+        assert call_service(probe.node, pause, SetBool.Request(data=True), probe.wait_for).success
         # The paused twin's time: once the clock read stops advancing for a second (a loaded probe lags
         # behind the twin by more than a short spin).
         end_s = None
