@@ -84,3 +84,26 @@ def test_policy_average_bench_scores_the_live_policy_and_each_average_on_the_sam
     assert [r['1e-09'] for r in rows] == [r['live'] for r in rows] == result['success']['live']['curve']
     evals = [json.loads(line) for line in (tmp_path / 'evals.jsonl').read_text().splitlines()]
     assert [e['success'] for e in evals] == [r['live'] for r in rows]  # the run's own evaluations: live
+
+
+def test_actor_capacity_fits_each_size_to_the_finished_tasks_teachers(tmp_path):
+    trainer = Trainer(to_container(compose_config(TINY)), tmp_path, progress=False)
+    trainer.run(max_env_steps=200)  # reach and push finished, drawer-close not begun
+    trainer.close()
+    checkpoint = (tmp_path / 'checkpoints' / 'last.pt').read_bytes()
+
+    done = subprocess.run([sys.executable, str(SCRIPTS / 'bench_actor_capacity.py'), str(tmp_path),
+                           '--sizes', '8x1,16x2', '--steps', '300', '--eval', 'reach-v3', '--episodes', '2',
+                           '--horizon', '10'], capture_output=True, text=True, check=True)
+    acting, *fitted = [json.loads(line) for line in done.stdout.splitlines()]
+    assert acting['finished'] == ['reach-v3', 'push-v3'] and acting['rows'] == 160  # 40 of 200 held out
+    # Under distill_teacher=last both carry push's end teacher, the acting actor itself: distance 0.
+    assert acting['distance'] == {'reach-v3': 0, 'push-v3': 0}
+    assert [f['actor'] for f in fitted] == ['8x1', '16x2']
+    assert fitted[0]['parameters'] < fitted[1]['parameters']
+    for record in fitted:
+        assert set(record['distance']) == {'reach-v3', 'push-v3'}
+        assert 0 < record['distance']['reach-v3'] < 4  # a fit: neither exact nor unbounded
+        assert record['success']['reach-v3']['rate'] in (0.0, 0.5, 1.0)
+        assert len(record['success']['reach-v3']['steps']) == 2
+    assert (tmp_path / 'checkpoints' / 'last.pt').read_bytes() == checkpoint
