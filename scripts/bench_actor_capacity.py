@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument('--eval', default='', help='tasks to evaluate each fitted actor on')
     parser.add_argument('--episodes', type=int, default=20)
     parser.add_argument('--horizon', type=int, default=None, help="episode length (default: the run's)")
+    parser.add_argument('--rows', choices=('uniform', 'latest'), default='uniform',
+                        help="each task's rows: drawn from all of them, or its newest (the end of its phase)")
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in size.split('x')) for size in args.sizes.split(',')]
@@ -48,7 +50,7 @@ def main() -> None:
     tasks, finished = list(state['tasks']), int(state['agent']['teacher_tasks'])
     if finished == 0:
         parser.error('no finished task yet: nothing carries a teacher action')
-    train, test = finished_rows(state['replay'], finished, policy, args.seed)
+    train, test = finished_rows(state['replay'], finished, policy, args.seed, args.rows)
     names = tasks[:finished]
 
     def distance(actor) -> dict[str, float]:
@@ -89,15 +91,25 @@ def main() -> None:
         print(json.dumps(record), flush=True)
 
 
-def finished_rows(replay: dict, finished: int, policy, seed: int):
+def finished_rows(replay: dict, finished: int, policy, seed: int, which: str = 'uniform'):
     """Per finished task: (obs, z = mu of the acting encoder, teacher action) of up to ROWS_PER_TASK
-    replayed rows, split into a training part and HELD_OUT held-out rows (a fifth if fewer)."""
+    replayed rows (``which``: drawn from all, or the newest), split into a training part and HELD_OUT
+    held-out rows (a fifth if fewer), both in random order."""
     storage, size = replay['storage'], int(replay['size'])
     task = storage['task'][:size]
+    capacity = int(replay['config']['capacity'])
+    if which == 'latest' and replay['config']['policy'] != 'fifo':
+        raise SystemExit(f"--rows latest needs a fifo replay (this one is {replay['config']['policy']})")
+    # Slots in the order they were written: a fifo replay that wrapped starts at its write position.
+    age = torch.arange(size)
+    if size == capacity:
+        age = (age - int(replay['position'])) % capacity
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []
     for k in range(finished):
         rows = torch.nonzero(task == k).flatten()
+        if which == 'latest':
+            rows = rows[age[rows].argsort()[-ROWS_PER_TASK:]]
         rows = rows[torch.randperm(len(rows), generator=generator)[:ROWS_PER_TASK]]
         held_out = min(HELD_OUT, len(rows) // 5)  # a tiny run's few rows: a fifth
         if held_out == 0:
