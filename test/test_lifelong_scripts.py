@@ -107,3 +107,9 @@ def test_actor_capacity_fits_each_size_to_the_finished_tasks_teachers(tmp_path):
         assert record['success']['reach-v3']['rate'] in (0.0, 0.5, 1.0)
         assert len(record['success']['reach-v3']['steps']) == 2
     assert (tmp_path / 'checkpoints' / 'last.pt').read_bytes() == checkpoint
+    # Each task's newest rows (here all of them: fewer than the script takes per task).
+    done = subprocess.run([sys.executable, str(SCRIPTS / 'bench_actor_capacity.py'), str(tmp_path),
+                           '--rows', 'latest', '--sizes', '8x1', '--steps', '10'],
+                          capture_output=True, text=True, check=True)
+    acting, fitted = [json.loads(line) for line in done.stdout.splitlines()]
+    assert acting['rows'] == 160 and fitted['actor'] == '8x1' and 'success' not in fitted
