@@ -172,7 +172,7 @@ class LegionPolicy:
 POLICIES_DIR = Path(__file__).resolve().parent / 'data' / 'policies'
 #: The default policy (`legion sim`, `make demo`): of the shipped ones, the one that does the demo's job
 #: best (README, "What it shows today").
-SHIPPED_POLICY = POLICIES_DIR / 'twin_demo3' / 'policy.pt'
+SHIPPED_POLICY = POLICIES_DIR / 'legion10_recipe' / 'policy.pt'
 
 
 def shipped_policies() -> dict[str, Path]:

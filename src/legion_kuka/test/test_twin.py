@@ -239,13 +239,13 @@ def test_reset_switches_task(twin):
 
 @pytest.mark.parametrize('seed', [0, 1])
 def test_an_object_pressed_by_the_arm_moves_with_the_hand_not_faster(seed):
-    # The shipped drawer policy presses the gripper pad onto the open drawer's wall. Without MuJoCo's
+    # twin_demo3's drawer policy presses the gripper pad onto the open drawer's wall. Without MuJoCo's
     # noslip solver the pad held the drawer still and then shot it closed (15 cm in one policy step);
     # the drawer must move with the hand, at most 1 cm a step (plus contact give).
-    from legion_core.policy import SHIPPED_POLICY, load_policy
+    from legion_core.policy import load_policy, shipped_policies
     from legion_kuka.chain import ChainRunner
 
-    policy = load_policy(SHIPPED_POLICY)
+    policy = load_policy(shipped_policies()['twin_demo3'])
     drawer = []
 
     def act(obs):

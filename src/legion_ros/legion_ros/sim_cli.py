@@ -90,7 +90,8 @@ def register_sim(subparsers: argparse._SubParsersAction) -> None:
                              'scripted policy of each step\'s task')
     parser.add_argument('--checkpoint', default='', metavar='PATH',
                         help='LEGION policy artefact, run directory or the name of a policy shipped with '
-                             'legion_core (twin_demo3, the default; legion10_twin, all ten skills)')
+                             'legion_core (legion10_recipe, all ten skills, the default; legion10_twin; '
+                             'twin_demo3)')
     parser.add_argument('--seed', type=int, default=0, help='goal variant of every step\'s scene (default 0)')
     parser.add_argument('--driver', choices=('lbr', 'iiwa_ros2'), default='lbr',
                         help='driver interface the twin speaks (default lbr)')

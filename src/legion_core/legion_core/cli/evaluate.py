@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=('Run deterministic episodes of a trained LEGION policy on each task it knows (or the '
                      'tasks given) and print the success rate and mean return per task. CHECKPOINT is a '
                      'run directory, a training checkpoint (checkpoints/*.pt), an exported policy.pt or '
-                     'the name of a policy shipped with legion_core (twin_demo3, legion10_twin). '
+                     'the name of a policy shipped with legion_core (legion10_recipe, legion10_twin, '
+                     'twin_demo3). '
                      'Environment settings (embodiment, layout, episode length, goal) default to those '
                      'the policy was trained with.'))
     parser.add_argument('checkpoint', metavar='CHECKPOINT',
