@@ -19,9 +19,8 @@ from rclpy.node import Node
 
 from legion_ros.graph import ros_yaml
 
-#: How long a probe waits for a service to be discovered. On loopback it is there within milliseconds,
-#: but on the loaded 2-core CI machine one lifecycle service of a node stayed undiscovered for 10 s
-#: while its sibling on the same node answered (CI, 2026-12-06): a late discovery is not a missing one.
+#: How long a probe waits for a service's client to be ready. On loopback it is within milliseconds;
+#: a client that is not ready by then may never be (call_service below says why and goes on).
 DISCOVERY_TIMEOUT_S = 30.0
 
 
