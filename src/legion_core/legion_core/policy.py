@@ -170,8 +170,8 @@ class LegionPolicy:
 
 
 POLICIES_DIR = Path(__file__).resolve().parent / 'data' / 'policies'
-#: The default policy (`legion sim`, `make demo`): of the shipped ones, the one that does the demo's job
-#: best (README, "What it shows today").
+#: The default policy (`legion sim`, `make demo`): the full stream's that does the demo's job in 9 of 10
+#: seeds, as the three-skill twin_demo3 did (README, "What it shows today").
 SHIPPED_POLICY = POLICIES_DIR / 'legion10_recipe' / 'policy.pt'
 
 

@@ -35,17 +35,18 @@ def servers(node: Node, service: str) -> tuple[list[str], list[str]]:
             names(node.get_publishers_info_by_topic(f'rr{service}Reply', no_mangle=True)))
 
 
-def call_service(node: Node, client, request, spin_until, answer_s: float = 10.0):
+def call_service(node: Node, client, request, spin_until, answer_s: float = 10.0,
+                 ready_s: float = DISCOVERY_TIMEOUT_S):
     """``client``'s answer to ``request``; ``spin_until(predicate, seconds)`` spins the probe.
 
-    A client still not ready after DISCOVERY_TIMEOUT_S while a server is seen sends the request anyway:
+    A client still not ready after ``ready_s`` while a server is seen sends the request anyway:
     rmw_fastrtps can leave one client 'not ready' for good while its siblings on the same node answer
     (CI 2026-12-06, twice; ros2/rmw_fastrtps#792). Only a missing server or no answer fails.
     """
-    ready = client.wait_for_service(timeout_sec=DISCOVERY_TIMEOUT_S)
+    ready = client.wait_for_service(timeout_sec=ready_s)
     readers, writers = servers(node, client.srv_name)
     if not ready and not readers:
-        raise AssertionError(f'no server of {client.srv_name} after {DISCOVERY_TIMEOUT_S} s')
+        raise AssertionError(f'no server of {client.srv_name} after {ready_s} s')
     future = client.call_async(request)
     if not spin_until(future.done, answer_s):
         raise AssertionError(f'{client.srv_name} did not answer within {answer_s} s (client ready: {ready}; '

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from decision_graph import call_service
 
 from legion_ros.graph import graph
 from legion_ros.runner import node_command
@@ -84,10 +85,8 @@ class Client:
         self.command_pub.publish(self.Float64MultiArray(data=[float(v) for v in values]))
 
     def call(self, client, request, timeout_s: float = 10.0):
-        assert client.wait_for_service(timeout_sec=timeout_s), f'{client.srv_name} not available'
-        future = client.call_async(request)
-        assert self.spin_until(future.done, timeout_s), f'{client.srv_name} did not answer'
-        return future.result()
+        return call_service(self.node, client, request, self.spin_until, answer_s=timeout_s,
+                            ready_s=timeout_s)
 
     def close(self) -> None:
         self.node.destroy_node()
