@@ -22,6 +22,7 @@ from legion_core.checkpoint import load_checkpoint
 from legion_core.envs import evaluate
 from legion_core.networks import Actor
 from legion_core.policy import policy_from_state
+from legion_core.trainer import EVAL_SEED_OFFSET
 
 HELD_OUT = 5000
 ROWS_PER_TASK = 40000
@@ -85,7 +86,7 @@ def main() -> None:
             result = evaluate(lambda o, task=task: policy.act(o, task), task, args.episodes,
                               embodiment=env['embodiment'], layout=env['layout'],
                               episode_length=env['episode_length'], goal=env['goal'],
-                              seed=args.seed + 1000003)
+                              seed=args.seed + EVAL_SEED_OFFSET)  # the run's own held-out episodes
             record.setdefault('success', {})[task] = {'rate': result['success_rate'],
                                                       'steps': result['episode_success_steps']}
         print(json.dumps(record), flush=True)
