@@ -51,12 +51,14 @@ DEFAULTS_NODE = 'legion_defaults'
 MODES = ('lifelong', 'multitask')
 CHECKPOINT_REPLAY = ('full', 'none')
 EVAL_TASKS = ('all', 'seen')
+SAVED_STEPS = ('next', 'spread', 'none')
 #: Settings a resumed run may change (`legion train --resume RUN KEY=VALUE`): how it is evaluated and
 #: checkpointed, when a phase counts as learnt, and how demonstrations are cloned from here on. Nothing
 #: that would change what the checkpoint holds (sizes, stream, env, replay, seeds) or the steps' meaning.
 RESUMABLE = ('train.eval_every', 'train.eval_episodes', 'train.eval_envs', 'train.eval_tasks',
              'train.log_every', 'train.checkpoint_every', 'train.keep_phase_checkpoints',
-             'train.advance_on_success', 'train.advance_evals', 'train.demo_pretrain',
+             'train.advance_on_success', 'train.advance_evals', 'train.saved_steps',
+             'train.carry_min_success', 'train.demo_pretrain',
              'agent.demo_bc', 'agent.demo_q_filter', 'agent.distill_teacher', 'train.current_ratio',
              'dpmm.sample', 'agent.policy_average')
 DPMM_SAMPLES = ('uniform', 'balanced')
@@ -202,9 +204,11 @@ class TrainConfig(ConfigSection):
     crl_queue, tasks one at a time in stream order."""
 
     GROUP: ClassVar[str] = 'train'
-    # train.advance_on_success came with its default null; a run written before it ran every phase to
-    # its end, and resumes so.
-    ABSENT: ClassVar[dict[str, Any]] = {'advance_on_success': None}
+    # What runs written before a setting existed did, and resume doing: advance_on_success came with its
+    # default null (every phase ran to its end), saved_steps and carry_min_success after that (every
+    # saved step went to the next phase, spent whatever the task did).
+    ABSENT: ClassVar[dict[str, Any]] = {'advance_on_success': None, 'saved_steps': 'next',
+                                        'carry_min_success': None}
 
     mode: str = 'lifelong'              # lifelong | multitask
     steps_per_task: int = 300_000       # env steps per task (summed over env copies); the original 1,000,000
@@ -237,6 +241,16 @@ class TrainConfig(ConfigSection):
     # steps_per_task (the original, preset=original); so does eval_every: 0. Lifelong mode only.
     advance_on_success: float | None = 0.9
     advance_evals: int = 2
+    # Where the steps saved by phases that ended early go: next (all to the next phase, which hands on
+    # what it does not spend) | spread (each later phase may spend an equal share of them: the saved
+    # steps over the phases left) | none (the stream just ends sooner).
+    saved_steps: str = 'next'
+    # A phase past its own steps_per_task, spending saved steps, goes on only while its task's best success
+    # at its last CARRY_WINDOW evaluations is at least this; below, it ends there ("stalled") and hands the
+    # rest on. Saved steps are for tasks being learnt, not for one going nowhere: peg-unplug-side read
+    # 0.0 from its third evaluation on and would have spent 908,506 saved steps (docs/training.md).
+    # null: a phase spends its whole budget. Needs eval_every > 0.
+    carry_min_success: float | None = 0.3
     # Scripted-expert episodes per task, collected when its phase starts and kept for the whole run in a
     # buffer of their own (legion_core.demos, RLPD-style); 0: none (pure RL, the original).
     demo_episodes: int = 0
@@ -278,6 +292,12 @@ class TrainConfig(ConfigSection):
                                     or not 0 < advance <= 1):
             out.append(f'train.advance_on_success must be null or a success rate in (0, 1], got {advance!r}')
         _positive(out, 'train', self, 'advance_evals')
+        if self.saved_steps not in SAVED_STEPS:
+            out.append(f'train.saved_steps must be one of {list(SAVED_STEPS)}, got {self.saved_steps!r}')
+        floor = self.carry_min_success
+        if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float))
+                                  or not 0 <= floor <= 1):
+            out.append(f'train.carry_min_success must be null or a success rate in [0, 1], got {floor!r}')
         if not _int(self.demo_episodes) or self.demo_episodes < 0:
             out.append(f'train.demo_episodes must be an integer >= 0, got {self.demo_episodes!r}')
         if not _int(self.demo_pretrain) or self.demo_pretrain < 0:

@@ -278,9 +278,11 @@ def load_config_changes(path: Path) -> list[dict[str, Any]]:
 
 
 def _ended(phase: dict[str, Any], by_hand: set) -> str:
-    if phase.get('solved'):
-        return 'solved'
-    return 'by hand (--end-phase)' if phase.get('phase') in by_hand else 'at its budget'
+    if phase.get('phase') in by_hand or phase.get('ended') == 'by hand':
+        return 'by hand (--end-phase)'
+    if phase.get('ended') == 'stalled':
+        return 'stalled on saved steps'
+    return 'solved' if phase.get('solved') else 'at its budget'
 
 
 def _change(record: dict[str, Any]) -> str:

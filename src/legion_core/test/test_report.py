@@ -167,6 +167,7 @@ def test_phases_ended_by_hand_and_settings_changed_at_a_resume_are_reported(tmp_
                    {'phase': 1, 'task': 'push-v3', 'local_steps': 9000, 'solved': False, 'env_steps': 13000},
                    {'phase': 2, 'task': 'door-open-v3', 'local_steps': 10000, 'solved': False,
                     'env_steps': 23000}]}
+    stalled = {**metrics['phases'][2], 'local_steps': 12000, 'env_steps': 25000, 'ended': 'stalled'}
     run = write_run(tmp_path / 'run', metrics=metrics)
     (run / 'config_changes.jsonl').write_text(
         json.dumps({'env_steps': 6000, 'changed': {'train.current_ratio': [None, 0.5],
@@ -179,3 +180,7 @@ def test_phases_ended_by_hand_and_settings_changed_at_a_resume_are_reported(tmp_
     assert '| 2 | door-open | 10000 | at its budget | 23000 |' in text
     assert '| 6000 | `train.current_ratio` null → 0.5, `agent.demo_q_filter` true → false |' in text
     assert '| 13000 | phase 1 (push) ended by hand after 9000 steps |' in text
+    # train.carry_min_success ended it past its own budget
+    run = write_run(tmp_path / 'stalled', metrics={**metrics, 'phases': [*metrics['phases'][:2], stalled]})
+    text = write_report(run, tmp_path / 'out_stalled')['report'].read_text()
+    assert '| 2 | door-open | 12000 | stalled on saved steps | 25000 |' in text

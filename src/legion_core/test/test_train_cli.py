@@ -259,6 +259,7 @@ def test_end_phase_ends_the_current_task_where_it_stands_and_goes_on_with_the_ne
     assert main(['train', '--no-progress', '--resume', str(run), '--end-phase']) == 0
     metrics = json.loads((run / 'metrics.json').read_text())
     assert metrics['complete'] and metrics['env_steps'] == 80 + 200  # push had its own budget, no more
+    assert [(p['local_steps'], p['ended']) for p in metrics['phases']] == [(80, 'by hand'), (200, 'budget')]
     finals = [json.loads(line) for line in (run / 'evals.jsonl').read_text().splitlines()]
     assert [(r['env_steps'], r['phase']) for r in finals if r['final']] == [(80, 0), (80, 0), (280, 1),
                                                                              (280, 1)]

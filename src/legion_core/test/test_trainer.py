@@ -202,6 +202,63 @@ def test_a_task_done_at_its_phase_start_with_one_evaluation_needed_takes_no_step
     assert metrics['env_steps'] == 0 and metrics['complete']
 
 
+class _SolvesOnlyTheFirstTask(Trainer):
+    """The first task solved at its phase start; every later one reads 0.0: a task going nowhere."""
+
+    def evaluate_all(self, phase, final):
+        rates = super().evaluate_all(phase, final)
+        return [1.0 if j == 0 else 0.0 for j in range(len(rates))]
+
+
+@pytest.mark.parametrize(('floor', 'phases', 'carry'), [
+    # Past its own 100 steps, push's best success at its last three evaluations (0, 50, 100) is 0.0:
+    # it stops there and the 100 saved steps stay saved.
+    ('0.3', [(0, 'solved'), (100, 'stalled')], 100),
+    ('null', [(0, 'solved'), (200, 'budget')], 0),  # it spends them all
+])
+def test_a_phase_spends_saved_steps_only_while_its_task_is_being_learnt(tmp_path, floor, phases, carry):
+    cfg = small_config('train.advance_on_success=0.9', 'train.advance_evals=1', 'train.eval_every=50',
+                       'train.steps_per_task=100', 'train.num_envs=1', 'train.checkpoint_every=0',
+                       f'train.carry_min_success={floor}')
+    trainer = _SolvesOnlyTheFirstTask(cfg, tmp_path, progress=False)
+    metrics = trainer.run()
+    assert [(p['local_steps'], p['ended']) for p in metrics['phases']] == phases
+    assert [p['solved'] for p in metrics['phases']] == [True, False]
+    assert trainer.position['carry'] == carry and metrics['env_steps'] == phases[1][0]
+
+
+@pytest.mark.parametrize(('how', 'budgets'), [
+    ('next', [100, 150, 100]),    # phase 0 ended at 50: its 50 saved steps all go to phase 1
+    ('spread', [100, 125, 125]),  # shared by the two phases left
+    ('none', [100, 100, 100]),
+])
+def test_saved_steps_go_to_the_next_phase_or_are_spread_over_the_phases_left(tmp_path, how, budgets):
+    from legion_core.trainer import resume_trainer
+
+    cfg = small_config('stream.tasks=[reach-v3,push-v3,drawer-close-v3]', 'train.advance_on_success=0.9',
+                       'train.advance_evals=2', 'train.eval_every=50', 'train.steps_per_task=100',
+                       'train.num_envs=1', 'train.checkpoint_every=0', 'train.carry_min_success=null',
+                       f'train.saved_steps={how}')
+    seen = []
+
+    class _Records(Trainer):  # phase 0 solved at local steps 0 and 50, the others never
+        def evaluate_all(self, phase, final):
+            if not final and self.position['local_step'] == 0:
+                seen.append(self.phase_budget())
+            rates = super().evaluate_all(phase, final)
+            return [1.0 if j == phase == 0 else 0.0 for j in range(len(rates))]
+
+    trainer = _Records(cfg, tmp_path, progress=False)
+    trainer.run(max_env_steps=60)
+    assert trainer.position['phase'] == 1 and trainer.phase_budget() == budgets[1]
+    resumed = resume_trainer(tmp_path, progress=False)  # the share survives a restart
+    assert resumed.phase_budget() == budgets[1]
+    resumed.__class__ = _Records
+    metrics = resumed.run()
+    assert seen == budgets
+    assert [p['local_steps'] for p in metrics['phases']] == [50, *budgets[1:]]
+
+
 def test_a_task_never_solved_runs_its_whole_phase(tmp_path):
     cfg = small_config('train.advance_on_success=1.0', 'train.steps_per_task=100', 'train.num_envs=1',
                        'train.eval_every=50', 'train.checkpoint_every=0')
@@ -226,6 +283,8 @@ def test_eval_tasks_seen_evaluates_later_tasks_only_at_phase_ends(tmp_path):
 @pytest.mark.parametrize(('key', 'value', 'message'), [
     ('train.advance_on_success', '1.5', 'train.advance_on_success must be null or a success rate'),
     ('train.advance_evals', '0', 'train.advance_evals must be a positive integer'),
+    ('train.saved_steps', 'later', "train.saved_steps must be one of ['next', 'spread', 'none']"),
+    ('train.carry_min_success', '2', 'train.carry_min_success must be null or a success rate in [0, 1]'),
     ('agent.critic_body', 'bro', "agent.critic_body must be one of ['legion', 'layernorm', 'residual']"),
     ('agent.weight_decay', '-1', 'agent.weight_decay must be >= 0'),
     ('train.eval_tasks', 'some', "train.eval_tasks must be one of ['all', 'seen']"),
