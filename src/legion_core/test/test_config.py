@@ -233,3 +233,23 @@ def test_preset_original_is_the_original_agent_but_for_the_reproduced_defects():
     differs = {k for k, v in AgentConfig().to_dict().items() if agent[k] != v}
     assert differs == {'eval_z', 'fix_terminal_obs', 'distill_teacher'}  # the last is moot at distill 0
     assert agent['distill'] == 0.0 and agent['policy_average'] == 0.0
+
+
+def test_the_legion10_recipe_preset_is_the_shipped_policys_run():
+    from legion_core.policy import SHIPPED_POLICY
+
+    shipped = yaml.safe_load((SHIPPED_POLICY.parent / 'config.yaml').read_text())
+    composed = to_container(compose_config(['preset=legion10_recipe', 'seed=0']))
+
+    def flat(tree, prefix=''):
+        out = {}
+        for key, value in tree.items():
+            out.update(flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {prefix + key: value})
+        return out
+
+    a, b = flat(shipped), flat(composed)
+    differ = {key for key in a.keys() | b.keys() if a.get(key, 'absent') != b.get(key, 'absent')}
+    # run_dir is where it ran; the shipped run spent saved steps whatever the task did (the setting
+    # came after it: it had peg-unplug-side's phase ended by hand instead).
+    assert differ == {'run_dir', 'train.saved_steps', 'train.carry_min_success'}
+    assert b['train.saved_steps'] == 'next'

@@ -47,6 +47,7 @@ def _groups_epilog() -> str:
         '  legion train preset=tiny                              # a CI-sized run (a few thousand steps)',
         '  legion train stream=cw10 train.steps_per_task=20000 agent.batch_size=256 seed=3',
         '  legion train preset=original                # the reference settings (1 M steps per task)',
+        '  legion train preset=legion10_recipe seed=0   # the stream the shipped policy comes from (hours)',
         '  legion train train=multitask stream=mt10',
         '  legion train replay=reservoir replay.capacity=200000   # explicit replay policy',
         '  legion train -m seed=0,1,2                            # a Hydra sweep, one run dir per job',
