@@ -121,6 +121,19 @@ def test_bench_solve_ratio_counts_an_unsolved_side_at_its_budget():
     assert ratio_cpu_s({'a': {'0': {'ours': side(1.0, 1.0)}}}) is None  # --no-peer
 
 
+def test_bench_solve_keeps_our_env_in_its_process_where_its_cpu_clock_sees_it():
+    import argparse
+
+    from legion_core.cli.bench_solve import _config
+
+    args = argparse.Namespace(embodiment='kuka', goal='random', budget=40_000, eval_every=5000,
+                              eval_episodes=10, threshold=0.9, consecutive=2,
+                              overrides=['preset=legion10_recipe', 'train.env_workers=1'])
+    cfg = _config(args, 'reach-v3', 0)
+    assert cfg['train']['env_workers'] == 0 and cfg['train']['demo_episodes'] == 50  # the preset's recipe
+    assert cfg['env']['embodiment'] == 'kuka' and cfg['train']['eval_every'] == 5000  # the bench's own
+
+
 @pytest.mark.parametrize(('args', 'message'), [
     (['--budget', '0'], '--budget must be >= 1'),
     (['--threshold', '1.5'], '--threshold must be in (0, 1]'),

@@ -52,11 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             '--eval-every env steps, and report when each solved the task (success >= --threshold at '
             '--consecutive evaluations in a row): env steps, process CPU seconds and wall seconds. '
             'Prints one JSON object; ratio_cpu_s is peer / ours (median over tasks, an unsolved side '
-            'counted at its budget). With --output the run resumes where it stopped.'),
+            'counted at its budget). With --output the run resumes where it stopped. Ours steps its env '
+            'in this process (train.env_workers=0), so the CPU clock counts all of its work.'),
         epilog=('examples:\n'
                 '  legion bench solve --preset quick                      # ~30 min on 2 cores\n'
                 '  legion bench solve --preset legion10 --output runs/solve.json   # hours; rerun to resume\n'
-                '  legion bench solve --tasks reach,push --budget 100000 agent.critic_body=legion\n'),
+                '  legion bench solve --tasks reach,push --budget 100000 agent.critic_body=legion\n'
+                '  legion bench solve --preset quick preset=legion10_recipe   # ours with expert demos\n'),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('overrides', nargs='*', metavar='KEY=VALUE',
                         help='overrides of our training config (e.g. agent.batch_size=256)')
@@ -237,7 +239,10 @@ def _config(args: argparse.Namespace, task: str, seed: int) -> dict[str, Any]:
         'train.checkpoint_every=0', 'train.keep_phase_checkpoints=false',
         # One task's budget fits: the default 3 M-row replay would reserve a gigabyte for nothing.
         f'replay.capacity={max(args.budget, 1000)}',
-        *args.overrides]))
+        *args.overrides,
+        # Ours steps its env in this process: the CPU clock (this process's) must see all of its work,
+        # whatever a preset says (preset=legion10_recipe steps the twin in a worker).
+        'train.env_workers=0', 'train.env_process=false']))
     return cfg
 
 
