@@ -197,12 +197,17 @@ def follow_instruction(node, instruction: str, *, wait_s: float, timeout_s: floa
 def cancel_running(node, timeout_s: float = 2.0) -> bool:
     from std_srvs.srv import Trigger
 
+    from legion_ros import services
+
     client = node.create_client(Trigger, CANCEL.name)
-    if not client.wait_for_service(timeout_sec=timeout_s):
+    try:
+        answer = services.call(node, client, Trigger.Request(), lambda done, s: spin_until(node, done, s),
+                               ready_s=timeout_s, answer_s=timeout_s)
+    except services.ServiceError:
         return False
-    future = client.call_async(Trigger.Request())
-    spin_until(node, future.done, timeout_s)
-    return future.done() and future.result().success
+    finally:
+        node.destroy_client(client)
+    return answer.success
 
 
 # ----------------------------------------------------------------------------------------------------

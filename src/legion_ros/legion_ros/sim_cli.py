@@ -490,19 +490,22 @@ class SceneFollower:
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
 
+        from legion_ros import services
+
         client = self.node.create_client(SetParameters, SIM_SET_PARAMETERS.name)
+        request = SetParameters.Request(parameters=[Parameter('task', value=task).to_parameter_msg()])
         try:
-            if not client.wait_for_service(timeout_sec=10.0):
-                self.say(f'warning: the twin offers no parameter service; {task} not selected')
-                return False
-            future = client.call_async(SetParameters.Request(
-                parameters=[Parameter('task', value=task).to_parameter_msg()]))
-            if not spin_until(self.node, future.done, timeout_s) or not future.result().results[0].successful:
-                self.say(f'warning: the twin did not take the task {task}')
-                return False
-            return True
+            answer = services.call(self.node, client, request, lambda done, s: spin_until(self.node, done, s),
+                                   ready_s=10.0, answer_s=timeout_s)
+        except services.ServiceError as error:
+            self.say(f'warning: {task} not selected: {error}')
+            return False
         finally:
             self.node.destroy_client(client)
+        if not answer.results[0].successful:
+            self.say(f'warning: the twin did not take the task {task}: {answer.results[0].reason}')
+            return False
+        return True
 
 def _wait_for_recorder(node, on_spin, timeout_s: float = 60.0) -> bool:
     """Until the recorder records the instruction topic: an instruction sent before it subscribed

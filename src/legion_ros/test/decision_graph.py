@@ -17,6 +17,7 @@ from collections import defaultdict
 import rclpy
 from rclpy.node import Node
 
+from legion_ros import services
 from legion_ros.graph import ros_yaml
 
 #: How long a probe waits for a service's client to be ready. On loopback it is within milliseconds;
@@ -24,34 +25,12 @@ from legion_ros.graph import ros_yaml
 DISCOVERY_TIMEOUT_S = 30.0
 
 
-def servers(node: Node, service: str) -> tuple[list[str], list[str]]:
-    """The nodes behind ``service`` as DDS sees them: those of its request readers and of its reply
-    writers (what rmw_fastrtps counts to call a client ready). The graph's service list would not do:
-    it lists a service that only has clients."""
-    def names(endpoints) -> list[str]:
-        return [f'{e.node_namespace.rstrip("/")}/{e.node_name}' for e in endpoints]
-
-    return (names(node.get_subscriptions_info_by_topic(f'rq{service}Request', no_mangle=True)),
-            names(node.get_publishers_info_by_topic(f'rr{service}Reply', no_mangle=True)))
-
-
 def call_service(node: Node, client, request, spin_until, answer_s: float = 10.0,
                  ready_s: float = DISCOVERY_TIMEOUT_S):
-    """``client``'s answer to ``request``; ``spin_until(predicate, seconds)`` spins the probe.
-
-    A client still not ready after ``ready_s`` while a server is seen sends the request anyway:
-    rmw_fastrtps can leave one client 'not ready' for good while its siblings on the same node answer
-    (CI 2026-12-06, twice; ros2/rmw_fastrtps#792). Only a missing server or no answer fails.
-    """
-    ready = client.wait_for_service(timeout_sec=ready_s)
-    readers, writers = servers(node, client.srv_name)
-    if not ready and not readers:
-        raise AssertionError(f'no server of {client.srv_name} after {ready_s} s')
-    future = client.call_async(request)
-    if not spin_until(future.done, answer_s):
-        raise AssertionError(f'{client.srv_name} did not answer within {answer_s} s (client ready: {ready}; '
-                             f'request readers {readers}, reply writers {writers})')
-    return future.result()
+    """``client``'s answer to ``request``; ``spin_until(predicate, seconds)`` spins the probe. The
+    graph's clients' own call (:func:`legion_ros.services.call`): a client left "not ready" by
+    rmw_fastrtps while a server is seen sends the request anyway."""
+    return services.call(node, client, request, spin_until, ready_s=ready_s, answer_s=answer_s)
 
 
 def start_node(module: str, parameters: dict | None = None, name: str | None = None,
