@@ -209,7 +209,7 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
     from std_msgs.msg import Bool, Float64MultiArray, String
 
     from legion_kuka.safety import SafetyLimits
-    from legion_ros import qos
+    from legion_ros import qos, services
     from legion_ros.instruct_cli import StatusFollower, deliver, spin_until
 
     node, sim, scenes, tmp = sim_graph
@@ -358,10 +358,8 @@ def test_fuzz_every_input_topic_then_an_instruction_still_succeeds(sim_graph):
 
     def trigger(service: str):
         client = node.create_client(Trigger, service)
-        assert client.wait_for_service(timeout_sec=10.0), service
-        future = client.call_async(Trigger.Request())
-        assert spin_until(node, future.done, 20.0), service
-        return future.result()
+        return services.call(node, client, Trigger.Request(), lambda done, s: spin_until(node, done, s),
+                             ready_s=10.0, answer_s=20.0)
 
     assert trigger('/legion/sim_bridge/reset').success
     estop = node.create_publisher(Bool, '/legion/estop', qos.LATCHED)
