@@ -80,8 +80,11 @@ def demonstrate(env, policy: Policy, episodes: int, task_id: int, store: Callabl
     obs = env.reset()
     done_episodes, successes, steps, returns = 0, 0, 0, []
     while done_episodes < episodes:
-        # The env clips as it steps; the replay keeps the action the env carried out (the actor's range).
-        action = np.clip(np.asarray(policy(env.raw_observations[0]), dtype=np.float32), -1.0, 1.0)[None]
+        # The expert gets a copy: Meta-World's edit theirs in place (door-open's `pos_door[0] -= 0.05`),
+        # and the env's is read-only. The env clips as it steps; the replay keeps the action the env
+        # carried out (the actor's range).
+        chosen = policy(env.raw_observations[0].copy())
+        action = np.clip(np.asarray(chosen, dtype=np.float32), -1.0, 1.0)[None]
         next_obs, reward, terminated, truncated, info = env.step(action)
         steps += 1
         target = info['final_obs'] if fix_terminal_obs else next_obs
