@@ -669,9 +669,9 @@ class Trainer:
         self._demonstrate(range(k + 1))  # earlier tasks too, where demonstrations were switched on later
         self._pretrain(k, postfix)
         if p['local_step'] == 0:
+            budget, own = self.phase_budget(), self.config.train.steps_per_task
             log.info('phase %d/%d %s: budget %d steps (its own %d + %d saved by earlier phases)', k + 1,
-                     len(self.tasks), self.tasks[k], self.phase_budget(), self.config.train.steps_per_task,
-                     self.phase_budget() - self.config.train.steps_per_task)
+                     len(self.tasks), self.tasks[k], budget, own, budget - own)
         env = self._make_env(self.tasks[k], n)
         if not self._collect([env], [np.full(n, k, dtype=np.int64)], k, stop_at):
             return
