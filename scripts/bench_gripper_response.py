@@ -19,7 +19,8 @@ there within the step.
 - ``policy``: a trained policy's success per task on the same held-out episodes through the twin as it
   is and with the finger model. One JSON line per task, then the means.
 - ``legion ...``: any `legion` command with the finger model in this process (`legion bench solve`
-  steps our env in its own process, so training and evaluation see it; the peer's env too).
+  steps our env in its own process, so training and evaluation see it; the peer's env too). `legion
+  train` needs `train.env_workers=0`: its env workers are spawned processes, which would not see it.
 """
 from __future__ import annotations
 
