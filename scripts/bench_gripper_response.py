@@ -32,6 +32,7 @@ import sys
 
 import numpy as np
 
+from legion_core.tasks import LEGION10
 from legion_kuka import twin
 from legion_kuka.description import GRIPPER
 from legion_kuka.gripper import gripper_command
@@ -41,8 +42,6 @@ from legion_kuka.sim2real import METAWORLD_STEP_S
 SUBSTEPS = 5  # Meta-World's frame_skip: one env step is 5 physics steps
 POLICY_PERIOD_S = 0.1  # the twin env's policy step (sim2real at 10 Hz)
 SPEED_SCALE = METAWORLD_STEP_S / POLICY_PERIOD_S  # the gripper value is the action times this
-LEGION10 = ('reach-v3', 'push-v3', 'pick-place-v3', 'door-open-v3', 'faucet-open-v3', 'drawer-close-v3',
-            'button-press-topdown-v3', 'peg-unplug-side-v3', 'window-open-v3', 'window-close-v3')
 
 
 def finger_step(closing: float, speed: float, action: float) -> tuple[float, float]:
