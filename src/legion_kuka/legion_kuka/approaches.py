@@ -78,9 +78,10 @@ GAIN = 25.0  # action per metre of error, Meta-World's experts' ``p``, for the t
 FINE_GAIN = 8.0
 #: Action along +x while pulling (2 mm a step: the plug, a 16 mm interference fit in its socket, slides
 #: out at about 1.5 cm/s under 100 N) and how far the hand may get from the grasp on the plug (per axis)
-#: before the approach lets go and grasps again.
+#: before the approach lets go and grasps again. In the socket the plug trails the pads by about 1 mm a
+#: step; 2 cm along x let go of 4 in 20 seeds just before the plug came free, 3 cm of none (2026-12-07).
 PULL = 0.2
-PULL_SLACK = np.array([0.02, 0.01, 0.01])
+PULL_SLACK = np.array([0.03, 0.01, 0.01])
 
 
 def peg_unplug_side() -> Callable[[np.ndarray], np.ndarray]:
@@ -320,7 +321,7 @@ def push() -> Callable[[np.ndarray], np.ndarray]:
     def act(obs: np.ndarray) -> np.ndarray:
         nonlocal pushing, lowest, still
         obs = np.asarray(obs, dtype=np.float64)
-        hand, puck, goal = obs[:3], obs[4:7], obs[-3:]
+        hand, opening, puck, goal, previous_opening = obs[:3], obs[3], obs[4:7], obs[-3:], obs[21]
         aim = puck + PUSH_AIM
         off = float(np.linalg.norm(hand[:2] - aim[:2]))
         height = float(hand[2] - puck[2])
@@ -334,7 +335,10 @@ def push() -> Callable[[np.ndarray], np.ndarray]:
                 lowest, still = float(hand[2]), 0
             else:
                 still += 1
-            pushing = height <= PUSH_DOWN or (height <= PUSH_DOWN + PUSH_NEAR and still >= PUSH_STALL_STEPS)
+            low = height <= PUSH_DOWN or (height <= PUSH_DOWN + PUSH_NEAR and still >= PUSH_STALL_STEPS)
+            # ... and the fingers have closed: pushing off while they still close grips the puck off
+            # centre, and the hand loses it on the way (Meta-World's fingers take 10 steps to close).
+            pushing = low and opening < 1.0 and abs(opening - previous_opening) < SETTLED
             target = aim + np.array([0.0, 0.0, PUSH_DROP_TO])
             effort = PUSH_GRAB if height <= PUSH_GRAB_FROM else 0.0
         if pushing:  # to the goal at the height the hand came down to: the pads do not press on the table

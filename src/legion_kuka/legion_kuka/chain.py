@@ -322,8 +322,16 @@ def run_expert_through_twin(task: str, episodes: int = 10, seed: int = 0, max_st
     runner = ChainRunner(expert_policy(task, gripper_approaches), task, seed=seed, layout='full39',
                          max_steps=max_steps,
                          policy_rate_hz=policy_rate_hz, **(runner_kwargs or {}))
-    results = runner.run(episodes, progress=progress)
-    return float(np.mean([r.success for r in results]))
+    indices = range(int(episodes))
+    if progress:
+        from tqdm import tqdm
+        indices = tqdm(indices, desc=f'{task} through the twin', unit='episode')
+    successes = []
+    for i in indices:
+        # A fresh expert each episode: the approaches keep their phase (pushing, pulling) in the episode.
+        runner.policy_fn = expert_policy(task, gripper_approaches)
+        successes.append(runner.episode(seed + i).success)
+    return float(np.mean(successes))
 
 
 def posture_inside_limits(twin: Twin, limits: Any, inset_rad: float = math.radians(1.0),

@@ -217,6 +217,9 @@ class ArmCommander:
         self.active = active  # False: nothing is commanded (see deactivate)
         self.estop_requested = False
         self.anchored = False  # translator anchored at the measured hand
+        # Where the fingers were last sent (m closed): a re-anchored or new translator models the
+        # finger on from there, not from open (a held object stays held across a hold or a new step).
+        self._gripper_closing = 0.0
         self._pending_action = False  # an action whose first target is not out yet
         self._last_action_s: float | None = None
         self._transit_targets: deque[np.ndarray] = deque()
@@ -315,7 +318,8 @@ class ArmCommander:
         if not self.takes_actions:
             return out
         if not self.anchored or self._state is ArmState.HOLDING:
-            self.translator.reset(self.q, now=now)  # re-anchor at the measured hand: no jump on resume
+            # re-anchor at the measured hand: no jump on resume
+            self.translator.reset(self.q, now=now, gripper_closing=self._gripper_closing)
             self.anchored = True
         try:
             plan = self.translator.plan(np.clip(np.asarray(action, dtype=float), -1.0, 1.0), self.q, now=now)
@@ -328,10 +332,10 @@ class ArmCommander:
         cycle = self.cycle if cycle is None else max(cycle, self.cycle or 0)
         if self.config.send_on_action and (self._commanded is None or cycle > self._commanded):
             self._send(self.translator.next_target(now), now, out, cycle)
-        # The time-scaled command, as legion_kuka's chain sends it (see legion_kuka.sim2real): the raw action
-        # would close the fingers 1/speed_scale (8x at 10 Hz) faster per policy step than in training,
-        # before the hand has come down (push through the graph: stuck 6 cm above the puck, 0/2).
-        out.gripper = float(plan.gripper_command)
+        # Meta-World's finger after one env step, as legion_kuka's chain sends it (see legion_kuka.sim2real):
+        # the raw action would close the fingers 1/speed_scale (8x at 10 Hz) faster per policy step than
+        # in training, before the hand has come down (push through the graph: stuck 6 cm above the puck).
+        out.gripper = self._gripper_closing = float(plan.gripper_command)
         return out
 
     def watchdog(self, now: float) -> Commands:
@@ -449,6 +453,7 @@ class ArmCommander:
             self._transit_targets, self._pending_transit = deque(), self._transit_under_way
         self._commanded, self._pending_action = None, False
         self._state, self.anchored = ArmState.HOLDING, False
+        self._gripper_closing = 0.0  # a new scene starts with the fingers open, as Meta-World's reset
         self.scenes += 1
         out.events.append(Event('rescene', 'the arm is at the new scene\'s start: holding until the next '
                                 'action'))
@@ -492,6 +497,7 @@ class ArmCommander:
         self._transit_under_way = station
         self._transit_targets = deque([*path.targets, *[station.start_posture] * TRANSIT_SETTLE_CYCLES])
         out.gripper = TRANSIT_GRIPPER  # each skill starts with the fingers open
+        self._gripper_closing = 0.0
         self._state, self._pending_action = ArmState.TRANSIT, False
         out.events.append(Event('transit', f'transit to the next station: {path.duration_s:.1f} s',
                                 duration_s=path.duration_s))

@@ -8,18 +8,21 @@ and force ranges of the 2F-85); the twin (:class:`legion_kuka.twin.Twin`) simula
 force-limited position servo on each finger, so the commanded force is the force on the object.
 
 A Meta-World policy has one gripper channel, the 4th action in [-1, 1], and the driver's gripper
-topic carries one float too (``std_msgs/Float64``, sim2real's time-scaled action). In Meta-World that
-value is the target of each finger's position servo, in metres of closing (``ctrl = (a, -a)``, the
-finger stroke is 4 cm, so anything beyond 0.04 closes fully and anything below 0 opens), and the
-fingers move towards it at ``FINGER_KP / FINGER_DAMPING`` = 0.4 m/s per metre it lies ahead of them.
-:func:`command_from_effort` is the one mapping from that float to a command:
+topic carries one float too (``std_msgs/Float64``). In Meta-World the action is the target of each
+finger's position servo, in metres of closing (``ctrl = (a, -a)``; the stroke is 4 cm, so anything
+beyond 0.04 closes fully and anything below 0 opens), and the servo drives a heavy, damped finger: a
+small value hardly moves it for the first steps, a full one closes it in about 12 steps.
+:class:`MetaworldFinger` is that finger, stepped once per policy step: sim2real sends the gripper where
+Meta-World's finger would be after the step (:mod:`legion_kuka.sim2real`), so the real fingers move as
+the ones the policy learnt with, however long a policy step lasts.
 
-- opening: where Meta-World's servo would settle, ``max_opening - 2 * clip(effort, 0, stroke)``;
-- speed: Meta-World's finger speed for the value at mid-stroke, ``2 * 0.4 /s * |effort - 0.02 m|`` of
-  the opening, clipped to the gripper's speed range: sim2real's time scaling carries over, the fingers
-  travel about as far per policy step as in training (the twin's fingers, closing at sim2real's 0.125
-  from open, stay within 3 mm of the former twin's);
-- force: ``GRIPPER.grip_force`` (100 N) unless given: the grip no longer weakens with the speed.
+:func:`command_from_effort` is the one mapping from the topic's float to a command: the opening where
+Meta-World's servo would hold the finger, ``max_opening - 2 * clip(effort, 0, stroke)``, at the
+gripper's fastest speed (the float is a position: sim2real has already shaped the motion; a full
+step's travel takes the fingers under a fifth of a 10 Hz step), and ``GRIPPER.grip_force`` (100 N)
+unless given. Before 2026-12-07 the float was the action times sim2real's speed scale and the speed
+followed it; the gripper's slowest speed (20 mm/s) then closed the fingers at once under a small value,
+where Meta-World's hardly moved them, and the pad came down on the puck (docs/training.md).
 """
 from __future__ import annotations
 
@@ -28,10 +31,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from legion_kuka.description import GRIPPER
-from legion_kuka.metaworld_kuka import FINGER_DAMPING, FINGER_KP
+from legion_kuka.metaworld_kuka import FINGER_ARMATURE, FINGER_DAMPING, FINGER_KP
 
-#: Meta-World's finger speed per metre its servo target lies ahead of the finger (1/s).
-METAWORLD_FINGER_RATE = FINGER_KP / FINGER_DAMPING
+#: Meta-World's env step: ``frame_skip`` 5 physics steps of 2.5 ms.
+METAWORLD_SUBSTEPS = 5
+METAWORLD_SUBSTEP_S = 0.0025
+#: Meta-World's normalised finger distance (obs[3]) is ``(OPEN_FINGER_DISTANCE - 2 * closing) / 0.1``,
+#: clipped to [0, 1] (measured on the KUKA scene: 0.2477 at 39.6 mm closed, 0.9034 at 6.8 mm).
+OPEN_FINGER_DISTANCE = 0.104
 
 
 @dataclass(frozen=True)
@@ -87,14 +94,45 @@ def _finite(name: str, value: Any) -> float:
 
 def command_from_effort(effort: float, *, speed_m_s: float | None = None,
                         force_n: float | None = None) -> GripperCommand:
-    """The command for Meta-World's gripper value ``effort`` in [-1 open, +1 close] (see the module);
-    ``speed_m_s`` / ``force_n`` replace the derived speed / the default force."""
+    """The command for the gripper float ``effort`` in [-1 open, +1 close] (see the module): the
+    opening where Meta-World's servo holds a finger targeted at ``effort``, at the gripper's fastest
+    speed unless ``speed_m_s``, with ``force_n`` or the default grip force."""
     effort = min(max(_finite('effort', effort), -1.0), 1.0)
     closing = min(max(effort, 0.0), GRIPPER.finger_stroke)
-    if speed_m_s is None:  # Meta-World's finger speed for this target, at mid-stroke
-        speed_m_s = 2.0 * METAWORLD_FINGER_RATE * abs(effort - GRIPPER.finger_stroke / 2.0)
-    speed = speed_m_s
-    return gripper_command(GRIPPER.max_opening - 2.0 * closing, speed, force_n)
+    return gripper_command(GRIPPER.max_opening - 2.0 * closing, speed_m_s, force_n)
+
+
+def observed_opening(closing: float) -> float:
+    """Meta-World's observation of a finger ``closing`` metres closed (obs[3], 1 = open)."""
+    return min(max((OPEN_FINGER_DISTANCE - 2.0 * closing) / 0.1, 0.0), 1.0)
+
+
+class MetaworldFinger:
+    """Meta-World's finger, one env step at a time: a position servo (``FINGER_KP``) on a joint with
+    ``FINGER_ARMATURE`` and ``FINGER_DAMPING``, within the stroke, integrated as MuJoCo's Euler
+    integrator does (damping implicit). ``step(action)`` returns the closing (m, 0 = open) after one env
+    step with Meta-World's gripper action ``action``; an object between the fingers is not modelled
+    (the gripper's force limit squeezes it)."""
+
+    def __init__(self, closing: float = 0.0) -> None:
+        self.reset(closing)
+
+    def reset(self, closing: float = 0.0) -> None:
+        """At rest, ``closing`` metres closed (0: open, as after Meta-World's reset)."""
+        self.closing = min(max(_finite('closing', closing), 0.0), GRIPPER.finger_stroke)
+        self.speed = 0.0
+
+    def step(self, action: float) -> float:
+        target = min(max(_finite('action', action), -1.0), 1.0)
+        dt, x, v = METAWORLD_SUBSTEP_S, self.closing, self.speed
+        mass = FINGER_ARMATURE + dt * FINGER_DAMPING  # the damping integrated implicitly
+        for _ in range(METAWORLD_SUBSTEPS):
+            v = (FINGER_ARMATURE * v + dt * FINGER_KP * (target - x)) / mass
+            x += dt * v
+            if x <= 0.0 or x >= GRIPPER.finger_stroke:  # the joint's range stops it
+                x, v = min(max(x, 0.0), GRIPPER.finger_stroke), 0.0
+        self.closing, self.speed = x, v
+        return x
 
 
 def effort_of(command: GripperCommand) -> float:

@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from legion_kuka.description import GRIPPER
 from legion_kuka.frames import Frame, _finite_vector, default_task_frame, quat_to_matrix
+from legion_kuka.gripper import observed_opening
 
 LAYOUTS = ('legion12', 'full39')
 OBSERVATION_SIZE = {'legion12': 12, 'full39': 39}
@@ -95,36 +97,28 @@ def _object_list(object_poses: Any) -> list[tuple[np.ndarray, np.ndarray | None]
     return out
 
 
-#: The iiwa gripper's opening as Meta-World observes it (finger distance / 0.1 m, at most 1) and how it
-#: moves, measured on the KUKA Meta-World scene (legion_kuka.metaworld_kuka, reach-v3, 12.5 ms env
-#: steps): 0.248 fully closed on nothing; under a constant command the fingers speed up to 6.2 /s per
-#: unit command (0.078 per step at command 1, 0.0098 at 0.125) with a 65 ms time constant.
-GRIPPER_CLOSED_OPENING = 0.248
-GRIPPER_OPENING_RATE = 6.2  # 1/s per unit command, once up to speed
-GRIPPER_TIME_CONSTANT_S = 0.065
+#: The iiwa gripper's opening as Meta-World observes it fully closed on nothing (finger distance / 0.1 m).
+GRIPPER_CLOSED_OPENING = observed_opening(GRIPPER.finger_stroke)
+#: How fast the observed opening follows a command: the gripper's fastest speed over the 0.1 m unit.
+GRIPPER_OPENING_RATE = GRIPPER.speed_range[1] / 0.1
 
 
 class GripperEstimate:
     """The finger opening for an arm whose gripper reports none, from the commands it was sent.
 
-    Meta-World's fingers are position servos driven towards a target beyond their stroke through heavy
-    damping: under a constant command they speed up to a speed proportional to it (first order,
-    ``time_constant_s``) until they close or open fully. This follows that model between
-    ``GRIPPER_CLOSED_OPENING`` and 1. An object between the fingers stops them where the estimate goes
-    on closing: with a gripper that reports its opening, use that instead. Times are seconds on one
-    clock.
+    A command is a position (:func:`legion_kuka.gripper.command_from_effort`: sim2real sends where
+    Meta-World's finger would be), which the gripper moves to at its fastest speed: the estimate goes
+    to the command's opening in the observation's units at ``rate`` per second. An object between the
+    fingers stops them where the estimate goes on closing: with a gripper that reports its opening,
+    use that instead. Times are seconds on one clock.
     """
 
-    def __init__(self, opening: float = 1.0, rate: float = GRIPPER_OPENING_RATE,
-                 time_constant_s: float = GRIPPER_TIME_CONSTANT_S,
-                 closed: float = GRIPPER_CLOSED_OPENING) -> None:
-        if not rate > 0 or not time_constant_s > 0 or not 0 <= closed < 1:
-            raise ValueError(f'rate and time_constant_s must be positive and closed in [0, 1), got {rate}, '
-                             f'{time_constant_s} and {closed}')
-        self.rate, self.time_constant_s, self.closed = float(rate), float(time_constant_s), float(closed)
-        self._opening = min(max(float(opening), self.closed), 1.0)
-        self._speed = 0.0  # opening per second
-        self._command = 0.0
+    def __init__(self, opening: float = 1.0, rate: float = GRIPPER_OPENING_RATE) -> None:
+        if not rate > 0:
+            raise ValueError(f'rate must be positive, got {rate}')
+        self.rate = float(rate)
+        self._opening = min(max(float(opening), GRIPPER_CLOSED_OPENING), 1.0)
+        self._target = self._opening
         self._since: float | None = None
 
     def command(self, value: float, now_s: float) -> None:
@@ -132,19 +126,13 @@ class GripperEstimate:
         if not math.isfinite(value) or not math.isfinite(now_s):
             raise ValueError(f'gripper command and time must be finite, got {value} at {now_s}')
         self.opening(now_s)
-        self._command = min(max(float(value), -1.0), 1.0)
+        self._target = observed_opening(min(max(float(value), 0.0), GRIPPER.finger_stroke))
 
     def opening(self, now_s: float) -> float:
         """The estimated opening at ``now_s`` (no earlier than the last call: time does not run back)."""
         if self._since is not None and now_s > self._since:
-            elapsed, tau = now_s - self._since, self.time_constant_s
-            final = -self.rate * self._command  # the speed the fingers tend to
-            decay = math.exp(-elapsed / tau)
-            moved = self._opening + final * elapsed + (self._speed - final) * tau * (1.0 - decay)
-            self._speed = final + (self._speed - final) * decay
-            self._opening = min(max(moved, self.closed), 1.0)
-            if self._opening in (self.closed, 1.0):  # at the end of the stroke: stopped
-                self._speed = 0.0
+            step = self.rate * (now_s - self._since)
+            self._opening += min(max(self._target - self._opening, -step), step)
         if self._since is None or now_s > self._since:
             self._since = now_s
         return self._opening

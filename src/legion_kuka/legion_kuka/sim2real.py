@@ -11,16 +11,15 @@ warm-started from the last joint target) and interpolates linearly in joint spac
 cycles of the step, either as a list (:meth:`Sim2Real.plan`) or one target per call
 (:meth:`Sim2Real.next_target`) for a streaming 100 Hz loop.
 
-The gripper is time-scaled like the arm. Meta-World's fingers are position servos driven towards a
-far target (the action, beyond the finger stroke) through heavy damping, so they move at a speed
-proportional to the action; a policy step 1/speed_scale times longer would let them travel that much
-further per step (closing before the hand has descended, for instance). ``gripper_command`` is
-therefore the action times ``speed_scale``: the same finger travel per policy step as in training,
-for the twin's gripper and for a real gripper driven the same way. The gripper turns that value into
-an opening, a speed and a grip force (:func:`legion_kuka.gripper.command_from_effort`): the speed
-follows the value, the grip force is the gripper's default whatever the value (before 2026-12-05 the
-twin's fingers were Meta-World's position servos, whose squeeze shrank with the scaled value: about
-5 N instead of 40 at the peg-unplug-side expert's 0.1).
+The gripper is time-scaled like the arm, by modelling it. Meta-World's fingers are heavy position
+servos: under the action they speed up over several env steps and then close at a speed proportional
+to it (a small value hardly moves them for the first steps). A policy step lasts 1/speed_scale env
+steps' time here, so a gripper sent the action itself would travel that much further per step (closing
+before the hand has come down, for instance). ``gripper_command`` is instead where Meta-World's finger
+(:class:`legion_kuka.gripper.MetaworldFinger`) would be after one env step of the action, in metres of
+closing, from where it was after the previous one: a position the gripper reaches within the step
+(:func:`legion_kuka.gripper.command_from_effort`), so the fingers move per policy step as in training.
+``reset`` starts the finger open, as Meta-World's reset does, or where the caller says the fingers are.
 
 The tool orientation is fixed (Meta-World's hand never turns), with one exception: a hand position that the
 arm cannot reach with the upright tool inside its joint limits is solved again with the tool tilted,
@@ -51,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from legion_kuka.frames import Frame, _finite_vector, default_task_frame, quat_to_matrix
+from legion_kuka.gripper import MetaworldFinger
 
 METAWORLD_STEP_S = 0.0125  # frame_skip 5 x 2.5 ms: one Meta-World env step
 METAWORLD_ACTION_SCALE = 0.01  # metres of hand motion per unit action and env step
@@ -77,7 +77,7 @@ class PolicyStepPlan:
     hand_target: np.ndarray  # the policy's hand target (Meta-World's mocap) in the task frame, clipped
     hand_target_base: np.ndarray  # where the step sends the hand, robot base frame
     gripper: float  # the policy's gripper action in [-1, 1] (-1 open, +1 close, Meta-World's convention)
-    gripper_command: float  # what the gripper gets: the action times speed_scale (see the module)
+    gripper_command: float  # what the gripper gets: Meta-World's finger closing (m) after the step (module)
     ik_success: bool  # False: no posture within the IK tolerance (the arm goes as close as it can)
     ik_position_error: float  # metres
     clipped: bool  # the hand target was clipped to the hand box or to max_lead_m
@@ -193,6 +193,7 @@ class Sim2Real:
         self._plan: PolicyStepPlan | None = None
         self._plan_start_q: np.ndarray | None = None
         self._plan_time = 0.0
+        self._finger = MetaworldFinger()
 
     # -- configuration ------------------------------------------------------------------------------
     @property
@@ -222,9 +223,11 @@ class Sim2Real:
             self.kinematics.turn_rest_posture(station_yaw(self.task_frame))
 
     # -- state --------------------------------------------------------------------------------------
-    def reset(self, joint_positions: Any, now: float = 0.0) -> None:
-        """Anchor the hand target at the arm's current tool position (start of an episode)."""
+    def reset(self, joint_positions: Any, now: float = 0.0, gripper_closing: float = 0.0) -> None:
+        """Anchor the hand target at the arm's current tool position (start of an episode), the
+        modelled finger at rest ``gripper_closing`` metres closed (0: open, as at an episode start)."""
         q = _finite_vector(joint_positions, 7, 'joint_positions')
+        self._finger.reset(gripper_closing)
         pos, rot = self.kinematics.fk(q)
         self._hand_target = self._base_to_task.apply(np.asarray(pos, dtype=np.float64).reshape(3))
         self._measured_before = self._hand_target.tolist()  # at rest, as after Meta-World's reset
@@ -234,6 +237,11 @@ class Sim2Real:
         self._plan = None
         self._plan_start_q = q.copy()
         self._plan_time = float(now)
+
+    @property
+    def gripper_closing(self) -> float:
+        """Where the modelled finger is (m closed, 0 = open): the last ``gripper_command``."""
+        return self._finger.closing
 
     @property
     def hand_target(self) -> np.ndarray | None:
@@ -306,7 +314,7 @@ class Sim2Real:
         targets = q_start[None, :] + self._fractions * (q_goal - q_start)[None, :]
         plan = PolicyStepPlan(targets=targets, hand_target=self._hand_target.copy(), arm_target=arm,
                               hand_target_base=hand_target_base,
-                              gripper=float(act[3]), gripper_command=float(act[3]) * self.speed_scale,
+                              gripper=float(act[3]), gripper_command=self._finger.step(act[3]),
                               ik_success=success,
                               ik_position_error=float(result.position_error), clipped=clipped,
                               start_s=start, control_period_s=self.control_period_s,

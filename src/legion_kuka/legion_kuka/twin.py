@@ -24,8 +24,8 @@ How it is built (design):
 - The gripper takes a target opening, speed and grip force (:mod:`legion_kuka.gripper`): each finger
   is a position servo whose reference moves towards the target at the commanded speed and whose force
   is limited to the commanded grip force, so an object that stops the fingers is squeezed with it.
-  ``set_gripper(value)`` maps the driver topic's single float through
-  :func:`legion_kuka.gripper.command_from_effort`.
+  ``set_gripper(value)`` maps the driver topic's single float (a position: sim2real sends where
+  Meta-World's finger would be) through :func:`legion_kuka.gripper.command_from_effort`.
 - Reset: Meta-World's own ``reset()`` places objects and goal (with the weld on, as in training), then
   the weld is switched off and the servo targets are set to where the arm is.
 - Observation and success: :meth:`Twin.metaworld_observation` is the env's own 39-d observation

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from legion_kuka.commander import ArmCommander, ArmState, CommanderConfig, Station
 from legion_kuka.description import HOME
 from legion_kuka.frames import default_task_frame
+from legion_kuka.gripper import MetaworldFinger
 from legion_kuka.workcell import TRANSIT_GRIPPER
 
 PERIOD_NS = 10_000_000
@@ -75,13 +76,33 @@ def test_an_action_goes_out_at_once_then_one_command_per_control_cycle():
     arm.cycle()
     out = arm.act([1.0, 0.0, 0.0, 0.5])
     assert out.position is not None  # send_on_action: its cycle had no command yet
-    assert out.gripper == pytest.approx(0.5 * 10.0 * 0.0125)  # time-scaled as in training
+    assert out.gripper == pytest.approx(MetaworldFinger().step(0.5))  # Meta-World's finger after a step
     assert c.state is ArmState.COMMANDING
     # The same cycle again (a duplicate joint state): its command is out already.
     assert c.joint_state(arm.q, arm.stamp, arm.t + 0.002).position is None
     outs = arm.cycles(9)
     assert all(out.position is not None for out in outs) and c.sent == 10
     assert np.linalg.norm(arm.q - np.array(HOME)) > 1e-3  # the arm moved
+
+
+def test_the_fingers_are_modelled_on_across_a_hold_and_open_at_a_new_scene():
+    """A hold re-anchors the hand, not the fingers: an object held stays held (the closing goes on from
+    where it was); a new scene (the twin reset, fingers open) starts the finger model open again."""
+    c = commander()
+    arm = Arm(c)
+    arm.cycle()
+    finger, closings = MetaworldFinger(), []
+    for _ in range(15):
+        closings.append(arm.act([0.0, 0.0, 0.0, 1.0]).gripper)
+        arm.cycles(10)
+    assert closings == pytest.approx([finger.step(1.0) for _ in range(15)])
+    arm.t += 1.0  # no action for a second: holding
+    c.watchdog(arm.t)
+    assert c.state is ArmState.HOLDING
+    assert arm.act([0.0, 0.0, 0.0, 1.0]).gripper == pytest.approx(finger.step(1.0))  # not from open
+    c.scene(arm.q)
+    arm.cycle()
+    assert arm.act([0.0, 0.0, 0.0, 1.0]).gripper == pytest.approx(MetaworldFinger().step(1.0))
 
 
 def test_without_send_on_action_the_first_target_waits_for_the_next_cycle():

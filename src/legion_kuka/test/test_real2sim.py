@@ -115,23 +115,25 @@ def test_bad_configuration_is_refused():
 
 
 def test_gripper_estimate_follows_the_kuka_fingers():
-    """Without an opening sensor the estimate models the fingers from the commands; checked against the
-    KUKA Meta-World scene's own finger opening: full, time-scaled (0.125) and opening commands, and a
-    reversal mid-stroke."""
+    """Without an opening sensor the estimate follows the commands sim2real sends (Meta-World's finger
+    after each step, :class:`legion_kuka.gripper.MetaworldFinger`) at a 10 Hz policy; checked against
+    the KUKA Meta-World scene's own finger opening after each env step: full, small and opening
+    commands, and a reversal mid-stroke."""
+    from legion_kuka.gripper import MetaworldFinger
     from legion_kuka.metaworld_kuka import make_kuka_env
     from legion_kuka.real2sim import GRIPPER_CLOSED_OPENING, GripperEstimate
 
     env = make_kuka_env('reach-v3', 0)
     obs, _ = env.reset(seed=0)
-    estimate, now, errors = GripperEstimate(float(obs[3])), 0.0, []
-    for command, steps in ((1.0, 30), (-1.0, 30), (0.125, 80), (-0.5, 40), (0.5, 8), (-1.0, 8)):
-        estimate.command(command, now)
+    estimate, finger, now, errors = GripperEstimate(float(obs[3])), MetaworldFinger(), 0.0, []
+    for action, steps in ((1.0, 30), (-1.0, 30), (0.125, 80), (-0.5, 40), (0.5, 8), (-1.0, 8)):
         for _ in range(steps):
-            obs, *_ = env.step(np.array([0.0, 0.0, 0.0, command]))
-            now += 0.0125  # one Meta-World env step
+            obs, *_ = env.step(np.array([0.0, 0.0, 0.0, action]))
+            estimate.command(finger.step(action), now)
+            now += 0.1  # one policy step
             errors.append(abs(estimate.opening(now) - float(obs[3])))
     env.close()
-    assert max(errors) < 0.1 and float(np.mean(errors)) < 0.03  # measured: 0.087 and 0.017
+    assert max(errors) < 0.03 and float(np.mean(errors)) < 0.01  # measured: 0.014 and 0.0027
     assert estimate.opening(now) == 1.0 and GripperEstimate(0.0).opening(0.0) == GRIPPER_CLOSED_OPENING
     assert estimate.opening(now - 1.0) == 1.0  # an older time does not run the model back
     with pytest.raises(ValueError, match='finite'):

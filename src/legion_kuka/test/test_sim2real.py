@@ -6,6 +6,7 @@ import pytest
 
 from legion_kuka.description import HOME
 from legion_kuka.frames import default_task_frame
+from legion_kuka.gripper import MetaworldFinger
 from legion_kuka.kinematics import IiwaKinematics
 from legion_kuka.sim2real import Sim2Real
 
@@ -24,8 +25,10 @@ def test_one_step_reaches_the_commanded_displacement():
     plan = s2r.plan([1.0, -0.5, 0.25, 0.3], HOME)
     assert plan.targets.shape == (10, 7) and plan.ik_success and not plan.clipped
     assert plan.gripper == pytest.approx(0.3)
-    # The gripper is time-scaled like the arm: 1/8 of Meta-World's speed at 10 Hz.
-    assert plan.gripper_command == pytest.approx(0.3 * 0.125)
+    # The gripper is time-scaled like the arm: where Meta-World's finger is after one env step (not the
+    # action, which the gripper would reach within the policy step, 8 env steps' time at 10 Hz).
+    finger = MetaworldFinger()
+    assert plan.gripper_command == pytest.approx(finger.step(0.3)) and 0 < plan.gripper_command < 1e-3
     assert np.allclose(hand(plan.targets[-1]), start + np.array([0.01, -0.005, 0.0025]), atol=2e-4)
     assert np.allclose(plan.hand_target, start + np.array([0.01, -0.005, 0.0025]), atol=1e-12)
     # The tool keeps the orientation it had at reset (Meta-World's fixed hand orientation).
@@ -58,6 +61,19 @@ def test_speed_scaling_bounds_the_cartesian_speed(policy_rate_hz, axis_speed, ha
     # hand comes up to that speed over a few steps, without overshoot).
     assert speeds.max() <= axis_speed * 1.05
     assert speeds[:15 * s2r.cycles_per_step].max() >= axis_speed * 0.9
+
+
+def test_the_gripper_command_follows_meta_worlds_finger_across_steps_and_resets():
+    s2r = Sim2Real(KIN, policy_rate_hz=10)
+    s2r.reset(HOME)
+    finger = MetaworldFinger()
+    commands = [s2r.plan([0.0, 0.0, 0.0, 1.0], HOME).gripper_command for _ in range(14)]
+    assert commands == pytest.approx([finger.step(1.0) for _ in range(14)])
+    assert commands[-1] > 0.035 and s2r.gripper_closing == commands[-1]  # closed in about 14 steps
+    s2r.reset(HOME)  # an episode start: open, at rest
+    assert s2r.plan([0.0, 0.0, 0.0, 1.0], HOME).gripper_command == pytest.approx(MetaworldFinger().step(1.0))
+    s2r.reset(HOME, gripper_closing=0.03)  # re-anchored with the fingers where they were
+    assert s2r.plan([0.0, 0.0, 0.0, 0.03], HOME).gripper_command == pytest.approx(0.03)
 
 
 def test_speed_scale_and_rates_are_consistent():

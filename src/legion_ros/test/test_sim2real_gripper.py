@@ -1,7 +1,8 @@
-"""The gripper through the graph. sim2real sends the gripper the time-scaled command that legion_kuka's
-chain sends, not the raw action (issue #5: with the raw action the fingers closed 8x faster per policy
-step than in training and the push expert's hand stuck above the puck through the graph, while the
-chain succeeded); real2sim, without a measured opening, models the fingers from those commands."""
+"""The gripper through the graph. sim2real sends the gripper the command legion_kuka's chain sends,
+Meta-World's finger after each policy step, not the raw action (issue #5: with the raw action the
+fingers closed 8x faster per policy step than in training and the push expert's hand stuck above the
+puck through the graph, while the chain succeeded); real2sim, without a measured opening, estimates
+the fingers from those commands."""
 from __future__ import annotations
 
 import time
@@ -22,12 +23,12 @@ def context():
     rclpy.try_shutdown()
 
 
-def test_gripper_command_is_the_chains_time_scaled_command(context):
+def test_gripper_command_is_the_chains_modelled_finger(context):
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float32MultiArray, Float64
 
     from legion_kuka.description import HOME
-    from legion_kuka.sim2real import METAWORLD_STEP_S
+    from legion_kuka.gripper import MetaworldFinger
     from legion_ros import qos
     from legion_ros.nodes.sim2real import Sim2RealNode
     from legion_ros.provenance import array_message
@@ -54,12 +55,13 @@ def test_gripper_command_is_the_chains_time_scaled_command(context):
         state.header.stamp = probe.get_clock().now().to_msg()
         joints.publish(state)
         assert spin_until(lambda: node.q is not None, 5)
-        for grip in (0.6, -1.0):
+        finger = MetaworldFinger()
+        for grip in (0.6, 0.6, -1.0):
             seen = len(gripper)
             actions.publish(array_message(np.array([0.0, 0.0, 0.0, grip]), 'action'))
             assert spin_until(lambda: len(gripper) > seen, 5), gripper  # noqa: B023 (called right here)
-            # Meta-World's 12.5 ms env step over the 100 ms policy step: 1/8 of the action.
-            assert gripper[-1] == pytest.approx(grip * 10.0 * METAWORLD_STEP_S)
+            # One Meta-World env step of the finger per policy step, from where the last one left it.
+            assert gripper[-1] == pytest.approx(finger.step(grip))
     finally:
         executor.shutdown()
         probe.destroy_node()
@@ -67,9 +69,9 @@ def test_gripper_command_is_the_chains_time_scaled_command(context):
 
 
 def test_real2sim_estimates_the_opening_from_the_commands_until_one_is_measured(context):
-    """An arm whose gripper reports no opening: real2sim's observation follows the time-scaled commands
-    (legion_kuka.real2sim.GripperEstimate) instead of reading the command as a position; a measured
-    opening, once it arrives, wins."""
+    """An arm whose gripper reports no opening: real2sim's observation follows the commands, positions
+    the gripper reaches at its speed (legion_kuka.real2sim.GripperEstimate); a measured opening, once it
+    arrives, wins."""
     import json
 
     from geometry_msgs.msg import Pose, PoseArray
@@ -77,6 +79,7 @@ def test_real2sim_estimates_the_opening_from_the_commands_until_one_is_measured(
     from std_msgs.msg import Float32MultiArray, Float64, String
 
     from legion_kuka.description import HOME
+    from legion_kuka.gripper import observed_opening
     from legion_kuka.real2sim import GRIPPER_CLOSED_OPENING
     from legion_ros import qos
     from legion_ros.nodes.real2sim import Real2SimNode
@@ -116,11 +119,12 @@ def test_real2sim_estimates_the_opening_from_the_commands_until_one_is_measured(
         publish['/legion/active_step'].publish(String(data=json.dumps({'task': 'reach-v3', 'index': 0})))
         cycle(1.0)
         assert openings and openings[-1] == pytest.approx(1.0)  # Meta-World starts open
-        cycle(0.3, gripper=1.0 * 10.0 * 0.0125)  # "close" at a 10 Hz policy: 1/8 of the action
-        partly = openings[-1]
-        assert 0.6 < partly < 0.95  # closing at 1/8 speed, not jumping to (1 - 0.125) / 2 = 0.44
-        cycle(1.5, gripper=0.125)
+        cycle(0.15, gripper=1.0)  # "close": 0.76 of the opening away, 0.5 s at the gripper's speed
+        assert 0.3 < openings[-1] < 0.95  # on the way, not there at once
+        cycle(0.8, gripper=1.0)
         assert openings[-1] == pytest.approx(GRIPPER_CLOSED_OPENING, abs=0.02)
+        cycle(0.5, gripper=0.02)  # a position: half closed
+        assert openings[-1] == pytest.approx(observed_opening(0.02), abs=0.02)
         cycle(0.5, gripper=-0.125, measured=0.7)
         assert openings[-1] == pytest.approx(0.7, abs=1e-6)
     finally:

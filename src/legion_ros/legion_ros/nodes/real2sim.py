@@ -10,7 +10,8 @@ Topics (absolute names, remappable; the driver's come from ``config/driver_<driv
   perception on the real arm).
 * sub ``gripper_opening_topic`` (std_msgs/Float64 in [0, 1], Meta-World's normalised finger distance);
   while none arrives the opening is estimated from the gripper commands on ``driver.gripper_topic``
-  (:class:`legion_kuka.real2sim.GripperEstimate`: the fingers' speed per unit command, integrated).
+  (:class:`legion_kuka.real2sim.GripperEstimate`: each command is a position the fingers move to at the
+  gripper's speed).
 * sub ``/legion/active_step`` (latched) and ``/legion/station`` (String JSON ``{task, frame: {position,
   quaternion_wxyz}, hand_low, hand_high}``, latched; optional: the pose of the active task's frame in the
   robot base frame; default the ``task_frame`` parameter, else the single-task placement).

@@ -45,9 +45,9 @@ filter (holding until the next action) instead of latching the e-stop on the jum
 nothing may move it but the arm itself, so there sim2real does not listen to that topic. Only an
 operator resets the e-stop: no LEGION program calls ``~/reset_estop`` (the status counts the requests,
 ``estop_resets``).
-Gripper: the action's 4th value, time-scaled like the arm (times ``policy_rate_hz`` x 12.5 ms, Meta-World's
-env step: the same finger travel per policy step as in training), goes out on ``driver.gripper_topic``
-(std_msgs/Float64, [-1, 1]).
+Gripper: where Meta-World's finger would be after one env step of the action's 4th value (metres of
+closing, :class:`legion_kuka.gripper.MetaworldFinger`: the same finger travel per policy step as in
+training, however long the step), goes out on ``driver.gripper_topic`` (std_msgs/Float64, [-1, 1]).
 """
 from __future__ import annotations
 
