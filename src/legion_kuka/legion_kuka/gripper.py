@@ -31,8 +31,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from legion_kuka.description import GRIPPER
-from legion_kuka.metaworld_kuka import FINGER_ARMATURE, FINGER_DAMPING, FINGER_KP
 
+#: Meta-World's finger drive (xyz_base.xml, every task XML): position servos on r_close / l_close ...
+FINGER_KP = 400.0
+#: ... and the finger joints' reflected inertia and damping, which set how fast the fingers close
+#: (legion_kuka.metaworld_kuka builds them into the KUKA scene).
+FINGER_ARMATURE = 100.0
+FINGER_DAMPING = 1000.0
 #: Meta-World's env step: ``frame_skip`` 5 physics steps of 2.5 ms.
 METAWORLD_SUBSTEPS = 5
 METAWORLD_SUBSTEP_S = 0.0025

@@ -51,17 +51,13 @@ from typing import Any
 import numpy as np
 
 from legion_core.tasks import LEGION10
+from legion_kuka.gripper import FINGER_ARMATURE, FINGER_DAMPING, FINGER_KP
 
 #: Tasks this module builds (the legion10 stream: Meta-World v3 names).
 KUKA_TASKS: tuple[str, ...] = LEGION10
 
 #: Meta-World's hand body lies this far above the fingertip sites along the tool axis (Sawyer model).
 HAND_ABOVE_FINGERTIPS = 0.045
-#: Meta-World's finger drive (xyz_base.xml, every task XML): position servos on r_close / l_close ...
-FINGER_KP = 400.0
-#: ... and the finger joints' reflected inertia and damping, which set how fast the fingers close.
-FINGER_ARMATURE = 100.0
-FINGER_DAMPING = 1000.0
 #: Meta-World's pad contact parameters (the pads are what grasps).
 PAD_FRICTION = (2.0, 0.1, 0.002)
 PAD_SOLREF = (0.01, 1.0)

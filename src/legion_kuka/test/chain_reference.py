@@ -3,8 +3,10 @@
 the episodes' records. ``python chain_reference.py`` records them into data/chain_reference.npz (first
 with the chain before it used the commander; again for the gripper model of legion_kuka.gripper, which
 changed only the fingers' opening, obs[3], by up to 0.19 of its range, and the objects they touch by up
-to 9 mm: same successes, steps and filter interventions); test_chain_reference.py checks the chain still
-matches."""
+to 9 mm: same successes, steps and filter interventions; and again when sim2real began to drive the
+gripper as Meta-World's finger (2026-12-07): obs[3] by up to 0.59, objects by up to 9 mm, joints by up to
+0.9 mrad, the same successes, steps, filter interventions and reasons); test_chain_reference.py checks
+the chain still matches."""
 from __future__ import annotations
 
 import json

@@ -66,9 +66,10 @@ def through_commander(task, seed, policy, cycles_per_action=10, jitter=0, max_s=
 
 @pytest.mark.slow
 def test_push_through_the_commander_pushes_from_as_low_as_the_hand_gets():
-    # Seed 0: Meta-World's expert stands the hand 41 mm above the gripped puck and asks for 1 mm more until
-    # the step's time runs out (through the graph: 120 s, seeds 0, 3, 4 of 5); the approach pushes.
-    assert through_commander('push-v3', 0, expert_policy('push-v3'), max_s=30.0)[0] is None
+    # Seed 0: Meta-World's expert stood the hand 41 mm above the gripped puck and asked for 1 mm more until
+    # the step's time ran out (through the graph: 120 s, seeds 0, 3, 4 of 5), with the twin's gripper
+    # closing at its own speed; since the gripper follows Meta-World's finger it gets there at this seed
+    # (9.2 s). The approach pushes from as low as the hand gets.
     success_s, _ = through_commander('push-v3', 0, expert_policy('push-v3', gripper_approaches=True))
     assert success_s is not None and success_s < 15.0
 
