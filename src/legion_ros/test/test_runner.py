@@ -91,7 +91,11 @@ def test_a_node_that_dies_ends_the_run_and_is_named(tmp_path):
     assert proc.returncode == 1, output
     assert 'node rec_b died (exit code 2)' in output
     assert 'exclude_regex' in output  # its last output, with the reason, is repeated
-    assert '[rec_a] recorder: wrote' in output  # the healthy node was still stopped cleanly
+    assert 'stopping rec_a (rec_b exited with code 2)' in output  # the healthy node is stopped too
+    # ... cleanly: a bag it opened is finished. (Under load the stop can reach it before it opened one:
+    # the dying node's parameter check is quicker than the healthy node's start.)
+    if re.search(r'\[rec_a\] .*recording to', output):
+        assert '[rec_a] recorder: wrote' in output
 
 
 def test_a_killed_node_is_reported(tmp_path):
