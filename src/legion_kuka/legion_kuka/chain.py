@@ -282,15 +282,22 @@ class ChainRunner:
         else:
             command_through_filter(self.safety, self.twin, target, result)
 
-    def run(self, episodes: int, progress: bool = False) -> list[EpisodeResult]:
-        """``episodes`` episodes, episode i on the goal variant of ``seed + i``."""
+    def run(self, episodes: int, progress: bool = False,
+            make_policy: Callable[[], Policy] | None = None) -> list[EpisodeResult]:
+        """``episodes`` episodes, episode i on the goal variant of ``seed + i``; ``make_policy``: a fresh
+        policy for each episode (one that keeps state within an episode, as the approaches do)."""
         if episodes < 1:
             raise ValueError(f'episodes must be >= 1, got {episodes}')
         indices = range(int(episodes))
         if progress:
             from tqdm import tqdm
             indices = tqdm(indices, desc=f'{self.task} through the twin', unit='episode')
-        return [self.episode(self.seed + i) for i in indices]
+        results = []
+        for i in indices:
+            if make_policy is not None:
+                self.policy_fn = make_policy()
+            results.append(self.episode(self.seed + i))
+        return results
 
 
 def command_through_filter(safety: Any, twin: Twin, target: np.ndarray, result: Any) -> None:
@@ -322,16 +329,10 @@ def run_expert_through_twin(task: str, episodes: int = 10, seed: int = 0, max_st
     runner = ChainRunner(expert_policy(task, gripper_approaches), task, seed=seed, layout='full39',
                          max_steps=max_steps,
                          policy_rate_hz=policy_rate_hz, **(runner_kwargs or {}))
-    indices = range(int(episodes))
-    if progress:
-        from tqdm import tqdm
-        indices = tqdm(indices, desc=f'{task} through the twin', unit='episode')
-    successes = []
-    for i in indices:
-        # A fresh expert each episode: the approaches keep their phase (pushing, pulling) in the episode.
-        runner.policy_fn = expert_policy(task, gripper_approaches)
-        successes.append(runner.episode(seed + i).success)
-    return float(np.mean(successes))
+    # A fresh expert each episode: the approaches keep their phase (pushing, pulling) in the episode.
+    results = runner.run(episodes, progress=progress,
+                         make_policy=lambda: expert_policy(task, gripper_approaches))
+    return float(np.mean([r.success for r in results]))
 
 
 def posture_inside_limits(twin: Twin, limits: Any, inset_rad: float = math.radians(1.0),

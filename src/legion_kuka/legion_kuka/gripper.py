@@ -102,9 +102,13 @@ def command_from_effort(effort: float, *, speed_m_s: float | None = None,
     """The command for the gripper float ``effort`` in [-1 open, +1 close] (see the module): the
     opening where Meta-World's servo holds a finger targeted at ``effort``, at the gripper's fastest
     speed unless ``speed_m_s``, with ``force_n`` or the default grip force."""
-    effort = min(max(_finite('effort', effort), -1.0), 1.0)
-    closing = min(max(effort, 0.0), GRIPPER.finger_stroke)
-    return gripper_command(GRIPPER.max_opening - 2.0 * closing, speed_m_s, force_n)
+    return gripper_command(GRIPPER.max_opening - 2.0 * closing_of(effort), speed_m_s, force_n)
+
+
+def closing_of(effort: float) -> float:
+    """Where Meta-World's servo holds a finger targeted at the gripper float ``effort`` (m closed per
+    finger: 0 for any value <= 0, the stroke for any beyond it)."""
+    return min(max(_finite('effort', effort), 0.0), GRIPPER.finger_stroke)
 
 
 def observed_opening(closing: float) -> float:

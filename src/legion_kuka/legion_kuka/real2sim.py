@@ -28,7 +28,7 @@ import numpy as np
 
 from legion_kuka.description import GRIPPER
 from legion_kuka.frames import Frame, _finite_vector, default_task_frame, quat_to_matrix
-from legion_kuka.gripper import observed_opening
+from legion_kuka.gripper import closing_of, observed_opening
 
 LAYOUTS = ('legion12', 'full39')
 OBSERVATION_SIZE = {'legion12': 12, 'full39': 39}
@@ -126,7 +126,7 @@ class GripperEstimate:
         if not math.isfinite(value) or not math.isfinite(now_s):
             raise ValueError(f'gripper command and time must be finite, got {value} at {now_s}')
         self.opening(now_s)
-        self._target = observed_opening(min(max(float(value), 0.0), GRIPPER.finger_stroke))
+        self._target = observed_opening(closing_of(value))
 
     def opening(self, now_s: float) -> float:
         """The estimated opening at ``now_s`` (no earlier than the last call: time does not run back)."""

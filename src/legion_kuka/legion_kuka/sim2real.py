@@ -50,9 +50,9 @@ from typing import Any
 import numpy as np
 
 from legion_kuka.frames import Frame, _finite_vector, default_task_frame, quat_to_matrix
-from legion_kuka.gripper import MetaworldFinger
+from legion_kuka.gripper import METAWORLD_SUBSTEP_S, METAWORLD_SUBSTEPS, MetaworldFinger
 
-METAWORLD_STEP_S = 0.0125  # frame_skip 5 x 2.5 ms: one Meta-World env step
+METAWORLD_STEP_S = METAWORLD_SUBSTEPS * METAWORLD_SUBSTEP_S  # 12.5 ms: one Meta-World env step
 METAWORLD_ACTION_SCALE = 0.01  # metres of hand motion per unit action and env step
 # SawyerXYZEnv's default hand box (hand_low/hand_high, which mocap_low/high default to), task frame.
 METAWORLD_HAND_LOW = (-0.2, 0.55, 0.05)
