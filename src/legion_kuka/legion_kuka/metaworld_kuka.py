@@ -198,7 +198,31 @@ def _scene_without_sawyer(task_name: str):
     for mesh in list(spec.meshes):
         if mesh.file and 'xyz_base' in mesh.file:  # the Sawyer's meshes: unused now
             mesh.delete()
+    if task_name in PLUG_TASKS:
+        _fit_plug(spec)
     return spec
+
+
+#: Tasks whose scene has peg-unplug-side's plug in its socket.
+PLUG_TASKS = ('peg-unplug-side-v3',)
+#: Radius (m) of the plug's head in its socket. Meta-World's is 30 mm in a 44 mm square hole: 8 mm of
+#: interpenetration a side, held by about 2,700 N of contact force, which no gripper pulls against (the
+#: twin's pads give at most about 470 N of friction) and which only soft contacts' creep let go (the
+#: twin's noslip solver held it at 0 mm under a 200 N pull). At 22.2 mm the head fits with 0.2 mm of
+#: interference: the socket holds the plug with about 80 N along its axis, a firm mains socket's grip,
+#: and gives at most 2 mm to a 100 N push across the plug's far end.
+PLUG_HEAD_RADIUS = 0.0222
+
+
+def _fit_plug(spec) -> None:
+    """Give the plug's head (its colliding sphere inside the socket) :data:`PLUG_HEAD_RADIUS`."""
+    import mujoco
+
+    heads = [geom for geom in spec.body('plug').geoms
+             if geom.type == mujoco.mjtGeom.mjGEOM_SPHERE and geom.contype and geom.pos[0] < 0.0]
+    if len(heads) != 1:
+        raise RuntimeError(f"expected one colliding sphere at the plug's head, found {len(heads)}")
+    heads[0].size[0] = PLUG_HEAD_RADIUS
 
 
 #: Root bodies of a Meta-World scene that belong to no task: the robot's mount, its mocap handle, and

@@ -81,10 +81,6 @@ def _default_env_factory() -> Callable[[str, int], Any]:
 
 #: Iterations of MuJoCo's noslip solver on the twin (0 in Meta-World's scenes), see Twin._adopt.
 NOSLIP_ITERATIONS = 10
-#: Scenes that keep Meta-World's soft friction (no noslip): peg-unplug-side's plug sits in its socket with
-#: a 16 mm interference fit (its 60 mm head in a 44 mm hole, ~2,600 N of contact force), which only the
-#: soft contacts' creep lets go: with noslip a 200 N pull moves it 0 mm in 0.5 s, without 16 mm.
-SOFT_FRICTION_TASKS = ('peg-unplug-side-v3',)
 #: The twin's finger servo (see Twin._adopt): each finger's moving mass (kg, the finger body plus its
 #: reflected drive inertia; Meta-World's 100 kg armature made its fingers as slow as its damping) and the
 #: servo's natural frequency (Hz, critically damped; stiff enough that a finger stopped 8 mm short of
@@ -185,9 +181,7 @@ class Twin:
         # trained here closed it that way). The noslip solver removes the slip: the drawer then moves
         # with the hand (at most 4 mm a policy step) and the same policy pushes it closed in 45-52
         # steps; Meta-World's experts through the chain and the cost of a step are unchanged.
-        tasks = getattr(self, 'tasks', None) or (task,)  # a workcell's stations, or this task
-        if not any(t in SOFT_FRICTION_TASKS for t in tasks):
-            model.opt.noslip_iterations = max(int(model.opt.noslip_iterations), NOSLIP_ITERATIONS)
+        model.opt.noslip_iterations = max(int(model.opt.noslip_iterations), NOSLIP_ITERATIONS)
         self._adopt_fingers(model)
         self._accel = np.zeros(model.nv)
         self._mass_times = np.zeros(model.nv)
