@@ -36,10 +36,10 @@ setup(
             'twin = legion_kuka.twin_env:make_twin_env',
         ],
         # Scripted experts for demonstrations (legion_core.demos, train.demo_episodes): Meta-World's on the
-        # mocap hand; on the twin, the approaches written for the KUKA's gripper where there is one.
+        # mocap hand; on the twin, the approaches written for the KUKA's gripper where one can be copied.
         'legion.experts': [
             'kuka = legion_kuka.chain:expert_policy',
-            'twin = legion_kuka.acting:expert_for',
+            'twin = legion_kuka.acting:demonstrator_for',
         ],
     },
 )

@@ -45,6 +45,18 @@ def expert_for(task: str) -> Callable[[np.ndarray], np.ndarray]:
         raise KeyError(str(error)) from None
 
 
+def demonstrator_for(task: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The scripted policy whose episodes demonstrate ``task`` on the twin (``train.demo_episodes``):
+    :func:`expert_for`'s, except where an approach keeps a state that a policy of the observation
+    cannot copy and Meta-World's expert works (:data:`legion_kuka.approaches.DEMONSTRATE_WITH_METAWORLD`)."""
+    from legion_kuka.approaches import DEMONSTRATE_WITH_METAWORLD
+    from legion_kuka.chain import expert_policy
+
+    if task in DEMONSTRATE_WITH_METAWORLD:
+        return expert_policy(task, gripper_approaches=False)
+    return expert_for(task)
+
+
 def default_checkpoint() -> str:
     """The shipped policy artefact, if legion_core ships one ('' otherwise)."""
     from legion_core.policy import default_policy_path

@@ -393,3 +393,10 @@ APPROACHES: dict[str, Callable[[], Callable[[np.ndarray], np.ndarray]]] = {
     'push-v3': push,
     'drawer-close-v3': drawer_close,
 }
+
+#: Tasks whose demonstrations on the twin (``train.demo_episodes``) come from Meta-World's own expert
+#: although an approach exists: the approach counts policy steps, a state no policy of the observation
+#: has, while Meta-World's expert reads only the observation and works through the twin. Peg-unplug-side
+#: since its socket's firm fit (:data:`legion_kuka.metaworld_kuka.PLUG_HEAD_RADIUS`): Meta-World's expert
+#: 19/20 through the twin, an MLP cloned from 50 of its episodes 0.5, from 50 of the approach's 0.0.
+DEMONSTRATE_WITH_METAWORLD = ('peg-unplug-side-v3',)

@@ -145,11 +145,12 @@ def test_a_latched_safety_filter_ends_the_episode_unsuccessful():
 
 
 @pytest.mark.slow
-def test_the_peg_unplug_side_approach_for_this_gripper_unplugs_through_the_twin():
-    # Meta-World's expert lands the pads on top of the plug (0/10 through the twin, docs/experts.md); the
-    # approach of legion_kuka.approaches aligns, comes down open, grips with the default force and pulls:
-    # 10/10 over seeds 0-9.
+def test_peg_unplug_side_unplugs_through_the_twin_with_the_approach_and_with_meta_worlds_expert():
+    # The approach of legion_kuka.approaches aligns, comes down open, grips with the default force and
+    # pulls: 20/20 over seeds 0-19. Meta-World's expert, stateless and what the twin's demonstrations of
+    # this task come from, 19/20 since the socket's firm fit (0/10 in Meta-World's 2,700 N press).
     assert run_expert_through_twin('peg-unplug-side-v3', episodes=3, seed=0) == 1.0
+    assert run_expert_through_twin('peg-unplug-side-v3', episodes=3, seed=0, gripper_approaches=False) == 1.0
 
 
 def _door_open_episode(seed):
