@@ -155,20 +155,20 @@ def test_the_expert_of_a_task_is_this_grippers_approach_where_there_is_one():
 
 
 def test_the_twins_demonstrations_come_from_an_expert_a_policy_of_the_observation_can_copy():
-    # train.demo_episodes on the twin: the approach where it reads only the observation's meaning
-    # (door-open), Meta-World's stateless expert where the approach counts steps (peg-unplug-side).
+    # train.demo_episodes on the twin: the approach where Meta-World's expert fails through the twin
+    # (door-open), Meta-World's stateless expert where it works and the approach counts steps
+    # (peg-unplug-side).
     from legion_core.demos import expert
     from legion_kuka.approaches import APPROACHES
 
     obs = np.zeros(39)
-    obs[0:3], obs[4:7] = (0.0, 0.6, 0.2), (-0.1, 0.6, 0.13)
+    obs[4:7] = (0.0, 0.6, 0.1)
     door = expert('twin', 'door-open-v3')
     assert door.__qualname__.startswith(APPROACHES['door-open-v3'].__name__)
     peg = expert('twin', 'peg-unplug-side-v3')
-    first = np.asarray(peg(obs)).copy()
-    for _ in range(20):  # whatever came before, the same observation gets the same action
-        peg(obs + np.random.default_rng(0).normal(0.0, 0.05, 39))
-    np.testing.assert_array_equal(np.asarray(peg(obs)), first)
+    assert type(peg.__self__).__name__ == 'SawyerPegUnplugSideV3Policy'  # Meta-World's, no memory
+    assert np.asarray(peg(obs)).shape == (4,)
+    assert np.asarray(expert('kuka', 'peg-unplug-side-v3')(obs)).shape == (4,)
 
 
 def test_a_rewritten_checkpoint_is_noticed_once(tmp_path):
