@@ -70,10 +70,11 @@ def test_a_shipped_policy_is_found_by_name_unless_a_path_of_that_name_exists(tmp
     assert policy_module.resolve_policy('nothing_here.pt') == Path('nothing_here.pt')  # load says why
 
 
-def test_the_shipped_full_stream_policy_knows_the_ten_skills():
+@pytest.mark.parametrize('name', ['legion10_recipe', 'legion10_twin'])
+def test_the_shipped_full_stream_policies_know_the_ten_skills(name):
     from legion_core.tasks import resolve_stream
 
-    policy = load_policy(policy_module.shipped_policies()['legion10_twin'])
+    policy = load_policy(policy_module.shipped_policies()[name])
     assert policy.tasks == resolve_stream('legion10')
     assert policy.env['embodiment'] == 'twin' and policy.env['goal'] == 'random'
     assert policy.dpmm is not None and policy.dpmm.num_components == 10  # one cluster per skill
