@@ -14,6 +14,10 @@ and file name are here because ``load_checkpoint`` reads both kinds of file.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,39 @@ POLICY_FORMAT = 'legion-policy/1'
 CHECKPOINT_DIR = 'checkpoints'
 LAST = 'last.pt'
 POLICY_FILE = 'policy.pt'
+#: While a `legion train` trains (or rewrites a run's config to resume it) it holds an exclusive lock on
+#: this file of the run directory: a second process on the same run, e.g. a resume started before a
+#: stopped run had finished its last evaluation and exited, is refused instead of interleaving its
+#: evaluations and checkpoints with the first's. The lock goes with the process, however it ends.
+LOCK_FILE = 'train.lock'
+
+
+class RunInUseError(RuntimeError):
+    """Another process holds the run directory's :data:`LOCK_FILE`."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the block; :class:`RunInUseError` (naming the holder's pid) if another
+    process holds it."""
+    path = Path(run_dir) / LOCK_FILE
+    with open(path, 'a+', encoding='utf-8') as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or 'another process'
+            raise RunInUseError(f'{run_dir} is in use by {holder} (a `legion train` of this run that has not '
+                           'exited yet; SIGTERM stops it with a checkpoint after its current step or '
+                           'evaluation): wait for it, then resume') from None
+        try:
+            file.seek(0)
+            file.truncate()
+            file.write(f'pid {os.getpid()}\n')
+            file.flush()
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:

@@ -90,7 +90,7 @@ def run_files() -> tuple[str, ...]:
     """The names a run of ``legion train`` writes into its run directory (and all that a fresh start
     there may remove)."""
     return (CONFIG_FILE, CONFIG_CHANGES_FILE, EVALS_FILE, METRICS_FILE, TB_DIR, ckpt.CHECKPOINT_DIR,
-            ckpt.POLICY_FILE)
+            ckpt.POLICY_FILE, ckpt.LOCK_FILE)
 
 
 class Trainer:
@@ -585,7 +585,12 @@ class Trainer:
         Stopping early with ``max_env_steps`` or :meth:`request_stop` leaves a checkpoint (unless
         ``checkpoint_at_stop`` is False: a caller that keeps this trainer and calls ``run`` again, as
         ``legion bench solve`` does to interleave two learners); ``resume`` continues from it.
+        :class:`legion_core.checkpoint.RunInUseError` if another process trains in the run directory.
         """
+        with ckpt.run_lock(self.run_dir):
+            return self._run(max_env_steps, checkpoint_at_stop)
+
+    def _run(self, max_env_steps: int | None, checkpoint_at_stop: bool) -> dict[str, Any]:
         from tqdm import tqdm
 
         self._write_config()
@@ -894,6 +899,13 @@ def resume_trainer(run_dir: str | Path, *, progress: bool = True, device: str | 
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f'{run_dir} has no {CONFIG_FILE}: not a run directory of `legion train`')
+    with ckpt.run_lock(run_dir):  # it may rewrite config.yaml and the checkpoint: not under a live run
+        return _restored_trainer(run_dir, progress, device, append_tasks, overrides, end_phase)
+
+
+def _restored_trainer(run_dir: Path, progress: bool, device: str | None, append_tasks: list[str] | None,
+                      overrides: list[str] | None, end_phase: bool):
+    config_path = run_dir / CONFIG_FILE
     state = ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST) \
         if (run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST).is_file() else None
     if state is None:

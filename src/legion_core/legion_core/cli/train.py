@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.multirun:
             return _error('--resume continues one run with its saved config.yaml; it takes no -m')
+        from legion_core.checkpoint import RunInUseError
         from legion_core.trainer import resume_trainer
 
         run_dir = Path(args.resume)
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             trainer = resume_trainer(run_dir, progress=not args.no_progress, append_tasks=append,
                                      overrides=args.overrides, end_phase=args.end_phase)
-        except (FileNotFoundError, ValueError) as error:
+        except (FileNotFoundError, ValueError, RunInUseError) as error:
             return _error(str(error))
         return _train(trainer, run_dir, args.max_steps)
     chooses_launcher = any(o.lstrip('+~').startswith(('hydra/launcher', 'hydra.launcher'))
@@ -229,9 +230,13 @@ def _train(trainer, run_dir: Path, max_steps: int | None) -> int:
     def on_term(_signum, _frame) -> None:
         trainer.request_stop()
 
+    from legion_core.checkpoint import RunInUseError
+
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         metrics = trainer.run(max_env_steps=max_steps)
+    except RunInUseError as error:  # another process went on with this run in the meantime
+        return _error(str(error))
     finally:
         signal.signal(signal.SIGTERM, previous)
     if trainer.stop_requested:
