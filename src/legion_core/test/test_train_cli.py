@@ -213,24 +213,26 @@ def test_append_refusals(tmp_path, capsys, args, message):
     capsys.readouterr()
     assert main(['train', '--no-progress', *[a.format(run=run) for a in args]]) == 2
     assert message in capsys.readouterr().err
+
+
 def test_a_run_that_another_process_trains_is_refused_and_left_as_it_is(tmp_path, capsys):
     # A resume started before a stopped run had exited (its SIGTERM waits for the evaluation under way)
     # would write the same run's evaluations and checkpoints beside it.
     import os
 
-    from legion_core.checkpoint import run_lock
+    from legion_core.checkpoint import LOCK_FILE, run_lock
 
     run_dir = tmp_path / 'run'
     assert main(['train', '--no-progress', '--max-steps', '30', f'run_dir={run_dir}', *SMALL]) == 0
     capsys.readouterr()
-    before = {p: p.read_bytes() for p in run_dir.rglob('*') if p.is_file() and p.name != 'train.lock'}
+    before = {p: p.read_bytes() for p in run_dir.rglob('*') if p.is_file() and p.name != LOCK_FILE}
     with run_lock(run_dir):  # this process stands for the run still training
         second = subprocess.run([sys.executable, '-m', 'legion_core.cli.main', 'train', '--resume',
                                  str(run_dir), '--no-progress', '--max-steps', '10',
                                  'train.eval_every=500'], capture_output=True, text=True, timeout=300)
     assert second.returncode == 2, second.stderr[-2000:]
     assert f'in use by pid {os.getpid()}' in second.stderr
-    after = {p: p.read_bytes() for p in run_dir.rglob('*') if p.is_file() and p.name != 'train.lock'}
+    after = {p: p.read_bytes() for p in run_dir.rglob('*') if p.is_file() and p.name != LOCK_FILE}
     assert after == before  # neither config.yaml (the override) nor anything else was touched
     assert main(['train', '--resume', str(run_dir), '--no-progress', '--max-steps', '10']) == 0  # once free
 
