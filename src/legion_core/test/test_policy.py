@@ -93,3 +93,15 @@ def test_the_shipped_policy_loads_and_acts_on_its_tasks():
         assert actions.shape == (3, 4) and np.all(np.abs(actions) <= 1)
     beside = policy_module.SHIPPED_POLICY.parent
     assert (beside / 'metrics.json').is_file() and 'legion train' in (beside / 'README.md').read_text()
+
+
+def test_a_loaded_policy_acts_on_its_runs_torch_threads():
+    # A second intra-op thread spins on these small networks when the other core is busy (a ROS graph,
+    # a training run): the policy takes the thread count its run trained with, as its agent did.
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        policy = load_policy(policy_module.SHIPPED_POLICY)
+        assert policy.config.num_threads == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
