@@ -56,6 +56,7 @@ SAVED_STEPS = ('next', 'spread', 'none')
 #: checkpointed, when a phase counts as learnt, and how demonstrations are cloned from here on. Nothing
 #: that would change what the checkpoint holds (sizes, stream, env, replay, seeds) or the steps' meaning.
 RESUMABLE = ('train.eval_every', 'train.eval_episodes', 'train.eval_envs', 'train.eval_tasks',
+             'train.eval_until_success',
              'train.log_every', 'train.checkpoint_every', 'train.keep_phase_checkpoints',
              'train.advance_on_success', 'train.advance_evals', 'train.saved_steps',
              'train.carry_min_success', 'train.demo_pretrain',
@@ -208,7 +209,7 @@ class TrainConfig(ConfigSection):
     # default null (every phase ran to its end), saved_steps and carry_min_success after that (every
     # saved step went to the next phase, spent whatever the task did).
     ABSENT: ClassVar[dict[str, Any]] = {'advance_on_success': None, 'saved_steps': 'next',
-                                        'carry_min_success': None}
+                                        'carry_min_success': None, 'eval_until_success': False}
 
     mode: str = 'lifelong'              # lifelong | multitask
     steps_per_task: int = 300_000       # env steps per task (summed over env copies); the original 1,000,000
@@ -232,6 +233,10 @@ class TrainConfig(ConfigSection):
     # evaluation) | seen (the tasks learnt so far and the current one; the stream's later tasks only at
     # phase ends, which keeps the success matrix whole). Lifelong mode only: a multitask run sees all.
     eval_tasks: str = 'all'
+    # End each evaluation episode at its first success (its outcome is then known): the same success
+    # rates in about half the env steps once a task is learnt; returns are then summed up to that step.
+    # false: every episode runs to its time limit (the original, preset=original).
+    eval_until_success: bool = True
     log_every: int = 1000               # env steps between TensorBoard scalars (the loop's only host syncs)
     checkpoint_every: int = 25_000      # env steps; 0: only at the end of each phase
     checkpoint_replay: str = 'full'     # full: the replay buffer goes into the checkpoint | none

@@ -339,6 +339,14 @@ class TaskVectorEnv:
         self._success[i] = False
         self.active[i] = True
 
+    def end(self, copies) -> None:
+        """End the episodes of ``copies`` (indices) now, as if their time limit had come: they are stepped
+        no more until the next ``reset()``. For envs built with ``autoreset=False`` (an evaluation that
+        has seen what it needs)."""
+        if self.autoreset:
+            raise RuntimeError('end() is for envs built with autoreset=False: an autoreset copy never ends')
+        self.active[np.asarray(copies, dtype=np.int64)] = False
+
     def reseed(self) -> None:
         """Seed every copy's generator again with its own seed: the next episodes repeat those after
         construction (an evaluation on the same goals each time, whatever ran before)."""
@@ -481,10 +489,13 @@ def make_gymnasium_env(task: str, **kwargs):
 
 def evaluate(policy: Policy, task: str, episodes: int = 10, *, num_envs: int | None = None,
              embodiment: str = BUILTIN_EMBODIMENT, layout: str = 'legion12', episode_length: int = 150,
-             goal: str = 'fixed', seed: int = 0, env: TaskVectorEnv | None = None) -> dict[str, Any]:
+             goal: str = 'fixed', seed: int = 0, env: TaskVectorEnv | None = None,
+             until_success: bool = False) -> dict[str, Any]:
     """Run ``episodes`` episodes of ``policy`` (obs [N, D] → actions [N, 4]) on ``task``, batched.
 
     An episode succeeds if ``info['success']`` fires at any step (the original's semantics, §1.7).
+    ``until_success`` ends an episode at that step, its outcome known: the same success rate in about
+    half the env steps for a learnt policy, each return then summed up to that step.
     Deterministic for a deterministic policy and a given seed; with ``goal='fixed'`` the same seed as
     training evaluates on the training goal, as the original did. Episodes run in rounds of
     ``num_envs`` (default: all at once). ``env`` reuses an existing ``TaskVectorEnv`` built with
@@ -512,6 +523,7 @@ def evaluate(policy: Policy, task: str, episodes: int = 10, *, num_envs: int | N
         obs = env.reset()
         steps = np.zeros(env.num_envs, dtype=np.int64)
         first = np.zeros(env.num_envs, dtype=np.int64)  # 0: not yet
+        outcome: dict[int, tuple[bool, float]] = {}  # per copy: listed in copy order, however they end
         while env.active.any():
             active = env.active.copy()
             actions = np.asarray(policy(obs), dtype=np.float64)
@@ -522,10 +534,17 @@ def evaluate(policy: Policy, task: str, episodes: int = 10, *, num_envs: int | N
             steps += active
             hit = active & (first == 0) & np.asarray(info['success'], dtype=bool)
             first[hit] = steps[hit]
-            for i in np.flatnonzero(terminated | truncated):
-                successes.append(bool(info['episode_success'][i]))
-                returns.append(float(info['episode_return'][i]))
-                success_steps.append(int(first[i]) if first[i] else None)
+            ended = terminated | truncated
+            if until_success:
+                stop = hit & ~ended
+                env.end(np.flatnonzero(stop))
+                ended = ended | stop
+            for i in np.flatnonzero(ended):
+                outcome[int(i)] = (bool(info['episode_success'][i]), float(info['episode_return'][i]))
+        for i in range(env.num_envs):
+            successes.append(outcome[i][0])
+            returns.append(outcome[i][1])
+            success_steps.append(int(first[i]) if first[i] else None)
     successes, returns, success_steps = successes[:episodes], returns[:episodes], success_steps[:episodes]
     return {
         'success_rate': float(np.mean(successes)),

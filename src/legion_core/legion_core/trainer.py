@@ -365,7 +365,7 @@ class Trainer:
         rows, rates = [], []
         for j, task in enumerate(tasks):
             result = evaluate(lambda obs, j=j: self.agent.act(obs, j, deterministic=True), task, episodes,
-                              env=self._eval_env(j))
+                              env=self._eval_env(j), until_success=self.config.train.eval_until_success)
             rates.append(result['success_rate'])
             rows.append({'env_steps': self.position['env_steps'], 'phase': phase, 'task': task,
                          'success': result['success_rate'], 'return': result['mean_return'],

@@ -193,7 +193,8 @@ def test_a_run_config_written_before_the_typed_groups_loads_and_validates():
     later = {'train': {'env_workers': 0, 'demo_episodes': 0, 'demo_ratio': 0.5,  # keys added since
                        'demo_pretrain': 0, 'eval_tasks': 'all',                 # that run: their
                        'current_ratio': None, 'saved_steps': 'next',     # (ABSENT: as
-                       'carry_min_success': None},                       # that run did)
+                       'carry_min_success': None,                        # that run did)
+                       'eval_until_success': False},
              'agent': {'demo_bc': 0.0, 'demo_q_filter': True,                   # defaults
                        'distill_teacher': 'last', 'policy_average': 0.0},
              'env': {'success_bonus': 0.0},
@@ -209,7 +210,7 @@ def test_an_older_run_without_the_later_keys_resumes_as_it_ran(tmp_path):
 
     cfg = small_config('train.steps_per_task=100', 'train.eval_every=0', 'train.checkpoint_every=0')
     for key in ('advance_on_success', 'advance_evals', 'env_process', 'env_workers',
-                'keep_phase_checkpoints', 'saved_steps', 'carry_min_success'):
+                'keep_phase_checkpoints', 'saved_steps', 'carry_min_success', 'eval_until_success'):
         del cfg['train'][key]
     del cfg['env']['reward_scale'], cfg['language']
     Trainer(cfg, tmp_path, progress=False).run(max_env_steps=60)
@@ -219,6 +220,7 @@ def test_an_older_run_without_the_later_keys_resumes_as_it_ran(tmp_path):
     resumed = resume_trainer(tmp_path, progress=False)
     assert resumed.config.train.advance_on_success is None and resumed.config.train.worker_count() == 0
     assert resumed.config.train.saved_steps == 'next' and resumed.config.train.carry_min_success is None
+    assert resumed.config.train.eval_until_success is False  # its evaluations ran every episode out
     assert resumed.config.language.normalize and resumed.config.env.reward_scale == 1.0
     metrics = resumed.run()
     assert metrics['complete'] and metrics['env_steps'] == 200
@@ -249,5 +251,8 @@ def test_the_legion10_recipe_preset_is_the_shipped_policys_run():
 
     a, b = flat(shipped), flat(composed)
     differ = {key for key in a.keys() | b.keys() if a.get(key, 'absent') != b.get(key, 'absent')}
-    assert differ == {'run_dir'}  # where it ran; every setting of the stream is the preset's
+    # Where it ran, and a setting chosen after it from its own measurements (docs/training.md): its
+    # evaluation episodes ran to their time limit (the same success rates in twice the steps).
+    assert differ == {'run_dir', 'train.eval_until_success'}
+    assert a.get('train.eval_until_success', 'absent') == 'absent'
     assert b['env.episode_length'] == 200 and b['train.saved_steps'] == 'next'

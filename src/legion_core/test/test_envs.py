@@ -224,6 +224,35 @@ def test_accelerated_observation_is_bit_exact(task):
         assert reward_a == reward_b and info_a['success'] == info_b['success']
 
 
+class _CountingEnv(TaskVectorEnv):
+    """Counts the copies it steps: the env steps an evaluation costs."""
+    stepped = 0
+
+    def step(self, actions):
+        self.stepped += int(self.active.sum())
+        return super().step(actions)
+
+
+@pytest.mark.filterwarnings('ignore:Constant')
+def test_an_evaluation_until_success_gives_the_same_outcomes_in_the_steps_that_decide_them():
+    def run(until_success: bool):
+        env = _CountingEnv('reach', 4, layout='full39', goal='random', episode_length=150, seed=0,
+                           autoreset=False)
+        return evaluate(_expert_policy, 'reach', 4, env=env, until_success=until_success), env.stepped
+
+    (full, full_steps), (short, short_steps) = run(False), run(True)
+    assert short['episode_successes'] == full['episode_successes'] == [True] * 4
+    assert short['episode_success_steps'] == full['episode_success_steps']
+    assert full_steps == 4 * 150 and short_steps == sum(full['episode_success_steps'])
+    assert all(s < f for s, f in zip(short['episode_returns'], full['episode_returns'], strict=True))
+    # An episode that never succeeds runs to its time limit either way.
+    idle = _CountingEnv('reach', 2, episode_length=20, autoreset=False)
+    result = evaluate(lambda obs: np.zeros((len(obs), 4)), 'reach', 2, env=idle, until_success=True)
+    assert result['episode_successes'] == [False, False] and idle.stepped == 2 * 20
+    with pytest.raises(RuntimeError, match='autoreset=False'):
+        TaskVectorEnv('reach', 1, episode_length=2).end([0])
+
+
 def test_evaluate_reuses_an_env_and_scales_rewards():
     plain = evaluate(lambda obs: np.zeros((len(obs), 4)), 'reach', episodes=2, episode_length=10)
     env = TaskVectorEnv('reach', 2, episode_length=10, reward_scale=0.5, autoreset=False)

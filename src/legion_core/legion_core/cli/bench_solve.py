@@ -129,7 +129,7 @@ class Peer:
     """stable-baselines3 SAC at its defaults on the same env, evaluated like ours."""
 
     def __init__(self, task: str, env_kwargs: dict[str, Any], warmup: int, budget: int, episodes: int,
-                 eval_seed: int):
+                 eval_seed: int, until_success: bool):
         from stable_baselines3 import SAC
 
         from legion_core.envs import TaskVectorEnv, make_gymnasium_env
@@ -138,6 +138,7 @@ class Peer:
                          buffer_size=budget, seed=env_kwargs['seed'], device='cpu', verbose=0)
         self.eval_env = TaskVectorEnv(task, episodes, autoreset=False, copy_seed=eval_seed, **env_kwargs)
         self.task, self.episodes, self.budget, self.steps = task, episodes, budget, 0
+        self.until_success = until_success  # as ours' evaluations end (train.eval_until_success)
 
     def advance(self, steps: int) -> list[tuple[int, float]]:
         # Like ours, an evaluation before any step: an untrained policy may already succeed (ours
@@ -152,7 +153,7 @@ class Peer:
         from legion_core.envs import evaluate
 
         result = evaluate(lambda obs: self.model.predict(obs, deterministic=True)[0], self.task,
-                          self.episodes, env=self.eval_env)
+                          self.episodes, env=self.eval_env, until_success=self.until_success)
         return result['success_rate']
 
     @property
@@ -208,8 +209,9 @@ def solve_task(task: str, seed: int, cfg: dict[str, Any], args: argparse.Namespa
     ours = Ours(cfg, work_dir / f'{task}_seed{seed}', args.progress)
     learners: dict[str, Any] = {'ours': ours}
     if not args.no_peer:  # the peer meets the same envs and warm-up
-        learners['peer'] = Peer(task, dict(ours.trainer.env_kwargs), ours.trainer.config.train.warmup_steps,
-                                args.budget, args.eval_episodes, seed + EVAL_SEED_OFFSET)
+        train = ours.trainer.config.train
+        learners['peer'] = Peer(task, dict(ours.trainer.env_kwargs), train.warmup_steps, args.budget,
+                                args.eval_episodes, seed + EVAL_SEED_OFFSET, train.eval_until_success)
     clocks = {side: Clock(args.threshold, args.consecutive) for side in learners}
     # Both sides evaluate at step 0 too (inside their first turn).
     try:

@@ -30,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--embodiment', default=None, help='embodiment (default: the training one)')
     parser.add_argument('--episode-length', type=int, default=None, help='steps per episode')
     parser.add_argument('--stochastic', action='store_true', help='sample actions instead of tanh(μ)')
+    parser.add_argument('--until-success', action='store_true',
+                        help='end each episode at its first success: the same success rates in about half '
+                        'the time for a learnt policy; returns are then summed up to that step (as a '
+                        'run\'s own evaluations do under train.eval_until_success)')
     parser.add_argument('--json', action='store_true',
                         help='print one JSON object instead of a table, with every episode\'s success in '
                         'order and the step it first succeeded at (the same --seed and --num-envs give '
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                           task, args.episodes, num_envs=args.num_envs,
                           embodiment=args.embodiment or env['embodiment'], layout=env['layout'],
                           episode_length=args.episode_length or env['episode_length'],
-                          goal=args.goal or env['goal'], seed=seed)
+                          goal=args.goal or env['goal'], seed=seed, until_success=args.until_success)
         rows.append({'task': task, 'success': result['success_rate'], 'return': result['mean_return'],
                      'episodes': args.episodes, 'episode_successes': result['episode_successes'],
                      'episode_success_steps': result['episode_success_steps']})
