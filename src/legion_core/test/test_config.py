@@ -251,8 +251,9 @@ def test_the_legion10_recipe_preset_is_the_shipped_policys_run():
 
     a, b = flat(shipped), flat(composed)
     differ = {key for key in a.keys() | b.keys() if a.get(key, 'absent') != b.get(key, 'absent')}
-    # Where it ran, and a setting chosen after it from its own measurements (docs/training.md): its
-    # evaluation episodes ran to their time limit (the same success rates in twice the steps).
-    assert differ == {'run_dir', 'train.eval_until_success'}
-    assert a.get('train.eval_until_success', 'absent') == 'absent'
+    # Where it ran, and two settings chosen after it from its own measurements (docs/training.md): its
+    # evaluation episodes ran to their time limit (the same success rates in twice the steps), and its
+    # DPMM's covariance prior was 0.03 (one cluster too many at 4 of its 10 phase ends).
+    assert differ == {'run_dir', 'train.eval_until_success', 'dpmm.options.sF'}
+    assert (a.get('train.eval_until_success', 'absent'), a['dpmm.options.sF']) == ('absent', 0.03)
     assert b['env.episode_length'] == 200 and b['train.saved_steps'] == 'next'

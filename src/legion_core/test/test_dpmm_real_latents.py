@@ -14,6 +14,12 @@ prior (E[Σ_k] = 1e-5·I) the mixture resolves that sub-structure and splits tas
 components (K = 2 / 8-11 / 12-15 with sklearn, 1 / 5-6 / 6-7 with bnpy, over five fit seeds); the
 covariance prior scaled to this latent (docs/training.md, "How many clusters") gives exactly one
 pure component per task.
+
+``data/dpmm_legion10_latents.npz`` holds the same kind of sample from the legion10 stream on the twin
+(preset=legion10_recipe, seed 0; equal rows per task, as ``dpmm.sample: balanced``), phase checkpoints
+3 and 9: ``four_tasks`` (3,000 rows) and ``ten_tasks`` (1,500). Its tasks' centroids lie further
+apart, and each task spreads wider: the former sklearn default sF 0.03 split a task at phase 3
+(docs/training.md, "How many clusters"); 3.0 merges tasks at phase 9.
 """
 from pathlib import Path
 
@@ -25,6 +31,8 @@ from legion_core.dpmm import BACKENDS, make_dpmm
 
 DATA = Path(__file__).resolve().parent / 'data' / 'dpmm_real_latents.npz'
 SNAPSHOTS = ('one_task', 'two_tasks', 'three_tasks')
+LEGION10 = Path(__file__).resolve().parent / 'data' / 'dpmm_legion10_latents.npz'
+LEGION10_SNAPSHOTS = ('four_tasks', 'ten_tasks')
 
 
 @pytest.fixture(scope='module')
@@ -32,6 +40,13 @@ def latents():
     with np.load(DATA) as data:
         return {name: (data[f'{name}_z'].astype(np.float64), data[f'{name}_task'].astype(int))
                 for name in SNAPSHOTS}
+
+
+@pytest.fixture(scope='module')
+def legion10_latents():
+    with np.load(LEGION10) as data:
+        return {name: (data[f'{name}_z'].astype(np.float64), data[f'{name}_task'].astype(int))
+                for name in LEGION10_SNAPSHOTS}
 
 
 def default_options(backend: str) -> dict:
@@ -89,3 +104,27 @@ def test_sf_means_the_expected_covariance_in_both_backends():
         model.fit(z, seed=0)
         assert model.num_components == 1, backend
         np.testing.assert_allclose(model.variances, expected, rtol=0.02, err_msg=backend)
+
+
+@pytest.mark.parametrize('backend', sorted(BACKENDS))
+@pytest.mark.parametrize('name', LEGION10_SNAPSHOTS)
+def test_default_prior_finds_one_cluster_per_task_of_the_legion10_stream(legion10_latents, backend, name):
+    z, tasks = legion10_latents[name]
+    model = make_dpmm(backend, **default_options(backend))
+    model.fit(z, seed=0)
+    assert model.num_components == len(np.unique(tasks))
+    assert one_pure_cluster_per_task(model.predict(z), tasks)
+
+
+def test_the_sklearn_default_sits_between_splitting_and_merging_the_legion10_tasks(legion10_latents):
+    # So that these latents keep testing the choice: ten times tighter splits a task of four (the
+    # former default, 0.03), ten times looser merges tasks of ten.
+    sf = default_options('sklearn')['sF']
+    z, tasks = legion10_latents['four_tasks']
+    split = make_dpmm('sklearn', **{**default_options('sklearn'), 'sF': sf / 10})
+    split.fit(z, seed=0)
+    assert split.num_components > len(np.unique(tasks))
+    z, tasks = legion10_latents['ten_tasks']
+    merged = make_dpmm('sklearn', **{**default_options('sklearn'), 'sF': sf * 10})
+    merged.fit(z, seed=0)
+    assert merged.num_components < len(np.unique(tasks))

@@ -9,7 +9,7 @@ with the prior of the original bnpy setup translated to sklearn's parameters:
   ``covariance_prior`` is that β, not E[Σ]: passing sF alone would expect covariances ν - 2 times
   smaller (10 for d = 10) than the same sF in bnpy). The original's 1e-5 asks for very tight clusters
   (std ≈ 3e-3), which its latent space developed after 1 M steps per task; the training config uses
-  0.03 for this re-implementation's shorter runs (docs/training.md, "How many clusters");
+  0.3 for this re-implementation's shorter runs (docs/training.md, "How many clusters");
 - ``kappa`` (1e-4) → ``mean_precision_prior``; ``nu`` (None → d + 2) → ``degrees_of_freedom_prior``;
   the prior mean is 0, as bnpy's default.
 
