@@ -1,5 +1,6 @@
 """The lifelong scripts on a real (tiny) run: relabel_own_teachers.py (a run that ran with
-distill_teacher=last) and bench_offline_forgetting.py."""
+distill_teacher=last), bench_offline_forgetting.py, bench_policy_average.py, bench_actor_capacity.py,
+bench_phase_forgetting.py and bench_dpmm_clusters.py."""
 from __future__ import annotations
 
 import json
@@ -113,3 +114,45 @@ def test_actor_capacity_fits_each_size_to_the_finished_tasks_teachers(tmp_path):
                           capture_output=True, text=True, check=True)
     acting, fitted = [json.loads(line) for line in done.stdout.splitlines()]
     assert acting['rows'] == 160 and fitted['actor'] == '8x1' and 'success' not in fitted
+
+
+def test_phase_forgetting_replays_the_next_phase_from_a_phase_end_and_leaves_the_run_alone(tmp_path):
+    run, copy = tmp_path / 'run', tmp_path / 'copy'
+    trainer = Trainer(to_container(compose_config(TINY)), run, progress=False)
+    trainer.run(max_env_steps=200)  # reach and push finished
+    trainer.close()
+    before = {p.name: p.read_bytes() for p in (run / 'checkpoints').iterdir()}
+
+    done = subprocess.run([sys.executable, str(SCRIPTS / 'bench_phase_forgetting.py'), str(run),
+                           '--phase', '0', '--out', str(copy), '--episodes', '2', '--dart', '2',
+                           'agent.distill=5.0'],
+                          capture_output=True, text=True, check=True)
+    record = json.loads(done.stdout.splitlines()[-1])
+    assert record['dart']['rows'] == 2 * 50  # two noisy episodes of 50 steps, a row each
+    assert record['next_phase']['task'] == 'push-v3' and record['next_phase']['local_steps'] == 100
+    for when in ('before', 'after'):
+        assert list(record[when]) == ['reach-v3'] and len(record[when]['reach-v3']['steps']) == 2
+    resumed = torch.load(copy / 'checkpoints' / 'phase_1.pt', weights_only=False)
+    assert resumed['config']['agent']['distill'] == 5.0 and resumed['position']['phase'] == 2
+    # Reach's 100 rows and the 100 DART rows, then push's 100 of the replayed phase.
+    last = torch.load(copy / 'checkpoints' / 'last.pt', weights_only=False)['replay']
+    assert torch.bincount(last['storage']['task'][:last['size']]).tolist() == [200, 100]
+    assert {p.name: p.read_bytes() for p in (run / 'checkpoints').iterdir()} == before
+
+
+def test_dpmm_clusters_refits_every_phase_end_under_each_option_set(tmp_path):
+    trainer = Trainer(to_container(compose_config(TINY)), tmp_path, progress=False)
+    trainer.run(max_env_steps=300)  # all three phases
+    trainer.close()
+    checkpoint = (tmp_path / 'checkpoints' / 'last.pt').read_bytes()
+
+    done = subprocess.run([sys.executable, str(SCRIPTS / 'bench_dpmm_clusters.py'), str(tmp_path),
+                           '--options', ';sF=0.3', '--seeds', '0,1', '--batch', '300'],
+                          capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"')]
+    assert [row['options']['sF'] for row in rows] == [trainer.config.dpmm.options['sF'], 0.3]
+    for row in rows:
+        assert list(row['K']) == ['0', '1', '2'] and all(len(ks) == 2 for ks in row['K'].values())
+        assert all(1 <= k <= 20 for ks in row['K'].values() for k in ks)
+        assert all(0 < purity <= 1 for purity in row['purity'].values())
+    assert (tmp_path / 'checkpoints' / 'last.pt').read_bytes() == checkpoint
