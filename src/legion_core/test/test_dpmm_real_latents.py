@@ -35,18 +35,15 @@ LEGION10 = Path(__file__).resolve().parent / 'data' / 'dpmm_legion10_latents.npz
 LEGION10_SNAPSHOTS = ('four_tasks', 'ten_tasks')
 
 
+def _load(path: Path, names: tuple[str, ...]) -> dict:
+    with np.load(path) as data:
+        return {name: (data[f'{name}_z'].astype(np.float64), data[f'{name}_task'].astype(int))
+                for name in names}
+
+
 @pytest.fixture(scope='module')
 def latents():
-    with np.load(DATA) as data:
-        return {name: (data[f'{name}_z'].astype(np.float64), data[f'{name}_task'].astype(int))
-                for name in SNAPSHOTS}
-
-
-@pytest.fixture(scope='module')
-def legion10_latents():
-    with np.load(LEGION10) as data:
-        return {name: (data[f'{name}_z'].astype(np.float64), data[f'{name}_task'].astype(int))
-                for name in LEGION10_SNAPSHOTS}
+    return {**_load(DATA, SNAPSHOTS), **_load(LEGION10, LEGION10_SNAPSHOTS)}
 
 
 def default_options(backend: str) -> dict:
@@ -61,7 +58,7 @@ def one_pure_cluster_per_task(labels: np.ndarray, tasks: np.ndarray) -> bool:
 
 
 @pytest.mark.parametrize('backend', sorted(BACKENDS))
-@pytest.mark.parametrize('name', SNAPSHOTS)
+@pytest.mark.parametrize('name', SNAPSHOTS + LEGION10_SNAPSHOTS)
 def test_default_prior_finds_one_cluster_per_task(latents, backend, name):
     z, tasks = latents[name]
     model = make_dpmm(backend, **default_options(backend))
@@ -106,25 +103,15 @@ def test_sf_means_the_expected_covariance_in_both_backends():
         np.testing.assert_allclose(model.variances, expected, rtol=0.02, err_msg=backend)
 
 
-@pytest.mark.parametrize('backend', sorted(BACKENDS))
-@pytest.mark.parametrize('name', LEGION10_SNAPSHOTS)
-def test_default_prior_finds_one_cluster_per_task_of_the_legion10_stream(legion10_latents, backend, name):
-    z, tasks = legion10_latents[name]
-    model = make_dpmm(backend, **default_options(backend))
-    model.fit(z, seed=0)
-    assert model.num_components == len(np.unique(tasks))
-    assert one_pure_cluster_per_task(model.predict(z), tasks)
-
-
-def test_the_sklearn_default_sits_between_splitting_and_merging_the_legion10_tasks(legion10_latents):
+def test_the_sklearn_default_sits_between_splitting_and_merging_the_legion10_tasks(latents):
     # So that these latents keep testing the choice: ten times tighter splits a task of four (the
     # former default, 0.03), ten times looser merges tasks of ten.
     sf = default_options('sklearn')['sF']
-    z, tasks = legion10_latents['four_tasks']
+    z, tasks = latents['four_tasks']
     split = make_dpmm('sklearn', **{**default_options('sklearn'), 'sF': sf / 10})
     split.fit(z, seed=0)
     assert split.num_components > len(np.unique(tasks))
-    z, tasks = legion10_latents['ten_tasks']
+    z, tasks = latents['ten_tasks']
     merged = make_dpmm('sklearn', **{**default_options('sklearn'), 'sF': sf * 10})
     merged.fit(z, seed=0)
     assert merged.num_components < len(np.unique(tasks))
