@@ -2,7 +2,7 @@
 behind `train.demo_pretrain`. Prints one JSON line per task.
 
     .venv/bin/python scripts/bench_cloning.py [--tasks legion10] [--embodiment twin] [--episodes 20]
-        [--steps 3000] [--eval-episodes 10] [--seed 0]
+        [--steps 3000] [--eval-episodes 10] [--seed 0] [--episode-length 150]
 
 Per task: ``--episodes`` expert episodes (random goals, seeded as `legion train` seeds its
 demonstrations), an MLP (2 x 256, LayerNorm, ReLU, tanh output) fitted to their actions for ``--steps``
@@ -35,7 +35,7 @@ def _mlp(obs_dim: int, action_dim: int) -> torch.nn.Sequential:
 
 
 def clone_task(task: str, embodiment: str, episodes: int, steps: int, eval_episodes: int,
-               seed: int) -> dict:
+               seed: int, episode_length: int = 150) -> dict:
     started = time.perf_counter()
     rows: dict[str, list] = {'obs': [], 'action': []}
 
@@ -43,7 +43,8 @@ def clone_task(task: str, embodiment: str, episodes: int, steps: int, eval_episo
         rows['obs'].append(np.asarray(obs))
         rows['action'].append(np.asarray(action))
 
-    kwargs = dict(embodiment=embodiment, layout='full39', episode_length=150, goal='random', seed=seed)
+    kwargs = dict(embodiment=embodiment, layout='full39', episode_length=episode_length, goal='random',
+                  seed=seed)
     env = TaskVectorEnv(task, 1, copy_seed=seed + DEMO_SEED_OFFSET, **kwargs)
     try:
         stats = demonstrate(env, expert(embodiment, task), episodes, 0, store)
@@ -85,12 +86,14 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=3000, help='Adam steps of cloning')
     parser.add_argument('--eval-episodes', type=int, default=10)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--episode-length', type=int, default=150,
+                        help='steps per episode (the twin preset: 200)')
     args = parser.parse_args()
     torch.set_num_threads(1)
     tasks = resolve_stream(args.tasks)
     for task in tasks:
         print(json.dumps(clone_task(task, args.embodiment, args.episodes, args.steps, args.eval_episodes,
-                                    args.seed)), flush=True)
+                                    args.seed, args.episode_length)), flush=True)
 
 
 if __name__ == '__main__':
