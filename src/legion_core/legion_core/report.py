@@ -34,7 +34,9 @@ Without ``mode``, a one-row matrix over several tasks is read as a multi-task ru
 
 ``env_steps`` counts training env steps since the start of the run, ``phase`` is the phase being
 trained when the evaluation ran, ``success`` the fraction of successful evaluation episodes and
-``return`` their mean return. It may be empty (no periodic evaluation).
+``return`` their mean return (under ``train.eval_until_success`` summed up to each episode's first
+success, so a learnt task's return falls as it succeeds sooner). It may be empty (no periodic
+evaluation).
 
 ``write_report(run_dir, out_dir)`` writes ``success_matrix.png``, ``learning_curves.png`` and
 ``report.md`` into ``out_dir`` (default: ``run_dir``); with ``clips=True`` also one GIF per task of one
