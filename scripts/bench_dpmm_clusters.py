@@ -18,7 +18,7 @@ import re
 import numpy as np
 import torch
 
-from legion_core.checkpoint import load_checkpoint
+from legion_core.checkpoint import find_checkpoint, load_checkpoint
 from legion_core.dpmm import make_dpmm
 from legion_core.metrics import cluster_purity
 from legion_core.policy import policy_from_state
@@ -77,11 +77,12 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(',')]
     run_options = dict(config['dpmm']['options']) if backend == config['dpmm']['backend'] else {}
     recorded = {entry['phase']: entry['num_components'] for entry in last['dpmm_log']}
+    checkpoints = find_checkpoint(args.run).parent  # beside last.pt
     phases = sorted(int(m.group(1)) for m in (re.fullmatch(r'phase_(\d+)\.pt', p.name)
-                                              for p in (last_dir(args.run)).glob('phase_*.pt')) if m)
+                                              for p in checkpoints.glob('phase_*.pt')) if m)
     encoders = {}
     for phase in phases:
-        state = load_checkpoint(last_dir(args.run) / f'phase_{phase}.pt')
+        state = load_checkpoint(checkpoints / f'phase_{phase}.pt')
         state['agent'] = dict(state['agent'], policy_average=None)  # the live encoder, as a refit uses
         encoders[phase] = policy_from_state(state)
 
@@ -119,12 +120,6 @@ def main() -> None:
         cells = ' | '.join(','.join(map(str, row['K'][p])) for p in phases)
         print(f"{row['options']}: {cells}  -> K = tasks in {row['phases_with_K_equal_tasks']}/{len(phases)}"
               f" phases, purity >= {min(row['purity'].values()):.3f}")
-
-
-def last_dir(run: str):
-    from legion_core.checkpoint import find_checkpoint
-
-    return find_checkpoint(run).parent
 
 
 if __name__ == '__main__':
