@@ -93,6 +93,11 @@ class AgentConfig(ConfigSection):
     # 0.999 averages about the last 1,000 updates). On: deterministic actions (evaluation, exported
     # policies, the teachers of finished tasks) use the average, exploration the live weights.
     policy_average: float = 0.0
+    # Lifelong: a task whose phase ends solved keeps acting, deterministically, with a frozen copy of
+    # the encoder and actor that solved it (parameter isolation; the task's language names it, as it
+    # names the task's embedding). The shared networks go on learning every task (and cloning the
+    # finished ones, distill). Off: every task acts with the shared networks, which drift.
+    freeze_skills: bool = False
     optimizer: str = 'fused'            # fused | foreach | plain (torch.optim.Adam implementations)
     compile: bool = False               # torch.compile the networks
     num_threads: int | None = None      # torch intra-op threads; None leaves torch's default
@@ -204,6 +209,8 @@ class LegionAgent:
         # (the first ones of the stream) they had learnt: the cloning targets of ``config.distill``.
         self.teacher: nn.ModuleDict | None = None
         self.teacher_tasks = 0
+        # Frozen encoder and actor per task id (config.freeze_skills): the deterministic policy of that task.
+        self.skills: dict[int, nn.ModuleDict] = {}
         self.dpmm = dpmm          # legion_core.dpmm DPMM, or None (then the KL is always to N(0, I))
         self.prior = None         # DPMMPrior built after each fit
         self.num_updates = 0
@@ -267,6 +274,19 @@ class LegionAgent:
         self.teacher_tasks = int(num_tasks)
         return range(min(first, self.teacher_tasks), self.teacher_tasks)
 
+    def freeze_skill(self, task: int, weights: dict[str, Any] | None = None) -> None:
+        """Task ``task`` acts from now on (deterministic actions) with a frozen copy of the acting encoder
+        and actor, or of ``weights`` (such a copy's state dict: a skill solved before freeze_skills was
+        switched on, from its phase checkpoint).
+
+        Why: a skill that needs nearly all of its episode does not survive a shared actor that drifts a
+        few percent from it, and no cloning weight, DART rows, frozen encoder or larger actor kept
+        door-open's copy close enough (docs/training.md, "How door-open is lost")."""
+        skill = copy.deepcopy(self.acting_policy()).requires_grad_(False)
+        if weights is not None:
+            skill.load_state_dict(weights)
+        self.skills[int(task)] = skill
+
     @torch.no_grad()
     def teacher_actions(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """The teacher's deterministic actions tanh(μ) at z = μ of its encoder [N, A]: the cloning targets
@@ -310,14 +330,38 @@ class LegionAgent:
     def act(self, obs: np.ndarray, task: Any, deterministic: bool = False) -> np.ndarray:
         """Actions [N, A] for observations [N, D] of one or several tasks (batched over env copies).
 
-        Deterministic actions use tanh(μ) and, with ``eval_z='mean'``, z = μ of the encoder.
+        Deterministic actions use tanh(μ) and, with ``eval_z='mean'``, z = μ of the encoder; a task given by
+        id that has a frozen skill (``freeze_skills``) acts with that skill's encoder and actor.
         """
         s = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         squeeze = s.ndim == 1
         s = s.reshape(-1, self.obs_dim)
-        policy = self.acting_policy() if deterministic else self._live_policy()
+        emb = self._embeddings(task, s.shape[0])
+        if not deterministic:
+            return self._actions(self._live_policy(), s, emb, False, squeeze)
+        ids = self._task_ids(task, s.shape[0])
+        if ids is None or not self.skills or not any(int(i) in self.skills for i in ids.unique()):
+            return self._actions(self.acting_policy(), s, emb, True, squeeze)
+        out = np.empty((s.shape[0], self.action_dim), dtype=np.float32)
+        for i in ids.unique().tolist():  # rows of each frozen skill, then the rest with the shared policy
+            rows = ids == i
+            out[rows.cpu().numpy()] = self._actions(self.skills.get(i, self.acting_policy()), s[rows],
+                                                    emb[rows], True, False)
+        return out[0] if squeeze else out
+
+    def _task_ids(self, task: Any, n: int) -> torch.Tensor | None:
+        """Task ids [n] for ``task`` given as ids, None where it is given as embeddings."""
+        if isinstance(task, (int, np.integer)):
+            return torch.full((n,), int(task), dtype=torch.long)
+        t = torch.as_tensor(np.asarray(task) if not torch.is_tensor(task) else task)
+        if t.dtype not in (torch.int32, torch.int64):
+            return None
+        return t.reshape(-1).long().cpu().expand(n) if t.numel() == 1 else t.reshape(-1).long().cpu()
+
+    def _actions(self, policy: nn.ModuleDict, s: torch.Tensor, emb: torch.Tensor, deterministic: bool,
+                 squeeze: bool) -> np.ndarray:
         encoder, actor = policy['encoder'], policy['actor']
-        mu, logvar = encoder(s, self._embeddings(task, s.shape[0]))
+        mu, logvar = encoder(s, emb)
         z = mu if deterministic and self.config.eval_z == 'mean' else encoder.sample(mu, logvar)
         action = actor.mean_action(s, z) if deterministic else actor.sample(s, z)[0]
         out = action.cpu().numpy()
@@ -528,6 +572,7 @@ class LegionAgent:
             'teacher': self.teacher.state_dict() if self.teacher is not None else None,
             'teacher_tasks': self.teacher_tasks,
             'policy_average': self.average.state_dict() if self.average is not None else None,
+            'skills': {task: skill.state_dict() for task, skill in self.skills.items()},
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -571,6 +616,10 @@ class LegionAgent:
         if state.get('teacher') is not None:  # checkpoints before the teacher existed have none
             self.remember_tasks(int(state['teacher_tasks']))
             self.teacher.load_state_dict(state['teacher'])
+        self.skills = {}
+        if self.config.freeze_skills:  # switched off at a resume: every task acts with the shared networks
+            for task, weights in (state.get('skills') or {}).items():
+                self.freeze_skill(int(task), weights)
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -61,7 +61,7 @@ RESUMABLE = ('train.eval_every', 'train.eval_episodes', 'train.eval_envs', 'trai
              'train.advance_on_success', 'train.advance_evals', 'train.saved_steps',
              'train.carry_min_success', 'train.demo_pretrain',
              'agent.demo_bc', 'agent.demo_q_filter', 'agent.distill_teacher', 'train.current_ratio',
-             'dpmm.sample', 'agent.policy_average')
+             'dpmm.sample', 'agent.policy_average', 'agent.freeze_skills')
 DPMM_SAMPLES = ('uniform', 'balanced')
 
 

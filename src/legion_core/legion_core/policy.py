@@ -1,10 +1,11 @@
 """The deployable policy artefact: ``policy.pt``, and the ``LegionPolicy`` that acts from it.
 
-``export_policy`` writes ``policy.pt`` with only what inference needs (VAE encoder, actor, the task
-names, descriptions and language embeddings, the observation layout, the config and the DPMM for
-cluster ids); ``load_policy`` gives a ``LegionPolicy`` (used by the ROS nodes, ``legion sim`` and
-``legion eval``) from that file, a training checkpoint or a run directory. The file format and its
-atomic writing are :mod:`legion_core.checkpoint`'s; this module never imports the trainer.
+``export_policy`` writes ``policy.pt`` with only what inference needs (VAE encoder, actor, the frozen
+skills' encoders and actors, the task names, descriptions and language embeddings, the observation
+layout, the config and the DPMM for cluster ids); ``load_policy`` gives a ``LegionPolicy`` (used by the
+ROS nodes, ``legion sim`` and ``legion eval``) from that file, a training checkpoint or a run
+directory. The file format and its atomic writing are :mod:`legion_core.checkpoint`'s; this module
+never imports the trainer.
 """
 from __future__ import annotations
 
@@ -57,6 +58,15 @@ def acting_weights(agent: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return _part(agent['vae'], 'encoder'), agent['actor']
 
 
+def frozen_skills(agent: dict[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
+    """The frozen skills of an agent's state (``agent.freeze_skills``): per task index, the encoder's and
+    actor's weights that task acts with; empty where the run kept none or has the switch off."""
+    if not agent['config'].get('freeze_skills'):
+        return {}
+    return {int(task): {'encoder': _part(weights, 'encoder'), 'actor': _part(weights, 'actor')}
+            for task, weights in (agent.get('skills') or {}).items()}
+
+
 def export_policy(source: str | Path, out: str | Path | None = None) -> Path:
     """Write the inference-only artefact of a run directory or checkpoint; returns its path.
 
@@ -78,6 +88,7 @@ def export_policy(source: str | Path, out: str | Path | None = None) -> Path:
         'encoder': encoder,
         'actor': actor,
         'dpmm': agent.get('dpmm'),
+        'skills': frozen_skills(agent),
         'env': cfg['env'],
         'config': cfg,
         'trained': {'phase': state['position']['phase'], 'env_steps': state['position']['env_steps'],
@@ -90,9 +101,13 @@ def export_policy(source: str | Path, out: str | Path | None = None) -> Path:
 
 
 class LegionPolicy:
-    """A trained LEGION policy for inference: encoder + actor + language table (+ DPMM for clusters)."""
+    """A trained LEGION policy for inference: encoder + actor + language table (+ DPMM for clusters).
 
-    def __init__(self, state: dict[str, Any], device: str | torch.device = 'cpu'):
+    A task with a frozen skill (``agent.freeze_skills``) acts with that skill's encoder and actor when it
+    is named, or given by its own embedding; any other embedding (an instruction the stream never had)
+    acts with the shared networks, as does every task with ``shared=True``."""
+
+    def __init__(self, state: dict[str, Any], device: str | torch.device = 'cpu', shared: bool = False):
         from legion_core.agent import AgentConfig
         from legion_core.networks import Actor, VAEEncoder
 
@@ -111,14 +126,20 @@ class LegionPolicy:
             # The run's intra-op threads, as its agent had: on shared cores a second thread spins on these
             # small networks (measured: 7 ms against 0.1 ms per layer of a 10-row batch beside a busy core).
             torch.set_num_threads(int(c.num_threads))
-        self.encoder = VAEEncoder(self.obs_dim, self.task_embeddings.shape[1], c.latent_dim, c.vae_hidden,
-                                  c.vae_layers, c.logvar_clamp).to(self.device)
-        self.encoder.load_state_dict(state['encoder'])
-        self.actor = Actor(self.obs_dim, c.latent_dim, self.action_dim, c.actor_hidden, c.actor_layers,
-                           c.log_std_bounds, c.actor_body).to(self.device)
-        self.actor.load_state_dict(state['actor'])
-        self.encoder.eval()
-        self.actor.eval()
+
+        def networks(weights: dict[str, Any]) -> tuple[VAEEncoder, Actor]:
+            encoder = VAEEncoder(self.obs_dim, self.task_embeddings.shape[1], c.latent_dim, c.vae_hidden,
+                                 c.vae_layers, c.logvar_clamp).to(self.device)
+            encoder.load_state_dict(weights['encoder'])
+            actor = Actor(self.obs_dim, c.latent_dim, self.action_dim, c.actor_hidden, c.actor_layers,
+                          c.log_std_bounds, c.actor_body).to(self.device)
+            actor.load_state_dict(weights['actor'])
+            return encoder.eval(), actor.eval()
+
+        self.encoder, self.actor = networks(state)
+        #: Frozen skills by task index: (encoder, actor) that task acts with.
+        self.skills = {} if shared else {int(task): networks(weights)
+                                         for task, weights in (state.get('skills') or {}).items()}
         self.dpmm = None
         if state.get('dpmm') is not None:
             from legion_core.dpmm import load_dpmm
@@ -155,13 +176,22 @@ class LegionPolicy:
     def act(self, obs, task: str | np.ndarray | torch.Tensor, deterministic: bool = True) -> np.ndarray:
         """Actions [N, 4] in [-1, 1] for observations [N, D] (or [4] for one [D] observation)."""
         s, single = self._obs(obs)
-        emb = self.embedding(task).expand(s.shape[0], -1)
-        mu, logvar = self.encoder(s, emb)
+        emb = self.embedding(task)
+        encoder, actor = self.skills.get(self._known_task(task, emb), (self.encoder, self.actor))
+        emb = emb.expand(s.shape[0], -1)
+        mu, logvar = encoder(s, emb)
         sample_z = not deterministic or self.config.eval_z == 'sample'
-        z = self.encoder.sample(mu, logvar) if sample_z else mu
-        action = self.actor.mean_action(s, z) if deterministic else self.actor.sample(s, z)[0]
+        z = encoder.sample(mu, logvar) if sample_z else mu
+        action = actor.mean_action(s, z) if deterministic else actor.sample(s, z)[0]
         out = action.cpu().numpy()
         return out[0] if single else out
+
+    def _known_task(self, task: str | np.ndarray | torch.Tensor, emb: torch.Tensor) -> int | None:
+        """The index of the stream's task that ``task`` names or whose embedding it is, else None."""
+        if isinstance(task, str):
+            return self.task_index(task)
+        same = (self.task_embeddings == emb).all(dim=1).nonzero()
+        return int(same[0, 0]) if len(same) else None
 
     @torch.no_grad()
     def latent(self, obs, emb) -> tuple[np.ndarray, np.ndarray]:
@@ -204,12 +234,14 @@ def default_policy_path() -> Path | None:
     return SHIPPED_POLICY if SHIPPED_POLICY.is_file() else None
 
 
-def load_policy(path: str | Path, device: str | torch.device = 'cpu') -> LegionPolicy:
-    """A ``LegionPolicy`` from ``policy.pt``, a training checkpoint, or a run directory."""
-    return policy_from_state(load_checkpoint(path, map_location=device), device)
+def load_policy(path: str | Path, device: str | torch.device = 'cpu', shared: bool = False) -> LegionPolicy:
+    """A ``LegionPolicy`` from ``policy.pt``, a training checkpoint, or a run directory (``shared``: every
+    task acts with the shared networks, frozen skills aside)."""
+    return policy_from_state(load_checkpoint(path, map_location=device), device, shared)
 
 
-def policy_from_state(state: dict[str, Any], device: str | torch.device = 'cpu') -> LegionPolicy:
+def policy_from_state(state: dict[str, Any], device: str | torch.device = 'cpu',
+                      shared: bool = False) -> LegionPolicy:
     """A ``LegionPolicy`` from an already loaded policy or training checkpoint."""
     if state['format'] == CHECKPOINT_FORMAT:
         agent = state['agent']
@@ -217,7 +249,8 @@ def policy_from_state(state: dict[str, Any], device: str | torch.device = 'cpu')
         state = {'tasks': state['tasks'], 'descriptions': _descriptions(list(state['tasks'])),
                  'task_embeddings': agent['task_embeddings'], 'dims': agent['dims'],
                  'agent_config': agent['config'], 'encoder': encoder,
-                 'actor': actor, 'dpmm': agent.get('dpmm'), 'env': state['config']['env'],
+                 'actor': actor, 'dpmm': agent.get('dpmm'), 'skills': frozen_skills(agent),
+                 'env': state['config']['env'],
                  'trained': {'phase': state['position']['phase'],
                              'env_steps': state['position']['env_steps']}}
-    return LegionPolicy(state, device)
+    return LegionPolicy(state, device, shared)

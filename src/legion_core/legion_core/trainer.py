@@ -157,6 +157,10 @@ class Trainer:
         self.eval_curve: list[float] = []
         self.elapsed = 0.0
         self._eval_envs: dict[int, Any] = {}
+        # The latest evaluation of each task (evaluate_all) and, for a frozen skill, the one that stands
+        # for all later ones: the same weights on the same held-out episodes succeed alike.
+        self._latest_eval: dict[int, dict[str, Any]] = {}
+        self._skill_eval: dict[int, dict[str, Any]] = {}
         self._writer = None
         self._train_episodes: list[tuple[float, float]] = []
         # Set by request_checkpoint / request_stop (e.g. from a signal handler), acted on at the next
@@ -301,6 +305,8 @@ class Trainer:
         if rng.get('cuda') is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng['cuda'])
         self.rng.bit_generator.state = rng['warmup']
+        if self.agent_config.freeze_skills and self.mode == 'lifelong':
+            self._freeze_earlier_skills()
         if grown and self.position['done']:
             # The finished stream skipped the switch after its last task: make it now.
             self.position['done'] = False
@@ -312,6 +318,26 @@ class Trainer:
         if evals.exists():
             lines = evals.read_text().splitlines(keepends=True)[:int(self.position['evals_lines'])]
             ckpt.atomic_write_text(evals, ''.join(lines))
+
+    def _freeze_earlier_skills(self) -> None:
+        """agent.freeze_skills switched on at a resume: the tasks solved before freeze from the acting
+        weights of their phase checkpoints (train.keep_phase_checkpoints), the weights that solved them."""
+        from legion_core.policy import acting_weights
+
+        for entry in self.position['advanced']:
+            phase = int(entry['phase'])
+            if not entry['solved'] or phase in self.agent.skills:
+                continue
+            path = self.run_dir / ckpt.CHECKPOINT_DIR / f'phase_{phase}.pt'
+            if not path.is_file():
+                log.warning('%s was solved before agent.freeze_skills was on, but %s is missing: it acts '
+                            'with the shared networks', entry['task'], path)
+                continue
+            encoder, actor = acting_weights(ckpt.load_checkpoint(path)['agent'])
+            self.agent.freeze_skill(phase, {**{f'encoder.{k}': v for k, v in encoder.items()},
+                                            **{f'actor.{k}': v for k, v in actor.items()}})
+            log.info('%s acts with its phase-%d weights from %s on (agent.freeze_skills)', entry['task'],
+                     phase, path.name)
 
     def _load_demos(self, saved: dict[str, Any] | None) -> None:
         if self.demos is None:
@@ -364,12 +390,18 @@ class Trainer:
         tasks = self.tasks[:phase + 1] if partial else self.tasks
         rows, rates = [], []
         for j, task in enumerate(tasks):
-            result = evaluate(lambda obs, j=j: self.agent.act(obs, j, deterministic=True), task, episodes,
-                              env=self._eval_env(j), until_success=self.config.train.eval_until_success)
+            frozen = j in self.agent.skills
+            result = self._skill_eval.get(j) if frozen else None
+            if result is None:
+                result = evaluate(lambda obs, j=j: self.agent.act(obs, j, deterministic=True), task, episodes,
+                                  env=self._eval_env(j), until_success=self.config.train.eval_until_success)
+                if frozen:
+                    self._skill_eval[j] = result
+            self._latest_eval[j] = result
             rates.append(result['success_rate'])
             rows.append({'env_steps': self.position['env_steps'], 'phase': phase, 'task': task,
                          'success': result['success_rate'], 'return': result['mean_return'],
-                         'final': final})
+                         'final': final, **({'frozen': True} if frozen else {})})
             self.writer.add_scalar(f'eval/success/{task}', result['success_rate'], self.position['env_steps'])
             self.writer.add_scalar(f'eval/return/{task}', result['mean_return'], self.position['env_steps'])
             if final:
@@ -835,6 +867,9 @@ class Trainer:
         started = time.perf_counter()
         p = self.position
         self.evaluate_all(phase, final=True)
+        if self.agent_config.freeze_skills and p['ending'] == 'solved':
+            self.agent.freeze_skill(phase)
+            self._skill_eval[phase] = self._latest_eval[phase]
         self.dpmm_log.append(self.dpmm_summary(phase))
         # The phase spent its share of the saved steps; what it left of its budget (ending solved or
         # stalled) is saved for the later ones. Under saved_steps=next this is the unused budget alone.

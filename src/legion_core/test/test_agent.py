@@ -345,3 +345,44 @@ def test_the_average_survives_a_round_trip_and_starts_from_the_live_weights_when
     assert np.allclose(switched_on.act(obs, 0, deterministic=True), plain.act(obs, 0, deterministic=True))
     with pytest.raises(ValueError, match=r'policy_average must be in \[0, 1\)'):
         make_agent(policy_average=1.0)
+
+
+def test_a_frozen_skill_keeps_its_tasks_actions_while_the_shared_networks_learn_on():
+    agent = make_agent(freeze_skills=True)
+    for i in range(3):
+        agent.update(make_batch(i))
+    obs = torch.randn(6, OBS, generator=torch.Generator().manual_seed(9)).numpy()
+    task0 = agent.act(obs, 0, deterministic=True)
+    agent.freeze_skill(0)
+    for i in range(3, 23):
+        agent.update(make_batch(i))
+    shared = make_agent(freeze_skills=False)
+    shared.load_state_dict(agent.state_dict())  # the same networks, the skill switched off
+    assert np.array_equal(agent.act(obs, 0, deterministic=True), task0)
+    assert np.abs(shared.act(obs, 0, deterministic=True) - task0).max() > 1e-3  # the shared actor moved
+    # Rows of several tasks at once: each row acts with its own task's policy.
+    ids = np.array([0, 1, 0, 2, 1, 0])
+    mixed = agent.act(obs, ids, deterministic=True)
+    for row, task in enumerate(ids):
+        expected = task0[row] if task == 0 else agent.act(obs[row], int(task), deterministic=True)
+        np.testing.assert_allclose(mixed[row], expected, atol=1e-6)
+    np.testing.assert_allclose(agent.act(obs, 1, deterministic=True), shared.act(obs, 1, deterministic=True))
+    # Exploration always samples from the shared (live) networks.
+    torch.manual_seed(0)
+    explored = agent.act(obs, 0)
+    torch.manual_seed(0)
+    np.testing.assert_allclose(explored, shared.act(obs, 0))
+
+
+def test_frozen_skills_survive_a_state_dict_round_trip():
+    agent = make_agent(freeze_skills=True)
+    agent.update(make_batch(0))
+    agent.freeze_skill(1)
+    agent.update(make_batch(1))
+    other = make_agent(seed=1, freeze_skills=True)
+    other.load_state_dict(agent.state_dict())
+    assert set(other.skills) == {1}
+    for p, q in zip(agent.skills[1].parameters(), other.skills[1].parameters(), strict=True):
+        assert torch.equal(p, q) and not q.requires_grad
+    obs = torch.randn(4, OBS).numpy()
+    assert np.array_equal(other.act(obs, 1, deterministic=True), agent.act(obs, 1, deterministic=True))

@@ -105,3 +105,24 @@ def test_a_loaded_policy_acts_on_its_runs_torch_threads():
         assert policy.config.num_threads == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_frozen_skill_acts_for_its_task_by_name_or_embedding_and_shared_skips_it(tmp_path):
+    cfg = small_config('train.eval_every=0', 'train.steps_per_task=120', 'agent.freeze_skills=true')
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.run(max_env_steps=60)
+    obs = np.random.default_rng(1).normal(size=(3, 12)).astype(np.float32)
+    before = trainer.agent.act(obs, 0, deterministic=True)
+    trainer.agent.freeze_skill(0)
+    trainer.run(max_env_steps=120)  # the shared networks learn on; reach keeps its frozen skill
+    trainer.save_checkpoint()
+    policy = load_policy(export_policy(tmp_path))
+    shared = load_policy(tmp_path, shared=True)
+    assert set(policy.skills) == {0} and shared.skills == {}
+    np.testing.assert_allclose(policy.act(obs, 'reach-v3'), before, atol=1e-6)
+    np.testing.assert_allclose(policy.act(obs, policy.task_embeddings[0].numpy()), before, atol=1e-6)
+    assert np.abs(shared.act(obs, 'reach-v3') - before).max() > 1e-4
+    # An instruction the stream never had acts with the shared networks; so does a task without a skill.
+    other = policy.task_embeddings[0].numpy() * 0.5 + policy.task_embeddings[1].numpy() * 0.5
+    np.testing.assert_allclose(policy.act(obs, other), shared.act(obs, other), atol=1e-6)
+    np.testing.assert_allclose(policy.act(obs, 'push-v3'), shared.act(obs, 'push-v3'), atol=1e-6)

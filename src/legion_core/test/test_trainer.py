@@ -346,3 +346,49 @@ def test_dpmm_sample_balanced_fits_every_task_seen_on_equal_rows(tmp_path, sampl
     reach, push = fits[1].count(0), fits[1].count(1)  # 60 steps into push: 200 reach rows, 60 push rows
     assert reach + push == 100
     assert (reach, push) == (50, 50) if sample == 'balanced' else reach > 65
+
+
+def test_a_solved_phase_freezes_its_skill_and_its_evaluations_stand_for_later_ones(tmp_path, monkeypatch):
+    from legion_core import envs
+
+    cfg = small_config('train.advance_on_success=0.9', 'train.advance_evals=2', 'train.eval_every=50',
+                       'train.steps_per_task=300', 'train.num_envs=1', 'train.checkpoint_every=0',
+                       'agent.freeze_skills=true')
+    played = []
+    real = envs.evaluate
+    monkeypatch.setattr(envs, 'evaluate', lambda policy, task, *a, **k: played.append(task) or real(
+        policy, task, *a, **k))
+    trainer = _SolvesEachTaskAtOnce(cfg, tmp_path, progress=False)
+    trainer.run()
+    assert set(trainer.agent.skills) == {0, 1}
+    rows = [json.loads(line) for line in (tmp_path / 'evals.jsonl').read_text().splitlines()]
+    reach = [r for r in rows if r['task'] == 'reach-v3']
+    # Phase 0: evaluations at local steps 0, 50 and its end; after it, reach's frozen skill is not played
+    # again: its phase-end result (the same weights on the same episodes) stands for it.
+    assert [r.get('frozen', False) for r in reach] == [False, False, False, True, True, True]
+    assert len({(r['success'], r['return']) for r in reach[2:]}) == 1
+    assert played.count('reach-v3') == 3
+    # Exported, the policy acts on reach with the frozen skill: its phase-end weights.
+    from legion_core.policy import load_policy
+
+    phase_end = load_policy(tmp_path / 'checkpoints' / 'phase_0.pt', shared=True)
+    final = load_policy(tmp_path)
+    assert set(final.skills) == {0, 1} and load_policy(tmp_path, shared=True).skills == {}
+    obs = np.random.default_rng(1).normal(size=(3, 12)).astype(np.float32)
+    np.testing.assert_allclose(final.act(obs, 'reach-v3'), phase_end.act(obs, 'reach-v3'), atol=1e-6)
+
+
+def test_freeze_skills_switched_on_at_a_resume_takes_the_solved_phases_weights(tmp_path):
+    from legion_core.policy import load_policy
+    from legion_core.trainer import resume_trainer
+
+    cfg = small_config('train.advance_on_success=0.9', 'train.advance_evals=2', 'train.eval_every=50',
+                       'train.steps_per_task=300', 'train.num_envs=1', 'train.checkpoint_every=0')
+    _SolvesEachTaskAtOnce(cfg, tmp_path, progress=False).run(max_env_steps=70)  # reach solved, push begun
+    assert resume_trainer(tmp_path, progress=False).agent.skills == {}
+    resumed = resume_trainer(tmp_path, progress=False, overrides=['agent.freeze_skills=true'])
+    assert set(resumed.agent.skills) == {0}
+    obs = np.random.default_rng(2).normal(size=(3, 12)).astype(np.float32)
+    phase_end = load_policy(tmp_path / 'checkpoints' / 'phase_0.pt', shared=True)
+    np.testing.assert_allclose(resumed.agent.act(obs, 0, deterministic=True), phase_end.act(obs, 'reach-v3'),
+                               atol=1e-6)

@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help='end each episode at its first success: the same success rates in about half '
                         'the time for a learnt policy; returns are then summed up to that step (as a '
                         'run\'s own evaluations do under train.eval_until_success)')
+    parser.add_argument('--shared', action='store_true',
+                        help='act with the shared encoder and actor for every task, also where the run '
+                        'froze a task\'s skill when its phase was solved (agent.freeze_skills): what the '
+                        'shared networks alone have kept of each task')
     parser.add_argument('--json', action='store_true',
                         help='print one JSON object instead of a table, with every episode\'s success in '
                         'order and the step it first succeeded at (the same --seed and --num-envs give '
@@ -53,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     path = resolve_policy(args.checkpoint)  # a shipped policy's name becomes its file
     try:
         state = load_checkpoint(path)
-        policy = policy_from_state(state)
+        policy = policy_from_state(state, shared=args.shared)
     except (FileNotFoundError, ValueError) as error:
         print(f'legion eval: {error}', file=sys.stderr)
         return 2
@@ -77,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
                      'episode_success_steps': result['episode_success_steps']})
     mean = sum(r['success'] for r in rows) / len(rows)
     if args.json:
-        print(json.dumps({'checkpoint': str(path), 'seed': seed, 'tasks': rows,
-                          'mean_success': mean}))
+        print(json.dumps({'checkpoint': str(path), 'seed': seed, 'tasks': rows, 'mean_success': mean,
+                          'frozen_skills': [policy.tasks[j] for j in sorted(policy.skills)]}))
     else:
         width = max(len(r['task']) for r in rows)
         print(f'{"task":<{width}}  success  mean return')
