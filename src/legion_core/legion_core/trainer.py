@@ -964,6 +964,11 @@ def _restored_trainer(run_dir: Path, progress: bool, device: str | None, append_
         _record_change(run_dir, state['position']['env_steps'], changed=changed)
     trainer = Trainer(cfg, run_dir, progress=progress, embeddings=embeddings)
     trainer.load_state_dict(state)
+    if changed and trainer.position['done']:
+        # A finished stream runs no more steps: its checkpoint takes the change (agent.freeze_skills'
+        # skills of the solved phases) for export_policy and `legion eval`; its success matrix stays
+        # what its phases measured.
+        trainer.save_checkpoint()
     if end_phase:
         _end_phase(trainer)
     return trainer

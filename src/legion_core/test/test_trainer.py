@@ -392,3 +392,16 @@ def test_freeze_skills_switched_on_at_a_resume_takes_the_solved_phases_weights(t
     phase_end = load_policy(tmp_path / 'checkpoints' / 'phase_0.pt', shared=True)
     np.testing.assert_allclose(resumed.agent.act(obs, 0, deterministic=True), phase_end.act(obs, 'reach-v3'),
                                atol=1e-6)
+
+
+def test_freeze_skills_switched_on_for_a_finished_stream_is_kept_in_its_checkpoint(tmp_path):
+    from legion_core.policy import load_policy
+    from legion_core.trainer import resume_trainer
+
+    cfg = small_config('train.advance_on_success=0.9', 'train.advance_evals=2', 'train.eval_every=50',
+                       'train.steps_per_task=300', 'train.num_envs=1', 'train.checkpoint_every=0')
+    matrix = _SolvesEachTaskAtOnce(cfg, tmp_path, progress=False).run()['success_matrix']
+    assert load_policy(tmp_path).skills == {}
+    resume_trainer(tmp_path, progress=False, overrides=['agent.freeze_skills=true'])
+    assert set(load_policy(tmp_path).skills) == {0, 1}
+    assert json.loads((tmp_path / 'metrics.json').read_text())['success_matrix'] == matrix
