@@ -293,3 +293,18 @@ def test_end_phase_ends_the_current_task_where_it_stands_and_goes_on_with_the_ne
     capsys.readouterr()
     assert main(['train', '--no-progress', '--resume', str(run), '--end-phase']) == 2  # nothing left
     assert 'has not finished its stream' in capsys.readouterr().err
+
+
+def test_eval_says_which_tasks_acted_with_frozen_skills_and_shared_acts_without(tmp_path, capsys):
+    from test_trainer import _SolvesEachTaskAtOnce, small_config
+
+    cfg = small_config('train.advance_on_success=0.9', 'train.advance_evals=1', 'train.eval_every=50',
+                       'train.steps_per_task=100', 'train.checkpoint_every=0', 'agent.freeze_skills=true',
+                       'train.eval_until_success=true')
+    _SolvesEachTaskAtOnce(cfg, tmp_path, progress=False).run()
+    assert main(['eval', str(tmp_path), '--episodes', '1', '--json']) == 0
+    assert json.loads(capsys.readouterr().out)['frozen_skills'] == ['reach-v3', 'push-v3']
+    assert main(['eval', str(tmp_path), '--episodes', '1', '--json', '--shared']) == 0
+    assert json.loads(capsys.readouterr().out)['frozen_skills'] == []
+    assert main(['eval', str(tmp_path), '--episodes', '1', '--tasks', 'push']) == 0
+    assert 'acted with frozen skills: push-v3 (' in capsys.readouterr().out

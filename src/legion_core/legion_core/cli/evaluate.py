@@ -89,4 +89,8 @@ def run(args: argparse.Namespace) -> int:
         for r in rows:
             print(f'{r["task"]:<{width}}  {r["success"]:>7.2f}  {r["return"]:>11.1f}')
         print(f'{"mean":<{width}}  {mean:>7.2f}')
+        frozen = [r['task'] for r in rows if policy.task_index(r['task']) in policy.skills]
+        if frozen:
+            print(f'acted with frozen skills: {", ".join(frozen)} (--shared: the shared networks for every '
+                  'task)')
     return 0
