@@ -93,6 +93,8 @@ def test_the_shipped_policy_loads_and_acts_on_its_tasks():
         assert actions.shape == (3, 4) and np.all(np.abs(actions) <= 1)
     beside = policy_module.SHIPPED_POLICY.parent
     assert (beside / 'metrics.json').is_file() and 'legion train' in (beside / 'README.md').read_text()
+    # Every phase of its stream ended solved: each skill acts with the networks that solved it.
+    assert sorted(policy.skills) == list(range(len(policy.tasks)))
 
 
 def test_a_loaded_policy_acts_on_its_runs_torch_threads():
