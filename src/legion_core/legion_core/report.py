@@ -330,6 +330,11 @@ def markdown_report(metrics: dict[str, Any], evals: Sequence[dict[str, Any]], ru
               'of max_{j∈[k,last)} E[j,k] − E[last,k]; stream average = mean overall success over all '
               'periodic evaluations.', '']
     lines += ['## Success matrix', '', 'Rows: end of phase (task trained). Columns: evaluated task.', '']
+    frozen = metrics.get('frozen_skills') or []
+    if frozen:  # agent.freeze_skills: these columns keep their phase-end value by construction
+        lines += [f'Frozen skills (`agent.freeze_skills`): {", ".join(_short(t) for t in frozen)} act with '
+                  'the networks that solved them at their phase end, so their columns keep that value; '
+                  '`legion eval RUN --shared` shows what the shared networks alone kept.', '']
     header = ['phase'] + [_short(t) for t in tasks] + ['mean']
     lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for j, row in enumerate(matrix):

@@ -227,6 +227,9 @@ class Trainer:
             'dpmm': self.dpmm_log,
             # Per finished phase: its local steps and whether it ended early, solved (advance_on_success).
             'phases': self.position['advanced'],
+            # Tasks acting with their phase-end networks (agent.freeze_skills): their columns of the
+            # matrix keep their phase-end value.
+            'frozen_skills': [self.tasks[j] for j in sorted(self.agent.skills)],
             # Scripted-expert episodes per task (train.demo_episodes); their env steps are in env_steps.
             'demonstrations': self.position['demonstrated'],
             'demo_env_steps': self.position['demo_env_steps'],

@@ -55,6 +55,15 @@ def test_report_writes_figures_and_markdown(tmp_path):
     assert f'| stream average | {expected:.3f} |' in text
 
 
+def test_report_names_the_frozen_skills_whose_columns_keep_their_phase_end_value(tmp_path):
+    run = write_run(tmp_path / 'run')
+    assert 'Frozen skills' not in write_report(run)['report'].read_text()
+    metrics = json.loads((run / 'metrics.json').read_text())
+    (run / 'metrics.json').write_text(json.dumps({**metrics, 'frozen_skills': ['reach-v3', 'push-v3']}))
+    text = write_report(run)['report'].read_text()
+    assert 'Frozen skills (`agent.freeze_skills`): reach, push act with' in text
+
+
 def test_cli_writes_into_the_run_directory_by_default(tmp_path, capsys):
     run = write_run(tmp_path / 'run')
     assert main(['report', str(run)]) == 0

@@ -361,6 +361,7 @@ def test_a_solved_phase_freezes_its_skill_and_its_evaluations_stand_for_later_on
     trainer = _SolvesEachTaskAtOnce(cfg, tmp_path, progress=False)
     trainer.run()
     assert set(trainer.agent.skills) == {0, 1}
+    assert json.loads((tmp_path / 'metrics.json').read_text())['frozen_skills'] == ['reach-v3', 'push-v3']
     rows = [json.loads(line) for line in (tmp_path / 'evals.jsonl').read_text().splitlines()]
     reach = [r for r in rows if r['task'] == 'reach-v3']
     # Phase 0: evaluations at local steps 0, 50 and its end; after it, reach's frozen skill is not played
