@@ -17,6 +17,7 @@ phase)::
       "dpmm": [{"phase": 0, "num_components": 1, "purity": 1.0}, ...],  # after each phase
       "phases": [{"phase": 0, "task": "reach-v3", "local_steps": 30000, "solved": true,
                   "env_steps": 30000}, ...],  # optional: each finished phase's length
+      "frozen_skills": ["reach-v3"],         # optional: tasks acting with their phase-end networks
       "wall_time_s": 3600.0,
       "env_steps": 1500000,
       "mode": "lifelong",                    # or "multitask"
@@ -35,7 +36,8 @@ Without ``mode``, a one-row matrix over several tasks is read as a multi-task ru
 ``env_steps`` counts training env steps since the start of the run, ``phase`` is the phase being
 trained when the evaluation ran, ``success`` the fraction of successful evaluation episodes and
 ``return`` their mean return (under ``train.eval_until_success`` summed up to each episode's first
-success, so a learnt task's return falls as it succeeds sooner). It may be empty (no periodic
+success, so a learnt task's return falls as it succeeds sooner); ``"frozen": true`` marks a frozen
+skill's row, its phase-end evaluation standing for it (the same weights on the same episodes). It may be empty (no periodic
 evaluation).
 
 ``write_report(run_dir, out_dir)`` writes ``success_matrix.png``, ``learning_curves.png`` and
