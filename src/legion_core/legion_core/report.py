@@ -37,8 +37,8 @@ Without ``mode``, a one-row matrix over several tasks is read as a multi-task ru
 trained when the evaluation ran, ``success`` the fraction of successful evaluation episodes and
 ``return`` their mean return (under ``train.eval_until_success`` summed up to each episode's first
 success, so a learnt task's return falls as it succeeds sooner); ``"frozen": true`` marks a frozen
-skill's row, its phase-end evaluation standing for it (the same weights on the same episodes). It may be empty (no periodic
-evaluation).
+skill's row, its phase-end evaluation standing for it (the same weights on the same episodes). It may
+be empty (no periodic evaluation).
 
 ``write_report(run_dir, out_dir)`` writes ``success_matrix.png``, ``learning_curves.png`` and
 ``report.md`` into ``out_dir`` (default: ``run_dir``); with ``clips=True`` also one GIF per task of one
