@@ -123,7 +123,9 @@ class PolicyNode(Node):
             load_s = time.monotonic() - started
             self.status.publish('ready', policy_type='legion', checkpoint=path, tasks=runner.tasks,
                                 load_s=round(load_s, 3))
-            self.get_logger().info(f'loaded {path} ({len(runner.tasks)} tasks) in {load_s:.2f} s')
+            frozen = len(getattr(policy, 'skills', None) or {})  # agent.freeze_skills
+            self.get_logger().info(f'loaded {path} ({len(runner.tasks)} tasks, {frozen} of them frozen '
+                                   f'skills) in {load_s:.2f} s')
 
         if background:
             threading.Thread(target=work, name='checkpoint-loader', daemon=True).start()
