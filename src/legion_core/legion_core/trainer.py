@@ -157,10 +157,9 @@ class Trainer:
         self.eval_curve: list[float] = []
         self.elapsed = 0.0
         self._eval_envs: dict[int, Any] = {}
-        # The latest evaluation of each task (evaluate_all) and, for a frozen skill, the one that stands
-        # for all later ones: the same weights on the same held-out episodes succeed alike.
+        # The latest evaluation of each task (evaluate_all). A frozen skill's is not replaced: its phase-end
+        # one stands for all later ones (the same weights on the same held-out episodes succeed alike).
         self._latest_eval: dict[int, dict[str, Any]] = {}
-        self._skill_eval: dict[int, dict[str, Any]] = {}
         self._writer = None
         self._train_episodes: list[tuple[float, float]] = []
         # Set by request_checkpoint / request_stop (e.g. from a signal handler), acted on at the next
@@ -394,13 +393,11 @@ class Trainer:
         rows, rates = [], []
         for j, task in enumerate(tasks):
             frozen = j in self.agent.skills
-            result = self._skill_eval.get(j) if frozen else None
+            result = self._latest_eval.get(j) if frozen else None
             if result is None:
                 result = evaluate(lambda obs, j=j: self.agent.act(obs, j, deterministic=True), task, episodes,
                                   env=self._eval_env(j), until_success=self.config.train.eval_until_success)
-                if frozen:
-                    self._skill_eval[j] = result
-            self._latest_eval[j] = result
+                self._latest_eval[j] = result
             rates.append(result['success_rate'])
             rows.append({'env_steps': self.position['env_steps'], 'phase': phase, 'task': task,
                          'success': result['success_rate'], 'return': result['mean_return'],
@@ -871,8 +868,7 @@ class Trainer:
         p = self.position
         self.evaluate_all(phase, final=True)
         if self.agent_config.freeze_skills and p['ending'] == 'solved':
-            self.agent.freeze_skill(phase)
-            self._skill_eval[phase] = self._latest_eval[phase]
+            self.agent.freeze_skill(phase)  # the weights this evaluation just measured
         self.dpmm_log.append(self.dpmm_summary(phase))
         # The phase spent its share of the saved steps; what it left of its budget (ending solved or
         # stalled) is saved for the later ones. Under saved_steps=next this is the unused budget alone.
